@@ -1,0 +1,1 @@
+//! Safe application of a tar changeset (to be written).

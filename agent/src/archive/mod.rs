@@ -1,0 +1,3 @@
+//! Layer archives: decompression and safe extraction of tar changesets.
+
+pub mod apply;

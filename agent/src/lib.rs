@@ -1,0 +1,7 @@
+//! berthd, the Berth node agent.
+
+pub mod archive;
+
+pub fn main() -> i32 {
+    0
+}
