@@ -1,7 +1,78 @@
-//! berthd, the Berth node agent.
+//! berthd, the Berth node agent, as a library: [`server::run`] serves the
+//! agent until a shutdown future completes; [`main`] is the daemon's entry.
+//!
+//! Layout: `api/` is the gRPC layer (validation and conversion only); the core
+//! is `content` (blobs), `metadata` (redb), `snapshot` (overlayfs and native),
+//! `image` (names, import, unpack, garbage collection) and `archive` (safe
+//! layer extraction).
 
+pub mod api;
 pub mod archive;
+pub mod config;
+pub mod content;
+pub mod digest;
+pub mod image;
+pub mod metadata;
+pub mod process;
+pub mod server;
+pub mod snapshot;
 
+use clap::Parser;
+
+/// The daemon's `main`: parse flags, set up logging, serve until SIGTERM or SIGINT.
 pub fn main() -> i32 {
-    0
+    let args = config::Args::parse();
+    let cfg = match config::Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return 2;
+        }
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: starting the runtime: {e}");
+            return 1;
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                std::future::pending::<()>().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        };
+        server::run(cfg, shutdown).await
+    });
+    // Do not wait for blocking tasks (a stalled upload) past the shutdown.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "berthd failed");
+            eprintln!("berthd: {e}");
+            1
+        }
+    }
+}
+
+fn init_logging(cfg: &config::Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &cfg.log_level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -1,1 +1,160 @@
-pub fn main() -> i32 { 0 }
+//! berthctl: the command-line client of berthd.
+
+mod content;
+mod images;
+mod output;
+mod snapshots;
+mod system;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_api::{v1, NamespaceInterceptor};
+use clap::{Parser, Subcommand, ValueEnum};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// berthctl: drive berthd, the Berth container node agent.
+///
+/// Images are imported from archives (docker save or OCI layout), listed,
+/// inspected, tagged and removed. Their layers are unpacked into read-only
+/// snapshots that every image sharing them uses.
+#[derive(Debug, Parser)]
+#[command(name = "berthctl", version, about, long_about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Address of berthd (Unix socket path)
+    #[arg(short, long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS)]
+    address: String,
+    /// Namespace to work in
+    #[arg(short, long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  berthctl load -i busybox.tar          import an image archive
+  berthctl images                       list images
+  berthctl image inspect busybox        show digest, config and layers
+  berthctl tag busybox my/busybox:v1    give an image another name
+  berthctl rmi my/busybox:v1            remove a name (unused data is collected)
+  berthctl snapshot ls                  list unpacked layers";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage images
+    #[command(subcommand, alias = "images-cmd")]
+    Image(images::ImageCommand),
+    /// List images (alias of `image ls`)
+    Images(images::ListArgs),
+    /// Import an image archive (alias of `image import`)
+    Load(images::LoadArgs),
+    /// Give an image another name (alias of `image tag`)
+    Tag(images::TagArgs),
+    /// Remove images (alias of `image rm`)
+    Rmi(images::RmArgs),
+    /// Manage snapshots (unpacked layers and writable filesystems)
+    #[command(subcommand, alias = "snapshots")]
+    Snapshot(snapshots::SnapshotCommand),
+    /// Inspect the content store (blobs by digest)
+    #[command(subcommand)]
+    Content(content::ContentCommand),
+    /// Show the client's and the agent's versions
+    Version,
+    /// Show how the agent is configured and what it holds
+    Info,
+}
+
+/// A connection to the agent with the namespace header on every call.
+pub struct Conn {
+    channel: Channel,
+    ns: NamespaceInterceptor,
+    pub format: Format,
+}
+
+type Svc = InterceptedService<Channel, NamespaceInterceptor>;
+
+impl Conn {
+    pub fn images(&self) -> v1::images_client::ImagesClient<Svc> {
+        v1::images_client::ImagesClient::with_interceptor(self.channel.clone(), self.ns.clone())
+            .max_decoding_message_size(64 << 20)
+    }
+    pub fn snapshots(&self) -> v1::snapshots_client::SnapshotsClient<Svc> {
+        v1::snapshots_client::SnapshotsClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    pub fn content(&self) -> v1::content_client::ContentClient<Svc> {
+        v1::content_client::ContentClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
+        v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Conn> {
+    let channel = berth_api::connect(&cli.address, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cannot connect to berthd at {} (is berthd running? set --address or BERTH_ADDRESS)", cli.address))?;
+    let ns = NamespaceInterceptor::new(&cli.namespace).map_err(|_| anyhow::anyhow!("invalid namespace {:?}", cli.namespace))?;
+    Ok(Conn { channel, ns, format: cli.format })
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let conn = connect(&cli).await?;
+    match cli.command {
+        Command::Image(c) => images::run(&conn, c).await,
+        Command::Images(a) => images::list(&conn, a).await,
+        Command::Load(a) => images::load(&conn, a).await,
+        Command::Tag(a) => images::tag(&conn, a).await,
+        Command::Rmi(a) => images::rm(&conn, a).await,
+        Command::Snapshot(c) => snapshots::run(&conn, c).await,
+        Command::Content(c) => content::run(&conn, c).await,
+        Command::Version => system::version(&conn).await,
+        Command::Info => system::info(&conn).await,
+    }
+}
+
+/// Turn an error into the one line a user reads.
+fn describe(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        return match s.code() {
+            tonic::Code::Unavailable => format!("berthd is unavailable: {}", s.message()),
+            _ => s.message().to_owned(),
+        };
+    }
+    let mut msg = e.to_string();
+    if let Some(cause) = e.chain().nth(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg
+}
+
+/// berthctl's `main`: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthctl: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berthctl: {}", describe(&e));
+            1
+        }
+    }
+}

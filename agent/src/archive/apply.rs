@@ -1,1 +1,2018 @@
-//! Safe application of a tar changeset (to be written).
+//! Safe application of an OCI layer changeset (an uncompressed tar stream) to a directory.
+//!
+//! The archive is untrusted. Whatever it contains, nothing is created, modified or removed
+//! outside the target directory. The rules that make this hold:
+//!
+//! - Entry names and hardlink targets are normalised to relative component lists; any `..`
+//!   component, NUL byte or over-long name is refused ([`ApplyError::Hostile`]).
+//! - The target directory is opened once. Every parent directory of an entry is resolved with
+//!   `openat2(root, parent, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: symlinks met on the way
+//!   (including ones written earlier by this very archive, absolute or full of `..`) are
+//!   resolved as if `root` were `/`, so they can never lead out of it.
+//! - The final operation is a `*at` syscall on that parent fd with a single name component,
+//!   never following a symlink there (`O_NOFOLLOW`/`O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `linkat`
+//!   without `AT_SYMLINK_FOLLOW`). Owners, modes, xattrs and times are set through the fd we
+//!   just created, or on a name we just created ourselves in a directory only we write.
+//! - Whatever sits at an entry's name is removed first (directories are merged), so a symlink
+//!   planted by an earlier entry is replaced, never written through.
+//!
+//! Nobody else writes the target while a layer is applied (it is a fresh snapshot, invisible
+//! until committed), so the only adversary is the archive itself, which acts strictly in
+//! sequence.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{
+    AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+use tar::EntryType;
+
+/// How whiteout entries (`.wh.NAME`, `.wh..wh..opq`) are materialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// Target is an overlayfs upper dir: `.wh.NAME` becomes a 0/0 character device NAME,
+    /// `.wh..wh..opq` sets xattr `trusted.overlay.opaque=y` on its directory.
+    Overlay,
+    /// Target is a full copy of the parent filesystem: `.wh.NAME` removes NAME (recursively),
+    /// `.wh..wh..opq` removes every entry of its directory that was not itself written by this
+    /// layer.
+    Native,
+}
+
+/// Options for [`apply_tar`].
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub whiteouts: WhiteoutMode,
+    /// Overlay mode only: lower layer directories, topmost first. A hardlink whose target is
+    /// not in this layer is satisfied by copying the target from the first lower dir that has
+    /// it (resolved in-root in that lower dir too).
+    pub lowers: Vec<PathBuf>,
+    /// Longest entry path accepted, in bytes (default 4096). Longer → error.
+    pub max_path_len: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            lowers: Vec::new(),
+            max_path_len: 4096,
+        }
+    }
+}
+
+/// What [`apply_tar`] did.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyStats {
+    /// Archive entries processed (PAX global headers are not counted).
+    pub entries: u64,
+    /// Regular file bytes written.
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unsafe entry {path:?} in layer: {reason}")]
+    Hostile { path: String, reason: String },
+    /// Truncated tar, corrupt headers, or an error of the underlying reader (whose message is
+    /// kept as is: a decompressed-size cap, corrupt gzip, ...).
+    #[error("reading layer archive: {0}")]
+    Archive(#[source] std::io::Error),
+    #[error("writing {path:?}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry type we do not extract (GNU sparse files, volume labels, unknown types).
+    #[error("unsupported entry {path:?} in layer: {reason}")]
+    Unsupported { path: String, reason: String },
+    /// A hardlink whose target exists neither in this layer nor (overlay mode) in a lower.
+    #[error("hardlink {path:?} points to {target:?}, which does not exist")]
+    MissingLinkTarget { path: String, target: String },
+}
+
+/// Opaque-directory marker entry name.
+const OPAQUE: &[u8] = b".wh..wh..opq";
+/// Prefix of whiteout entry names.
+const WH_PREFIX: &[u8] = b".wh.";
+/// Prefix of AUFS metadata names (`.wh..wh.plnk`, `.wh..wh.aufs`, ...).
+const WH_META_PREFIX: &[u8] = b".wh..wh.";
+/// Buffer for streaming file contents out of the archive.
+const COPY_BUF: usize = 1 << 20;
+/// Most bytes the tar crate may read while producing one entry: its header blocks plus GNU
+/// long-name/long-link and PAX extension data. The crate buffers those in memory without a
+/// limit, so we cap them at the reader (see [`MetaBudgetReader`]).
+const META_BUDGET: u64 = 1 << 20;
+/// Largest xattr name list / value copied from a lower layer (the Linux VFS limit is 64 KiB).
+const XATTR_BUF: usize = 64 * 1024;
+
+/// Applies the layer changeset read from `reader` (an uncompressed tar stream) to `root`.
+///
+/// On error the target is left half-written; the caller discards it. The reader is read to its
+/// end (after the tar end-of-archive marker too), so a hashing reader sees every byte.
+pub fn apply_tar<R: Read>(
+    reader: R,
+    root: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, ApplyError> {
+    // The root path itself comes from the caller and is trusted.
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ApplyError::Io {
+        path: root.display().to_string(),
+        source: e.into(),
+    })?;
+
+    let budget = Rc::new(Cell::new(None));
+    let mut archive = tar::Archive::new(MetaBudgetReader {
+        inner: reader,
+        budget: Rc::clone(&budget),
+    });
+    let mut applier = Applier {
+        root: root_fd,
+        opts,
+        stats: ApplyStats::default(),
+        written: HashSet::new(),
+        dir_times: Vec::new(),
+        copied: HashMap::new(),
+        buf: vec![0; COPY_BUF],
+    };
+
+    {
+        let mut entries = archive.entries().map_err(ApplyError::Archive)?;
+        loop {
+            // Only headers and extension records are read inside next(): the previous entry's
+            // data was consumed below, apart from at most 511 bytes of padding.
+            budget.set(Some(META_BUDGET));
+            let next = entries.next();
+            budget.set(None);
+            let mut entry = match next {
+                None => break,
+                Some(Err(e)) => return Err(ApplyError::Archive(e)),
+                Some(Ok(entry)) => entry,
+            };
+            let consumed = applier.apply_entry(&mut entry)?;
+            // Data we did not use (e.g. a PAX global header's records, or a size on a
+            // directory) is read and dropped so a truncated stream is still noticed.
+            let rest = io::copy(&mut entry, &mut io::sink()).map_err(ApplyError::Archive)?;
+            if consumed + rest != entry.size() {
+                return Err(truncated(
+                    &show(&entry.path_bytes()),
+                    entry.size(),
+                    consumed + rest,
+                ));
+            }
+        }
+    }
+    applier.finish()?;
+
+    // Like containerd, accept and drain whatever follows the end-of-archive marker.
+    let mut inner = archive.into_inner();
+    io::copy(&mut inner, &mut io::sink()).map_err(ApplyError::Archive)?;
+    Ok(applier.stats)
+}
+
+/// Caps the bytes read while the tar crate assembles one entry (see [`META_BUDGET`]).
+/// `budget` is `Some(bytes left)` during `Entries::next()`, `None` while entry data is read.
+struct MetaBudgetReader<R> {
+    inner: R,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for MetaBudgetReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.budget.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "tar headers and extension records of one entry exceed {META_BUDGET} bytes"
+                ),
+            ));
+        }
+        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.budget.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+/// Metadata of one entry, from its header and PAX records.
+struct Meta {
+    uid: Uid,
+    gid: Gid,
+    /// Permission bits including setuid/setgid/sticky.
+    mode: Mode,
+    mtime: Timespec,
+    /// `SCHILY.xattr.NAME` records.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Meta {
+    fn times(&self) -> Timestamps {
+        // atime is set to mtime: layers carry no meaningful access times.
+        Timestamps {
+            last_access: self.mtime,
+            last_modification: self.mtime,
+        }
+    }
+}
+
+struct Applier<'o> {
+    root: OwnedFd,
+    opts: &'o ApplyOptions,
+    stats: ApplyStats,
+    /// Paths (components joined by `/`) written by this layer, with all their ancestors: what a
+    /// Native-mode opaque whiteout must keep.
+    written: HashSet<Vec<u8>>,
+    /// Directory mtimes, applied at the end (writing children changes them). `.` is the root.
+    dir_times: Vec<(Vec<u8>, Timespec)>,
+    /// Overlay mode: hardlink target path → path of the copy we made of it from a lower, so
+    /// further links to the same target share that copy's inode.
+    copied: HashMap<Vec<u8>, Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Applier<'_> {
+    /// Applies one entry; returns how many bytes of its data were read.
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<u64, ApplyError> {
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            // PAX global headers only set defaults for later headers (the tar crate does not
+            // apply them, and Docker/containerd ignore them too): skip.
+            return Ok(0);
+        }
+        self.stats.entries += 1;
+
+        let raw = entry.path_bytes().into_owned();
+        let shown = show(&raw);
+        let comps = parse_path(&raw, self.opts.max_path_len, &shown)?;
+        let meta = read_meta(entry, &shown)?;
+
+        let Some((name, parent)) = comps.split_last() else {
+            // "", "/", "./": the root itself.
+            if kind == EntryType::Directory {
+                set_dir_metadata(self.root.as_fd(), &meta, &shown)?;
+                self.dir_times.push((b".".to_vec(), meta.mtime));
+                return Ok(0);
+            }
+            return Err(hostile(&shown, "only a directory entry may name the root"));
+        };
+
+        if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
+            self.whiteout(parent, name, hidden, &shown)?;
+            return Ok(0);
+        }
+
+        match kind {
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::Directory
+            | EntryType::Symlink
+            | EntryType::Link
+            | EntryType::Char
+            | EntryType::Block
+            | EntryType::Fifo => {}
+            // Sparse files are refused rather than expanded: a tiny sparse map can describe
+            // terabytes of zeros, bypassing the caller's decompressed-size cap. Standard image
+            // tooling never writes them.
+            EntryType::GNUSparse => {
+                return Err(unsupported(&shown, "GNU sparse files are not supported"));
+            }
+            // Volume labels, multi-volume continuations, unknown vendor types: refuse rather
+            // than guess.
+            other => {
+                return Err(unsupported(
+                    &shown,
+                    &format!("tar entry type {:?}", char::from(other.as_byte())),
+                ));
+            }
+        }
+
+        let dir = self.ensure_dir(parent, &shown)?;
+        let mut consumed = 0;
+        match kind {
+            EntryType::Directory => self.make_dir(&dir, &comps, &meta, &shown)?,
+            EntryType::Symlink => {
+                let target = link_name(entry, &shown)?;
+                self.make_symlink(&dir, name, &target, &meta, &shown)?;
+            }
+            EntryType::Link => {
+                let target = link_name(entry, &shown)?;
+                self.hard_link(&dir, &comps, &target, &shown)?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let dev = device(entry, kind, &shown)?;
+                let ft = match kind {
+                    EntryType::Char => FileType::CharacterDevice,
+                    EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                self.make_node(&dir, name, ft, dev, &meta, &shown)?;
+            }
+            _ => consumed = self.write_file(&dir, name, entry, &meta, &shown)?,
+        }
+        self.mark_written(&comps);
+        Ok(consumed)
+    }
+
+    /// Regular file: created fresh (`O_EXCL|O_NOFOLLOW`), contents streamed, then owner, mode
+    /// (after chown, which clears setuid), xattrs and mtime set through the fd.
+    fn write_file<R: Read>(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<u64, ApplyError> {
+        clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io_err(shown))?;
+        let mut file = File::from(fd);
+        let mut total = 0u64;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ApplyError::Archive(e)),
+            };
+            file.write_all(&self.buf[..n]).map_err(|e| ApplyError::Io {
+                path: shown.to_owned(),
+                source: e,
+            })?;
+            total += n as u64;
+        }
+        // The tar crate reports a stream that ends inside an entry's data as a short read.
+        if total != entry.size() {
+            return Err(truncated(shown, entry.size(), total));
+        }
+        rustix::fs::fchown(&file, Some(meta.uid), Some(meta.gid)).map_err(io_err(shown))?;
+        rustix::fs::fchmod(&file, meta.mode).map_err(io_err(shown))?;
+        set_xattrs(file.as_fd(), &meta.xattrs, shown)?;
+        rustix::fs::futimens(&file, &meta.times()).map_err(io_err(shown))?;
+        self.stats.bytes += total;
+        Ok(total)
+    }
+
+    /// Directory: an existing directory is kept (merged) and its metadata updated; anything
+    /// else at the name is replaced.
+    fn make_dir(
+        &mut self,
+        dir: &OwnedFd,
+        comps: &[Vec<u8>],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let name = last(comps);
+        let kept = clear_slot(dir.as_fd(), name, true).map_err(io_err(shown))?;
+        if !kept {
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io_err(shown))?;
+        }
+        // O_NOFOLLOW: the name is a real directory (we just made or checked it); never chmod
+        // or chown whatever a symlink points at.
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err(shown))?;
+        set_dir_metadata(fd.as_fd(), meta, shown)?;
+        self.dir_times.push((join(comps), meta.mtime));
+        Ok(())
+    }
+
+    /// Symlink: created as-is. Its target text is never followed by us.
+    fn make_symlink(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        target: &[u8],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        if target.len() > self.opts.max_path_len {
+            return Err(hostile(shown, "symlink target is too long"));
+        }
+        if target.contains(&0) {
+            return Err(hostile(shown, "symlink target contains a NUL byte"));
+        }
+        clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
+        rustix::fs::symlinkat(target, dir, name).map_err(io_err(shown))?;
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(meta.uid),
+            Some(meta.gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io_err(shown))?;
+        rustix::fs::utimensat(dir, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_err(shown))?;
+        if !meta.xattrs.is_empty() {
+            tracing::warn!(path = %shown, "ignoring xattrs on a symlink");
+        }
+        Ok(())
+    }
+
+    /// Character/block device or FIFO.
+    fn make_node(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        ft: FileType,
+        dev: rustix::fs::Dev,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
+        rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(0o600), dev)
+            .map_err(io_err(shown))?;
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(meta.uid),
+            Some(meta.gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io_err(shown))?;
+        chmod_fresh_node(dir.as_fd(), name, meta.mode).map_err(io_err(shown))?;
+        rustix::fs::utimensat(dir, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_err(shown))?;
+        if !meta.xattrs.is_empty() {
+            // Setting them would need an fd: opening a device node could have side effects,
+            // and an O_PATH fd does not accept fsetxattr.
+            tracing::warn!(path = %shown, "ignoring xattrs on a device or FIFO");
+        }
+        Ok(())
+    }
+
+    /// Hardlink `comps` → `target` (relative to the root). linkat without AT_SYMLINK_FOLLOW
+    /// links the target entry itself: a link to a symlink is a link to the symlink.
+    fn hard_link(
+        &mut self,
+        dir: &OwnedFd,
+        comps: &[Vec<u8>],
+        target: &[u8],
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let target_shown = show(target);
+        let tcomps =
+            parse_path(target, self.opts.max_path_len, &target_shown).map_err(|e| match e {
+                ApplyError::Hostile { reason, .. } => hostile(
+                    shown,
+                    &format!("hardlink target {target_shown:?}: {reason}"),
+                ),
+                other => other,
+            })?;
+        if tcomps.is_empty() {
+            return Err(hostile(shown, "hardlink to the root directory"));
+        }
+        let name = last(comps);
+        clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
+
+        // The target in this layer (or, in Native mode, anywhere in the snapshot).
+        if self.link_in_root(&tcomps, dir, name, shown)? {
+            return Ok(());
+        }
+        if self.opts.whiteouts == WhiteoutMode::Overlay {
+            let tkey = join(&tcomps);
+            if let Some(copy) = self.copied.get(&tkey).cloned() {
+                let copy_comps: Vec<Vec<u8>> =
+                    copy.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+                if self.link_in_root(&copy_comps, dir, name, shown)? {
+                    return Ok(());
+                }
+            }
+            if self.copy_from_lowers(&tcomps, dir, name, shown)? {
+                self.copied.insert(tkey, join(comps));
+                return Ok(());
+            }
+        }
+        Err(ApplyError::MissingLinkTarget {
+            path: shown.to_owned(),
+            target: target_shown,
+        })
+    }
+
+    /// Links the in-root entry `tcomps` at `dir`/`name`; false if it does not exist.
+    fn link_in_root(
+        &self,
+        tcomps: &[Vec<u8>],
+        dir: &OwnedFd,
+        name: &[u8],
+        shown: &str,
+    ) -> Result<bool, ApplyError> {
+        let Some((tname, tparent)) = tcomps.split_last() else {
+            return Ok(false);
+        };
+        let tdir = match open_in_root(self.root.as_fd(), tparent, OFlags::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(false),
+            Err(e) => return Err(io_err(shown)(e)),
+        };
+        match rustix::fs::linkat(&tdir, tname, dir, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(io_err(shown)(e)),
+        }
+    }
+
+    /// Overlay mode: copies the hardlink target from the topmost lower that has it (resolved
+    /// in-root in that lower). A whiteout device on the way means it was deleted: not found.
+    /// Limitation: opaque directories in the lowers are not consulted.
+    fn copy_from_lowers(
+        &mut self,
+        tcomps: &[Vec<u8>],
+        dir: &OwnedFd,
+        name: &[u8],
+        shown: &str,
+    ) -> Result<bool, ApplyError> {
+        let (tname, tparent) = match tcomps.split_last() {
+            Some(split) => split,
+            None => return Ok(false),
+        };
+        let opts = self.opts;
+        for lower in &opts.lowers {
+            let lower_fd = rustix::fs::open(
+                lower,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ApplyError::Io {
+                path: lower.display().to_string(),
+                source: e.into(),
+            })?;
+            let ldir = match open_in_root(lower_fd.as_fd(), tparent, OFlags::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => continue,
+                Err(e) => return Err(io_err(shown)(e)),
+            };
+            let st = match rustix::fs::statat(&ldir, tname, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(io_err(shown)(e)),
+            };
+            let meta = Meta {
+                uid: Uid::from_raw(st.st_uid),
+                gid: Gid::from_raw(st.st_gid),
+                mode: Mode::from_raw_mode(st.st_mode & 0o7777),
+                mtime: Timespec {
+                    tv_sec: to_i64(st.st_mtime),
+                    tv_nsec: to_i64(st.st_mtime_nsec),
+                },
+                xattrs: Vec::new(),
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::CharacterDevice if st.st_rdev == 0 => return Ok(false),
+                FileType::Directory => {
+                    return Err(hostile(shown, "hardlink target is a directory"));
+                }
+                FileType::RegularFile => {
+                    self.copy_regular(ldir.as_fd(), tname, dir, name, &meta, shown)?;
+                }
+                FileType::Symlink => {
+                    let target =
+                        rustix::fs::readlinkat(&ldir, tname, Vec::new()).map_err(io_err(shown))?;
+                    self.make_symlink(dir, name, target.as_bytes(), &meta, shown)?;
+                }
+                ft @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
+                    self.make_node(dir, name, ft, to_u64(st.st_rdev), &meta, shown)?;
+                }
+                other => {
+                    return Err(unsupported(
+                        shown,
+                        &format!("hardlink target in a lower layer is a {other:?}"),
+                    ));
+                }
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn copy_regular(
+        &mut self,
+        ldir: BorrowedFd<'_>,
+        tname: &[u8],
+        dir: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let src = rustix::fs::openat(
+            ldir,
+            tname,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(io_err(shown))?;
+        let st = rustix::fs::fstat(&src).map_err(io_err(shown))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io_err(shown)(Errno::INVAL));
+        }
+        let dst = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io_err(shown))?;
+        let mut src = File::from(src);
+        let mut dst = File::from(dst);
+        let n = io::copy(&mut src, &mut dst).map_err(|e| ApplyError::Io {
+            path: shown.to_owned(),
+            source: e,
+        })?;
+        rustix::fs::fchown(&dst, Some(meta.uid), Some(meta.gid)).map_err(io_err(shown))?;
+        rustix::fs::fchmod(&dst, meta.mode).map_err(io_err(shown))?;
+        copy_xattrs(src.as_fd(), dst.as_fd(), shown)?;
+        rustix::fs::futimens(&dst, &meta.times()).map_err(io_err(shown))?;
+        self.stats.bytes += n;
+        Ok(())
+    }
+
+    /// `.wh..wh..opq`, `.wh.NAME` and AUFS metadata names in directory `parent`.
+    fn whiteout(
+        &mut self,
+        parent: &[Vec<u8>],
+        name: &[u8],
+        hidden: &[u8],
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        if name == OPAQUE {
+            let dir = self.ensure_dir(parent, shown)?;
+            match self.opts.whiteouts {
+                WhiteoutMode::Overlay => {
+                    rustix::fs::fsetxattr(
+                        &dir,
+                        "trusted.overlay.opaque",
+                        b"y",
+                        XattrFlags::empty(),
+                    )
+                    .map_err(io_err(shown))?;
+                }
+                WhiteoutMode::Native => {
+                    let key = if parent.is_empty() {
+                        Vec::new()
+                    } else {
+                        join(parent)
+                    };
+                    self.clear_unwritten(dir.as_fd(), &key, shown)?;
+                }
+            }
+            self.mark_written(parent);
+            return Ok(());
+        }
+        if name.starts_with(WH_META_PREFIX) {
+            tracing::debug!(path = %shown, "skipping AUFS metadata entry");
+            return Ok(());
+        }
+        if matches!(hidden, b"" | b"." | b"..") {
+            // Would whiteout the directory itself or its parent.
+            return Err(hostile(shown, "whiteout of an empty, `.` or `..` name"));
+        }
+        match self.opts.whiteouts {
+            WhiteoutMode::Overlay => {
+                let dir = self.ensure_dir(parent, shown)?;
+                clear_slot(dir.as_fd(), hidden, false).map_err(io_err(shown))?;
+                rustix::fs::mknodat(
+                    &dir,
+                    hidden,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(io_err(shown))?;
+            }
+            WhiteoutMode::Native => {
+                let dir = match open_in_root(self.root.as_fd(), parent, OFlags::empty()) {
+                    Ok(fd) => fd,
+                    // Nothing there to remove.
+                    Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(io_err(shown)(e)),
+                };
+                remove_any(dir.as_fd(), hidden).map_err(io_err(shown))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Native opaque directory: removes every child not written by this layer. A child kept
+    /// because this layer wrote it or something under it is itself cleared the same way, so
+    /// older content below it disappears as well.
+    fn clear_unwritten(
+        &self,
+        dir: BorrowedFd<'_>,
+        key: &[u8],
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        for child in list_dir(dir).map_err(io_err(shown))? {
+            let child_key = if key.is_empty() {
+                child.clone()
+            } else {
+                [key, b"/", &child].concat()
+            };
+            if !self.written.contains(&child_key) {
+                remove_any(dir, &child).map_err(io_err(shown))?;
+                continue;
+            }
+            match rustix::fs::openat(
+                dir,
+                &child,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(sub) => self.clear_unwritten(sub.as_fd(), &child_key, shown)?,
+                Err(Errno::NOTDIR | Errno::LOOP) => {}
+                Err(e) => return Err(io_err(shown)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens directory `comps` resolved inside the root, creating missing components (0755,
+    /// owned by us) each with mkdirat on the fd of its in-root-resolved parent.
+    fn ensure_dir(&self, comps: &[Vec<u8>], shown: &str) -> Result<OwnedFd, ApplyError> {
+        let root = self.root.as_fd();
+        match open_in_root(root, comps, OFlags::empty()) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(io_err(shown)(e)),
+        }
+        let mut cur = open_in_root(root, &[], OFlags::empty()).map_err(io_err(shown))?;
+        for i in 0..comps.len() {
+            cur = match open_in_root(root, &comps[..=i], OFlags::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    let name = &comps[i];
+                    let created = match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755))
+                    {
+                        Ok(()) => true,
+                        // A dangling symlink (it resolved to nothing above): opening it with
+                        // O_NOFOLLOW below fails, and so does the entry.
+                        Err(Errno::EXIST) => false,
+                        Err(e) => return Err(io_err(shown)(e)),
+                    };
+                    let fd = rustix::fs::openat(
+                        &cur,
+                        name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(io_err(shown))?;
+                    if created {
+                        // mkdirat's mode is filtered by the umask.
+                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                            .map_err(io_err(shown))?;
+                    }
+                    fd
+                }
+                Err(e) => return Err(io_err(shown)(e)),
+            };
+        }
+        Ok(cur)
+    }
+
+    fn mark_written(&mut self, comps: &[Vec<u8>]) {
+        for i in 1..=comps.len() {
+            self.written.insert(join(&comps[..i]));
+        }
+    }
+
+    /// Sets directory mtimes, now that all children are written. A directory replaced or
+    /// removed by a later entry is skipped.
+    fn finish(&mut self) -> Result<(), ApplyError> {
+        for (key, mtime) in &self.dir_times {
+            let fd = match retry_eagain(|| {
+                rustix::fs::openat2(
+                    &self.root,
+                    key.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                )
+            }) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                Err(e) => return Err(io_err(&show(key))(e)),
+            };
+            let times = Timestamps {
+                last_access: *mtime,
+                last_modification: *mtime,
+            };
+            rustix::fs::futimens(&fd, &times).map_err(io_err(&show(key)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the directory `comps` (relative to `root`) with every symlink on the way resolved
+/// as if `root` were `/`: the result is always `root` or a directory beneath it.
+fn open_in_root(
+    root: BorrowedFd<'_>,
+    comps: &[Vec<u8>],
+    extra: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let path = join(comps);
+    retry_eagain(|| {
+        rustix::fs::openat2(
+            root,
+            path.as_slice(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | extra,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    })
+}
+
+/// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when a rename raced the lookup; retry a bit.
+fn retry_eagain<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Makes room for a new entry `name` in `dir`, never following a symlink there. An existing
+/// directory is kept when `keep_dir` (returns true); anything else is removed.
+fn clear_slot(dir: BorrowedFd<'_>, name: &[u8], keep_dir: bool) -> rustix::io::Result<bool> {
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        if keep_dir {
+            return Ok(true);
+        }
+        remove_tree(dir, name)?;
+    } else {
+        rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+    }
+    Ok(false)
+}
+
+/// Removes `name` from `dir` whatever it is (recursively for a directory); absent is fine.
+fn remove_any(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    clear_slot(dir, name, false).map(|_| ())
+}
+
+/// Removes directory `name` in `dir` and everything below it. Each level is opened with
+/// O_NOFOLLOW relative to its parent's fd, so a symlink inside is unlinked, never entered.
+/// Recursion holds one fd per level.
+fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for child in list_dir(fd.as_fd())? {
+        remove_any(fd.as_fd(), &child)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// Names in directory `fd`, without `.` and `..`.
+fn list_dir(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    let mut dir = rustix::fs::Dir::read_from(fd)?;
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Sets the mode of a node we just created with mknodat. Linux has no fchmodat with
+/// AT_SYMLINK_NOFOLLOW (rustix reports EOPNOTSUPP), and fchmod cannot use an O_PATH fd, while
+/// opening a device node for real could have side effects. The name was created by us a
+/// moment ago in a directory nobody else writes; we still check it is not a symlink.
+fn chmod_fresh_node(dir: BorrowedFd<'_>, name: &[u8], mode: Mode) -> rustix::io::Result<()> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        return Err(Errno::LOOP);
+    }
+    rustix::fs::chmodat(dir, name, mode, AtFlags::empty())
+}
+
+/// Owner, mode and xattrs of a directory, through its fd (its mtime is set by `finish`).
+fn set_dir_metadata(fd: BorrowedFd<'_>, meta: &Meta, shown: &str) -> Result<(), ApplyError> {
+    rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(io_err(shown))?;
+    rustix::fs::fchmod(fd, meta.mode).map_err(io_err(shown))?;
+    set_xattrs(fd, &meta.xattrs, shown)
+}
+
+/// Whether an xattr name belongs to overlayfs: such xattrs from an archive could forge
+/// whiteouts, opaque dirs or redirects, so they are never applied (`user.overlay.*` is what
+/// overlayfs uses when mounted with `userxattr`).
+fn is_overlay_private(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// Sets archive xattrs on `fd`. Overlay-private names are skipped; names the filesystem or
+/// our privileges refuse (ENOTSUP, EPERM) are skipped with a warning.
+fn set_xattrs(
+    fd: BorrowedFd<'_>,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    shown: &str,
+) -> Result<(), ApplyError> {
+    for (name, value) in xattrs {
+        set_xattr(fd, name, value, shown)?;
+    }
+    Ok(())
+}
+
+fn set_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8], shown: &str) -> Result<(), ApplyError> {
+    if is_overlay_private(name) {
+        tracing::warn!(path = %shown, xattr = %show(name), "ignoring overlayfs xattr from layer");
+        return Ok(());
+    }
+    match rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(e @ (Errno::OPNOTSUPP | Errno::PERM)) => {
+            tracing::warn!(path = %shown, xattr = %show(name), error = %e, "xattr not applied");
+            Ok(())
+        }
+        Err(e) => Err(io_err(shown)(e)),
+    }
+}
+
+/// Copies xattrs (except overlay-private ones) from `src` to `dst`.
+fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &str) -> Result<(), ApplyError> {
+    let mut names = vec![0u8; XATTR_BUF];
+    let len = match rustix::fs::flistxattr(src, &mut names[..]) {
+        Ok(len) => len,
+        Err(Errno::OPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(io_err(shown)(e)),
+    };
+    let mut value = vec![0u8; XATTR_BUF];
+    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if is_overlay_private(name) {
+            continue;
+        }
+        let n = match rustix::fs::fgetxattr(src, name, &mut value[..]) {
+            Ok(n) => n,
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(io_err(shown)(e)),
+        };
+        set_xattr(dst, name, &value[..n], shown)?;
+    }
+    Ok(())
+}
+
+/// Splits an entry name into components, dropping empty and `.` ones (so a leading `/` or
+/// `./` makes no difference: absolute names are taken relative to the root, as tar does).
+fn parse_path(raw: &[u8], max: usize, shown: &str) -> Result<Vec<Vec<u8>>, ApplyError> {
+    if raw.len() > max {
+        return Err(hostile(
+            shown,
+            &format!("path is {} bytes long, the limit is {max}", raw.len()),
+        ));
+    }
+    if raw.contains(&0) {
+        return Err(hostile(shown, "path contains a NUL byte"));
+    }
+    let mut comps = Vec::new();
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err(hostile(shown, "path has a `..` component")),
+            _ => comps.push(comp.to_vec()),
+        }
+    }
+    Ok(comps)
+}
+
+/// Components joined with `/`; `.` for none (the root).
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    if comps.is_empty() {
+        return b".".to_vec();
+    }
+    comps.join(&b'/')
+}
+
+fn last(comps: &[Vec<u8>]) -> &[u8] {
+    comps.last().map_or(b".", Vec::as_slice)
+}
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta, ApplyError> {
+    let bad = |what: &str, e: io::Error| {
+        ApplyError::Archive(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{shown:?}: bad {what}: {e}"),
+        ))
+    };
+    let out_of_range = |what: &str| {
+        ApplyError::Archive(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{shown:?}: {what} out of range"),
+        ))
+    };
+    let header = entry.header();
+    // Numeric ids only (uname/gname are ignored). The tar crate already applied PAX uid/gid.
+    let uid = header.uid().map_err(|e| bad("uid", e))?;
+    let gid = header.gid().map_err(|e| bad("gid", e))?;
+    let uid = u32::try_from(uid).map_err(|_| out_of_range("uid"))?;
+    let gid = u32::try_from(gid).map_err(|_| out_of_range("gid"))?;
+    let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
+    let secs = header.mtime().map_err(|e| bad("mtime", e))?;
+    let mut mtime = Timespec {
+        tv_sec: i64::try_from(secs).map_err(|_| out_of_range("mtime"))?,
+        tv_nsec: 0,
+    };
+
+    let mut xattrs = Vec::new();
+    if let Some(exts) = entry.pax_extensions().map_err(ApplyError::Archive)? {
+        for ext in exts {
+            let ext = ext.map_err(ApplyError::Archive)?;
+            let key = ext.key_bytes();
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+            } else if key == b"mtime" {
+                if let Some(ts) = parse_pax_time(ext.value_bytes()) {
+                    mtime = ts;
+                }
+            } else if key.starts_with(b"GNU.sparse.") {
+                // PAX-format sparse files: refused like GNU ones (see apply_entry).
+                return Err(unsupported(shown, "PAX sparse files are not supported"));
+            }
+            // Other records (path, linkpath, size, uid, gid are applied by the tar crate;
+            // atime, ctime, uname, gname, LIBARCHIVE.xattr.*, ...) are ignored.
+        }
+    }
+    Ok(Meta {
+        uid: Uid::from_raw(uid),
+        gid: Gid::from_raw(gid),
+        mode: Mode::from_raw_mode(mode),
+        mtime,
+        xattrs,
+    })
+}
+
+/// Parses a PAX time (`[-]SECONDS[.FRACTION]`); None if malformed (the header's is used).
+fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let negative = secs.starts_with('-');
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nsec: i64 = 0;
+    for i in 0..9 {
+        let digit = frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+        nsec = nsec * 10 + digit;
+    }
+    if negative && nsec > 0 {
+        // -1.5 is 1.5 s before the epoch: tv_sec -2, tv_nsec 0.5e9.
+        Some(Timespec {
+            tv_sec: secs.checked_sub(1)?,
+            tv_nsec: 1_000_000_000 - nsec,
+        })
+    } else {
+        Some(Timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        })
+    }
+}
+
+fn link_name<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>, ApplyError> {
+    match entry.link_name_bytes() {
+        Some(name) if !name.is_empty() => Ok(name.into_owned()),
+        _ => Err(ApplyError::Archive(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{shown:?}: link entry without a target"),
+        ))),
+    }
+}
+
+fn device<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    kind: EntryType,
+    shown: &str,
+) -> Result<rustix::fs::Dev, ApplyError> {
+    if kind == EntryType::Fifo {
+        return Ok(0);
+    }
+    let header = entry.header();
+    let bad = |e: Option<io::Error>| {
+        let detail = e.map_or_else(|| "missing".to_owned(), |e| e.to_string());
+        ApplyError::Archive(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{shown:?}: bad device number: {detail}"),
+        ))
+    };
+    let major = header
+        .device_major()
+        .map_err(|e| bad(Some(e)))?
+        .ok_or_else(|| bad(None))?;
+    let minor = header
+        .device_minor()
+        .map_err(|e| bad(Some(e)))?
+        .ok_or_else(|| bad(None))?;
+    Ok(rustix::fs::makedev(major, minor))
+}
+
+/// A path for messages: lossy UTF-8, cut short if huge.
+fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 256;
+    if bytes.len() > MAX {
+        format!("{}…", String::from_utf8_lossy(&bytes[..MAX]))
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+fn hostile(shown: &str, reason: &str) -> ApplyError {
+    ApplyError::Hostile {
+        path: shown.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn unsupported(shown: &str, reason: &str) -> ApplyError {
+    ApplyError::Unsupported {
+        path: shown.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn truncated(shown: &str, expected: u64, got: u64) -> ApplyError {
+    ApplyError::Archive(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("archive ends inside {shown:?}: {got} of {expected} data bytes"),
+    ))
+}
+
+fn io_err(shown: &str) -> impl FnOnce(Errno) -> ApplyError + '_ {
+    move |e| ApplyError::Io {
+        path: shown.to_owned(),
+        source: e.into(),
+    }
+}
+
+/// Integer conversions for `stat` fields, whose C types vary by architecture.
+fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
+    v.try_into().unwrap_or(0)
+}
+
+fn to_u64<T: TryInto<u64>>(v: T) -> u64 {
+    v.try_into().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use tar::Header;
+
+    const MTIME: u64 = 1_600_000_000;
+    const VICTIM_DATA: &[u8] = b"victim-data";
+
+    /// Builds tar streams byte by byte, so names the `tar` Builder would refuse can be written.
+    #[derive(Default)]
+    struct Layer {
+        buf: Vec<u8>,
+    }
+
+    impl Layer {
+        fn new() -> Self {
+            Self::default()
+        }
+
+        /// One entry; names over 100 bytes get a GNU long-name record first.
+        fn entry(
+            &mut self,
+            name: &[u8],
+            kind: EntryType,
+            data: &[u8],
+            link: &[u8],
+            tweak: impl FnOnce(&mut Header),
+        ) -> &mut Self {
+            if name.len() > 100 {
+                let long = [name, b"\0"].concat();
+                self.raw(b"././@LongLink", EntryType::GNULongName, &long, b"", |_| {});
+            }
+            self.raw(&name[..name.len().min(100)], kind, data, link, tweak)
+        }
+
+        fn raw(
+            &mut self,
+            name: &[u8],
+            kind: EntryType,
+            data: &[u8],
+            link: &[u8],
+            tweak: impl FnOnce(&mut Header),
+        ) -> &mut Self {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if kind == EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(MTIME);
+            {
+                let old = h.as_old_mut();
+                old.name = [0; 100];
+                old.name[..name.len()].copy_from_slice(name);
+                old.linkname = [0; 100];
+                old.linkname[..link.len()].copy_from_slice(link);
+            }
+            tweak(&mut h);
+            h.set_cksum();
+            self.buf.extend_from_slice(h.as_bytes());
+            self.buf.extend_from_slice(data);
+            let pad = (512 - data.len() % 512) % 512;
+            self.buf.extend(std::iter::repeat_n(0u8, pad));
+            self
+        }
+
+        fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+            self.entry(name.as_bytes(), EntryType::Regular, data, b"", |_| {})
+        }
+
+        fn dir(&mut self, name: &str) -> &mut Self {
+            self.entry(name.as_bytes(), EntryType::Directory, b"", b"", |_| {})
+        }
+
+        fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+            self.entry(
+                name.as_bytes(),
+                EntryType::Symlink,
+                b"",
+                target.as_bytes(),
+                |_| {},
+            )
+        }
+
+        fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+            self.entry(
+                name.as_bytes(),
+                EntryType::Link,
+                b"",
+                target.as_bytes(),
+                |_| {},
+            )
+        }
+
+        /// A PAX extended header for the next entry.
+        fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+            let mut data = Vec::new();
+            for (key, value) in records {
+                let body_len = key.len() + value.len() + 3; // ' ', '=', '\n'
+                let mut len = body_len + 1;
+                while len != body_len + len.to_string().len() {
+                    len = body_len + len.to_string().len();
+                }
+                data.extend_from_slice(format!("{len} {key}=").as_bytes());
+                data.extend_from_slice(value);
+                data.push(b'\n');
+            }
+            self.raw(b"PaxHeaders/x", EntryType::XHeader, &data, b"", |_| {})
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = self.buf.clone();
+            out.extend_from_slice(&[0; 1024]);
+            out
+        }
+    }
+
+    /// A temp dir holding `root/` (the target) and a sibling `victim/x` that must never change.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        base: PathBuf,
+        root: PathBuf,
+        victim: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().to_path_buf();
+        let root = base.join("root");
+        let victim = base.join("victim");
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("x"), VICTIM_DATA).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(victim.join("x"), fs::Permissions::from_mode(0o644)).unwrap();
+        Fixture {
+            _tmp: tmp,
+            base,
+            root,
+            victim,
+        }
+    }
+
+    impl Fixture {
+        fn victim_str(&self) -> &str {
+            self.victim.to_str().unwrap()
+        }
+
+        fn apply(&self, layer: &Layer, opts: &ApplyOptions) -> Result<ApplyStats, ApplyError> {
+            apply_tar(&layer.bytes()[..], &self.root, opts)
+        }
+
+        /// Everything outside `root/`, with type, mode, owner, link count and contents.
+        fn outside(&self) -> BTreeMap<PathBuf, String> {
+            let mut out = BTreeMap::new();
+            walk(&self.base, &self.root, &mut out);
+            out
+        }
+
+        fn assert_victim_intact(&self, before: &BTreeMap<PathBuf, String>) {
+            assert_eq!(
+                &self.outside(),
+                before,
+                "something outside the root changed"
+            );
+            let md = fs::symlink_metadata(self.victim.join("x")).unwrap();
+            assert_eq!(md.nlink(), 1, "victim file gained a hardlink");
+            assert_eq!(fs::read(self.victim.join("x")).unwrap(), VICTIM_DATA);
+            let vmd = fs::symlink_metadata(&self.victim).unwrap();
+            assert_eq!(vmd.mode() & 0o7777, 0o755);
+        }
+    }
+
+    fn walk(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            if path == skip {
+                continue;
+            }
+            let md = fs::symlink_metadata(&path).unwrap();
+            let common = format!(
+                "{:o} {}:{} nlink={} mtime={}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.nlink(),
+                md.mtime()
+            );
+            let desc = if md.file_type().is_symlink() {
+                format!("link {common} -> {:?}", fs::read_link(&path).unwrap())
+            } else if md.is_dir() {
+                walk(&path, skip, out);
+                format!("dir {common}")
+            } else if md.is_file() {
+                format!("file {common} {:?}", fs::read(&path).unwrap())
+            } else {
+                format!("other {common}")
+            };
+            out.insert(path, desc);
+        }
+    }
+
+    fn overlay() -> ApplyOptions {
+        ApplyOptions::default()
+    }
+
+    fn native() -> ApplyOptions {
+        ApplyOptions {
+            whiteouts: WhiteoutMode::Native,
+            ..ApplyOptions::default()
+        }
+    }
+
+    fn is_hostile(r: &Result<ApplyStats, ApplyError>) -> bool {
+        matches!(r, Err(ApplyError::Hostile { .. }))
+    }
+
+    fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 256];
+        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+            Ok(n) => Some(buf[..n].to_vec()),
+            Err(Errno::NODATA) => None,
+            Err(e) => panic!("getxattr {path:?} {name}: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_name_climbing_out_of_the_root_is_refused() {
+        let fx = fixture();
+        let before = fx.outside();
+        for name in [
+            "../../victim/x",
+            "../victim/x",
+            "a/../../victim/x",
+            "./../victim/x",
+        ] {
+            let mut layer = Layer::new();
+            layer.file(name, b"evil");
+            let r = fx.apply(&layer, &overlay());
+            assert!(is_hostile(&r), "{name}: {r:?}");
+            fx.assert_victim_intact(&before);
+        }
+    }
+
+    #[test]
+    fn an_absolute_name_is_written_inside_the_root() {
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer.file("/abs/path", b"data");
+        fx.apply(&layer, &overlay()).unwrap();
+        assert_eq!(fs::read(fx.root.join("abs/path")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn an_absolute_symlink_in_a_parent_resolves_inside_the_root() {
+        let fx = fixture();
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer.symlink("a", fx.victim_str()).file("a/x", b"evil");
+
+        // The in-root counterpart of the victim does not exist: an error is fine.
+        let r = fx.apply(&layer, &overlay());
+        fx.assert_victim_intact(&before);
+        if r.is_ok() {
+            let inside = fx.root.join(fx.victim.strip_prefix("/").unwrap());
+            assert_eq!(fs::read(inside.join("x")).unwrap(), b"evil");
+        }
+
+        // Once it exists, the write lands there.
+        let fx = fixture();
+        let before = fx.outside();
+        let inside = fx.root.join(fx.victim.strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        let mut layer = Layer::new();
+        layer.symlink("a", fx.victim_str()).file("a/x", b"evil");
+        fx.apply(&layer, &overlay()).unwrap();
+        assert_eq!(fs::read(inside.join("x")).unwrap(), b"evil");
+        fx.assert_victim_intact(&before);
+    }
+
+    #[test]
+    fn a_relative_symlink_chain_cannot_climb_out_of_the_root() {
+        let fx = fixture();
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer
+            .symlink("l1", "../../victim")
+            .symlink("l2", "l1")
+            .file("l2/x", b"evil");
+        let _ = fx.apply(&layer, &overlay());
+        fx.assert_victim_intact(&before);
+
+        // `..` is clamped at the root: with root/victim present the file lands there.
+        let fx = fixture();
+        let before = fx.outside();
+        fs::create_dir(fx.root.join("victim")).unwrap();
+        fx.apply(&layer, &native()).unwrap();
+        assert_eq!(fs::read(fx.root.join("victim/x")).unwrap(), b"evil");
+        fx.assert_victim_intact(&before);
+    }
+
+    #[test]
+    fn hardlinks_to_files_outside_the_root_are_never_created() {
+        for opts in [overlay(), native()] {
+            let fx = fixture();
+            let before = fx.outside();
+
+            let mut layer = Layer::new();
+            layer.hardlink("h", "../victim/x");
+            assert!(is_hostile(&fx.apply(&layer, &opts)));
+            fx.assert_victim_intact(&before);
+
+            let mut layer = Layer::new();
+            let abs = format!("{}/x", fx.victim_str());
+            layer.hardlink("h", &abs);
+            let r = fx.apply(&layer, &opts);
+            assert!(
+                matches!(r, Err(ApplyError::MissingLinkTarget { .. })),
+                "{r:?}"
+            );
+            fx.assert_victim_intact(&before);
+
+            // Through a symlinked parent in the root, still resolved in-root.
+            let mut layer = Layer::new();
+            layer.symlink("v", fx.victim_str()).hardlink("h", "v/x");
+            assert!(fx.apply(&layer, &opts).is_err());
+            fx.assert_victim_intact(&before);
+        }
+    }
+
+    #[test]
+    fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
+        let fx = fixture();
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer
+            .symlink("f", &format!("{}/x", fx.victim_str()))
+            .file("f", b"evil");
+        fx.apply(&layer, &overlay()).unwrap();
+        let md = fs::symlink_metadata(fx.root.join("f")).unwrap();
+        assert!(md.is_file());
+        assert_eq!(fs::read(fx.root.join("f")).unwrap(), b"evil");
+        fx.assert_victim_intact(&before);
+    }
+
+    #[test]
+    fn a_directory_entry_never_chmods_through_a_symlink() {
+        let fx = fixture();
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer
+            .symlink("d", fx.victim_str())
+            .entry(b"d", EntryType::Directory, b"", b"", |h| h.set_mode(0o777));
+        fx.apply(&layer, &overlay()).unwrap();
+        let md = fs::symlink_metadata(fx.root.join("d")).unwrap();
+        assert!(md.is_dir());
+        assert_eq!(md.mode() & 0o7777, 0o777);
+        fx.assert_victim_intact(&before);
+    }
+
+    #[test]
+    fn a_hardlink_to_a_symlink_links_the_symlink_itself() {
+        let fx = fixture();
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer
+            .symlink("s", &format!("{}/x", fx.victim_str()))
+            .hardlink("hl", "s");
+        fx.apply(&layer, &overlay()).unwrap();
+        let hl = fs::symlink_metadata(fx.root.join("hl")).unwrap();
+        assert!(hl.file_type().is_symlink());
+        assert_eq!(hl.nlink(), 2);
+        assert_eq!(
+            hl.ino(),
+            fs::symlink_metadata(fx.root.join("s")).unwrap().ino()
+        );
+        fx.assert_victim_intact(&before);
+    }
+
+    #[test]
+    fn whiteouts_of_empty_dot_and_dot_dot_names_are_refused() {
+        for opts in [overlay(), native()] {
+            for name in [
+                ".wh..",
+                ".wh...",
+                ".wh.",
+                "sub/.wh..",
+                "sub/.wh...",
+                "sub/.wh.",
+            ] {
+                let fx = fixture();
+                fs::create_dir(fx.root.join("sub")).unwrap();
+                fs::write(fx.root.join("sub/keep"), b"k").unwrap();
+                fs::write(fx.root.join("keep"), b"k").unwrap();
+                let before = fx.outside();
+                let mut layer = Layer::new();
+                layer.file(name, b"");
+                let r = fx.apply(&layer, &opts);
+                assert!(is_hostile(&r), "{name} ({:?}): {r:?}", opts.whiteouts);
+                fx.assert_victim_intact(&before);
+                assert!(fx.root.join("sub/keep").exists());
+                assert!(fx.root.join("keep").exists());
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_archive_is_an_archive_error() {
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer
+            .dir("d")
+            .file("d/big", &[7u8; 4096])
+            .file("d/after", b"x");
+        let bytes = layer.bytes();
+        // Headers: d (512), d/big (512), then 4096 bytes of data: cut in the middle.
+        let cut = &bytes[..1024 + 2000];
+        let r = apply_tar(cut, &fx.root, &overlay());
+        assert!(matches!(r, Err(ApplyError::Archive(_))), "{r:?}");
+
+        // Cut inside a header block too.
+        let r = apply_tar(&bytes[..1024 + 4096 + 100], &fx.root, &overlay());
+        assert!(matches!(r, Err(ApplyError::Archive(_))), "{r:?}");
+    }
+
+    #[test]
+    fn a_ten_kib_name_is_refused_as_too_long() {
+        let fx = fixture();
+        let name = "n/".repeat(5 * 1024) + "file";
+        let mut layer = Layer::new();
+        layer.file(&name, b"data");
+        let r = fx.apply(&layer, &overlay());
+        match r {
+            Err(ApplyError::Hostile { path, reason }) => {
+                assert!(reason.contains("limit"), "{reason}");
+                assert!(path.len() < 1024, "error message carries the whole name");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!fx.root.join("n").exists());
+    }
+
+    #[test]
+    fn a_normal_layer_round_trips_contents_and_metadata() {
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer
+            .entry(b"./", EntryType::Directory, b"", b"", |h| h.set_mode(0o711))
+            .entry(b"etc/", EntryType::Directory, b"", b"", |h| {
+                h.set_mode(0o750);
+                h.set_mtime(1_500_000_000);
+            })
+            .pax(&[("SCHILY.xattr.user.foo", b"bar")])
+            .file("etc/conf", b"conf")
+            .pax(&[
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/elsewhere"),
+            ])
+            .dir("etc/app/")
+            .dir("bin")
+            .pax(&[("mtime", b"1600000000.5")])
+            .entry(b"bin/tool", EntryType::Regular, b"#!tool", b"", |h| {
+                h.set_mode(0o4755);
+                h.set_uid(1000);
+                h.set_gid(1000);
+            })
+            .symlink("bin/link", "tool")
+            .hardlink("bin/hard", "bin/tool")
+            .dir("run")
+            .entry(b"run/fifo", EntryType::Fifo, b"", b"", |h| {
+                h.set_mode(0o620)
+            })
+            .dir("dev")
+            .entry(b"dev/null", EntryType::Char, b"", b"", |h| {
+                h.set_mode(0o666);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+            });
+        let stats = fx.apply(&layer, &overlay()).unwrap();
+        assert_eq!(stats.entries, 12);
+        assert_eq!(stats.bytes, 4 + 6);
+
+        let root_md = fs::metadata(&fx.root).unwrap();
+        assert_eq!(root_md.mode() & 0o7777, 0o711);
+        assert_eq!(root_md.mtime(), MTIME as i64);
+
+        let etc = fs::metadata(fx.root.join("etc")).unwrap();
+        assert_eq!(etc.mode() & 0o7777, 0o750);
+        assert_eq!(
+            etc.mtime(),
+            1_500_000_000,
+            "dir mtime survives its children"
+        );
+        assert_eq!(
+            fs::metadata(fx.root.join("bin")).unwrap().mtime(),
+            MTIME as i64
+        );
+
+        let conf = fx.root.join("etc/conf");
+        assert_eq!(fs::read(&conf).unwrap(), b"conf");
+        assert_eq!(fs::metadata(&conf).unwrap().mtime(), MTIME as i64);
+        let probe = fx.base.join("probe");
+        fs::write(&probe, b"").unwrap();
+        let user_xattrs =
+            rustix::fs::setxattr(&probe, "user.probe", b"1", XattrFlags::empty()).is_ok();
+        if user_xattrs {
+            assert_eq!(xattr(&conf, "user.foo").as_deref(), Some(&b"bar"[..]));
+        }
+        let app = fx.root.join("etc/app");
+        assert!(app.is_dir());
+        assert_eq!(xattr(&app, "trusted.overlay.opaque"), None);
+        assert_eq!(xattr(&app, "trusted.overlay.redirect"), None);
+
+        let tool = fs::metadata(fx.root.join("bin/tool")).unwrap();
+        assert_eq!(fs::read(fx.root.join("bin/tool")).unwrap(), b"#!tool");
+        assert_eq!(tool.mode() & 0o7777, 0o4755, "setuid survives chown");
+        assert_eq!((tool.uid(), tool.gid()), (1000, 1000));
+        assert_eq!(
+            (tool.mtime(), tool.mtime_nsec()),
+            (MTIME as i64, 500_000_000)
+        );
+        assert_eq!(tool.nlink(), 2);
+        assert_eq!(
+            fs::metadata(fx.root.join("bin/hard")).unwrap().ino(),
+            tool.ino()
+        );
+
+        let link = fx.root.join("bin/link");
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("tool"));
+        assert_eq!(fs::symlink_metadata(&link).unwrap().mtime(), MTIME as i64);
+
+        let fifo = fs::symlink_metadata(fx.root.join("run/fifo")).unwrap();
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!(fifo.mode() & 0o7777, 0o620);
+
+        let null = fs::symlink_metadata(fx.root.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+        assert_eq!(null.mode() & 0o7777, 0o666);
+        assert_eq!(null.mtime(), MTIME as i64);
+    }
+
+    #[test]
+    fn overlay_whiteouts_become_devices_and_opaque_xattrs() {
+        let fx = fixture();
+        fs::write(fx.root.join("gone"), b"old").unwrap();
+        let mut layer = Layer::new();
+        layer
+            .file(".wh.gone", b"")
+            .dir("dir")
+            .file("dir/.wh..wh..opq", b"")
+            .file("dir/.wh..wh.plnk", b"")
+            .file("deep/er/.wh.x", b"");
+        fx.apply(&layer, &overlay()).unwrap();
+
+        for path in ["gone", "deep/er/x"] {
+            let md = fs::symlink_metadata(fx.root.join(path)).unwrap();
+            assert!(md.file_type().is_char_device(), "{path}");
+            assert_eq!(md.rdev(), 0);
+            assert_eq!(md.mode() & 0o7777, 0);
+        }
+        assert_eq!(
+            xattr(&fx.root.join("dir"), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+        assert!(!fx.root.join("dir/.wh..wh.plnk").exists());
+        assert!(!fx.root.join("dir/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn native_whiteouts_remove_older_content_but_keep_this_layers_entries() {
+        let populate = |fx: &Fixture| {
+            fs::create_dir_all(fx.root.join("a/sub")).unwrap();
+            fs::write(fx.root.join("a/old"), b"old").unwrap();
+            fs::write(fx.root.join("a/sub/deep"), b"deep").unwrap();
+            std::os::unix::fs::symlink(fx.victim_str(), fx.root.join("a/escape")).unwrap();
+            fs::write(fx.root.join("b"), b"b").unwrap();
+            fs::create_dir(fx.root.join("c")).unwrap();
+            fs::write(fx.root.join("c/keep"), b"keep").unwrap();
+        };
+
+        // Opaque marker first, as image tools write it.
+        let fx = fixture();
+        populate(&fx);
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer
+            .dir("a")
+            .file("a/.wh..wh..opq", b"")
+            .file("a/new", b"new")
+            .file(".wh.b", b"");
+        fx.apply(&layer, &native()).unwrap();
+        assert!(!fx.root.join("a/old").exists());
+        assert!(!fx.root.join("a/sub").exists());
+        assert!(fs::symlink_metadata(fx.root.join("a/escape")).is_err());
+        assert_eq!(fs::read(fx.root.join("a/new")).unwrap(), b"new");
+        assert!(!fx.root.join("b").exists());
+        assert!(fx.root.join("c/keep").exists());
+        fx.assert_victim_intact(&before);
+
+        // Opaque marker after this layer's own entries: they stay, older ones go, also
+        // below a directory that this layer wrote into.
+        let fx = fixture();
+        populate(&fx);
+        let before = fx.outside();
+        let mut layer = Layer::new();
+        layer
+            .dir("a")
+            .file("a/new", b"new")
+            .file("a/sub/fresh", b"fresh")
+            .file("a/.wh..wh..opq", b"")
+            .file(".wh.b", b"")
+            .file(".wh.missing", b"")
+            .file("nowhere/.wh.x", b"");
+        fx.apply(&layer, &native()).unwrap();
+        assert_eq!(fs::read(fx.root.join("a/new")).unwrap(), b"new");
+        assert_eq!(fs::read(fx.root.join("a/sub/fresh")).unwrap(), b"fresh");
+        assert!(!fx.root.join("a/sub/deep").exists());
+        assert!(!fx.root.join("a/old").exists());
+        assert!(!fx.root.join("b").exists());
+        assert!(fx.root.join("c/keep").exists());
+        fx.assert_victim_intact(&before);
+    }
+
+    #[test]
+    fn an_overlay_hardlink_to_a_lower_file_gets_a_copy_of_it() {
+        let fx = fixture();
+        let lower = fx.base.join("lower");
+        fs::create_dir_all(lower.join("usr/bin")).unwrap();
+        let tool = lower.join("usr/bin/tool");
+        fs::write(&tool, b"tool-bytes").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        rustix::fs::chown(&tool, Some(Uid::from_raw(7)), Some(Gid::from_raw(8))).unwrap();
+        let opts = ApplyOptions {
+            lowers: vec![fx.base.join("empty-lower-missing"), lower.clone()],
+            ..overlay()
+        };
+        // A missing lower dir is an error only when it is consulted: create it empty.
+        fs::create_dir(fx.base.join("empty-lower-missing")).unwrap();
+
+        let mut layer = Layer::new();
+        layer
+            .dir("usr")
+            .dir("usr/bin")
+            .hardlink("usr/bin/alias", "usr/bin/tool")
+            .hardlink("usr/bin/alias2", "/usr/bin/tool");
+        let stats = fx.apply(&layer, &opts).unwrap();
+        assert_eq!(stats.bytes, 10);
+
+        let alias = fx.root.join("usr/bin/alias");
+        assert_eq!(fs::read(&alias).unwrap(), b"tool-bytes");
+        let md = fs::symlink_metadata(&alias).unwrap();
+        assert!(md.is_file());
+        assert_eq!(md.mode() & 0o7777, 0o755);
+        assert_eq!((md.uid(), md.gid()), (7, 8));
+        assert_eq!(
+            fs::symlink_metadata(fx.root.join("usr/bin/alias2"))
+                .unwrap()
+                .ino(),
+            md.ino(),
+            "further links share the first copy"
+        );
+        assert_eq!(fs::metadata(&tool).unwrap().nlink(), 1, "lower untouched");
+        assert!(!fx.root.join("usr/bin/tool").exists());
+    }
+
+    #[test]
+    fn a_whiteout_in_an_upper_lower_hides_deeper_copies_from_hardlinks() {
+        let fx = fixture();
+        let top = fx.base.join("top");
+        let bottom = fx.base.join("bottom");
+        fs::create_dir_all(top.join("d")).unwrap();
+        fs::create_dir_all(bottom.join("d")).unwrap();
+        fs::write(bottom.join("d/f"), b"deleted").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            top.join("d/f").as_path(),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .unwrap();
+        let opts = ApplyOptions {
+            lowers: vec![top, bottom],
+            ..overlay()
+        };
+        let mut layer = Layer::new();
+        layer.hardlink("l", "d/f");
+        let r = fx.apply(&layer, &opts);
+        assert!(
+            matches!(r, Err(ApplyError::MissingLinkTarget { .. })),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_hardlink_looked_up_in_a_lower_stays_inside_that_lower() {
+        let fx = fixture();
+        let before = fx.outside();
+        let lower = fx.base.join("lower");
+        fs::create_dir(&lower).unwrap();
+        std::os::unix::fs::symlink(fx.victim_str(), lower.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../victim", lower.join("rel")).unwrap();
+        let before = {
+            let mut b = before;
+            b.extend(fx.outside());
+            b
+        };
+        let opts = ApplyOptions {
+            lowers: vec![lower],
+            ..overlay()
+        };
+        for target in ["etc/x", "rel/x"] {
+            let mut layer = Layer::new();
+            layer.hardlink("copy", target);
+            let r = fx.apply(&layer, &opts);
+            assert!(
+                matches!(r, Err(ApplyError::MissingLinkTarget { .. })),
+                "{r:?}"
+            );
+            fx.assert_victim_intact(&before);
+            assert!(!fx.root.join("copy").exists());
+        }
+    }
+
+    #[test]
+    fn oversized_extension_headers_are_refused() {
+        let fx = fixture();
+        let big = vec![b'a'; 2 << 20];
+        let mut layer = Layer::new();
+        layer.pax(&[("comment", &big)]).file("f", b"x");
+        let r = fx.apply(&layer, &overlay());
+        match r {
+            Err(ApplyError::Archive(e)) => assert!(e.to_string().contains("exceed"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reader_errors_keep_their_message() {
+        struct Failing {
+            data: Vec<u8>,
+            pos: usize,
+        }
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.pos == self.data.len() {
+                    return Err(io::Error::other("decompressed layer exceeds the 1 GiB cap"));
+                }
+                let n = buf.len().min(self.data.len() - self.pos);
+                buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer.file("a", &[1; 3000]).file("b", &[2; 3000]);
+        let bytes = layer.bytes();
+        let r = apply_tar(
+            Failing {
+                data: bytes[..2500].to_vec(),
+                pos: 0,
+            },
+            &fx.root,
+            &overlay(),
+        );
+        match r {
+            Err(ApplyError::Archive(e)) => assert!(e.to_string().contains("1 GiB cap"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sparse_and_unknown_entry_types_are_unsupported() {
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer.entry(b"v", EntryType::new(b'V'), b"", b"", |_| {});
+        let r = fx.apply(&layer, &overlay());
+        assert!(matches!(r, Err(ApplyError::Unsupported { .. })), "{r:?}");
+
+        let mut layer = Layer::new();
+        layer.pax(&[("GNU.sparse.major", b"1")]).file("s", b"");
+        let r = fx.apply(&layer, &overlay());
+        assert!(matches!(r, Err(ApplyError::Unsupported { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn entries_replace_files_and_merge_directories() {
+        let fx = fixture();
+        fs::create_dir_all(fx.root.join("d/old")).unwrap();
+        fs::write(fx.root.join("d/old/f"), b"f").unwrap();
+        fs::write(fx.root.join("file-then-dir"), b"f").unwrap();
+        let mut layer = Layer::new();
+        layer
+            .dir("d")
+            .file("d/new", b"n")
+            .dir("file-then-dir")
+            .file("d/old", b"now a file");
+        fx.apply(&layer, &native()).unwrap();
+        assert!(fx.root.join("d/new").is_file());
+        assert_eq!(fs::read(fx.root.join("d/old")).unwrap(), b"now a file");
+        assert!(fx.root.join("file-then-dir").is_dir());
+    }
+
+    #[test]
+    fn a_non_directory_entry_naming_the_root_is_refused() {
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer.file("./", b"x");
+        assert!(is_hostile(&fx.apply(&layer, &overlay())));
+        let mut layer = Layer::new();
+        layer.hardlink("x", "./");
+        assert!(is_hostile(&fx.apply(&layer, &overlay())));
+    }
+}

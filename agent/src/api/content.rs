@@ -1,0 +1,124 @@
+//! Content service: the blob store.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use berth_api::v1::{self, content_server::ContentServer};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{blocking, convert, namespace};
+use crate::digest::Digest;
+use crate::server::Agent;
+
+pub struct ContentService {
+    agent: Arc<Agent>,
+}
+
+pub fn service(agent: Arc<Agent>) -> ContentServer<ContentService> {
+    ContentServer::new(ContentService { agent })
+}
+
+fn digest(s: &str) -> Result<Digest, Status> {
+    Digest::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+const READ_CHUNK: usize = 1 << 20;
+
+#[tonic::async_trait]
+impl v1::content_server::Content for ContentService {
+    async fn info(&self, req: Request<v1::ContentInfoRequest>) -> Result<Response<v1::ContentInfoResponse>, Status> {
+        let ns = namespace(&req)?;
+        let d = digest(&req.get_ref().digest)?;
+        let agent = self.agent.clone();
+        blocking(move || {
+            let info = agent.content.info(&d)?;
+            let referenced_by = agent.images.referenced_by(&ns, &d)?;
+            Ok(Response::new(v1::ContentInfoResponse {
+                info: Some(v1::ContentInfo {
+                    digest: info.digest.to_string(),
+                    size: info.size as i64,
+                    created_at: convert::system_time(info.created),
+                    referenced_by,
+                }),
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, _req: Request<v1::ListContentRequest>) -> Result<Response<v1::ListContentResponse>, Status> {
+        let agent = self.agent.clone();
+        blocking(move || {
+            let blobs = agent
+                .content
+                .list()?
+                .into_iter()
+                .map(|b| v1::ContentInfo {
+                    digest: b.digest.to_string(),
+                    size: b.size as i64,
+                    created_at: convert::system_time(b.created),
+                    referenced_by: Vec::new(),
+                })
+                .collect();
+            Ok(Response::new(v1::ListContentResponse { blobs }))
+        })
+        .await
+    }
+
+    type ReadStream = ReceiverStream<Result<v1::ReadContentResponse, Status>>;
+
+    async fn read(&self, req: Request<v1::ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let r = req.into_inner();
+        let d = digest(&r.digest)?;
+        if r.offset < 0 || r.size < 0 {
+            return Err(Status::invalid_argument("offset and size must not be negative"));
+        }
+        let agent = self.agent.clone();
+        let mut file = blocking(move || Ok(agent.content.open_blob(&d)?)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut offset = r.offset as u64;
+            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+                let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                return;
+            }
+            let mut remaining = if r.size == 0 { u64::MAX } else { r.size as u64 };
+            let mut buf = vec![0u8; READ_CHUNK];
+            while remaining > 0 {
+                let want = remaining.min(READ_CHUNK as u64) as usize;
+                match file.read(&mut buf[..want]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let msg = v1::ReadContentResponse { offset: offset as i64, data: buf[..n].to_vec() };
+                        if tx.blocking_send(Ok(msg)).is_err() {
+                            return;
+                        }
+                        offset += n as u64;
+                        remaining -= n as u64;
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delete(&self, req: Request<v1::DeleteContentRequest>) -> Result<Response<v1::DeleteContentResponse>, Status> {
+        let r = req.into_inner();
+        let d = digest(&r.digest)?;
+        let agent = self.agent.clone();
+        blocking(move || {
+            let _guard = agent.images.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+            agent.content.info(&d)?;
+            if !r.force && agent.images.referenced_anywhere(&d)? {
+                return Err(Status::failed_precondition(format!("blob {d} is used by an image; remove the image first or force")));
+            }
+            agent.content.delete(&d)?;
+            Ok(Response::new(v1::DeleteContentResponse {}))
+        })
+        .await
+    }
+}

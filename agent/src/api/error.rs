@@ -1,0 +1,105 @@
+//! The one place domain errors become gRPC statuses. Every match is
+//! exhaustive, so a new error variant must be given a status here.
+
+use tonic::{Code, Status};
+
+use crate::content::ContentError;
+use crate::image::ImageError;
+use crate::metadata::MetadataError;
+use crate::snapshot::SnapshotError;
+
+pub fn metadata_code(e: &MetadataError) -> Code {
+    match e {
+        MetadataError::NotFound { .. } => Code::NotFound,
+        MetadataError::AlreadyExists { .. } => Code::AlreadyExists,
+        MetadataError::Database(_) | MetadataError::Corrupt { .. } => Code::Internal,
+    }
+}
+
+pub fn content_code(e: &ContentError) -> Code {
+    match e {
+        ContentError::NotFound(_) => Code::NotFound,
+        ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. } => Code::InvalidArgument,
+        ContentError::TooLarge { .. } => Code::InvalidArgument,
+        ContentError::Io { .. } => Code::Internal,
+    }
+}
+
+pub fn snapshot_code(e: &SnapshotError) -> Code {
+    match e {
+        SnapshotError::Metadata(m) => metadata_code(m),
+        SnapshotError::WrongKind { .. } | SnapshotError::HasChildren { .. } => Code::FailedPrecondition,
+        SnapshotError::InvalidKey(_) => Code::InvalidArgument,
+        SnapshotError::Io { .. } | SnapshotError::Copy { .. } => Code::Internal,
+    }
+}
+
+pub fn image_code(e: &ImageError) -> Code {
+    match e {
+        ImageError::NotFound(_) => Code::NotFound,
+        ImageError::Ambiguous(_) => Code::InvalidArgument,
+        ImageError::AlreadyExists(_) => Code::AlreadyExists,
+        ImageError::Reference(_) | ImageError::InvalidArgument(_) => Code::InvalidArgument,
+        ImageError::Format(_) | ImageError::Archive(_) => Code::InvalidArgument,
+        ImageError::NoPlatform(_) => Code::NotFound,
+        ImageError::DiffIdMismatch { .. } | ImageError::Unpack { .. } => Code::InvalidArgument,
+        ImageError::MissingContent { .. } => Code::FailedPrecondition,
+        ImageError::Cancelled(_) => Code::Cancelled,
+        ImageError::Content(c) => content_code(c),
+        ImageError::Metadata(m) => metadata_code(m),
+        ImageError::Snapshot(s) => snapshot_code(s),
+    }
+}
+
+macro_rules! to_status {
+    ($t:ty, $f:ident) => {
+        impl From<$t> for Status {
+            fn from(e: $t) -> Status {
+                let code = $f(&e);
+                if code == Code::Internal {
+                    tracing::error!(error = %e, "internal error");
+                }
+                Status::new(code, e.to_string())
+            }
+        }
+    };
+}
+
+to_status!(MetadataError, metadata_code);
+to_status!(ContentError, content_code);
+to_status!(SnapshotError, snapshot_code);
+to_status!(ImageError, image_code);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::image::oci::FormatError;
+
+    #[test]
+    fn domain_errors_map_to_the_right_status() {
+        let d = Digest::of(b"x");
+        let nf = || MetadataError::NotFound { kind: "image", name: "x".into() };
+        let cases: Vec<(Status, Code)> = vec![
+            (nf().into(), Code::NotFound),
+            (MetadataError::AlreadyExists { kind: "image", name: "x".into() }.into(), Code::AlreadyExists),
+            (MetadataError::Database("x".into()).into(), Code::Internal),
+            (ContentError::NotFound(d.clone()).into(), Code::NotFound),
+            (ContentError::DigestMismatch { expected: d.clone(), actual: d.clone() }.into(), Code::InvalidArgument),
+            (SnapshotError::HasChildren { key: "k".into(), children: 1 }.into(), Code::FailedPrecondition),
+            (SnapshotError::InvalidKey("".into()).into(), Code::InvalidArgument),
+            (SnapshotError::Metadata(nf()).into(), Code::NotFound),
+            (ImageError::NotFound("x".into()).into(), Code::NotFound),
+            (ImageError::AlreadyExists("x".into()).into(), Code::AlreadyExists),
+            (ImageError::Format(FormatError::Invalid("x".into())).into(), Code::InvalidArgument),
+            (ImageError::Archive("x".into()).into(), Code::InvalidArgument),
+            (ImageError::DiffIdMismatch { layer: d.clone(), expected: d.clone(), actual: d.clone() }.into(), Code::InvalidArgument),
+            (ImageError::MissingContent { digest: d.clone(), what: "x".into() }.into(), Code::FailedPrecondition),
+            (ImageError::Metadata(nf()).into(), Code::NotFound),
+            (ImageError::Content(ContentError::NotFound(d)).into(), Code::NotFound),
+        ];
+        for (status, code) in cases {
+            assert_eq!(status.code(), code, "{}", status.message());
+        }
+    }
+}

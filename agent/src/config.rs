@@ -1,0 +1,135 @@
+//! berthd configuration: flags, then an optional TOML file, then defaults.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::image::Limits;
+
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_STATE: &str = "/run/berth";
+
+/// berthd: the Berth container node agent.
+///
+/// Manages this machine's images, content and snapshots and serves them over
+/// gRPC on a Unix socket. `berthctl` is its command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version, about, long_about)]
+pub struct Args {
+    /// Directory for persistent data: content, snapshots, metadata [default: /var/lib/berth]
+    #[arg(long, env = "BERTH_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Directory for runtime state: locks, sockets [default: /run/berth]
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Unix socket to listen on [default: <state>/berthd.sock]
+    #[arg(short, long, env = "BERTH_ADDRESS")]
+    pub address: Option<PathBuf>,
+    /// Snapshotter: overlayfs or native [default: overlayfs when the kernel and
+    /// the root's filesystem support it, native otherwise]
+    #[arg(long, value_parser = ["overlayfs", "native"])]
+    pub snapshotter: Option<String>,
+    /// TOML configuration file; flags override it
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style
+    /// filter) [default: RUST_LOG, else info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// The TOML configuration file. Unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub address: Option<PathBuf>,
+    pub snapshotter: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    /// Most bytes one layer may decompress to.
+    pub max_layer_size: Option<u64>,
+    /// Layers unpacked in parallel.
+    pub unpack_parallelism: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub address: PathBuf,
+    /// None: detect.
+    pub snapshotter: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: String,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults under `root` and `state`, as the tests use them.
+    pub fn with_dirs(root: &Path, state: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            state: state.to_owned(),
+            address: state.join("berthd.sock"),
+            snapshotter: None,
+            log_level: None,
+            log_format: "text".into(),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
+            }
+            None => FileConfig::default(),
+        };
+        let root = args.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into());
+        let state = args.state.or(file.state).unwrap_or_else(|| DEFAULT_STATE.into());
+        let mut c = Config::with_dirs(&root, &state);
+        if let Some(a) = args.address.or(file.address) {
+            c.address = a;
+        }
+        c.snapshotter = args.snapshotter.or(file.snapshotter);
+        if let Some(s) = &c.snapshotter {
+            if s != "overlayfs" && s != "native" {
+                return Err(ConfigError::Invalid(format!("unknown snapshotter {s:?}: use overlayfs or native")));
+            }
+        }
+        c.log_level = args.log_level.or(file.log_level);
+        c.log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
+        if c.log_format != "text" && c.log_format != "json" {
+            return Err(ConfigError::Invalid(format!("unknown log format {:?}: use text or json", c.log_format)));
+        }
+        if let Some(m) = file.max_layer_size {
+            c.limits.max_layer_bytes = m;
+        }
+        if let Some(p) = file.unpack_parallelism {
+            c.limits.unpack_parallelism = p.clamp(1, 16);
+        }
+        for p in [&c.root, &c.state, &c.address] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!("{} must be an absolute path", p.display())));
+            }
+        }
+        Ok(c)
+    }
+}

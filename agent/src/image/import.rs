@@ -1,0 +1,360 @@
+//! Importing image archives: an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/`) or a `docker save` archive (`manifest.json`, with layers as
+//! `<id>/layer.tar` or `blobs/sha256/<hex>`), optionally gzip or zstd
+//! compressed as a whole.
+//!
+//! The archive is read once, in order: every file is streamed into the
+//! content store (hashed while written; a blob under `blobs/sha256/<hex>` must
+//! match its name), the small index files are kept in memory. Then the images
+//! it names are resolved, their layers unpacked, and their names recorded. An
+//! import that fails leaves no image; what it stored is garbage collected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::oci::{self, Descriptor, Manifest, Platform};
+use super::reference::Reference;
+use super::unpack::{decompress, Compression};
+use super::{ImageError, Images};
+use crate::content::ContentError;
+use crate::digest::Digest;
+use crate::metadata::ImageRecord;
+
+/// Progress of an import, reported as it happens.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Blob { digest: Digest, size: u64, status: &'static str },
+    Layer { digest: Digest, size: u64, status: &'static str },
+    Image { name: String, status: &'static str },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// New name for the first image of the archive.
+    pub name: Option<String>,
+    pub platform: Platform,
+    pub no_unpack: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Repository for images the archive names only by tag.
+    pub base_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    pub images: Vec<ImageRecord>,
+    pub bytes_read: u64,
+}
+
+const SMALL_FILES: [&str; 4] = ["index.json", "manifest.json", "oci-layout", "repositories"];
+const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Normalize a path inside the archive: no leading `./` or `/`, no `..`.
+fn clean_path(p: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// What the archive held, by path.
+#[derive(Default)]
+struct Scanned {
+    docs: HashMap<String, Vec<u8>>,
+    files: HashMap<String, (Digest, u64)>,
+    links: HashMap<String, String>,
+}
+
+impl Scanned {
+    /// The blob at `path`, following the archive's symlinks (docker save
+    /// links repeated layers) a bounded number of times.
+    fn file(&self, path: &str) -> Option<&(Digest, u64)> {
+        let mut p = clean_path(path)?;
+        for _ in 0..16 {
+            if let Some(f) = self.files.get(&p) {
+                return Some(f);
+            }
+            p = self.links.get(&p)?.clone();
+        }
+        None
+    }
+}
+
+impl Images {
+    /// Import an archive read from `reader`.
+    pub fn import(&self, ns: &str, reader: impl Read, opts: &ImportOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImportOutcome, ImageError> {
+        let result = {
+            let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+            self.import_locked(ns, reader, opts, progress)
+        };
+        if result.is_err() {
+            // Whatever the failed import stored is unreferenced: drop it now.
+            if let Err(e) = self.gc() {
+                tracing::warn!(error = %e, "garbage collection after a failed import");
+            }
+        }
+        result
+    }
+
+    fn import_locked(&self, ns: &str, reader: impl Read, opts: &ImportOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImportOutcome, ImageError> {
+        let count = Arc::new(AtomicU64::new(0));
+        let counting = CountingReader { inner: reader, count: count.clone() };
+        let scanned = self.scan(counting, progress)?;
+        let targets = if let Some(index) = scanned.docs.get("index.json") {
+            self.oci_targets(index, opts)?
+        } else if let Some(manifest) = scanned.docs.get("manifest.json") {
+            self.docker_targets(manifest, &scanned, opts)?
+        } else {
+            return Err(ImageError::Archive("not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)".into()));
+        };
+        if targets.is_empty() {
+            return Err(ImageError::Archive("the archive names no image".into()));
+        }
+        // Check every image before naming any: its documents parse and its layers are here.
+        let mut resolved = Vec::new();
+        for (name, desc) in &targets {
+            let rec = ImageRecord {
+                name: name.clone(),
+                target: crate::metadata::DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+                labels: opts.labels.clone(),
+                created: 0,
+                updated: 0,
+            };
+            let r = self.resolve(&rec, &opts.platform)?;
+            for l in &r.manifest.layers {
+                if !self.content.exists(&l.digest) {
+                    return Err(ImageError::MissingContent { digest: l.digest.clone(), what: "layer not in the archive".into() });
+                }
+            }
+            resolved.push(r);
+        }
+        if !opts.no_unpack {
+            let mut done = std::collections::HashSet::new();
+            for r in &resolved {
+                if done.insert(r.manifest_desc.digest.clone()) {
+                    self.unpack(ns, r, progress)?;
+                }
+            }
+        }
+        let mut images = Vec::new();
+        for (name, desc) in &targets {
+            let (rec, replaced) = self.put(ns, name, desc, &opts.labels)?;
+            progress(Progress::Image { name: rec.name.clone(), status: if replaced { "updated" } else { "created" } });
+            images.push(rec);
+        }
+        Ok(ImportOutcome { images, bytes_read: count.load(Ordering::Relaxed) })
+    }
+
+    /// Read the archive once, storing every file in the content store.
+    fn scan(&self, reader: impl Read, progress: &(dyn Fn(Progress) + Sync)) -> Result<Scanned, ImageError> {
+        let archive_err = |what: &str, e: io::Error| ImageError::Archive(format!("{what}: {e}"));
+        let inner = decompress(reader).map_err(|e| archive_err("reading the archive", e))?;
+        let mut ar = tar::Archive::new(inner);
+        let mut out = Scanned::default();
+        for entry in ar.entries().map_err(|e| archive_err("reading the archive", e))? {
+            let mut entry = entry.map_err(|e| archive_err("reading the archive", e))?;
+            let raw = entry.path().map_err(|e| archive_err("entry name", e))?.to_string_lossy().into_owned();
+            let Some(path) = clean_path(&raw) else {
+                return Err(ImageError::Archive(format!("entry {raw:?} escapes the archive")));
+            };
+            let size = entry.header().size().map_err(|e| archive_err("entry size", e))?;
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {}
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Ok(Some(target)) = entry.link_name() {
+                        let target = target.to_string_lossy().into_owned();
+                        // Symlink targets are relative to the link's directory; hardlinks to the root.
+                        let joined = if entry.header().entry_type() == tar::EntryType::Symlink {
+                            let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                            format!("{dir}/{target}")
+                        } else {
+                            target
+                        };
+                        if let Some(t) = clean_path(&joined) {
+                            out.links.insert(path, t);
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            if SMALL_FILES.contains(&path.as_str()) {
+                if size > oci::MAX_DOCUMENT {
+                    return Err(ImageError::Archive(format!("{path} is {size} bytes; at most {} are accepted", oci::MAX_DOCUMENT)));
+                }
+                let mut buf = Vec::with_capacity(size as usize);
+                (&mut entry).take(oci::MAX_DOCUMENT + 1).read_to_end(&mut buf).map_err(|e| archive_err(&path, e))?;
+                out.docs.insert(path, buf);
+                continue;
+            }
+            let expected = match path.strip_prefix("blobs/sha256/") {
+                Some(hex) => Some(Digest::from_hex(hex).map_err(|_| ImageError::Archive(format!("blob {path:?} is not named by a sha256 digest")))?),
+                None => None,
+            };
+            if let Some(d) = &expected {
+                if self.content.info(d).map(|i| i.size == size).unwrap_or(false) {
+                    io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
+                    progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
+                    out.files.insert(path, (d.clone(), size));
+                    continue;
+                }
+            }
+            let mut w = self.content.writer(expected.clone(), Some(size))?;
+            copy_large(&mut entry, &mut w).map_err(|e| archive_err(&path, e))?;
+            let (digest, size) = w.commit().map_err(|e| match e {
+                ContentError::DigestMismatch { expected, actual } => {
+                    ImageError::Archive(format!("blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"))
+                }
+                e => e.into(),
+            })?;
+            progress(Progress::Blob { digest: digest.clone(), size, status: "stored" });
+            out.files.insert(path, (digest, size));
+        }
+        Ok(out)
+    }
+
+    /// Images named by an OCI layout's index.json.
+    fn oci_targets(&self, index_json: &[u8], opts: &ImportOptions) -> Result<Vec<(String, Descriptor)>, ImageError> {
+        let index = oci::parse_index(index_json, "")?;
+        let mut out = Vec::new();
+        for (i, desc) in index.manifests.iter().enumerate() {
+            if !oci::is_index(&desc.media_type) && !oci::is_manifest(&desc.media_type) {
+                continue;
+            }
+            let named = desc
+                .annotations
+                .get(ANNOTATION_CONTAINERD_NAME)
+                .cloned()
+                .or_else(|| {
+                    desc.annotations.get(ANNOTATION_REF_NAME).map(|r| {
+                        // A bare tag ("latest") needs a repository to go with it.
+                        if r.contains(['/', ':', '@']) || opts.base_name.is_none() {
+                            r.clone()
+                        } else {
+                            format!("{}:{r}", opts.base_name.as_deref().unwrap_or_default())
+                        }
+                    })
+                });
+            let name = match (i, &opts.name, named) {
+                (0, Some(n), _) => n.clone(),
+                (_, _, Some(n)) => n,
+                (_, _, None) => {
+                    return Err(ImageError::InvalidArgument(format!(
+                        "the archive does not name image {}; give it a name with --name",
+                        desc.digest
+                    )))
+                }
+            };
+            out.push((Reference::parse(&name)?.to_string(), desc.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Images of a `docker save` archive: an OCI manifest is written for each.
+    fn docker_targets(&self, manifest_json: &[u8], scanned: &Scanned, opts: &ImportOptions) -> Result<Vec<(String, Descriptor)>, ImageError> {
+        let entries = oci::parse_docker_manifest(manifest_json)?;
+        let mut out = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let missing = |p: &str| ImageError::Archive(format!("manifest.json names {p:?}, which the archive does not contain"));
+            let (config_digest, config_size) = scanned.file(&e.config).ok_or_else(|| missing(&e.config))?.clone();
+            if e.layers.len() > oci::MAX_LAYERS {
+                return Err(ImageError::Archive(format!("manifest.json lists {} layers", e.layers.len())));
+            }
+            let mut layers = Vec::new();
+            for l in &e.layers {
+                let (digest, size) = scanned.file(l).ok_or_else(|| missing(l))?.clone();
+                let mut head = [0u8; 4];
+                let n = self.content.open_blob(&digest)?.read(&mut head).unwrap_or(0);
+                let media_type = match Compression::detect(&head[..n]) {
+                    Compression::Gzip => oci::MEDIA_OCI_LAYER_GZIP,
+                    Compression::Zstd => oci::MEDIA_OCI_LAYER_ZSTD,
+                    Compression::None => oci::MEDIA_OCI_LAYER,
+                };
+                layers.push(Descriptor { media_type: media_type.into(), digest, size, annotations: Default::default(), platform: None });
+            }
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: Some(oci::MEDIA_OCI_MANIFEST.into()),
+                config: Descriptor {
+                    media_type: oci::MEDIA_OCI_CONFIG.into(),
+                    digest: config_digest,
+                    size: config_size,
+                    annotations: Default::default(),
+                    platform: None,
+                },
+                layers,
+                annotations: Default::default(),
+                manifests: None,
+            };
+            let data = serde_json::to_vec(&manifest).map_err(|e| ImageError::Archive(e.to_string()))?;
+            let digest = self.content.put(&data)?;
+            let desc = Descriptor { media_type: oci::MEDIA_OCI_MANIFEST.into(), digest, size: data.len() as u64, annotations: Default::default(), platform: None };
+            let tags = e.repo_tags.clone().unwrap_or_default();
+            let names: Vec<String> = match (i, &opts.name) {
+                (0, Some(n)) => vec![n.clone()],
+                _ if tags.is_empty() => {
+                    return Err(ImageError::InvalidArgument(format!(
+                        "the archive does not name image {}; give it a name with --name",
+                        e.config
+                    )))
+                }
+                _ => tags,
+            };
+            for n in names {
+                out.push((Reference::parse(&n)?.to_string(), desc.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Copy with a large buffer (the default 8 KiB costs a syscall per 8 KiB).
+fn copy_large(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_path;
+
+    #[test]
+    fn archive_paths_are_normalized_and_escapes_refused() {
+        assert_eq!(clean_path("./blobs/sha256/ab").as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(clean_path("/index.json").as_deref(), Some("index.json"));
+        assert_eq!(clean_path("a/../b").as_deref(), Some("b"));
+        assert_eq!(clean_path("../x"), None);
+    }
+}

@@ -1,0 +1,421 @@
+//! Images: names pointing at content, resolution to a platform's manifest,
+//! unpacking into snapshots, and garbage collection.
+
+pub mod import;
+pub mod oci;
+pub mod reference;
+pub mod unpack;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use crate::content::{ContentError, ContentStore};
+use crate::digest::Digest;
+use crate::metadata::{now_nanos, DescriptorRecord, ImageRecord, Metadata, MetadataError, SnapshotKind};
+use crate::snapshot::{SnapshotError, Snapshots, LABEL_MANAGED};
+use oci::{Descriptor, FormatError, ImageConfig, Manifest, Platform};
+use reference::{InvalidReference, Reference};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image {0:?} not found")]
+    NotFound(String),
+    #[error("image id prefix {0:?} is ambiguous: it matches several images")]
+    Ambiguous(String),
+    #[error("image {0:?} already exists")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    Reference(#[from] InvalidReference),
+    #[error("invalid image: {0}")]
+    Format(#[from] FormatError),
+    #[error("invalid archive: {0}")]
+    Archive(String),
+    #[error("image has no manifest for platform {0}")]
+    NoPlatform(String),
+    #[error("layer {layer}: uncompressed digest {actual} does not match the diff id {expected} in the image config")]
+    DiffIdMismatch { layer: Digest, expected: Digest, actual: Digest },
+    #[error("unpacking layer {layer}: {message}")]
+    Unpack { layer: Digest, message: String },
+    #[error("blob {digest} is missing: {what}")]
+    MissingContent { digest: Digest, what: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("import cancelled: {0}")]
+    Cancelled(String),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Limits applied to untrusted images.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most bytes one layer may decompress to.
+    pub max_layer_bytes: u64,
+    /// Layers unpacked at once.
+    pub unpack_parallelism: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_layer_bytes: 64 << 30, unpack_parallelism: 4 }
+    }
+}
+
+/// An image resolved to one platform.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub record: ImageRecord,
+    pub manifest_desc: Descriptor,
+    pub manifest: Manifest,
+    pub manifest_json: Vec<u8>,
+    pub config_json: Vec<u8>,
+    pub config: ImageConfig,
+    pub chain_ids: Vec<Digest>,
+    /// Platforms offered by the index, when the target is one.
+    pub platforms: Vec<Platform>,
+}
+
+impl Resolved {
+    /// Bytes of content: manifest, config, layers (and the index, if any).
+    pub fn size(&self) -> u64 {
+        let index = if oci::is_index(&self.record.target.media_type) { self.record.target.size } else { 0 };
+        index + self.manifest_desc.size + self.manifest.config.size + self.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+}
+
+/// Summary of one garbage collection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcStats {
+    pub blobs_removed: u64,
+    pub snapshots_removed: u64,
+}
+
+pub struct Images {
+    pub meta: Arc<Metadata>,
+    pub content: Arc<ContentStore>,
+    pub snapshots: Arc<Snapshots>,
+    pub limits: Limits,
+    /// Writers (imports, unpacks) hold it shared; garbage collection holds it
+    /// exclusively, so it never deletes what an import has written but not
+    /// yet named.
+    pub gc_lock: RwLock<()>,
+}
+
+impl Images {
+    pub fn new(meta: Arc<Metadata>, content: Arc<ContentStore>, snapshots: Arc<Snapshots>, limits: Limits) -> Self {
+        Self { meta, content, snapshots, limits, gc_lock: RwLock::new(()) }
+    }
+
+    /// Read and parse a manifest through its descriptor.
+    pub fn read_manifest(&self, desc: &Descriptor) -> Result<(Manifest, Vec<u8>), ImageError> {
+        let data = self.read_doc(desc)?;
+        Ok((oci::parse_manifest(&data, &desc.media_type)?, data))
+    }
+
+    /// Read a JSON document, checking its size and digest against the descriptor.
+    pub fn read_doc(&self, desc: &Descriptor) -> Result<Vec<u8>, ImageError> {
+        if desc.size > oci::MAX_DOCUMENT {
+            return Err(FormatError::Invalid(format!("document {} is {} bytes; at most {} are accepted", desc.digest, desc.size, oci::MAX_DOCUMENT)).into());
+        }
+        let data = self.content.read_all(&desc.digest, oci::MAX_DOCUMENT).map_err(|e| match e {
+            ContentError::NotFound(d) => ImageError::MissingContent { digest: d, what: desc.media_type.clone() },
+            e => e.into(),
+        })?;
+        if data.len() as u64 != desc.size || Digest::of(&data) != desc.digest {
+            return Err(FormatError::Invalid(format!("document {} does not match its descriptor", desc.digest)).into());
+        }
+        Ok(data)
+    }
+
+    /// Resolve an image record to the manifest for `platform`.
+    pub fn resolve(&self, record: &ImageRecord, platform: &Platform) -> Result<Resolved, ImageError> {
+        let target = Descriptor {
+            media_type: record.target.media_type.clone(),
+            digest: record.target.digest.clone(),
+            size: record.target.size,
+            annotations: Default::default(),
+            platform: None,
+        };
+        let (manifest_desc, platforms) = self.select_manifest(&target, platform, 0)?;
+        let (manifest, manifest_json) = self.read_manifest(&manifest_desc)?;
+        let config_json = self.read_doc(&manifest.config)?;
+        let config = oci::parse_config(&config_json)?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(FormatError::Invalid(format!(
+                "manifest has {} layers but the config lists {} diff ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ))
+            .into());
+        }
+        let chain_ids = oci::chain_ids(&config.rootfs.diff_ids);
+        Ok(Resolved { record: record.clone(), manifest_desc, manifest, manifest_json, config_json, config, chain_ids, platforms })
+    }
+
+    /// Pick the manifest of `platform` from `desc` (a manifest, or an index, possibly nested).
+    pub fn select_manifest(&self, desc: &Descriptor, platform: &Platform, depth: u32) -> Result<(Descriptor, Vec<Platform>), ImageError> {
+        if oci::is_manifest(&desc.media_type) {
+            return Ok((desc.clone(), Vec::new()));
+        }
+        if !oci::is_index(&desc.media_type) {
+            return Err(FormatError::Invalid(format!("unsupported media type {:?} for an image", desc.media_type)).into());
+        }
+        if depth > 4 {
+            return Err(FormatError::Invalid("indexes nested too deep".into()).into());
+        }
+        let data = self.read_doc(desc)?;
+        let index = oci::parse_index(&data, &desc.media_type)?;
+        let platforms: Vec<Platform> = index.manifests.iter().filter_map(|m| m.platform.clone()).collect();
+        // A manifest entry without a platform is taken when nothing better matches
+        // (single-platform indexes written by some tools omit it).
+        let mut fallback = None;
+        for m in &index.manifests {
+            if oci::is_manifest(&m.media_type) {
+                match &m.platform {
+                    Some(p) if platform.matches(p) => return Ok((m.clone(), platforms)),
+                    None if fallback.is_none() => fallback = Some(m.clone()),
+                    _ => {}
+                }
+            } else if oci::is_index(&m.media_type) {
+                if let Ok((found, _)) = self.select_manifest(m, platform, depth + 1) {
+                    return Ok((found, platforms));
+                }
+            }
+        }
+        fallback.map(|m| (m, platforms)).ok_or_else(|| ImageError::NoPlatform(platform.to_string()))
+    }
+
+    /// Find images by name, digest or id prefix. A name gives one image; a
+    /// digest or id (prefix) gives every name pointing at that image.
+    pub fn find(&self, ns: &str, name: &str) -> Result<Vec<ImageRecord>, ImageError> {
+        if name.is_empty() {
+            return Err(ImageError::InvalidArgument("an image name or id is required".into()));
+        }
+        if let Ok(r) = Reference::parse(name) {
+            match self.meta.image(ns, &r.to_string()) {
+                Ok(rec) => return Ok(vec![rec]),
+                Err(MetadataError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+        let is_hex = !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+        if !is_hex {
+            Reference::parse(name)?;
+            return Err(ImageError::NotFound(name.to_owned()));
+        }
+        let mut matched: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
+        for rec in self.meta.images(ns)? {
+            let id = self.image_id(&rec);
+            let hit = if let Some(id) = &id {
+                id.hex().starts_with(prefix)
+            } else {
+                false
+            } || rec.target.digest.hex().starts_with(prefix);
+            if hit {
+                let key = id.map(|d| d.to_string()).unwrap_or_else(|| rec.target.digest.to_string());
+                matched.entry(key).or_default().push(rec);
+            }
+        }
+        match matched.len() {
+            0 => Err(ImageError::NotFound(name.to_owned())),
+            1 => Ok(matched.into_values().next().unwrap_or_default()),
+            _ => Err(ImageError::Ambiguous(name.to_owned())),
+        }
+    }
+
+    /// Find exactly one image (the first when a digest names several).
+    pub fn find_one(&self, ns: &str, name: &str) -> Result<ImageRecord, ImageError> {
+        self.find(ns, name)?.into_iter().next().ok_or_else(|| ImageError::NotFound(name.to_owned()))
+    }
+
+    /// The image id: digest of the default platform's config.
+    pub fn image_id(&self, rec: &ImageRecord) -> Option<Digest> {
+        self.resolve(rec, &Platform::default_platform()).ok().map(|r| r.manifest.config.digest)
+    }
+
+    /// Whether every layer of a resolved image is unpacked in `ns`.
+    pub fn is_unpacked(&self, ns: &str, r: &Resolved) -> bool {
+        r.chain_ids.last().is_none_or(|top| {
+            self.snapshots.stat(ns, top.as_str()).map(|s| s.kind == SnapshotKind::Committed).unwrap_or(false)
+        })
+    }
+
+    /// Size of the unpacked layers, when all are unpacked.
+    pub fn unpacked_size(&self, ns: &str, r: &Resolved) -> Option<u64> {
+        let mut total = 0;
+        for c in &r.chain_ids {
+            total += self.snapshots.usage(ns, c.as_str()).ok()?.size;
+        }
+        Some(total)
+    }
+
+    pub fn tag(&self, ns: &str, source: &str, target: &str, force: bool) -> Result<ImageRecord, ImageError> {
+        let src = self.find_one(ns, source)?;
+        let r = Reference::parse(target)?;
+        let now = now_nanos();
+        let rec = ImageRecord { name: r.to_string(), target: src.target.clone(), labels: src.labels.clone(), created: now, updated: now };
+        match self.meta.put_image(ns, &rec, force) {
+            Ok(_) => Ok(rec),
+            Err(MetadataError::AlreadyExists { name, .. }) => Err(ImageError::AlreadyExists(name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn update_labels(&self, ns: &str, name: &str, labels: BTreeMap<String, String>) -> Result<ImageRecord, ImageError> {
+        let mut rec = self.find_one(ns, name)?;
+        rec.labels = labels;
+        rec.updated = now_nanos();
+        self.meta.put_image(ns, &rec, true)?;
+        Ok(rec)
+    }
+
+    /// Remove image names; returns the names removed.
+    pub fn delete(&self, ns: &str, name: &str) -> Result<Vec<String>, ImageError> {
+        let recs = self.find(ns, name)?;
+        let mut out = Vec::new();
+        for r in recs {
+            match self.meta.delete_image(ns, &r.name) {
+                Ok(_) => out.push(r.name),
+                Err(MetadataError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Create or move image names to `target`.
+    pub fn put(&self, ns: &str, name: &str, target: &Descriptor, labels: &BTreeMap<String, String>) -> Result<(ImageRecord, bool), ImageError> {
+        let now = now_nanos();
+        let rec = ImageRecord {
+            name: name.to_owned(),
+            target: DescriptorRecord { media_type: target.media_type.clone(), digest: target.digest.clone(), size: target.size },
+            labels: labels.clone(),
+            created: now,
+            updated: now,
+        };
+        let prev = self.meta.put_image(ns, &rec, true)?;
+        Ok((rec, prev.is_some()))
+    }
+
+    /// Every blob reachable from `desc`; missing children are skipped.
+    fn walk(&self, desc: &Descriptor, out: &mut HashSet<Digest>, chains: &mut Vec<Vec<Digest>>, depth: u32) {
+        if !out.insert(desc.digest.clone()) || depth > 5 {
+            return;
+        }
+        if oci::is_index(&desc.media_type) {
+            if let Ok(data) = self.read_doc(desc) {
+                if let Ok(index) = oci::parse_index(&data, &desc.media_type) {
+                    for m in &index.manifests {
+                        self.walk(m, out, chains, depth + 1);
+                    }
+                }
+            }
+        } else if oci::is_manifest(&desc.media_type) {
+            if let Ok((m, _)) = self.read_manifest(desc) {
+                out.insert(m.config.digest.clone());
+                for l in &m.layers {
+                    out.insert(l.digest.clone());
+                }
+                if let Ok(data) = self.read_doc(&m.config) {
+                    if let Ok(cfg) = oci::parse_config(&data) {
+                        chains.push(oci::chain_ids(&cfg.rootfs.diff_ids));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Blobs reachable from the images of every namespace, and per namespace
+    /// the chain ids those images use.
+    pub fn references(&self) -> Result<(HashSet<Digest>, HashSet<(String, String)>), ImageError> {
+        let mut blobs = HashSet::new();
+        let mut chains = HashSet::new();
+        for (ns, rec) in self.meta.all_images()? {
+            let desc = Descriptor {
+                media_type: rec.target.media_type.clone(),
+                digest: rec.target.digest.clone(),
+                size: rec.target.size,
+                annotations: Default::default(),
+                platform: None,
+            };
+            let mut seen = HashSet::new();
+            let mut ch = Vec::new();
+            self.walk(&desc, &mut seen, &mut ch, 0);
+            blobs.extend(seen);
+            for c in ch.into_iter().flatten() {
+                chains.insert((ns.clone(), c.to_string()));
+            }
+        }
+        Ok((blobs, chains))
+    }
+
+    /// Remove blobs and image snapshots that no image uses any more.
+    pub fn gc(&self) -> Result<GcStats, ImageError> {
+        let _guard = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+        let (blobs, chains) = self.references()?;
+        let mut stats = GcStats::default();
+        for b in self.content.list()? {
+            if !blobs.contains(&b.digest) {
+                match self.content.delete(&b.digest) {
+                    Ok(()) | Err(ContentError::NotFound(_)) => stats.blobs_removed += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // Remove unused image snapshots from the top of each chain down: a
+        // snapshot with children (another image's layer, a container) stays.
+        loop {
+            let all = self.meta.all_snapshots()?;
+            let parents: HashSet<(String, String)> = all.iter().map(|(ns, s)| (ns.clone(), s.parent.clone())).collect();
+            let mut removed = 0;
+            for (ns, s) in &all {
+                let managed = s.labels.contains_key(LABEL_MANAGED) && s.kind == SnapshotKind::Committed;
+                if managed && !chains.contains(&(ns.clone(), s.key.clone())) && !parents.contains(&(ns.clone(), s.key.clone())) {
+                    match self.snapshots.remove(ns, &s.key) {
+                        Ok(()) => removed += 1,
+                        Err(SnapshotError::HasChildren { .. }) | Err(SnapshotError::Metadata(MetadataError::NotFound { .. })) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            stats.snapshots_removed += removed;
+            if removed == 0 {
+                break;
+            }
+        }
+        if stats.blobs_removed + stats.snapshots_removed > 0 {
+            tracing::info!(blobs = stats.blobs_removed, snapshots = stats.snapshots_removed, "garbage collected");
+        }
+        Ok(stats)
+    }
+
+    /// Names of images in `ns` whose content includes `digest`.
+    pub fn referenced_by(&self, ns: &str, digest: &Digest) -> Result<Vec<String>, ImageError> {
+        let mut out = Vec::new();
+        for rec in self.meta.images(ns)? {
+            let desc = Descriptor {
+                media_type: rec.target.media_type.clone(),
+                digest: rec.target.digest.clone(),
+                size: rec.target.size,
+                annotations: Default::default(),
+                platform: None,
+            };
+            let mut seen = HashSet::new();
+            self.walk(&desc, &mut seen, &mut Vec::new(), 0);
+            if seen.contains(digest) {
+                out.push(rec.name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of images in any namespace whose content includes `digest`.
+    pub fn referenced_anywhere(&self, digest: &Digest) -> Result<bool, ImageError> {
+        Ok(self.references()?.0.contains(digest))
+    }
+}

@@ -1,0 +1,391 @@
+//! Metadata in an embedded ACID database (redb): images and snapshots, each
+//! keyed by namespace. Records are JSON values; keys are `<namespace>\0<name>`.
+//!
+//! The database is the source of truth: a blob no image reaches and a
+//! snapshot directory no record names are garbage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+const IMAGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("images");
+const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    #[error("metadata database: {0}")]
+    Database(String),
+    #[error("corrupt metadata record {key:?}: {source}")]
+    Corrupt { key: String, source: serde_json::Error },
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetadataError {
+            fn from(e: $t) -> Self { MetadataError::Database(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// An OCI content descriptor as stored in metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DescriptorRecord {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub name: String,
+    pub target: DescriptorRecord,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    Committed,
+    Active,
+    View,
+}
+
+impl SnapshotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Committed => "committed",
+            SnapshotKind::Active => "active",
+            SnapshotKind::View => "view",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub key: String,
+    /// Key of the parent snapshot (committed), empty for none.
+    #[serde(default)]
+    pub parent: String,
+    pub kind: SnapshotKind,
+    /// Directory id in the snapshotter's storage.
+    pub id: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+fn key(ns: &str, name: &str) -> String {
+    format!("{ns}\0{name}")
+}
+
+fn split_key(k: &str) -> (&str, &str) {
+    k.split_once('\0').unwrap_or(("", k))
+}
+
+fn decode<T: DeserializeOwned>(k: &str, v: &[u8]) -> Result<T, MetadataError> {
+    serde_json::from_slice(v).map_err(|source| MetadataError::Corrupt { key: k.replace('\0', "/"), source })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub struct Metadata {
+    db: Database,
+    /// Snapshot records are kept per snapshotter: `snapshots.<name>`.
+    snapshots: TableDefinition<'static, &'static str, &'static [u8]>,
+}
+
+impl Metadata {
+    /// Open (creating) the database; snapshot records are those of `snapshotter`.
+    pub fn open(path: &Path, snapshotter: &str) -> Result<Self, MetadataError> {
+        let db = Database::create(path)?;
+        let name: &'static str = Box::leak(format!("snapshots.{snapshotter}").into_boxed_str());
+        let snapshots = TableDefinition::new(name);
+        let tx = db.begin_write()?;
+        tx.open_table(IMAGES)?;
+        tx.open_table(snapshots)?;
+        tx.open_table(COUNTERS)?;
+        tx.commit()?;
+        Ok(Self { db, snapshots })
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: TableDefinition<'_, &str, &[u8]>, kind: &'static str, ns: &str, name: &str) -> Result<T, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        let k = key(ns, name);
+        match t.get(k.as_str())? {
+            Some(v) => decode(&k, v.value()),
+            None => Err(MetadataError::NotFound { kind, name: name.to_owned() }),
+        }
+    }
+
+    /// Every record of a table; `ns` None means every namespace.
+    fn scan<T: DeserializeOwned>(&self, table: TableDefinition<'_, &str, &[u8]>, ns: Option<&str>) -> Result<Vec<(String, T)>, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        let mut out = Vec::new();
+        let iter = match ns {
+            Some(ns) => {
+                let lo = format!("{ns}\0");
+                let hi = format!("{ns}\u{1}");
+                t.range(lo.as_str()..hi.as_str())?
+            }
+            None => t.iter()?,
+        };
+        for item in iter {
+            let (k, v) = item?;
+            let (rns, _) = split_key(k.value());
+            out.push((rns.to_owned(), decode(k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
+    // ---- images ----
+
+    pub fn image(&self, ns: &str, name: &str) -> Result<ImageRecord, MetadataError> {
+        self.get(IMAGES, "image", ns, name)
+    }
+
+    pub fn images(&self, ns: &str) -> Result<Vec<ImageRecord>, MetadataError> {
+        Ok(self.scan(IMAGES, Some(ns))?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every image of every namespace, with its namespace.
+    pub fn all_images(&self) -> Result<Vec<(String, ImageRecord)>, MetadataError> {
+        self.scan(IMAGES, None)
+    }
+
+    /// Create an image, or replace it when `replace` is set. Returns the previous record.
+    pub fn put_image(&self, ns: &str, rec: &ImageRecord, replace: bool) -> Result<Option<ImageRecord>, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let prev;
+        {
+            let mut t = tx.open_table(IMAGES)?;
+            let k = key(ns, &rec.name);
+            prev = match t.get(k.as_str())? {
+                Some(v) => Some(decode::<ImageRecord>(&k, v.value())?),
+                None => None,
+            };
+            if prev.is_some() && !replace {
+                return Err(MetadataError::AlreadyExists { kind: "image", name: rec.name.clone() });
+            }
+            let mut rec = rec.clone();
+            if let Some(p) = &prev {
+                rec.created = p.created;
+            }
+            t.insert(k.as_str(), encode(&rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(prev)
+    }
+
+    pub fn delete_image(&self, ns: &str, name: &str) -> Result<ImageRecord, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let rec;
+        {
+            let mut t = tx.open_table(IMAGES)?;
+            let k = key(ns, name);
+            let removed = t.remove(k.as_str())?;
+            rec = match removed {
+                Some(v) => decode::<ImageRecord>(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "image", name: name.to_owned() }),
+            };
+        }
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    // ---- snapshots ----
+
+    pub fn snapshot(&self, ns: &str, k: &str) -> Result<SnapshotRecord, MetadataError> {
+        self.get(self.snapshots, "snapshot", ns, k)
+    }
+
+    pub fn snapshots(&self, ns: &str) -> Result<Vec<SnapshotRecord>, MetadataError> {
+        Ok(self.scan(self.snapshots, Some(ns))?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    pub fn all_snapshots(&self) -> Result<Vec<(String, SnapshotRecord)>, MetadataError> {
+        self.scan(self.snapshots, None)
+    }
+
+    /// Reserve a fresh snapshot directory id (never reused).
+    pub fn next_snapshot_id(&self) -> Result<u64, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let id;
+        {
+            let mut t = tx.open_table(COUNTERS)?;
+            id = t.get("snapshot_id")?.map(|v| v.value()).unwrap_or(0) + 1;
+            t.insert("snapshot_id", id)?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Insert a new snapshot record; fails if the key exists or the parent is
+    /// not a committed snapshot.
+    pub fn insert_snapshot(&self, ns: &str, rec: &SnapshotRecord) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(self.snapshots)?;
+            let k = key(ns, &rec.key);
+            if t.get(k.as_str())?.is_some() {
+                return Err(MetadataError::AlreadyExists { kind: "snapshot", name: rec.key.clone() });
+            }
+            if !rec.parent.is_empty() {
+                let pk = key(ns, &rec.parent);
+                let parent: SnapshotRecord = match t.get(pk.as_str())? {
+                    Some(v) => decode(&pk, v.value())?,
+                    None => return Err(MetadataError::NotFound { kind: "parent snapshot", name: rec.parent.clone() }),
+                };
+                if parent.kind != SnapshotKind::Committed {
+                    return Err(MetadataError::NotFound { kind: "committed parent snapshot", name: rec.parent.clone() });
+                }
+            }
+            t.insert(k.as_str(), encode(rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Atomically replace the active snapshot `active_key` by the committed `rec`.
+    pub fn commit_snapshot(&self, ns: &str, active_key: &str, rec: &SnapshotRecord) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(self.snapshots)?;
+            let nk = key(ns, &rec.key);
+            if t.get(nk.as_str())?.is_some() {
+                return Err(MetadataError::AlreadyExists { kind: "snapshot", name: rec.key.clone() });
+            }
+            let ak = key(ns, active_key);
+            if t.remove(ak.as_str())?.is_none() {
+                return Err(MetadataError::NotFound { kind: "snapshot", name: active_key.to_owned() });
+            }
+            t.insert(nk.as_str(), encode(rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn update_snapshot(&self, ns: &str, rec: &SnapshotRecord) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(self.snapshots)?;
+            let k = key(ns, &rec.key);
+            if t.get(k.as_str())?.is_none() {
+                return Err(MetadataError::NotFound { kind: "snapshot", name: rec.key.clone() });
+            }
+            t.insert(k.as_str(), encode(rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove a snapshot record. Refused (AlreadyExists is not right here, so
+    /// the caller checks children first) — this only deletes.
+    pub fn delete_snapshot(&self, ns: &str, k: &str) -> Result<SnapshotRecord, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let rec;
+        {
+            let mut t = tx.open_table(self.snapshots)?;
+            let kk = key(ns, k);
+            let removed = t.remove(kk.as_str())?;
+            rec = match removed {
+                Some(v) => decode::<SnapshotRecord>(&kk, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "snapshot", name: k.to_owned() }),
+            };
+        }
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    /// Namespaces that hold at least one record.
+    pub fn namespaces(&self) -> Result<Vec<String>, MetadataError> {
+        let mut set = BTreeSet::new();
+        for (ns, _) in self.scan::<serde_json::Value>(IMAGES, None)? {
+            set.insert(ns);
+        }
+        for (ns, _) in self.scan::<serde_json::Value>(self.snapshots, None)? {
+            set.insert(ns);
+        }
+        Ok(set.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(key: &str, parent: &str, kind: SnapshotKind, id: u64) -> SnapshotRecord {
+        SnapshotRecord { key: key.into(), parent: parent.into(), kind, id, labels: Default::default(), created: 0, updated: 0 }
+    }
+
+    #[test]
+    fn records_are_kept_per_namespace_and_survive_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("meta.redb");
+        {
+            let m = Metadata::open(&path, "overlayfs").unwrap();
+            let rec = ImageRecord {
+                name: "docker.io/library/a:latest".into(),
+                target: DescriptorRecord { media_type: "m".into(), digest: Digest::of(b"x"), size: 1 },
+                labels: Default::default(),
+                created: 1,
+                updated: 1,
+            };
+            m.put_image("default", &rec, false).unwrap();
+            assert!(matches!(m.put_image("default", &rec, false), Err(MetadataError::AlreadyExists { .. })));
+            m.put_image("other", &rec, false).unwrap();
+            m.insert_snapshot("default", &snap("base", "", SnapshotKind::Committed, 1)).unwrap();
+        }
+        let m = Metadata::open(&path, "overlayfs").unwrap();
+        assert_eq!(m.images("default").unwrap().len(), 1);
+        assert_eq!(m.all_images().unwrap().len(), 2);
+        assert_eq!(m.namespaces().unwrap(), vec!["default".to_string(), "other".to_string()]);
+        assert!(m.images("defaul").unwrap().is_empty());
+        assert!(m.snapshots("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_needs_a_committed_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Metadata::open(&tmp.path().join("m.redb"), "native").unwrap();
+        assert!(matches!(
+            m.insert_snapshot("ns", &snap("a", "missing", SnapshotKind::Active, 1)),
+            Err(MetadataError::NotFound { .. })
+        ));
+        m.insert_snapshot("ns", &snap("act", "", SnapshotKind::Active, 1)).unwrap();
+        assert!(m.insert_snapshot("ns", &snap("b", "act", SnapshotKind::Active, 2)).is_err());
+        m.commit_snapshot("ns", "act", &snap("done", "", SnapshotKind::Committed, 1)).unwrap();
+        m.insert_snapshot("ns", &snap("b", "done", SnapshotKind::Active, 2)).unwrap();
+        assert_eq!(m.next_snapshot_id().unwrap(), 1);
+        assert_eq!(m.next_snapshot_id().unwrap(), 2);
+    }
+}

@@ -1,0 +1,351 @@
+//! Snapshots: the filesystems images are unpacked into and containers run on.
+//!
+//! [`Snapshotter`] is the storage half (directories and mounts), with two real
+//! implementations: [`overlay::Overlay`] (layers stacked by overlayfs) and
+//! [`native::Native`] (each snapshot a full copy of its parent). [`Snapshots`]
+//! is the metadata half: keys, parents, kinds and labels in the database.
+//!
+//! Every change writes the directory first and the record second, and every
+//! removal deletes the record first and the directory second, so a crash at
+//! any point leaves at worst a directory that no record names; [`Snapshots::recover`]
+//! deletes those at start.
+
+pub mod native;
+pub mod overlay;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::archive::apply::WhiteoutMode;
+use crate::metadata::{now_nanos, Metadata, MetadataError, SnapshotKind, SnapshotRecord};
+
+/// Label set on snapshots made by unpacking an image: garbage collected once no image uses them.
+pub const LABEL_MANAGED: &str = "berth.io/managed";
+/// Label set on the temporary active snapshot of an unpack in progress.
+pub const LABEL_UNPACKING: &str = "berth.io/unpacking";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("snapshot {key:?} is {actual}, expected {expected}")]
+    WrongKind { key: String, actual: &'static str, expected: &'static str },
+    #[error("snapshot {key:?} has {children} child snapshot(s); remove them first")]
+    HasChildren { key: String, children: usize },
+    #[error("invalid snapshot key {0:?}: must be 1-512 bytes without NUL")]
+    InvalidKey(String),
+    #[error("snapshot storage at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("copying snapshot {path}: {message}")]
+    Copy { path: PathBuf, message: String },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io { path: path.to_owned(), source }
+}
+
+/// A mount that assembles (part of) a snapshot's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+/// Disk usage of one snapshot's own layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub size: u64,
+    pub inodes: u64,
+}
+
+/// The storage half of a snapshotter.
+pub trait Snapshotter: Send + Sync {
+    /// Name shown to users and stored in the record ("overlayfs", "native").
+    fn name(&self) -> &'static str;
+    /// How layer whiteouts are written into a snapshot of this snapshotter.
+    fn whiteout_mode(&self) -> WhiteoutMode;
+    /// Whether a layer can be unpacked without its parent's files present
+    /// (true for overlayfs: a layer is a diff of its own).
+    fn independent_layers(&self) -> bool;
+    /// Create storage for snapshot `id`, whose committed ancestors are
+    /// `parents` (nearest first). Atomic: the directory appears whole or not at all.
+    fn create(&self, id: u64, parents: &[u64]) -> Result<(), SnapshotError>;
+    /// The directory that holds the snapshot's own files; layers are applied here.
+    fn fs_dir(&self, id: u64) -> PathBuf;
+    /// Mounts that assemble the snapshot.
+    fn mounts(&self, id: u64, parents: &[u64], kind: SnapshotKind) -> Vec<Mount>;
+    /// Delete the storage of `id` (no error if it is already gone).
+    fn remove(&self, id: u64) -> Result<(), SnapshotError>;
+    /// Ids of every snapshot directory on disk, including half-made ones.
+    fn ids_on_disk(&self) -> Result<Vec<u64>, SnapshotError>;
+}
+
+/// Storage directory shared by both snapshotters: `<base>/<id>/fs`.
+pub(crate) struct Dirs {
+    pub base: PathBuf,
+}
+
+impl Dirs {
+    pub fn new(base: PathBuf) -> Result<Self, SnapshotError> {
+        fs::create_dir_all(&base).map_err(io_err(&base))?;
+        Ok(Self { base })
+    }
+
+    pub fn dir(&self, id: u64) -> PathBuf {
+        self.base.join(id.to_string())
+    }
+
+    pub fn tmp_dir(&self, id: u64) -> PathBuf {
+        self.base.join(format!("{id}.tmp"))
+    }
+
+    pub fn remove(&self, id: u64) -> Result<(), SnapshotError> {
+        for dir in [self.dir(id), self.tmp_dir(id)] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SnapshotError::Io { path: dir, source: e }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `<id>` or `<id>.tmp` entry.
+    pub fn ids(&self) -> Result<Vec<u64>, SnapshotError> {
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&self.base).map_err(io_err(&self.base))? {
+            let e = e.map_err(io_err(&self.base))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if let Ok(id) = name.trim_end_matches(".tmp").parse::<u64>() {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+/// Snapshots of every namespace: records in the database, storage in a [`Snapshotter`].
+pub struct Snapshots {
+    meta: Arc<Metadata>,
+    sn: Box<dyn Snapshotter>,
+}
+
+fn validate_key(key: &str) -> Result<(), SnapshotError> {
+    if key.is_empty() || key.len() > 512 || key.contains('\0') {
+        return Err(SnapshotError::InvalidKey(key.chars().take(80).collect()));
+    }
+    Ok(())
+}
+
+impl Snapshots {
+    pub fn new(meta: Arc<Metadata>, sn: Box<dyn Snapshotter>) -> Self {
+        Self { meta, sn }
+    }
+
+    pub fn snapshotter(&self) -> &dyn Snapshotter {
+        self.sn.as_ref()
+    }
+
+    /// Storage ids of `parent` and its ancestors, nearest first.
+    fn chain(&self, ns: &str, parent: &str) -> Result<Vec<u64>, SnapshotError> {
+        let mut ids = Vec::new();
+        let mut cur = parent.to_owned();
+        while !cur.is_empty() {
+            let rec = self.meta.snapshot(ns, &cur)?;
+            ids.push(rec.id);
+            cur = rec.parent;
+        }
+        Ok(ids)
+    }
+
+    fn create(&self, ns: &str, key: &str, parent: &str, kind: SnapshotKind, labels: BTreeMap<String, String>) -> Result<SnapshotRecord, SnapshotError> {
+        validate_key(key)?;
+        if self.meta.snapshot(ns, key).is_ok() {
+            return Err(MetadataError::AlreadyExists { kind: "snapshot", name: key.to_owned() }.into());
+        }
+        let parents = self.chain(ns, parent)?;
+        if !parent.is_empty() {
+            let p = self.meta.snapshot(ns, parent)?;
+            if p.kind != SnapshotKind::Committed {
+                return Err(SnapshotError::WrongKind { key: parent.to_owned(), actual: p.kind.as_str(), expected: "committed" });
+            }
+        }
+        let id = self.meta.next_snapshot_id()?;
+        self.sn.create(id, &parents)?;
+        let now = now_nanos();
+        let rec = SnapshotRecord { key: key.to_owned(), parent: parent.to_owned(), kind, id, labels, created: now, updated: now };
+        if let Err(e) = self.meta.insert_snapshot(ns, &rec) {
+            let _ = self.sn.remove(id);
+            return Err(e.into());
+        }
+        Ok(rec)
+    }
+
+    /// A writable snapshot on top of `parent` (or empty).
+    pub fn prepare(&self, ns: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
+        let rec = self.create(ns, key, parent, SnapshotKind::Active, labels)?;
+        self.mounts(ns, &rec.key)
+    }
+
+    /// A read-only view of the committed `parent`.
+    pub fn view(&self, ns: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
+        let rec = self.create(ns, key, parent, SnapshotKind::View, labels)?;
+        self.mounts(ns, &rec.key)
+    }
+
+    /// Prepare an active snapshot and return its record (for unpacking into it).
+    pub fn prepare_record(&self, ns: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<SnapshotRecord, SnapshotError> {
+        self.create(ns, key, parent, SnapshotKind::Active, labels)
+    }
+
+    /// Commit active `key` as the committed snapshot `name`.
+    pub fn commit(&self, ns: &str, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<(), SnapshotError> {
+        validate_key(name)?;
+        let active = self.meta.snapshot(ns, key)?;
+        if active.kind != SnapshotKind::Active {
+            return Err(SnapshotError::WrongKind { key: key.to_owned(), actual: active.kind.as_str(), expected: "active" });
+        }
+        let mut rec = active.clone();
+        rec.key = name.to_owned();
+        rec.kind = SnapshotKind::Committed;
+        rec.labels = labels;
+        rec.updated = now_nanos();
+        self.meta.commit_snapshot(ns, key, &rec)?;
+        Ok(())
+    }
+
+    /// Commit active `key` as `name`, re-parenting it on the committed
+    /// `parent`. Used for overlay layers unpacked in parallel, which need no
+    /// parent files while they are written.
+    pub fn commit_with_parent(&self, ns: &str, name: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<(), SnapshotError> {
+        validate_key(name)?;
+        let active = self.meta.snapshot(ns, key)?;
+        if active.kind != SnapshotKind::Active {
+            return Err(SnapshotError::WrongKind { key: key.to_owned(), actual: active.kind.as_str(), expected: "active" });
+        }
+        if !parent.is_empty() {
+            let p = self.meta.snapshot(ns, parent)?;
+            if p.kind != SnapshotKind::Committed {
+                return Err(SnapshotError::WrongKind { key: parent.to_owned(), actual: p.kind.as_str(), expected: "committed" });
+            }
+        }
+        let mut rec = active;
+        rec.key = name.to_owned();
+        rec.parent = parent.to_owned();
+        rec.kind = SnapshotKind::Committed;
+        rec.labels = labels;
+        rec.updated = now_nanos();
+        self.meta.commit_snapshot(ns, key, &rec)?;
+        Ok(())
+    }
+
+    /// Remove a snapshot that has no children.
+    pub fn remove(&self, ns: &str, key: &str) -> Result<(), SnapshotError> {
+        let children = self.meta.snapshots(ns)?.into_iter().filter(|s| s.parent == key).count();
+        if children > 0 {
+            // Check existence first so that a missing key is NotFound, not HasChildren.
+            self.meta.snapshot(ns, key)?;
+            return Err(SnapshotError::HasChildren { key: key.to_owned(), children });
+        }
+        let rec = self.meta.delete_snapshot(ns, key)?;
+        self.sn.remove(rec.id)
+    }
+
+    pub fn stat(&self, ns: &str, key: &str) -> Result<SnapshotRecord, SnapshotError> {
+        Ok(self.meta.snapshot(ns, key)?)
+    }
+
+    pub fn list(&self, ns: &str) -> Result<Vec<SnapshotRecord>, SnapshotError> {
+        Ok(self.meta.snapshots(ns)?)
+    }
+
+    pub fn update_labels(&self, ns: &str, key: &str, labels: BTreeMap<String, String>) -> Result<SnapshotRecord, SnapshotError> {
+        let mut rec = self.meta.snapshot(ns, key)?;
+        rec.labels = labels;
+        rec.updated = now_nanos();
+        self.meta.update_snapshot(ns, &rec)?;
+        Ok(rec)
+    }
+
+    pub fn mounts(&self, ns: &str, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        let rec = self.meta.snapshot(ns, key)?;
+        let parents = self.chain(ns, &rec.parent)?;
+        Ok(self.sn.mounts(rec.id, &parents, rec.kind))
+    }
+
+    /// Storage ids of the committed ancestors of `key`'s parent, nearest first.
+    pub fn parent_ids(&self, ns: &str, key: &str) -> Result<Vec<u64>, SnapshotError> {
+        let rec = self.meta.snapshot(ns, key)?;
+        self.chain(ns, &rec.parent)
+    }
+
+    /// The directory holding a snapshot's own files.
+    pub fn fs_dir(&self, id: u64) -> PathBuf {
+        self.sn.fs_dir(id)
+    }
+
+    pub fn usage(&self, ns: &str, key: &str) -> Result<Usage, SnapshotError> {
+        let rec = self.meta.snapshot(ns, key)?;
+        let dir = self.sn.fs_dir(rec.id);
+        disk_usage(&dir).map_err(io_err(&dir))
+    }
+
+    /// Bring storage and records back in line after a crash: drop the active
+    /// snapshots of unpacks that never finished, and every directory that no
+    /// record names. Returns how many directories were removed.
+    pub fn recover(&self) -> Result<usize, SnapshotError> {
+        for (ns, rec) in self.meta.all_snapshots()? {
+            if rec.kind == SnapshotKind::Active && rec.labels.contains_key(LABEL_UNPACKING) {
+                tracing::info!(namespace = %ns, key = %rec.key, "removing snapshot of an interrupted unpack");
+                self.meta.delete_snapshot(&ns, &rec.key)?;
+            }
+        }
+        let known: std::collections::HashSet<u64> = self.meta.all_snapshots()?.into_iter().map(|(_, r)| r.id).collect();
+        let mut removed = 0;
+        for id in self.sn.ids_on_disk()? {
+            if !known.contains(&id) {
+                tracing::info!(id, "removing snapshot directory that no record names");
+                self.sn.remove(id)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Sum of allocated bytes and inode count under `dir`, each hardlinked inode counted once.
+pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let meta = fs::symlink_metadata(&d)?;
+        if seen.insert((meta.dev(), meta.ino())) {
+            usage.size += meta.blocks() * 512;
+            usage.inodes += 1;
+        }
+        if !meta.is_dir() {
+            continue;
+        }
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert((m.dev(), m.ino())) {
+                usage.size += m.blocks() * 512;
+                usage.inodes += 1;
+            }
+        }
+    }
+    Ok(usage)
+}

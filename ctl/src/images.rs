@@ -1,0 +1,333 @@
+//! `berthctl image ...` and its docker-style aliases.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{bail, Context, Result};
+use berth_api::v1;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use crate::output::{self, ago, parse_rfc3339, repo_tag, short_id};
+use crate::{Conn, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image archive (docker save or OCI layout; gzip/zstd allowed)
+    Import(ImportArgs),
+    /// List images
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show an image's digest, config, layers, diff ids and history as JSON
+    Inspect(InspectArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove images by name, id or digest
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Archive to import, or - for standard input
+    pub file: String,
+    /// Name for the image (replaces the archive's name for the first image)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Platform to unpack from a multi-platform image (os/arch[/variant])
+    #[arg(long, default_value = "")]
+    pub platform: String,
+    /// Repository for images the archive names only by tag
+    #[arg(long)]
+    pub base_name: Option<String>,
+    /// Store the image without unpacking its layers
+    #[arg(long)]
+    pub no_unpack: bool,
+    /// Label to set on the image (KEY=VALUE, repeatable)
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// Ask the agent to read the file itself (it must be on the agent's machine)
+    #[arg(long)]
+    pub local: bool,
+    /// Print only the names of the imported images
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive to import [default: standard input]
+    #[arg(short, long)]
+    pub input: Option<String>,
+    /// Name for the image
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Platform to unpack (os/arch[/variant])
+    #[arg(long, default_value = "")]
+    pub platform: String,
+    /// Print only the names of the imported images
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only show image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Filter: name==REF, name~=TEXT, label.KEY==VALUE, label.KEY (repeatable)
+    #[arg(short, long = "filter")]
+    pub filters: Vec<String>,
+    /// Show full image ids
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image name, id or digest
+    pub image: String,
+    /// Platform to resolve a multi-platform image to
+    #[arg(long, default_value = "")]
+    pub platform: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image (name, id or digest)
+    pub source: String,
+    /// New name
+    pub target: String,
+    /// Move the name if another image has it
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Images to remove (name, id or digest; an id removes all its names)
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+pub async fn run(conn: &Conn, cmd: ImageCommand) -> Result<i32> {
+    match cmd {
+        ImageCommand::Import(a) => import(conn, a).await,
+        ImageCommand::Ls(a) => list(conn, a).await,
+        ImageCommand::Inspect(a) => inspect(conn, a).await,
+        ImageCommand::Tag(a) => tag(conn, a).await,
+        ImageCommand::Rm(a) => rm(conn, a).await,
+    }
+}
+
+pub async fn load(conn: &Conn, a: LoadArgs) -> Result<i32> {
+    import(
+        conn,
+        ImportArgs {
+            file: a.input.unwrap_or_else(|| "-".into()),
+            name: a.name,
+            platform: a.platform,
+            base_name: None,
+            no_unpack: false,
+            labels: Vec::new(),
+            local: false,
+            quiet: a.quiet,
+        },
+    )
+    .await
+}
+
+fn labels(list: &[String]) -> Result<std::collections::HashMap<String, String>> {
+    list.iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("invalid label {l:?}: use KEY=VALUE"),
+        })
+        .collect()
+}
+
+const CHUNK: usize = 1 << 20;
+
+pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
+    let options = v1::ImportOptions {
+        name: a.name.clone().unwrap_or_default(),
+        platform: a.platform.clone(),
+        no_unpack: a.no_unpack,
+        labels: labels(&a.labels)?,
+        base_name: a.base_name.clone().unwrap_or_default(),
+    };
+    let mut client = conn.images();
+    let mut stream = if a.local {
+        let path = std::fs::canonicalize(&a.file).with_context(|| format!("{}", a.file))?;
+        client
+            .import_path(v1::ImportPathRequest { options: Some(options), path: path.display().to_string() })
+            .await?
+            .into_inner()
+    } else {
+        let mut source: Box<dyn Read + Send> = if a.file == "-" {
+            if std::io::stdin().is_terminal() {
+                bail!("no archive given: name a file, or pipe one into standard input");
+            }
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(&a.file).with_context(|| format!("cannot open {}", a.file))?)
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<v1::ImportRequest>(4);
+        tx.send(v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(options)) }).await?;
+        // Read on a blocking thread; a read error ends the upload early, which the agent refuses as truncated.
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    let n = source.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                if tx.blocking_send(v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(buf)) }).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let resp = client.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        let stream = resp?.into_inner();
+        let _ = reader; // the upload continues while responses stream back
+        stream
+    };
+    let verbose = !a.quiet && conn.format == Format::Table && std::io::stderr().is_terminal();
+    let mut result = None;
+    while let Some(msg) = stream.next().await {
+        match msg?.event {
+            Some(v1::import_response::Event::Progress(p)) => {
+                if verbose && p.kind != "image" {
+                    eprintln!("{} {} {} ({})", p.kind, short_id(&p.id), p.status, output::size(p.size));
+                }
+            }
+            Some(v1::import_response::Event::Result(r)) => result = Some(r),
+            None => {}
+        }
+    }
+    let Some(result) = result else { bail!("the agent ended the import without a result") };
+    if conn.format == Format::Json {
+        output::json(&json!(result.images.iter().map(image_json).collect::<Vec<_>>()));
+    } else {
+        for img in &result.images {
+            if a.quiet {
+                println!("{}", img.name);
+            } else {
+                println!("Loaded image: {}", img.name);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn created_secs(img: &v1::Image) -> i64 {
+    parse_rfc3339(&img.config_created).unwrap_or_else(|| img.created_at.as_ref().map(|t| t.seconds).unwrap_or(0))
+}
+
+fn image_json(img: &v1::Image) -> serde_json::Value {
+    json!({
+        "name": img.name,
+        "id": img.config_digest,
+        "digest": img.target.as_ref().map(|t| t.digest.clone()),
+        "media_type": img.target.as_ref().map(|t| t.media_type.clone()),
+        "size": img.size,
+        "unpacked_size": img.unpacked_size,
+        "created": img.config_created,
+        "labels": img.labels,
+    })
+}
+
+pub async fn list(conn: &Conn, a: ListArgs) -> Result<i32> {
+    let mut images = conn.images().list(v1::ListImagesRequest { filters: a.filters }).await?.into_inner().images;
+    images.sort_by(|x, y| created_secs(y).cmp(&created_secs(x)).then(x.name.cmp(&y.name)));
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for i in &images {
+            let id = if a.no_trunc { i.config_digest.clone() } else { short_id(&i.config_digest) };
+            if seen.insert(id.clone()) {
+                println!("{id}");
+            }
+        }
+        return Ok(0);
+    }
+    if conn.format == Format::Json {
+        output::json(&json!(images.iter().map(image_json).collect::<Vec<_>>()));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| {
+            let (repo, tag) = repo_tag(&i.name);
+            let size = if i.unpacked_size > 0 { i.unpacked_size } else { i.size };
+            vec![
+                repo,
+                tag,
+                if a.no_trunc { i.config_digest.clone() } else { short_id(&i.config_digest) },
+                ago(created_secs(i)),
+                output::size(size),
+            ]
+        })
+        .collect();
+    output::table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
+    Ok(0)
+}
+
+pub async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
+    let r = conn.images().inspect(v1::InspectImageRequest { name: a.image, platform: a.platform }).await?.into_inner();
+    let img = r.image.unwrap_or_default();
+    let config: serde_json::Value = serde_json::from_slice(&r.config_json).unwrap_or(serde_json::Value::Null);
+    let desc = |d: &v1::Descriptor| json!({"media_type": d.media_type, "digest": d.digest, "size": d.size});
+    let v = json!({
+        "name": img.name,
+        "id": img.config_digest,
+        "digest": img.target.as_ref().map(|t| t.digest.clone()),
+        "media_type": img.target.as_ref().map(|t| t.media_type.clone()),
+        "manifest": r.manifest.as_ref().map(desc),
+        "size": img.size,
+        "unpacked_size": img.unpacked_size,
+        "unpacked": r.unpacked,
+        "created": config.get("created"),
+        "architecture": config.get("architecture"),
+        "os": config.get("os"),
+        "config": config.get("config"),
+        "layers": r.layers.iter().map(desc).collect::<Vec<_>>(),
+        "diff_ids": r.diff_ids,
+        "chain_ids": r.chain_ids,
+        "history": config.get("history"),
+        "platforms": r.platforms.iter().map(|p| format!("{}/{}{}", p.os, p.architecture, if p.variant.is_empty() { String::new() } else { format!("/{}", p.variant) })).collect::<Vec<_>>(),
+        "labels": img.labels,
+    });
+    output::json(&v);
+    Ok(0)
+}
+
+pub async fn tag(conn: &Conn, a: TagArgs) -> Result<i32> {
+    conn.images().tag(v1::TagImageRequest { source: a.source, target: a.target, force: a.force }).await?;
+    Ok(0)
+}
+
+pub async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
+    let mut failed = false;
+    for name in a.images {
+        match conn.images().delete(v1::DeleteImageRequest { name: name.clone(), sync: true }).await {
+            Ok(r) => {
+                for d in r.into_inner().deleted {
+                    println!("Untagged: {d}");
+                }
+            }
+            Err(s) => {
+                eprintln!("berthctl: {}", s.message());
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}

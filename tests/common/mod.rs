@@ -1,0 +1,415 @@
+//! Shared helpers for the integration tests: a real berthd on a temporary
+//! root, the berthctl binary, and image archives built from nothing (Debian's
+//! busybox-static is the only binary put in them).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The static busybox binary, or a failure naming the package to install.
+pub fn busybox() -> Vec<u8> {
+    match std::fs::read(BUSYBOX) {
+        Ok(b) => b,
+        Err(e) => panic!("{BUSYBOX} is missing ({e}): install Debian's busybox-static (scripts/install-test-deps.sh)"),
+    }
+}
+
+/// Fail with the package name when a tool the test needs is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is missing: install Debian's {package} (scripts/install-test-deps.sh)");
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One entry of a layer.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    Dir(String, u32),
+    File(String, Vec<u8>, u32),
+    Symlink(String, String),
+    Hardlink(String, String),
+    /// Raw header name bytes (for hostile names the tar crate would refuse).
+    RawFile(Vec<u8>, Vec<u8>),
+}
+
+/// Build an uncompressed tar layer from entries.
+pub fn layer(entries: &[Entry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        match e {
+            Entry::Dir(p, mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            Entry::File(p, data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, &data[..]).unwrap();
+            }
+            Entry::Symlink(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            Entry::Hardlink(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            Entry::RawFile(name, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                let n = &mut h.as_old_mut().name;
+                n.fill(0);
+                n[..name.len()].copy_from_slice(name);
+                h.set_cksum();
+                b.append(&h, &data[..]).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// The busybox base layer: /bin/busybox plus a few applet links, /etc/passwd, /tmp.
+pub fn busybox_layer() -> Vec<u8> {
+    let mut entries = vec![
+        Entry::Dir("bin".into(), 0o755),
+        Entry::File("bin/busybox".into(), busybox(), 0o755),
+        Entry::Dir("etc".into(), 0o755),
+        Entry::File("etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(), 0o644),
+        Entry::File("etc/group".into(), b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644),
+        Entry::Dir("tmp".into(), 0o1777),
+    ];
+    for applet in ["sh", "echo", "ls", "cat", "true", "false", "sleep", "env", "id", "touch", "rm", "mkdir", "ps", "wc"] {
+        entries.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
+    }
+    layer(&entries)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compress {
+    None,
+    Gzip,
+    Zstd,
+}
+
+pub fn compress(data: &[u8], c: Compress) -> Vec<u8> {
+    match c {
+        Compress::None => data.to_vec(),
+        Compress::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Compress::Zstd => zstd::encode_all(data, 1).unwrap(),
+    }
+}
+
+/// An image to build: uncompressed layers, how to compress them, a command.
+#[derive(Clone)]
+pub struct ImageSpec {
+    pub layers: Vec<Vec<u8>>,
+    pub compression: Compress,
+    pub cmd: Vec<String>,
+}
+
+impl ImageSpec {
+    pub fn new(layers: Vec<Vec<u8>>) -> Self {
+        Self { layers, compression: Compress::Gzip, cmd: vec!["/bin/sh".into()] }
+    }
+}
+
+/// Blobs of an image: (digest, bytes) for config and layers, plus the manifest.
+pub struct Built {
+    pub config: (String, Vec<u8>),
+    pub layers: Vec<(String, Vec<u8>, String)>,
+    pub manifest: (String, Vec<u8>),
+    pub diff_ids: Vec<String>,
+}
+
+pub fn build(spec: &ImageSpec) -> Built {
+    let diff_ids: Vec<String> = spec.layers.iter().map(|l| sha256(l)).collect();
+    let media = match spec.compression {
+        Compress::None => "application/vnd.oci.image.layer.v1.tar",
+        Compress::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compress::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+    };
+    let layers: Vec<(String, Vec<u8>, String)> = spec
+        .layers
+        .iter()
+        .map(|l| {
+            let c = compress(l, spec.compression);
+            (sha256(&c), c, media.to_owned())
+        })
+        .collect();
+    let config = serde_json::json!({
+        "created": "2024-01-01T00:00:00Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": spec.cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": spec.layers.iter().map(|_| serde_json::json!({"created_by": "berth test"})).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": layers.iter().map(|(d, b, m)| serde_json::json!({"mediaType": m, "digest": d, "size": b.len()})).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    Built { config: (sha256(&config), config), layers, manifest: (sha256(&manifest), manifest), diff_ids }
+}
+
+fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(1_700_000_000);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// An OCI image layout archive holding `images` (name annotation, spec).
+pub fn oci_archive(images: &[(&str, &ImageSpec)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut written = std::collections::HashSet::new();
+    let mut manifests = Vec::new();
+    for (name, spec) in images {
+        let built = build(spec);
+        let mut blobs: Vec<(&String, &Vec<u8>)> = built.layers.iter().map(|(d, b, _)| (d, b)).collect();
+        blobs.push((&built.config.0, &built.config.1));
+        blobs.push((&built.manifest.0, &built.manifest.1));
+        for (d, data) in blobs {
+            if written.insert(d.clone()) {
+                add_file(&mut b, &format!("blobs/sha256/{}", &d[7..]), data);
+            }
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": built.manifest.0,
+            "size": built.manifest.1.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap()},
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }));
+    }
+    add_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    add_file(&mut b, "index.json", &serde_json::to_vec(&index).unwrap());
+    b.into_inner().unwrap()
+}
+
+/// A `docker save` archive (legacy layout: `<id>/layer.tar`, `<config>.json`, manifest.json last).
+pub fn docker_archive(tags: &[&str], spec: &ImageSpec) -> Vec<u8> {
+    let built = build(spec);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut layer_paths = Vec::new();
+    for (i, (_, data, _)) in built.layers.iter().enumerate() {
+        let id = &sha256(format!("layer{i}{}", built.diff_ids[i]).as_bytes())[7..];
+        let p = format!("{id}/layer.tar");
+        add_file(&mut b, &format!("{id}/VERSION"), b"1.0");
+        add_file(&mut b, &p, data);
+        layer_paths.push(p);
+    }
+    let config_path = format!("{}.json", &built.config.0[7..]);
+    add_file(&mut b, &config_path, &built.config.1);
+    let manifest = serde_json::json!([{"Config": config_path, "RepoTags": tags, "Layers": layer_paths}]);
+    add_file(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap()
+}
+
+/// A berthd process on a temporary root; killed on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir_in(test_tmp()).unwrap();
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let socket = state.join("berthd.sock");
+        let mut d = Self { child: None, dir, root, state, socket, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        d.spawn();
+        d
+    }
+
+    /// Start (again) on the same root and wait until it answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting berthd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("berthd exited early ({status}); log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "berthd did not start within 30s; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the agent and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run berthctl against this agent.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_stdin(args, None)
+    }
+
+    pub fn ctl_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthctl"));
+        cmd.args(args).env("BERTH_ADDRESS", &self.socket).env_remove("BERTH_NAMESPACE");
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("starting berthctl");
+        if let Some(data) = stdin {
+            let mut si = child.stdin.take().unwrap();
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = si.write_all(&data);
+            });
+        }
+        wait_output(child, Duration::from_secs(120))
+    }
+
+    /// Run berthctl and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "berthctl {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Write `data` to a file in the test dir and return its path.
+    pub fn file(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    /// A gRPC channel to the agent.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        berth_api::connect(&self.socket, Duration::from_secs(5)).await.unwrap()
+    }
+
+    /// Snapshot directories on disk (overlayfs snapshotter).
+    pub fn snapshot_dirs(&self, snapshotter: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root.join("snapshots").join(snapshotter))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn blobs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root.join("content/blobs/sha256"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait for a child with a bound; kill it past the bound.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("command timed out after {timeout:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Where test roots live: on the real disk (overlayfs needs a non-overlay, non-tmpfs-limited fs).
+pub fn test_tmp() -> PathBuf {
+    let p = std::env::var_os("BERTH_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
