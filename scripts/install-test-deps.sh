@@ -1,0 +1,24 @@
+#!/bin/sh
+# Install the Debian packages Berth's tests use, when they are missing.
+#   busybox-static  the static binary the tests put in their images
+#   skopeo, umoci   independent tools that read and write image archives
+# Needs root (or sudo) and Debian's package archive.
+set -eu
+
+need=""
+for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci; do
+    pkg=${pair%%:*}
+    file=${pair#*:}
+    [ -x "$file" ] || need="$need $pkg"
+done
+
+if [ -n "$need" ]; then
+    echo "installing:$need"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+echo "test dependencies present: busybox-static skopeo umoci"
