@@ -5,13 +5,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = [
-        "berth/v1/types.proto",
-        "berth/v1/version.proto",
-        "berth/v1/images.proto",
-        "berth/v1/content.proto",
-        "berth/v1/snapshots.proto",
-    ];
+    let files =
+        ["berth/v1/types.proto", "berth/v1/version.proto", "berth/v1/images.proto", "berth/v1/content.proto", "berth/v1/snapshots.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
@@ -19,9 +14,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out.join("berth_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -176,10 +176,7 @@ impl<R: Read> Read for LimitedReader<R> {
         let max = (self.remaining + 1).min(buf.len() as u64) as usize;
         let n = self.inner.read(&mut buf[..max])?;
         if n as u64 > self.remaining {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} exceeds the limit of {} bytes", self.what, self.limit),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} exceeds the limit of {} bytes", self.what, self.limit)));
         }
         self.remaining -= n as u64;
         Ok(n)
@@ -202,15 +199,12 @@ mod tests {
 
     #[test]
     fn digest_of_empty_input_is_the_well_known_value() {
-        assert_eq!(
-            Digest::of(b"").as_str(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(Digest::of(b"").as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]
     fn limited_reader_fails_past_the_limit() {
-        let data = vec![0u8; 100];
+        let data = [0u8; 100];
         let mut ok = LimitedReader::new(&data[..], 100, "x");
         assert_eq!(io::copy(&mut ok, &mut io::sink()).unwrap(), 100);
         let mut bad = LimitedReader::new(&data[..], 99, "x");

@@ -30,6 +30,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging(&cfg);
+    raise_nofile_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -59,6 +60,20 @@ pub fn main() -> i32 {
             tracing::error!(error = %e, "berthd failed");
             eprintln!("berthd: {e}");
             1
+        }
+    }
+}
+
+/// Raise the soft open-file limit to the hard one (deep layers hold one
+/// descriptor per directory level). Raising the hard limit would need
+/// CAP_SYS_RESOURCE, which a careful agent does not assume.
+fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
         }
     }
 }

@@ -86,11 +86,8 @@ fn choose_snapshotter(cfg: &Config) -> Result<(Box<dyn Snapshotter>, String), Se
         (None, Err(why)) => ("native", format!("detected: overlayfs unusable ({why})")),
     };
     tracing::info!(snapshotter = name, reason = %reason, "snapshotter chosen");
-    let sn: Box<dyn Snapshotter> = if name == "native" {
-        Box::new(Native::new(base.join("native"))?)
-    } else {
-        Box::new(Overlay::new(base.join("overlayfs"))?)
-    };
+    let sn: Box<dyn Snapshotter> =
+        if name == "native" { Box::new(Native::new(base.join("native"))?) } else { Box::new(Overlay::new(base.join("overlayfs"))?) };
     Ok((sn, reason))
 }
 
@@ -131,7 +128,12 @@ pub fn open(config: Config) -> Result<Agent, ServerError> {
     let removed = snapshots.recover()?;
     let images = Arc::new(Images::new(meta.clone(), content.clone(), snapshots.clone(), config.limits.clone()));
     let gc = images.gc()?;
-    tracing::info!(stale_snapshot_dirs = removed, blobs_removed = gc.blobs_removed, snapshots_removed = gc.snapshots_removed, "stores opened");
+    tracing::info!(
+        stale_snapshot_dirs = removed,
+        blobs_removed = gc.blobs_removed,
+        snapshots_removed = gc.snapshots_removed,
+        "stores opened"
+    );
     Ok(Agent { config, meta, content, snapshots, images, snapshotter_reason, started: Instant::now() })
 }
 
@@ -143,9 +145,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let address = config.address.clone();
     let agent = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || open(config))
-            .await
-            .map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
+        tokio::task::spawn_blocking(move || open(config)).await.map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
     };
     let listener = bind_socket(&address)?;
     let agent = Arc::new(agent);

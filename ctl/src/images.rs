@@ -157,12 +157,10 @@ pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
         base_name: a.base_name.clone().unwrap_or_default(),
     };
     let mut client = conn.images();
+    let mut upload = None;
     let mut stream = if a.local {
-        let path = std::fs::canonicalize(&a.file).with_context(|| format!("{}", a.file))?;
-        client
-            .import_path(v1::ImportPathRequest { options: Some(options), path: path.display().to_string() })
-            .await?
-            .into_inner()
+        let path = std::fs::canonicalize(&a.file).with_context(|| a.file.clone())?;
+        client.import_path(v1::ImportPathRequest { options: Some(options), path: path.display().to_string() }).await?.into_inner()
     } else {
         let mut source: Box<dyn Read + Send> = if a.file == "-" {
             if std::io::stdin().is_terminal() {
@@ -195,20 +193,30 @@ pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
                 }
             }
         });
-        let resp = client.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-        let stream = resp?.into_inner();
-        let _ = reader; // the upload continues while responses stream back
-        stream
+        // The upload goes on while responses stream back.
+        upload = Some(reader);
+        client.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner()
     };
     let verbose = !a.quiet && conn.format == Format::Table && std::io::stderr().is_terminal();
     let mut result = None;
     while let Some(msg) = stream.next().await {
-        match msg?.event {
-            Some(v1::import_response::Event::Progress(p)) => {
-                if verbose && p.kind != "image" {
-                    eprintln!("{} {} {} ({})", p.kind, short_id(&p.id), p.status, output::size(p.size));
+        let msg = match msg {
+            Ok(m) => m,
+            Err(status) => {
+                // A local read error explains a refused upload better than the agent can.
+                if let Some(h) = upload.take().filter(|h| h.is_finished()) {
+                    if let Ok(Err(e)) = h.await {
+                        bail!("reading {}: {e}", a.file);
+                    }
                 }
+                return Err(status.into());
             }
+        };
+        match msg.event {
+            Some(v1::import_response::Event::Progress(p)) if verbose && p.kind != "image" => {
+                eprintln!("{} {} {} ({})", p.kind, short_id(&p.id), p.status, output::size(p.size));
+            }
+            Some(v1::import_response::Event::Progress(_)) => {}
             Some(v1::import_response::Event::Result(r)) => result = Some(r),
             None => {}
         }

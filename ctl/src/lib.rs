@@ -85,8 +85,7 @@ type Svc = InterceptedService<Channel, NamespaceInterceptor>;
 
 impl Conn {
     pub fn images(&self) -> v1::images_client::ImagesClient<Svc> {
-        v1::images_client::ImagesClient::with_interceptor(self.channel.clone(), self.ns.clone())
-            .max_decoding_message_size(64 << 20)
+        v1::images_client::ImagesClient::with_interceptor(self.channel.clone(), self.ns.clone()).max_decoding_message_size(64 << 20)
     }
     pub fn snapshots(&self) -> v1::snapshots_client::SnapshotsClient<Svc> {
         v1::snapshots_client::SnapshotsClient::with_interceptor(self.channel.clone(), self.ns.clone())

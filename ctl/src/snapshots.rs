@@ -66,7 +66,13 @@ fn kind(k: i32) -> &'static str {
 
 async fn list_all(conn: &Conn, filters: Vec<String>) -> Result<Vec<v1::Snapshot>> {
     let mut s = conn.snapshots().list(v1::ListSnapshotsRequest { filters }).await?.into_inner().snapshots;
-    s.sort_by(|a, b| a.created_at.as_ref().map(|t| (t.seconds, t.nanos)).cmp(&b.created_at.as_ref().map(|t| (t.seconds, t.nanos))).then(a.key.cmp(&b.key)));
+    s.sort_by(|a, b| {
+        a.created_at
+            .as_ref()
+            .map(|t| (t.seconds, t.nanos))
+            .cmp(&b.created_at.as_ref().map(|t| (t.seconds, t.nanos)))
+            .then(a.key.cmp(&b.key))
+    });
     Ok(s)
 }
 
@@ -95,7 +101,9 @@ async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
     let rows: Vec<Vec<String>> = snaps
         .iter()
         .zip(&sizes)
-        .map(|(s, size)| vec![s.key.clone(), s.parent.clone(), kind(s.kind).to_owned(), if *size < 0 { "-".into() } else { output::size(*size) }])
+        .map(|(s, size)| {
+            vec![s.key.clone(), s.parent.clone(), kind(s.kind).to_owned(), if *size < 0 { "-".into() } else { output::size(*size) }]
+        })
         .collect();
     output::table(&["KEY", "PARENT", "KIND", "SIZE"], &rows);
     Ok(0)

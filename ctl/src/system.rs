@@ -11,7 +11,9 @@ pub async fn version(conn: &Conn) -> Result<i32> {
     let server = conn.version().version(v1::VersionRequest {}).await?.into_inner().version.unwrap_or_default();
     let client = env!("CARGO_PKG_VERSION");
     if conn.format == Format::Json {
-        output::json(&json!({"client": {"version": client}, "server": {"version": server.version, "revision": server.revision, "api": server.api_version}}));
+        output::json(
+            &json!({"client": {"version": client}, "server": {"version": server.version, "revision": server.revision, "api": server.api_version}}),
+        );
     } else {
         println!("Client:\n  Version:  {client}\n\nServer:\n  Version:  {}\n  API:      {}", server.version, server.api_version);
     }

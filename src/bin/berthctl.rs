@@ -1,1 +1,3 @@
-fn main() { std::process::exit(berth_ctl::main()) }
+fn main() {
+    std::process::exit(berth_ctl::main())
+}

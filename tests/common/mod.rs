@@ -22,9 +22,7 @@ pub fn busybox() -> Vec<u8> {
 
 /// Fail with the package name when a tool the test needs is missing.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     assert!(found, "{tool} is missing: install Debian's {package} (scripts/install-test-deps.sh)");
 }
 
@@ -153,6 +151,16 @@ pub struct Built {
 }
 
 pub fn build(spec: &ImageSpec) -> Built {
+    build_edited(spec, |_| {}, |_| {})
+}
+
+/// Like [`build`], with a chance to change the config and the manifest JSON
+/// before they are serialized (digests are computed after the edits).
+pub fn build_edited(
+    spec: &ImageSpec,
+    edit_config: impl FnOnce(&mut serde_json::Value),
+    edit_manifest: impl FnOnce(&mut serde_json::Value),
+) -> Built {
     let diff_ids: Vec<String> = spec.layers.iter().map(|l| sha256(l)).collect();
     let media = match spec.compression {
         Compress::None => "application/vnd.oci.image.layer.v1.tar",
@@ -175,13 +183,16 @@ pub fn build(spec: &ImageSpec) -> Built {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": spec.layers.iter().map(|_| serde_json::json!({"created_by": "berth test"})).collect::<Vec<_>>(),
     });
+    let mut config = config;
+    edit_config(&mut config);
     let config = serde_json::to_vec(&config).unwrap();
-    let manifest = serde_json::json!({
+    let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
         "layers": layers.iter().map(|(d, b, m)| serde_json::json!({"mediaType": m, "digest": d, "size": b.len()})).collect::<Vec<_>>(),
     });
+    edit_manifest(&mut manifest);
     let manifest = serde_json::to_vec(&manifest).unwrap();
     Built { config: (sha256(&config), config), layers, manifest: (sha256(&manifest), manifest), diff_ids }
 }
@@ -197,11 +208,17 @@ fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
 
 /// An OCI image layout archive holding `images` (name annotation, spec).
 pub fn oci_archive(images: &[(&str, &ImageSpec)]) -> Vec<u8> {
+    let built: Vec<(&str, Built)> = images.iter().map(|(n, s)| (*n, build(s))).collect();
+    let refs: Vec<(&str, &Built)> = built.iter().map(|(n, b)| (*n, b)).collect();
+    oci_archive_built(&refs)
+}
+
+/// An OCI image layout archive holding already built images (see [`build_edited`]).
+pub fn oci_archive_built(images: &[(&str, &Built)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut written = std::collections::HashSet::new();
     let mut manifests = Vec::new();
-    for (name, spec) in images {
-        let built = build(spec);
+    for (name, built) in images {
         let mut blobs: Vec<(&String, &Vec<u8>)> = built.layers.iter().map(|(d, b, _)| (d, b)).collect();
         blobs.push((&built.config.0, &built.config.1));
         blobs.push((&built.manifest.0, &built.manifest.1));
@@ -259,13 +276,72 @@ impl Daemon {
     }
 
     pub fn start_with(args: &[&str]) -> Self {
+        let mut d = Self::unstarted(args);
+        d.spawn();
+        d
+    }
+
+    /// Directories and arguments of a daemon, not started yet (to write a
+    /// config file into `dir` first, or to start berthd by hand).
+    pub fn unstarted(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir_in(test_tmp()).unwrap();
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let socket = state.join("berthd.sock");
-        let mut d = Self { child: None, dir, root, state, socket, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        Self { child: None, dir, root, state, socket, extra_args: args.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// Start a daemon whose `--config` file holds `toml`.
+    pub fn start_with_config(toml: &str) -> Self {
+        let mut d = Self::unstarted(&[]);
+        let path = d.file("berthd.toml", toml.as_bytes());
+        d.extra_args = vec!["--config".into(), path.display().to_string()];
         d.spawn();
         d
+    }
+
+    /// Process id of the running berthd.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("berthd is not running").id()
+    }
+
+    /// Files in `<root>/content/ingest` (blob writes in progress or left over).
+    pub fn ingest_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root.join("content/ingest"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The agent still answers: `berthctl version` works.
+    pub fn assert_healthy(&self) {
+        let out = self.ctl(&["version"]);
+        assert!(out.status.success(), "berthd no longer answers: {}\nlog:\n{}", stderr(&out), self.log());
+    }
+
+    /// Nothing of a failed import remains: no image in `ns`, no snapshot
+    /// (records or directories), no blob, no ingest file.
+    pub fn assert_nothing_left(&self, ns: &str) {
+        let images = self.ok(&["-n", ns, "images", "-q"]);
+        assert_eq!(images.trim(), "", "images remain");
+        let snaps = self.ok(&["-n", ns, "snapshot", "ls", "-q"]);
+        assert_eq!(snaps.trim(), "", "snapshot records remain");
+        for sn in ["overlayfs", "native"] {
+            assert!(self.snapshot_dirs(sn).is_empty(), "{sn} snapshot dirs remain: {:?}", self.snapshot_dirs(sn));
+        }
+        assert!(self.blobs().is_empty(), "blobs remain: {:?}", self.blobs());
+        assert!(self.ingest_files().is_empty(), "ingest files remain: {:?}", self.ingest_files());
+    }
+
+    /// The `fs` directory of every snapshot of `snapshotter`.
+    pub fn snapshot_fs_dirs(&self, snapshotter: &str) -> Vec<PathBuf> {
+        self.snapshot_dirs(snapshotter).iter().map(|id| self.root.join("snapshots").join(snapshotter).join(id).join("fs")).collect()
+    }
+
+    /// `image inspect` as JSON.
+    pub fn inspect(&self, ns: &str, image: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["-n", ns, "image", "inspect", image])).unwrap()
     }
 
     /// Start (again) on the same root and wait until it answers.
@@ -412,4 +488,103 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Wait until `cond` holds, polling; fail naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run an external command with a bound, capturing its output.
+pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Output {
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    wait_output(child, timeout)
+}
+
+/// Run an external command and require success.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let desc = format!("{cmd:?}");
+    let out = run_cmd(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{desc} failed ({}): {}{}", out.status, stderr(&out), stdout(&out));
+    out
+}
+
+/// Unpack a (test-made, trusted) tar archive into `dir`.
+pub fn untar(data: &[u8], dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    tar::Archive::new(data).unpack(dir).unwrap();
+}
+
+/// Rebuild an archive, passing each regular file through `f` (path, bytes):
+/// `Some(bytes)` keeps it (possibly changed), `None` drops it. Other entries are copied.
+pub fn rewrite_archive(data: &[u8], mut f: impl FnMut(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = tar::Builder::new(Vec::new());
+    let mut ar = tar::Archive::new(data);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut h = e.header().clone();
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        if h.entry_type() != tar::EntryType::Regular {
+            out.append(&h, &bytes[..]).unwrap();
+            continue;
+        }
+        if let Some(bytes) = f(&path, bytes) {
+            h.set_size(bytes.len() as u64);
+            h.set_cksum();
+            out.append(&h, &bytes[..]).unwrap();
+        }
+    }
+    out.into_inner().unwrap()
+}
+
+/// Deterministic incompressible bytes (xorshift), fast even unoptimized.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every entry under `dir` (relative path → type, mode, size, content digest,
+/// link target), for checking that a tree was not modified.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_owned();
+            let what = if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_owned()
+            } else if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_file() {
+                format!("file {}", sha256(&std::fs::read(&p).unwrap()))
+            } else {
+                format!("special rdev={}", m.rdev())
+            };
+            out.insert(
+                rel,
+                format!("{what} mode={:o} uid={} gid={} size={}", m.mode(), m.uid(), m.gid(), if m.is_dir() { 0 } else { m.size() }),
+            );
+        }
+    }
+    out
 }

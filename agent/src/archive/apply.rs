@@ -21,16 +21,14 @@
 //! sequence.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{
-    AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
-};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use tar::EntryType;
 
@@ -60,11 +58,7 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions {
-            whiteouts: WhiteoutMode::Overlay,
-            lowers: Vec::new(),
-            max_path_len: 4096,
-        }
+        ApplyOptions { whiteouts: WhiteoutMode::Overlay, lowers: Vec::new(), max_path_len: 4096 }
     }
 }
 
@@ -118,32 +112,18 @@ const XATTR_BUF: usize = 64 * 1024;
 ///
 /// On error the target is left half-written; the caller discards it. The reader is read to its
 /// end (after the tar end-of-archive marker too), so a hashing reader sees every byte.
-pub fn apply_tar<R: Read>(
-    reader: R,
-    root: &Path,
-    opts: &ApplyOptions,
-) -> Result<ApplyStats, ApplyError> {
+pub fn apply_tar<R: Read>(reader: R, root: &Path, opts: &ApplyOptions) -> Result<ApplyStats, ApplyError> {
     // The root path itself comes from the caller and is trusted.
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ApplyError::Io {
-        path: root.display().to_string(),
-        source: e.into(),
-    })?;
+    let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| ApplyError::Io { path: root.display().to_string(), source: e.into() })?;
 
     let budget = Rc::new(Cell::new(None));
-    let mut archive = tar::Archive::new(MetaBudgetReader {
-        inner: reader,
-        budget: Rc::clone(&budget),
-    });
+    let mut archive = tar::Archive::new(MetaBudgetReader { inner: reader, budget: Rc::clone(&budget) });
     let mut applier = Applier {
         root: root_fd,
         opts,
         stats: ApplyStats::default(),
-        written: HashSet::new(),
+        written: Written::default(),
         dir_times: Vec::new(),
         copied: HashMap::new(),
         buf: vec![0; COPY_BUF],
@@ -167,11 +147,7 @@ pub fn apply_tar<R: Read>(
             // directory) is read and dropped so a truncated stream is still noticed.
             let rest = io::copy(&mut entry, &mut io::sink()).map_err(ApplyError::Archive)?;
             if consumed + rest != entry.size() {
-                return Err(truncated(
-                    &show(&entry.path_bytes()),
-                    entry.size(),
-                    consumed + rest,
-                ));
+                return Err(truncated(&show(&entry.path_bytes()), entry.size(), consumed + rest));
             }
         }
     }
@@ -198,14 +174,12 @@ impl<R: Read> Read for MetaBudgetReader<R> {
         if left == 0 && !buf.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "tar headers and extension records of one entry exceed {META_BUDGET} bytes"
-                ),
+                format!("tar headers and extension records of one entry exceed {META_BUDGET} bytes"),
             ));
         }
         let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?;
-        self.budget.set(Some(left - n as u64));
+        self.budget.set(Some(left.saturating_sub(n as u64)));
         Ok(n)
     }
 }
@@ -224,10 +198,7 @@ struct Meta {
 impl Meta {
     fn times(&self) -> Timestamps {
         // atime is set to mtime: layers carry no meaningful access times.
-        Timestamps {
-            last_access: self.mtime,
-            last_modification: self.mtime,
-        }
+        Timestamps { last_access: self.mtime, last_modification: self.mtime }
     }
 }
 
@@ -235,9 +206,9 @@ struct Applier<'o> {
     root: OwnedFd,
     opts: &'o ApplyOptions,
     stats: ApplyStats,
-    /// Paths (components joined by `/`) written by this layer, with all their ancestors: what a
-    /// Native-mode opaque whiteout must keep.
-    written: HashSet<Vec<u8>>,
+    /// Paths written by this layer, with all their ancestors: what a Native-mode opaque
+    /// whiteout must keep.
+    written: Written,
     /// Directory mtimes, applied at the end (writing children changes them). `.` is the root.
     dir_times: Vec<(Vec<u8>, Timespec)>,
     /// Overlay mode: hardlink target path → path of the copy we made of it from a lower, so
@@ -295,10 +266,7 @@ impl Applier<'_> {
             // Volume labels, multi-volume continuations, unknown vendor types: refuse rather
             // than guess.
             other => {
-                return Err(unsupported(
-                    &shown,
-                    &format!("tar entry type {:?}", char::from(other.as_byte())),
-                ));
+                return Err(unsupported(&shown, &format!("tar entry type {:?}", char::from(other.as_byte()))));
             }
         }
 
@@ -356,10 +324,7 @@ impl Applier<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ApplyError::Archive(e)),
             };
-            file.write_all(&self.buf[..n]).map_err(|e| ApplyError::Io {
-                path: shown.to_owned(),
-                source: e,
-            })?;
+            file.write_all(&self.buf[..n]).map_err(|e| ApplyError::Io { path: shown.to_owned(), source: e })?;
             total += n as u64;
         }
         // The tar crate reports a stream that ends inside an entry's data as a short read.
@@ -376,13 +341,7 @@ impl Applier<'_> {
 
     /// Directory: an existing directory is kept (merged) and its metadata updated; anything
     /// else at the name is replaced.
-    fn make_dir(
-        &mut self,
-        dir: &OwnedFd,
-        comps: &[Vec<u8>],
-        meta: &Meta,
-        shown: &str,
-    ) -> Result<(), ApplyError> {
+    fn make_dir(&mut self, dir: &OwnedFd, comps: &[Vec<u8>], meta: &Meta, shown: &str) -> Result<(), ApplyError> {
         let name = last(comps);
         let kept = clear_slot(dir.as_fd(), name, true).map_err(io_err(shown))?;
         if !kept {
@@ -390,27 +349,15 @@ impl Applier<'_> {
         }
         // O_NOFOLLOW: the name is a real directory (we just made or checked it); never chmod
         // or chown whatever a symlink points at.
-        let fd = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_err(shown))?;
+        let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(io_err(shown))?;
         set_dir_metadata(fd.as_fd(), meta, shown)?;
         self.dir_times.push((join(comps), meta.mtime));
         Ok(())
     }
 
     /// Symlink: created as-is. Its target text is never followed by us.
-    fn make_symlink(
-        &mut self,
-        dir: &OwnedFd,
-        name: &[u8],
-        target: &[u8],
-        meta: &Meta,
-        shown: &str,
-    ) -> Result<(), ApplyError> {
+    fn make_symlink(&mut self, dir: &OwnedFd, name: &[u8], target: &[u8], meta: &Meta, shown: &str) -> Result<(), ApplyError> {
         if target.len() > self.opts.max_path_len {
             return Err(hostile(shown, "symlink target is too long"));
         }
@@ -419,16 +366,8 @@ impl Applier<'_> {
         }
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
         rustix::fs::symlinkat(target, dir, name).map_err(io_err(shown))?;
-        rustix::fs::chownat(
-            dir,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_err(shown))?;
-        rustix::fs::utimensat(dir, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_err(shown))?;
+        rustix::fs::chownat(dir, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
+        rustix::fs::utimensat(dir, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
         if !meta.xattrs.is_empty() {
             tracing::warn!(path = %shown, "ignoring xattrs on a symlink");
         }
@@ -446,19 +385,10 @@ impl Applier<'_> {
         shown: &str,
     ) -> Result<(), ApplyError> {
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
-        rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(0o600), dev)
-            .map_err(io_err(shown))?;
-        rustix::fs::chownat(
-            dir,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_err(shown))?;
+        rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(0o600), dev).map_err(io_err(shown))?;
+        rustix::fs::chownat(dir, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
         chmod_fresh_node(dir.as_fd(), name, meta.mode).map_err(io_err(shown))?;
-        rustix::fs::utimensat(dir, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_err(shown))?;
+        rustix::fs::utimensat(dir, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
         if !meta.xattrs.is_empty() {
             // Setting them would need an fd: opening a device node could have side effects,
             // and an O_PATH fd does not accept fsetxattr.
@@ -469,22 +399,12 @@ impl Applier<'_> {
 
     /// Hardlink `comps` → `target` (relative to the root). linkat without AT_SYMLINK_FOLLOW
     /// links the target entry itself: a link to a symlink is a link to the symlink.
-    fn hard_link(
-        &mut self,
-        dir: &OwnedFd,
-        comps: &[Vec<u8>],
-        target: &[u8],
-        shown: &str,
-    ) -> Result<(), ApplyError> {
+    fn hard_link(&mut self, dir: &OwnedFd, comps: &[Vec<u8>], target: &[u8], shown: &str) -> Result<(), ApplyError> {
         let target_shown = show(target);
-        let tcomps =
-            parse_path(target, self.opts.max_path_len, &target_shown).map_err(|e| match e {
-                ApplyError::Hostile { reason, .. } => hostile(
-                    shown,
-                    &format!("hardlink target {target_shown:?}: {reason}"),
-                ),
-                other => other,
-            })?;
+        let tcomps = parse_path(target, self.opts.max_path_len, &target_shown).map_err(|e| match e {
+            ApplyError::Hostile { reason, .. } => hostile(shown, &format!("hardlink target {target_shown:?}: {reason}")),
+            other => other,
+        })?;
         if tcomps.is_empty() {
             return Err(hostile(shown, "hardlink to the root directory"));
         }
@@ -498,8 +418,7 @@ impl Applier<'_> {
         if self.opts.whiteouts == WhiteoutMode::Overlay {
             let tkey = join(&tcomps);
             if let Some(copy) = self.copied.get(&tkey).cloned() {
-                let copy_comps: Vec<Vec<u8>> =
-                    copy.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+                let copy_comps: Vec<Vec<u8>> = copy.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
                 if self.link_in_root(&copy_comps, dir, name, shown)? {
                     return Ok(());
                 }
@@ -509,24 +428,15 @@ impl Applier<'_> {
                 return Ok(());
             }
         }
-        Err(ApplyError::MissingLinkTarget {
-            path: shown.to_owned(),
-            target: target_shown,
-        })
+        Err(ApplyError::MissingLinkTarget { path: shown.to_owned(), target: target_shown })
     }
 
     /// Links the in-root entry `tcomps` at `dir`/`name`; false if it does not exist.
-    fn link_in_root(
-        &self,
-        tcomps: &[Vec<u8>],
-        dir: &OwnedFd,
-        name: &[u8],
-        shown: &str,
-    ) -> Result<bool, ApplyError> {
+    fn link_in_root(&self, tcomps: &[Vec<u8>], dir: &OwnedFd, name: &[u8], shown: &str) -> Result<bool, ApplyError> {
         let Some((tname, tparent)) = tcomps.split_last() else {
             return Ok(false);
         };
-        let tdir = match open_in_root(self.root.as_fd(), tparent, OFlags::empty()) {
+        let tdir = match open_in_root(self.root.as_fd(), tparent) {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::NOTDIR) => return Ok(false),
             Err(e) => return Err(io_err(shown)(e)),
@@ -541,29 +451,16 @@ impl Applier<'_> {
     /// Overlay mode: copies the hardlink target from the topmost lower that has it (resolved
     /// in-root in that lower). A whiteout device on the way means it was deleted: not found.
     /// Limitation: opaque directories in the lowers are not consulted.
-    fn copy_from_lowers(
-        &mut self,
-        tcomps: &[Vec<u8>],
-        dir: &OwnedFd,
-        name: &[u8],
-        shown: &str,
-    ) -> Result<bool, ApplyError> {
+    fn copy_from_lowers(&mut self, tcomps: &[Vec<u8>], dir: &OwnedFd, name: &[u8], shown: &str) -> Result<bool, ApplyError> {
         let (tname, tparent) = match tcomps.split_last() {
             Some(split) => split,
             None => return Ok(false),
         };
         let opts = self.opts;
         for lower in &opts.lowers {
-            let lower_fd = rustix::fs::open(
-                lower,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| ApplyError::Io {
-                path: lower.display().to_string(),
-                source: e.into(),
-            })?;
-            let ldir = match open_in_root(lower_fd.as_fd(), tparent, OFlags::empty()) {
+            let lower_fd = rustix::fs::open(lower, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| ApplyError::Io { path: lower.display().to_string(), source: e.into() })?;
+            let ldir = match open_in_root(lower_fd.as_fd(), tparent) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) => continue,
                 Err(e) => return Err(io_err(shown)(e)),
@@ -577,10 +474,7 @@ impl Applier<'_> {
                 uid: Uid::from_raw(st.st_uid),
                 gid: Gid::from_raw(st.st_gid),
                 mode: Mode::from_raw_mode(st.st_mode & 0o7777),
-                mtime: Timespec {
-                    tv_sec: to_i64(st.st_mtime),
-                    tv_nsec: to_i64(st.st_mtime_nsec),
-                },
+                mtime: Timespec { tv_sec: to_i64(st.st_mtime), tv_nsec: to_i64(st.st_mtime_nsec) },
                 xattrs: Vec::new(),
             };
             match FileType::from_raw_mode(st.st_mode) {
@@ -592,18 +486,14 @@ impl Applier<'_> {
                     self.copy_regular(ldir.as_fd(), tname, dir, name, &meta, shown)?;
                 }
                 FileType::Symlink => {
-                    let target =
-                        rustix::fs::readlinkat(&ldir, tname, Vec::new()).map_err(io_err(shown))?;
+                    let target = rustix::fs::readlinkat(&ldir, tname, Vec::new()).map_err(io_err(shown))?;
                     self.make_symlink(dir, name, target.as_bytes(), &meta, shown)?;
                 }
                 ft @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
                     self.make_node(dir, name, ft, to_u64(st.st_rdev), &meta, shown)?;
                 }
                 other => {
-                    return Err(unsupported(
-                        shown,
-                        &format!("hardlink target in a lower layer is a {other:?}"),
-                    ));
+                    return Err(unsupported(shown, &format!("hardlink target in a lower layer is a {other:?}")));
                 }
             }
             return Ok(true);
@@ -620,13 +510,8 @@ impl Applier<'_> {
         meta: &Meta,
         shown: &str,
     ) -> Result<(), ApplyError> {
-        let src = rustix::fs::openat(
-            ldir,
-            tname,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-            Mode::empty(),
-        )
-        .map_err(io_err(shown))?;
+        let src = rustix::fs::openat(ldir, tname, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
+            .map_err(io_err(shown))?;
         let st = rustix::fs::fstat(&src).map_err(io_err(shown))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(io_err(shown)(Errno::INVAL));
@@ -640,10 +525,7 @@ impl Applier<'_> {
         .map_err(io_err(shown))?;
         let mut src = File::from(src);
         let mut dst = File::from(dst);
-        let n = io::copy(&mut src, &mut dst).map_err(|e| ApplyError::Io {
-            path: shown.to_owned(),
-            source: e,
-        })?;
+        let n = io::copy(&mut src, &mut dst).map_err(|e| ApplyError::Io { path: shown.to_owned(), source: e })?;
         rustix::fs::fchown(&dst, Some(meta.uid), Some(meta.gid)).map_err(io_err(shown))?;
         rustix::fs::fchmod(&dst, meta.mode).map_err(io_err(shown))?;
         copy_xattrs(src.as_fd(), dst.as_fd(), shown)?;
@@ -653,32 +535,15 @@ impl Applier<'_> {
     }
 
     /// `.wh..wh..opq`, `.wh.NAME` and AUFS metadata names in directory `parent`.
-    fn whiteout(
-        &mut self,
-        parent: &[Vec<u8>],
-        name: &[u8],
-        hidden: &[u8],
-        shown: &str,
-    ) -> Result<(), ApplyError> {
+    fn whiteout(&mut self, parent: &[Vec<u8>], name: &[u8], hidden: &[u8], shown: &str) -> Result<(), ApplyError> {
         if name == OPAQUE {
             let dir = self.ensure_dir(parent, shown)?;
             match self.opts.whiteouts {
                 WhiteoutMode::Overlay => {
-                    rustix::fs::fsetxattr(
-                        &dir,
-                        "trusted.overlay.opaque",
-                        b"y",
-                        XattrFlags::empty(),
-                    )
-                    .map_err(io_err(shown))?;
+                    rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(io_err(shown))?;
                 }
                 WhiteoutMode::Native => {
-                    let key = if parent.is_empty() {
-                        Vec::new()
-                    } else {
-                        join(parent)
-                    };
-                    self.clear_unwritten(dir.as_fd(), &key, shown)?;
+                    self.clear_unwritten(dir, parent, shown)?;
                 }
             }
             self.mark_written(parent);
@@ -696,17 +561,11 @@ impl Applier<'_> {
             WhiteoutMode::Overlay => {
                 let dir = self.ensure_dir(parent, shown)?;
                 clear_slot(dir.as_fd(), hidden, false).map_err(io_err(shown))?;
-                rustix::fs::mknodat(
-                    &dir,
-                    hidden,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(io_err(shown))?;
+                rustix::fs::mknodat(&dir, hidden, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
+                    .map_err(io_err(shown))?;
             }
             WhiteoutMode::Native => {
-                let dir = match open_in_root(self.root.as_fd(), parent, OFlags::empty()) {
+                let dir = match open_in_root(self.root.as_fd(), parent) {
                     Ok(fd) => fd,
                     // Nothing there to remove.
                     Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
@@ -718,32 +577,29 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Native opaque directory: removes every child not written by this layer. A child kept
-    /// because this layer wrote it or something under it is itself cleared the same way, so
-    /// older content below it disappears as well.
-    fn clear_unwritten(
-        &self,
-        dir: BorrowedFd<'_>,
-        key: &[u8],
-        shown: &str,
-    ) -> Result<(), ApplyError> {
-        for child in list_dir(dir).map_err(io_err(shown))? {
-            let child_key = if key.is_empty() {
-                child.clone()
-            } else {
-                [key, b"/", &child].concat()
-            };
-            if !self.written.contains(&child_key) {
-                remove_any(dir, &child).map_err(io_err(shown))?;
+    /// Native opaque directory `comps` (open as `dir`): removes every child not written by this
+    /// layer. A child kept because this layer wrote it or something under it is cleared the
+    /// same way, so older content below it disappears as well. Iterative (an explicit stack of
+    /// directory fds): trees can be thousands of levels deep.
+    fn clear_unwritten(&self, dir: OwnedFd, comps: &[Vec<u8>], shown: &str) -> Result<(), ApplyError> {
+        let node = self.written.get(comps);
+        let pending = list_dir(dir.as_fd()).map_err(io_err(shown))?;
+        let mut stack = vec![(dir, node, pending)];
+        while let Some((fd, node, pending)) = stack.last_mut() {
+            let Some(child) = pending.pop() else {
+                stack.pop();
                 continue;
-            }
-            match rustix::fs::openat(
-                dir,
-                &child,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(sub) => self.clear_unwritten(sub.as_fd(), &child_key, shown)?,
+            };
+            let Some(kept) = node.and_then(|n| n.children.get(&child)) else {
+                remove_any(fd.as_fd(), &child).map_err(io_err(shown))?;
+                continue;
+            };
+            match rustix::fs::openat(&*fd, &child, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(sub) => {
+                    let pending = list_dir(sub.as_fd()).map_err(io_err(shown))?;
+                    stack.push((sub, Some(kept), pending));
+                }
+                // Written by this layer and not a directory: nothing below it.
                 Err(Errno::NOTDIR | Errno::LOOP) => {}
                 Err(e) => return Err(io_err(shown)(e)),
             }
@@ -755,39 +611,31 @@ impl Applier<'_> {
     /// owned by us) each with mkdirat on the fd of its in-root-resolved parent.
     fn ensure_dir(&self, comps: &[Vec<u8>], shown: &str) -> Result<OwnedFd, ApplyError> {
         let root = self.root.as_fd();
-        match open_in_root(root, comps, OFlags::empty()) {
+        match open_in_root(root, comps) {
             Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) => {}
             Err(e) => return Err(io_err(shown)(e)),
         }
-        let mut cur = open_in_root(root, &[], OFlags::empty()).map_err(io_err(shown))?;
-        for i in 0..comps.len() {
-            cur = match open_in_root(root, &comps[..=i], OFlags::empty()) {
+        // Something is missing: walk one component at a time. Invariant: `cur` is the in-root
+        // resolution of `comps[..i]`. A real directory `name` in it is exactly where in-root
+        // resolution of `comps[..=i]` leads; a symlink is handed to openat2(RESOLVE_IN_ROOT)
+        // from the root. (Resolving every prefix from the root instead would cost
+        // O(depth²) per entry, which a hostile archive could exploit.)
+        let mut cur = open_in_root(root, &[]).map_err(io_err(shown))?;
+        for (i, name) in comps.iter().enumerate() {
+            let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            cur = match rustix::fs::openat(&cur, name, dir_flags, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => {
-                    let name = &comps[i];
-                    let created = match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755))
-                    {
-                        Ok(()) => true,
-                        // A dangling symlink (it resolved to nothing above): opening it with
-                        // O_NOFOLLOW below fails, and so does the entry.
-                        Err(Errno::EXIST) => false,
-                        Err(e) => return Err(io_err(shown)(e)),
-                    };
-                    let fd = rustix::fs::openat(
-                        &cur,
-                        name,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(io_err(shown))?;
-                    if created {
-                        // mkdirat's mode is filtered by the umask.
-                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                            .map_err(io_err(shown))?;
-                    }
+                    rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)).map_err(io_err(shown))?;
+                    let fd = rustix::fs::openat(&cur, name, dir_flags, Mode::empty()).map_err(io_err(shown))?;
+                    // mkdirat's mode is filtered by the umask.
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(io_err(shown))?;
                     fd
                 }
+                // A symlink (or a non-directory, which fails here too). A dangling symlink
+                // fails with ENOENT: we do not create directories through symlinks.
+                Err(Errno::LOOP | Errno::NOTDIR) => open_in_root(root, &comps[..=i]).map_err(io_err(shown))?,
                 Err(e) => return Err(io_err(shown)(e)),
             };
         }
@@ -795,9 +643,7 @@ impl Applier<'_> {
     }
 
     fn mark_written(&mut self, comps: &[Vec<u8>]) {
-        for i in 1..=comps.len() {
-            self.written.insert(join(&comps[..i]));
-        }
+        self.written.mark(comps);
     }
 
     /// Sets directory mtimes, now that all children are written. A directory replaced or
@@ -817,29 +663,47 @@ impl Applier<'_> {
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(e) => return Err(io_err(&show(key))(e)),
             };
-            let times = Timestamps {
-                last_access: *mtime,
-                last_modification: *mtime,
-            };
+            let times = Timestamps { last_access: *mtime, last_modification: *mtime };
             rustix::fs::futimens(&fd, &times).map_err(io_err(&show(key)))?;
         }
         Ok(())
     }
 }
 
+/// Paths written by this layer, as a tree of components (memory stays proportional to the
+/// archive, however deep its paths).
+#[derive(Default)]
+struct Written {
+    children: HashMap<Vec<u8>, Written>,
+}
+
+impl Written {
+    /// Marks `comps` and, implicitly, all its ancestors.
+    fn mark(&mut self, comps: &[Vec<u8>]) {
+        let mut node = self;
+        for comp in comps {
+            node = node.children.entry(comp.clone()).or_default();
+        }
+    }
+
+    fn get(&self, comps: &[Vec<u8>]) -> Option<&Written> {
+        let mut node = self;
+        for comp in comps {
+            node = node.children.get(comp)?;
+        }
+        Some(node)
+    }
+}
+
 /// Opens the directory `comps` (relative to `root`) with every symlink on the way resolved
 /// as if `root` were `/`: the result is always `root` or a directory beneath it.
-fn open_in_root(
-    root: BorrowedFd<'_>,
-    comps: &[Vec<u8>],
-    extra: OFlags,
-) -> rustix::io::Result<OwnedFd> {
+fn open_in_root(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<OwnedFd> {
     let path = join(comps);
     retry_eagain(|| {
         rustix::fs::openat2(
             root,
             path.as_slice(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | extra,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
@@ -883,18 +747,40 @@ fn remove_any(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
 
 /// Removes directory `name` in `dir` and everything below it. Each level is opened with
 /// O_NOFOLLOW relative to its parent's fd, so a symlink inside is unlinked, never entered.
-/// Recursion holds one fd per level.
+/// Iterative (an explicit stack of directory fds): trees can be thousands of levels deep.
 fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    for child in list_dir(fd.as_fd())? {
-        remove_any(fd.as_fd(), &child)?;
+    let open = |parent: BorrowedFd<'_>, name: &[u8]| {
+        rustix::fs::openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    };
+    let fd = open(dir, name)?;
+    let pending = list_dir(fd.as_fd())?;
+    // (directory fd, its name in the level above, children still to remove)
+    let mut stack = vec![(fd, name.to_vec(), pending)];
+    while let Some((fd, _, pending)) = stack.last_mut() {
+        if let Some(child) = pending.pop() {
+            let st = match rustix::fs::statat(&*fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e),
+            };
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                let sub = open(fd.as_fd(), &child)?;
+                let pending = list_dir(sub.as_fd())?;
+                stack.push((sub, child, pending));
+            } else {
+                rustix::fs::unlinkat(&*fd, &child, AtFlags::empty())?;
+            }
+            continue;
+        }
+        // This level is empty now: remove it from its parent.
+        let Some((emptied, emptied_name, _)) = stack.pop() else {
+            break;
+        };
+        drop(emptied);
+        let parent = stack.last().map_or(dir, |(fd, _, _)| fd.as_fd());
+        rustix::fs::unlinkat(parent, &emptied_name, AtFlags::REMOVEDIR)?;
     }
-    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+    Ok(())
 }
 
 /// Names in directory `fd`, without `.` and `..`.
@@ -939,11 +825,7 @@ fn is_overlay_private(name: &[u8]) -> bool {
 
 /// Sets archive xattrs on `fd`. Overlay-private names are skipped; names the filesystem or
 /// our privileges refuse (ENOTSUP, EPERM) are skipped with a warning.
-fn set_xattrs(
-    fd: BorrowedFd<'_>,
-    xattrs: &[(Vec<u8>, Vec<u8>)],
-    shown: &str,
-) -> Result<(), ApplyError> {
+fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)], shown: &str) -> Result<(), ApplyError> {
     for (name, value) in xattrs {
         set_xattr(fd, name, value, shown)?;
     }
@@ -992,10 +874,7 @@ fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &str) -> Result<
 /// `./` makes no difference: absolute names are taken relative to the root, as tar does).
 fn parse_path(raw: &[u8], max: usize, shown: &str) -> Result<Vec<Vec<u8>>, ApplyError> {
     if raw.len() > max {
-        return Err(hostile(
-            shown,
-            &format!("path is {} bytes long, the limit is {max}", raw.len()),
-        ));
+        return Err(hostile(shown, &format!("path is {} bytes long, the limit is {max}", raw.len())));
     }
     if raw.contains(&0) {
         return Err(hostile(shown, "path contains a NUL byte"));
@@ -1024,18 +903,10 @@ fn last(comps: &[Vec<u8>]) -> &[u8] {
 }
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta, ApplyError> {
-    let bad = |what: &str, e: io::Error| {
-        ApplyError::Archive(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{shown:?}: bad {what}: {e}"),
-        ))
-    };
-    let out_of_range = |what: &str| {
-        ApplyError::Archive(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{shown:?}: {what} out of range"),
-        ))
-    };
+    let bad =
+        |what: &str, e: io::Error| ApplyError::Archive(io::Error::new(io::ErrorKind::InvalidData, format!("{shown:?}: bad {what}: {e}")));
+    let out_of_range =
+        |what: &str| ApplyError::Archive(io::Error::new(io::ErrorKind::InvalidData, format!("{shown:?}: {what} out of range")));
     let header = entry.header();
     // Numeric ids only (uname/gname are ignored). The tar crate already applied PAX uid/gid.
     let uid = header.uid().map_err(|e| bad("uid", e))?;
@@ -1044,10 +915,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
     let gid = u32::try_from(gid).map_err(|_| out_of_range("gid"))?;
     let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
     let secs = header.mtime().map_err(|e| bad("mtime", e))?;
-    let mut mtime = Timespec {
-        tv_sec: i64::try_from(secs).map_err(|_| out_of_range("mtime"))?,
-        tv_nsec: 0,
-    };
+    let mut mtime = Timespec { tv_sec: i64::try_from(secs).map_err(|_| out_of_range("mtime"))?, tv_nsec: 0 };
 
     let mut xattrs = Vec::new();
     if let Some(exts) = entry.pax_extensions().map_err(ApplyError::Archive)? {
@@ -1068,13 +936,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
             // atime, ctime, uname, gname, LIBARCHIVE.xattr.*, ...) are ignored.
         }
     }
-    Ok(Meta {
-        uid: Uid::from_raw(uid),
-        gid: Gid::from_raw(gid),
-        mode: Mode::from_raw_mode(mode),
-        mtime,
-        xattrs,
-    })
+    Ok(Meta { uid: Uid::from_raw(uid), gid: Gid::from_raw(gid), mode: Mode::from_raw_mode(mode), mtime, xattrs })
 }
 
 /// Parses a PAX time (`[-]SECONDS[.FRACTION]`); None if malformed (the header's is used).
@@ -1093,52 +955,30 @@ fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
     }
     if negative && nsec > 0 {
         // -1.5 is 1.5 s before the epoch: tv_sec -2, tv_nsec 0.5e9.
-        Some(Timespec {
-            tv_sec: secs.checked_sub(1)?,
-            tv_nsec: 1_000_000_000 - nsec,
-        })
+        Some(Timespec { tv_sec: secs.checked_sub(1)?, tv_nsec: 1_000_000_000 - nsec })
     } else {
-        Some(Timespec {
-            tv_sec: secs,
-            tv_nsec: nsec,
-        })
+        Some(Timespec { tv_sec: secs, tv_nsec: nsec })
     }
 }
 
 fn link_name<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>, ApplyError> {
     match entry.link_name_bytes() {
         Some(name) if !name.is_empty() => Ok(name.into_owned()),
-        _ => Err(ApplyError::Archive(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{shown:?}: link entry without a target"),
-        ))),
+        _ => Err(ApplyError::Archive(io::Error::new(io::ErrorKind::InvalidData, format!("{shown:?}: link entry without a target")))),
     }
 }
 
-fn device<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    kind: EntryType,
-    shown: &str,
-) -> Result<rustix::fs::Dev, ApplyError> {
+fn device<R: Read>(entry: &tar::Entry<'_, R>, kind: EntryType, shown: &str) -> Result<rustix::fs::Dev, ApplyError> {
     if kind == EntryType::Fifo {
         return Ok(0);
     }
     let header = entry.header();
     let bad = |e: Option<io::Error>| {
         let detail = e.map_or_else(|| "missing".to_owned(), |e| e.to_string());
-        ApplyError::Archive(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{shown:?}: bad device number: {detail}"),
-        ))
+        ApplyError::Archive(io::Error::new(io::ErrorKind::InvalidData, format!("{shown:?}: bad device number: {detail}")))
     };
-    let major = header
-        .device_major()
-        .map_err(|e| bad(Some(e)))?
-        .ok_or_else(|| bad(None))?;
-    let minor = header
-        .device_minor()
-        .map_err(|e| bad(Some(e)))?
-        .ok_or_else(|| bad(None))?;
+    let major = header.device_major().map_err(|e| bad(Some(e)))?.ok_or_else(|| bad(None))?;
+    let minor = header.device_minor().map_err(|e| bad(Some(e)))?.ok_or_else(|| bad(None))?;
     Ok(rustix::fs::makedev(major, minor))
 }
 
@@ -1153,17 +993,11 @@ fn show(bytes: &[u8]) -> String {
 }
 
 fn hostile(shown: &str, reason: &str) -> ApplyError {
-    ApplyError::Hostile {
-        path: shown.to_owned(),
-        reason: reason.to_owned(),
-    }
+    ApplyError::Hostile { path: shown.to_owned(), reason: reason.to_owned() }
 }
 
 fn unsupported(shown: &str, reason: &str) -> ApplyError {
-    ApplyError::Unsupported {
-        path: shown.to_owned(),
-        reason: reason.to_owned(),
-    }
+    ApplyError::Unsupported { path: shown.to_owned(), reason: reason.to_owned() }
 }
 
 fn truncated(shown: &str, expected: u64, got: u64) -> ApplyError {
@@ -1174,10 +1008,7 @@ fn truncated(shown: &str, expected: u64, got: u64) -> ApplyError {
 }
 
 fn io_err(shown: &str) -> impl FnOnce(Errno) -> ApplyError + '_ {
-    move |e| ApplyError::Io {
-        path: shown.to_owned(),
-        source: e.into(),
-    }
+    move |e| ApplyError::Io { path: shown.to_owned(), source: e.into() }
 }
 
 /// Integer conversions for `stat` fields, whose C types vary by architecture.
@@ -1212,14 +1043,7 @@ mod tests {
         }
 
         /// One entry; names over 100 bytes get a GNU long-name record first.
-        fn entry(
-            &mut self,
-            name: &[u8],
-            kind: EntryType,
-            data: &[u8],
-            link: &[u8],
-            tweak: impl FnOnce(&mut Header),
-        ) -> &mut Self {
+        fn entry(&mut self, name: &[u8], kind: EntryType, data: &[u8], link: &[u8], tweak: impl FnOnce(&mut Header)) -> &mut Self {
             if name.len() > 100 {
                 let long = [name, b"\0"].concat();
                 self.raw(b"././@LongLink", EntryType::GNULongName, &long, b"", |_| {});
@@ -1227,22 +1051,11 @@ mod tests {
             self.raw(&name[..name.len().min(100)], kind, data, link, tweak)
         }
 
-        fn raw(
-            &mut self,
-            name: &[u8],
-            kind: EntryType,
-            data: &[u8],
-            link: &[u8],
-            tweak: impl FnOnce(&mut Header),
-        ) -> &mut Self {
+        fn raw(&mut self, name: &[u8], kind: EntryType, data: &[u8], link: &[u8], tweak: impl FnOnce(&mut Header)) -> &mut Self {
             let mut h = Header::new_gnu();
             h.set_entry_type(kind);
             h.set_size(data.len() as u64);
-            h.set_mode(if kind == EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            });
+            h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
             h.set_uid(0);
             h.set_gid(0);
             h.set_mtime(MTIME);
@@ -1271,23 +1084,11 @@ mod tests {
         }
 
         fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-            self.entry(
-                name.as_bytes(),
-                EntryType::Symlink,
-                b"",
-                target.as_bytes(),
-                |_| {},
-            )
+            self.entry(name.as_bytes(), EntryType::Symlink, b"", target.as_bytes(), |_| {})
         }
 
         fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-            self.entry(
-                name.as_bytes(),
-                EntryType::Link,
-                b"",
-                target.as_bytes(),
-                |_| {},
-            )
+            self.entry(name.as_bytes(), EntryType::Link, b"", target.as_bytes(), |_| {})
         }
 
         /// A PAX extended header for the next entry.
@@ -1331,12 +1132,7 @@ mod tests {
         fs::write(victim.join("x"), VICTIM_DATA).unwrap();
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(victim.join("x"), fs::Permissions::from_mode(0o644)).unwrap();
-        Fixture {
-            _tmp: tmp,
-            base,
-            root,
-            victim,
-        }
+        Fixture { _tmp: tmp, base, root, victim }
     }
 
     impl Fixture {
@@ -1356,11 +1152,7 @@ mod tests {
         }
 
         fn assert_victim_intact(&self, before: &BTreeMap<PathBuf, String>) {
-            assert_eq!(
-                &self.outside(),
-                before,
-                "something outside the root changed"
-            );
+            assert_eq!(&self.outside(), before, "something outside the root changed");
             let md = fs::symlink_metadata(self.victim.join("x")).unwrap();
             assert_eq!(md.nlink(), 1, "victim file gained a hardlink");
             assert_eq!(fs::read(self.victim.join("x")).unwrap(), VICTIM_DATA);
@@ -1370,24 +1162,14 @@ mod tests {
     }
 
     fn walk(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         names.sort();
         for path in names {
             if path == skip {
                 continue;
             }
             let md = fs::symlink_metadata(&path).unwrap();
-            let common = format!(
-                "{:o} {}:{} nlink={} mtime={}",
-                md.mode(),
-                md.uid(),
-                md.gid(),
-                md.nlink(),
-                md.mtime()
-            );
+            let common = format!("{:o} {}:{} nlink={} mtime={}", md.mode(), md.uid(), md.gid(), md.nlink(), md.mtime());
             let desc = if md.file_type().is_symlink() {
                 format!("link {common} -> {:?}", fs::read_link(&path).unwrap())
             } else if md.is_dir() {
@@ -1407,10 +1189,7 @@ mod tests {
     }
 
     fn native() -> ApplyOptions {
-        ApplyOptions {
-            whiteouts: WhiteoutMode::Native,
-            ..ApplyOptions::default()
-        }
+        ApplyOptions { whiteouts: WhiteoutMode::Native, ..ApplyOptions::default() }
     }
 
     fn is_hostile(r: &Result<ApplyStats, ApplyError>) -> bool {
@@ -1430,12 +1209,7 @@ mod tests {
     fn a_name_climbing_out_of_the_root_is_refused() {
         let fx = fixture();
         let before = fx.outside();
-        for name in [
-            "../../victim/x",
-            "../victim/x",
-            "a/../../victim/x",
-            "./../victim/x",
-        ] {
+        for name in ["../../victim/x", "../victim/x", "a/../../victim/x", "./../victim/x"] {
             let mut layer = Layer::new();
             layer.file(name, b"evil");
             let r = fx.apply(&layer, &overlay());
@@ -1485,10 +1259,7 @@ mod tests {
         let fx = fixture();
         let before = fx.outside();
         let mut layer = Layer::new();
-        layer
-            .symlink("l1", "../../victim")
-            .symlink("l2", "l1")
-            .file("l2/x", b"evil");
+        layer.symlink("l1", "../../victim").symlink("l2", "l1").file("l2/x", b"evil");
         let _ = fx.apply(&layer, &overlay());
         fx.assert_victim_intact(&before);
 
@@ -1516,10 +1287,7 @@ mod tests {
             let abs = format!("{}/x", fx.victim_str());
             layer.hardlink("h", &abs);
             let r = fx.apply(&layer, &opts);
-            assert!(
-                matches!(r, Err(ApplyError::MissingLinkTarget { .. })),
-                "{r:?}"
-            );
+            assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
             fx.assert_victim_intact(&before);
 
             // Through a symlinked parent in the root, still resolved in-root.
@@ -1535,9 +1303,7 @@ mod tests {
         let fx = fixture();
         let before = fx.outside();
         let mut layer = Layer::new();
-        layer
-            .symlink("f", &format!("{}/x", fx.victim_str()))
-            .file("f", b"evil");
+        layer.symlink("f", &format!("{}/x", fx.victim_str())).file("f", b"evil");
         fx.apply(&layer, &overlay()).unwrap();
         let md = fs::symlink_metadata(fx.root.join("f")).unwrap();
         assert!(md.is_file());
@@ -1550,9 +1316,7 @@ mod tests {
         let fx = fixture();
         let before = fx.outside();
         let mut layer = Layer::new();
-        layer
-            .symlink("d", fx.victim_str())
-            .entry(b"d", EntryType::Directory, b"", b"", |h| h.set_mode(0o777));
+        layer.symlink("d", fx.victim_str()).entry(b"d", EntryType::Directory, b"", b"", |h| h.set_mode(0o777));
         fx.apply(&layer, &overlay()).unwrap();
         let md = fs::symlink_metadata(fx.root.join("d")).unwrap();
         assert!(md.is_dir());
@@ -1565,31 +1329,19 @@ mod tests {
         let fx = fixture();
         let before = fx.outside();
         let mut layer = Layer::new();
-        layer
-            .symlink("s", &format!("{}/x", fx.victim_str()))
-            .hardlink("hl", "s");
+        layer.symlink("s", &format!("{}/x", fx.victim_str())).hardlink("hl", "s");
         fx.apply(&layer, &overlay()).unwrap();
         let hl = fs::symlink_metadata(fx.root.join("hl")).unwrap();
         assert!(hl.file_type().is_symlink());
         assert_eq!(hl.nlink(), 2);
-        assert_eq!(
-            hl.ino(),
-            fs::symlink_metadata(fx.root.join("s")).unwrap().ino()
-        );
+        assert_eq!(hl.ino(), fs::symlink_metadata(fx.root.join("s")).unwrap().ino());
         fx.assert_victim_intact(&before);
     }
 
     #[test]
     fn whiteouts_of_empty_dot_and_dot_dot_names_are_refused() {
         for opts in [overlay(), native()] {
-            for name in [
-                ".wh..",
-                ".wh...",
-                ".wh.",
-                "sub/.wh..",
-                "sub/.wh...",
-                "sub/.wh.",
-            ] {
+            for name in [".wh..", ".wh...", ".wh.", "sub/.wh..", "sub/.wh...", "sub/.wh."] {
                 let fx = fixture();
                 fs::create_dir(fx.root.join("sub")).unwrap();
                 fs::write(fx.root.join("sub/keep"), b"k").unwrap();
@@ -1610,10 +1362,7 @@ mod tests {
     fn a_truncated_archive_is_an_archive_error() {
         let fx = fixture();
         let mut layer = Layer::new();
-        layer
-            .dir("d")
-            .file("d/big", &[7u8; 4096])
-            .file("d/after", b"x");
+        layer.dir("d").file("d/big", &[7u8; 4096]).file("d/after", b"x");
         let bytes = layer.bytes();
         // Headers: d (512), d/big (512), then 4096 bytes of data: cut in the middle.
         let cut = &bytes[..1024 + 2000];
@@ -1654,10 +1403,7 @@ mod tests {
             })
             .pax(&[("SCHILY.xattr.user.foo", b"bar")])
             .file("etc/conf", b"conf")
-            .pax(&[
-                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
-                ("SCHILY.xattr.trusted.overlay.redirect", b"/elsewhere"),
-            ])
+            .pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y"), ("SCHILY.xattr.trusted.overlay.redirect", b"/elsewhere")])
             .dir("etc/app/")
             .dir("bin")
             .pax(&[("mtime", b"1600000000.5")])
@@ -1669,9 +1415,7 @@ mod tests {
             .symlink("bin/link", "tool")
             .hardlink("bin/hard", "bin/tool")
             .dir("run")
-            .entry(b"run/fifo", EntryType::Fifo, b"", b"", |h| {
-                h.set_mode(0o620)
-            })
+            .entry(b"run/fifo", EntryType::Fifo, b"", b"", |h| h.set_mode(0o620))
             .dir("dev")
             .entry(b"dev/null", EntryType::Char, b"", b"", |h| {
                 h.set_mode(0o666);
@@ -1688,23 +1432,15 @@ mod tests {
 
         let etc = fs::metadata(fx.root.join("etc")).unwrap();
         assert_eq!(etc.mode() & 0o7777, 0o750);
-        assert_eq!(
-            etc.mtime(),
-            1_500_000_000,
-            "dir mtime survives its children"
-        );
-        assert_eq!(
-            fs::metadata(fx.root.join("bin")).unwrap().mtime(),
-            MTIME as i64
-        );
+        assert_eq!(etc.mtime(), 1_500_000_000, "dir mtime survives its children");
+        assert_eq!(fs::metadata(fx.root.join("bin")).unwrap().mtime(), MTIME as i64);
 
         let conf = fx.root.join("etc/conf");
         assert_eq!(fs::read(&conf).unwrap(), b"conf");
         assert_eq!(fs::metadata(&conf).unwrap().mtime(), MTIME as i64);
         let probe = fx.base.join("probe");
         fs::write(&probe, b"").unwrap();
-        let user_xattrs =
-            rustix::fs::setxattr(&probe, "user.probe", b"1", XattrFlags::empty()).is_ok();
+        let user_xattrs = rustix::fs::setxattr(&probe, "user.probe", b"1", XattrFlags::empty()).is_ok();
         if user_xattrs {
             assert_eq!(xattr(&conf, "user.foo").as_deref(), Some(&b"bar"[..]));
         }
@@ -1717,15 +1453,9 @@ mod tests {
         assert_eq!(fs::read(fx.root.join("bin/tool")).unwrap(), b"#!tool");
         assert_eq!(tool.mode() & 0o7777, 0o4755, "setuid survives chown");
         assert_eq!((tool.uid(), tool.gid()), (1000, 1000));
-        assert_eq!(
-            (tool.mtime(), tool.mtime_nsec()),
-            (MTIME as i64, 500_000_000)
-        );
+        assert_eq!((tool.mtime(), tool.mtime_nsec()), (MTIME as i64, 500_000_000));
         assert_eq!(tool.nlink(), 2);
-        assert_eq!(
-            fs::metadata(fx.root.join("bin/hard")).unwrap().ino(),
-            tool.ino()
-        );
+        assert_eq!(fs::metadata(fx.root.join("bin/hard")).unwrap().ino(), tool.ino());
 
         let link = fx.root.join("bin/link");
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("tool"));
@@ -1747,12 +1477,7 @@ mod tests {
         let fx = fixture();
         fs::write(fx.root.join("gone"), b"old").unwrap();
         let mut layer = Layer::new();
-        layer
-            .file(".wh.gone", b"")
-            .dir("dir")
-            .file("dir/.wh..wh..opq", b"")
-            .file("dir/.wh..wh.plnk", b"")
-            .file("deep/er/.wh.x", b"");
+        layer.file(".wh.gone", b"").dir("dir").file("dir/.wh..wh..opq", b"").file("dir/.wh..wh.plnk", b"").file("deep/er/.wh.x", b"");
         fx.apply(&layer, &overlay()).unwrap();
 
         for path in ["gone", "deep/er/x"] {
@@ -1761,10 +1486,7 @@ mod tests {
             assert_eq!(md.rdev(), 0);
             assert_eq!(md.mode() & 0o7777, 0);
         }
-        assert_eq!(
-            xattr(&fx.root.join("dir"), "trusted.overlay.opaque").as_deref(),
-            Some(&b"y"[..])
-        );
+        assert_eq!(xattr(&fx.root.join("dir"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
         assert!(!fx.root.join("dir/.wh..wh.plnk").exists());
         assert!(!fx.root.join("dir/.wh..wh..opq").exists());
     }
@@ -1786,11 +1508,7 @@ mod tests {
         populate(&fx);
         let before = fx.outside();
         let mut layer = Layer::new();
-        layer
-            .dir("a")
-            .file("a/.wh..wh..opq", b"")
-            .file("a/new", b"new")
-            .file(".wh.b", b"");
+        layer.dir("a").file("a/.wh..wh..opq", b"").file("a/new", b"new").file(".wh.b", b"");
         fx.apply(&layer, &native()).unwrap();
         assert!(!fx.root.join("a/old").exists());
         assert!(!fx.root.join("a/sub").exists());
@@ -1833,19 +1551,12 @@ mod tests {
         fs::write(&tool, b"tool-bytes").unwrap();
         fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
         rustix::fs::chown(&tool, Some(Uid::from_raw(7)), Some(Gid::from_raw(8))).unwrap();
-        let opts = ApplyOptions {
-            lowers: vec![fx.base.join("empty-lower-missing"), lower.clone()],
-            ..overlay()
-        };
+        let opts = ApplyOptions { lowers: vec![fx.base.join("empty-lower-missing"), lower.clone()], ..overlay() };
         // A missing lower dir is an error only when it is consulted: create it empty.
         fs::create_dir(fx.base.join("empty-lower-missing")).unwrap();
 
         let mut layer = Layer::new();
-        layer
-            .dir("usr")
-            .dir("usr/bin")
-            .hardlink("usr/bin/alias", "usr/bin/tool")
-            .hardlink("usr/bin/alias2", "/usr/bin/tool");
+        layer.dir("usr").dir("usr/bin").hardlink("usr/bin/alias", "usr/bin/tool").hardlink("usr/bin/alias2", "/usr/bin/tool");
         let stats = fx.apply(&layer, &opts).unwrap();
         assert_eq!(stats.bytes, 10);
 
@@ -1855,13 +1566,7 @@ mod tests {
         assert!(md.is_file());
         assert_eq!(md.mode() & 0o7777, 0o755);
         assert_eq!((md.uid(), md.gid()), (7, 8));
-        assert_eq!(
-            fs::symlink_metadata(fx.root.join("usr/bin/alias2"))
-                .unwrap()
-                .ino(),
-            md.ino(),
-            "further links share the first copy"
-        );
+        assert_eq!(fs::symlink_metadata(fx.root.join("usr/bin/alias2")).unwrap().ino(), md.ino(), "further links share the first copy");
         assert_eq!(fs::metadata(&tool).unwrap().nlink(), 1, "lower untouched");
         assert!(!fx.root.join("usr/bin/tool").exists());
     }
@@ -1882,17 +1587,11 @@ mod tests {
             rustix::fs::makedev(0, 0),
         )
         .unwrap();
-        let opts = ApplyOptions {
-            lowers: vec![top, bottom],
-            ..overlay()
-        };
+        let opts = ApplyOptions { lowers: vec![top, bottom], ..overlay() };
         let mut layer = Layer::new();
         layer.hardlink("l", "d/f");
         let r = fx.apply(&layer, &opts);
-        assert!(
-            matches!(r, Err(ApplyError::MissingLinkTarget { .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
     }
 
     #[test]
@@ -1908,18 +1607,12 @@ mod tests {
             b.extend(fx.outside());
             b
         };
-        let opts = ApplyOptions {
-            lowers: vec![lower],
-            ..overlay()
-        };
+        let opts = ApplyOptions { lowers: vec![lower], ..overlay() };
         for target in ["etc/x", "rel/x"] {
             let mut layer = Layer::new();
             layer.hardlink("copy", target);
             let r = fx.apply(&layer, &opts);
-            assert!(
-                matches!(r, Err(ApplyError::MissingLinkTarget { .. })),
-                "{r:?}"
-            );
+            assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
             fx.assert_victim_intact(&before);
             assert!(!fx.root.join("copy").exists());
         }
@@ -1959,14 +1652,7 @@ mod tests {
         let mut layer = Layer::new();
         layer.file("a", &[1; 3000]).file("b", &[2; 3000]);
         let bytes = layer.bytes();
-        let r = apply_tar(
-            Failing {
-                data: bytes[..2500].to_vec(),
-                pos: 0,
-            },
-            &fx.root,
-            &overlay(),
-        );
+        let r = apply_tar(Failing { data: bytes[..2500].to_vec(), pos: 0 }, &fx.root, &overlay());
         match r {
             Err(ApplyError::Archive(e)) => assert!(e.to_string().contains("1 GiB cap"), "{e}"),
             other => panic!("{other:?}"),
@@ -1994,15 +1680,31 @@ mod tests {
         fs::write(fx.root.join("d/old/f"), b"f").unwrap();
         fs::write(fx.root.join("file-then-dir"), b"f").unwrap();
         let mut layer = Layer::new();
-        layer
-            .dir("d")
-            .file("d/new", b"n")
-            .dir("file-then-dir")
-            .file("d/old", b"now a file");
+        layer.dir("d").file("d/new", b"n").dir("file-then-dir").file("d/old", b"now a file");
         fx.apply(&layer, &native()).unwrap();
         assert!(fx.root.join("d/new").is_file());
         assert_eq!(fs::read(fx.root.join("d/old")).unwrap(), b"now a file");
         assert!(fx.root.join("file-then-dir").is_dir());
+    }
+
+    #[test]
+    fn deep_trees_are_created_and_removed_without_recursion() {
+        let fx = fixture();
+        let deep = "d/".repeat(500);
+        let mut layer = Layer::new();
+        layer.file(&format!("{deep}f"), b"bottom");
+        fx.apply(&layer, &native()).unwrap();
+        assert_eq!(fs::read(fx.root.join(format!("{deep}f"))).unwrap(), b"bottom");
+
+        let mut layer = Layer::new();
+        layer.file(".wh.d", b"");
+        fx.apply(&layer, &native()).unwrap();
+        assert!(!fx.root.join("d").exists());
+
+        let mut layer = Layer::new();
+        layer.file(&format!("{deep}f"), b"bottom").file(&format!("{deep}.wh..wh..opq"), b"").file(".wh..wh..opq", b"");
+        fx.apply(&layer, &native()).unwrap();
+        assert_eq!(fs::read(fx.root.join(format!("{deep}f"))).unwrap(), b"bottom");
     }
 
     #[test]

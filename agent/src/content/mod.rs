@@ -71,11 +71,7 @@ impl ContentStore {
     pub fn info(&self, digest: &Digest) -> Result<BlobInfo, ContentError> {
         let path = self.path(digest);
         let meta = fs::metadata(&path).map_err(|e| not_found_or(digest, &path, e))?;
-        Ok(BlobInfo {
-            digest: digest.clone(),
-            size: meta.len(),
-            created: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        })
+        Ok(BlobInfo { digest: digest.clone(), size: meta.len(), created: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH) })
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File, ContentError> {
@@ -103,11 +99,7 @@ impl ContentStore {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
             let Ok(digest) = Digest::from_hex(&name) else { continue };
             let Ok(meta) = entry.metadata() else { continue };
-            out.push(BlobInfo {
-                digest,
-                size: meta.len(),
-                created: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            });
+            out.push(BlobInfo { digest, size: meta.len(), created: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH) });
         }
         out.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(out)
@@ -123,11 +115,7 @@ impl ContentStore {
     pub fn writer(&self, expected: Option<Digest>, expected_size: Option<u64>) -> Result<BlobWriter, ContentError> {
         let name = format!("{}-{}", std::process::id(), random_hex(8));
         let path = self.ingest.join(name);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         Ok(BlobWriter {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             hasher: Hasher::default(),
@@ -135,6 +123,7 @@ impl ContentStore {
             blobs: self.blobs.clone(),
             expected,
             expected_size,
+            published: false,
         })
     }
 
@@ -189,6 +178,8 @@ pub struct BlobWriter {
     blobs: PathBuf,
     expected: Option<Digest>,
     expected_size: Option<u64>,
+    /// Set once the blob is renamed into place; until then Drop removes the ingest file.
+    published: bool,
 }
 
 impl BlobWriter {
@@ -199,10 +190,7 @@ impl BlobWriter {
     /// Verify, fsync and publish the blob. Returns its digest and size.
     pub fn commit(mut self) -> Result<(Digest, u64), ContentError> {
         let Some(out) = self.out.take() else {
-            return Err(ContentError::Io {
-                path: self.path.clone(),
-                source: io::Error::other("blob writer already finished"),
-            });
+            return Err(ContentError::Io { path: self.path.clone(), source: io::Error::other("blob writer already finished") });
         };
         let hasher = std::mem::take(&mut self.hasher);
         let size = hasher.len();
@@ -222,6 +210,7 @@ impl BlobWriter {
         drop(file);
         let target = self.blobs.join(actual.hex());
         fs::rename(&self.path, &target).map_err(io_err(&target))?;
+        self.published = true;
         sync_dir(&self.blobs).map_err(io_err(&self.blobs))?;
         Ok((actual, size))
     }
@@ -231,10 +220,7 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(limit) = self.expected_size {
             if self.hasher.len() + buf.len() as u64 > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("blob is larger than its declared size of {limit} bytes"),
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("blob is larger than its declared size of {limit} bytes")));
             }
         }
         let out = self.out.as_mut().ok_or_else(|| io::Error::other("blob writer finished"))?;
@@ -253,7 +239,7 @@ impl Write for BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if self.out.take().is_some() {
+        if !self.published {
             let _ = fs::remove_file(&self.path);
         }
     }

@@ -104,7 +104,13 @@ impl Scanned {
 
 impl Images {
     /// Import an archive read from `reader`.
-    pub fn import(&self, ns: &str, reader: impl Read, opts: &ImportOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImportOutcome, ImageError> {
+    pub fn import(
+        &self,
+        ns: &str,
+        reader: impl Read,
+        opts: &ImportOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ImportOutcome, ImageError> {
         let result = {
             let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
             self.import_locked(ns, reader, opts, progress)
@@ -118,7 +124,13 @@ impl Images {
         result
     }
 
-    fn import_locked(&self, ns: &str, reader: impl Read, opts: &ImportOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImportOutcome, ImageError> {
+    fn import_locked(
+        &self,
+        ns: &str,
+        reader: impl Read,
+        opts: &ImportOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ImportOutcome, ImageError> {
         let count = Arc::new(AtomicU64::new(0));
         let counting = CountingReader { inner: reader, count: count.clone() };
         let scanned = self.scan(counting, progress)?;
@@ -127,7 +139,9 @@ impl Images {
         } else if let Some(manifest) = scanned.docs.get("manifest.json") {
             self.docker_targets(manifest, &scanned, opts)?
         } else {
-            return Err(ImageError::Archive("not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)".into()));
+            return Err(ImageError::Archive(
+                "not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)".into(),
+            ));
         };
         if targets.is_empty() {
             return Err(ImageError::Archive("the archive names no image".into()));
@@ -137,7 +151,11 @@ impl Images {
         for (name, desc) in &targets {
             let rec = ImageRecord {
                 name: name.clone(),
-                target: crate::metadata::DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+                target: crate::metadata::DescriptorRecord {
+                    media_type: desc.media_type.clone(),
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                },
                 labels: opts.labels.clone(),
                 created: 0,
                 updated: 0,
@@ -210,7 +228,9 @@ impl Images {
                 continue;
             }
             let expected = match path.strip_prefix("blobs/sha256/") {
-                Some(hex) => Some(Digest::from_hex(hex).map_err(|_| ImageError::Archive(format!("blob {path:?} is not named by a sha256 digest")))?),
+                Some(hex) => {
+                    Some(Digest::from_hex(hex).map_err(|_| ImageError::Archive(format!("blob {path:?} is not named by a sha256 digest")))?)
+                }
                 None => None,
             };
             if let Some(d) = &expected {
@@ -224,9 +244,9 @@ impl Images {
             let mut w = self.content.writer(expected.clone(), Some(size))?;
             copy_large(&mut entry, &mut w).map_err(|e| archive_err(&path, e))?;
             let (digest, size) = w.commit().map_err(|e| match e {
-                ContentError::DigestMismatch { expected, actual } => {
-                    ImageError::Archive(format!("blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"))
-                }
+                ContentError::DigestMismatch { expected, actual } => ImageError::Archive(format!(
+                    "blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"
+                )),
                 e => e.into(),
             })?;
             progress(Progress::Blob { digest: digest.clone(), size, status: "stored" });
@@ -243,20 +263,16 @@ impl Images {
             if !oci::is_index(&desc.media_type) && !oci::is_manifest(&desc.media_type) {
                 continue;
             }
-            let named = desc
-                .annotations
-                .get(ANNOTATION_CONTAINERD_NAME)
-                .cloned()
-                .or_else(|| {
-                    desc.annotations.get(ANNOTATION_REF_NAME).map(|r| {
-                        // A bare tag ("latest") needs a repository to go with it.
-                        if r.contains(['/', ':', '@']) || opts.base_name.is_none() {
-                            r.clone()
-                        } else {
-                            format!("{}:{r}", opts.base_name.as_deref().unwrap_or_default())
-                        }
-                    })
-                });
+            let named = desc.annotations.get(ANNOTATION_CONTAINERD_NAME).cloned().or_else(|| {
+                desc.annotations.get(ANNOTATION_REF_NAME).map(|r| {
+                    // A bare tag ("latest") needs a repository to go with it.
+                    if r.contains(['/', ':', '@']) || opts.base_name.is_none() {
+                        r.clone()
+                    } else {
+                        format!("{}:{r}", opts.base_name.as_deref().unwrap_or_default())
+                    }
+                })
+            });
             let name = match (i, &opts.name, named) {
                 (0, Some(n), _) => n.clone(),
                 (_, _, Some(n)) => n,
@@ -273,7 +289,12 @@ impl Images {
     }
 
     /// Images of a `docker save` archive: an OCI manifest is written for each.
-    fn docker_targets(&self, manifest_json: &[u8], scanned: &Scanned, opts: &ImportOptions) -> Result<Vec<(String, Descriptor)>, ImageError> {
+    fn docker_targets(
+        &self,
+        manifest_json: &[u8],
+        scanned: &Scanned,
+        opts: &ImportOptions,
+    ) -> Result<Vec<(String, Descriptor)>, ImageError> {
         let entries = oci::parse_docker_manifest(manifest_json)?;
         let mut out = Vec::new();
         for (i, e) in entries.iter().enumerate() {
@@ -310,7 +331,13 @@ impl Images {
             };
             let data = serde_json::to_vec(&manifest).map_err(|e| ImageError::Archive(e.to_string()))?;
             let digest = self.content.put(&data)?;
-            let desc = Descriptor { media_type: oci::MEDIA_OCI_MANIFEST.into(), digest, size: data.len() as u64, annotations: Default::default(), platform: None };
+            let desc = Descriptor {
+                media_type: oci::MEDIA_OCI_MANIFEST.into(),
+                digest,
+                size: data.len() as u64,
+                annotations: Default::default(),
+                platform: None,
+            };
             let tags = e.repo_tags.clone().unwrap_or_default();
             let names: Vec<String> = match (i, &opts.name) {
                 (0, Some(n)) => vec![n.clone()],

@@ -87,6 +87,9 @@ impl Resolved {
     }
 }
 
+/// (namespace, chain id) pairs that images use.
+pub type ChainSet = HashSet<(String, String)>;
+
 /// Summary of one garbage collection.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GcStats {
@@ -119,7 +122,13 @@ impl Images {
     /// Read a JSON document, checking its size and digest against the descriptor.
     pub fn read_doc(&self, desc: &Descriptor) -> Result<Vec<u8>, ImageError> {
         if desc.size > oci::MAX_DOCUMENT {
-            return Err(FormatError::Invalid(format!("document {} is {} bytes; at most {} are accepted", desc.digest, desc.size, oci::MAX_DOCUMENT)).into());
+            return Err(FormatError::Invalid(format!(
+                "document {} is {} bytes; at most {} are accepted",
+                desc.digest,
+                desc.size,
+                oci::MAX_DOCUMENT
+            ))
+            .into());
         }
         let data = self.content.read_all(&desc.digest, oci::MAX_DOCUMENT).map_err(|e| match e {
             ContentError::NotFound(d) => ImageError::MissingContent { digest: d, what: desc.media_type.clone() },
@@ -211,11 +220,7 @@ impl Images {
         let mut matched: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
         for rec in self.meta.images(ns)? {
             let id = self.image_id(&rec);
-            let hit = if let Some(id) = &id {
-                id.hex().starts_with(prefix)
-            } else {
-                false
-            } || rec.target.digest.hex().starts_with(prefix);
+            let hit = if let Some(id) = &id { id.hex().starts_with(prefix) } else { false } || rec.target.digest.hex().starts_with(prefix);
             if hit {
                 let key = id.map(|d| d.to_string()).unwrap_or_else(|| rec.target.digest.to_string());
                 matched.entry(key).or_default().push(rec);
@@ -240,9 +245,9 @@ impl Images {
 
     /// Whether every layer of a resolved image is unpacked in `ns`.
     pub fn is_unpacked(&self, ns: &str, r: &Resolved) -> bool {
-        r.chain_ids.last().is_none_or(|top| {
-            self.snapshots.stat(ns, top.as_str()).map(|s| s.kind == SnapshotKind::Committed).unwrap_or(false)
-        })
+        r.chain_ids
+            .last()
+            .is_none_or(|top| self.snapshots.stat(ns, top.as_str()).map(|s| s.kind == SnapshotKind::Committed).unwrap_or(false))
     }
 
     /// Size of the unpacked layers, when all are unpacked.
@@ -289,7 +294,13 @@ impl Images {
     }
 
     /// Create or move image names to `target`.
-    pub fn put(&self, ns: &str, name: &str, target: &Descriptor, labels: &BTreeMap<String, String>) -> Result<(ImageRecord, bool), ImageError> {
+    pub fn put(
+        &self,
+        ns: &str,
+        name: &str,
+        target: &Descriptor,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(ImageRecord, bool), ImageError> {
         let now = now_nanos();
         let rec = ImageRecord {
             name: name.to_owned(),
@@ -332,7 +343,7 @@ impl Images {
 
     /// Blobs reachable from the images of every namespace, and per namespace
     /// the chain ids those images use.
-    pub fn references(&self) -> Result<(HashSet<Digest>, HashSet<(String, String)>), ImageError> {
+    pub fn references(&self) -> Result<(HashSet<Digest>, ChainSet), ImageError> {
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
         for (ns, rec) in self.meta.all_images()? {

@@ -79,15 +79,10 @@ impl Platform {
         let parts: Vec<&str> = s.split('/').collect();
         let valid = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
         match parts.as_slice() {
-            [os, arch] if valid(os) && valid(arch) => {
-                Ok(Self { os: os.to_string(), architecture: arch.to_string(), ..Default::default() })
+            [os, arch] if valid(os) && valid(arch) => Ok(Self { os: os.to_string(), architecture: arch.to_string(), ..Default::default() }),
+            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => {
+                Ok(Self { os: os.to_string(), architecture: arch.to_string(), variant: variant.to_string(), ..Default::default() })
             }
-            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: variant.to_string(),
-                ..Default::default()
-            }),
             _ => Err(FormatError::Invalid(format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"))),
         }
     }
@@ -276,9 +271,11 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"mediaType":"{MEDIA_OCI_CONFIG}","digest":"{d}","size":1}},"layers":[],"manifests":[]}}"#
         );
         assert!(parse_manifest(doc.as_bytes(), MEDIA_OCI_MANIFEST).is_err());
-        let idx = format!(r#"{{"schemaVersion":2,"manifests":[],"layers":[]}}"#);
+        let idx = r#"{"schemaVersion":2,"manifests":[],"layers":[]}"#;
         assert!(parse_index(idx.as_bytes(), MEDIA_OCI_INDEX).is_err());
-        let mt = format!(r#"{{"schemaVersion":2,"mediaType":"{MEDIA_OCI_INDEX}","config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[]}}"#);
+        let mt = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_OCI_INDEX}","config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[]}}"#
+        );
         assert!(parse_manifest(mt.as_bytes(), MEDIA_OCI_MANIFEST).is_err());
     }
 

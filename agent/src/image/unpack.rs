@@ -74,8 +74,12 @@ impl Images {
         if actual != *diff_id {
             return Err(ImageError::DiffIdMismatch { layer: layer.digest.clone(), expected: diff_id.clone(), actual });
         }
-        let fd = rustix::fs::open(dir, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-            .map_err(|e| unpack_err(format!("opening {}: {e}", dir.display())))?;
+        let fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| unpack_err(format!("opening {}: {e}", dir.display())))?;
         rustix::fs::syncfs(&fd).map_err(|e| unpack_err(format!("syncing: {e}")))?;
         Ok(size)
     }
@@ -110,12 +114,13 @@ impl Images {
                         }
                         let i = missing[n];
                         let key = format!("unpack-{}-{}", random_hex(6), chains[i]);
-                        let res = self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).map_err(ImageError::from).and_then(|rec| {
-                            if let Ok(mut k) = keys.lock() {
-                                k.push((i, key.clone()));
-                            }
-                            self.extract(&layers[i], &diff_ids[i], &self.snapshots.fs_dir(rec.id), Vec::new())
-                        });
+                        let res =
+                            self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).map_err(ImageError::from).and_then(|rec| {
+                                if let Ok(mut k) = keys.lock() {
+                                    k.push((i, key.clone()));
+                                }
+                                self.extract(&layers[i], &diff_ids[i], &self.snapshots.fs_dir(rec.id), Vec::new())
+                            });
                         match res {
                             Ok(size) => progress(Progress::Layer { digest: layers[i].digest.clone(), size, status: "unpacked" }),
                             Err(e) => {
@@ -146,12 +151,10 @@ impl Images {
             for &i in &missing {
                 let key = format!("unpack-{}-{}", random_hex(6), chains[i]);
                 let rec = self.snapshots.prepare_record(ns, &key, &parent_of(i), unpacking_labels())?;
-                let res = self
-                    .extract(&layers[i], &diff_ids[i], &self.snapshots.fs_dir(rec.id), Vec::new())
-                    .and_then(|size| {
-                        progress(Progress::Layer { digest: layers[i].digest.clone(), size, status: "unpacked" });
-                        self.commit_layer(ns, chains[i].as_str(), &key, &parent_of(i))
-                    });
+                let res = self.extract(&layers[i], &diff_ids[i], &self.snapshots.fs_dir(rec.id), Vec::new()).and_then(|size| {
+                    progress(Progress::Layer { digest: layers[i].digest.clone(), size, status: "unpacked" });
+                    self.commit_layer(ns, chains[i].as_str(), &key, &parent_of(i))
+                });
                 if let Err(e) = res {
                     let _ = self.snapshots.remove(ns, &key);
                     return Err(e);

@@ -35,13 +35,7 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_nanos() -> i64 {
@@ -136,7 +130,13 @@ impl Metadata {
         Ok(Self { db, snapshots })
     }
 
-    fn get<T: DeserializeOwned>(&self, table: TableDefinition<'_, &str, &[u8]>, kind: &'static str, ns: &str, name: &str) -> Result<T, MetadataError> {
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<'_, &str, &[u8]>,
+        kind: &'static str,
+        ns: &str,
+        name: &str,
+    ) -> Result<T, MetadataError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(table)?;
         let k = key(ns, name);
@@ -147,7 +147,11 @@ impl Metadata {
     }
 
     /// Every record of a table; `ns` None means every namespace.
-    fn scan<T: DeserializeOwned>(&self, table: TableDefinition<'_, &str, &[u8]>, ns: Option<&str>) -> Result<Vec<(String, T)>, MetadataError> {
+    fn scan<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<'_, &str, &[u8]>,
+        ns: Option<&str>,
+    ) -> Result<Vec<(String, T)>, MetadataError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(table)?;
         let mut out = Vec::new();
@@ -377,10 +381,7 @@ mod tests {
     fn a_snapshot_needs_a_committed_parent() {
         let tmp = tempfile::tempdir().unwrap();
         let m = Metadata::open(&tmp.path().join("m.redb"), "native").unwrap();
-        assert!(matches!(
-            m.insert_snapshot("ns", &snap("a", "missing", SnapshotKind::Active, 1)),
-            Err(MetadataError::NotFound { .. })
-        ));
+        assert!(matches!(m.insert_snapshot("ns", &snap("a", "missing", SnapshotKind::Active, 1)), Err(MetadataError::NotFound { .. })));
         m.insert_snapshot("ns", &snap("act", "", SnapshotKind::Active, 1)).unwrap();
         assert!(m.insert_snapshot("ns", &snap("b", "act", SnapshotKind::Active, 2)).is_err());
         m.commit_snapshot("ns", "act", &snap("done", "", SnapshotKind::Committed, 1)).unwrap();

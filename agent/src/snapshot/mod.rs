@@ -166,7 +166,14 @@ impl Snapshots {
         Ok(ids)
     }
 
-    fn create(&self, ns: &str, key: &str, parent: &str, kind: SnapshotKind, labels: BTreeMap<String, String>) -> Result<SnapshotRecord, SnapshotError> {
+    fn create(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: &str,
+        kind: SnapshotKind,
+        labels: BTreeMap<String, String>,
+    ) -> Result<SnapshotRecord, SnapshotError> {
         validate_key(key)?;
         if self.meta.snapshot(ns, key).is_ok() {
             return Err(MetadataError::AlreadyExists { kind: "snapshot", name: key.to_owned() }.into());
@@ -202,7 +209,13 @@ impl Snapshots {
     }
 
     /// Prepare an active snapshot and return its record (for unpacking into it).
-    pub fn prepare_record(&self, ns: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<SnapshotRecord, SnapshotError> {
+    pub fn prepare_record(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<SnapshotRecord, SnapshotError> {
         self.create(ns, key, parent, SnapshotKind::Active, labels)
     }
 
@@ -225,7 +238,14 @@ impl Snapshots {
     /// Commit active `key` as `name`, re-parenting it on the committed
     /// `parent`. Used for overlay layers unpacked in parallel, which need no
     /// parent files while they are written.
-    pub fn commit_with_parent(&self, ns: &str, name: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<(), SnapshotError> {
+    pub fn commit_with_parent(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), SnapshotError> {
         validate_key(name)?;
         let active = self.meta.snapshot(ns, key)?;
         if active.kind != SnapshotKind::Active {

@@ -51,8 +51,7 @@ impl Snapshotter for Native {
                 let source = self.fs_dir(*parent);
                 let mut cmd = Command::new("cp");
                 cmd.arg("-a").arg("--reflink=auto").arg(&source).arg(&target);
-                run_with_timeout(&mut cmd, COPY_TIMEOUT)
-                    .map_err(|message| SnapshotError::Copy { path: source.clone(), message })?;
+                run_with_timeout(&mut cmd, COPY_TIMEOUT).map_err(|message| SnapshotError::Copy { path: source.clone(), message })?;
             }
         }
         let dir = self.dirs.dir(id);

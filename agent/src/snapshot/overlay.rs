@@ -124,9 +124,9 @@ pub fn check_support(dir: &Path) -> Result<(), String> {
             base.join("work").display()
         );
         let data = std::ffi::CString::new(opts).map_err(|e| e.to_string())?;
-        mount("overlay", &base.join("merged"), "overlay", MountFlags::empty(), Some(data.as_c_str()))
+        mount("overlay", base.join("merged"), "overlay", MountFlags::empty(), Some(data.as_c_str()))
             .map_err(|e| format!("mounting overlay: {e}"))?;
-        let _ = unmount(&base.join("merged"), UnmountFlags::DETACH);
+        let _ = unmount(base.join("merged"), UnmountFlags::DETACH);
         Ok(())
     })();
     let _ = fs::remove_dir_all(&base);
