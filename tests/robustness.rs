@@ -1,0 +1,397 @@
+//! Hostile, corrupt and interrupted imports: each is refused with a clear
+//! message, leaves nothing behind, and the agent keeps working.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use berth_api::v1;
+use common::*;
+use tonic::codegen::tokio_stream::{self, StreamExt};
+
+fn two_layer_spec() -> ImageSpec {
+    ImageSpec::new(vec![busybox_layer(), layer(&[Entry::File("hello.txt".into(), b"hello\n".to_vec(), 0o644)])])
+}
+
+/// Import `archive` with berthctl, requiring a failure (exit code 1) whose one-line message has every one of `needles`.
+fn import_fails(d: &Daemon, archive: &[u8], needles: &[&str]) -> String {
+    let path = d.file("bad.tar", archive);
+    let out = d.ctl(&["load", "-i", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "import should fail; stdout: {} stderr: {err}", stdout(&out));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+    err
+}
+
+/// Import through the gRPC API: the final result, or the status the stream ended with.
+fn grpc_import(d: &Daemon, archive: &[u8]) -> Result<v1::ImportResult, tonic::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ns = berth_api::NamespaceInterceptor::new("default").unwrap();
+        let mut client = v1::images_client::ImagesClient::with_interceptor(d.channel().await, ns);
+        let mut msgs = vec![v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) }];
+        for c in archive.chunks(1 << 20) {
+            msgs.push(v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(c.to_vec())) });
+        }
+        let mut stream = client.import(tokio_stream::iter(msgs)).await?.into_inner();
+        let mut result = None;
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("import answered within 60s") {
+            if let Some(v1::import_response::Event::Result(r)) = msg?.event {
+                result = Some(r);
+            }
+        }
+        Ok(result.expect("a result"))
+    })
+}
+
+#[test]
+fn a_layer_whose_bytes_do_not_match_its_digest_is_refused_and_nothing_is_kept() {
+    let d = Daemon::start();
+    let built = build(&two_layer_spec());
+    // Corrupt the second layer, so that the first was already stored when the import fails.
+    let bad = built.layers[1].0.clone();
+    let archive = rewrite_archive(&oci_archive(&[("example.com/corrupt:v1", &two_layer_spec())]), |path, mut bytes| {
+        if path == format!("blobs/sha256/{}", &bad[7..]) {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+        }
+        Some(bytes)
+    });
+    import_fails(&d, &archive, &[&bad, "digest"]);
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_config_whose_diff_id_does_not_match_the_layer_is_refused_and_nothing_is_kept() {
+    let d = Daemon::start();
+    let wrong = sha256(b"not the layer");
+    let built = build_edited(&two_layer_spec(), |c| c["rootfs"]["diff_ids"][1] = wrong.clone().into(), |_| {});
+    let archive = oci_archive_built(&[("example.com/diffid:v1", &built)]);
+    let err = import_fails(&d, &archive, &["diff id", &wrong, &built.layers[1].0]);
+    assert!(err.contains(&sha256(&two_layer_spec().layers[1])), "the actual digest is named: {err}");
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_layer_entry_climbing_out_with_dot_dot_touches_nothing_outside_the_snapshot() {
+    let d = Daemon::start();
+    let victim = d.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("keep"), b"untouched\n").unwrap();
+    let before = tree(&victim);
+    // From <root>/snapshots/overlayfs/<id>/fs, five levels up is the test dir that holds victim/.
+    let hostile = layer(&[
+        Entry::RawFile(b"../../victim/x".to_vec(), b"escaped\n".to_vec()),
+        Entry::RawFile(b"../../../../../victim/x".to_vec(), b"escaped\n".to_vec()),
+        Entry::RawFile(b"etc/../../../../../../victim/y".to_vec(), b"escaped\n".to_vec()),
+    ]);
+    let spec = ImageSpec::new(vec![busybox_layer(), hostile]);
+    let path = d.file("dotdot.tar", &oci_archive(&[("example.com/dotdot:v1", &spec)]));
+    let out = d.ctl(&["load", "-i", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    // Refused (what berthd does) or, at worst, written inside the snapshot; never outside.
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(err.contains("unsafe entry") && err.contains("victim"), "{err}");
+        d.assert_nothing_left("default");
+    }
+    assert_eq!(tree(&victim), before, "the victim dir changed");
+    assert_eq!(std::fs::read(victim.join("keep")).unwrap(), b"untouched\n");
+    // Whatever was written is inside a snapshot's own fs dir.
+    let fs_dirs = d.snapshot_fs_dirs("overlayfs");
+    let written: Vec<_> = tree(d.dir.path()).into_keys().filter(|p| p.ends_with("x") || p.ends_with("y")).collect();
+    for p in &written {
+        assert!(fs_dirs.iter().any(|fs| d.dir.path().join(p).starts_with(fs)), "{} is outside every snapshot", p.display());
+    }
+    d.assert_healthy();
+}
+
+/// Import an image whose second layer is `hostile` on a fresh agent, with a
+/// `victim/` dir (one file) beside the agent's root. Checks that the victim
+/// and the host's /etc are untouched and the agent healthy; returns the agent,
+/// the outcome and the fs dir of the top layer when the import succeeded.
+fn import_hostile(hostile: impl FnOnce(&Path, &str) -> Vec<Entry>) -> (Daemon, std::process::Output, Option<std::path::PathBuf>) {
+    let d = Daemon::start();
+    let victim = d.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("passwd"), b"victim's own\n").unwrap();
+    let before = tree(&victim);
+    let canary = format!("berth-test-canary-{}", std::process::id());
+    let host_canary = Path::new("/etc").join(&canary);
+    assert!(!exists(&host_canary));
+    let base = layer(&[Entry::Dir("etc".into(), 0o755), Entry::File("etc/passwd".into(), b"root:x:0:0::/:/bin/sh\n".to_vec(), 0o644)]);
+    let spec = ImageSpec::new(vec![base, layer(&hostile(&victim, &canary))]);
+    let path = d.file("hostile.tar", &oci_archive(&[("example.com/hostile:v1", &spec)]));
+    let out = d.ctl(&["load", "-i", path.to_str().unwrap()]);
+
+    assert!(!exists(&host_canary), "a file was written into the host's /etc");
+    assert_eq!(tree(&victim), before, "the victim dir changed");
+    assert_eq!(std::fs::read("/etc/passwd").map(|p| p.windows(6).any(|w| w == b"pwned!")).unwrap_or(false), false);
+    d.assert_healthy();
+    let top = if out.status.success() {
+        let inspect = d.inspect("default", "example.com/hostile:v1");
+        assert_eq!(inspect["unpacked"], true);
+        let hostile_fs = d.snapshot_fs_dirs("overlayfs").into_iter().find(|fs| !exists(&fs.join("etc/passwd")));
+        Some(hostile_fs.expect("the hostile layer's snapshot"))
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+        d.assert_nothing_left("default");
+        None
+    };
+    (d, out, top)
+}
+
+#[test]
+fn a_file_written_through_an_absolute_symlink_to_etc_lands_in_the_images_own_etc() {
+    let (_d, out, top) = import_hostile(|_, canary| {
+        vec![
+            Entry::Dir("etc".into(), 0o755),
+            Entry::Symlink("a".into(), "/etc".into()),
+            Entry::File(format!("a/{canary}"), b"pwned!\n".to_vec(), 0o644),
+            Entry::File("a/passwd".into(), b"pwned!\n".to_vec(), 0o644),
+        ]
+    });
+    // The link resolves inside the snapshot: the layer's own etc/ gets the files.
+    let top = top.unwrap_or_else(|| panic!("import failed: {}", stderr(&out)));
+    assert_eq!(std::fs::read_link(top.join("a")).unwrap(), Path::new("/etc"));
+    assert_eq!(std::fs::read(top.join("etc/passwd")).unwrap(), b"pwned!\n");
+    assert_eq!(std::fs::read_dir(top.join("etc")).unwrap().count(), 2);
+}
+
+#[test]
+fn a_file_written_through_a_symlink_to_a_directory_the_layer_lacks_is_refused() {
+    // With overlayfs each layer is unpacked on its own, so /etc of the lower
+    // layer is not there to be written into: the import fails, cleanly.
+    let (_d, out, top) = import_hostile(|_, _| vec![Entry::Symlink("a".into(), "/etc".into()), Entry::File("a/passwd".into(), b"pwned!\n".to_vec(), 0o644)]);
+    assert!(top.is_none(), "expected a refusal");
+    assert!(stderr(&out).contains("a/passwd"), "{}", stderr(&out));
+}
+
+#[test]
+fn symlinks_climbing_or_pointing_to_a_directory_outside_the_root_resolve_inside_it() {
+    let (_d, out, top) = import_hostile(|victim, _| {
+        vec![
+            // From <root>/snapshots/overlayfs/<id>/fs, five levels up is the test dir that holds victim/.
+            Entry::Dir("victim".into(), 0o755),
+            Entry::Symlink("c".into(), "../../../../../victim".into()),
+            Entry::File("c/passwd".into(), b"pwned! through c\n".to_vec(), 0o644),
+            // The victim's absolute path, recreated inside the layer.
+            Entry::Dir(victim.strip_prefix("/").unwrap().display().to_string(), 0o755),
+            Entry::Symlink("b".into(), victim.display().to_string()),
+            Entry::File("b/passwd".into(), b"pwned! through b\n".to_vec(), 0o644),
+        ]
+    });
+    let top = top.unwrap_or_else(|| panic!("import failed: {}", stderr(&out)));
+    assert_eq!(std::fs::read(top.join("victim/passwd")).unwrap(), b"pwned! through c\n");
+    let inner = top.join(_d.dir.path().join("victim/passwd").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(inner).unwrap(), b"pwned! through b\n");
+}
+
+#[test]
+fn a_file_entry_replaces_a_symlink_of_the_same_name_instead_of_writing_through_it() {
+    let (_d, out, top) = import_hostile(|victim, _| {
+        vec![
+            Entry::Symlink("d".into(), victim.join("passwd").display().to_string()),
+            Entry::File("d".into(), b"pwned! through d\n".to_vec(), 0o644),
+            Entry::Symlink("e".into(), "../../../../../victim/passwd".into()),
+            Entry::File("e".into(), b"pwned! through e\n".to_vec(), 0o644),
+        ]
+    });
+    let top = top.unwrap_or_else(|| panic!("import failed: {}", stderr(&out)));
+    for (name, content) in [("d", "pwned! through d\n"), ("e", "pwned! through e\n")] {
+        assert!(std::fs::symlink_metadata(top.join(name)).unwrap().is_file(), "{name}");
+        assert_eq!(std::fs::read_to_string(top.join(name)).unwrap(), content);
+    }
+}
+
+#[test]
+fn a_hardlink_to_a_file_outside_the_layer_is_refused() {
+    let (_d, out, _) = import_hostile(|victim, _| {
+        vec![
+            Entry::Hardlink("h1".into(), "../../../../../victim/passwd".into()),
+            Entry::Hardlink("h2".into(), victim.join("passwd").display().to_string()),
+        ]
+    });
+    assert!(!out.status.success(), "a hardlink out of the layer was accepted");
+}
+
+/// A gzip layer of a few hundred KiB whose tar header claims a 200 MiB file
+/// of zeros that follows. Built from repeated gzip members (the decoder reads
+/// them as one stream), so the test itself does not compress 200 MiB.
+fn gzip_bomb() -> (Vec<u8>, String) {
+    const CLAIMED: u64 = 200 << 20;
+    let mut h = tar::Header::new_gnu();
+    h.set_path("bomb").unwrap();
+    h.set_size(CLAIMED);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let zeros = vec![0u8; 1 << 20];
+    let zeros_gz = compress(&zeros, Compress::Gzip);
+    let mut out = compress(h.as_bytes(), Compress::Gzip);
+    for _ in 0..CLAIMED >> 20 {
+        out.extend_from_slice(&zeros_gz);
+    }
+    // The file ends on a block boundary; two zero blocks end the archive.
+    out.extend_from_slice(&compress(&[0u8; 1024], Compress::Gzip));
+    // The diff id of the whole uncompressed stream.
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, h.as_bytes());
+    for _ in 0..CLAIMED >> 20 {
+        sha2::Digest::update(&mut hasher, &zeros);
+    }
+    sha2::Digest::update(&mut hasher, [0u8; 1024]);
+    (out, format!("sha256:{}", hex(&sha2::Digest::finalize(hasher))))
+}
+
+#[test]
+fn a_gzip_bomb_layer_is_refused_at_the_configured_size_limit() {
+    let d = Daemon::start_with_config("max_layer_size = 10485760\n");
+    let (bomb, diff_id) = gzip_bomb();
+    assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+    // Put the bomb in place of a normal layer: same media type, its own digest and diff id.
+    let placeholder = layer(&[Entry::File("x".into(), b"x".to_vec(), 0o644)]);
+    let spec = ImageSpec::new(vec![busybox_layer(), placeholder.clone()]);
+    let mut built = build_edited(&spec, |c| c["rootfs"]["diff_ids"][1] = diff_id.clone().into(), |m| {
+        m["layers"][1]["digest"] = sha256(&bomb).into();
+        m["layers"][1]["size"] = bomb.len().into();
+    });
+    built.layers[1] = (sha256(&bomb), bomb.clone(), built.layers[1].2.clone());
+    let archive = oci_archive_built(&[("example.com/bomb:v1", &built)]);
+    let err = import_fails(&d, &archive, &["exceeds the limit of 10485760 bytes", &sha256(&bomb)]);
+    assert!(err.contains("layer"), "{err}");
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+    // A layer within the limit is fine on the same agent.
+    let path = d.file("ok.tar", &oci_archive(&[("example.com/fine:v1", &two_layer_spec())]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+}
+
+#[test]
+fn a_manifest_that_is_also_an_index_is_refused_as_ambiguous() {
+    let d = Daemon::start();
+    let built = build_edited(&two_layer_spec(), |_| {}, |m| m["manifests"] = serde_json::json!([]));
+    let archive = oci_archive_built(&[("example.com/ambiguous:v1", &built)]);
+    let status = grpc_import(&d, &archive).expect_err("an ambiguous manifest must be refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("ambiguous"), "{}", status.message());
+    d.assert_nothing_left("default");
+    import_fails(&d, &archive, &["ambiguous", "manifests"]);
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_truncated_archive_is_refused_from_a_file_and_from_standard_input() {
+    let d = Daemon::start();
+    let full = oci_archive(&[("example.com/cut:v1", &two_layer_spec())]);
+    let half = &full[..full.len() / 2];
+    import_fails(&d, half, &["archive"]);
+    d.assert_nothing_left("default");
+
+    for (what, data) in [("plain", half.to_vec()), ("gzip", compress(&full, Compress::Gzip)[..full.len() / 4].to_vec())] {
+        let out = d.ctl_stdin(&["load"], Some(&data));
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stdout(&out));
+        assert!(stderr(&out).contains("archive"), "{what}: {}", stderr(&out));
+        d.assert_nothing_left("default");
+    }
+    d.assert_healthy();
+    // The whole archive still imports.
+    let out = d.ctl_stdin(&["load", "-q"], Some(&full));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "example.com/cut:v1");
+}
+
+#[test]
+fn an_upload_abandoned_by_its_client_leaves_nothing_behind() {
+    let d = Daemon::start();
+    let full = oci_archive(&[("example.com/abandoned:v1", &two_layer_spec())]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ns = berth_api::NamespaceInterceptor::new("default").unwrap();
+        let mut client = v1::images_client::ImagesClient::with_interceptor(d.channel().await, ns);
+        let mut msgs = vec![v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) }];
+        msgs.push(v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(full[..full.len() / 2].to_vec())) });
+        // Half the archive, then silence: the client neither finishes nor closes the stream.
+        let upload = tokio_stream::iter(msgs).chain(tokio_stream::pending());
+        let call = tokio::spawn(async move { client.import(upload).await.map(|r| r.into_inner()) });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while d.ingest_files().is_empty() && d.blobs().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the upload never reached the content store");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The client goes away mid-upload: the connection is dropped.
+        call.abort();
+        let _ = call.await;
+    });
+    drop(rt);
+    wait_until("the abandoned import is cleaned up", Duration::from_secs(20), || {
+        d.blobs().is_empty() && d.ingest_files().is_empty() && d.snapshot_dirs("overlayfs").is_empty()
+    });
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+    assert!(d.log().contains("import failed"), "{}", d.log());
+}
+
+/// Snapshot records in `snapshot ls` that an interrupted import could leave.
+fn leftover_snapshots(d: &Daemon) -> Vec<String> {
+    d.ok(&["snapshot", "ls"]).lines().skip(1).filter(|l| l.contains("active") || l.contains("unpack-")).map(str::to_owned).collect()
+}
+
+#[test]
+fn an_agent_killed_mid_import_recovers_to_a_clean_store_and_the_import_then_succeeds() {
+    let mut d = Daemon::start();
+    // Three 30 MiB layers, uncompressed: big enough to be killed in the middle of.
+    let layers: Vec<Vec<u8>> = (0..3).map(|i| layer(&[Entry::File(format!("big{i}"), pseudo_random(30 << 20, i + 1), 0o644)])).collect();
+    let spec = ImageSpec { compression: Compress::None, ..ImageSpec::new(layers) };
+    let path = d.file("big.tar", &oci_archive(&[("example.com/big:v1", &spec)]));
+
+    // Kill once while the archive is streamed into the content store, once while layers are unpacked.
+    type Cond = fn(&Daemon) -> bool;
+    let phases: [(&str, Cond); 2] = [
+        ("the upload reached the content store", |d| !d.ingest_files().is_empty() || !d.blobs().is_empty()),
+        ("unpacking started", |d| !d.snapshot_dirs("overlayfs").is_empty()),
+    ];
+    for (phase, started) in phases {
+        let mut ctl = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+            .args(["load", "-i", path.to_str().unwrap()])
+            .env("BERTH_ADDRESS", &d.socket)
+            .env_remove("BERTH_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(phase, Duration::from_secs(30), || started(&d));
+        d.kill9();
+        let finished = ctl.try_wait().unwrap();
+        let _ = ctl.kill();
+        let out = ctl.wait_with_output().unwrap();
+        assert!(finished.is_none() || !out.status.success(), "{phase}: the import finished before the kill: {}", stdout(&out));
+
+        d.spawn();
+        assert!(d.ingest_files().is_empty(), "{phase}: {:?}", d.ingest_files());
+        assert_eq!(leftover_snapshots(&d), Vec::<String>::new(), "{phase}");
+        // No image was named, so nothing the import stored is referenced.
+        assert!(d.blobs().is_empty(), "{phase}: {:?}", d.blobs());
+        d.assert_nothing_left("default");
+    }
+
+    let out = d.ok(&["load", "-q", "-i", path.to_str().unwrap()]);
+    assert_eq!(out.trim(), "example.com/big:v1");
+    assert_eq!(d.inspect("default", "example.com/big:v1")["unpacked"], true);
+    assert_eq!(d.ok(&["snapshot", "ls", "-q"]).lines().count(), 3);
+    assert!(d.ingest_files().is_empty());
+    assert_eq!(d.blobs().len(), 5, "3 layers, config, manifest: {:?}", d.blobs());
+}
