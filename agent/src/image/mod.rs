@@ -87,6 +87,17 @@ impl Resolved {
     }
 }
 
+/// The descriptor an image record points at.
+pub fn target_descriptor(rec: &ImageRecord) -> Descriptor {
+    Descriptor {
+        media_type: rec.target.media_type.clone(),
+        digest: rec.target.digest.clone(),
+        size: rec.target.size,
+        annotations: Default::default(),
+        platform: None,
+    }
+}
+
 /// (namespace, chain id) pairs that images use.
 pub type ChainSet = HashSet<(String, String)>;
 
@@ -142,13 +153,7 @@ impl Images {
 
     /// Resolve an image record to the manifest for `platform`.
     pub fn resolve(&self, record: &ImageRecord, platform: &Platform) -> Result<Resolved, ImageError> {
-        let target = Descriptor {
-            media_type: record.target.media_type.clone(),
-            digest: record.target.digest.clone(),
-            size: record.target.size,
-            annotations: Default::default(),
-            platform: None,
-        };
+        let target = target_descriptor(record);
         let (manifest_desc, platforms) = self.select_manifest(&target, platform, 0)?;
         let (manifest, manifest_json) = self.read_manifest(&manifest_desc)?;
         let config_json = self.read_doc(&manifest.config)?;
@@ -347,13 +352,7 @@ impl Images {
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
         for (ns, rec) in self.meta.all_images()? {
-            let desc = Descriptor {
-                media_type: rec.target.media_type.clone(),
-                digest: rec.target.digest.clone(),
-                size: rec.target.size,
-                annotations: Default::default(),
-                platform: None,
-            };
+            let desc = target_descriptor(&rec);
             let mut seen = HashSet::new();
             let mut ch = Vec::new();
             self.walk(&desc, &mut seen, &mut ch, 0);
@@ -409,13 +408,7 @@ impl Images {
     pub fn referenced_by(&self, ns: &str, digest: &Digest) -> Result<Vec<String>, ImageError> {
         let mut out = Vec::new();
         for rec in self.meta.images(ns)? {
-            let desc = Descriptor {
-                media_type: rec.target.media_type.clone(),
-                digest: rec.target.digest.clone(),
-                size: rec.target.size,
-                annotations: Default::default(),
-                platform: None,
-            };
+            let desc = target_descriptor(&rec);
             let mut seen = HashSet::new();
             self.walk(&desc, &mut seen, &mut Vec::new(), 0);
             if seen.contains(digest) {
