@@ -176,8 +176,14 @@ impl v1::images_server::Images for ImagesService {
         blocking(move || {
             let rec = agent.images.find_one(&ns, &r.name)?;
             let res = agent.images.resolve(&rec, &p)?;
+            // The image as seen for the platform asked for.
+            let mut image = image_message(&agent.images, &ns, &rec);
+            image.config_digest = res.manifest.config.digest.to_string();
+            image.size = res.size() as i64;
+            image.config_created = res.config.created.clone().unwrap_or_default();
+            image.unpacked_size = agent.images.unpacked_size(&ns, &res).unwrap_or(0) as i64;
             Ok(Response::new(v1::InspectImageResponse {
-                image: Some(image_message(&agent.images, &ns, &rec)),
+                image: Some(image),
                 manifest: Some(convert::descriptor(&res.manifest_desc)),
                 config: Some(convert::descriptor(&res.manifest.config)),
                 layers: res.manifest.layers.iter().map(convert::descriptor).collect(),

@@ -1,0 +1,173 @@
+//! The Snapshots and Images gRPC services, called the way any generated client would.
+
+mod common;
+
+use berth_api::v1::{self, images_client::ImagesClient, snapshots_client::SnapshotsClient};
+use common::*;
+use tonic::Code;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn snapshots_can_be_prepared_committed_viewed_and_removed_in_order() {
+    let d = Daemon::start();
+    rt().block_on(async {
+        let mut s = SnapshotsClient::new(d.channel().await);
+        let m = s.prepare(v1::PrepareSnapshotRequest { key: "base-work".into(), ..Default::default() }).await.unwrap().into_inner();
+        assert_eq!(m.mounts.len(), 1);
+        assert_eq!(m.mounts[0].r#type, "bind");
+        // Write into the writable snapshot, then commit it.
+        let dir = std::path::PathBuf::from(&m.mounts[0].source);
+        std::fs::write(dir.join("file"), b"data").unwrap();
+        s.commit(v1::CommitSnapshotRequest { name: "base".into(), key: "base-work".into(), ..Default::default() }).await.unwrap();
+        let st = s.stat(v1::StatSnapshotRequest { key: "base".into() }).await.unwrap().into_inner().info.unwrap();
+        assert_eq!(st.kind, v1::SnapshotKind::Committed as i32);
+
+        // An active child is an overlay on the committed parent.
+        let m = s
+            .prepare(v1::PrepareSnapshotRequest { key: "child".into(), parent: "base".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(m.mounts[0].r#type, "overlay");
+        assert!(m.mounts[0].options.iter().any(|o| o.starts_with("upperdir=")), "{:?}", m.mounts[0].options);
+        let v =
+            s.view(v1::ViewSnapshotRequest { key: "ro".into(), parent: "base".into(), ..Default::default() }).await.unwrap().into_inner();
+        assert!(v.mounts[0].options.contains(&"ro".to_string()), "{:?}", v.mounts[0]);
+
+        // Errors: a taken key, a parent that is not committed, removing a parent with children, unknown keys.
+        let e =
+            s.prepare(v1::PrepareSnapshotRequest { key: "child".into(), parent: "base".into(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        let e = s.prepare(v1::PrepareSnapshotRequest { key: "x".into(), parent: "child".into(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let e = s.remove(v1::RemoveSnapshotRequest { key: "base".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let e = s.stat(v1::StatSnapshotRequest { key: "nope".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let e = s.prepare(v1::PrepareSnapshotRequest { key: String::new(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+        let list = s.list(v1::ListSnapshotsRequest { filters: vec!["kind==active".into()] }).await.unwrap().into_inner().snapshots;
+        assert_eq!(list.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(), vec!["child"]);
+        let u = s.usage(v1::UsageRequest { key: "base".into() }).await.unwrap().into_inner();
+        assert!(u.size > 0 && u.inodes >= 2, "{u:?}");
+
+        for k in ["child", "ro", "base"] {
+            s.remove(v1::RemoveSnapshotRequest { key: k.into() }).await.unwrap();
+        }
+        assert!(s.list(v1::ListSnapshotsRequest::default()).await.unwrap().into_inner().snapshots.is_empty());
+    });
+    assert!(d.snapshot_dirs("overlayfs").is_empty(), "{:?}", d.snapshot_dirs("overlayfs"));
+}
+
+/// An OCI archive whose index.json points at a nested multi-platform index.
+fn multi_platform_archive() -> (Vec<u8>, String, String) {
+    let amd = build(&ImageSpec::new(vec![busybox_layer()]));
+    let arm_spec = ImageSpec::new(vec![layer(&[Entry::File("arch".into(), b"arm64\n".to_vec(), 0o644)])]);
+    let mut arm = build(&arm_spec);
+    // Mark the arm64 config as such (the digest changes with it).
+    let mut cfg: serde_json::Value = serde_json::from_slice(&arm.config.1).unwrap();
+    cfg["architecture"] = "arm64".into();
+    arm.config.1 = serde_json::to_vec(&cfg).unwrap();
+    arm.config.0 = sha256(&arm.config.1);
+    let mut man: serde_json::Value = serde_json::from_slice(&arm.manifest.1).unwrap();
+    man["config"]["digest"] = arm.config.0.clone().into();
+    man["config"]["size"] = arm.config.1.len().into();
+    arm.manifest.1 = serde_json::to_vec(&man).unwrap();
+    arm.manifest.0 = sha256(&arm.manifest.1);
+
+    let entry = |b: &Built, arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": b.manifest.0, "size": b.manifest.1.len(),
+            "platform": {"os": "linux", "architecture": arch}})
+    };
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&arm, "arm64"), entry(&amd, "amd64")]}))
+    .unwrap();
+    let index_digest = sha256(&index);
+    let top = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/multi:latest"}}]}))
+    .unwrap();
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        t.append_data(&mut h, path, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for b in [&amd, &arm] {
+        for (dg, data) in [(&b.config.0, &b.config.1), (&b.manifest.0, &b.manifest.1)] {
+            add(format!("blobs/sha256/{}", &dg[7..]), data);
+        }
+        for (dg, data, _) in &b.layers {
+            add(format!("blobs/sha256/{}", &dg[7..]), data);
+        }
+    }
+    add(format!("blobs/sha256/{}", &index_digest[7..]), &index);
+    add("index.json".into(), &top);
+    (t.into_inner().unwrap(), amd.config.0.clone(), arm.config.0.clone())
+}
+
+#[test]
+fn a_multi_platform_image_keeps_its_index_and_unpacks_the_platform_asked_for() {
+    let d = Daemon::start();
+    let (archive, amd_id, arm_id) = multi_platform_archive();
+    let p = d.file("multi.tar", &archive);
+    d.ok(&["load", "-i", p.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "multi"])).unwrap();
+    assert_eq!(v["media_type"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(v["id"], amd_id.as_str());
+    assert_eq!(v["unpacked"], true);
+    assert_eq!(v["platforms"].as_array().unwrap().len(), 2, "{v}");
+    let arm: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "--platform", "linux/arm64", "multi"])).unwrap();
+    assert_eq!(arm["id"], arm_id.as_str());
+    assert_eq!(arm["unpacked"], false);
+
+    // Importing again for arm64 unpacks that platform too.
+    d.ok(&["image", "import", "--platform", "linux/arm64", p.to_str().unwrap()]);
+    let arm: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "--platform", "linux/arm64", "multi"])).unwrap();
+    assert_eq!(arm["unpacked"], true);
+    let out = d.ctl(&["image", "import", "--platform", "linux/s390x", p.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no manifest for platform linux/s390x"), "{}", stderr(&out));
+    let out = d.ctl(&["image", "import", "--platform", "linux", p.to_str().unwrap()]);
+    assert!(stderr(&out).contains("invalid platform"), "{}", stderr(&out));
+}
+
+#[test]
+fn images_can_be_listed_filtered_and_labelled_over_grpc() {
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let p = d.file("a.tar", &oci_archive(&[("docker.io/library/a:1", &spec)]));
+    d.ok(&["image", "import", "--label", "team=infra", p.to_str().unwrap()]);
+    d.ok(&["tag", "a:1", "b:2"]);
+    rt().block_on(async {
+        let mut c = ImagesClient::new(d.channel().await);
+        let all = c.list(v1::ListImagesRequest::default()).await.unwrap().into_inner().images;
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].config_digest, all[1].config_digest);
+        let f = c.list(v1::ListImagesRequest { filters: vec!["name~=b:".into()] }).await.unwrap().into_inner().images;
+        assert_eq!(f.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["docker.io/library/b:2"]);
+        let f = c.list(v1::ListImagesRequest { filters: vec!["label.team==infra".into()] }).await.unwrap().into_inner().images;
+        assert_eq!(f.len(), 2);
+        let e = c.list(v1::ListImagesRequest { filters: vec!["name=x".into()] }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        c.update_labels(v1::UpdateImageLabelsRequest { name: "b:2".into(), labels: [("k".to_string(), "v".to_string())].into() })
+            .await
+            .unwrap();
+        let g = c.get(v1::GetImageRequest { name: "b:2".into() }).await.unwrap().into_inner().image.unwrap();
+        assert_eq!(g.labels.get("k").map(String::as_str), Some("v"));
+        // An id prefix names the image; deleting by id removes every name.
+        let id = &g.config_digest[7..19];
+        let r = c.delete(v1::DeleteImageRequest { name: id.into(), sync: true }).await.unwrap().into_inner();
+        assert_eq!(r.deleted.len(), 2, "{r:?}");
+        assert!(r.blobs_removed >= 3);
+        let e = c.get(v1::GetImageRequest { name: "a:1".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+    });
+}
