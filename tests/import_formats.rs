@@ -213,6 +213,7 @@ impl Drop for MountGuard<'_> {
 fn overlay_whiteouts_and_opaque_directories_hide_lower_files_in_a_mounted_snapshot() {
     use berth_api::v1;
     require_tool("mount", "mount");
+    require_tool("mountpoint", "util-linux");
     let d = Daemon::start();
     assert!(d.ok(&["info"]).contains("overlayfs"), "this test needs the overlayfs snapshotter");
     let mut base = vec![

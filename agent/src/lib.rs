@@ -53,7 +53,7 @@ pub fn main() -> i32 {
         server::run(cfg, shutdown).await
     });
     // Do not wait for blocking tasks (a stalled upload) past the shutdown.
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => 0,
         Err(e) => {

@@ -45,6 +45,8 @@ pub struct ImportOptions {
 pub struct ImportOutcome {
     pub images: Vec<ImageRecord>,
     pub bytes_read: u64,
+    /// Whether a name was taken from an image that had it before (which may now be garbage).
+    pub replaced: bool,
 }
 
 const SMALL_FILES: [&str; 4] = ["index.json", "manifest.json", "oci-layout", "repositories"];
@@ -120,6 +122,11 @@ impl Images {
             if let Err(e) = self.gc() {
                 tracing::warn!(error = %e, "garbage collection after a failed import");
             }
+        } else if result.as_ref().is_ok_and(|o| o.replaced) {
+            // A name moved: the image it named before may be used by nothing now.
+            if let Err(e) = self.gc() {
+                tracing::warn!(error = %e, "garbage collection after an import replaced a name");
+            }
         }
         result
     }
@@ -177,12 +184,14 @@ impl Images {
             }
         }
         let mut images = Vec::new();
+        let mut replaced_any = false;
         for (name, desc) in &targets {
             let (rec, replaced) = self.put(ns, name, desc, &opts.labels)?;
             progress(Progress::Image { name: rec.name.clone(), status: if replaced { "updated" } else { "created" } });
+            replaced_any |= replaced;
             images.push(rec);
         }
-        Ok(ImportOutcome { images, bytes_read: count.load(Ordering::Relaxed) })
+        Ok(ImportOutcome { images, bytes_read: count.load(Ordering::Relaxed), replaced: replaced_any })
     }
 
     /// Read the archive once, storing every file in the content store.
@@ -235,14 +244,17 @@ impl Images {
             };
             if let Some(d) = &expected {
                 if self.content.info(d).map(|i| i.size == size).unwrap_or(false) {
-                    io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
+                    let copied = io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
+                    truncated(&path, copied, size)?;
                     progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
                     out.files.insert(path, (d.clone(), size));
                     continue;
                 }
             }
             let mut w = self.content.writer(expected.clone(), Some(size))?;
-            copy_large(&mut entry, &mut w).map_err(|e| archive_err(&path, e))?;
+            let copied = copy_large(&mut entry, &mut w).map_err(|e| archive_err(&path, e))?;
+            // The tar reader ends an entry early, without an error, when the archive does.
+            truncated(&path, copied, size)?;
             let (digest, size) = w.commit().map_err(|e| match e {
                 ContentError::DigestMismatch { expected, actual } => ImageError::Archive(format!(
                     "blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"
@@ -355,6 +367,14 @@ impl Images {
         }
         Ok(out)
     }
+}
+
+/// Refuse an entry that ended before the size its header gives.
+fn truncated(path: &str, copied: u64, size: u64) -> Result<(), ImageError> {
+    if copied < size {
+        return Err(ImageError::Archive(format!("the archive is truncated: {path} ends after {copied} of its {size} bytes")));
+    }
+    Ok(())
 }
 
 /// Copy with a large buffer (the default 8 KiB costs a syscall per 8 KiB).

@@ -270,7 +270,15 @@ impl Images {
         let now = now_nanos();
         let rec = ImageRecord { name: r.to_string(), target: src.target.clone(), labels: src.labels.clone(), created: now, updated: now };
         match self.meta.put_image(ns, &rec, force) {
-            Ok(_) => Ok(rec),
+            Ok(prev) => {
+                // A name moved by force: the image it named before may be used by nothing now.
+                if prev.is_some_and(|p| p.target.digest != rec.target.digest) {
+                    if let Err(e) = self.gc() {
+                        tracing::warn!(error = %e, "garbage collection after a tag replaced a name");
+                    }
+                }
+                Ok(rec)
+            }
             Err(MetadataError::AlreadyExists { name, .. }) => Err(ImageError::AlreadyExists(name)),
             Err(e) => Err(e.into()),
         }

@@ -1,0 +1,225 @@
+//! berthd as a process: one agent per root, a socket it will not be tricked
+//! into, a clean stop on SIGTERM, the native snapshotter, and namespaces.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Run berthd on `root` and `state` (and `address`) to completion; it must exit (not serve) within 20 s.
+fn berthd_exits(root: &Path, state: &Path, address: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
+    cmd.arg("--root").arg(root).arg("--state").arg(state).env("RUST_LOG", "info");
+    if let Some(a) = address {
+        cmd.arg("--address").arg(a);
+    }
+    run_cmd(&mut cmd, Duration::from_secs(20))
+}
+
+/// SIGTERM the agent and wait (at most 5 s) for it to exit.
+fn sigterm(d: &mut Daemon) -> std::process::ExitStatus {
+    let mut child = d.child.take().expect("berthd is running");
+    let sent = Instant::now();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if sent.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berthd still running 5s after SIGTERM; log:\n{}", d.log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn refused(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "berthd should refuse to start: {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+#[test]
+fn a_second_agent_on_the_same_root_refuses_to_start() {
+    let d = Daemon::start();
+    let other_state = d.dir.path().join("state2");
+    let out = berthd_exits(&d.root, &other_state, None);
+    refused(&out, &format!("already using root {}", d.root.display()));
+    assert!(!exists(&other_state.join("berthd.sock")));
+    // The first one is undisturbed.
+    d.assert_healthy();
+    assert!(std::fs::symlink_metadata(&d.socket).unwrap().file_type().is_socket());
+}
+
+#[test]
+fn an_agent_refuses_a_socket_path_that_is_a_symlink_or_a_regular_file() {
+    let d = Daemon::unstarted(&[]);
+    std::fs::create_dir_all(&d.state).unwrap();
+    let precious = d.dir.path().join("precious");
+    std::fs::write(&precious, b"keep me\n").unwrap();
+
+    // A symlink (to a regular file, and dangling): never followed, never replaced.
+    let link = d.state.join("link.sock");
+    for target in [precious.clone(), d.dir.path().join("nowhere")] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let out = berthd_exits(&d.root, &d.state, Some(&link));
+        refused(&out, "is a symlink");
+        assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    }
+    assert!(!exists(&d.dir.path().join("nowhere")));
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me\n");
+
+    // A regular file where the socket goes: left alone.
+    let out = berthd_exits(&d.root, &d.state, Some(&precious));
+    refused(&out, "is not a socket");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me\n");
+}
+
+#[test]
+fn sigterm_stops_the_agent_cleanly_and_removes_its_socket() {
+    let mut d = Daemon::start();
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o660, "socket mode {mode:o}");
+    let path = d.file("a.tar", &oci_archive(&[("busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+
+    let status = sigterm(&mut d);
+    assert!(status.success(), "berthd exited with {status}; log:\n{}", d.log());
+    assert!(!exists(&d.socket), "the socket is left behind");
+    assert!(d.log().contains("berthd stopped"), "{}", d.log());
+
+    // The root is free again and the image is still there.
+    d.spawn();
+    assert_eq!(d.inspect("default", "busybox")["unpacked"], true);
+}
+
+#[test]
+fn the_native_snapshotter_keeps_a_full_copy_of_the_parent_in_each_layer() {
+    let d = Daemon::start_with(&["--snapshotter", "native"]);
+    let info = d.ok(&["info"]);
+    assert!(info.lines().any(|l| l.starts_with("Snapshotter:") && l.contains("native")), "{info}");
+    let base = busybox_layer();
+    let a = ImageSpec::new(vec![base.clone()]);
+    let b = ImageSpec::new(vec![
+        base.clone(),
+        layer(&[
+            Entry::File("hello.txt".into(), b"hello\n".to_vec(), 0o644),
+            // A whiteout removes the base's file from this layer's copy.
+            Entry::File("etc/.wh.group".into(), Vec::new(), 0o644),
+        ]),
+    ]);
+    let pa = d.file("a.tar", &oci_archive(&[("busybox:latest", &a)]));
+    let pb = d.file("b.tar", &docker_archive(&["example.com/hello:v1"], &b));
+    d.ok(&["load", "-i", pa.to_str().unwrap()]);
+    d.ok(&["load", "-i", pb.to_str().unwrap()]);
+
+    let snaps = d.ok(&["snapshot", "ls", "-q"]);
+    assert_eq!(snaps.lines().count(), 2, "{snaps}");
+    assert!(snaps.lines().any(|l| l == sha256(&base)), "{snaps}");
+    assert!(d.snapshot_dirs("overlayfs").is_empty());
+    let dirs = d.snapshot_fs_dirs("native");
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    let (top, bottom): (Vec<_>, Vec<_>) = dirs.into_iter().partition(|fs| exists(&fs.join("hello.txt")));
+    let (top, bottom) = (&top[0], &bottom[0]);
+    // The child layer holds the base's files too, not just its own change.
+    assert_eq!(std::fs::read(top.join("bin/busybox")).unwrap(), busybox());
+    assert_eq!(std::fs::read_link(top.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert_eq!(std::fs::read(top.join("hello.txt")).unwrap(), b"hello\n");
+    assert!(!exists(&top.join("etc/group")) && !exists(&top.join("etc/.wh.group")));
+    assert!(exists(&bottom.join("etc/group")), "the base keeps its file");
+    assert!(!exists(&bottom.join("hello.txt")));
+    // A copy, not a link to the same inode.
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(std::fs::metadata(top.join("bin/busybox")).unwrap().ino(), std::fs::metadata(bottom.join("bin/busybox")).unwrap().ino());
+
+    d.ok(&["rmi", "example.com/hello:v1", "busybox"]);
+    assert!(d.snapshot_dirs("native").is_empty());
+    assert!(d.blobs().is_empty());
+}
+
+#[test]
+fn an_image_imported_in_one_namespace_is_seen_only_there() {
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("a.tar", &oci_archive(&[("busybox:latest", &spec)]));
+    d.ok(&["-n", "other", "load", "-i", path.to_str().unwrap()]);
+
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    assert_eq!(d.ok(&["snapshot", "ls", "-q"]).trim(), "");
+    let out = d.ctl(&["image", "inspect", "busybox"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+    let ls = d.ok(&["-n", "other", "images"]);
+    assert!(ls.contains("busybox") && ls.contains("latest"), "{ls}");
+    assert_eq!(d.inspect("other", "busybox")["unpacked"], true);
+    assert_eq!(d.ok(&["-n", "other", "snapshot", "ls", "-q"]).trim(), sha256(&busybox_layer()));
+    // The environment variable selects the namespace too.
+    let out = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["images", "-q"])
+        .env("BERTH_ADDRESS", &d.socket)
+        .env("BERTH_NAMESPACE", "other")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stderr(&out));
+
+    // Removing it in the default namespace does nothing to the other one.
+    assert_eq!(d.ctl(&["rmi", "busybox"]).status.code(), Some(1));
+    assert_eq!(d.ok(&["-n", "other", "images", "-q"]).lines().count(), 1);
+    let info = d.ok(&["info"]);
+    assert!(info.contains("other"), "{info}");
+}
+
+#[test]
+fn an_invalid_namespace_is_refused_with_a_clear_message() {
+    let d = Daemon::start();
+    for ns in ["Bad!", "UPPER", "-leading-dash", &"x".repeat(77)] {
+        let out = d.ctl(&[&format!("--namespace={ns}"), "images"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{ns}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("invalid namespace"), "{ns}: {err}");
+        assert!(err.contains("lowercase letters, digits"), "{ns}: {err}");
+    }
+    // Also on import, before any byte is stored.
+    let path = d.file("a.tar", &oci_archive(&[("busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
+    let out = d.ctl(&["-n", "Bad!", "load", "-i", path.to_str().unwrap()]);
+    assert!(stderr(&out).contains("invalid namespace \"Bad!\""), "{}", stderr(&out));
+    d.assert_nothing_left("default");
+}
+
+#[test]
+fn sigterm_with_an_upload_in_flight_still_stops_the_agent_within_five_seconds() {
+    use berth_api::v1;
+    use tonic::codegen::tokio_stream::{self, StreamExt};
+    let mut d = Daemon::start();
+    let full = oci_archive(&[("busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]);
+    // A worker thread keeps the upload going while this thread watches the agent.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let ns = berth_api::NamespaceInterceptor::new("default").unwrap();
+    let mut client = rt.block_on(async { v1::images_client::ImagesClient::with_interceptor(d.channel().await, ns) });
+    let msgs = vec![
+        v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) },
+        v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(full[..full.len() / 2].to_vec())) },
+    ];
+    // Half an archive, then the client stalls without closing the stream.
+    let call =
+        rt.spawn(async move { client.import(tokio_stream::iter(msgs).chain(tokio_stream::pending())).await.map(|r| r.into_inner()) });
+    wait_until("the upload reached the content store", Duration::from_secs(20), || !d.ingest_files().is_empty() || !d.blobs().is_empty());
+
+    // In-flight calls get a bounded grace period, then the agent exits anyway.
+    let status = sigterm(&mut d);
+    assert!(status.success(), "berthd exited with {status}; log:\n{}", d.log());
+    assert!(!exists(&d.socket));
+    call.abort();
+    drop(rt);
+    d.spawn();
+    d.assert_nothing_left("default");
+}
