@@ -498,7 +498,7 @@ fn an_image_left_without_a_name_by_a_new_import_or_a_forced_tag_is_collected() {
     let pc = d.file("c.tar", &oci_archive(&[("example.com/y:v1", &c)]));
     d.ok(&["load", "-i", pc.to_str().unwrap()]);
     assert_eq!(d.blobs().len(), 6);
-    d.ok(&["tag", "--force", "example.com/x:v1", "example.com/y:v1"]);
+    d.ok(&["tag", "example.com/x:v1", "example.com/y:v1"]);
     assert_eq!(d.blobs(), expected);
     assert_eq!(d.ok(&["snapshot", "ls", "-q"]).trim(), sha256(&b.layers[0]));
     assert_eq!(d.ok(&["images", "-q"]).lines().count(), 1);

@@ -50,6 +50,19 @@ fn snapshots_can_be_prepared_committed_viewed_and_removed_in_order() {
         let e = s.prepare(v1::PrepareSnapshotRequest { key: String::new(), ..Default::default() }).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
+        let e =
+            s.prepare(v1::PrepareSnapshotRequest { key: format!("sha256:{}", "1".repeat(64)), ..Default::default() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = s
+            .prepare(v1::PrepareSnapshotRequest {
+                key: "y".into(),
+                labels: [("berth.io/unpacking".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
         let list = s.list(v1::ListSnapshotsRequest { filters: vec!["kind==active".into()] }).await.unwrap().into_inner().snapshots;
         assert_eq!(list.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(), vec!["child"]);
         let u = s.usage(v1::UsageRequest { key: "base".into() }).await.unwrap().into_inner();
@@ -162,12 +175,20 @@ fn images_can_be_listed_filtered_and_labelled_over_grpc() {
             .unwrap();
         let g = c.get(v1::GetImageRequest { name: "b:2".into() }).await.unwrap().into_inner().image.unwrap();
         assert_eq!(g.labels.get("k").map(String::as_str), Some("v"));
+        // `repo@digest` finds the image by its manifest digest.
+        let target = g.target.as_ref().unwrap().digest.clone();
+        let by_digest = c.get(v1::GetImageRequest { name: format!("b@{target}") }).await.unwrap().into_inner().image.unwrap();
+        assert_eq!(by_digest.name, "docker.io/library/b:2");
         // An id prefix names the image; deleting by id removes every name.
         let id = &g.config_digest[7..19];
-        let r = c.delete(v1::DeleteImageRequest { name: id.into(), sync: true }).await.unwrap().into_inner();
+        let e = c.delete(v1::DeleteImageRequest { name: id.into(), sync: true, force: false }).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let r = c.delete(v1::DeleteImageRequest { name: id.into(), sync: true, force: true }).await.unwrap().into_inner();
         assert_eq!(r.deleted.len(), 2, "{r:?}");
         assert!(r.blobs_removed >= 3);
         let e = c.get(v1::GetImageRequest { name: "a:1".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        let e = c.get(v1::GetImageRequest { name: format!("a@sha256:{}", "0".repeat(64)) }).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
     });
 }

@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Most bytes one layer may decompress to.
     pub max_layer_size: Option<u64>,
+    /// Most bytes one import archive may decompress to.
+    pub max_import_size: Option<u64>,
     /// Layers unpacked in parallel.
     pub unpack_parallelism: Option<usize>,
 }
@@ -121,6 +123,9 @@ impl Config {
         }
         if let Some(m) = file.max_layer_size {
             c.limits.max_layer_bytes = m;
+        }
+        if let Some(m) = file.max_import_size {
+            c.limits.max_import_bytes = m;
         }
         if let Some(p) = file.unpack_parallelism {
             c.limits.unpack_parallelism = p.clamp(1, 16);

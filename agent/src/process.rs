@@ -12,6 +12,23 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(), Stri
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
+    // Drain stderr as it comes, so a chatty child never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if kept.len() < 64 * 1024 {
+                    kept.extend_from_slice(&buf[..n]);
+                }
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
     let start = Instant::now();
     let mut sleep = Duration::from_millis(1);
     loop {
@@ -20,11 +37,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(), Stri
                 if status.success() {
                     return Ok(());
                 }
-                let mut err = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = s.by_ref().take(64 * 1024).read_to_string(&mut err);
-                }
+                let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
                 return Err(format!("{:?} failed ({status}): {}", cmd.get_program(), err.trim()));
             }
             Ok(None) if start.elapsed() > timeout => {

@@ -34,9 +34,9 @@ pub struct ImportArgs {
     /// Name for the image (replaces the archive's name for the first image)
     #[arg(long)]
     pub name: Option<String>,
-    /// Platform to unpack from a multi-platform image (os/arch[/variant])
-    #[arg(long, default_value = "")]
-    pub platform: String,
+    /// Platform to unpack from a multi-platform image (os/arch[/variant]) [default: linux/amd64]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Repository for images the archive names only by tag
     #[arg(long)]
     pub base_name: Option<String>,
@@ -62,9 +62,9 @@ pub struct LoadArgs {
     /// Name for the image
     #[arg(long)]
     pub name: Option<String>,
-    /// Platform to unpack (os/arch[/variant])
-    #[arg(long, default_value = "")]
-    pub platform: String,
+    /// Platform to unpack (os/arch[/variant]) [default: linux/amd64]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Print only the names of the imported images
     #[arg(short, long)]
     pub quiet: bool,
@@ -87,27 +87,27 @@ pub struct ListArgs {
 pub struct InspectArgs {
     /// Image name, id or digest
     pub image: String,
-    /// Platform to resolve a multi-platform image to
-    #[arg(long, default_value = "")]
-    pub platform: String,
+    /// Platform to resolve a multi-platform image to [default: linux/amd64]
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
     /// Existing image (name, id or digest)
     pub source: String,
-    /// New name
+    /// New name (moved to this image if another image has it, as docker does)
     pub target: String,
-    /// Move the name if another image has it
-    #[arg(short, long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// Images to remove (name, id or digest; an id removes all its names)
+    /// Images to remove (name, id or digest)
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Remove every name of an id that several names point at
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 pub async fn run(conn: &Conn, cmd: ImageCommand) -> Result<i32> {
@@ -151,7 +151,7 @@ const CHUNK: usize = 1 << 20;
 pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
     let options = v1::ImportOptions {
         name: a.name.clone().unwrap_or_default(),
-        platform: a.platform.clone(),
+        platform: a.platform.clone().unwrap_or_default(),
         no_unpack: a.no_unpack,
         labels: labels(&a.labels)?,
         base_name: a.base_name.clone().unwrap_or_default(),
@@ -219,6 +219,11 @@ pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
             Some(v1::import_response::Event::Progress(_)) => {}
             Some(v1::import_response::Event::Result(r)) => result = Some(r),
             None => {}
+        }
+    }
+    if let Some(h) = upload.take() {
+        if let Ok(Err(e)) = h.await {
+            bail!("reading {}: {e}", a.file);
         }
     }
     let Some(result) = result else { bail!("the agent ended the import without a result") };
@@ -289,7 +294,7 @@ pub async fn list(conn: &Conn, a: ListArgs) -> Result<i32> {
 }
 
 pub async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
-    let r = conn.images().inspect(v1::InspectImageRequest { name: a.image, platform: a.platform }).await?.into_inner();
+    let r = conn.images().inspect(v1::InspectImageRequest { name: a.image, platform: a.platform.unwrap_or_default() }).await?.into_inner();
     let img = r.image.unwrap_or_default();
     let config: serde_json::Value = serde_json::from_slice(&r.config_json).unwrap_or(serde_json::Value::Null);
     let desc = |d: &v1::Descriptor| json!({"media_type": d.media_type, "digest": d.digest, "size": d.size});
@@ -318,17 +323,21 @@ pub async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
 }
 
 pub async fn tag(conn: &Conn, a: TagArgs) -> Result<i32> {
-    conn.images().tag(v1::TagImageRequest { source: a.source, target: a.target, force: a.force }).await?;
+    conn.images().tag(v1::TagImageRequest { source: a.source, target: a.target, force: true }).await?;
     Ok(0)
 }
 
 pub async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
     let mut failed = false;
     for name in a.images {
-        match conn.images().delete(v1::DeleteImageRequest { name: name.clone(), sync: true }).await {
+        match conn.images().delete(v1::DeleteImageRequest { name: name.clone(), sync: true, force: a.force }).await {
             Ok(r) => {
-                for d in r.into_inner().deleted {
+                let r = r.into_inner();
+                for d in &r.deleted {
                     println!("Untagged: {d}");
+                }
+                if r.blobs_removed + r.snapshots_removed > 0 {
+                    println!("Deleted: {} blob(s), {} snapshot(s)", r.blobs_removed, r.snapshots_removed);
                 }
             }
             Err(s) => {

@@ -52,7 +52,7 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage images
-    #[command(subcommand, alias = "images-cmd")]
+    #[command(subcommand)]
     Image(images::ImageCommand),
     /// List images (alias of `image ls`)
     Images(images::ListArgs),

@@ -73,7 +73,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(r) = rest.strip_prefix('.') {
         rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
     }
@@ -81,7 +81,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
             let sign = if r.starts_with('-') { -1 } else { 1 };
-            sign * (r[1..3].parse::<i64>().ok()? * 3600 + r[4..6].parse::<i64>().ok()? * 60)
+            sign * (r.get(1..3)?.parse::<i64>().ok()? * 3600 + r.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
@@ -128,6 +128,8 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00.5+01:00"), Some(951_865_200));
         assert_eq!(parse_rfc3339("nonsense"), None);
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00+0\u{e9}00"), None);
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:0\u{e9}Z"), None);
     }
 
     #[test]

@@ -24,6 +24,8 @@ fn digest(s: &str) -> Result<Digest, Status> {
 }
 
 const READ_CHUNK: usize = 1 << 20;
+/// How long a chunk waits for a client that stopped reading.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tonic::async_trait]
 impl v1::content_server::Content for ContentService {
@@ -74,12 +76,24 @@ impl v1::content_server::Content for ContentService {
             return Err(Status::invalid_argument("offset and size must not be negative"));
         }
         let agent = self.agent.clone();
-        let mut file = blocking(move || Ok(agent.content.open_blob(&d)?)).await?;
+        let mut file = blocking(move || {
+            let f = agent.content.open_blob(&d)?;
+            let size = f.metadata().map_err(|e| Status::internal(e.to_string()))?.len();
+            if r.offset as u64 > size {
+                return Err(Status::out_of_range(format!("offset {} is past the end of {d} ({size} bytes)", r.offset)));
+            }
+            Ok(f)
+        })
+        .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let handle = tokio::runtime::Handle::current();
+        // A client that stops reading releases this thread after SEND_TIMEOUT.
+        let send =
+            move |msg| handle.block_on(tokio::time::timeout(SEND_TIMEOUT, tx.send(msg))).map_err(|_| ()).and_then(|r| r.map_err(|_| ()));
         tokio::task::spawn_blocking(move || {
             let mut offset = r.offset as u64;
             if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                let _ = send(Err(Status::internal(e.to_string())));
                 return;
             }
             let mut remaining = if r.size == 0 { u64::MAX } else { r.size as u64 };
@@ -90,14 +104,14 @@ impl v1::content_server::Content for ContentService {
                     Ok(0) => break,
                     Ok(n) => {
                         let msg = v1::ReadContentResponse { offset: offset as i64, data: buf[..n].to_vec() };
-                        if tx.blocking_send(Ok(msg)).is_err() {
+                        if send(Ok(msg)).is_err() {
                             return;
                         }
                         offset += n as u64;
                         remaining -= n as u64;
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                        let _ = send(Err(Status::internal(e.to_string())));
                         return;
                     }
                 }

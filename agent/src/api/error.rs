@@ -3,15 +3,27 @@
 
 use tonic::{Code, Status};
 
+use crate::archive::apply::ApplyError;
 use crate::content::ContentError;
 use crate::image::ImageError;
 use crate::metadata::MetadataError;
 use crate::snapshot::SnapshotError;
 
+/// Disk full or over quota is ResourceExhausted; other I/O failures are Internal.
+pub fn io_code(e: &std::io::Error) -> Code {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error() => {
+            Code::ResourceExhausted
+        }
+        _ => Code::Internal,
+    }
+}
+
 pub fn metadata_code(e: &MetadataError) -> Code {
     match e {
         MetadataError::NotFound { .. } => Code::NotFound,
         MetadataError::AlreadyExists { .. } => Code::AlreadyExists,
+        MetadataError::HasChildren { .. } => Code::FailedPrecondition,
         MetadataError::Database(_) | MetadataError::Corrupt { .. } => Code::Internal,
     }
 }
@@ -21,7 +33,8 @@ pub fn content_code(e: &ContentError) -> Code {
         ContentError::NotFound(_) => Code::NotFound,
         ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. } => Code::InvalidArgument,
         ContentError::TooLarge { .. } => Code::InvalidArgument,
-        ContentError::Io { .. } => Code::Internal,
+        ContentError::Io { source, .. } => io_code(source),
+        ContentError::NoSpace { .. } => Code::ResourceExhausted,
     }
 }
 
@@ -30,7 +43,9 @@ pub fn snapshot_code(e: &SnapshotError) -> Code {
         SnapshotError::Metadata(m) => metadata_code(m),
         SnapshotError::WrongKind { .. } | SnapshotError::HasChildren { .. } => Code::FailedPrecondition,
         SnapshotError::InvalidKey(_) => Code::InvalidArgument,
-        SnapshotError::Io { .. } | SnapshotError::Copy { .. } => Code::Internal,
+        SnapshotError::ChainTooLong { .. } => Code::FailedPrecondition,
+        SnapshotError::Io { source, .. } => io_code(source),
+        SnapshotError::Copy { .. } => Code::Internal,
     }
 }
 
@@ -40,11 +55,24 @@ pub fn image_code(e: &ImageError) -> Code {
         ImageError::Ambiguous(_) => Code::InvalidArgument,
         ImageError::AlreadyExists(_) => Code::AlreadyExists,
         ImageError::Reference(_) | ImageError::InvalidArgument(_) => Code::InvalidArgument,
+        ImageError::InUse(_) => Code::FailedPrecondition,
         ImageError::Format(_) | ImageError::Archive(_) => Code::InvalidArgument,
         ImageError::NoPlatform(_) => Code::NotFound,
         ImageError::DiffIdMismatch { .. } | ImageError::Unpack { .. } => Code::InvalidArgument,
         ImageError::MissingContent { .. } => Code::FailedPrecondition,
         ImageError::Cancelled(_) => Code::Cancelled,
+        ImageError::Stalled(_) => Code::DeadlineExceeded,
+        ImageError::Apply { source, .. } => match source {
+            ApplyError::Hostile { .. } | ApplyError::Archive(_) | ApplyError::Unsupported { .. } | ApplyError::MissingLinkTarget { .. } => {
+                Code::InvalidArgument
+            }
+            // Writing failed: a full disk is the machine's problem; anything else
+            // (ENOENT through a dangling link, EEXIST, ...) comes from the layer.
+            ApplyError::Io { source, .. } => match io_code(source) {
+                Code::Internal => Code::InvalidArgument,
+                code => code,
+            },
+        },
         ImageError::Content(c) => content_code(c),
         ImageError::Metadata(m) => metadata_code(m),
         ImageError::Snapshot(s) => snapshot_code(s),
@@ -96,7 +124,30 @@ mod tests {
             (ImageError::DiffIdMismatch { layer: d.clone(), expected: d.clone(), actual: d.clone() }.into(), Code::InvalidArgument),
             (ImageError::MissingContent { digest: d.clone(), what: "x".into() }.into(), Code::FailedPrecondition),
             (ImageError::Metadata(nf()).into(), Code::NotFound),
-            (ImageError::Content(ContentError::NotFound(d)).into(), Code::NotFound),
+            (ImageError::Content(ContentError::NotFound(d.clone())).into(), Code::NotFound),
+            (ContentError::NoSpace { needed: 1, available: 0 }.into(), Code::ResourceExhausted),
+            (
+                ContentError::Io { path: "/x".into(), source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()) }
+                    .into(),
+                Code::ResourceExhausted,
+            ),
+            (ImageError::Stalled("x".into()).into(), Code::DeadlineExceeded),
+            (ImageError::Cancelled("x".into()).into(), Code::Cancelled),
+            (
+                ImageError::Apply { layer: d.clone(), source: ApplyError::Hostile { path: "../x".into(), reason: "r".into() } }.into(),
+                Code::InvalidArgument,
+            ),
+            (
+                ImageError::Apply {
+                    layer: d,
+                    source: ApplyError::Io {
+                        path: "x".into(),
+                        source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOENT.raw_os_error()),
+                    },
+                }
+                .into(),
+                Code::InvalidArgument,
+            ),
         ];
         for (status, code) in cases {
             assert_eq!(status.code(), code, "{}", status.message());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_api::v1::{self, images_server::ImagesServer};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, convert, namespace, parse_filters};
@@ -97,15 +97,21 @@ impl Read for ChunkReader {
     }
 }
 
-type ImportStream = UnboundedReceiverStream<Result<v1::ImportResponse, Status>>;
+type ImportStream = ReceiverStream<Result<v1::ImportResponse, Status>>;
+
+/// How long the result of an import waits for a client that stopped reading.
+const RESULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Run an import on a blocking thread, streaming progress and the result.
+/// Progress is dropped when the client reads slower than it comes (it is
+/// advisory); the result is always sent, within a bound.
 fn spawn_import(agent: Arc<Agent>, ns: String, reader: impl Read + Send + 'static, opts: ImportOptions) -> ImportStream {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(64);
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let ptx = tx.clone();
         let progress = move |p: Progress| {
-            let _ = ptx.send(Ok(progress_message(p)));
+            let _ = ptx.try_send(Ok(progress_message(p)));
         };
         let result = agent.images.import(&ns, reader, &opts, &progress);
         let msg = match result {
@@ -120,9 +126,9 @@ fn spawn_import(agent: Arc<Agent>, ns: String, reader: impl Read + Send + 'stati
                 Err(Status::from(e))
             }
         };
-        let _ = tx.send(msg);
+        let _ = handle.block_on(tokio::time::timeout(RESULT_SEND_TIMEOUT, tx.send(msg)));
     });
-    UnboundedReceiverStream::new(rx)
+    ReceiverStream::new(rx)
 }
 
 #[tonic::async_trait]
@@ -226,7 +232,7 @@ impl v1::images_server::Images for ImagesService {
         let r = req.into_inner();
         let agent = self.agent.clone();
         blocking(move || {
-            let deleted = agent.images.delete(&ns, &r.name)?;
+            let deleted = agent.images.delete(&ns, &r.name, r.force)?;
             // Collection is cheap at this scale, so it always runs; `sync` is kept for API stability.
             let gc = agent.images.gc()?;
             Ok(Response::new(v1::DeleteImageResponse {
@@ -257,7 +263,9 @@ impl v1::images_server::Images for ImagesService {
             loop {
                 let item = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, stream.message()).await {
                     Err(_) => Some(Err(io::Error::new(io::ErrorKind::TimedOut, "upload stalled"))),
-                    Ok(Err(status)) => Some(Err(io::Error::other(format!("upload interrupted: {}", status.message())))),
+                    Ok(Err(status)) => {
+                        Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("upload interrupted: {}", status.message()))))
+                    }
                     Ok(Ok(None)) => None,
                     Ok(Ok(Some(m))) => match m.payload {
                         Some(v1::import_request::Payload::Chunk(c)) => Some(Ok(c)),
@@ -284,10 +292,23 @@ impl v1::images_server::Images for ImagesService {
         if !r.path.starts_with('/') {
             return Err(Status::invalid_argument("the archive path must be absolute"));
         }
-        let file = std::fs::File::open(&r.path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Status::not_found(format!("{}: no such file", r.path)),
-            _ => Status::invalid_argument(format!("{}: {e}", r.path)),
-        })?;
+        // Opened off the async threads, without blocking on a FIFO, and only a regular file.
+        let path = r.path.clone();
+        let file = blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&path).map_err(
+                |e| match e.kind() {
+                    io::ErrorKind::NotFound => Status::not_found(format!("{path}: no such file")),
+                    _ => Status::invalid_argument(format!("{path}: {e}")),
+                },
+            )?;
+            match f.metadata() {
+                Ok(m) if m.is_file() => Ok(f),
+                Ok(_) => Err(Status::invalid_argument(format!("{path} is not a regular file"))),
+                Err(e) => Err(Status::invalid_argument(format!("{path}: {e}"))),
+            }
+        })
+        .await?;
         Ok(Response::new(spawn_import(self.agent.clone(), ns, file, opts)))
     }
 }

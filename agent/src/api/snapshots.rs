@@ -16,6 +16,18 @@ pub fn service(agent: Arc<Agent>) -> SnapshotsServer<SnapshotsService> {
     SnapshotsServer::new(SnapshotsService { agent })
 }
 
+/// Labels under `berth.io/` and keys of the form `sha256:...` belong to the
+/// agent (unpacked layers); clients may not create them.
+fn not_reserved(key: &str, labels: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if key.starts_with("sha256:") {
+        return Err(Status::invalid_argument(format!("snapshot keys starting with sha256: are reserved for unpacked layers: {key:?}")));
+    }
+    if let Some(l) = labels.keys().find(|l| l.starts_with("berth.io/")) {
+        return Err(Status::invalid_argument(format!("labels under berth.io/ are reserved for the agent: {l:?}")));
+    }
+    Ok(())
+}
+
 fn required(field: &str, v: &str) -> Result<(), Status> {
     if v.is_empty() {
         Err(Status::invalid_argument(format!("{field} is required")))
@@ -30,6 +42,7 @@ impl v1::snapshots_server::Snapshots for SnapshotsService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         required("key", &r.key)?;
+        not_reserved(&r.key, &r.labels)?;
         let agent = self.agent.clone();
         blocking(move || {
             let _gc = agent.images.gc_lock.read().unwrap_or_else(|e| e.into_inner());
@@ -44,6 +57,7 @@ impl v1::snapshots_server::Snapshots for SnapshotsService {
         let r = req.into_inner();
         required("key", &r.key)?;
         required("parent", &r.parent)?;
+        not_reserved(&r.key, &r.labels)?;
         let agent = self.agent.clone();
         blocking(move || {
             let _gc = agent.images.gc_lock.read().unwrap_or_else(|e| e.into_inner());
@@ -58,6 +72,7 @@ impl v1::snapshots_server::Snapshots for SnapshotsService {
         let r = req.into_inner();
         required("name", &r.name)?;
         required("key", &r.key)?;
+        not_reserved(&r.name, &r.labels)?;
         let agent = self.agent.clone();
         blocking(move || {
             agent.snapshots.commit(&ns, &r.name, &r.key, r.labels.into_iter().collect())?;

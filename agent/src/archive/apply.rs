@@ -104,7 +104,7 @@ const COPY_BUF: usize = 1 << 20;
 /// Most bytes the tar crate may read while producing one entry: its header blocks plus GNU
 /// long-name/long-link and PAX extension data. The crate buffers those in memory without a
 /// limit, so we cap them at the reader (see [`MetaBudgetReader`]).
-const META_BUDGET: u64 = 1 << 20;
+pub(crate) const META_BUDGET: u64 = 1 << 20;
 /// Largest xattr name list / value copied from a lower layer (the Linux VFS limit is 64 KiB).
 const XATTR_BUF: usize = 64 * 1024;
 
@@ -161,9 +161,16 @@ pub fn apply_tar<R: Read>(reader: R, root: &Path, opts: &ApplyOptions) -> Result
 
 /// Caps the bytes read while the tar crate assembles one entry (see [`META_BUDGET`]).
 /// `budget` is `Some(bytes left)` during `Entries::next()`, `None` while entry data is read.
-struct MetaBudgetReader<R> {
+pub(crate) struct MetaBudgetReader<R> {
     inner: R,
     budget: Rc<Cell<Option<u64>>>,
+}
+
+impl<R> MetaBudgetReader<R> {
+    /// Wrap `inner`; the caller sets `budget` around each `Entries::next()`.
+    pub(crate) fn new(inner: R, budget: Rc<Cell<Option<u64>>>) -> Self {
+        Self { inner, budget }
+    }
 }
 
 impl<R: Read> Read for MetaBudgetReader<R> {

@@ -25,6 +25,8 @@ pub enum ContentError {
     TooLarge { digest: String, limit: u64 },
     #[error("content store I/O on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("not enough disk space for a blob of {needed} bytes: {available} bytes free in the content store")]
+    NoSpace { needed: u64, available: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContentError + '_ {
@@ -38,6 +40,9 @@ pub struct BlobInfo {
     pub size: u64,
     pub created: SystemTime,
 }
+
+/// Free space a blob write must leave on the content store's filesystem.
+pub const RESERVED_SPACE: u64 = 64 << 20;
 
 #[derive(Debug)]
 pub struct ContentStore {
@@ -90,6 +95,24 @@ impl ContentStore {
         let mut buf = Vec::with_capacity(len as usize);
         f.take(limit + 1).read_to_end(&mut buf).map_err(io_err(&path))?;
         Ok(buf)
+    }
+
+    /// Set a blob's modification time to now (it is in use by an import).
+    pub fn touch(&self, digest: &Digest) -> Result<(), ContentError> {
+        let path = self.path(digest);
+        let f = File::options().write(true).open(&path).map_err(|e| not_found_or(digest, &path, e))?;
+        f.set_modified(SystemTime::now()).map_err(io_err(&path))
+    }
+
+    /// Refuse to start a blob of `size` bytes that would leave less than
+    /// [`RESERVED_SPACE`] free.
+    pub fn ensure_space(&self, size: u64) -> Result<(), ContentError> {
+        let st = rustix::fs::statvfs(&self.blobs).map_err(|e| ContentError::Io { path: self.blobs.clone(), source: e.into() })?;
+        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        if available < size.saturating_add(RESERVED_SPACE) {
+            return Err(ContentError::NoSpace { needed: size, available });
+        }
+        Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<BlobInfo>, ContentError> {

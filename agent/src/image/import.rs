@@ -9,8 +9,10 @@
 //! it names are resolved, their layers unpacked, and their names recorded. An
 //! import that fails leaves no image; what it stored is garbage collected.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,8 +20,9 @@ use super::oci::{self, Descriptor, Manifest, Platform};
 use super::reference::Reference;
 use super::unpack::{decompress, Compression};
 use super::{ImageError, Images};
+use crate::archive::apply::{MetaBudgetReader, META_BUDGET};
 use crate::content::ContentError;
-use crate::digest::Digest;
+use crate::digest::{Digest, LimitedReader};
 use crate::metadata::ImageRecord;
 
 /// Progress of an import, reported as it happens.
@@ -106,6 +109,11 @@ impl Scanned {
 
 impl Images {
     /// Import an archive read from `reader`.
+    ///
+    /// The upload is streamed into the content store under a lease that
+    /// keeps garbage collection off the new blobs, without holding the
+    /// collector's lock: a slow client cannot stall other calls. The lock is
+    /// taken only to resolve, unpack and name the images.
     pub fn import(
         &self,
         ns: &str,
@@ -114,8 +122,13 @@ impl Images {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportOutcome, ImageError> {
         let result = {
-            let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
-            self.import_locked(ns, reader, opts, progress)
+            let _lease = self.lease();
+            let count = Arc::new(AtomicU64::new(0));
+            let counting = CountingReader { inner: reader, count: count.clone() };
+            self.scan(counting, progress).and_then(|scanned| {
+                let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+                self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, progress)
+            })
         };
         if result.is_err() {
             // Whatever the failed import stored is unreferenced: drop it now.
@@ -131,23 +144,22 @@ impl Images {
         result
     }
 
-    fn import_locked(
+    /// Resolve, check, unpack and name the images of a scanned archive.
+    fn finish_import(
         &self,
         ns: &str,
-        reader: impl Read,
+        scanned: &Scanned,
+        bytes_read: u64,
         opts: &ImportOptions,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportOutcome, ImageError> {
-        let count = Arc::new(AtomicU64::new(0));
-        let counting = CountingReader { inner: reader, count: count.clone() };
-        let scanned = self.scan(counting, progress)?;
         let targets = if let Some(index) = scanned.docs.get("index.json") {
             self.oci_targets(index, opts)?
         } else if let Some(manifest) = scanned.docs.get("manifest.json") {
-            self.docker_targets(manifest, &scanned, opts)?
+            self.docker_targets(manifest, scanned, opts)?
         } else {
             return Err(ImageError::Archive(
-                "not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)".into(),
+                "not an image archive, or a truncated one: it has neither index.json (OCI layout) nor manifest.json (docker save)".into(),
             ));
         };
         if targets.is_empty() {
@@ -191,22 +203,36 @@ impl Images {
             replaced_any |= replaced;
             images.push(rec);
         }
-        Ok(ImportOutcome { images, bytes_read: count.load(Ordering::Relaxed), replaced: replaced_any })
+        Ok(ImportOutcome { images, bytes_read, replaced: replaced_any })
     }
 
     /// Read the archive once, storing every file in the content store.
     fn scan(&self, reader: impl Read, progress: &(dyn Fn(Progress) + Sync)) -> Result<Scanned, ImageError> {
-        let archive_err = |what: &str, e: io::Error| ImageError::Archive(format!("{what}: {e}"));
+        let archive_err = |what: &str, e: io::Error| read_error(what, e);
         let inner = decompress(reader).map_err(|e| archive_err("reading the archive", e))?;
-        let mut ar = tar::Archive::new(inner);
+        let limited = LimitedReader::new(inner, self.limits.max_import_bytes, "uncompressed archive");
+        // The tar crate buffers long names and PAX records whole: cap what one entry's headers may use.
+        let budget = Rc::new(Cell::new(None));
+        let mut ar = tar::Archive::new(MetaBudgetReader::new(limited, budget.clone()));
         let mut out = Scanned::default();
-        for entry in ar.entries().map_err(|e| archive_err("reading the archive", e))? {
+        let mut entries = ar.entries().map_err(|e| archive_err("reading the archive", e))?;
+        let mut count = 0usize;
+        loop {
+            budget.set(Some(META_BUDGET));
+            let next = entries.next();
+            budget.set(None);
+            let Some(entry) = next else { break };
             let mut entry = entry.map_err(|e| archive_err("reading the archive", e))?;
+            count += 1;
+            if count > MAX_ARCHIVE_ENTRIES {
+                return Err(ImageError::Archive(format!("the archive has more than {MAX_ARCHIVE_ENTRIES} entries")));
+            }
             let raw = entry.path().map_err(|e| archive_err("entry name", e))?.to_string_lossy().into_owned();
             let Some(path) = clean_path(&raw) else {
                 return Err(ImageError::Archive(format!("entry {raw:?} escapes the archive")));
             };
-            let size = entry.header().size().map_err(|e| archive_err("entry size", e))?;
+            // The entry's size, PAX `size` records included (large files carry their size there).
+            let size = entry.size();
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {}
                 tar::EntryType::Symlink | tar::EntryType::Link => {
@@ -244,6 +270,8 @@ impl Images {
             };
             if let Some(d) = &expected {
                 if self.content.info(d).map(|i| i.size == size).unwrap_or(false) {
+                    // Renew the blob's time so that the lease of this import covers it.
+                    self.content.touch(d)?;
                     let copied = io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
                     truncated(&path, copied, size)?;
                     progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
@@ -251,8 +279,13 @@ impl Images {
                     continue;
                 }
             }
+            self.content.ensure_space(size)?;
             let mut w = self.content.writer(expected.clone(), Some(size))?;
-            let copied = copy_large(&mut entry, &mut w).map_err(|e| archive_err(&path, e))?;
+            let copied = match copy_large(&mut entry, &mut w) {
+                Ok(n) => n,
+                Err(CopyError::Read(e)) => return Err(archive_err(&path, e)),
+                Err(CopyError::Write(e)) => return Err(ContentError::Io { path: path.clone().into(), source: e }.into()),
+            };
             // The tar reader ends an entry early, without an error, when the archive does.
             truncated(&path, copied, size)?;
             let (digest, size) = w.commit().map_err(|e| match e {
@@ -271,10 +304,8 @@ impl Images {
     fn oci_targets(&self, index_json: &[u8], opts: &ImportOptions) -> Result<Vec<(String, Descriptor)>, ImageError> {
         let index = oci::parse_index(index_json, "")?;
         let mut out = Vec::new();
-        for (i, desc) in index.manifests.iter().enumerate() {
-            if !oci::is_index(&desc.media_type) && !oci::is_manifest(&desc.media_type) {
-                continue;
-            }
+        let images = index.manifests.iter().filter(|d| oci::is_index(&d.media_type) || oci::is_manifest(&d.media_type));
+        for (i, desc) in images.enumerate() {
             let named = desc.annotations.get(ANNOTATION_CONTAINERD_NAME).cloned().or_else(|| {
                 desc.annotations.get(ANNOTATION_REF_NAME).map(|r| {
                     // A bare tag ("latest") needs a repository to go with it.
@@ -377,8 +408,17 @@ fn truncated(path: &str, copied: u64, size: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Most entries accepted in one archive.
+const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+
+/// A failure of the source (the archive) or of the sink (the store).
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
 /// Copy with a large buffer (the default 8 KiB costs a syscall per 8 KiB).
-fn copy_large(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
+fn copy_large(r: &mut impl Read, w: &mut impl Write) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0;
     loop {
@@ -386,10 +426,19 @@ fn copy_large(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(CopyError::Read(e)),
         };
-        w.write_all(&buf[..n])?;
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
         total += n as u64;
+    }
+}
+
+/// An error reading the archive: a stalled or dropped upload is not a bad archive.
+fn read_error(what: &str, e: io::Error) -> ImageError {
+    match e.kind() {
+        io::ErrorKind::TimedOut => ImageError::Stalled(format!("{what}: {e}")),
+        io::ErrorKind::ConnectionAborted => ImageError::Cancelled(format!("{what}: {e}")),
+        _ => ImageError::Archive(format!("{what}: {e}")),
     }
 }
 

@@ -7,7 +7,9 @@ pub mod reference;
 pub mod unpack;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::Digest;
@@ -40,8 +42,14 @@ pub enum ImageError {
     MissingContent { digest: Digest, what: String },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    InUse(String),
     #[error("import cancelled: {0}")]
     Cancelled(String),
+    #[error("upload stalled: {0}")]
+    Stalled(String),
+    #[error("unpacking layer {layer}: {source}")]
+    Apply { layer: Digest, source: crate::archive::apply::ApplyError },
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error(transparent)]
@@ -55,13 +63,15 @@ pub enum ImageError {
 pub struct Limits {
     /// Most bytes one layer may decompress to.
     pub max_layer_bytes: u64,
+    /// Most bytes one import archive may decompress to.
+    pub max_import_bytes: u64,
     /// Layers unpacked at once.
     pub unpack_parallelism: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_layer_bytes: 64 << 30, unpack_parallelism: 4 }
+        Self { max_layer_bytes: 64 << 30, max_import_bytes: 256 << 30, unpack_parallelism: 4 }
     }
 }
 
@@ -117,11 +127,53 @@ pub struct Images {
     /// exclusively, so it never deletes what an import has written but not
     /// yet named.
     pub gc_lock: RwLock<()>,
+    /// Start times of imports in progress: blobs written or touched since the
+    /// oldest of them are left alone by garbage collection.
+    leases: Mutex<BTreeMap<u64, SystemTime>>,
+    next_lease: AtomicU64,
+}
+
+/// Keeps garbage collection off the blobs an import writes; released on drop.
+pub struct Lease<'a> {
+    images: &'a Images,
+    id: u64,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.images.leases.lock() {
+            l.remove(&self.id);
+        }
+    }
 }
 
 impl Images {
     pub fn new(meta: Arc<Metadata>, content: Arc<ContentStore>, snapshots: Arc<Snapshots>, limits: Limits) -> Self {
-        Self { meta, content, snapshots, limits, gc_lock: RwLock::new(()) }
+        Self {
+            meta,
+            content,
+            snapshots,
+            limits,
+            gc_lock: RwLock::new(()),
+            leases: Mutex::new(BTreeMap::new()),
+            next_lease: AtomicU64::new(0),
+        }
+    }
+
+    /// Protect blobs written from now on until the lease is dropped.
+    pub fn lease(&self) -> Lease<'_> {
+        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        // File times are coarse on some filesystems: start the lease a little early.
+        let start = SystemTime::now() - Duration::from_secs(2);
+        if let Ok(mut l) = self.leases.lock() {
+            l.insert(id, start);
+        }
+        Lease { images: self, id }
+    }
+
+    /// Blobs modified at or after this time belong to an import in progress.
+    fn leased_since(&self) -> Option<SystemTime> {
+        self.leases.lock().ok().and_then(|l| l.values().min().copied())
     }
 
     /// Read and parse a manifest through its descriptor.
@@ -154,7 +206,7 @@ impl Images {
     /// Resolve an image record to the manifest for `platform`.
     pub fn resolve(&self, record: &ImageRecord, platform: &Platform) -> Result<Resolved, ImageError> {
         let target = target_descriptor(record);
-        let (manifest_desc, platforms) = self.select_manifest(&target, platform, 0)?;
+        let (manifest_desc, platforms) = self.select_manifest(&target, platform)?;
         let (manifest, manifest_json) = self.read_manifest(&manifest_desc)?;
         let config_json = self.read_doc(&manifest.config)?;
         let config = oci::parse_config(&config_json)?;
@@ -171,7 +223,22 @@ impl Images {
     }
 
     /// Pick the manifest of `platform` from `desc` (a manifest, or an index, possibly nested).
-    pub fn select_manifest(&self, desc: &Descriptor, platform: &Platform, depth: u32) -> Result<(Descriptor, Vec<Platform>), ImageError> {
+    pub fn select_manifest(&self, desc: &Descriptor, platform: &Platform) -> Result<(Descriptor, Vec<Platform>), ImageError> {
+        let mut seen = HashSet::new();
+        self.select_in(desc, platform, 0, &mut seen)
+    }
+
+    /// Most index documents read to resolve one image: nested indexes that
+    /// point at each other many times over must not multiply the work.
+    const MAX_INDEXES_PER_RESOLVE: usize = 64;
+
+    fn select_in(
+        &self,
+        desc: &Descriptor,
+        platform: &Platform,
+        depth: u32,
+        seen: &mut HashSet<Digest>,
+    ) -> Result<(Descriptor, Vec<Platform>), ImageError> {
         if oci::is_manifest(&desc.media_type) {
             return Ok((desc.clone(), Vec::new()));
         }
@@ -180,6 +247,12 @@ impl Images {
         }
         if depth > 4 {
             return Err(FormatError::Invalid("indexes nested too deep".into()).into());
+        }
+        if !seen.insert(desc.digest.clone()) {
+            return Err(ImageError::NoPlatform(platform.to_string()));
+        }
+        if seen.len() > Self::MAX_INDEXES_PER_RESOLVE {
+            return Err(FormatError::Invalid(format!("image refers to more than {} indexes", Self::MAX_INDEXES_PER_RESOLVE)).into());
         }
         let data = self.read_doc(desc)?;
         let index = oci::parse_index(&data, &desc.media_type)?;
@@ -195,8 +268,10 @@ impl Images {
                     _ => {}
                 }
             } else if oci::is_index(&m.media_type) {
-                if let Ok((found, _)) = self.select_manifest(m, platform, depth + 1) {
-                    return Ok((found, platforms));
+                match self.select_in(m, platform, depth + 1, seen) {
+                    Ok((found, _)) => return Ok((found, platforms)),
+                    Err(ImageError::NoPlatform(_)) | Err(ImageError::MissingContent { .. }) => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -214,6 +289,25 @@ impl Images {
                 Ok(rec) => return Ok(vec![rec]),
                 Err(MetadataError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
+            }
+            // `repo@sha256:...`: an image of that repository whose target (or
+            // selected manifest) has that digest.
+            if let Some(d) = &r.digest {
+                let repo = r.repository();
+                let found: Vec<ImageRecord> = self
+                    .meta
+                    .images(ns)?
+                    .into_iter()
+                    .filter(|rec| Reference::parse(&rec.name).map(|x| x.repository() == repo).unwrap_or(false))
+                    .filter(|rec| {
+                        rec.target.digest == *d
+                            || self.resolve(rec, &Platform::default_platform()).map(|x| x.manifest_desc.digest == *d).unwrap_or(false)
+                    })
+                    .collect();
+                if let Some(first) = found.into_iter().next() {
+                    return Ok(vec![first]);
+                }
+                return Err(ImageError::NotFound(name.to_owned()));
             }
         }
         let prefix = name.strip_prefix("sha256:").unwrap_or(name);
@@ -265,12 +359,14 @@ impl Images {
     }
 
     pub fn tag(&self, ns: &str, source: &str, target: &str, force: bool) -> Result<ImageRecord, ImageError> {
+        let guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
         let src = self.find_one(ns, source)?;
         let r = Reference::parse(target)?;
         let now = now_nanos();
         let rec = ImageRecord { name: r.to_string(), target: src.target.clone(), labels: src.labels.clone(), created: now, updated: now };
         match self.meta.put_image(ns, &rec, force) {
             Ok(prev) => {
+                drop(guard);
                 // A name moved by force: the image it named before may be used by nothing now.
                 if prev.is_some_and(|p| p.target.digest != rec.target.digest) {
                     if let Err(e) = self.gc() {
@@ -285,6 +381,9 @@ impl Images {
     }
 
     pub fn update_labels(&self, ns: &str, name: &str, labels: BTreeMap<String, String>) -> Result<ImageRecord, ImageError> {
+        // Shared with imports, exclusive with collection: the record cannot be
+        // removed and collected between the lookup and the update.
+        let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
         let mut rec = self.find_one(ns, name)?;
         rec.labels = labels;
         rec.updated = now_nanos();
@@ -292,9 +391,17 @@ impl Images {
         Ok(rec)
     }
 
-    /// Remove image names; returns the names removed.
-    pub fn delete(&self, ns: &str, name: &str) -> Result<Vec<String>, ImageError> {
+    /// Remove image names; returns the names removed. An id or digest that
+    /// several names point at is refused unless `force` is set (as docker does).
+    pub fn delete(&self, ns: &str, name: &str, force: bool) -> Result<Vec<String>, ImageError> {
         let recs = self.find(ns, name)?;
+        if recs.len() > 1 && !force {
+            return Err(ImageError::InUse(format!(
+                "image {name} is referenced by {} names ({}); remove them by name or force",
+                recs.len(),
+                recs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
         let mut out = Vec::new();
         for r in recs {
             match self.meta.delete_image(ns, &r.name) {
@@ -327,31 +434,41 @@ impl Images {
     }
 
     /// Every blob reachable from `desc`; missing children are skipped.
-    fn walk(&self, desc: &Descriptor, out: &mut HashSet<Digest>, chains: &mut Vec<Vec<Digest>>, depth: u32) {
+    fn walk(&self, desc: &Descriptor, out: &mut HashSet<Digest>, chains: &mut Vec<Vec<Digest>>, depth: u32) -> Result<(), ImageError> {
         if !out.insert(desc.digest.clone()) || depth > 5 {
-            return;
+            return Ok(());
         }
+        // A document that is missing has no children to keep; any other
+        // failure stops the walk, so that an unreadable image is never taken
+        // for an unused one.
+        let missing = |e: &ImageError| matches!(e, ImageError::MissingContent { .. } | ImageError::Content(ContentError::NotFound(_)));
         if oci::is_index(&desc.media_type) {
-            if let Ok(data) = self.read_doc(desc) {
-                if let Ok(index) = oci::parse_index(&data, &desc.media_type) {
-                    for m in &index.manifests {
-                        self.walk(m, out, chains, depth + 1);
-                    }
-                }
+            let data = match self.read_doc(desc) {
+                Ok(d) => d,
+                Err(e) if missing(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let index = oci::parse_index(&data, &desc.media_type)?;
+            for m in &index.manifests {
+                self.walk(m, out, chains, depth + 1)?;
             }
         } else if oci::is_manifest(&desc.media_type) {
-            if let Ok((m, _)) = self.read_manifest(desc) {
-                out.insert(m.config.digest.clone());
-                for l in &m.layers {
-                    out.insert(l.digest.clone());
-                }
-                if let Ok(data) = self.read_doc(&m.config) {
-                    if let Ok(cfg) = oci::parse_config(&data) {
-                        chains.push(oci::chain_ids(&cfg.rootfs.diff_ids));
-                    }
-                }
+            let m = match self.read_manifest(desc) {
+                Ok((m, _)) => m,
+                Err(e) if missing(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            out.insert(m.config.digest.clone());
+            for l in &m.layers {
+                out.insert(l.digest.clone());
+            }
+            match self.read_doc(&m.config) {
+                Ok(data) => chains.push(oci::chain_ids(&oci::parse_config(&data)?.rootfs.diff_ids)),
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 
     /// Blobs reachable from the images of every namespace, and per namespace
@@ -363,7 +480,7 @@ impl Images {
             let desc = target_descriptor(&rec);
             let mut seen = HashSet::new();
             let mut ch = Vec::new();
-            self.walk(&desc, &mut seen, &mut ch, 0);
+            self.walk(&desc, &mut seen, &mut ch, 0)?;
             blobs.extend(seen);
             for c in ch.into_iter().flatten() {
                 chains.insert((ns.clone(), c.to_string()));
@@ -377,7 +494,11 @@ impl Images {
         let _guard = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
         let (blobs, chains) = self.references()?;
         let mut stats = GcStats::default();
+        let leased = self.leased_since();
         for b in self.content.list()? {
+            if leased.is_some_and(|t| b.created >= t) {
+                continue;
+            }
             if !blobs.contains(&b.digest) {
                 match self.content.delete(&b.digest) {
                     Ok(()) | Err(ContentError::NotFound(_)) => stats.blobs_removed += 1,
@@ -418,7 +539,7 @@ impl Images {
         for rec in self.meta.images(ns)? {
             let desc = target_descriptor(&rec);
             let mut seen = HashSet::new();
-            self.walk(&desc, &mut seen, &mut Vec::new(), 0);
+            self.walk(&desc, &mut seen, &mut Vec::new(), 0)?;
             if seen.contains(digest) {
                 out.push(rec.name);
             }

@@ -71,7 +71,7 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Parse `os/arch[/variant]`; empty means the default `linux/amd64`.
+    /// Parse `os/arch[/variant]`; empty means this machine's platform.
     pub fn parse(s: &str) -> Result<Self, FormatError> {
         if s.is_empty() {
             return Ok(Self::default_platform());
@@ -87,8 +87,19 @@ impl Platform {
         }
     }
 
+    /// The platform of this machine, in OCI terms (GOARCH names).
     pub fn default_platform() -> Self {
-        Self { os: "linux".into(), architecture: "amd64".into(), ..Default::default() }
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", ""),
+            "aarch64" => ("arm64", "v8"),
+            "x86" => ("386", ""),
+            "arm" => ("arm", "v7"),
+            "powerpc64" => ("ppc64le", ""),
+            "riscv64" => ("riscv64", ""),
+            "s390x" => ("s390x", ""),
+            other => (other, ""),
+        };
+        Self { os: "linux".into(), architecture: architecture.into(), variant: variant.into(), ..Default::default() }
     }
 
     /// Whether an index entry for `other` serves a request for `self`.

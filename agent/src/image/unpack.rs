@@ -68,7 +68,7 @@ impl Images {
         let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");
         let mut hashing = HashingReader::new(limited);
         let opts = ApplyOptions { whiteouts: self.snapshots.snapshotter().whiteout_mode(), lowers, ..Default::default() };
-        apply_tar(&mut hashing, dir, &opts).map_err(|e| unpack_err(e.to_string()))?;
+        apply_tar(&mut hashing, dir, &opts).map_err(|source| ImageError::Apply { layer: layer.digest.clone(), source })?;
         // The diff id covers the whole uncompressed stream, padding included.
         let (actual, size) = hashing.finish().map_err(|e| unpack_err(format!("reading: {e}")))?;
         if actual != *diff_id {

@@ -22,6 +22,8 @@ pub enum MetadataError {
     NotFound { kind: &'static str, name: String },
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: &'static str, name: String },
+    #[error("snapshot {name:?} has {children} child snapshot(s); remove them first")]
+    HasChildren { name: String, children: usize },
     #[error("metadata database: {0}")]
     Database(String),
     #[error("corrupt metadata record {key:?}: {source}")]
@@ -288,6 +290,16 @@ impl Metadata {
             if t.get(nk.as_str())?.is_some() {
                 return Err(MetadataError::AlreadyExists { kind: "snapshot", name: rec.key.clone() });
             }
+            if !rec.parent.is_empty() {
+                let pk = key(ns, &rec.parent);
+                let parent: SnapshotRecord = match t.get(pk.as_str())? {
+                    Some(v) => decode(&pk, v.value())?,
+                    None => return Err(MetadataError::NotFound { kind: "parent snapshot", name: rec.parent.clone() }),
+                };
+                if parent.kind != SnapshotKind::Committed {
+                    return Err(MetadataError::NotFound { kind: "committed parent snapshot", name: rec.parent.clone() });
+                }
+            }
             let ak = key(ns, active_key);
             if t.remove(ak.as_str())?.is_none() {
                 return Err(MetadataError::NotFound { kind: "snapshot", name: active_key.to_owned() });
@@ -312,19 +324,31 @@ impl Metadata {
         Ok(())
     }
 
-    /// Remove a snapshot record. Refused (AlreadyExists is not right here, so
-    /// the caller checks children first) — this only deletes.
+    /// Remove a snapshot record, refusing (HasChildren) while another
+    /// snapshot names it as parent. The check and the removal are one transaction.
     pub fn delete_snapshot(&self, ns: &str, k: &str) -> Result<SnapshotRecord, MetadataError> {
         let tx = self.db.begin_write()?;
         let rec;
         {
             let mut t = tx.open_table(self.snapshots)?;
             let kk = key(ns, k);
-            let removed = t.remove(kk.as_str())?;
-            rec = match removed {
+            rec = match t.get(kk.as_str())? {
                 Some(v) => decode::<SnapshotRecord>(&kk, v.value())?,
                 None => return Err(MetadataError::NotFound { kind: "snapshot", name: k.to_owned() }),
             };
+            let lo = format!("{ns}\0");
+            let hi = format!("{ns}\u{1}");
+            let mut children = 0;
+            for item in t.range(lo.as_str()..hi.as_str())? {
+                let (ck, v) = item?;
+                if decode::<SnapshotRecord>(ck.value(), v.value())?.parent == k {
+                    children += 1;
+                }
+            }
+            if children > 0 {
+                return Err(MetadataError::HasChildren { name: k.to_owned(), children });
+            }
+            t.remove(kk.as_str())?;
         }
         tx.commit()?;
         Ok(rec)

@@ -24,6 +24,10 @@ use crate::metadata::{now_nanos, Metadata, MetadataError, SnapshotKind, Snapshot
 
 /// Label set on snapshots made by unpacking an image: garbage collected once no image uses them.
 pub const LABEL_MANAGED: &str = "berth.io/managed";
+/// Most ancestors a snapshot may have (overlayfs stacks at most 500 layers,
+/// and one page of mount options holds far fewer paths).
+pub const MAX_CHAIN: usize = 500;
+
 /// Label set on the temporary active snapshot of an unpack in progress.
 pub const LABEL_UNPACKING: &str = "berth.io/unpacking";
 
@@ -41,6 +45,8 @@ pub enum SnapshotError {
     Io { path: PathBuf, source: io::Error },
     #[error("copying snapshot {path}: {message}")]
     Copy { path: PathBuf, message: String },
+    #[error("snapshot {key:?} has more than {max} ancestors")]
+    ChainTooLong { key: String, max: usize },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -83,6 +89,8 @@ pub trait Snapshotter: Send + Sync {
     fn remove(&self, id: u64) -> Result<(), SnapshotError>;
     /// Ids of every snapshot directory on disk, including half-made ones.
     fn ids_on_disk(&self) -> Result<Vec<u64>, SnapshotError>;
+    /// Delete half-made directories (`<id>.tmp`); returns how many.
+    fn remove_partial(&self) -> Result<usize, SnapshotError>;
 }
 
 /// Storage directory shared by both snapshotters: `<base>/<id>/fs`.
@@ -113,6 +121,27 @@ impl Dirs {
             }
         }
         Ok(())
+    }
+
+    /// Publish `<id>.tmp` as `<id>` durably (the record is written after this).
+    pub fn publish(&self, id: u64) -> Result<(), SnapshotError> {
+        let dir = self.dir(id);
+        fs::rename(self.tmp_dir(id), &dir).map_err(io_err(&dir))?;
+        crate::content::sync_dir(&self.base).map_err(io_err(&self.base))
+    }
+
+    /// Delete every `<id>.tmp` entry.
+    pub fn remove_tmp(&self) -> Result<usize, SnapshotError> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.base).map_err(io_err(&self.base))? {
+            let e = e.map_err(io_err(&self.base))?;
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let p = e.path();
+                fs::remove_dir_all(&p).map_err(io_err(&p))?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Every `<id>` or `<id>.tmp` entry.
@@ -159,6 +188,9 @@ impl Snapshots {
         let mut ids = Vec::new();
         let mut cur = parent.to_owned();
         while !cur.is_empty() {
+            if ids.len() >= MAX_CHAIN {
+                return Err(SnapshotError::ChainTooLong { key: parent.to_owned(), max: MAX_CHAIN });
+            }
             let rec = self.meta.snapshot(ns, &cur)?;
             ids.push(rec.id);
             cur = rec.parent;
@@ -269,13 +301,10 @@ impl Snapshots {
 
     /// Remove a snapshot that has no children.
     pub fn remove(&self, ns: &str, key: &str) -> Result<(), SnapshotError> {
-        let children = self.meta.snapshots(ns)?.into_iter().filter(|s| s.parent == key).count();
-        if children > 0 {
-            // Check existence first so that a missing key is NotFound, not HasChildren.
-            self.meta.snapshot(ns, key)?;
-            return Err(SnapshotError::HasChildren { key: key.to_owned(), children });
-        }
-        let rec = self.meta.delete_snapshot(ns, key)?;
+        let rec = self.meta.delete_snapshot(ns, key).map_err(|e| match e {
+            MetadataError::HasChildren { name, children } => SnapshotError::HasChildren { key: name, children },
+            e => e.into(),
+        })?;
         self.sn.remove(rec.id)
     }
 
@@ -330,6 +359,7 @@ impl Snapshots {
         }
         let known: std::collections::HashSet<u64> = self.meta.all_snapshots()?.into_iter().map(|(_, r)| r.id).collect();
         let mut removed = 0;
+        removed += self.sn.remove_partial()?;
         for id in self.sn.ids_on_disk()? {
             if !known.contains(&id) {
                 tracing::info!(id, "removing snapshot directory that no record names");

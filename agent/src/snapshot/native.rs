@@ -54,8 +54,7 @@ impl Snapshotter for Native {
                 run_with_timeout(&mut cmd, COPY_TIMEOUT).map_err(|message| SnapshotError::Copy { path: source.clone(), message })?;
             }
         }
-        let dir = self.dirs.dir(id);
-        fs::rename(&tmp, &dir).map_err(io_err(&dir))
+        self.dirs.publish(id)
     }
 
     fn fs_dir(&self, id: u64) -> PathBuf {
@@ -80,5 +79,9 @@ impl Snapshotter for Native {
 
     fn ids_on_disk(&self) -> Result<Vec<u64>, SnapshotError> {
         self.dirs.ids()
+    }
+
+    fn remove_partial(&self) -> Result<usize, SnapshotError> {
+        self.dirs.remove_tmp()
     }
 }

@@ -43,8 +43,7 @@ impl Snapshotter for Overlay {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(tmp.join("fs")).map_err(io_err(&tmp))?;
         fs::create_dir_all(tmp.join("work")).map_err(io_err(&tmp))?;
-        let dir = self.dirs.dir(id);
-        fs::rename(&tmp, &dir).map_err(io_err(&dir))
+        self.dirs.publish(id)
     }
 
     fn fs_dir(&self, id: u64) -> PathBuf {
@@ -98,6 +97,10 @@ impl Snapshotter for Overlay {
 
     fn ids_on_disk(&self) -> Result<Vec<u64>, SnapshotError> {
         self.dirs.ids()
+    }
+
+    fn remove_partial(&self) -> Result<usize, SnapshotError> {
+        self.dirs.remove_tmp()
     }
 }
 
