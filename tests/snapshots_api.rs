@@ -1,4 +1,5 @@
-//! The Snapshots and Images gRPC services, called the way any generated client would.
+//! The gRPC services (Snapshots, Images, Content, health, reflection), called
+//! the way any generated client would.
 
 mod common;
 
@@ -191,4 +192,67 @@ fn images_can_be_listed_filtered_and_labelled_over_grpc() {
         let e = c.get(v1::GetImageRequest { name: format!("a@sha256:{}", "0".repeat(64)) }).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
     });
+}
+
+#[test]
+fn health_and_reflection_are_served_and_blobs_carry_labels() {
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let p = d.file("a.tar", &oci_archive(&[("docker.io/library/a:1", &spec)]));
+    d.ok(&["load", "-i", p.to_str().unwrap()]);
+    rt().block_on(async {
+        let ch = d.channel().await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+        use tonic_reflection::pb::v1::{
+            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse, ServerReflectionRequest,
+        };
+        let mut refl = ServerReflectionClient::new(ch.clone());
+        let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+        let mut resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let msg = resp.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("unexpected reflection answer") };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for svc in ["berth.v1.Images", "berth.v1.Content", "berth.v1.Snapshots", "berth.v1.Version", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == svc), "{svc} missing from {names:?}");
+        }
+
+        let mut content = v1::content_client::ContentClient::new(ch);
+        let blobs = content.list(v1::ListContentRequest {}).await.unwrap().into_inner().blobs;
+        let config = &blobs.iter().find(|b| b.size < 4096).unwrap().digest;
+        let info = content
+            .update_labels(v1::UpdateContentLabelsRequest {
+                digest: config.clone(),
+                labels: [("note".to_string(), "x".to_string())].into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+            .unwrap();
+        assert_eq!(info.labels.get("note").map(String::as_str), Some("x"));
+        assert_eq!(info.referenced_by, vec!["docker.io/library/a:1".to_string()]);
+        let e = content
+            .update_labels(v1::UpdateContentLabelsRequest {
+                digest: config.clone(),
+                labels: [("berth.io/x".to_string(), "y".to_string())].into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // A blob in use is not deleted without force; reading past its end is OutOfRange.
+        let e = content.delete(v1::DeleteContentRequest { digest: config.clone(), force: false }).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        let e = content.read(v1::ReadContentRequest { digest: config.clone(), offset: 1 << 30, size: 0 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::OutOfRange);
+        let e = content.info(v1::ContentInfoRequest { digest: "sha256:nothex".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+    });
+    // The label shows in berthctl, and goes with the blob when the image is removed.
+    assert!(d.ok(&["content", "ls"]).contains("note=x"));
+    d.ok(&["rmi", "a:1"]);
+    assert_eq!(d.ok(&["content", "ls", "-q"]).trim(), "");
 }

@@ -16,6 +16,8 @@ pub enum ContentCommand {
     Ls(LsArgs),
     /// Write a blob to standard output
     Get(GetArgs),
+    /// Replace a blob's labels (KEY=VALUE...; none clears them)
+    Label(LabelArgs),
     /// Remove blobs (refused while an image uses them, unless --force)
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -35,6 +37,14 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// Digest of the blob (sha256:...)
+    pub digest: String,
+    /// Labels, KEY=VALUE
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RmArgs {
     #[arg(required = true)]
     pub digests: Vec<String>,
@@ -50,13 +60,25 @@ pub async fn run(conn: &Conn, cmd: ContentCommand) -> Result<i32> {
             if a.quiet {
                 blobs.iter().for_each(|b| println!("{}", b.digest));
             } else if conn.format == Format::Json {
-                output::json(&json!(blobs.iter().map(|b| json!({"digest": b.digest, "size": b.size})).collect::<Vec<_>>()));
+                output::json(&json!(blobs
+                    .iter()
+                    .map(|b| json!({"digest": b.digest, "size": b.size, "labels": b.labels}))
+                    .collect::<Vec<_>>()));
             } else {
                 let rows: Vec<Vec<String>> = blobs
                     .iter()
-                    .map(|b| vec![b.digest.clone(), output::size(b.size), ago(b.created_at.as_ref().map(|t| t.seconds).unwrap_or(0))])
+                    .map(|b| {
+                        let mut labels: Vec<String> = b.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        labels.sort();
+                        vec![
+                            b.digest.clone(),
+                            output::size(b.size),
+                            ago(b.created_at.as_ref().map(|t| t.seconds).unwrap_or(0)),
+                            labels.join(","),
+                        ]
+                    })
                     .collect();
-                output::table(&["DIGEST", "SIZE", "AGE"], &rows);
+                output::table(&["DIGEST", "SIZE", "AGE", "LABELS"], &rows);
             }
             Ok(0)
         }
@@ -68,6 +90,17 @@ pub async fn run(conn: &Conn, cmd: ContentCommand) -> Result<i32> {
                 out.write_all(&chunk?.data)?;
             }
             out.flush()?;
+            Ok(0)
+        }
+        ContentCommand::Label(a) => {
+            let mut labels = std::collections::HashMap::new();
+            for l in &a.labels {
+                match l.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => labels.insert(k.to_owned(), v.to_owned()),
+                    _ => anyhow::bail!("invalid label {l:?}: use KEY=VALUE"),
+                };
+            }
+            conn.content().update_labels(v1::UpdateContentLabelsRequest { digest: a.digest, labels }).await?;
             Ok(0)
         }
         ContentCommand::Rm(a) => {

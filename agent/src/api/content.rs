@@ -23,6 +23,18 @@ fn digest(s: &str) -> Result<Digest, Status> {
     Digest::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// A blob's info with its labels and the images of `ns` that use it.
+fn content_info(agent: &Agent, ns: &str, d: &Digest) -> Result<v1::ContentInfo, Status> {
+    let info = agent.content.info(d)?;
+    Ok(v1::ContentInfo {
+        digest: info.digest.to_string(),
+        size: info.size as i64,
+        created_at: convert::system_time(info.created),
+        referenced_by: agent.images.referenced_by(ns, d)?,
+        labels: agent.meta.content_labels(d)?.into_iter().collect(),
+    })
+}
+
 const READ_CHUNK: usize = 1 << 20;
 /// How long a chunk waits for a client that stopped reading.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -33,19 +45,7 @@ impl v1::content_server::Content for ContentService {
         let ns = namespace(&req)?;
         let d = digest(&req.get_ref().digest)?;
         let agent = self.agent.clone();
-        blocking(move || {
-            let info = agent.content.info(&d)?;
-            let referenced_by = agent.images.referenced_by(&ns, &d)?;
-            Ok(Response::new(v1::ContentInfoResponse {
-                info: Some(v1::ContentInfo {
-                    digest: info.digest.to_string(),
-                    size: info.size as i64,
-                    created_at: convert::system_time(info.created),
-                    referenced_by,
-                }),
-            }))
-        })
-        .await
+        blocking(move || Ok(Response::new(v1::ContentInfoResponse { info: Some(content_info(&agent, &ns, &d)?) }))).await
     }
 
     async fn list(&self, _req: Request<v1::ListContentRequest>) -> Result<Response<v1::ListContentResponse>, Status> {
@@ -60,6 +60,7 @@ impl v1::content_server::Content for ContentService {
                     size: b.size as i64,
                     created_at: convert::system_time(b.created),
                     referenced_by: Vec::new(),
+                    labels: agent.meta.content_labels(&b.digest).unwrap_or_default().into_iter().collect(),
                 })
                 .collect();
             Ok(Response::new(v1::ListContentResponse { blobs }))
@@ -131,7 +132,28 @@ impl v1::content_server::Content for ContentService {
                 return Err(Status::failed_precondition(format!("blob {d} is used by an image; remove the image first or force")));
             }
             agent.content.delete(&d)?;
+            agent.meta.set_content_labels(&d, &Default::default())?;
             Ok(Response::new(v1::DeleteContentResponse {}))
+        })
+        .await
+    }
+
+    async fn update_labels(
+        &self,
+        req: Request<v1::UpdateContentLabelsRequest>,
+    ) -> Result<Response<v1::UpdateContentLabelsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let d = digest(&r.digest)?;
+        if let Some(k) = r.labels.keys().find(|k| k.starts_with("berth.io/") || k.is_empty()) {
+            return Err(Status::invalid_argument(format!("label key {k:?} is empty or reserved (berth.io/)")));
+        }
+        let agent = self.agent.clone();
+        blocking(move || {
+            let _guard = agent.images.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+            agent.content.info(&d)?;
+            agent.meta.set_content_labels(&d, &r.labels.into_iter().collect())?;
+            Ok(Response::new(v1::UpdateContentLabelsResponse { info: Some(content_info(&agent, &ns, &d)?) }))
         })
         .await
     }

@@ -504,6 +504,7 @@ impl Images {
                     Ok(()) | Err(ContentError::NotFound(_)) => stats.blobs_removed += 1,
                     Err(e) => return Err(e.into()),
                 }
+                self.meta.set_content_labels(&b.digest, &BTreeMap::new())?;
             }
         }
         // Remove unused image snapshots from the top of each chain down: a

@@ -15,6 +15,8 @@ use crate::digest::Digest;
 
 const IMAGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("images");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
+/// Labels of blobs, by digest (blobs are shared by every namespace).
+const CONTENT_LABELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("content_labels");
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -128,6 +130,7 @@ impl Metadata {
         tx.open_table(IMAGES)?;
         tx.open_table(snapshots)?;
         tx.open_table(COUNTERS)?;
+        tx.open_table(CONTENT_LABELS)?;
         tx.commit()?;
         Ok(Self { db, snapshots })
     }
@@ -352,6 +355,32 @@ impl Metadata {
         }
         tx.commit()?;
         Ok(rec)
+    }
+
+    // ---- content labels ----
+
+    pub fn content_labels(&self, digest: &Digest) -> Result<BTreeMap<String, String>, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CONTENT_LABELS)?;
+        match t.get(digest.as_str())? {
+            Some(v) => decode(digest.as_str(), v.value()),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Replace a blob's labels; empty labels remove the record.
+    pub fn set_content_labels(&self, digest: &Digest, labels: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CONTENT_LABELS)?;
+            if labels.is_empty() {
+                t.remove(digest.as_str())?;
+            } else {
+                t.insert(digest.as_str(), encode(labels).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Namespaces that hold at least one record.
