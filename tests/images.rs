@@ -93,3 +93,41 @@ fn tag_gives_another_name_and_errors_are_one_clear_line() {
     let out = d.ctl(&["tag", "busybox", "Bad Name"]);
     assert!(stderr(&out).contains("invalid image reference"), "{}", stderr(&out));
 }
+
+#[test]
+fn blobs_that_only_look_like_layers_leave_no_snapshot_behind() {
+    let d = Daemon::start();
+    let (a, _) = two_images();
+    // Two stray blobs the index never names: a gzip'd tar and a plain tar.
+    let stray_tar = layer(&[Entry::File("stray".into(), b"x".to_vec(), 0o644)]);
+    let stray_gz = compress(&layer(&[Entry::File("other".into(), vec![1; 4096], 0o644)]), Compress::Gzip);
+    let archive = oci_archive(&[("busybox:latest", &a)]);
+    let mut builder = tar::Builder::new(Vec::new());
+    for data in [&stray_tar, &stray_gz] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut h, format!("blobs/sha256/{}", &sha256(data)[7..]), &data[..]).unwrap();
+    }
+    // Put the strays first, then the real archive's entries.
+    let mut ar = tar::Archive::new(&archive[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+        builder.append_data(&mut h, path, &buf[..]).unwrap();
+    }
+    let p = d.file("strays.tar", &builder.into_inner().unwrap());
+    d.ok(&["load", "-i", p.to_str().unwrap()]);
+    let keys = d.ok(&["snapshot", "ls", "-q"]);
+    assert_eq!(keys.trim(), sha256(&busybox_layer()), "only the image's layer stays: {keys}");
+    assert_eq!(d.snapshot_dirs("overlayfs").len(), 1, "{:?}", d.snapshot_dirs("overlayfs"));
+    // The strays are unreferenced blobs: the import collected them.
+    assert!(!d.blobs().contains(&sha256(&stray_tar)[7..].to_string()), "{:?}", d.blobs());
+    assert!(!d.blobs().contains(&sha256(&stray_gz)[7..].to_string()), "{:?}", d.blobs());
+    d.ok(&["rmi", "busybox"]);
+    assert!(d.blobs().is_empty(), "{:?}", d.blobs());
+}

@@ -162,6 +162,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Graceful shutdown, bounded: in-flight calls get a few seconds to finish.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(berth_api::STREAM_WINDOW)
+        .initial_connection_window_size(berth_api::CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api::version::service(agent.clone()))

@@ -15,6 +15,11 @@ pub const NAMESPACE_HEADER: &str = "berth-namespace";
 /// Namespace used when a call does not name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// HTTP/2 flow-control window of one stream, for clients and the server.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 flow-control window of one connection.
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Default address of the agent.
 pub const DEFAULT_ADDRESS: &str = "/run/berth/berthd.sock";
 
@@ -34,6 +39,10 @@ pub async fn connect(path: impl Into<PathBuf>, timeout: Duration) -> Result<Chan
     // always dials the Unix socket.
     Endpoint::from_static("http://berthd.local")
         .connect_timeout(timeout)
+        // Large HTTP/2 windows: uploads of image archives move hundreds of MB,
+        // and the 64 KiB default costs a round trip per window.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }

@@ -10,11 +10,11 @@
 //! import that fails leaves no image; what it stored is garbage collected.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use super::oci::{self, Descriptor, Manifest, Platform};
 use super::reference::Reference;
@@ -50,6 +50,8 @@ pub struct ImportOutcome {
     pub bytes_read: u64,
     /// Whether a name was taken from an image that had it before (which may now be garbage).
     pub replaced: bool,
+    /// Whether the archive held files no imported image uses (garbage now).
+    pub stray: bool,
 }
 
 const SMALL_FILES: [&str; 4] = ["index.json", "manifest.json", "oci-layout", "repositories"];
@@ -125,18 +127,25 @@ impl Images {
             let _lease = self.lease();
             let count = Arc::new(AtomicU64::new(0));
             let counting = CountingReader { inner: reader, count: count.clone() };
-            self.scan(counting, progress).and_then(|scanned| {
+            let speculate = !opts.no_unpack && self.snapshots.snapshotter().independent_layers();
+            let mut prepared = HashMap::new();
+            let result = self.scan(ns, counting, speculate, &mut prepared, progress).and_then(|scanned| {
                 let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
-                self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, progress)
-            })
+                self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, &mut prepared, progress)
+            });
+            // Layers unpacked ahead that no image of the archive used.
+            for key in prepared.into_values() {
+                let _ = self.snapshots.remove(ns, &key);
+            }
+            result
         };
         if result.is_err() {
             // Whatever the failed import stored is unreferenced: drop it now.
             if let Err(e) = self.gc() {
                 tracing::warn!(error = %e, "garbage collection after a failed import");
             }
-        } else if result.as_ref().is_ok_and(|o| o.replaced) {
-            // A name moved: the image it named before may be used by nothing now.
+        } else if result.as_ref().is_ok_and(|o| o.replaced || o.stray) {
+            // A name moved, or the archive held more than its images: collect what nothing uses.
             if let Err(e) = self.gc() {
                 tracing::warn!(error = %e, "garbage collection after an import replaced a name");
             }
@@ -151,6 +160,7 @@ impl Images {
         scanned: &Scanned,
         bytes_read: u64,
         opts: &ImportOptions,
+        prepared: &mut HashMap<Digest, String>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportOutcome, ImageError> {
         let targets = if let Some(index) = scanned.docs.get("index.json") {
@@ -191,7 +201,7 @@ impl Images {
             let mut done = std::collections::HashSet::new();
             for r in &resolved {
                 if done.insert(r.manifest_desc.digest.clone()) {
-                    self.unpack(ns, r, progress)?;
+                    self.unpack_prepared(ns, r, prepared, progress)?;
                 }
             }
         }
@@ -203,11 +213,66 @@ impl Images {
             replaced_any |= replaced;
             images.push(rec);
         }
-        Ok(ImportOutcome { images, bytes_read, replaced: replaced_any })
+        // Files of the archive that none of its images reaches (docker's
+        // VERSION files, stray blobs) are garbage.
+        let mut reachable = HashSet::new();
+        for (_, desc) in &targets {
+            self.walk(desc, &mut reachable, &mut Vec::new(), 0)?;
+        }
+        let stray = scanned.files.values().any(|(d, _)| !reachable.contains(d));
+        Ok(ImportOutcome { images, bytes_read, replaced: replaced_any, stray })
     }
 
     /// Read the archive once, storing every file in the content store.
-    fn scan(&self, reader: impl Read, progress: &(dyn Fn(Progress) + Sync)) -> Result<Scanned, ImageError> {
+    ///
+    /// With `speculate`, every blob that looks like a layer (compressed, or a
+    /// tar) is also decompressed and applied into a parentless snapshot while
+    /// it is written, on another thread: the layer is unpacked in the same
+    /// pass over its bytes. `prepared` receives diff id → snapshot key; the
+    /// snapshots no image uses are removed by the caller.
+    fn scan(
+        &self,
+        ns: &str,
+        reader: impl Read,
+        speculate: bool,
+        prepared: &mut HashMap<Digest, String>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Scanned, ImageError> {
+        std::thread::scope(|sc| {
+            let mut workers: VecDeque<std::thread::ScopedJoinHandle<'_, Option<(Digest, String)>>> = VecDeque::new();
+            let collect = |h: std::thread::ScopedJoinHandle<'_, Option<(Digest, String)>>, prepared: &mut HashMap<Digest, String>| {
+                if let Ok(Some((diff_id, key))) = h.join() {
+                    if let Some(dup) = prepared.insert(diff_id, key) {
+                        let _ = self.snapshots.remove(ns, &dup);
+                    }
+                }
+            };
+            let mut spawn = |prepared: &mut HashMap<Digest, String>| -> mpsc::SyncSender<Vec<u8>> {
+                if workers.len() >= self.limits.unpack_parallelism.max(1) {
+                    if let Some(h) = workers.pop_front() {
+                        collect(h, prepared);
+                    }
+                }
+                let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+                workers.push_back(sc.spawn(move || self.unpack_ahead(ns, rx)));
+                tx
+            };
+            let result = self.scan_entries(reader, speculate, &mut |p| spawn(p), prepared, progress);
+            for h in workers.drain(..) {
+                collect(h, prepared);
+            }
+            result
+        })
+    }
+
+    fn scan_entries(
+        &self,
+        reader: impl Read,
+        speculate: bool,
+        spawn: &mut SpawnAhead<'_>,
+        prepared: &mut HashMap<Digest, String>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Scanned, ImageError> {
         let archive_err = |what: &str, e: io::Error| read_error(what, e);
         let inner = decompress(reader).map_err(|e| archive_err("reading the archive", e))?;
         let limited = LimitedReader::new(inner, self.limits.max_import_bytes, "uncompressed archive");
@@ -281,7 +346,19 @@ impl Images {
             }
             self.content.ensure_space(size)?;
             let mut w = self.content.writer(expected.clone(), Some(size))?;
-            let copied = match copy_large(&mut entry, &mut w) {
+            let mut ahead = None;
+            let mut first = speculate;
+            let copied = match copy_large(&mut entry, &mut w, &mut |chunk: &[u8]| {
+                if std::mem::take(&mut first) && looks_like_layer(chunk) {
+                    ahead = Some(spawn(prepared));
+                }
+                // A worker that gave up (not a layer after all) stops taking chunks.
+                if let Some(tx) = &ahead {
+                    if tx.send(chunk.to_vec()).is_err() {
+                        ahead = None;
+                    }
+                }
+            }) {
                 Ok(n) => n,
                 Err(CopyError::Read(e)) => return Err(archive_err(&path, e)),
                 Err(CopyError::Write(e)) => return Err(ContentError::Io { path: path.clone().into(), source: e }.into()),
@@ -408,6 +485,9 @@ fn truncated(path: &str, copied: u64, size: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Starts a thread that unpacks a layer ahead; returns where to send its chunks.
+type SpawnAhead<'a> = dyn FnMut(&mut HashMap<Digest, String>) -> mpsc::SyncSender<Vec<u8>> + 'a;
+
 /// Most entries accepted in one archive.
 const MAX_ARCHIVE_ENTRIES: usize = 100_000;
 
@@ -417,20 +497,34 @@ enum CopyError {
     Write(io::Error),
 }
 
-/// Copy with a large buffer (the default 8 KiB costs a syscall per 8 KiB).
-fn copy_large(r: &mut impl Read, w: &mut impl Write) -> Result<u64, CopyError> {
+/// Copy with a large buffer (the default 8 KiB costs a syscall per 8 KiB),
+/// handing every chunk to `tee` after it is written.
+fn copy_large(r: &mut impl Read, w: &mut impl Write, tee: &mut dyn FnMut(&[u8])) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0;
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        total += n as u64;
+        // Fill the buffer (a layer's first chunk must hold a whole tar header to be recognized).
+        let mut filled = 0;
+        while filled < buf.len() {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Read(e)),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..filled]).map_err(CopyError::Write)?;
+        tee(&buf[..filled]);
+        total += filled as u64;
     }
+}
+
+/// Whether a blob's first bytes look like a layer: gzip, zstd, or a tar header.
+fn looks_like_layer(head: &[u8]) -> bool {
+    Compression::detect(head) != Compression::None || head.get(257..262) == Some(b"ustar".as_slice())
 }
 
 /// An error reading the archive: a stalled or dropped upload is not a bad archive.

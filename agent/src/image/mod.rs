@@ -434,7 +434,13 @@ impl Images {
     }
 
     /// Every blob reachable from `desc`; missing children are skipped.
-    fn walk(&self, desc: &Descriptor, out: &mut HashSet<Digest>, chains: &mut Vec<Vec<Digest>>, depth: u32) -> Result<(), ImageError> {
+    pub(crate) fn walk(
+        &self,
+        desc: &Descriptor,
+        out: &mut HashSet<Digest>,
+        chains: &mut Vec<Vec<Digest>>,
+        depth: u32,
+    ) -> Result<(), ImageError> {
         if !out.insert(desc.digest.clone()) || depth > 5 {
             return Ok(());
         }

@@ -5,11 +5,11 @@
 //! files, so missing layers are unpacked in parallel and committed in order;
 //! with the native snapshotter each layer is applied on a copy of its parent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
 use super::import::Progress;
 use super::oci::Descriptor;
@@ -51,6 +51,32 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> std::io::Result<Box<dyn Read + 'a>>
     })
 }
 
+/// Chunks of a blob, read on the unpacking thread as the importing thread sends them.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                // The sender is gone: the blob is complete (or the import stopped).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 fn managed_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_MANAGED.to_owned(), "image".to_owned())])
 }
@@ -84,9 +110,57 @@ impl Images {
         Ok(size)
     }
 
+    /// Unpack a blob that looks like a layer while it is being stored:
+    /// decompress, hash and apply the chunks received into a new parentless
+    /// snapshot. Returns the diff id and the snapshot's key, or None when the
+    /// blob was not a layer we could apply (it is then unpacked, or refused,
+    /// the ordinary way if an image needs it).
+    pub(crate) fn unpack_ahead(&self, ns: &str, rx: mpsc::Receiver<Vec<u8>>) -> Option<(Digest, String)> {
+        let key = format!("unpack-{}-ahead", random_hex(8));
+        let rec = self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).ok()?;
+        let dir = self.snapshots.fs_dir(rec.id);
+        let reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
+        let result = (|| -> Result<Digest, String> {
+            let plain = decompress(reader).map_err(|e| e.to_string())?;
+            let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");
+            let mut hashing = HashingReader::new(limited);
+            let opts = ApplyOptions { whiteouts: self.snapshots.snapshotter().whiteout_mode(), ..Default::default() };
+            apply_tar(&mut hashing, &dir, &opts).map_err(|e| e.to_string())?;
+            let (diff_id, _) = hashing.finish().map_err(|e| e.to_string())?;
+            let fd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| e.to_string())?;
+            rustix::fs::syncfs(&fd).map_err(|e| e.to_string())?;
+            Ok(diff_id)
+        })();
+        match result {
+            Ok(diff_id) => Some((diff_id, key)),
+            Err(e) => {
+                tracing::debug!(error = %e, "blob not unpacked ahead");
+                let _ = self.snapshots.remove(ns, &key);
+                None
+            }
+        }
+    }
+
     /// Unpack every layer of `r` that `ns` does not have yet. The caller holds
     /// `gc_lock` shared.
     pub fn unpack(&self, ns: &str, r: &Resolved, progress: &(dyn Fn(Progress) + Sync)) -> Result<(), ImageError> {
+        self.unpack_prepared(ns, r, &mut HashMap::new(), progress)
+    }
+
+    /// [`Images::unpack`], using layers already unpacked ahead (diff id →
+    /// parentless active snapshot); those it uses are taken out of `prepared`.
+    pub fn unpack_prepared(
+        &self,
+        ns: &str,
+        r: &Resolved,
+        prepared: &mut HashMap<Digest, String>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(), ImageError> {
         let layers = &r.manifest.layers;
         let diff_ids = &r.config.rootfs.diff_ids;
         let chains = &r.chain_ids;
@@ -100,11 +174,25 @@ impl Images {
         }
         let parent_of = |i: usize| if i == 0 { String::new() } else { chains[i - 1].to_string() };
         if self.snapshots.snapshotter().independent_layers() {
-            // Phase 1: extract in parallel into parentless active snapshots.
-            let keys: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+            // Layers unpacked ahead, while the archive was read, are ready.
+            let mut ready = Vec::new();
+            let mut to_extract = Vec::new();
+            for &i in &missing {
+                match prepared.remove(&diff_ids[i]) {
+                    Some(key) => {
+                        progress(Progress::Layer { digest: layers[i].digest.clone(), size: layers[i].size, status: "unpacked" });
+                        ready.push((i, key));
+                    }
+                    None => to_extract.push(i),
+                }
+            }
+            let missing = to_extract;
+            // Phase 1: extract the rest in parallel into parentless active snapshots.
+            let keys: Mutex<Vec<(usize, String)>> = Mutex::new(ready);
             let next = AtomicUsize::new(0);
             let first_err: Mutex<Option<ImageError>> = Mutex::new(None);
             let workers = self.limits.unpack_parallelism.clamp(1, 16).min(missing.len());
+            // (zero workers when every layer was unpacked ahead)
             std::thread::scope(|s| {
                 for _ in 0..workers {
                     s.spawn(|| loop {
