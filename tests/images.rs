@@ -101,26 +101,8 @@ fn blobs_that_only_look_like_layers_leave_no_snapshot_behind() {
     // Two stray blobs the index never names: a gzip'd tar and a plain tar.
     let stray_tar = layer(&[Entry::File("stray".into(), b"x".to_vec(), 0o644)]);
     let stray_gz = compress(&layer(&[Entry::File("other".into(), vec![1; 4096], 0o644)]), Compress::Gzip);
-    let archive = oci_archive(&[("busybox:latest", &a)]);
-    let mut builder = tar::Builder::new(Vec::new());
-    for data in [&stray_tar, &stray_gz] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut h, format!("blobs/sha256/{}", &sha256(data)[7..]), &data[..]).unwrap();
-    }
-    // Put the strays first, then the real archive's entries.
-    let mut ar = tar::Archive::new(&archive[..]);
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        let mut h = e.header().clone();
-        let path = e.path().unwrap().into_owned();
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
-        builder.append_data(&mut h, path, &buf[..]).unwrap();
-    }
-    let p = d.file("strays.tar", &builder.into_inner().unwrap());
+    let archive = with_strays(&oci_archive(&[("busybox:latest", &a)]), &[&stray_tar, &stray_gz]);
+    let p = d.file("strays.tar", &archive);
     d.ok(&["load", "-i", p.to_str().unwrap()]);
     let keys = d.ok(&["snapshot", "ls", "-q"]);
     assert_eq!(keys.trim(), sha256(&busybox_layer()), "only the image's layer stays: {keys}");
@@ -130,4 +112,98 @@ fn blobs_that_only_look_like_layers_leave_no_snapshot_behind() {
     assert!(!d.blobs().contains(&sha256(&stray_gz)[7..].to_string()), "{:?}", d.blobs());
     d.ok(&["rmi", "busybox"]);
     assert!(d.blobs().is_empty(), "{:?}", d.blobs());
+}
+
+/// `archive` with extra blobs put before its own entries.
+fn with_strays(archive: &[u8], strays: &[&Vec<u8>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for data in strays {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut h, format!("blobs/sha256/{}", &sha256(data)[7..]), &data[..]).unwrap();
+    }
+    let mut ar = tar::Archive::new(archive);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+        builder.append_data(&mut h, path, &buf[..]).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn a_layer_is_checked_against_its_own_blob_even_when_another_blob_has_its_diff_id() {
+    let d = Daemon::start();
+    let wanted = layer(&[Entry::File("a".into(), b"one".to_vec(), 0o644)]);
+    let shipped = layer(&[Entry::File("a".into(), b"two".to_vec(), 0o644)]);
+    // The config claims the diff id of `wanted`, the manifest's layer is `shipped`,
+    // and a stray blob in the archive really is `wanted`.
+    let built = build_edited(&ImageSpec::new(vec![shipped]), |c| c["rootfs"]["diff_ids"][0] = sha256(&wanted).into(), |_| {});
+    let stray = compress(&wanted, Compress::Gzip);
+    let p = d.file("mixed.tar", &with_strays(&oci_archive_built(&[("example.com/mixed:v1", &built)]), &[&stray]));
+    let out = d.ctl(&["load", "-i", p.to_str().unwrap()]);
+    assert!(!out.status.success(), "an image whose layer does not match its diff id was imported");
+    assert!(stderr(&out).contains("does not match the diff id"), "{}", stderr(&out));
+    d.assert_nothing_left("default");
+}
+
+#[test]
+fn an_index_with_an_attestation_manifest_imports_and_is_collected_whole() {
+    let mut d = Daemon::start();
+    let image = build(&ImageSpec::new(vec![busybox_layer()]));
+    // An in-toto attestation, as buildx writes them: a manifest whose layer type Berth does not unpack.
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1"}"#.to_vec();
+    let att_config = b"{}".to_vec();
+    let att_manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&att_config), "size": att_config.len()},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": sha256(&statement), "size": statement.len()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.manifest.0, "size": image.manifest.1.len(),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&att_manifest), "size": att_manifest.len(),
+         "platform": {"os": "unknown", "architecture": "unknown"},
+         "annotations": {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": image.manifest.0}},
+    ]}))
+    .unwrap();
+    let top = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(&index), "size": index.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/attested:latest"}}]}))
+    .unwrap();
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        t.append_data(&mut h, path, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let mut blobs: Vec<&Vec<u8>> = vec![&image.config.1, &image.manifest.1, &statement, &att_config, &att_manifest, &index];
+    blobs.extend(image.layers.iter().map(|(_, b, _)| b));
+    for b in blobs {
+        add(format!("blobs/sha256/{}", &sha256(b)[7..]), b);
+    }
+    add("index.json".into(), &top);
+    let p = d.file("attested.tar", &t.into_inner().unwrap());
+    d.ok(&["load", "-i", p.to_str().unwrap()]);
+    assert_eq!(d.inspect("default", "attested")["unpacked"], true);
+    // Every blob of the index is kept (the attestation too) ...
+    assert!(d.blobs().contains(&sha256(&statement)[7..].to_string()), "{:?}", d.blobs());
+    // ... the agent restarts cleanly, and removing the image collects all of it.
+    d.kill9();
+    d.spawn();
+    assert!(d.blobs().contains(&sha256(&statement)[7..].to_string()), "{:?}", d.blobs());
+    d.ok(&["rmi", "attested"]);
+    assert!(d.blobs().is_empty(), "{:?}", d.blobs());
+    assert_eq!(d.ok(&["snapshot", "ls", "-q"]).trim(), "");
 }

@@ -127,13 +127,16 @@ pub fn open(config: Config) -> Result<Agent, ServerError> {
     let snapshots = Arc::new(Snapshots::new(meta.clone(), sn));
     let removed = snapshots.recover()?;
     let images = Arc::new(Images::new(meta.clone(), content.clone(), snapshots.clone(), config.limits.clone()));
-    let gc = images.gc()?;
-    tracing::info!(
-        stale_snapshot_dirs = removed,
-        blobs_removed = gc.blobs_removed,
-        snapshots_removed = gc.snapshots_removed,
-        "stores opened"
-    );
+    // A collection that fails (an unreadable blob) must not keep the agent from starting.
+    match images.gc() {
+        Ok(gc) => tracing::info!(
+            stale_snapshot_dirs = removed,
+            blobs_removed = gc.blobs_removed,
+            snapshots_removed = gc.snapshots_removed,
+            "stores opened"
+        ),
+        Err(e) => tracing::warn!(error = %e, stale_snapshot_dirs = removed, "stores opened; garbage collection failed"),
+    }
     Ok(Agent { config, meta, content, snapshots, images, snapshotter_reason, started: Instant::now() })
 }
 

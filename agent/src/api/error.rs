@@ -62,16 +62,33 @@ pub fn image_code(e: &ImageError) -> Code {
         ImageError::MissingContent { .. } => Code::FailedPrecondition,
         ImageError::Cancelled(_) => Code::Cancelled,
         ImageError::Stalled(_) => Code::DeadlineExceeded,
+        ImageError::Io { source, .. } => io_code(source),
         ImageError::Apply { source, .. } => match source {
             ApplyError::Hostile { .. } | ApplyError::Archive(_) | ApplyError::Unsupported { .. } | ApplyError::MissingLinkTarget { .. } => {
                 Code::InvalidArgument
             }
-            // Writing failed: a full disk is the machine's problem; anything else
-            // (ENOENT through a dangling link, EEXIST, ...) comes from the layer.
-            ApplyError::Io { source, .. } => match io_code(source) {
-                Code::Internal => Code::InvalidArgument,
-                code => code,
-            },
+            // Errors a layer's own structure causes (a dangling link, a name
+            // taken by a file, ...) are the layer's fault; others are the machine's.
+            ApplyError::Io { source, .. } => {
+                use rustix::io::Errno;
+                let layer_caused = [
+                    Errno::NOENT,
+                    Errno::EXIST,
+                    Errno::NOTDIR,
+                    Errno::ISDIR,
+                    Errno::LOOP,
+                    Errno::NOTEMPTY,
+                    Errno::NAMETOOLONG,
+                    Errno::PERM,
+                    Errno::INVAL,
+                    Errno::XDEV,
+                    Errno::MLINK,
+                ];
+                match source.raw_os_error() {
+                    Some(code) if layer_caused.iter().any(|e| e.raw_os_error() == code) => Code::InvalidArgument,
+                    _ => io_code(source),
+                }
+            }
         },
         ImageError::Content(c) => content_code(c),
         ImageError::Metadata(m) => metadata_code(m),

@@ -97,13 +97,6 @@ impl ContentStore {
         Ok(buf)
     }
 
-    /// Set a blob's modification time to now (it is in use by an import).
-    pub fn touch(&self, digest: &Digest) -> Result<(), ContentError> {
-        let path = self.path(digest);
-        let f = File::options().write(true).open(&path).map_err(|e| not_found_or(digest, &path, e))?;
-        f.set_modified(SystemTime::now()).map_err(io_err(&path))
-    }
-
     /// Refuse to start a blob of `size` bytes that would leave less than
     /// [`RESERVED_SPACE`] free.
     pub fn ensure_space(&self, size: u64) -> Result<(), ContentError> {

@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use super::oci::{self, Descriptor, Manifest, Platform};
 use super::reference::Reference;
 use super::unpack::{decompress, Compression};
-use super::{ImageError, Images};
+use super::{ImageError, Images, Lease};
 use crate::archive::apply::{MetaBudgetReader, META_BUDGET};
 use crate::content::ContentError;
 use crate::digest::{Digest, LimitedReader};
@@ -124,17 +124,17 @@ impl Images {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportOutcome, ImageError> {
         let result = {
-            let _lease = self.lease();
+            let lease = self.lease();
             let count = Arc::new(AtomicU64::new(0));
             let counting = CountingReader { inner: reader, count: count.clone() };
             let speculate = !opts.no_unpack && self.snapshots.snapshotter().independent_layers();
             let mut prepared = HashMap::new();
-            let result = self.scan(ns, counting, speculate, &mut prepared, progress).and_then(|scanned| {
+            let result = self.scan(ns, counting, speculate, &lease, &mut prepared, progress).and_then(|scanned| {
                 let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
                 self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, &mut prepared, progress)
             });
             // Layers unpacked ahead that no image of the archive used.
-            for key in prepared.into_values() {
+            for (_, key) in prepared.into_values() {
                 let _ = self.snapshots.remove(ns, &key);
             }
             result
@@ -160,7 +160,7 @@ impl Images {
         scanned: &Scanned,
         bytes_read: u64,
         opts: &ImportOptions,
-        prepared: &mut HashMap<Digest, String>,
+        prepared: &mut Prepared,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportOutcome, ImageError> {
         let targets = if let Some(index) = scanned.docs.get("index.json") {
@@ -205,21 +205,34 @@ impl Images {
                 }
             }
         }
+        // Files of the archive that none of its images reaches (docker's
+        // VERSION files, stray blobs) are garbage; when unsure, collect.
+        let mut reachable = HashSet::new();
+        let walked = targets.iter().try_for_each(|(_, desc)| self.walk(desc, &mut reachable, &mut Vec::new(), 0));
+        let stray = walked.is_err() || scanned.files.values().any(|(d, _)| !reachable.contains(d));
+        // All names at once: an import names every image of the archive or none.
+        let now = crate::metadata::now_nanos();
+        let records: Vec<ImageRecord> = targets
+            .iter()
+            .map(|(name, desc)| ImageRecord {
+                name: name.clone(),
+                target: crate::metadata::DescriptorRecord {
+                    media_type: desc.media_type.clone(),
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                },
+                labels: opts.labels.clone(),
+                created: now,
+                updated: now,
+            })
+            .collect();
+        let replaced = self.meta.put_images(ns, &records)?;
         let mut images = Vec::new();
-        let mut replaced_any = false;
-        for (name, desc) in &targets {
-            let (rec, replaced) = self.put(ns, name, desc, &opts.labels)?;
-            progress(Progress::Image { name: rec.name.clone(), status: if replaced { "updated" } else { "created" } });
-            replaced_any |= replaced;
+        for (rec, replaced) in records.into_iter().zip(&replaced) {
+            progress(Progress::Image { name: rec.name.clone(), status: if *replaced { "updated" } else { "created" } });
             images.push(rec);
         }
-        // Files of the archive that none of its images reaches (docker's
-        // VERSION files, stray blobs) are garbage.
-        let mut reachable = HashSet::new();
-        for (_, desc) in &targets {
-            self.walk(desc, &mut reachable, &mut Vec::new(), 0)?;
-        }
-        let stray = scanned.files.values().any(|(d, _)| !reachable.contains(d));
+        let replaced_any = replaced.iter().any(|r| *r);
         Ok(ImportOutcome { images, bytes_read, replaced: replaced_any, stray })
     }
 
@@ -235,31 +248,41 @@ impl Images {
         ns: &str,
         reader: impl Read,
         speculate: bool,
-        prepared: &mut HashMap<Digest, String>,
+        lease: &Lease<'_>,
+        prepared: &mut Prepared,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Scanned, ImageError> {
         std::thread::scope(|sc| {
-            let mut workers: VecDeque<std::thread::ScopedJoinHandle<'_, Option<(Digest, String)>>> = VecDeque::new();
-            let collect = |h: std::thread::ScopedJoinHandle<'_, Option<(Digest, String)>>, prepared: &mut HashMap<Digest, String>| {
-                if let Ok(Some((diff_id, key))) = h.join() {
-                    if let Some(dup) = prepared.insert(diff_id, key) {
-                        let _ = self.snapshots.remove(ns, &dup);
+            type Worker<'s> = (std::thread::ScopedJoinHandle<'s, Option<(Digest, String)>>, BlobSlot);
+            let mut workers: VecDeque<Worker<'_>> = VecDeque::new();
+            // A worker's layer counts only if its blob was stored and verified.
+            let collect = |(h, slot): Worker<'_>, prepared: &mut Prepared| {
+                let Ok(Some((diff_id, key))) = h.join() else { return };
+                match slot.lock().ok().and_then(|s| s.clone()) {
+                    Some(blob) => {
+                        if let Some((_, dup)) = prepared.insert(blob, (diff_id, key)) {
+                            let _ = self.snapshots.remove(ns, &dup);
+                        }
+                    }
+                    None => {
+                        let _ = self.snapshots.remove(ns, &key);
                     }
                 }
             };
-            let mut spawn = |prepared: &mut HashMap<Digest, String>| -> mpsc::SyncSender<Vec<u8>> {
-                if workers.len() >= self.limits.unpack_parallelism.max(1) {
-                    if let Some(h) = workers.pop_front() {
-                        collect(h, prepared);
+            let mut spawn = |prepared: &mut Prepared| -> (mpsc::SyncSender<Vec<u8>>, BlobSlot) {
+                if workers.len() >= self.limits.unpack_parallelism.clamp(1, 16) {
+                    if let Some(w) = workers.pop_front() {
+                        collect(w, prepared);
                     }
                 }
                 let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
-                workers.push_back(sc.spawn(move || self.unpack_ahead(ns, rx)));
-                tx
+                let slot = BlobSlot::default();
+                workers.push_back((sc.spawn(move || self.unpack_ahead(ns, rx)), slot.clone()));
+                (tx, slot)
             };
-            let result = self.scan_entries(reader, speculate, &mut |p| spawn(p), prepared, progress);
-            for h in workers.drain(..) {
-                collect(h, prepared);
+            let result = self.scan_entries(reader, speculate, lease, &mut |p| spawn(p), prepared, progress);
+            for w in workers.drain(..) {
+                collect(w, prepared);
             }
             result
         })
@@ -269,8 +292,9 @@ impl Images {
         &self,
         reader: impl Read,
         speculate: bool,
+        lease: &Lease<'_>,
         spawn: &mut SpawnAhead<'_>,
-        prepared: &mut HashMap<Digest, String>,
+        prepared: &mut Prepared,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Scanned, ImageError> {
         let archive_err = |what: &str, e: io::Error| read_error(what, e);
@@ -334,9 +358,16 @@ impl Images {
                 None => None,
             };
             if let Some(d) = &expected {
-                if self.content.info(d).map(|i| i.size == size).unwrap_or(false) {
-                    // Renew the blob's time so that the lease of this import covers it.
-                    self.content.touch(d)?;
+                // Checked and leased under the collector's lock, so it cannot go in between.
+                let have = {
+                    let _gc = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+                    let have = self.content.info(d).map(|i| i.size == size).unwrap_or(false);
+                    if have {
+                        lease.add(d);
+                    }
+                    have
+                };
+                if have {
                     let copied = io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
                     truncated(&path, copied, size)?;
                     progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
@@ -346,11 +377,14 @@ impl Images {
             }
             self.content.ensure_space(size)?;
             let mut w = self.content.writer(expected.clone(), Some(size))?;
-            let mut ahead = None;
+            let mut ahead: Option<mpsc::SyncSender<Vec<u8>>> = None;
+            let mut slot = None;
             let mut first = speculate;
             let copied = match copy_large(&mut entry, &mut w, &mut |chunk: &[u8]| {
                 if std::mem::take(&mut first) && looks_like_layer(chunk) {
-                    ahead = Some(spawn(prepared));
+                    let (tx, s) = spawn(prepared);
+                    ahead = Some(tx);
+                    slot = Some(s);
                 }
                 // A worker that gave up (not a layer after all) stops taking chunks.
                 if let Some(tx) = &ahead {
@@ -365,12 +399,22 @@ impl Images {
             };
             // The tar reader ends an entry early, without an error, when the archive does.
             truncated(&path, copied, size)?;
+            drop(ahead);
+            // Published and leased under the collector's lock (see above).
+            let gc = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
             let (digest, size) = w.commit().map_err(|e| match e {
                 ContentError::DigestMismatch { expected, actual } => ImageError::Archive(format!(
                     "blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"
                 )),
                 e => e.into(),
             })?;
+            lease.add(&digest);
+            drop(gc);
+            if let Some(slot) = slot {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(digest.clone());
+                }
+            }
             progress(Progress::Blob { digest: digest.clone(), size, status: "stored" });
             out.files.insert(path, (digest, size));
         }
@@ -485,8 +529,16 @@ fn truncated(path: &str, copied: u64, size: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Starts a thread that unpacks a layer ahead; returns where to send its chunks.
-type SpawnAhead<'a> = dyn FnMut(&mut HashMap<Digest, String>) -> mpsc::SyncSender<Vec<u8>> + 'a;
+/// Layers unpacked ahead: blob digest → (diff id, parentless snapshot key).
+pub(crate) type Prepared = HashMap<Digest, (Digest, String)>;
+
+/// Where the importing thread records the digest of the blob a worker unpacked
+/// ahead, once the blob is stored and verified.
+type BlobSlot = Arc<Mutex<Option<Digest>>>;
+
+/// Starts a thread that unpacks a layer ahead; returns where to send its
+/// chunks and the slot for the blob's digest.
+type SpawnAhead<'a> = dyn FnMut(&mut Prepared) -> (mpsc::SyncSender<Vec<u8>>, BlobSlot) + 'a;
 
 /// Most entries accepted in one archive.
 const MAX_ARCHIVE_ENTRIES: usize = 100_000;

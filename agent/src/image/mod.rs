@@ -9,7 +9,6 @@ pub mod unpack;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::Digest;
@@ -48,6 +47,8 @@ pub enum ImageError {
     Cancelled(String),
     #[error("upload stalled: {0}")]
     Stalled(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
     #[error("unpacking layer {layer}: {source}")]
     Apply { layer: Digest, source: crate::archive::apply::ApplyError },
     #[error(transparent)]
@@ -127,16 +128,25 @@ pub struct Images {
     /// exclusively, so it never deletes what an import has written but not
     /// yet named.
     pub gc_lock: RwLock<()>,
-    /// Start times of imports in progress: blobs written or touched since the
-    /// oldest of them are left alone by garbage collection.
-    leases: Mutex<BTreeMap<u64, SystemTime>>,
+    /// Blobs each import in progress has stored or found: garbage collection
+    /// leaves them alone until the import ends.
+    leases: Mutex<BTreeMap<u64, HashSet<Digest>>>,
     next_lease: AtomicU64,
 }
 
-/// Keeps garbage collection off the blobs an import writes; released on drop.
+/// Keeps garbage collection off the blobs an import stores; released on drop.
 pub struct Lease<'a> {
     images: &'a Images,
     id: u64,
+}
+
+impl Lease<'_> {
+    /// Protect `digest` for the life of the lease.
+    pub fn add(&self, digest: &Digest) {
+        if let Ok(mut l) = self.images.leases.lock() {
+            l.entry(self.id).or_default().insert(digest.clone());
+        }
+    }
 }
 
 impl Drop for Lease<'_> {
@@ -160,20 +170,18 @@ impl Images {
         }
     }
 
-    /// Protect blobs written from now on until the lease is dropped.
+    /// A lease for an import: blobs added to it are kept until it is dropped.
     pub fn lease(&self) -> Lease<'_> {
         let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        // File times are coarse on some filesystems: start the lease a little early.
-        let start = SystemTime::now() - Duration::from_secs(2);
         if let Ok(mut l) = self.leases.lock() {
-            l.insert(id, start);
+            l.insert(id, HashSet::new());
         }
         Lease { images: self, id }
     }
 
-    /// Blobs modified at or after this time belong to an import in progress.
-    fn leased_since(&self) -> Option<SystemTime> {
-        self.leases.lock().ok().and_then(|l| l.values().min().copied())
+    /// Every blob some import in progress holds.
+    fn leased(&self) -> HashSet<Digest> {
+        self.leases.lock().map(|l| l.values().flatten().cloned().collect()).unwrap_or_default()
     }
 
     /// Read and parse a manifest through its descriptor.
@@ -444,34 +452,41 @@ impl Images {
         if !out.insert(desc.digest.clone()) || depth > 5 {
             return Ok(());
         }
-        // A document that is missing has no children to keep; any other
-        // failure stops the walk, so that an unreadable image is never taken
-        // for an unused one.
-        let missing = |e: &ImageError| matches!(e, ImageError::MissingContent { .. } | ImageError::Content(ContentError::NotFound(_)));
-        if oci::is_index(&desc.media_type) {
-            let data = match self.read_doc(desc) {
-                Ok(d) => d,
-                Err(e) if missing(&e) => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            let index = oci::parse_index(&data, &desc.media_type)?;
-            for m in &index.manifests {
-                self.walk(m, out, chains, depth + 1)?;
-            }
-        } else if oci::is_manifest(&desc.media_type) {
-            let m = match self.read_manifest(desc) {
-                Ok((m, _)) => m,
-                Err(e) if missing(&e) => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            out.insert(m.config.digest.clone());
-            for l in &m.layers {
-                out.insert(l.digest.clone());
-            }
-            match self.read_doc(&m.config) {
-                Ok(data) => chains.push(oci::chain_ids(&oci::parse_config(&data)?.rootfs.diff_ids)),
-                Err(e) if missing(&e) => {}
-                Err(e) => return Err(e),
+        if !oci::is_index(&desc.media_type) && !oci::is_manifest(&desc.media_type) {
+            return Ok(());
+        }
+        // Read leniently: whatever a stored document names is kept, whether or
+        // not this version of the agent can use it (attestations, unknown layer
+        // types). Only a failure to read the store stops the walk, so that an
+        // unreadable image is never taken for an unused one.
+        let data = match self.content.read_all(&desc.digest, oci::MAX_DOCUMENT) {
+            Ok(d) => d,
+            Err(ContentError::NotFound(_)) | Err(ContentError::TooLarge { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&data) else { return Ok(()) };
+        let children = |field: &str| -> Vec<Descriptor> {
+            doc.get(field)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok()).collect())
+                .unwrap_or_default()
+        };
+        for m in children("manifests") {
+            self.walk(&m, out, chains, depth + 1)?;
+        }
+        for l in children("layers") {
+            out.insert(l.digest);
+        }
+        if let Some(config) = doc.get("config").and_then(|c| serde_json::from_value::<Descriptor>(c.clone()).ok()) {
+            out.insert(config.digest.clone());
+            match self.content.read_all(&config.digest, oci::MAX_DOCUMENT) {
+                Ok(data) => {
+                    if let Ok(cfg) = oci::parse_config(&data) {
+                        chains.push(oci::chain_ids(&cfg.rootfs.diff_ids));
+                    }
+                }
+                Err(ContentError::NotFound(_)) | Err(ContentError::TooLarge { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -500,17 +515,17 @@ impl Images {
         let _guard = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
         let (blobs, chains) = self.references()?;
         let mut stats = GcStats::default();
-        let leased = self.leased_since();
-        for b in self.content.list()? {
-            if leased.is_some_and(|t| b.created >= t) {
-                continue;
-            }
-            if !blobs.contains(&b.digest) {
-                match self.content.delete(&b.digest) {
-                    Ok(()) | Err(ContentError::NotFound(_)) => stats.blobs_removed += 1,
-                    Err(e) => return Err(e.into()),
-                }
-                self.meta.set_content_labels(&b.digest, &BTreeMap::new())?;
+        // Imports add to their leases only while holding the lock shared, so
+        // this set is stable for the whole pass.
+        let leased = self.leased();
+        let doomed: Vec<Digest> =
+            self.content.list()?.into_iter().map(|b| b.digest).filter(|d| !blobs.contains(d) && !leased.contains(d)).collect();
+        // Labels go first, in one transaction: a crash then leaves at worst an unlabelled blob.
+        self.meta.remove_content_labels(&doomed)?;
+        for d in &doomed {
+            match self.content.delete(d) {
+                Ok(()) | Err(ContentError::NotFound(_)) => stats.blobs_removed += 1,
+                Err(e) => return Err(e.into()),
             }
         }
         // Remove unused image snapshots from the top of each chain down: a

@@ -5,13 +5,13 @@
 //! files, so missing layers are unpacked in parallel and committed in order;
 //! with the native snapshotter each layer is applied on a copy of its parent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use super::import::Progress;
+use super::import::{Prepared, Progress};
 use super::oci::Descriptor;
 use super::{ImageError, Images, Resolved};
 use crate::archive::apply::{apply_tar, ApplyOptions};
@@ -77,6 +77,14 @@ impl Read for ChannelReader {
     }
 }
 
+/// Flush a snapshot's filesystem (one syncfs per layer instead of an fsync per file).
+fn sync_dir_fs(dir: &Path) -> Result<(), ImageError> {
+    use rustix::fs::{open, syncfs, Mode, OFlags};
+    let io = |e: rustix::io::Errno| ImageError::Io { path: dir.display().to_string(), source: e.into() };
+    let fd = open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io)?;
+    syncfs(&fd).map_err(io)
+}
+
 fn managed_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_MANAGED.to_owned(), "image".to_owned())])
 }
@@ -100,13 +108,7 @@ impl Images {
         if actual != *diff_id {
             return Err(ImageError::DiffIdMismatch { layer: layer.digest.clone(), expected: diff_id.clone(), actual });
         }
-        let fd = rustix::fs::open(
-            dir,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| unpack_err(format!("opening {}: {e}", dir.display())))?;
-        rustix::fs::syncfs(&fd).map_err(|e| unpack_err(format!("syncing: {e}")))?;
+        sync_dir_fs(dir)?;
         Ok(size)
     }
 
@@ -127,13 +129,7 @@ impl Images {
             let opts = ApplyOptions { whiteouts: self.snapshots.snapshotter().whiteout_mode(), ..Default::default() };
             apply_tar(&mut hashing, &dir, &opts).map_err(|e| e.to_string())?;
             let (diff_id, _) = hashing.finish().map_err(|e| e.to_string())?;
-            let fd = rustix::fs::open(
-                &dir,
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| e.to_string())?;
-            rustix::fs::syncfs(&fd).map_err(|e| e.to_string())?;
+            sync_dir_fs(&dir).map_err(|e| e.to_string())?;
             Ok(diff_id)
         })();
         match result {
@@ -149,16 +145,17 @@ impl Images {
     /// Unpack every layer of `r` that `ns` does not have yet. The caller holds
     /// `gc_lock` shared.
     pub fn unpack(&self, ns: &str, r: &Resolved, progress: &(dyn Fn(Progress) + Sync)) -> Result<(), ImageError> {
-        self.unpack_prepared(ns, r, &mut HashMap::new(), progress)
+        self.unpack_prepared(ns, r, &mut Prepared::new(), progress)
     }
 
-    /// [`Images::unpack`], using layers already unpacked ahead (diff id →
-    /// parentless active snapshot); those it uses are taken out of `prepared`.
-    pub fn unpack_prepared(
+    /// [`Images::unpack`], using layers already unpacked ahead (blob digest →
+    /// diff id and parentless active snapshot); a layer is used only when both
+    /// its blob and its diff id match. Those used are taken out of `prepared`.
+    pub(crate) fn unpack_prepared(
         &self,
         ns: &str,
         r: &Resolved,
-        prepared: &mut HashMap<Digest, String>,
+        prepared: &mut Prepared,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<(), ImageError> {
         let layers = &r.manifest.layers;
@@ -178,8 +175,9 @@ impl Images {
             let mut ready = Vec::new();
             let mut to_extract = Vec::new();
             for &i in &missing {
-                match prepared.remove(&diff_ids[i]) {
-                    Some(key) => {
+                let matches = prepared.get(&layers[i].digest).is_some_and(|(diff, _)| *diff == diff_ids[i]);
+                match matches.then(|| prepared.remove(&layers[i].digest)).flatten() {
+                    Some((_, key)) => {
                         progress(Progress::Layer { digest: layers[i].digest.clone(), size: layers[i].size, status: "unpacked" });
                         ready.push((i, key));
                     }

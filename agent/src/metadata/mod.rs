@@ -383,6 +383,47 @@ impl Metadata {
         Ok(())
     }
 
+    /// Drop the labels of many blobs in one transaction.
+    pub fn remove_content_labels(&self, digests: &[Digest]) -> Result<(), MetadataError> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CONTENT_LABELS)?;
+            for d in digests {
+                t.remove(d.as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Create or replace several images in one transaction (all or none).
+    /// Returns, per record, whether a previous image of that name was replaced.
+    pub fn put_images(&self, ns: &str, recs: &[ImageRecord]) -> Result<Vec<bool>, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let mut replaced = Vec::new();
+        {
+            let mut t = tx.open_table(IMAGES)?;
+            for rec in recs {
+                let k = key(ns, &rec.name);
+                let prev = match t.get(k.as_str())? {
+                    Some(v) => Some(decode::<ImageRecord>(&k, v.value())?),
+                    None => None,
+                };
+                let mut rec = rec.clone();
+                if let Some(p) = &prev {
+                    rec.created = p.created;
+                }
+                replaced.push(prev.is_some());
+                t.insert(k.as_str(), encode(&rec).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(replaced)
+    }
+
     /// Namespaces that hold at least one record.
     pub fn namespaces(&self) -> Result<Vec<String>, MetadataError> {
         let mut set = BTreeSet::new();
