@@ -207,3 +207,26 @@ fn an_index_with_an_attestation_manifest_imports_and_is_collected_whole() {
     assert!(d.blobs().is_empty(), "{:?}", d.blobs());
     assert_eq!(d.ok(&["snapshot", "ls", "-q"]).trim(), "");
 }
+
+#[test]
+fn an_oci_layout_that_names_an_image_only_by_tag_needs_a_repository() {
+    let d = Daemon::start();
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    // Rewrite index.json so that the only name is the bare tag "v1", as umoci writes it.
+    let archive = rewrite_archive(&oci_archive_built(&[("example.com/ignored:x", &built)]), |path, data| {
+        if path != "index.json" {
+            return Some(data);
+        }
+        let mut index: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        index["manifests"][0]["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "v1"});
+        Some(serde_json::to_vec(&index).unwrap())
+    });
+    let p = d.file("tag-only.tar", &archive);
+    let out = d.ctl(&["load", "-i", p.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("only by the tag \"v1\"") && stderr(&out).contains("--base-name"), "{}", stderr(&out));
+    d.ok(&["image", "import", "--base-name", "example.com/app", p.to_str().unwrap()]);
+    assert!(d.ok(&["images"]).contains("example.com/app"), "{}", d.ok(&["images"]));
+    d.ok(&["image", "import", "--name", "other:2", p.to_str().unwrap()]);
+    assert!(d.ok(&["images"]).contains("other"));
+}

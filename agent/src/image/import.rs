@@ -427,25 +427,26 @@ impl Images {
         let mut out = Vec::new();
         let images = index.manifests.iter().filter(|d| oci::is_index(&d.media_type) || oci::is_manifest(&d.media_type));
         for (i, desc) in images.enumerate() {
-            let named = desc.annotations.get(ANNOTATION_CONTAINERD_NAME).cloned().or_else(|| {
-                desc.annotations.get(ANNOTATION_REF_NAME).map(|r| {
-                    // A bare tag ("latest") needs a repository to go with it.
-                    if r.contains(['/', ':', '@']) || opts.base_name.is_none() {
-                        r.clone()
-                    } else {
-                        format!("{}:{r}", opts.base_name.as_deref().unwrap_or_default())
-                    }
-                })
-            });
+            // The OCI layout's ref.name is a tag ("latest", "v1") unless it is a
+            // whole reference ("busybox:1.36", "example.com/app:v1", as skopeo
+            // writes it): a bare tag takes its repository from --base-name.
+            let bare_tag = desc.annotations.get(ANNOTATION_REF_NAME).filter(|r| !r.contains(['/', ':', '@']));
+            let named = match (desc.annotations.get(ANNOTATION_CONTAINERD_NAME), desc.annotations.get(ANNOTATION_REF_NAME)) {
+                (Some(n), _) => Some(n.clone()),
+                (None, Some(r)) if bare_tag.is_none() => Some(r.clone()),
+                (None, Some(r)) => opts.base_name.as_ref().map(|base| format!("{base}:{r}")),
+                (None, None) => None,
+            };
             let name = match (i, &opts.name, named) {
                 (0, Some(n), _) => n.clone(),
                 (_, _, Some(n)) => n,
-                (_, _, None) => {
-                    return Err(ImageError::InvalidArgument(format!(
-                        "the archive does not name image {}; give it a name with --name",
+                (_, _, None) => return Err(ImageError::InvalidArgument(match bare_tag {
+                    Some(tag) => format!(
+                        "the archive names image {} only by the tag {tag:?}; give its repository with --base-name, or a name with --name",
                         desc.digest
-                    )))
-                }
+                    ),
+                    None => format!("the archive does not name image {}; give it a name with --name", desc.digest),
+                })),
             };
             out.push((Reference::parse(&name)?.to_string(), desc.clone()));
         }
