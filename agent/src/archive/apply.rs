@@ -19,16 +19,23 @@
 //! Nobody else writes the target while a layer is applied (it is a fresh snapshot, invisible
 //! until committed), so the only adversary is the archive itself, which acts strictly in
 //! sequence.
+//!
+//! The archive may also try to exhaust resources. What we remember about it is keyed by
+//! resolved directory identity (device, inode), never by archive path, and capped
+//! ([`Limits`]); lookups stay cheap (symlink targets have at most
+//! [`MAX_LINK_TARGET_COMPONENTS`] components, a missing parent is located with O(log n)
+//! lookups); tree walks keep at most [`WALK_FDS`] directory fds open however deep the tree;
+//! a Native opaque marker clears a directory at most once per layer.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use tar::EntryType;
 
@@ -107,25 +114,63 @@ const COPY_BUF: usize = 1 << 20;
 pub(crate) const META_BUDGET: u64 = 1 << 20;
 /// Largest xattr name list / value copied from a lower layer (the Linux VFS limit is 64 KiB).
 const XATTR_BUF: usize = 64 * 1024;
+/// Most components (`.` and `..` included) in a symlink target we create. The kernel follows
+/// up to 40 symlinks per lookup, re-reading each target: long targets would make every later
+/// lookup through them costly. Real targets have a few dozen components at most.
+const MAX_LINK_TARGET_COMPONENTS: usize = 128;
+/// Most directory fds one tree walk (removal, opaque clearing) keeps open; see [`TreeWalk`].
+const WALK_FDS: usize = 64;
+/// The caps applied by [`apply_tar`].
+const LIMITS: Limits = Limits { max_tracked: 1_000_000, max_tracked_bytes: 64 << 20, max_recopied_bytes: 1 << 30 };
+
+/// Caps on what is remembered about a layer while it is applied (written names, directories
+/// holding them, cleared directories, directory times, copies from lowers): at most
+/// `max_tracked` items holding at most `max_tracked_bytes` bytes of names and paths. Beyond
+/// that the layer is refused as too complex, so memory stays bounded whatever the archive.
+/// Also: at most `max_recopied_bytes` bytes copied from lowers for files copied before (a
+/// copy that a later entry replaced, for a later hardlink): first copies are bounded by the
+/// size of the lowers, repeated ones are not.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_tracked: usize,
+    max_tracked_bytes: usize,
+    max_recopied_bytes: u64,
+}
+
+/// A file's identity: (device, inode).
+type Ident = (u64, u64);
 
 /// Applies the layer changeset read from `reader` (an uncompressed tar stream) to `root`.
 ///
 /// On error the target is left half-written; the caller discards it. The reader is read to its
 /// end (after the tar end-of-archive marker too), so a hashing reader sees every byte.
 pub fn apply_tar<R: Read>(reader: R, root: &Path, opts: &ApplyOptions) -> Result<ApplyStats, ApplyError> {
+    apply_tar_limited(reader, root, opts, LIMITS)
+}
+
+/// [`apply_tar`] with explicit [`Limits`] (tests use small ones).
+fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limits: Limits) -> Result<ApplyStats, ApplyError> {
     // The root path itself comes from the caller and is trusted.
-    let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| ApplyError::Io { path: root.display().to_string(), source: e.into() })?;
+    let root_err = |e: Errno| ApplyError::Io { path: root.display().to_string(), source: e.into() };
+    let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(root_err)?;
+    let root_id = ident(root_fd.as_fd()).map_err(root_err)?;
 
     let budget = Rc::new(Cell::new(None));
     let mut archive = tar::Archive::new(MetaBudgetReader { inner: reader, budget: Rc::clone(&budget) });
     let mut applier = Applier {
         root: root_fd,
+        root_id,
         opts,
+        limits,
         stats: ApplyStats::default(),
-        written: Written::default(),
-        dir_times: Vec::new(),
+        written: HashMap::new(),
+        holds_written: HashSet::new(),
+        cleared: HashSet::new(),
+        dir_times: HashMap::new(),
         copied: HashMap::new(),
+        tracked: 0,
+        tracked_bytes: 0,
+        recopied_bytes: 0,
         buf: vec![0; COPY_BUF],
     };
 
@@ -211,17 +256,45 @@ impl Meta {
 
 struct Applier<'o> {
     root: OwnedFd,
+    root_id: Ident,
     opts: &'o ApplyOptions,
+    limits: Limits,
     stats: ApplyStats,
-    /// Paths written by this layer, with all their ancestors: what a Native-mode opaque
-    /// whiteout must keep.
-    written: Written,
-    /// Directory mtimes, applied at the end (writing children changes them). `.` is the root.
-    dir_times: Vec<(Vec<u8>, Timespec)>,
-    /// Overlay mode: hardlink target path → path of the copy we made of it from a lower, so
-    /// further links to the same target share that copy's inode.
-    copied: HashMap<Vec<u8>, Vec<u8>>,
+    /// Native mode: names this layer wrote, by the identity of the directory they were written
+    /// in. Whatever path led there (through symlinks or not), a directory is one key.
+    written: HashMap<Ident, HashSet<Vec<u8>>>,
+    /// Native mode: directories that hold something this layer wrote (or an opaque marker of
+    /// it), directly or further down: what an opaque marker above them keeps.
+    holds_written: HashSet<Ident>,
+    /// Native mode: directories an opaque marker has cleared. Everything in them since comes
+    /// from this layer, so a later marker for them, or above them, need not look inside again.
+    cleared: HashSet<Ident>,
+    /// Directory mtimes, applied at the end (writing children changes them): by directory, the
+    /// latest mtime and the path of the entry that set it (`.` is the root).
+    dir_times: HashMap<Ident, (Timespec, Vec<u8>)>,
+    /// Overlay mode: hardlink targets copied from a lower, by the identity of the lower file,
+    /// so further links to the same file share the copy's inode.
+    copied: HashMap<Ident, LowerCopy>,
+    /// Items, and bytes of names and paths, held in the maps above (see [`Limits`]).
+    tracked: usize,
+    tracked_bytes: usize,
+    /// Bytes of lower files copied again (see [`Limits`]).
+    recopied_bytes: u64,
     buf: Vec<u8>,
+}
+
+/// Where the copy of a lower file was made, and what it looked like then.
+struct LowerCopy {
+    comps: Vec<Vec<u8>>,
+    print: CopyPrint,
+}
+
+/// Identity, size, mtime and mode of a copy: an inode number alone may be reused by the file
+/// that replaces it.
+type CopyPrint = (Ident, i64, i64, i64, u32);
+
+fn copy_print(st: &Stat) -> CopyPrint {
+    (stat_ident(st), to_i64(st.st_size), to_i64(st.st_mtime), to_i64(st.st_mtime_nsec), st.st_mode)
 }
 
 impl Applier<'_> {
@@ -244,7 +317,7 @@ impl Applier<'_> {
             // "", "/", "./": the root itself.
             if kind == EntryType::Directory {
                 set_dir_metadata(self.root.as_fd(), &meta, &shown)?;
-                self.dir_times.push((b".".to_vec(), meta.mtime));
+                self.note_dir_time(self.root_id, b".".to_vec(), meta.mtime, &shown)?;
                 return Ok(0);
             }
             return Err(hostile(&shown, "only a directory entry may name the root"));
@@ -300,7 +373,7 @@ impl Applier<'_> {
             }
             _ => consumed = self.write_file(&dir, name, entry, &meta, &shown)?,
         }
-        self.mark_written(&comps);
+        self.note_written(dir.as_fd(), name, &shown)?;
         Ok(consumed)
     }
 
@@ -356,11 +429,10 @@ impl Applier<'_> {
         }
         // O_NOFOLLOW: the name is a real directory (we just made or checked it); never chmod
         // or chown whatever a symlink points at.
-        let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(io_err(shown))?;
+        let fd = open_dir_nofollow(dir.as_fd(), name).map_err(io_err(shown))?;
         set_dir_metadata(fd.as_fd(), meta, shown)?;
-        self.dir_times.push((join(comps), meta.mtime));
-        Ok(())
+        let id = ident(fd.as_fd()).map_err(io_err(shown))?;
+        self.note_dir_time(id, join(comps), meta.mtime, shown)
     }
 
     /// Symlink: created as-is. Its target text is never followed by us.
@@ -370,6 +442,9 @@ impl Applier<'_> {
         }
         if target.contains(&0) {
             return Err(hostile(shown, "symlink target contains a NUL byte"));
+        }
+        if target.split(|b| *b == b'/').filter(|c| !c.is_empty()).count() > MAX_LINK_TARGET_COMPONENTS {
+            return Err(hostile(shown, &format!("symlink target has more than {MAX_LINK_TARGET_COMPONENTS} components")));
         }
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
         rustix::fs::symlinkat(target, dir, name).map_err(io_err(shown))?;
@@ -423,15 +498,28 @@ impl Applier<'_> {
             return Ok(());
         }
         if self.opts.whiteouts == WhiteoutMode::Overlay {
-            let tkey = join(&tcomps);
-            if let Some(copy) = self.copied.get(&tkey).cloned() {
-                let copy_comps: Vec<Vec<u8>> = copy.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
-                if self.link_in_root(&copy_comps, dir, name, shown)? {
-                    return Ok(());
+            if let Some((ldir, st)) = self.find_in_lowers(&tcomps, shown)? {
+                let source = stat_ident(&st);
+                if let Some(copy) = self.copied.get(&source) {
+                    if self.link_copy(copy, dir, name, shown)? {
+                        return Ok(());
+                    }
+                    // The copy was replaced or removed (a tar may repeat an entry): copy
+                    // again, within a budget, or pairs of tiny link-and-replace entries could
+                    // write a large lower file over and over.
+                    self.recopied_bytes = self.recopied_bytes.saturating_add(to_u64(st.st_size));
+                    if self.recopied_bytes > self.limits.max_recopied_bytes {
+                        return Err(unsupported(
+                            shown,
+                            &format!("layer too complex: over {} bytes copied again from lower layers", self.limits.max_recopied_bytes),
+                        ));
+                    }
                 }
-            }
-            if self.copy_from_lowers(&tcomps, dir, name, shown)? {
-                self.copied.insert(tkey, join(comps));
+                self.copy_lower(ldir.as_fd(), last(&tcomps), &st, dir, name, shown)?;
+                let made = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
+                let bytes = comps.iter().map(Vec::len).sum();
+                let old = self.copied.insert(source, LowerCopy { comps: comps.to_vec(), print: copy_print(&made) });
+                self.retrack(old.map(|c| c.comps.iter().map(Vec::len).sum()), bytes, shown)?;
                 return Ok(());
             }
         }
@@ -455,21 +543,51 @@ impl Applier<'_> {
         }
     }
 
-    /// Overlay mode: copies the hardlink target from the topmost lower that has it (resolved
-    /// in-root in that lower). A whiteout device on the way means it was deleted: not found.
-    /// Limitation: opaque directories in the lowers are not consulted.
-    fn copy_from_lowers(&mut self, tcomps: &[Vec<u8>], dir: &OwnedFd, name: &[u8], shown: &str) -> Result<bool, ApplyError> {
-        let (tname, tparent) = match tcomps.split_last() {
-            Some(split) => split,
-            None => return Ok(false),
+    /// Links the earlier copy of a lower file at `dir`/`name`, if it is still where it was
+    /// made (a later entry may have replaced or removed it); false if not.
+    fn link_copy(&self, copy: &LowerCopy, dir: &OwnedFd, name: &[u8], shown: &str) -> Result<bool, ApplyError> {
+        let Some((cname, cparent)) = copy.comps.split_last() else {
+            return Ok(false);
         };
-        let opts = self.opts;
-        for lower in &opts.lowers {
+        let cdir = match open_in_root(self.root.as_fd(), cparent) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(false),
+            Err(e) => return Err(io_err(shown)(e)),
+        };
+        match rustix::fs::statat(&cdir, cname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if copy_print(&st) == copy.print => {}
+            Ok(_) | Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(io_err(shown)(e)),
+        }
+        // Nobody else writes the target: the name still is the copy.
+        match rustix::fs::linkat(&cdir, cname, dir, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(io_err(shown)(e)),
+        }
+    }
+
+    /// Overlay mode: finds the hardlink target in the topmost lower that has it (resolved
+    /// in-root in that lower); returns its directory there and its metadata. None when no
+    /// lower has it, or a lower above hides it: a whiteout device at its name, or a
+    /// non-directory (whiteout or other) in place of one of its parent directories.
+    /// Limitation: opaque directories in the lowers are not consulted.
+    fn find_in_lowers(&self, tcomps: &[Vec<u8>], shown: &str) -> Result<Option<(OwnedFd, Stat)>, ApplyError> {
+        let Some((tname, tparent)) = tcomps.split_last() else {
+            return Ok(None);
+        };
+        for lower in &self.opts.lowers {
             let lower_fd = rustix::fs::open(lower, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| ApplyError::Io { path: lower.display().to_string(), source: e.into() })?;
             let ldir = match open_in_root(lower_fd.as_fd(), tparent) {
                 Ok(fd) => fd,
-                Err(Errno::NOENT | Errno::NOTDIR) => continue,
+                Err(Errno::NOENT) => continue,
+                Err(Errno::NOTDIR) => {
+                    if hidden_on_path(lower_fd.as_fd(), tparent).map_err(io_err(shown))? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(io_err(shown)(e)),
             };
             let st = match rustix::fs::statat(&ldir, tname, AtFlags::SYMLINK_NOFOLLOW) {
@@ -477,35 +595,44 @@ impl Applier<'_> {
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(io_err(shown)(e)),
             };
-            let meta = Meta {
-                uid: Uid::from_raw(st.st_uid),
-                gid: Gid::from_raw(st.st_gid),
-                mode: Mode::from_raw_mode(st.st_mode & 0o7777),
-                mtime: Timespec { tv_sec: to_i64(st.st_mtime), tv_nsec: to_i64(st.st_mtime_nsec) },
-                xattrs: Vec::new(),
-            };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::CharacterDevice if st.st_rdev == 0 => return Ok(false),
-                FileType::Directory => {
-                    return Err(hostile(shown, "hardlink target is a directory"));
-                }
-                FileType::RegularFile => {
-                    self.copy_regular(ldir.as_fd(), tname, dir, name, &meta, shown)?;
-                }
-                FileType::Symlink => {
-                    let target = rustix::fs::readlinkat(&ldir, tname, Vec::new()).map_err(io_err(shown))?;
-                    self.make_symlink(dir, name, target.as_bytes(), &meta, shown)?;
-                }
-                ft @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
-                    self.make_node(dir, name, ft, to_u64(st.st_rdev), &meta, shown)?;
-                }
-                other => {
-                    return Err(unsupported(shown, &format!("hardlink target in a lower layer is a {other:?}")));
-                }
+            if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0 {
+                return Ok(None);
             }
-            return Ok(true);
+            return Ok(Some((ldir, st)));
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Copies the lower file `tname` in `ldir` (whose metadata is `st`) to `dir`/`name`.
+    fn copy_lower(
+        &mut self,
+        ldir: BorrowedFd<'_>,
+        tname: &[u8],
+        st: &Stat,
+        dir: &OwnedFd,
+        name: &[u8],
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let (uid, gid) = owner(st.st_uid, st.st_gid, shown)?;
+        let meta = Meta {
+            uid,
+            gid,
+            mode: Mode::from_raw_mode(st.st_mode & 0o7777),
+            mtime: Timespec { tv_sec: to_i64(st.st_mtime), tv_nsec: to_i64(st.st_mtime_nsec) },
+            xattrs: Vec::new(),
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => Err(hostile(shown, "hardlink target is a directory")),
+            FileType::RegularFile => self.copy_regular(ldir, tname, dir, name, &meta, shown),
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(ldir, tname, Vec::new()).map_err(io_err(shown))?;
+                self.make_symlink(dir, name, target.as_bytes(), &meta, shown)
+            }
+            ft @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
+                self.make_node(dir, name, ft, to_u64(st.st_rdev), &meta, shown)
+            }
+            other => Err(unsupported(shown, &format!("hardlink target in a lower layer is a {other:?}"))),
+        }
     }
 
     fn copy_regular(
@@ -550,10 +677,12 @@ impl Applier<'_> {
                     rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(io_err(shown))?;
                 }
                 WhiteoutMode::Native => {
-                    self.clear_unwritten(dir, parent, shown)?;
+                    // The marker belongs to this layer: an opaque marker above keeps its directory.
+                    let id = ident(dir.as_fd()).map_err(io_err(shown))?;
+                    self.note_holds_written(dir.as_fd(), id, shown)?;
+                    self.clear_unwritten(dir, id, shown)?;
                 }
             }
-            self.mark_written(parent);
             return Ok(());
         }
         if name.starts_with(WH_META_PREFIX) {
@@ -584,34 +713,58 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Native opaque directory `comps` (open as `dir`): removes every child not written by this
-    /// layer. A child kept because this layer wrote it or something under it is cleared the
-    /// same way, so older content below it disappears as well. Iterative (an explicit stack of
-    /// directory fds): trees can be thousands of levels deep.
-    fn clear_unwritten(&self, dir: OwnedFd, comps: &[Vec<u8>], shown: &str) -> Result<(), ApplyError> {
-        let node = self.written.get(comps);
-        let pending = list_dir(dir.as_fd()).map_err(io_err(shown))?;
-        let mut stack = vec![(dir, node, pending)];
-        while let Some((fd, node, pending)) = stack.last_mut() {
-            let Some(child) = pending.pop() else {
-                stack.pop();
-                continue;
-            };
-            let Some(kept) = node.and_then(|n| n.children.get(&child)) else {
-                remove_any(fd.as_fd(), &child).map_err(io_err(shown))?;
-                continue;
-            };
-            match rustix::fs::openat(&*fd, &child, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
-                Ok(sub) => {
-                    let pending = list_dir(sub.as_fd()).map_err(io_err(shown))?;
-                    stack.push((sub, Some(kept), pending));
-                }
-                // Written by this layer and not a directory: nothing below it.
-                Err(Errno::NOTDIR | Errno::LOOP) => {}
-                Err(e) => return Err(io_err(shown)(e)),
-            }
+    /// Native opaque directory `dir` (identity `id`): removes every entry in it that this layer
+    /// did not write. A directory kept because this layer wrote it or something below it is
+    /// cleared the same way, so older content below it disappears as well. Each directory is
+    /// cleared at most once per layer (see `cleared`), and only directories are looked into;
+    /// the walk keeps a bounded number of fds open ([`TreeWalk`]).
+    fn clear_unwritten(&mut self, dir: OwnedFd, id: Ident, shown: &str) -> Result<(), ApplyError> {
+        if !self.cleared.insert(id) {
+            return Ok(());
         }
-        Ok(())
+        self.track(1, 0, shown)?;
+        let mut walk = TreeWalk::new(dir, Vec::new()).map_err(io_err(shown))?;
+        loop {
+            let Some(level) = walk.levels.last_mut() else {
+                return Ok(());
+            };
+            let parent_id = level.id;
+            let Some((child, ft)) = level.pending.pop() else {
+                walk.pop().map_err(io_err(shown))?;
+                continue;
+            };
+            let fd = walk.top_fd().map_err(io_err(shown))?;
+            let written = self.written.get(&parent_id).is_some_and(|names| names.contains(&child));
+            if !may_be_dir(ft) {
+                if !written {
+                    unlink_entry(fd, &child).map_err(io_err(shown))?;
+                }
+                continue;
+            }
+            let st = match rustix::fs::statat(fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(io_err(shown)(e)),
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                if !written {
+                    unlink_entry(fd, &child).map_err(io_err(shown))?;
+                }
+                continue;
+            }
+            let child_id = stat_ident(&st);
+            if !written && !self.holds_written.contains(&child_id) {
+                remove_tree(fd, &child).map_err(io_err(shown))?;
+                continue;
+            }
+            if !self.cleared.insert(child_id) {
+                // Cleared already: only this layer's entries are below.
+                continue;
+            }
+            self.track(1, 0, shown)?;
+            let sub = open_dir_nofollow(fd, &child).map_err(io_err(shown))?;
+            walk.push(sub, child).map_err(io_err(shown))?;
+        }
     }
 
     /// Opens directory `comps` resolved inside the root, creating missing components (0755,
@@ -623,25 +776,24 @@ impl Applier<'_> {
             Err(Errno::NOENT) => {}
             Err(e) => return Err(io_err(shown)(e)),
         }
-        // Something is missing: walk one component at a time. Invariant: `cur` is the in-root
-        // resolution of `comps[..i]`. A real directory `name` in it is exactly where in-root
-        // resolution of `comps[..=i]` leads; a symlink is handed to openat2(RESOLVE_IN_ROOT)
-        // from the root. (Resolving every prefix from the root instead would cost
-        // O(depth²) per entry, which a hostile archive could exploit.)
-        let mut cur = open_in_root(root, &[]).map_err(io_err(shown))?;
-        for (i, name) in comps.iter().enumerate() {
-            let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            cur = match rustix::fs::openat(&cur, name, dir_flags, Mode::empty()) {
+        // Something is missing. `comps[k]` is the first component that does not resolve
+        // (found with few in-root lookups, see `deepest_dir`: resolving prefix after prefix
+        // from the root would expand every symlink on the way again each time). Whatever is
+        // below it is created in fresh directories.
+        let (k, mut cur) = deepest_dir(root, comps).map_err(io_err(shown))?;
+        for (i, name) in comps.iter().enumerate().skip(k) {
+            cur = match open_dir_nofollow(cur.as_fd(), name) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => {
                     rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)).map_err(io_err(shown))?;
-                    let fd = rustix::fs::openat(&cur, name, dir_flags, Mode::empty()).map_err(io_err(shown))?;
+                    let fd = open_dir_nofollow(cur.as_fd(), name).map_err(io_err(shown))?;
                     // mkdirat's mode is filtered by the umask.
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(io_err(shown))?;
                     fd
                 }
-                // A symlink (or a non-directory, which fails here too). A dangling symlink
-                // fails with ENOENT: we do not create directories through symlinks.
+                // A symlink (or a non-directory, which fails here too) that does not resolve:
+                // a dangling symlink fails with ENOENT, we do not create directories through
+                // symlinks. (Only `comps[k]` can be one, and it does not resolve.)
                 Err(Errno::LOOP | Errno::NOTDIR) => open_in_root(root, &comps[..=i]).map_err(io_err(shown))?,
                 Err(e) => return Err(io_err(shown)(e)),
             };
@@ -649,14 +801,82 @@ impl Applier<'_> {
         Ok(cur)
     }
 
-    fn mark_written(&mut self, comps: &[Vec<u8>]) {
-        self.written.mark(comps);
+    /// Native mode: records that this layer wrote `name` in `dir`.
+    fn note_written(&mut self, dir: BorrowedFd<'_>, name: &[u8], shown: &str) -> Result<(), ApplyError> {
+        if self.opts.whiteouts != WhiteoutMode::Native {
+            return Ok(());
+        }
+        let id = ident(dir).map_err(io_err(shown))?;
+        let new_dir = !self.written.contains_key(&id);
+        let new_name = self.written.entry(id).or_default().insert(name.to_vec());
+        self.track(usize::from(new_dir) + usize::from(new_name), if new_name { name.len() } else { 0 }, shown)?;
+        self.note_holds_written(dir, id, shown)
+    }
+
+    /// Native mode: records that `dir` (identity `id`) and its ancestors up to the root hold
+    /// something this layer wrote. Climbs with `..` (`dir` is beneath the root, so the root is
+    /// met first) and stops at the first directory already recorded, whose ancestors are too:
+    /// each directory is climbed through once per layer.
+    fn note_holds_written(&mut self, dir: BorrowedFd<'_>, id: Ident, shown: &str) -> Result<(), ApplyError> {
+        if !self.holds_written.insert(id) {
+            return Ok(());
+        }
+        self.track(1, 0, shown)?;
+        let mut cur_id = id;
+        let mut cur: Option<OwnedFd> = None;
+        while cur_id != self.root_id {
+            let from = cur.as_ref().map_or(dir, |fd| fd.as_fd());
+            let up = rustix::fs::openat(from, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(io_err(shown))?;
+            cur_id = ident(up.as_fd()).map_err(io_err(shown))?;
+            // (At `/`, `..` is `/` again: recorded on the first pass, so the loop ends.)
+            if !self.holds_written.insert(cur_id) {
+                break;
+            }
+            self.track(1, 0, shown)?;
+            cur = Some(up);
+        }
+        Ok(())
+    }
+
+    /// Records the mtime a directory entry gave directory `id` (at entry path `path`).
+    fn note_dir_time(&mut self, id: Ident, path: Vec<u8>, mtime: Timespec, shown: &str) -> Result<(), ApplyError> {
+        let bytes = path.len();
+        let old = self.dir_times.insert(id, (mtime, path));
+        self.retrack(old.map(|(_, p)| p.len()), bytes, shown)
+    }
+
+    /// Accounts for `items` more tracked items holding `bytes` more bytes (see [`Limits`]).
+    fn track(&mut self, items: usize, bytes: usize, shown: &str) -> Result<(), ApplyError> {
+        self.tracked += items;
+        self.tracked_bytes += bytes;
+        if self.tracked > self.limits.max_tracked || self.tracked_bytes > self.limits.max_tracked_bytes {
+            return Err(unsupported(
+                shown,
+                &format!(
+                    "layer too complex: more than {} tracked entries or {} bytes of tracked names",
+                    self.limits.max_tracked, self.limits.max_tracked_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Accounts for a map value of `bytes` bytes that replaced one of `old` bytes, if any.
+    fn retrack(&mut self, old: Option<usize>, bytes: usize, shown: &str) -> Result<(), ApplyError> {
+        match old {
+            Some(old) => {
+                self.tracked_bytes = self.tracked_bytes.saturating_sub(old);
+                self.track(0, bytes, shown)
+            }
+            None => self.track(1, bytes, shown),
+        }
     }
 
     /// Sets directory mtimes, now that all children are written. A directory replaced or
-    /// removed by a later entry is skipped.
+    /// removed by a later entry is skipped: only the directory the entry named gets its time.
     fn finish(&mut self) -> Result<(), ApplyError> {
-        for (key, mtime) in &self.dir_times {
+        for (id, (mtime, key)) in &self.dir_times {
             let fd = match retry_eagain(|| {
                 rustix::fs::openat2(
                     &self.root,
@@ -670,6 +890,9 @@ impl Applier<'_> {
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(e) => return Err(io_err(&show(key))(e)),
             };
+            if ident(fd.as_fd()).map_err(io_err(&show(key)))? != *id {
+                continue;
+            }
             let times = Timestamps { last_access: *mtime, last_modification: *mtime };
             rustix::fs::futimens(&fd, &times).map_err(io_err(&show(key)))?;
         }
@@ -677,34 +900,11 @@ impl Applier<'_> {
     }
 }
 
-/// Paths written by this layer, as a tree of components (memory stays proportional to the
-/// archive, however deep its paths).
-#[derive(Default)]
-struct Written {
-    children: HashMap<Vec<u8>, Written>,
-}
-
-impl Written {
-    /// Marks `comps` and, implicitly, all its ancestors.
-    fn mark(&mut self, comps: &[Vec<u8>]) {
-        let mut node = self;
-        for comp in comps {
-            node = node.children.entry(comp.clone()).or_default();
-        }
-    }
-
-    fn get(&self, comps: &[Vec<u8>]) -> Option<&Written> {
-        let mut node = self;
-        for comp in comps {
-            node = node.children.get(comp)?;
-        }
-        Some(node)
-    }
-}
-
 /// Opens the directory `comps` (relative to `root`) with every symlink on the way resolved
 /// as if `root` were `/`: the result is always `root` or a directory beneath it.
 fn open_in_root(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<OwnedFd> {
+    #[cfg(test)]
+    tests::LOOKUPS.with(|n| n.set(n.get() + 1));
     let path = join(comps);
     retry_eagain(|| {
         rustix::fs::openat2(
@@ -715,6 +915,57 @@ fn open_in_root(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<O
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
     })
+}
+
+/// Given that `comps` does not resolve in `root`: the longest prefix of it that does (to a
+/// directory), as its length and that directory. Resolvable prefixes are exactly the shorter
+/// ones (resolving a path resolves each of its prefixes on the way), so a search finds it:
+/// galloping back from the end (dropping 1, 2, 4, ... components), then bisecting. That costs
+/// O(log m) lookups when m components are missing (m directories are then created), however
+/// long the path and however many symlinks it has.
+fn deepest_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<(usize, OwnedFd)> {
+    // comps[..lo] resolves (to lo_fd, None for the root); comps[..hi] does not.
+    let (mut lo, mut lo_fd, mut hi) = (0, None, comps.len());
+    let mut gallop = Some(1);
+    while hi - lo > 1 {
+        let mid = match gallop {
+            Some(step) => comps.len().saturating_sub(step).max(lo + 1),
+            None => lo + (hi - lo) / 2,
+        };
+        match open_in_root(root, &comps[..mid]) {
+            Ok(fd) => {
+                lo = mid;
+                lo_fd = Some(fd);
+                gallop = None;
+            }
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
+                hi = mid;
+                gallop = gallop.map(|step: usize| step.saturating_mul(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let fd = match lo_fd {
+        Some(fd) => fd,
+        None => open_in_root(root, &[])?,
+    };
+    Ok((lo, fd))
+}
+
+/// Overlay lowers: given that the directory `comps` does not resolve in lower `root` because a
+/// non-directory is in the way, whether that is a real non-directory (a whiteout device, a
+/// file, ...), which hides the path in the lowers below. A symlink leading nowhere useful does
+/// not count (the path is then looked up in the next lower).
+fn hidden_on_path(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<bool> {
+    let (k, dir) = deepest_dir(root, comps)?;
+    let Some(name) = comps.get(k) else {
+        return Ok(false);
+    };
+    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(!matches!(FileType::from_raw_mode(st.st_mode), FileType::Directory | FileType::Symlink)),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when a rename raced the lookup; retry a bit.
@@ -754,54 +1005,150 @@ fn remove_any(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
 
 /// Removes directory `name` in `dir` and everything below it. Each level is opened with
 /// O_NOFOLLOW relative to its parent's fd, so a symlink inside is unlinked, never entered.
-/// Iterative (an explicit stack of directory fds): trees can be thousands of levels deep.
+/// Iterative, with a bounded number of fds ([`TreeWalk`]): trees can be thousands of levels
+/// deep.
 fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let open = |parent: BorrowedFd<'_>, name: &[u8]| {
-        rustix::fs::openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-    };
-    let fd = open(dir, name)?;
-    let pending = list_dir(fd.as_fd())?;
-    // (directory fd, its name in the level above, children still to remove)
-    let mut stack = vec![(fd, name.to_vec(), pending)];
-    while let Some((fd, _, pending)) = stack.last_mut() {
-        if let Some(child) = pending.pop() {
-            let st = match rustix::fs::statat(&*fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
+    let mut walk = TreeWalk::new(open_dir_nofollow(dir, name)?, name.to_vec())?;
+    loop {
+        let Some(level) = walk.levels.last_mut() else {
+            return Ok(());
+        };
+        let Some((child, ft)) = level.pending.pop() else {
+            // This level is empty now: remove it from the one above.
+            let Some(emptied) = walk.pop()? else {
+                return Ok(());
+            };
+            drop(emptied.fd);
+            let parent = if walk.levels.is_empty() { dir } else { walk.top_fd()? };
+            rustix::fs::unlinkat(parent, &emptied.name, AtFlags::REMOVEDIR)?;
+            continue;
+        };
+        let fd = walk.top_fd()?;
+        if may_be_dir(ft) {
+            match rustix::fs::statat(fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    let sub = open_dir_nofollow(fd, &child)?;
+                    walk.push(sub, child)?;
+                    continue;
+                }
+                Ok(_) => {}
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(e),
-            };
-            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                let sub = open(fd.as_fd(), &child)?;
-                let pending = list_dir(sub.as_fd())?;
-                stack.push((sub, child, pending));
-            } else {
-                rustix::fs::unlinkat(&*fd, &child, AtFlags::empty())?;
             }
-            continue;
         }
-        // This level is empty now: remove it from its parent.
-        let Some((emptied, emptied_name, _)) = stack.pop() else {
-            break;
-        };
-        drop(emptied);
-        let parent = stack.last().map_or(dir, |(fd, _, _)| fd.as_fd());
-        rustix::fs::unlinkat(parent, &emptied_name, AtFlags::REMOVEDIR)?;
+        unlink_entry(fd, &child)?;
     }
-    Ok(())
 }
 
-/// Names in directory `fd`, without `.` and `..`.
-fn list_dir(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Vec<u8>>> {
+/// An iterative depth-first walk below one directory. Each level holds its directory's
+/// entries still to visit. Only the deepest [`WALK_FDS`] levels keep their fd open: when the
+/// walk climbs back to a level whose fd was closed, it is re-opened as `..` of the level
+/// below and checked to be the same directory (device and inode).
+struct TreeWalk {
+    levels: Vec<Level>,
+    /// The levels from this index on hold their fd (the deepest one always does).
+    first_open: usize,
+}
+
+struct Level {
+    fd: Option<OwnedFd>,
+    id: Ident,
+    /// Its name in the level above.
+    name: Vec<u8>,
+    /// Entries not visited yet, with their type as the directory listing gave it.
+    pending: Vec<(Vec<u8>, FileType)>,
+}
+
+impl TreeWalk {
+    fn new(fd: OwnedFd, name: Vec<u8>) -> rustix::io::Result<Self> {
+        let mut walk = TreeWalk { levels: Vec::new(), first_open: 0 };
+        walk.push(fd, name)?;
+        Ok(walk)
+    }
+
+    /// Enters directory `fd`, named `name` in the current deepest level.
+    fn push(&mut self, fd: OwnedFd, name: Vec<u8>) -> rustix::io::Result<()> {
+        let id = ident(fd.as_fd())?;
+        let pending = list_dir(fd.as_fd())?;
+        if self.levels.len() - self.first_open >= WALK_FDS {
+            if let Some(level) = self.levels.get_mut(self.first_open) {
+                level.fd = None;
+            }
+            self.first_open += 1;
+        }
+        self.levels.push(Level { fd: Some(fd), id, name, pending });
+        Ok(())
+    }
+
+    /// The deepest level's fd.
+    fn top_fd(&self) -> rustix::io::Result<BorrowedFd<'_>> {
+        self.levels.last().and_then(|level| level.fd.as_ref()).map(|fd| fd.as_fd()).ok_or(Errno::BADF)
+    }
+
+    /// Leaves the deepest level and returns it; the level above, if any, has its fd again.
+    fn pop(&mut self) -> rustix::io::Result<Option<Level>> {
+        let Some(done) = self.levels.pop() else {
+            return Ok(None);
+        };
+        let depth = self.levels.len();
+        if depth > 0 && self.first_open >= depth {
+            let below = done.fd.as_ref().ok_or(Errno::BADF)?;
+            let up = rustix::fs::openat(below, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+            let up_id = ident(up.as_fd())?;
+            let level = &mut self.levels[depth - 1];
+            if up_id != level.id {
+                // Nobody else writes the target, so this does not happen; never act on
+                // another directory if it does.
+                return Err(Errno::STALE);
+            }
+            level.fd = Some(up);
+            self.first_open = depth - 1;
+        }
+        Ok(Some(done))
+    }
+}
+
+/// Names in directory `fd`, without `.` and `..`, with their type (`Unknown` if the
+/// filesystem does not say).
+fn list_dir(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<(Vec<u8>, FileType)>> {
+    #[cfg(test)]
+    tests::LISTINGS.with(|n| n.set(n.get() + 1));
     let mut names = Vec::new();
     let mut dir = rustix::fs::Dir::read_from(fd)?;
     while let Some(entry) = dir.read() {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(name.to_vec());
+            names.push((name.to_vec(), entry.file_type()));
         }
     }
     Ok(names)
+}
+
+/// Whether a directory listing's type may be a directory's.
+fn may_be_dir(ft: FileType) -> bool {
+    matches!(ft, FileType::Directory | FileType::Unknown)
+}
+
+/// Opens directory `name` in `dir`, never through a symlink.
+fn open_dir_nofollow(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// Unlinks non-directory `name` in `dir`; absent is fine.
+fn unlink_entry(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn ident(fd: BorrowedFd<'_>) -> rustix::io::Result<Ident> {
+    rustix::fs::fstat(fd).map(|st| stat_ident(&st))
+}
+
+fn stat_ident(st: &Stat) -> Ident {
+    (to_u64(st.st_dev), to_u64(st.st_ino))
 }
 
 /// Sets the mode of a node we just created with mknodat. Linux has no fchmodat with
@@ -920,6 +1267,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
     let gid = header.gid().map_err(|e| bad("gid", e))?;
     let uid = u32::try_from(uid).map_err(|_| out_of_range("uid"))?;
     let gid = u32::try_from(gid).map_err(|_| out_of_range("gid"))?;
+    let (uid, gid) = owner(uid, gid, shown)?;
     let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
     let secs = header.mtime().map_err(|e| bad("mtime", e))?;
     let mut mtime = Timespec { tv_sec: i64::try_from(secs).map_err(|_| out_of_range("mtime"))?, tv_nsec: 0 };
@@ -943,7 +1291,16 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
             // atime, ctime, uname, gname, LIBARCHIVE.xattr.*, ...) are ignored.
         }
     }
-    Ok(Meta { uid: Uid::from_raw(uid), gid: Gid::from_raw(gid), mode: Mode::from_raw_mode(mode), mtime, xattrs })
+    Ok(Meta { uid, gid, mode: Mode::from_raw_mode(mode), mtime, xattrs })
+}
+
+/// Numeric owner ids as rustix types. 4294967295 (-1) is no id: chown reads it as "leave
+/// unchanged" (and rustix asserts against it).
+fn owner(uid: u32, gid: u32, shown: &str) -> Result<(Uid, Gid), ApplyError> {
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(hostile(shown, "owner id 4294967295 (-1) is not a valid id"));
+    }
+    Ok((Uid::from_raw(uid), Gid::from_raw(gid)))
 }
 
 /// Parses a PAX time (`[-]SECONDS[.FRACTION]`); None if malformed (the header's is used).
@@ -1037,6 +1394,12 @@ mod tests {
 
     const MTIME: u64 = 1_600_000_000;
     const VICTIM_DATA: &[u8] = b"victim-data";
+
+    thread_local! {
+        /// In-root lookups (`open_in_root`) and directory listings made by this thread.
+        pub(super) static LOOKUPS: Cell<u64> = const { Cell::new(0) };
+        pub(super) static LISTINGS: Cell<u64> = const { Cell::new(0) };
+    }
 
     /// Builds tar streams byte by byte, so names the `tar` Builder would refuse can be written.
     #[derive(Default)]
@@ -1149,6 +1512,10 @@ mod tests {
 
         fn apply(&self, layer: &Layer, opts: &ApplyOptions) -> Result<ApplyStats, ApplyError> {
             apply_tar(&layer.bytes()[..], &self.root, opts)
+        }
+
+        fn apply_limited(&self, layer: &Layer, opts: &ApplyOptions, max_tracked: usize) -> Result<ApplyStats, ApplyError> {
+            apply_tar_limited(&layer.bytes()[..], &self.root, opts, Limits { max_tracked, ..LIMITS })
         }
 
         /// Everything outside `root/`, with type, mode, owner, link count and contents.
@@ -1723,5 +2090,328 @@ mod tests {
         let mut layer = Layer::new();
         layer.hardlink("x", "./");
         assert!(is_hostile(&fx.apply(&layer, &overlay())));
+    }
+
+    fn is_too_complex(r: &Result<ApplyStats, ApplyError>) -> bool {
+        matches!(r, Err(ApplyError::Unsupported { reason, .. }) if reason.contains("too complex"))
+    }
+
+    /// `a`/`b` components (symlinks to `.` in the tests using it) spelling `i` in binary.
+    fn dot_links(i: usize, n: usize) -> String {
+        (0..n).map(|bit| if (i >> bit) & 1 == 1 { "a/" } else { "b/" }).collect()
+    }
+
+    #[test]
+    fn a_directory_reached_by_many_paths_is_tracked_once() {
+        for opts in [native(), overlay()] {
+            let fx = fixture();
+            fs::create_dir_all(fx.root.join("d/d/d")).unwrap();
+            fs::write(fx.root.join("d/d/d/old"), b"old").unwrap();
+            fs::write(fx.root.join("old"), b"old").unwrap();
+            let mut layer = Layer::new();
+            layer.symlink("a", ".").symlink("b", ".").dir("d").dir("d/d").dir("d/d/d");
+            // 300 names, each new to a path-keyed structure, all for directory d/d/d.
+            for i in 0..300 {
+                let mtime = if i == 299 { 1_234_567_890 } else { MTIME };
+                layer.entry(format!("{}d/d/d", dot_links(i, 10)).as_bytes(), EntryType::Directory, b"", b"", |h| h.set_mtime(mtime));
+                layer.file(&format!("{}d/d/d/f", dot_links(i, 10)), b"f");
+            }
+            layer.file(".wh..wh..opq", b"");
+            let r = fx.apply_limited(&layer, &opts, 32);
+            assert!(r.is_ok(), "{:?}: {r:?}", opts.whiteouts);
+            assert_eq!(fs::read(fx.root.join("d/d/d/f")).unwrap(), b"f");
+            assert_eq!(fs::metadata(fx.root.join("d/d/d")).unwrap().mtime(), 1_234_567_890, "the latest entry's mtime wins");
+            if opts.whiteouts == WhiteoutMode::Native {
+                assert!(!fx.root.join("d/d/d/old").exists());
+                assert!(!fx.root.join("old").exists());
+                assert!(fs::symlink_metadata(fx.root.join("a")).unwrap().file_type().is_symlink());
+            }
+        }
+    }
+
+    #[test]
+    fn a_layer_needing_too_much_bookkeeping_is_refused_as_too_complex() {
+        let files = |layer: &mut Layer| {
+            for i in 0..100 {
+                layer.file(&format!("f{i}"), b"");
+            }
+        };
+        let dirs = |layer: &mut Layer| {
+            for i in 0..100 {
+                layer.dir(&format!("d{i}"));
+            }
+        };
+
+        // Native mode remembers each name written (for opaque markers).
+        let fx = fixture();
+        let mut layer = Layer::new();
+        files(&mut layer);
+        assert!(is_too_complex(&fx.apply_limited(&layer, &native(), 64)));
+
+        // Overlay mode does not need to.
+        let fx = fixture();
+        fx.apply_limited(&layer, &overlay(), 64).unwrap();
+        assert!(fx.root.join("f99").exists());
+
+        // Both remember directory times.
+        let mut layer = Layer::new();
+        dirs(&mut layer);
+        for opts in [native(), overlay()] {
+            let fx = fixture();
+            assert!(is_too_complex(&fx.apply_limited(&layer, &opts, 64)), "{:?}", opts.whiteouts);
+        }
+
+        // The bytes of remembered paths are capped too.
+        let fx = fixture();
+        let mut layer = Layer::new();
+        for i in 0..3 {
+            layer.dir(&format!("{i}{}", "x".repeat(200)));
+        }
+        let limits = Limits { max_tracked: 64, max_tracked_bytes: 500, ..LIMITS };
+        let r = apply_tar_limited(&layer.bytes()[..], &fx.root, &overlay(), limits);
+        assert!(is_too_complex(&r), "{r:?}");
+    }
+
+    #[test]
+    fn repeated_opaque_markers_for_one_directory_list_it_once() {
+        let fx = fixture();
+        fs::create_dir_all(fx.root.join("d/sub")).unwrap();
+        fs::write(fx.root.join("d/old"), b"old").unwrap();
+        fs::write(fx.root.join("d/sub/old"), b"old").unwrap();
+        let mut layer = Layer::new();
+        layer.dir("d").file("d/sub/new", b"new");
+        for i in 0..300 {
+            layer.file(&format!("d/f{i}"), b"");
+        }
+        for _ in 0..300 {
+            layer.file("d/.wh..wh..opq", b"");
+        }
+        // An opaque marker above a cleared directory does not list it again either.
+        layer.file("d/sub/.wh..wh..opq", b"").file(".wh..wh..opq", b"");
+        let before = LISTINGS.with(Cell::get);
+        fx.apply(&layer, &native()).unwrap();
+        let listings = LISTINGS.with(Cell::get) - before;
+        assert!(listings <= 4, "{listings} directory listings");
+        assert!(!fx.root.join("d/old").exists());
+        assert!(!fx.root.join("d/sub/old").exists());
+        assert_eq!(fs::read(fx.root.join("d/sub/new")).unwrap(), b"new");
+        assert!(fx.root.join("d/f299").exists());
+    }
+
+    #[test]
+    fn a_native_opaque_marker_reached_through_a_symlink_keeps_this_layers_entries() {
+        for link_in_layer in [false, true] {
+            let fx = fixture();
+            fs::create_dir(fx.root.join("etc")).unwrap();
+            fs::write(fx.root.join("etc/old"), b"old").unwrap();
+            let mut layer = Layer::new();
+            if link_in_layer {
+                layer.symlink("l", "etc");
+            } else {
+                std::os::unix::fs::symlink("etc", fx.root.join("l")).unwrap();
+            }
+            layer.file("etc/passwd", b"root:x:0:0").file("l/.wh..wh..opq", b"");
+            fx.apply(&layer, &native()).unwrap();
+            assert_eq!(fs::read(fx.root.join("etc/passwd")).unwrap(), b"root:x:0:0");
+            assert!(!fx.root.join("etc/old").exists());
+        }
+    }
+
+    #[test]
+    fn a_symlink_target_with_too_many_components_is_refused() {
+        let fx = fixture();
+        let mut layer = Layer::new();
+        layer.pax(&[("linkpath", "./".repeat(2047).as_bytes())]).symlink("p", "x");
+        let r = fx.apply(&layer, &overlay());
+        assert!(is_hostile(&r), "{r:?}");
+        assert!(fs::symlink_metadata(fx.root.join("p")).is_err());
+
+        let mut layer = Layer::new();
+        layer.pax(&[("linkpath", "../".repeat(MAX_LINK_TARGET_COMPONENTS).as_bytes())]).symlink("ok", "x");
+        fx.apply(&layer, &overlay()).unwrap();
+        assert_eq!(fs::read_link(fx.root.join("ok")).unwrap().as_os_str().len(), 3 * MAX_LINK_TARGET_COMPONENTS);
+    }
+
+    #[test]
+    fn a_missing_parent_behind_many_symlinks_is_found_with_few_lookups() {
+        let fx = fixture();
+        fs::create_dir(fx.root.join("real")).unwrap();
+        std::os::unix::fs::symlink("../real", fx.root.join("real/up")).unwrap();
+        let mut layer = Layer::new();
+        layer.symlink("p", ".").symlink("l", "real").symlink("dangling", "nowhere");
+        let entries = 20;
+        for i in 0..entries {
+            layer.file(&format!("{}m{i}/x", "p/".repeat(39)), b"x");
+            layer.file(&format!("{}n{i}/a/b/c/x", "p/".repeat(39)), b"x");
+        }
+        let before = LOOKUPS.with(Cell::get);
+        fx.apply(&layer, &overlay()).unwrap();
+        let lookups = LOOKUPS.with(Cell::get) - before;
+        // Resolving every prefix from the root takes over 40 per entry.
+        assert!(lookups <= 2 * 10 * entries, "{lookups} lookups for {} entries", 2 * entries);
+        for i in 0..entries {
+            assert_eq!(fs::read(fx.root.join(format!("m{i}/x"))).unwrap(), b"x");
+            assert_eq!(fs::read(fx.root.join(format!("n{i}/a/b/c/x"))).unwrap(), b"x");
+        }
+
+        // Several missing levels, after symlinks and real directories.
+        let mut layer = Layer::new();
+        layer.file("p/p/l/up/up/new/er/est/f", b"f").file("p/real/up/p/new/er/2/f", b"g");
+        fx.apply(&layer, &overlay()).unwrap();
+        assert_eq!(fs::read(fx.root.join("real/new/er/est/f")).unwrap(), b"f");
+        assert_eq!(fs::read(fx.root.join("real/p/new/er/2/f")).unwrap(), b"g");
+
+        // No directory is created through a dangling symlink.
+        let mut layer = Layer::new();
+        layer.file("p/dangling/sub/f", b"f");
+        let r = fx.apply(&layer, &overlay());
+        assert!(matches!(r, Err(ApplyError::Io { .. })), "{r:?}");
+        assert!(!fx.root.join("nowhere").exists());
+    }
+
+    #[test]
+    fn the_deepest_resolving_prefix_is_found_wherever_a_path_stops_resolving() {
+        let fx = fixture();
+        let n = 12;
+        // x/y/x/y/...: directories x, each holding a symlink y to itself.
+        let mut dir = fx.root.clone();
+        for _ in 0..n / 2 {
+            dir = dir.join("x");
+            fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::symlink(".", dir.join("y")).unwrap();
+        }
+        let root = rustix::fs::open(&fx.root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        for k in 0..=n {
+            for missing in 1..5 {
+                let mut comps: Vec<Vec<u8>> = (0..k).map(|i| if i % 2 == 0 { b"x".to_vec() } else { b"y".to_vec() }).collect();
+                comps.extend((0..missing).map(|j| format!("missing{j}").into_bytes()));
+                let (found, fd) = deepest_dir(root.as_fd(), &comps).unwrap();
+                assert_eq!(found, k, "k={k} missing={missing}");
+                let expect = open_in_root(root.as_fd(), &comps[..k]).unwrap();
+                assert_eq!(ident(fd.as_fd()).unwrap(), ident(expect.as_fd()).unwrap());
+            }
+        }
+    }
+
+    /// Run in a child process by the test below, with few fds allowed.
+    #[test]
+    #[ignore = "run by deep_trees_are_removed_and_cleared_with_a_bounded_number_of_fds"]
+    fn deep_tree_walks_child() {
+        if std::env::var_os("BERTH_APPLY_FD_CHILD").is_none() {
+            return;
+        }
+        let limit = rustix::process::Rlimit { current: Some(160), maximum: Some(160) };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+        let deep = "d/".repeat(600);
+        let fx = fixture();
+        fs::create_dir_all(fx.root.join(&deep)).unwrap();
+        fs::write(fx.root.join(format!("{deep}old")), b"old").unwrap();
+
+        // Opaque marker above: the kept path is walked to the bottom.
+        let mut layer = Layer::new();
+        layer.file(&format!("{deep}new"), b"new").file(".wh..wh..opq", b"");
+        fx.apply(&layer, &native()).unwrap();
+        assert!(!fx.root.join(format!("{deep}old")).exists());
+        assert_eq!(fs::read(fx.root.join(format!("{deep}new"))).unwrap(), b"new");
+
+        // Whiteout of the whole tree.
+        let mut layer = Layer::new();
+        layer.file(".wh.d", b"");
+        fx.apply(&layer, &native()).unwrap();
+        assert!(!fx.root.join("d").exists());
+
+        // A file replacing it.
+        fs::create_dir_all(fx.root.join(&deep)).unwrap();
+        let mut layer = Layer::new();
+        layer.file("d", b"file");
+        fx.apply(&layer, &overlay()).unwrap();
+        assert_eq!(fs::read(fx.root.join("d")).unwrap(), b"file");
+    }
+
+    #[test]
+    fn deep_trees_are_removed_and_cleared_with_a_bounded_number_of_fds() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "archive::apply::tests::deep_tree_walks_child", "--ignored", "--test-threads=1"])
+            .env("BERTH_APPLY_FD_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+
+    #[test]
+    fn an_owner_id_of_minus_one_is_refused() {
+        for key in ["uid", "gid"] {
+            let fx = fixture();
+            let mut layer = Layer::new();
+            layer.pax(&[(key, b"4294967295")]).file("f", b"x");
+            let r = fx.apply(&layer, &overlay());
+            assert!(is_hostile(&r), "{key}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn overlay_hardlinks_reaching_one_lower_file_by_different_paths_share_one_copy() {
+        let fx = fixture();
+        let lower = fx.base.join("lower");
+        fs::create_dir_all(lower.join("usr/bin")).unwrap();
+        fs::write(lower.join("usr/bin/tool"), b"tool-bytes").unwrap();
+        std::os::unix::fs::symlink("usr/bin", lower.join("bin")).unwrap();
+        let opts = ApplyOptions { lowers: vec![lower], ..overlay() };
+        let mut layer = Layer::new();
+        layer.hardlink("a", "usr/bin/tool").hardlink("b", "bin/tool").hardlink("c", "/bin//tool");
+        let stats = fx.apply(&layer, &opts).unwrap();
+        assert_eq!(stats.bytes, 10, "copied once");
+        let ino = fs::metadata(fx.root.join("a")).unwrap().ino();
+        for name in ["b", "c"] {
+            assert_eq!(fs::metadata(fx.root.join(name)).unwrap().ino(), ino, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_replaced_copy_of_a_lower_file_is_copied_again_within_a_budget() {
+        let fx = fixture();
+        let lower = fx.base.join("lower");
+        fs::create_dir(&lower).unwrap();
+        fs::write(lower.join("x"), b"lower").unwrap();
+        let opts = ApplyOptions { lowers: vec![lower], ..overlay() };
+        let mut layer = Layer::new();
+        // A repeated entry replaces the first copy with a second one.
+        layer.hardlink("a", "x").hardlink("a", "x").file("a", b"later").hardlink("b", "x").hardlink("c", "x");
+        let stats = fx.apply(&layer, &opts).unwrap();
+        assert_eq!(stats.bytes, 3 * 5 + 5);
+        assert_eq!(fs::read(fx.root.join("a")).unwrap(), b"later");
+        assert_eq!(fs::read(fx.root.join("b")).unwrap(), b"lower");
+        assert_eq!(fs::metadata(fx.root.join("c")).unwrap().ino(), fs::metadata(fx.root.join("b")).unwrap().ino());
+
+        let fx = fixture();
+        let limits = Limits { max_recopied_bytes: 9, ..LIMITS };
+        let r = apply_tar_limited(&layer.bytes()[..], &fx.root, &opts, limits);
+        assert!(is_too_complex(&r), "{r:?}");
+    }
+
+    #[test]
+    fn a_non_directory_on_the_path_in_an_upper_lower_hides_deeper_copies_from_hardlinks() {
+        for whiteout in [true, false] {
+            let fx = fixture();
+            let top = fx.base.join("top");
+            let bottom = fx.base.join("bottom");
+            fs::create_dir(&top).unwrap();
+            fs::create_dir_all(bottom.join("d/e")).unwrap();
+            fs::write(bottom.join("d/e/f"), b"deleted").unwrap();
+            if whiteout {
+                let dev = rustix::fs::makedev(0, 0);
+                rustix::fs::mknodat(rustix::fs::CWD, top.join("d").as_path(), FileType::CharacterDevice, Mode::empty(), dev).unwrap();
+            } else {
+                fs::write(top.join("d"), b"a file hides the directory below").unwrap();
+            }
+            let opts = ApplyOptions { lowers: vec![top, bottom], ..overlay() };
+            let mut layer = Layer::new();
+            layer.hardlink("l", "d/e/f");
+            let r = fx.apply(&layer, &opts);
+            assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "whiteout={whiteout}: {r:?}");
+            assert!(!fx.root.join("l").exists());
+        }
     }
 }

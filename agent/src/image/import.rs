@@ -440,13 +440,15 @@ impl Images {
             let name = match (i, &opts.name, named) {
                 (0, Some(n), _) => n.clone(),
                 (_, _, Some(n)) => n,
-                (_, _, None) => return Err(ImageError::InvalidArgument(match bare_tag {
-                    Some(tag) => format!(
+                (_, _, None) => {
+                    return Err(ImageError::InvalidArgument(match bare_tag {
+                        Some(tag) => format!(
                         "the archive names image {} only by the tag {tag:?}; give its repository with --base-name, or a name with --name",
                         desc.digest
                     ),
-                    None => format!("the archive does not name image {}; give it a name with --name", desc.digest),
-                })),
+                        None => format!("the archive does not name image {}; give it a name with --name", desc.digest),
+                    }))
+                }
             };
             out.push((Reference::parse(&name)?.to_string(), desc.clone()));
         }
