@@ -129,8 +129,9 @@ fn describe(e: &anyhow::Error) -> String {
             _ => s.message().to_owned(),
         };
     }
+    // The context, then the root cause (the layers between are wrappers such as "transport error").
     let mut msg = e.to_string();
-    if let Some(cause) = e.chain().nth(1) {
+    if let Some(cause) = e.chain().skip(1).last() {
         let c = cause.to_string();
         if !msg.contains(&c) {
             msg = format!("{msg}: {c}");
