@@ -139,15 +139,13 @@ impl Images {
             }
             result
         };
-        if result.is_err() {
-            // Whatever the failed import stored is unreferenced: drop it now.
+        // An earlier collection spared blobs this or another finished import held.
+        let pending = self.take_pending_gc();
+        // Collect now what nothing uses: what a failed import stored, the image
+        // a moved name left, the archive's stray files.
+        if pending || result.as_ref().map_or(true, |o| o.replaced || o.stray) {
             if let Err(e) = self.gc() {
-                tracing::warn!(error = %e, "garbage collection after a failed import");
-            }
-        } else if result.as_ref().is_ok_and(|o| o.replaced || o.stray) {
-            // A name moved, or the archive held more than its images: collect what nothing uses.
-            if let Err(e) = self.gc() {
-                tracing::warn!(error = %e, "garbage collection after an import replaced a name");
+                tracing::warn!(error = %e, "garbage collection after an import");
             }
         }
         result

@@ -7,7 +7,7 @@ pub mod reference;
 pub mod unpack;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::content::{ContentError, ContentStore};
@@ -132,6 +132,9 @@ pub struct Images {
     /// leaves them alone until the import ends.
     leases: Mutex<BTreeMap<u64, HashSet<Digest>>>,
     next_lease: AtomicU64,
+    /// A collection spared unused blobs because an import held them: collect
+    /// again when the last import ends.
+    gc_pending: AtomicBool,
 }
 
 /// Keeps garbage collection off the blobs an import stores; released on drop.
@@ -167,6 +170,7 @@ impl Images {
             gc_lock: RwLock::new(()),
             leases: Mutex::new(BTreeMap::new()),
             next_lease: AtomicU64::new(0),
+            gc_pending: AtomicBool::new(false),
         }
     }
 
@@ -177,6 +181,13 @@ impl Images {
             l.insert(id, HashSet::new());
         }
         Lease { images: self, id }
+    }
+
+    /// Whether a collection spared leased blobs and no import runs any more
+    /// (clears the flag).
+    pub fn take_pending_gc(&self) -> bool {
+        let idle = self.leases.lock().map(|l| l.is_empty()).unwrap_or(false);
+        idle && self.gc_pending.swap(false, Ordering::Relaxed)
     }
 
     /// Every blob some import in progress holds.
@@ -518,8 +529,11 @@ impl Images {
         // Imports add to their leases only while holding the lock shared, so
         // this set is stable for the whole pass.
         let leased = self.leased();
-        let doomed: Vec<Digest> =
-            self.content.list()?.into_iter().map(|b| b.digest).filter(|d| !blobs.contains(d) && !leased.contains(d)).collect();
+        let unused: Vec<Digest> = self.content.list()?.into_iter().map(|b| b.digest).filter(|d| !blobs.contains(d)).collect();
+        let (spared, doomed): (Vec<Digest>, Vec<Digest>) = unused.into_iter().partition(|d| leased.contains(d));
+        if !spared.is_empty() {
+            self.gc_pending.store(true, Ordering::Relaxed);
+        }
         // Labels go first, in one transaction: a crash then leaves at worst an unlabelled blob.
         self.meta.remove_content_labels(&doomed)?;
         for d in &doomed {
