@@ -173,10 +173,10 @@ impl Images {
         if targets.is_empty() {
             return Err(ImageError::Archive("the archive names no image".into()));
         }
-        // Check every image before naming any: its documents parse and its layers are here.
-        let mut resolved = Vec::new();
-        for (name, desc) in &targets {
-            let rec = ImageRecord {
+        let now = crate::metadata::now_nanos();
+        let records: Vec<ImageRecord> = targets
+            .iter()
+            .map(|(name, desc)| ImageRecord {
                 name: name.clone(),
                 target: crate::metadata::DescriptorRecord {
                     media_type: desc.media_type.clone(),
@@ -184,10 +184,14 @@ impl Images {
                     size: desc.size,
                 },
                 labels: opts.labels.clone(),
-                created: 0,
-                updated: 0,
-            };
-            let r = self.resolve(&rec, &opts.platform)?;
+                created: now,
+                updated: now,
+            })
+            .collect();
+        // Check every image before naming any: its documents parse and its layers are here.
+        let mut resolved = Vec::new();
+        for rec in &records {
+            let r = self.resolve(rec, &opts.platform)?;
             for l in &r.manifest.layers {
                 if !self.content.exists(&l.digest) {
                     return Err(ImageError::MissingContent { digest: l.digest.clone(), what: "layer not in the archive".into() });
@@ -209,21 +213,6 @@ impl Images {
         let walked = targets.iter().try_for_each(|(_, desc)| self.walk(desc, &mut reachable, &mut Vec::new(), 0));
         let stray = walked.is_err() || scanned.files.values().any(|(d, _)| !reachable.contains(d));
         // All names at once: an import names every image of the archive or none.
-        let now = crate::metadata::now_nanos();
-        let records: Vec<ImageRecord> = targets
-            .iter()
-            .map(|(name, desc)| ImageRecord {
-                name: name.clone(),
-                target: crate::metadata::DescriptorRecord {
-                    media_type: desc.media_type.clone(),
-                    digest: desc.digest.clone(),
-                    size: desc.size,
-                },
-                labels: opts.labels.clone(),
-                created: now,
-                updated: now,
-            })
-            .collect();
         let replaced = self.meta.put_images(ns, &records)?;
         let mut images = Vec::new();
         for (rec, replaced) in records.into_iter().zip(&replaced) {

@@ -114,6 +114,23 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// A snapshot's parent, if it has one, must be a committed snapshot (checked
+/// inside the caller's write transaction).
+fn check_parent(t: &redb::Table<'_, &'static str, &'static [u8]>, ns: &str, parent: &str) -> Result<(), MetadataError> {
+    if parent.is_empty() {
+        return Ok(());
+    }
+    let pk = key(ns, parent);
+    let rec: SnapshotRecord = match t.get(pk.as_str())? {
+        Some(v) => decode(&pk, v.value())?,
+        None => return Err(MetadataError::NotFound { kind: "parent snapshot", name: parent.to_owned() }),
+    };
+    if rec.kind != SnapshotKind::Committed {
+        return Err(MetadataError::NotFound { kind: "committed parent snapshot", name: parent.to_owned() });
+    }
+    Ok(())
+}
+
 pub struct Metadata {
     db: Database,
     /// Snapshot records are kept per snapshotter: `snapshots.<name>`.
@@ -268,16 +285,7 @@ impl Metadata {
             if t.get(k.as_str())?.is_some() {
                 return Err(MetadataError::AlreadyExists { kind: "snapshot", name: rec.key.clone() });
             }
-            if !rec.parent.is_empty() {
-                let pk = key(ns, &rec.parent);
-                let parent: SnapshotRecord = match t.get(pk.as_str())? {
-                    Some(v) => decode(&pk, v.value())?,
-                    None => return Err(MetadataError::NotFound { kind: "parent snapshot", name: rec.parent.clone() }),
-                };
-                if parent.kind != SnapshotKind::Committed {
-                    return Err(MetadataError::NotFound { kind: "committed parent snapshot", name: rec.parent.clone() });
-                }
-            }
+            check_parent(&t, ns, &rec.parent)?;
             t.insert(k.as_str(), encode(rec).as_slice())?;
         }
         tx.commit()?;
@@ -293,16 +301,7 @@ impl Metadata {
             if t.get(nk.as_str())?.is_some() {
                 return Err(MetadataError::AlreadyExists { kind: "snapshot", name: rec.key.clone() });
             }
-            if !rec.parent.is_empty() {
-                let pk = key(ns, &rec.parent);
-                let parent: SnapshotRecord = match t.get(pk.as_str())? {
-                    Some(v) => decode(&pk, v.value())?,
-                    None => return Err(MetadataError::NotFound { kind: "parent snapshot", name: rec.parent.clone() }),
-                };
-                if parent.kind != SnapshotKind::Committed {
-                    return Err(MetadataError::NotFound { kind: "committed parent snapshot", name: rec.parent.clone() });
-                }
-            }
+            check_parent(&t, ns, &rec.parent)?;
             let ak = key(ns, active_key);
             if t.remove(ak.as_str())?.is_none() {
                 return Err(MetadataError::NotFound { kind: "snapshot", name: active_key.to_owned() });
