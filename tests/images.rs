@@ -118,11 +118,7 @@ fn blobs_that_only_look_like_layers_leave_no_snapshot_behind() {
 fn with_strays(archive: &[u8], strays: &[&Vec<u8>]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for data in strays {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut h, format!("blobs/sha256/{}", &sha256(data)[7..]), &data[..]).unwrap();
+        add_file(&mut builder, &format!("blobs/sha256/{}", &sha256(data)[7..]), data);
     }
     let mut ar = tar::Archive::new(archive);
     for e in ar.entries().unwrap() {
@@ -179,22 +175,10 @@ fn an_index_with_an_attestation_manifest_imports_and_is_collected_whole() {
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(&index), "size": index.len(),
         "annotations": {"io.containerd.image.name": "docker.io/library/attested:latest"}}]}))
     .unwrap();
-    let mut t = tar::Builder::new(Vec::new());
-    let mut add = |path: String, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        t.append_data(&mut h, path, data).unwrap();
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    let mut blobs: Vec<&Vec<u8>> = vec![&image.config.1, &image.manifest.1, &statement, &att_config, &att_manifest, &index];
-    blobs.extend(image.layers.iter().map(|(_, b, _)| b));
-    for b in blobs {
-        add(format!("blobs/sha256/{}", &sha256(b)[7..]), b);
-    }
-    add("index.json".into(), &top);
-    let p = d.file("attested.tar", &t.into_inner().unwrap());
+    let mut blobs: Vec<&[u8]> = vec![&image.config.1, &image.manifest.1, &statement, &att_config, &att_manifest, &index];
+    blobs.extend(image.layers.iter().map(|(_, b, _)| b.as_slice()));
+    let archive = layout_archive(&blobs, &top);
+    let p = d.file("attested.tar", &archive);
     d.ok(&["load", "-i", p.to_str().unwrap()]);
     assert_eq!(d.inspect("default", "attested")["unpacked"], true);
     // Every blob of the index is kept (the attestation too) ...

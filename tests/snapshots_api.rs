@@ -105,26 +105,13 @@ fn multi_platform_archive() -> (Vec<u8>, String, String) {
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index.len(),
         "annotations": {"io.containerd.image.name": "docker.io/library/multi:latest"}}]}))
     .unwrap();
-    let mut t = tar::Builder::new(Vec::new());
-    let mut add = |path: String, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        t.append_data(&mut h, path, data).unwrap();
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let mut blobs: Vec<&[u8]> = vec![&index];
     for b in [&amd, &arm] {
-        for (dg, data) in [(&b.config.0, &b.config.1), (&b.manifest.0, &b.manifest.1)] {
-            add(format!("blobs/sha256/{}", &dg[7..]), data);
-        }
-        for (dg, data, _) in &b.layers {
-            add(format!("blobs/sha256/{}", &dg[7..]), data);
-        }
+        blobs.extend([b.config.1.as_slice(), b.manifest.1.as_slice()]);
+        blobs.extend(b.layers.iter().map(|(_, data, _)| data.as_slice()));
     }
-    add(format!("blobs/sha256/{}", &index_digest[7..]), &index);
-    add("index.json".into(), &top);
-    (t.into_inner().unwrap(), amd.config.0.clone(), arm.config.0.clone())
+    let archive = layout_archive(&blobs, &top);
+    (archive, amd.config.0.clone(), arm.config.0.clone())
 }
 
 #[test]

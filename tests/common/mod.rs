@@ -197,13 +197,26 @@ pub fn build_edited(
     Built { config: (sha256(&config), config), layers, manifest: (sha256(&manifest), manifest), diff_ids }
 }
 
-fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+/// Append a regular file (mode 0644) to an archive being built.
+pub fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
     let mut h = tar::Header::new_ustar();
     h.set_mode(0o644);
     h.set_size(data.len() as u64);
     h.set_mtime(1_700_000_000);
     h.set_entry_type(tar::EntryType::Regular);
     b.append_data(&mut h, path, data).unwrap();
+}
+
+/// An OCI image layout archive of raw parts: `oci-layout`, each blob under
+/// `blobs/sha256/`, then `index_json` (for indexes the builders above don't make).
+pub fn layout_archive(blobs: &[&[u8]], index_json: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    add_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for data in blobs {
+        add_file(&mut b, &format!("blobs/sha256/{}", &sha256(data)[7..]), data);
+    }
+    add_file(&mut b, "index.json", index_json);
+    b.into_inner().unwrap()
 }
 
 /// An OCI image layout archive holding `images` (name annotation, spec).

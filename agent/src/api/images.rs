@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, convert, namespace, parse_filters};
+use crate::digest::ChunkReader;
 use crate::image::import::{ImportOptions, Progress};
 use crate::image::oci::Platform;
 use crate::image::Images;
@@ -68,32 +69,6 @@ fn progress_message(p: Progress) -> v1::ImportResponse {
             status: status.into(),
             size: size as i64,
         })),
-    }
-}
-
-/// Bytes of an upload, read on a blocking thread from chunks the async side forwards.
-struct ChunkReader {
-    rx: mpsc::Receiver<Result<Vec<u8>, io::Error>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(chunk)) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(e),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -279,7 +254,9 @@ impl v1::images_server::Images for ImagesService {
                 }
             }
         });
-        let reader = ChunkReader { rx, buf: Vec::new(), pos: 0 };
+        // The upload, read on the import's blocking thread as chunks arrive.
+        let mut rx = rx;
+        let reader = ChunkReader::new(std::iter::from_fn(move || rx.blocking_recv()));
         Ok(Response::new(spawn_import(self.agent.clone(), ns, reader, opts)))
     }
 

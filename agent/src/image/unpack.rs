@@ -16,7 +16,7 @@ use super::oci::Descriptor;
 use super::{ImageError, Images, Resolved};
 use crate::archive::apply::{apply_tar, ApplyOptions};
 use crate::content::random_hex;
-use crate::digest::{Digest, HashingReader, LimitedReader};
+use crate::digest::{ChunkReader, Digest, HashingReader, LimitedReader};
 use crate::metadata::{MetadataError, SnapshotKind};
 use crate::snapshot::{SnapshotError, LABEL_MANAGED, LABEL_UNPACKING};
 
@@ -49,32 +49,6 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> std::io::Result<Box<dyn Read + 'a>>
         Compression::Zstd => Box::new(zstd::Decoder::with_buffer(br)?),
         Compression::None => Box::new(br),
     })
-}
-
-/// Chunks of a blob, read on the unpacking thread as the importing thread sends them.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                // The sender is gone: the blob is complete (or the import stopped).
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Flush a snapshot's filesystem (one syncfs per layer instead of an fsync per file).
@@ -121,7 +95,8 @@ impl Images {
         let key = format!("unpack-{}-ahead", random_hex(8));
         let rec = self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).ok()?;
         let dir = self.snapshots.fs_dir(rec.id);
-        let reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
+        // A closed channel is the end of the blob (or of an import that stopped).
+        let reader = ChunkReader::new(rx.into_iter().map(Ok));
         let result = (|| -> Result<Digest, String> {
             let plain = decompress(reader).map_err(|e| e.to_string())?;
             let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");

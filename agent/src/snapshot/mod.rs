@@ -165,6 +165,9 @@ impl Dirs {
 pub struct Snapshots {
     meta: Arc<Metadata>,
     sn: Box<dyn Snapshotter>,
+    /// Disk usage of committed snapshots by storage id: they never change and
+    /// ids are never reused, so each is measured once (image lists ask often).
+    usage_cache: std::sync::Mutex<std::collections::HashMap<u64, Usage>>,
 }
 
 fn validate_key(key: &str) -> Result<(), SnapshotError> {
@@ -176,7 +179,7 @@ fn validate_key(key: &str) -> Result<(), SnapshotError> {
 
 impl Snapshots {
     pub fn new(meta: Arc<Metadata>, sn: Box<dyn Snapshotter>) -> Self {
-        Self { meta, sn }
+        Self { meta, sn, usage_cache: Default::default() }
     }
 
     pub fn snapshotter(&self) -> &dyn Snapshotter {
@@ -305,6 +308,9 @@ impl Snapshots {
             MetadataError::HasChildren { name, children } => SnapshotError::HasChildren { key: name, children },
             e => e.into(),
         })?;
+        if let Ok(mut c) = self.usage_cache.lock() {
+            c.remove(&rec.id);
+        }
         self.sn.remove(rec.id)
     }
 
@@ -343,8 +349,20 @@ impl Snapshots {
 
     pub fn usage(&self, ns: &str, key: &str) -> Result<Usage, SnapshotError> {
         let rec = self.meta.snapshot(ns, key)?;
+        let committed = rec.kind == SnapshotKind::Committed;
+        if committed {
+            if let Some(u) = self.usage_cache.lock().ok().and_then(|c| c.get(&rec.id).copied()) {
+                return Ok(u);
+            }
+        }
         let dir = self.sn.fs_dir(rec.id);
-        disk_usage(&dir).map_err(io_err(&dir))
+        let usage = disk_usage(&dir).map_err(io_err(&dir))?;
+        if committed {
+            if let Ok(mut c) = self.usage_cache.lock() {
+                c.insert(rec.id, usage);
+            }
+        }
+        Ok(usage)
     }
 
     /// Bring storage and records back in line after a crash: drop the active
