@@ -2,11 +2,12 @@
 # Install the Debian packages Berth's tests use, when they are missing.
 #   busybox-static  the static binary the tests put in their images
 #   skopeo, umoci   independent tools that read and write image archives
+#   runc, crun      the OCI runtimes containers run with
 # Needs root (or sudo) and Debian's package archive.
 set -eu
 
 need=""
-for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci; do
+for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci runc:/usr/sbin/runc crun:/usr/bin/crun; do
     pkg=${pair%%:*}
     file=${pair#*:}
     [ -x "$file" ] || need="$need $pkg"
@@ -21,4 +22,4 @@ if [ -n "$need" ]; then
     # shellcheck disable=SC2086
     $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-echo "test dependencies present: busybox-static skopeo umoci"
+echo "test dependencies present: busybox-static skopeo umoci runc crun"

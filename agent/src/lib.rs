@@ -9,6 +9,7 @@
 pub mod api;
 pub mod archive;
 pub mod config;
+pub mod container;
 pub mod content;
 pub mod digest;
 pub mod image;
