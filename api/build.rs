@@ -5,8 +5,16 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files =
-        ["berth/v1/types.proto", "berth/v1/version.proto", "berth/v1/images.proto", "berth/v1/content.proto", "berth/v1/snapshots.proto"];
+    let files = [
+        "berth/v1/types.proto",
+        "berth/v1/version.proto",
+        "berth/v1/images.proto",
+        "berth/v1/content.proto",
+        "berth/v1/snapshots.proto",
+        "berth/v1/containers.proto",
+        "berth/v1/tasks.proto",
+        "berth/v1/events.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -1,5 +1,6 @@
 //! berthd configuration: flags, then an optional TOML file, then defaults.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -40,6 +41,22 @@ pub struct Args {
     /// Log format [default: text]
     #[arg(long, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// OCI runtime containers use unless they name one: runc, crun, a name
+    /// from the config's [runtimes] table, or a path [default: runc]
+    #[arg(long)]
+    pub runtime: Option<String>,
+}
+
+/// An OCI runtime the agent can use, from the `[runtimes.NAME]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEntry {
+    /// The binary: a path, or a name looked up in PATH.
+    pub path: String,
+    /// Run it where the cgroup2 mount of a hybrid cgroup layout
+    /// (/sys/fs/cgroup/unified) is hidden; crun 1.8 refuses that layout.
+    #[serde(default)]
+    pub hide_cgroup2: bool,
 }
 
 /// The TOML configuration file. Unknown keys are an error.
@@ -58,6 +75,54 @@ pub struct FileConfig {
     pub max_import_size: Option<u64>,
     /// Layers unpacked in parallel.
     pub unpack_parallelism: Option<usize>,
+    /// The OCI runtime containers use unless they name one.
+    pub default_runtime: Option<String>,
+    /// OCI runtimes by name, added to the built-in runc and crun.
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, RuntimeEntry>,
+    /// The berth-shim binary [default: next to berthd, else in PATH].
+    pub shim_binary: Option<PathBuf>,
+    /// A container log file is rotated at this size (bytes) ...
+    pub log_max_size: Option<u64>,
+    /// ... and this many files are kept in all.
+    pub log_max_files: Option<u32>,
+}
+
+/// How containers run.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub default_runtime: String,
+    pub runtimes: BTreeMap<String, RuntimeEntry>,
+    pub shim_binary: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+}
+
+impl RuntimeConfig {
+    fn new() -> Self {
+        // crun 1.8 refuses a hybrid layout (v1 controllers plus a cgroup2
+        // mount holding a controller); it runs where that mount is hidden.
+        let hybrid = is_cgroup2_mount(Path::new("/sys/fs/cgroup/unified"));
+        let runtimes = BTreeMap::from([
+            ("runc".to_owned(), RuntimeEntry { path: "runc".into(), hide_cgroup2: false }),
+            ("crun".to_owned(), RuntimeEntry { path: "crun".into(), hide_cgroup2: hybrid }),
+        ]);
+        RuntimeConfig { default_runtime: "runc".into(), runtimes, shim_binary: default_shim(), log_max_size: 10 << 20, log_max_files: 3 }
+    }
+}
+
+fn is_cgroup2_mount(p: &Path) -> bool {
+    // CGROUP2_SUPER_MAGIC
+    rustix::fs::statfs(p).map(|s| s.f_type as u64 == 0x6367_7270).unwrap_or(false)
+}
+
+/// `berth-shim` next to the running binary, else the name (looked up in PATH).
+fn default_shim() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("berth-shim"))
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +135,7 @@ pub struct Config {
     pub log_level: Option<String>,
     pub log_format: String,
     pub limits: Limits,
+    pub runtime: RuntimeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +159,7 @@ impl Config {
             log_level: None,
             log_format: "text".into(),
             limits: Limits::default(),
+            runtime: RuntimeConfig::new(),
         }
     }
 
@@ -129,6 +196,19 @@ impl Config {
         }
         if let Some(p) = file.unpack_parallelism {
             c.limits.unpack_parallelism = p.clamp(1, 16);
+        }
+        c.runtime.runtimes.extend(file.runtimes);
+        if let Some(r) = args.runtime.or(file.default_runtime) {
+            c.runtime.default_runtime = r;
+        }
+        if let Some(p) = file.shim_binary {
+            c.runtime.shim_binary = p;
+        }
+        if let Some(m) = file.log_max_size {
+            c.runtime.log_max_size = m;
+        }
+        if let Some(m) = file.log_max_files {
+            c.runtime.log_max_files = m.clamp(1, 100);
         }
         for p in [&c.root, &c.state, &c.address] {
             if !p.is_absolute() {

@@ -12,9 +12,11 @@ pub mod config;
 pub mod container;
 pub mod content;
 pub mod digest;
+pub mod events;
 pub mod image;
 pub mod metadata;
 pub mod process;
+pub mod runtime;
 pub mod server;
 pub mod snapshot;
 

@@ -16,9 +16,12 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api;
 use crate::config::Config;
+use crate::container::Containers;
 use crate::content::ContentStore;
+use crate::events::Events;
 use crate::image::Images;
 use crate::metadata::Metadata;
+use crate::runtime::Tasks;
 use crate::snapshot::{native::Native, overlay, overlay::Overlay, Snapshots, Snapshotter};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum ServerError {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -54,6 +59,9 @@ pub struct Agent {
     pub content: Arc<ContentStore>,
     pub snapshots: Arc<Snapshots>,
     pub images: Arc<Images>,
+    pub containers: Arc<Containers>,
+    pub tasks: Arc<Tasks>,
+    pub events: Events,
     pub snapshotter_reason: String,
     pub started: Instant,
 }
@@ -127,6 +135,20 @@ pub fn open(config: Config) -> Result<Agent, ServerError> {
     let snapshots = Arc::new(Snapshots::new(meta.clone(), sn));
     let removed = snapshots.recover()?;
     let images = Arc::new(Images::new(meta.clone(), content.clone(), snapshots.clone(), config.limits.clone()));
+    let containers = Arc::new(Containers::new(
+        meta.clone(),
+        content.clone(),
+        images.clone(),
+        snapshots.clone(),
+        &config.root,
+        config.runtime.default_runtime.clone(),
+    ));
+    let orphans = containers.recover()?;
+    if orphans > 0 {
+        tracing::info!(removed = orphans, "removed writable layers and files of containers that no longer exist");
+    }
+    let events = Events::new();
+    let tasks = Tasks::new(&config.state, config.runtime.clone(), containers.clone(), snapshots.clone(), events.clone());
     // A collection that fails (an unreadable blob) must not keep the agent from starting.
     match images.gc() {
         Ok(gc) => tracing::info!(
@@ -137,7 +159,7 @@ pub fn open(config: Config) -> Result<Agent, ServerError> {
         ),
         Err(e) => tracing::warn!(error = %e, stale_snapshot_dirs = removed, "stores opened; garbage collection failed"),
     }
-    Ok(Agent { config, meta, content, snapshots, images, snapshotter_reason, started: Instant::now() })
+    Ok(Agent { config, meta, content, snapshots, images, containers, tasks, events, snapshotter_reason, started: Instant::now() })
 }
 
 /// Serve the agent until `shutdown` completes.
@@ -150,8 +172,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         let config = config.clone();
         tokio::task::spawn_blocking(move || open(config)).await.map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
     };
-    let listener = bind_socket(&address)?;
     let agent = Arc::new(agent);
+    // Find the shims of containers that kept running while the agent was away.
+    let known = {
+        let meta = agent.meta.clone();
+        tokio::task::spawn_blocking(move || meta.all_containers())
+            .await
+            .map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
+    };
+    let found = agent.tasks.recover(&known).await;
+    if found > 0 {
+        tracing::info!(tasks = found, "tasks found again");
+    }
+    let listener = bind_socket(&address)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesService>>().await;
@@ -173,6 +206,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .add_service(api::images::service(agent.clone()))
         .add_service(api::content::service(agent.clone()))
         .add_service(api::snapshots::service(agent.clone()))
+        .add_service(api::containers::service(agent.clone()))
+        .add_service(api::tasks::service(agent.clone()))
+        .add_service(api::events::service(agent.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = stop_rx.changed().await;
         });

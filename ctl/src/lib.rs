@@ -1,6 +1,8 @@
 //! berthctl: the command-line client of berthd.
 
+mod containers;
 mod content;
+mod events;
 mod images;
 mod output;
 mod snapshots;
@@ -18,12 +20,14 @@ use tonic::transport::Channel;
 ///
 /// Images are imported from archives (docker save or OCI layout), listed,
 /// inspected, tagged and removed. Their layers are unpacked into read-only
-/// snapshots that every image sharing them uses.
+/// snapshots that every image sharing them uses. Containers run from images:
+/// each gets its own writable layer on top of the shared ones, which `rm`
+/// discards and `commit` keeps as a new image.
 #[derive(Debug, Parser)]
 #[command(name = "berthctl", version, about, long_about, after_help = EXAMPLES)]
 pub struct Cli {
     /// Address of berthd (Unix socket path)
-    #[arg(short, long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS)]
+    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS)]
     address: String,
     /// Namespace to work in
     #[arg(short, long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE)]
@@ -37,6 +41,14 @@ pub struct Cli {
 
 const EXAMPLES: &str = "Examples:
   berthctl load -i busybox.tar          import an image archive
+  berthctl run --rm busybox echo hello  run a command in a new container
+  berthctl run -d --name web busybox sleep 300
+                                        run one in the background
+  berthctl ps                           list running containers (-a: all)
+  berthctl logs -f web                  follow a container's output
+  berthctl exec -it web sh              a shell in a running container
+  berthctl stop web && berthctl rm web  stop it, remove it and its changes
+  berthctl commit web my/image:v2       keep a container's changes as an image
   berthctl images                       list images
   berthctl image inspect busybox        show digest, config and layers
   berthctl tag busybox my/busybox:v1    give an image another name
@@ -51,6 +63,47 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a container from an image and run it
+    Run(containers::RunArgs),
+    /// Create a container without starting it
+    Create(containers::RunArgs),
+    /// Start created or stopped containers
+    Start(containers::StartArgs),
+    /// Stop running containers (the stop signal, then SIGKILL after a timeout)
+    Stop(containers::StopArgs),
+    /// Send a signal to containers
+    Kill(containers::KillArgs),
+    /// Remove containers and discard their writable layers
+    Rm(containers::RmArgs),
+    /// Wait for containers to exit; print their exit codes
+    Wait(containers::IdsArgs),
+    /// Show a container's output (stdout and stderr)
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Attach to a running container's main process
+    Attach(containers::AttachArgs),
+    /// Freeze all processes of containers
+    Pause(containers::IdsArgs),
+    /// Thaw paused containers
+    Unpause(containers::IdsArgs),
+    /// List containers (alias of `container ls`)
+    Ps(containers::PsArgs),
+    /// Show containers as JSON
+    Inspect(containers::IdsArgs),
+    /// Show CPU, memory and process usage of containers
+    Stats(containers::StatsArgs),
+    /// Store a container's changes as a new image
+    Commit(containers::CommitArgs),
+    /// List the files changed in a container (A/C/D)
+    Diff(containers::IdArg),
+    /// List the processes running in a container
+    Top(containers::IdArg),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(containers::ContainerCommand),
+    /// Stream events: images, containers and tasks as they change
+    Events(events::EventsArgs),
     /// Manage images
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -93,6 +146,15 @@ impl Conn {
     pub fn content(&self) -> v1::content_client::ContentClient<Svc> {
         v1::content_client::ContentClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
+    pub fn containers(&self) -> v1::containers_client::ContainersClient<Svc> {
+        v1::containers_client::ContainersClient::with_interceptor(self.channel.clone(), self.ns.clone()).max_decoding_message_size(64 << 20)
+    }
+    pub fn tasks(&self) -> v1::tasks_client::TasksClient<Svc> {
+        v1::tasks_client::TasksClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    pub fn events(&self) -> v1::events_client::EventsClient<Svc> {
+        v1::events_client::EventsClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
     pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
         v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
@@ -108,7 +170,28 @@ async fn connect(cli: &Cli) -> Result<Conn> {
 
 async fn run(cli: Cli) -> Result<i32> {
     let conn = connect(&cli).await?;
+    use containers::ContainerCommand as C;
     match cli.command {
+        Command::Run(a) => containers::run_command(&conn, C::Run(a)).await,
+        Command::Create(a) => containers::run_command(&conn, C::Create(a)).await,
+        Command::Start(a) => containers::run_command(&conn, C::Start(a)).await,
+        Command::Stop(a) => containers::run_command(&conn, C::Stop(a)).await,
+        Command::Kill(a) => containers::run_command(&conn, C::Kill(a)).await,
+        Command::Rm(a) => containers::run_command(&conn, C::Rm(a)).await,
+        Command::Wait(a) => containers::run_command(&conn, C::Wait(a)).await,
+        Command::Logs(a) => containers::run_command(&conn, C::Logs(a)).await,
+        Command::Exec(a) => containers::run_command(&conn, C::Exec(a)).await,
+        Command::Attach(a) => containers::run_command(&conn, C::Attach(a)).await,
+        Command::Pause(a) => containers::run_command(&conn, C::Pause(a)).await,
+        Command::Unpause(a) => containers::run_command(&conn, C::Unpause(a)).await,
+        Command::Ps(a) => containers::run_command(&conn, C::Ls(a)).await,
+        Command::Inspect(a) => containers::run_command(&conn, C::Inspect(a)).await,
+        Command::Stats(a) => containers::run_command(&conn, C::Stats(a)).await,
+        Command::Commit(a) => containers::run_command(&conn, C::Commit(a)).await,
+        Command::Diff(a) => containers::run_command(&conn, C::Diff(a)).await,
+        Command::Top(a) => containers::run_command(&conn, C::Top(a)).await,
+        Command::Container(c) => containers::run_command(&conn, c).await,
+        Command::Events(a) => events::events(&conn, a).await,
         Command::Image(c) => images::run(&conn, c).await,
         Command::Images(a) => images::list(&conn, a).await,
         Command::Load(a) => images::load(&conn, a).await,

@@ -65,6 +65,24 @@ pub fn ago(seconds: i64) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A span as docker writes it in `Up 5 seconds`.
+pub fn duration(secs: i64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match secs.max(0) {
+        0 => "Less than a second".into(),
+        s @ 1..=59 => plural(s, "second"),
+        60..=119 => "About a minute".into(),
+        s @ 120..=3599 => plural(s / 60, "minute"),
+        3600..=7199 => "About an hour".into(),
+        s @ 7200..=172_799 => plural(s / 3600, "hour"),
+        s => plural(s / 86_400, "day"),
+    }
+}
+
 /// Seconds since the epoch of an RFC 3339 time ("2024-01-02T03:04:05.123Z", "+01:00" offsets).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -138,5 +156,9 @@ mod tests {
         assert_eq!(repo_tag("localhost:5000/a/b:v1"), ("localhost:5000/a/b".into(), "v1".into()));
         assert_eq!(size(4_261_000), "4.261MB");
         assert_eq!(size(999), "999B");
+        assert_eq!(duration(5), "5 seconds");
+        assert_eq!(duration(1), "1 second");
+        assert_eq!(duration(90), "About a minute");
+        assert_eq!(duration(7300), "2 hours");
     }
 }

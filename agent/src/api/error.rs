@@ -4,9 +4,11 @@
 use tonic::{Code, Status};
 
 use crate::archive::apply::ApplyError;
+use crate::container::ContainerError;
 use crate::content::ContentError;
 use crate::image::ImageError;
 use crate::metadata::MetadataError;
+use crate::runtime::TaskError;
 use crate::snapshot::SnapshotError;
 
 /// Disk full or over quota is ResourceExhausted; other I/O failures are Internal.
@@ -96,6 +98,38 @@ pub fn image_code(e: &ImageError) -> Code {
     }
 }
 
+pub fn container_code(e: &ContainerError) -> Code {
+    match e {
+        ContainerError::NotFound(_) => Code::NotFound,
+        ContainerError::Ambiguous(_) | ContainerError::InvalidName(_) | ContainerError::Invalid { .. } => Code::InvalidArgument,
+        ContainerError::NameTaken(_) => Code::AlreadyExists,
+        ContainerError::NotUnpacked { .. } => Code::FailedPrecondition,
+        // Both are about what the user asked for: a bad override, a user the image lacks.
+        ContainerError::Spec(_) | ContainerError::User(_) => Code::InvalidArgument,
+        ContainerError::Image(i) => image_code(i),
+        ContainerError::Snapshot(s) => snapshot_code(s),
+        ContainerError::Metadata(m) => metadata_code(m),
+        ContainerError::Io { source, .. } => io_code(source),
+        ContainerError::Diff(_) => Code::Internal,
+    }
+}
+
+pub fn task_code(e: &TaskError) -> Code {
+    match e {
+        TaskError::NoTask(_) | TaskError::FailedPrecondition(_) => Code::FailedPrecondition,
+        TaskError::AlreadyExists(_) => Code::AlreadyExists,
+        TaskError::NotFound(_) => Code::NotFound,
+        TaskError::InvalidArgument(_) => Code::InvalidArgument,
+        // The runtime refused what the container asked for (a missing binary, a bad mount).
+        TaskError::Runtime(_) => Code::FailedPrecondition,
+        TaskError::Timeout(_) => Code::DeadlineExceeded,
+        TaskError::ShimGone { .. } => Code::Unavailable,
+        TaskError::Io { source, .. } => io_code(source),
+        TaskError::Container(c) => container_code(c),
+        TaskError::Internal(_) => Code::Internal,
+    }
+}
+
 macro_rules! to_status {
     ($t:ty, $f:ident) => {
         impl From<$t> for Status {
@@ -114,6 +148,8 @@ to_status!(MetadataError, metadata_code);
 to_status!(ContentError, content_code);
 to_status!(SnapshotError, snapshot_code);
 to_status!(ImageError, image_code);
+to_status!(ContainerError, container_code);
+to_status!(TaskError, task_code);
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,14 @@
 //! The gRPC layer: each method validates its request into domain types, calls
 //! the core on a blocking thread, and maps the result. No logic lives here.
 
+pub mod containers;
 pub mod content;
 pub mod convert;
 pub mod error;
+pub mod events;
 pub mod images;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 use tonic::Status;
@@ -57,4 +60,23 @@ pub fn parse_filters(filters: &[String]) -> Result<Vec<(String, Option<String>, 
             }
         })
         .collect()
+}
+
+/// User labels: non-empty keys, none under `berth.io/` (the agent's own), bounded sizes.
+pub fn validate_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if labels.len() > 256 {
+        return Err(Status::invalid_argument("at most 256 labels"));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 1024 || v.len() > 4096 {
+            return Err(Status::invalid_argument(format!(
+                "label {:?}: keys are 1-1024 bytes, values at most 4096",
+                k.chars().take(80).collect::<String>()
+            )));
+        }
+        if k.starts_with("berth.io/") {
+            return Err(Status::invalid_argument(format!("labels under berth.io/ are reserved for the agent: {k:?}")));
+        }
+    }
+    Ok(())
 }

@@ -79,4 +79,6 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     /// Capabilities to drop (`ALL` drops every default one).
     pub cap_drop: Vec<String>,
+    /// Delete the container when its main process exits.
+    pub auto_remove: bool,
 }

@@ -1,6 +1,472 @@
 //! Containers: records, runtime specs, users, and the diff of a writable layer.
+//!
+//! A container is a record (image, config, generated OCI spec, labels) plus
+//! one active snapshot on top of its image's top layer. Its running side, the
+//! task, lives in [`crate::runtime`].
 
 pub mod config;
 pub mod diff;
 pub mod spec;
 pub mod user;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::content::{random_hex, ContentStore};
+use crate::digest::{Digest, HashingWriter};
+use crate::image::{oci::Platform, ImageError, Images};
+use crate::metadata::{now_nanos, ContainerRecord, DescriptorRecord, Metadata, MetadataError};
+use crate::snapshot::{SnapshotError, Snapshots};
+use config::{ContainerConfig, MountKind};
+use spec::SpecError;
+use user::UserError;
+
+/// Label on a container's writable snapshot: the container's id.
+pub const LABEL_CONTAINER: &str = "berth.io/container";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("container {0:?} not found")]
+    NotFound(String),
+    #[error("container id prefix {0:?} is ambiguous: use more characters or the name")]
+    Ambiguous(String),
+    #[error("the container name {0:?} is already in use")]
+    NameTaken(String),
+    #[error("invalid container name {0:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")]
+    InvalidName(String),
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+    #[error("image {image:?} is not unpacked for snapshotter {snapshotter}")]
+    NotUnpacked { image: String, snapshotter: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Diff(#[from] diff::DiffError),
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub image: String,
+    pub name: String,
+    pub config: ContainerConfig,
+    pub labels: BTreeMap<String, String>,
+    pub runtime: String,
+}
+
+pub struct Containers {
+    meta: Arc<Metadata>,
+    content: Arc<ContentStore>,
+    images: Arc<Images>,
+    snapshots: Arc<Snapshots>,
+    /// `<root>/containers`: per-container files that outlive tasks (the log).
+    dir: PathBuf,
+    default_runtime: String,
+}
+
+/// Docker's rule for names.
+pub fn validate_name(name: &str) -> Result<(), ContainerError> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ContainerError::InvalidName(name.chars().take(140).collect()))
+    }
+}
+
+impl Containers {
+    pub fn new(
+        meta: Arc<Metadata>,
+        content: Arc<ContentStore>,
+        images: Arc<Images>,
+        snapshots: Arc<Snapshots>,
+        root: &Path,
+        default_runtime: String,
+    ) -> Self {
+        Containers { meta, content, images, snapshots, dir: root.join("containers"), default_runtime }
+    }
+
+    /// `<root>/containers/<ns>/<id>`.
+    pub fn dir(&self, ns: &str, id: &str) -> PathBuf {
+        self.dir.join(ns).join(id)
+    }
+
+    /// The container's CRI log file.
+    pub fn log_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.dir(ns, id).join("container.log")
+    }
+
+    /// Find a container by name, full id or unique id prefix.
+    pub fn find(&self, ns: &str, what: &str) -> Result<ContainerRecord, ContainerError> {
+        if what.len() == 64 {
+            match self.meta.container(ns, what) {
+                Ok(c) => return Ok(c),
+                Err(MetadataError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let all = self.meta.containers(ns)?;
+        if let Some(c) = all.iter().find(|c| c.name == what) {
+            return Ok(c.clone());
+        }
+        let hexlike = !what.is_empty() && what.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if hexlike {
+            let mut found = all.into_iter().filter(|c| c.id.starts_with(what));
+            if let Some(c) = found.next() {
+                if found.next().is_some() {
+                    return Err(ContainerError::Ambiguous(what.to_owned()));
+                }
+                return Ok(c);
+            }
+        }
+        Err(ContainerError::NotFound(what.chars().take(140).collect()))
+    }
+
+    pub fn list(&self, ns: &str) -> Result<Vec<ContainerRecord>, ContainerError> {
+        let mut all = self.meta.containers(ns)?;
+        all.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));
+        Ok(all)
+    }
+
+    /// Create a container: check everything, prepare its writable snapshot, store the record.
+    pub fn create(&self, ns: &str, req: CreateRequest) -> Result<ContainerRecord, ContainerError> {
+        if !req.name.is_empty() {
+            validate_name(&req.name)?;
+            if self.meta.containers(ns)?.iter().any(|c| c.name == req.name) {
+                return Err(ContainerError::NameTaken(req.name));
+            }
+        }
+        spec::validate(&req.config)?;
+        for m in &req.config.mounts {
+            if m.kind == MountKind::Bind {
+                if let Err(e) = fs::metadata(&m.source) {
+                    return Err(ContainerError::Invalid { what: "bind mount", why: format!("source {}: {e}", m.source) });
+                }
+            }
+        }
+        let runtime = if req.runtime.is_empty() { self.default_runtime.clone() } else { req.runtime.clone() };
+        let image = self.images.find_one(ns, &req.image)?;
+        let resolved = self.images.resolve(&image, &Platform::default_platform())?;
+        if !self.images.is_unpacked(ns, &resolved) {
+            return Err(ContainerError::NotUnpacked {
+                image: image.name.clone(),
+                snapshotter: self.snapshots.snapshotter().name().to_owned(),
+            });
+        }
+        let image_cfg = spec::image_runtime_config(&resolved.config_json)?;
+        let id = random_hex(32);
+        let name = if req.name.is_empty() { generated_name(&image.name, &id) } else { req.name.clone() };
+        let parent = resolved.chain_ids.last().map(|c| c.to_string()).unwrap_or_default();
+        let user_spec = req.config.user.clone().unwrap_or_else(|| image_cfg.user.clone());
+        let user = if user::needs_lookup(&user_spec) {
+            let passwd = self.read_image_file(ns, &parent, "etc/passwd")?;
+            let group = self.read_image_file(ns, &parent, "etc/group")?;
+            user::resolve_user(&user_spec, passwd.as_deref(), group.as_deref())?
+        } else {
+            user::resolve_user(&user_spec, None, None)?
+        };
+        let cgroups_path = format!("/berth/{ns}/{id}");
+        let spec =
+            spec::build(&spec::SpecInput { id: &id, image: &image_cfg, config: &req.config, user: &user, cgroups_path: &cgroups_path })?;
+        let spec = serde_json::to_value(&spec).map_err(|e| ContainerError::Invalid { what: "runtime spec", why: e.to_string() })?;
+        let stop_signal = if image_cfg.stop_signal.is_empty() { 15 } else { spec::parse_signal(&image_cfg.stop_signal).unwrap_or(15) };
+
+        let key = format!("container-{id}");
+        let labels = BTreeMap::from([(LABEL_CONTAINER.to_owned(), id.clone())]);
+        self.snapshots.prepare(ns, &key, &parent, labels)?;
+        let now = now_nanos();
+        let target = &image.target;
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name,
+            image: image.name.clone(),
+            image_target: target.clone(),
+            manifest: DescriptorRecord {
+                media_type: resolved.manifest_desc.media_type.clone(),
+                digest: resolved.manifest_desc.digest.clone(),
+                size: resolved.manifest_desc.size,
+            },
+            config_digest: resolved.manifest.config.digest.clone(),
+            snapshot_key: key.clone(),
+            runtime,
+            config: req.config,
+            spec,
+            stop_signal,
+            labels: req.labels,
+            created: now,
+            updated: now,
+            last_exit: None,
+        };
+        if let Err(e) = self.meta.insert_container(ns, &rec) {
+            let _ = self.snapshots.remove(ns, &key);
+            return Err(match e {
+                MetadataError::AlreadyExists { kind: "container name", name } => ContainerError::NameTaken(name),
+                e => e.into(),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// A file of the image as the container would see it before any change:
+    /// the nearest layer that has it wins; a whiteout hides it. Symlinks are
+    /// not followed (a missing file reads as absent).
+    fn read_image_file(&self, ns: &str, top: &str, rel: &str) -> Result<Option<String>, ContainerError> {
+        if top.is_empty() {
+            return Ok(None);
+        }
+        let ids = self.snapshots.chain(ns, top)?;
+        let sn = self.snapshots.snapshotter();
+        // Native snapshots are full copies: the top one alone answers.
+        let ids: Vec<u64> = if sn.independent_layers() { ids } else { ids.into_iter().take(1).collect() };
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        for id in ids {
+            let layer = sn.fs_dir(id);
+            let path = layer.join(rel);
+            let whiteout = layer.join(dir).join(format!(".wh.{name}"));
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    let mut s = String::new();
+                    let f = fs::File::open(&path).map_err(|source| ContainerError::Io { path: path.clone(), source })?;
+                    f.take(4 << 20).read_to_string(&mut s).map_err(|source| ContainerError::Io { path: path.clone(), source })?;
+                    return Ok(Some(s));
+                }
+                // An overlay whiteout (char device) or anything else hides lower layers.
+                Ok(_) => return Ok(None),
+                Err(_) if whiteout.exists() => return Ok(None),
+                Err(_) => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolve a `--user` for a process of this container, against its image's files.
+    pub fn resolve_user(&self, ns: &str, rec: &ContainerRecord, spec: &str) -> Result<user::ResolvedUser, ContainerError> {
+        if !user::needs_lookup(spec) {
+            return Ok(user::resolve_user(spec, None, None)?);
+        }
+        let parent = self.meta.snapshot(ns, &rec.snapshot_key)?.parent;
+        let passwd = self.read_image_file(ns, &parent, "etc/passwd")?;
+        let group = self.read_image_file(ns, &parent, "etc/group")?;
+        Ok(user::resolve_user(spec, passwd.as_deref(), group.as_deref())?)
+    }
+
+    pub fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerRecord, ContainerError> {
+        let rec = self.find(ns, id)?;
+        Ok(self.meta.update_container(ns, &rec.id, |c| c.labels = labels)?)
+    }
+
+    /// Record how the container's task ended.
+    pub fn record_exit(&self, ns: &str, id: &str, exit: crate::metadata::ExitInfo) -> Result<ContainerRecord, ContainerError> {
+        Ok(self.meta.update_container(ns, id, |c| c.last_exit = Some(exit))?)
+    }
+
+    /// Remove the record, the writable snapshot and the log. The caller has
+    /// made sure no task runs.
+    pub fn delete(&self, ns: &str, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        self.meta.delete_container(ns, &rec.id)?;
+        match self.snapshots.remove(ns, &rec.snapshot_key) {
+            Ok(()) | Err(SnapshotError::Metadata(MetadataError::NotFound { .. })) => {}
+            Err(e) => tracing::warn!(container = %rec.id, error = %e, "removing the writable snapshot failed; it will be collected"),
+        }
+        let dir = self.dir(ns, &rec.id);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), error = %e, "removing the container's files failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove writable snapshots and files whose container record is gone (a
+    /// crash between the steps of create or delete). Returns how many.
+    pub fn recover(&self) -> Result<usize, ContainerError> {
+        let mut removed = 0;
+        let live: std::collections::HashSet<(String, String)> = self.meta.all_containers()?.into_iter().map(|(ns, c)| (ns, c.id)).collect();
+        for (ns, s) in self.meta.all_snapshots()? {
+            if let Some(id) = s.labels.get(LABEL_CONTAINER) {
+                if !live.contains(&(ns.clone(), id.clone())) {
+                    match self.snapshots.remove(&ns, &s.key) {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(snapshot = %s.key, error = %e, "removing an orphaned container snapshot"),
+                    }
+                }
+            }
+        }
+        if let Ok(nss) = fs::read_dir(&self.dir) {
+            for ns in nss.flatten() {
+                let nsname = ns.file_name().to_string_lossy().into_owned();
+                for c in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                    let id = c.file_name().to_string_lossy().into_owned();
+                    if !live.contains(&(nsname.clone(), id)) {
+                        let _ = fs::remove_dir_all(c.path());
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// What `commit` made.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub name: String,
+    pub manifest: Digest,
+    pub config: Digest,
+}
+
+impl Containers {
+    /// The storage of the container's writable layer and of the image below it (nearest first).
+    fn layer_dirs(&self, ns: &str, rec: &ContainerRecord) -> Result<(PathBuf, Vec<PathBuf>), ContainerError> {
+        let snap = self.meta.snapshot(ns, &rec.snapshot_key)?;
+        let sn = self.snapshots.snapshotter();
+        let lowers = self.snapshots.parent_ids(ns, &rec.snapshot_key)?;
+        Ok((sn.fs_dir(snap.id), lowers.into_iter().map(|id| sn.fs_dir(id)).collect()))
+    }
+
+    /// docker diff: what changed in the container's writable layer.
+    pub fn changes(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<diff::Change>, ContainerError> {
+        let (upper, lowers) = self.layer_dirs(ns, rec)?;
+        if self.snapshots.snapshotter().independent_layers() {
+            Ok(diff::overlay_changes(&upper, &lowers)?)
+        } else {
+            Ok(diff::native_changes(&upper, lowers.first().map(PathBuf::as_path))?)
+        }
+    }
+
+    /// docker commit: the writable layer becomes a new gzip layer on top of
+    /// the container's image, stored (and unpacked) as image `name`.
+    pub fn commit(&self, ns: &str, rec: &ContainerRecord, name: &str, message: &str, author: &str) -> Result<Committed, ContainerError> {
+        let name = crate::image::reference::Reference::parse(name).map_err(ImageError::from)?.to_string();
+        let (upper, lowers) = self.layer_dirs(ns, rec)?;
+        let lease = self.images.lease();
+        // One pass: tar -> (diff id hash) -> gzip -> (blob hash) -> content store.
+        let blob = self.content.writer(None, None).map_err(ImageError::from)?;
+        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+        let mut tar = HashingWriter { inner: gz, hasher: Default::default() };
+        if self.snapshots.snapshotter().independent_layers() {
+            diff::write_overlay_layer(&upper, &mut tar)?;
+        } else {
+            diff::write_native_layer(&upper, lowers.first().map(PathBuf::as_path), &mut tar)?;
+        }
+        let diff_id = tar.hasher.finish();
+        let blob = tar.inner.finish().map_err(|source| ContainerError::Io { path: upper.clone(), source })?;
+        let (layer_digest, layer_size) = blob.commit().map_err(ImageError::from)?;
+        lease.add(&layer_digest);
+
+        let old_manifest: serde_json::Value =
+            serde_json::from_slice(&self.content.read_all(&rec.manifest.digest, 4 << 20).map_err(ImageError::from)?)
+                .map_err(|e| ContainerError::Invalid { what: "image manifest", why: e.to_string() })?;
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&self.content.read_all(&rec.config_digest, 8 << 20).map_err(ImageError::from)?)
+                .map_err(|e| ContainerError::Invalid { what: "image config", why: e.to_string() })?;
+        let now = crate::metadata::now_nanos();
+        let created = rfc3339(now);
+        let bad = |why: &str| ContainerError::Invalid { what: "image config", why: why.to_owned() };
+        config["created"] = created.clone().into();
+        if !author.is_empty() {
+            config["author"] = author.into();
+        }
+        config
+            .get_mut("rootfs")
+            .and_then(|r| r.get_mut("diff_ids"))
+            .and_then(|d| d.as_array_mut())
+            .ok_or_else(|| bad("no rootfs.diff_ids"))?
+            .push(diff_id.to_string().into());
+        let mut entry = serde_json::json!({ "created": created, "created_by": format!("berthctl commit {}", rec.name) });
+        if !message.is_empty() {
+            entry["comment"] = message.into();
+        }
+        if !author.is_empty() {
+            entry["author"] = author.into();
+        }
+        match config.get_mut("history").and_then(|h| h.as_array_mut()) {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| bad(&e.to_string()))?;
+        let config_digest = self.content.put(&config_bytes).map_err(ImageError::from)?;
+        lease.add(&config_digest);
+
+        let docker = old_manifest.get("mediaType").and_then(|m| m.as_str()) == Some(crate::image::oci::MEDIA_DOCKER_MANIFEST);
+        let mut manifest = old_manifest.clone();
+        let layer_type = if docker { "application/vnd.docker.image.rootfs.diff.tar.gzip" } else { crate::image::oci::MEDIA_OCI_LAYER_GZIP };
+        manifest["config"]["digest"] = config_digest.to_string().into();
+        manifest["config"]["size"] = config_bytes.len().into();
+        manifest
+            .get_mut("layers")
+            .and_then(|l| l.as_array_mut())
+            .ok_or_else(|| ContainerError::Invalid { what: "image manifest", why: "no layers".into() })?
+            .push(serde_json::json!({ "mediaType": layer_type, "digest": layer_digest.to_string(), "size": layer_size }));
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| bad(&e.to_string()))?;
+        let manifest_digest = self.content.put(&manifest_bytes).map_err(ImageError::from)?;
+        lease.add(&manifest_digest);
+        let media_type = manifest.get("mediaType").and_then(|m| m.as_str()).unwrap_or(crate::image::oci::MEDIA_OCI_MANIFEST).to_owned();
+        let target = crate::image::oci::Descriptor {
+            media_type,
+            digest: manifest_digest.clone(),
+            size: manifest_bytes.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        };
+        let (image, _) = self.images.put(ns, &name, &target, &BTreeMap::new())?;
+        let resolved = self.images.resolve(&image, &Platform::default_platform())?;
+        self.images.unpack(ns, &resolved, &|_| {})?;
+        drop(lease);
+        Ok(Committed { name, manifest: manifest_digest, config: config_digest })
+    }
+}
+
+/// RFC 3339 in UTC with nanoseconds, as image configs write `created`.
+fn rfc3339(nanos: i64) -> String {
+    berth_shim::time::format_rfc3339_nano(nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000) as u32)
+}
+
+/// `<image short name>-<6 hex of the id>`, e.g. `busybox-3fa9c1`.
+fn generated_name(image: &str, id: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let base: String = last.split([':', '@']).next().unwrap_or("c").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let base = if base.is_empty() || !base.as_bytes()[0].is_ascii_alphanumeric() { "c".to_owned() } else { base };
+    format!("{}-{}", base.chars().take(60).collect::<String>(), &id[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_docker_rules() {
+        for ok in ["web", "a", "web-1", "my_app.v2", "0abc"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-web", ".x", "a b", "a/b", "ä", &"x".repeat(129)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_names_come_from_the_image() {
+        let id = "3fa9c1".to_owned() + &"0".repeat(58);
+        assert_eq!(generated_name("docker.io/library/busybox:latest", &id), "busybox-3fa9c1");
+        assert_eq!(generated_name("localhost:5000/team/app@sha256:abc", &id), "app-3fa9c1");
+        assert!(validate_name(&generated_name("x/_weird:tag", &id)).is_ok());
+    }
+}

@@ -518,6 +518,20 @@ impl Images {
                 chains.insert((ns.clone(), c.to_string()));
             }
         }
+        // A container keeps the content of the image it was made from (commit
+        // needs it), even after the image's names are gone.
+        for (_, c) in self.meta.all_containers()? {
+            let desc = Descriptor {
+                media_type: c.image_target.media_type.clone(),
+                digest: c.image_target.digest.clone(),
+                size: c.image_target.size,
+                annotations: Default::default(),
+                platform: None,
+            };
+            let mut seen = HashSet::new();
+            self.walk(&desc, &mut seen, &mut Vec::new(), 0)?;
+            blobs.extend(seen);
+        }
         Ok((blobs, chains))
     }
 

@@ -14,6 +14,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::digest::Digest;
 
 const IMAGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("images");
+/// Containers by `<namespace>\0<id>`.
+const CONTAINERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("containers");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
 /// Labels of blobs, by digest (blobs are shared by every namespace).
 const CONTENT_LABELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("content_labels");
@@ -97,6 +99,47 @@ pub struct SnapshotRecord {
     pub updated: i64,
 }
 
+/// How a container's last task ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub exit_code: i32,
+    pub started_at: i64,
+    pub finished_at: i64,
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex characters.
+    pub id: String,
+    /// Unique in its namespace.
+    pub name: String,
+    /// The image name the container was created from.
+    pub image: String,
+    /// The image's target (manifest or index): its content is kept while the container exists.
+    pub image_target: DescriptorRecord,
+    /// The manifest and config selected for this machine's platform.
+    pub manifest: DescriptorRecord,
+    pub config_digest: Digest,
+    /// The container's writable snapshot, a child of the image's top layer.
+    pub snapshot_key: String,
+    /// OCI runtime name or path.
+    pub runtime: String,
+    pub config: crate::container::config::ContainerConfig,
+    /// The generated OCI runtime spec.
+    pub spec: serde_json::Value,
+    /// Signal `stop` sends first (from the image's StopSignal), as a number.
+    pub stop_signal: i32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: i64,
+    pub updated: i64,
+    /// Set when a task of the container has exited.
+    #[serde(default)]
+    pub last_exit: Option<ExitInfo>,
+}
+
 fn key(ns: &str, name: &str) -> String {
     format!("{ns}\0{name}")
 }
@@ -148,6 +191,7 @@ impl Metadata {
         tx.open_table(snapshots)?;
         tx.open_table(COUNTERS)?;
         tx.open_table(CONTENT_LABELS)?;
+        tx.open_table(CONTAINERS)?;
         tx.commit()?;
         Ok(Self { db, snapshots })
     }
@@ -423,6 +467,80 @@ impl Metadata {
         Ok(replaced)
     }
 
+    // ---- containers ----
+
+    pub fn container(&self, ns: &str, id: &str) -> Result<ContainerRecord, MetadataError> {
+        self.get(CONTAINERS, "container", ns, id)
+    }
+
+    pub fn containers(&self, ns: &str) -> Result<Vec<ContainerRecord>, MetadataError> {
+        Ok(self.scan(CONTAINERS, Some(ns))?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    pub fn all_containers(&self) -> Result<Vec<(String, ContainerRecord)>, MetadataError> {
+        self.scan(CONTAINERS, None)
+    }
+
+    /// Insert a new container; its id and its name must both be free in `ns`.
+    pub fn insert_container(&self, ns: &str, rec: &ContainerRecord) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CONTAINERS)?;
+            let k = key(ns, &rec.id);
+            if t.get(k.as_str())?.is_some() {
+                return Err(MetadataError::AlreadyExists { kind: "container", name: rec.id.clone() });
+            }
+            let lo = format!("{ns}\0");
+            let hi = format!("{ns}\u{1}");
+            for item in t.range(lo.as_str()..hi.as_str())? {
+                let (k, v) = item?;
+                let other: ContainerRecord = decode(k.value(), v.value())?;
+                if other.name == rec.name {
+                    return Err(MetadataError::AlreadyExists { kind: "container name", name: rec.name.clone() });
+                }
+            }
+            t.insert(k.as_str(), encode(rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Change a container record in one transaction; `f` sees the current record.
+    pub fn update_container(&self, ns: &str, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let rec;
+        {
+            let mut t = tx.open_table(CONTAINERS)?;
+            let k = key(ns, id);
+            let mut cur: ContainerRecord = match t.get(k.as_str())? {
+                Some(v) => decode(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
+            };
+            f(&mut cur);
+            cur.updated = now_nanos();
+            t.insert(k.as_str(), encode(&cur).as_slice())?;
+            rec = cur;
+        }
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    pub fn delete_container(&self, ns: &str, id: &str) -> Result<ContainerRecord, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let rec;
+        {
+            let mut t = tx.open_table(CONTAINERS)?;
+            let k = key(ns, id);
+            let removed = t.remove(k.as_str())?;
+            rec = match removed {
+                Some(v) => decode::<ContainerRecord>(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
+            };
+        }
+        tx.commit()?;
+        Ok(rec)
+    }
+
     /// Namespaces that hold at least one record.
     pub fn namespaces(&self) -> Result<Vec<String>, MetadataError> {
         let mut set = BTreeSet::new();
@@ -430,6 +548,9 @@ impl Metadata {
             set.insert(ns);
         }
         for (ns, _) in self.scan::<serde_json::Value>(self.snapshots, None)? {
+            set.insert(ns);
+        }
+        for (ns, _) in self.scan::<serde_json::Value>(CONTAINERS, None)? {
             set.insert(ns);
         }
         Ok(set.into_iter().collect())

@@ -187,7 +187,7 @@ impl Snapshots {
     }
 
     /// Storage ids of `parent` and its ancestors, nearest first.
-    fn chain(&self, ns: &str, parent: &str) -> Result<Vec<u64>, SnapshotError> {
+    pub fn chain(&self, ns: &str, parent: &str) -> Result<Vec<u64>, SnapshotError> {
         let mut ids = Vec::new();
         let mut cur = parent.to_owned();
         while !cur.is_empty() {

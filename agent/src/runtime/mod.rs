@@ -1,0 +1,731 @@
+//! Tasks: the running side of containers. Each task has a bundle directory
+//! (`<state>/tasks/<ns>/<id>`: the OCI spec, the shim's config, socket and
+//! records) and one `berth-shim` process that drives the OCI runtime.
+//!
+//! The agent keeps a [`Task`] per live bundle and one `subscribe` connection
+//! to its shim. When the init exits, the exit is recorded in the container
+//! record first (so `wait` answers at once) and the task is then deleted in
+//! the background: the runtime's `delete`, the rootfs mount and the shim go.
+//! An exited container therefore costs no process.
+
+pub mod cgroups;
+pub mod procs;
+mod shim_client;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_shim::protocol::{self, files, ErrorKind, Event as ShimEvent, ProcessStatus, Request, RootfsMount, ShimConfig, TaskState};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+
+use crate::config::RuntimeConfig;
+use crate::container::{ContainerError, Containers};
+use crate::events::Events;
+use crate::metadata::{ContainerRecord, ExitInfo};
+use crate::snapshot::Snapshots;
+pub use shim_client::ShimConnection;
+
+/// How long a new shim may take to say it is ready.
+const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on ordinary shim calls (the runtime's own calls are bounded by the shim).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `stop` waits after SIGKILL.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("container {0} has no running task")]
+    NoTask(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Runtime(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("the shim of container {id} is not answering: {why}")]
+    ShimGone { id: String, why: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TaskError {
+    fn from_shim(e: protocol::ShimError) -> Self {
+        match e.kind {
+            ErrorKind::NotFound => TaskError::NotFound(e.message),
+            ErrorKind::AlreadyExists => TaskError::AlreadyExists(e.message),
+            ErrorKind::FailedPrecondition => TaskError::FailedPrecondition(e.message),
+            ErrorKind::InvalidArgument => TaskError::InvalidArgument(e.message),
+            ErrorKind::Runtime => TaskError::Runtime(e.message),
+            ErrorKind::Internal => TaskError::Internal(e.message),
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
+    move |source| TaskError::Io { path: path.to_owned(), source }
+}
+
+/// A container's state as users see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// "created", "running", "paused", "exited" or "unknown".
+    pub state: &'static str,
+    pub pid: u32,
+    pub exit_code: i32,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub oom_killed: bool,
+}
+
+/// One live task (its bundle exists and its shim may run).
+pub struct Task {
+    pub ns: String,
+    pub id: String,
+    pub bundle: PathBuf,
+    /// Serializes start and delete.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// The init's exit, once known.
+    exit: watch::Sender<Option<ExitInfo>>,
+    /// Set when the task is gone (shim exited, bundle removed).
+    gone: watch::Sender<bool>,
+    /// The runtime's state directory of this task (for cleanup without a shim).
+    runtime: RuntimeTarget,
+}
+
+#[derive(Debug, Clone)]
+struct RuntimeTarget {
+    path: String,
+    root: String,
+}
+
+pub struct Tasks {
+    state: PathBuf,
+    cfg: RuntimeConfig,
+    containers: Arc<Containers>,
+    snapshots: Arc<Snapshots>,
+    events: Events,
+    live: Mutex<HashMap<(String, String), Arc<Task>>>,
+}
+
+impl Tasks {
+    pub fn new(state: &Path, cfg: RuntimeConfig, containers: Arc<Containers>, snapshots: Arc<Snapshots>, events: Events) -> Arc<Self> {
+        Arc::new(Tasks { state: state.to_owned(), cfg, containers, snapshots, events, live: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    fn bundle(&self, ns: &str, id: &str) -> PathBuf {
+        self.state.join("tasks").join(ns).join(id)
+    }
+
+    fn live_task(&self, ns: &str, id: &str) -> Option<Arc<Task>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())).cloned()
+    }
+
+    /// Resolve a runtime name (or path) to its binary and options.
+    pub fn runtime_entry(&self, name: &str) -> Result<crate::config::RuntimeEntry, TaskError> {
+        if let Some(e) = self.cfg.runtimes.get(name) {
+            return Ok(e.clone());
+        }
+        if name.starts_with('/') {
+            return Ok(crate::config::RuntimeEntry { path: name.to_owned(), hide_cgroup2: false });
+        }
+        Err(TaskError::InvalidArgument(format!(
+            "unknown runtime {name:?}: use {} or an absolute path",
+            self.cfg.runtimes.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Check that a runtime can be used before a container is created with it.
+    pub fn check_runtime(&self, name: &str) -> Result<(), TaskError> {
+        let entry = self.runtime_entry(name)?;
+        if find_binary(&entry.path).is_none() {
+            return Err(TaskError::InvalidArgument(format!("runtime {name:?}: binary {:?} not found", entry.path)));
+        }
+        Ok(())
+    }
+
+    fn runtime_target(&self, name: &str) -> Result<(RuntimeTarget, bool), TaskError> {
+        let entry = self.runtime_entry(name)?;
+        let path = find_binary(&entry.path)
+            .ok_or_else(|| TaskError::InvalidArgument(format!("runtime {name:?}: binary {:?} not found", entry.path)))?;
+        let dir_name: String =
+            name.rsplit('/').next().unwrap_or(name).chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+        let root = self.state.join("runtime").join(if dir_name.is_empty() { "runtime".to_owned() } else { dir_name });
+        Ok((RuntimeTarget { path: path.to_string_lossy().into_owned(), root: root.to_string_lossy().into_owned() }, entry.hide_cgroup2))
+    }
+
+    // ---- creating and starting ----
+
+    /// Make the task: bundle, shim, rootfs, stdio; the runtime is not called yet.
+    pub async fn create(self: &Arc<Self>, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>, TaskError> {
+        if let Some(t) = self.live_task(ns, &rec.id) {
+            if t.exit.borrow().is_some() {
+                // The last run's cleanup is under way: let it finish.
+                wait_gone(&t).await;
+            } else {
+                return Err(TaskError::AlreadyExists(format!("container {} already has a task", rec.name)));
+            }
+        }
+        let (runtime, hide_cgroup2) = self.runtime_target(&rec.runtime)?;
+        let bundle = self.bundle(ns, &rec.id);
+        if bundle.exists() {
+            // Left by a crash and not recovered: nothing answers there.
+            if ShimConnection::connect(&bundle).await.is_ok() {
+                return Err(TaskError::AlreadyExists(format!("container {} already has a task", rec.name)));
+            }
+            fs::remove_dir_all(&bundle).map_err(io_err(&bundle))?;
+        }
+        let mounts = {
+            let snapshots = self.snapshots.clone();
+            let (ns, key) = (ns.to_owned(), rec.snapshot_key.clone());
+            tokio::task::spawn_blocking(move || snapshots.mounts(&ns, &key))
+                .await
+                .map_err(|e| TaskError::Internal(e.to_string()))?
+                .map_err(|e| TaskError::Container(e.into()))?
+        };
+        let log_path = self.containers.log_path(ns, &rec.id);
+        let cfg = ShimConfig {
+            id: rec.id.clone(),
+            namespace: ns.to_owned(),
+            runtime: runtime.path.clone(),
+            runtime_root: runtime.root.clone(),
+            hide_cgroup2,
+            rootfs: mounts.into_iter().map(|m| RootfsMount { kind: m.kind, source: m.source, options: m.options }).collect(),
+            log_path: log_path.to_string_lossy().into_owned(),
+            log_max_size: self.cfg.log_max_size,
+            log_max_files: self.cfg.log_max_files,
+            tty: rec.config.tty,
+            stdin: rec.config.stdin,
+            runtime_timeout_secs: 60,
+        };
+        let prepare = {
+            let bundle = bundle.clone();
+            let spec = serde_json::to_vec(&rec.spec).unwrap_or_default();
+            let shim_cfg = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
+            let log_dir = log_path.parent().map(Path::to_owned);
+            let runtime_root = PathBuf::from(&runtime.root);
+            move || -> Result<(), TaskError> {
+                fs::create_dir_all(&bundle).map_err(io_err(&bundle))?;
+                set_mode(&bundle, 0o700)?;
+                fs::create_dir_all(&runtime_root).map_err(io_err(&runtime_root))?;
+                if let Some(d) = log_dir {
+                    fs::create_dir_all(&d).map_err(io_err(&d))?;
+                }
+                let p = bundle.join(files::SPEC);
+                fs::write(&p, spec).map_err(io_err(&p))?;
+                let p = bundle.join(files::CONFIG);
+                fs::write(&p, shim_cfg).map_err(io_err(&p))?;
+                Ok(())
+            }
+        };
+        tokio::task::spawn_blocking(prepare).await.map_err(|e| TaskError::Internal(e.to_string()))??;
+        if let Err(e) = self.spawn_shim(&bundle).await {
+            let _ = fs::remove_dir_all(&bundle);
+            return Err(e);
+        }
+        let task = self.adopt(ns, &rec.id, bundle, runtime).await?;
+        self.events.publish(ns, "/tasks/create", &rec.id, &[]);
+        Ok(task)
+    }
+
+    async fn spawn_shim(&self, bundle: &Path) -> Result<(), TaskError> {
+        let log = bundle.join(files::SHIM_LOG);
+        let stderr = fs::File::create(&log).map_err(io_err(&log))?;
+        let mut child = tokio::process::Command::new(&self.cfg.shim_binary)
+            .arg(bundle)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| TaskError::Internal(format!("starting {}: {e}", self.cfg.shim_binary.display())))?;
+        let Some(stdout) = child.stdout.take() else { return Err(TaskError::Internal("no shim stdout".into())) };
+        let mut line = String::new();
+        let ready = tokio::time::timeout(SHIM_READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        if matches!(ready, Ok(Ok(_))) && line.trim() == files::READY {
+            // The shim lives on by itself; tokio reaps it when it exits.
+            drop(child);
+            return Ok(());
+        }
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        let why = fs::read_to_string(&log).unwrap_or_default();
+        let why = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("it exited without a word").trim().to_owned();
+        Err(match ready {
+            Err(_) => TaskError::Timeout(format!("the shim was not ready within {SHIM_READY_TIMEOUT:?}: {why}")),
+            _ => TaskError::Internal(format!("the shim failed to start: {why}")),
+        })
+    }
+
+    /// Track a task whose shim answers: subscribe to its events.
+    async fn adopt(self: &Arc<Self>, ns: &str, id: &str, bundle: PathBuf, runtime: RuntimeTarget) -> Result<Arc<Task>, TaskError> {
+        let mut sub = ShimConnection::connect(&bundle).await.map_err(|why| TaskError::ShimGone { id: id.to_owned(), why })?;
+        sub.request(&Request::Subscribe, CALL_TIMEOUT).await?;
+        let task = Arc::new(Task {
+            ns: ns.to_owned(),
+            id: id.to_owned(),
+            bundle,
+            lifecycle: tokio::sync::Mutex::new(()),
+            exit: watch::channel(None).0,
+            gone: watch::channel(false).0,
+            runtime,
+        });
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()), task.clone());
+        let this = self.clone();
+        let t = task.clone();
+        tokio::spawn(async move { this.follow(t, sub).await });
+        Ok(task)
+    }
+
+    /// Relay a shim's events until it goes; handle the init's exit.
+    async fn follow(self: Arc<Self>, task: Arc<Task>, mut sub: ShimConnection) {
+        // The state after subscribing: an exit that came before is not missed.
+        if let Ok(state) = self.shim_state(&task).await {
+            if state.init.status == ProcessStatus::Exited {
+                let exit = ExitInfo {
+                    exit_code: state.init.exit_code,
+                    started_at: state.init.started_at,
+                    finished_at: state.init.exited_at,
+                    oom_killed: false,
+                };
+                self.init_exited(&task, exit).await;
+                return;
+            }
+        }
+        loop {
+            match sub.next_line::<ShimEvent>().await {
+                Ok(Some(ev)) => match ev {
+                    ShimEvent::Started { exec_id, pid } => {
+                        let topic = if exec_id.is_empty() { "/tasks/start" } else { "/tasks/exec-started" };
+                        self.events.publish(&task.ns, topic, &task.id, &[("pid", pid.to_string()), ("exec_id", exec_id)]);
+                    }
+                    ShimEvent::Exited { exec_id, pid, exit_code, exited_at } => {
+                        self.events.publish(
+                            &task.ns,
+                            "/tasks/exit",
+                            &task.id,
+                            &[("pid", pid.to_string()), ("exit_code", exit_code.to_string()), ("exec_id", exec_id.clone())],
+                        );
+                        if exec_id.is_empty() {
+                            let started_at = self.shim_state(&task).await.map(|s| s.init.started_at).unwrap_or(0);
+                            let exit = ExitInfo { exit_code, started_at, finished_at: exited_at, oom_killed: false };
+                            self.init_exited(&task, exit).await;
+                            return;
+                        }
+                    }
+                    ShimEvent::Oom => self.events.publish(&task.ns, "/tasks/oom", &task.id, &[]),
+                    ShimEvent::Paused => self.events.publish(&task.ns, "/tasks/paused", &task.id, &[]),
+                    ShimEvent::Resumed => self.events.publish(&task.ns, "/tasks/resumed", &task.id, &[]),
+                },
+                Ok(None) | Err(_) => {
+                    // The shim is gone without a delete: it crashed or was killed.
+                    if *task.gone.borrow() {
+                        return;
+                    }
+                    let exit = read_exit_record(&task.bundle).unwrap_or_else(|| {
+                        tracing::warn!(container = %task.id, "the shim died before the container's exit was recorded");
+                        ExitInfo { exit_code: 255, started_at: 0, finished_at: crate::metadata::now_nanos(), oom_killed: false }
+                    });
+                    self.init_exited(&task, exit).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Record the init's exit, then delete the task in the background of the caller.
+    async fn init_exited(self: &Arc<Self>, task: &Arc<Task>, mut exit: ExitInfo) {
+        exit.oom_killed = cgroups::oom_killed(&format!("/berth/{}/{}", task.ns, task.id));
+        if exit.oom_killed {
+            self.events.publish(&task.ns, "/tasks/oom", &task.id, &[]);
+        }
+        let containers = self.containers.clone();
+        let (ns, id, e) = (task.ns.clone(), task.id.clone(), exit.clone());
+        match tokio::task::spawn_blocking(move || containers.record_exit(&ns, &id, e)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(container = %task.id, error = %e, "recording the exit"),
+            Err(e) => tracing::warn!(container = %task.id, error = %e, "recording the exit"),
+        }
+        task.exit.send_replace(Some(exit));
+        let _guard = task.lifecycle.lock().await;
+        if *task.gone.borrow() {
+            return;
+        }
+        if let Err(e) = self.teardown(task, false).await {
+            tracing::warn!(container = %task.id, error = %e, "deleting the exited task");
+            return;
+        }
+        // docker run --rm: the container goes with its task.
+        let containers = self.containers.clone();
+        let (ns, id) = (task.ns.clone(), task.id.clone());
+        let removed = tokio::task::spawn_blocking(move || -> Result<bool, ContainerError> {
+            let rec = match containers.find(&ns, &id) {
+                Ok(r) => r,
+                Err(ContainerError::NotFound(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if !rec.config.auto_remove {
+                return Ok(false);
+            }
+            match containers.delete(&ns, &rec) {
+                Ok(()) => Ok(true),
+                Err(ContainerError::Metadata(crate::metadata::MetadataError::NotFound { .. })) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        match removed {
+            Ok(Ok(true)) => self.events.publish(&task.ns, "/containers/delete", &task.id, &[]),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(container = %task.id, error = %e, "removing the container after its exit"),
+            Err(e) => tracing::warn!(container = %task.id, error = %e, "removing the container after its exit"),
+        }
+    }
+
+    /// Delete the task through its shim (or without it when it is gone), remove the bundle.
+    async fn teardown(&self, task: &Task, force: bool) -> Result<(), TaskError> {
+        let req = Request::Delete { exec_id: String::new(), force };
+        match ShimConnection::connect(&task.bundle).await {
+            Ok(mut c) => {
+                c.request(&req, CALL_TIMEOUT).await?;
+                // The shim exits after answering; its socket closes with it.
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
+            }
+            Err(_) => {
+                // No shim: the runtime's state may remain (the mount went with the shim's namespace).
+                let rt = task.runtime.clone();
+                let id = task.id.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::process::run_with_timeout(
+                        std::process::Command::new(&rt.path).args(["--root", &rt.root, "delete", "--force", &id]),
+                        Duration::from_secs(30),
+                    )
+                })
+                .await;
+            }
+        }
+        let bundle = task.bundle.clone();
+        let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(&bundle)).await;
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&(task.ns.clone(), task.id.clone()));
+        task.gone.send_replace(true);
+        self.events.publish(&task.ns, "/tasks/delete", &task.id, &[]);
+        Ok(())
+    }
+
+    async fn shim_state(&self, task: &Task) -> Result<TaskState, TaskError> {
+        let resp = self.call(task, &Request::State).await?;
+        resp.state.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))
+    }
+
+    async fn call(&self, task: &Task, req: &Request) -> Result<protocol::Response, TaskError> {
+        let mut c = ShimConnection::connect(&task.bundle).await.map_err(|why| TaskError::ShimGone { id: task.id.clone(), why })?;
+        c.request(req, CALL_TIMEOUT).await
+    }
+
+    fn require(&self, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>, TaskError> {
+        match self.live_task(ns, &rec.id) {
+            Some(t) if t.exit.borrow().is_none() => Ok(t),
+            _ => Err(TaskError::NoTask(rec.name.clone())),
+        }
+    }
+
+    /// Start the init (creating the task when there is none) or an exec.
+    pub async fn start(self: &Arc<Self>, ns: &str, rec: &ContainerRecord, exec_id: &str) -> Result<u32, TaskError> {
+        let task = if exec_id.is_empty() {
+            match self.live_task(ns, &rec.id) {
+                Some(t) if t.exit.borrow().is_none() => t,
+                _ => self.create(ns, rec).await?,
+            }
+        } else {
+            self.require(ns, rec)?
+        };
+        let _guard = if exec_id.is_empty() { Some(task.lifecycle.lock().await) } else { None };
+        let resp = self.call(&task, &Request::Start { exec_id: exec_id.to_owned() }).await?;
+        Ok(resp.process.map(|p| p.pid).unwrap_or(0))
+    }
+
+    pub async fn kill(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, signal: i32, all: bool) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, &Request::Kill { exec_id: exec_id.to_owned(), signal, all }).await?;
+        Ok(())
+    }
+
+    /// Wait for the init's exit (or an exec's), up to `timeout`.
+    pub async fn wait(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, timeout: Option<Duration>) -> Result<ExitInfo, TaskError> {
+        let fut = async {
+            if !exec_id.is_empty() {
+                let task = self.require(ns, rec)?;
+                let p = self.call(&task, &Request::Wait { exec_id: exec_id.to_owned() }).await?.process;
+                let p = p.ok_or_else(|| TaskError::Internal("the shim sent no exit".into()))?;
+                return Ok(ExitInfo { exit_code: p.exit_code, started_at: p.started_at, finished_at: p.exited_at, oom_killed: false });
+            }
+            match self.live_task(ns, &rec.id) {
+                Some(t) => {
+                    let mut rx = t.exit.subscribe();
+                    let exit = rx.wait_for(Option::is_some).await.map_err(|_| TaskError::Internal("task dropped".into()))?.clone();
+                    exit.ok_or_else(|| TaskError::Internal("no exit".into()))
+                }
+                None => match &rec.last_exit {
+                    Some(e) => Ok(e.clone()),
+                    None => Err(TaskError::FailedPrecondition(format!("container {} has not been started", rec.name))),
+                },
+            }
+        };
+        match timeout {
+            Some(t) => {
+                tokio::time::timeout(t, fut).await.map_err(|_| TaskError::Timeout(format!("the process did not exit within {t:?}")))?
+            }
+            None => fut.await,
+        }
+    }
+
+    /// The stop signal, then SIGKILL after `timeout`; returns the exit.
+    pub async fn stop(&self, ns: &str, rec: &ContainerRecord, timeout: Duration) -> Result<ExitInfo, TaskError> {
+        let Some(task) = self.live_task(ns, &rec.id) else {
+            return rec.last_exit.clone().ok_or_else(|| TaskError::NoTask(rec.name.clone()));
+        };
+        if task.exit.borrow().is_none() {
+            match self.call(&task, &Request::Kill { exec_id: String::new(), signal: rec.stop_signal, all: false }).await {
+                Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if let Ok(exit) = self.wait(ns, rec, "", Some(timeout)).await {
+                return Ok(exit);
+            }
+            match self.call(&task, &Request::Kill { exec_id: String::new(), signal: 9, all: true }).await {
+                Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.wait(ns, rec, "", Some(KILL_TIMEOUT)).await
+    }
+
+    /// Delete the task: refused while it runs unless `force`, which kills it.
+    pub async fn delete(&self, ns: &str, rec: &ContainerRecord, force: bool) -> Result<Option<ExitInfo>, TaskError> {
+        let Some(task) = self.live_task(ns, &rec.id) else { return Ok(rec.last_exit.clone()) };
+        if task.exit.borrow().is_none() {
+            let state = self.shim_state(&task).await;
+            let running = state.as_ref().map(|s| s.init.status != ProcessStatus::Created).unwrap_or(false);
+            if running && !force {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "container {} is running: stop it first, or force the removal",
+                    rec.name
+                )));
+            }
+            let _guard = task.lifecycle.lock().await;
+            if !*task.gone.borrow() {
+                self.teardown(&task, true).await?;
+            }
+        }
+        wait_gone(&task).await;
+        let exit = task.exit.borrow().clone();
+        Ok(exit)
+    }
+
+    pub async fn exec(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        exec_id: &str,
+        process: serde_json::Value,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, &Request::Exec { exec_id: exec_id.to_owned(), process, tty, stdin }).await?;
+        self.events.publish(ns, "/tasks/exec-added", &rec.id, &[("exec_id", exec_id.to_owned())]);
+        Ok(())
+    }
+
+    pub async fn delete_exec(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, force: bool) -> Result<ExitInfo, TaskError> {
+        let task = self.require(ns, rec)?;
+        let p = self.call(&task, &Request::Delete { exec_id: exec_id.to_owned(), force }).await?.process;
+        let p = p.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))?;
+        Ok(ExitInfo { exit_code: p.exit_code, started_at: p.started_at, finished_at: p.exited_at, oom_killed: false })
+    }
+
+    pub async fn pause(&self, ns: &str, rec: &ContainerRecord, pause: bool) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, if pause { &Request::Pause } else { &Request::Resume }).await?;
+        Ok(())
+    }
+
+    pub async fn pids(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<u32>, TaskError> {
+        let task = self.require(ns, rec)?;
+        Ok(self.call(&task, &Request::Pids).await?.pids.unwrap_or_default())
+    }
+
+    pub async fn resize(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, width: u16, height: u16) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, &Request::Resize { exec_id: exec_id.to_owned(), width, height }).await?;
+        Ok(())
+    }
+
+    /// An attach connection to a process: frames both ways.
+    pub async fn attach(&self, ns: &str, rec: &ContainerRecord, exec_id: &str) -> Result<ShimConnection, TaskError> {
+        let task = self.require(ns, rec)?;
+        let mut c = ShimConnection::connect(&task.bundle).await.map_err(|why| TaskError::ShimGone { id: task.id.clone(), why })?;
+        c.request(&Request::Attach { exec_id: exec_id.to_owned() }, CALL_TIMEOUT).await?;
+        Ok(c)
+    }
+
+    /// What `ps` shows for a container.
+    pub async fn status(&self, ns: &str, rec: &ContainerRecord) -> Status {
+        let from_exit = |e: &ExitInfo| Status {
+            state: "exited",
+            pid: 0,
+            exit_code: e.exit_code,
+            started_at: e.started_at,
+            finished_at: e.finished_at,
+            oom_killed: e.oom_killed,
+        };
+        match self.live_task(ns, &rec.id) {
+            None => match &rec.last_exit {
+                Some(e) => from_exit(e),
+                None => Status { state: "created", ..Default::default() },
+            },
+            Some(t) => {
+                if let Some(e) = t.exit.borrow().as_ref() {
+                    return from_exit(e);
+                }
+                match self.shim_state(&t).await {
+                    Ok(s) => Status {
+                        state: match s.init.status {
+                            ProcessStatus::Created => "created",
+                            ProcessStatus::Running => "running",
+                            ProcessStatus::Paused => "paused",
+                            ProcessStatus::Exited => "exited",
+                        },
+                        pid: s.init.pid,
+                        exit_code: s.init.exit_code,
+                        started_at: s.init.started_at,
+                        finished_at: s.init.exited_at,
+                        oom_killed: false,
+                    },
+                    Err(_) => Status { state: "unknown", ..Default::default() },
+                }
+            }
+        }
+    }
+
+    /// Whether the container's init is live (created, running or paused; not exited).
+    pub fn is_running(&self, ns: &str, id: &str) -> bool {
+        self.live_task(ns, id).is_some_and(|t| t.exit.borrow().is_none())
+    }
+
+    /// Whether the container has a task that is not yet deleted.
+    pub fn has_task(&self, ns: &str, id: &str) -> bool {
+        self.live_task(ns, id).is_some()
+    }
+
+    /// After a restart: find the shims again. A task whose shim answers is
+    /// followed as before; one whose shim is gone is recorded as exited (with
+    /// the code the shim wrote, if it did) and cleaned up.
+    pub async fn recover(self: &Arc<Self>, known: &[(String, ContainerRecord)]) -> usize {
+        let mut found = 0;
+        let known: HashMap<(String, String), &ContainerRecord> = known.iter().map(|(ns, c)| ((ns.clone(), c.id.clone()), c)).collect();
+        let tasks_dir = self.state.join("tasks");
+        let Ok(nss) = fs::read_dir(&tasks_dir) else { return 0 };
+        for ns_entry in nss.flatten() {
+            let ns = ns_entry.file_name().to_string_lossy().into_owned();
+            for entry in fs::read_dir(ns_entry.path()).into_iter().flatten().flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let bundle = entry.path();
+                let Some(rec) = known.get(&(ns.clone(), id.clone())) else {
+                    tracing::warn!(bundle = %bundle.display(), "a task without a container: removing it");
+                    self.discard(&bundle, &id).await;
+                    continue;
+                };
+                let Ok((runtime, _)) = self.runtime_target(&rec.runtime) else {
+                    self.discard(&bundle, &id).await;
+                    continue;
+                };
+                found += 1;
+                match self.adopt(&ns, &id, bundle.clone(), runtime.clone()).await {
+                    Ok(_) => tracing::info!(container = %id, "task found again"),
+                    Err(_) => {
+                        // No shim: record the exit it wrote (or an unknown one) and clean up.
+                        let task = Arc::new(Task {
+                            ns: ns.clone(),
+                            id: id.clone(),
+                            bundle,
+                            lifecycle: tokio::sync::Mutex::new(()),
+                            exit: watch::channel(None).0,
+                            gone: watch::channel(false).0,
+                            runtime,
+                        });
+                        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.clone(), id.clone()), task.clone());
+                        let exit = read_exit_record(&task.bundle).unwrap_or(ExitInfo {
+                            exit_code: 255,
+                            started_at: 0,
+                            finished_at: crate::metadata::now_nanos(),
+                            oom_killed: false,
+                        });
+                        tracing::info!(container = %id, exit_code = exit.exit_code, "task's shim is gone; recording its exit");
+                        self.init_exited(&task, exit).await;
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Kill and remove a task nobody owns.
+    async fn discard(&self, bundle: &Path, id: &str) {
+        if let Ok(mut c) = ShimConnection::connect(bundle).await {
+            let _ = c.request(&Request::Delete { exec_id: String::new(), force: true }, CALL_TIMEOUT).await;
+        }
+        let _ = fs::remove_dir_all(bundle);
+        tracing::info!(container = %id, "removed an orphaned task");
+    }
+}
+
+async fn wait_gone(task: &Task) {
+    let mut rx = task.gone.subscribe();
+    let _ = rx.wait_for(|g| *g).await;
+}
+
+fn read_exit_record(bundle: &Path) -> Option<ExitInfo> {
+    let data = fs::read(bundle.join(files::INIT_EXIT)).ok()?;
+    let r: protocol::ExitRecord = serde_json::from_slice(&data).ok()?;
+    Some(ExitInfo { exit_code: r.exit_code, started_at: r.started_at, finished_at: r.exited_at, oom_killed: false })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), TaskError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+/// A binary given as a path, or found in PATH.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A container's labels and what its task reports, for filters.
+pub fn labels_match(labels: &BTreeMap<String, String>, key: &str, value: Option<&str>) -> bool {
+    match value {
+        Some(v) => labels.get(key).map(String::as_str) == Some(v),
+        None => labels.contains_key(key),
+    }
+}

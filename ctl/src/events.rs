@@ -1,0 +1,36 @@
+//! `berthctl events`.
+
+use anyhow::Result;
+use berth_api::v1;
+use clap::Args;
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use crate::{output, Conn, Format};
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events matching KEY==VALUE or KEY~=SUBSTRING conditions, comma-separated
+    /// (all must hold); repeat the flag for alternatives. Keys: topic, namespace,
+    /// id, or an attribute such as exit_code.
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+}
+
+pub async fn events(conn: &Conn, a: EventsArgs) -> Result<i32> {
+    let mut stream = conn.events().subscribe(v1::SubscribeRequest { filters: a.filter }).await?.into_inner();
+    while let Some(e) = stream.next().await {
+        let e = e?;
+        let t = e.timestamp.unwrap_or_default();
+        let time = berth_shim::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32);
+        if conn.format == Format::Json {
+            output::json(&json!({"timestamp": time, "namespace": e.namespace, "topic": e.topic, "id": e.id, "attributes": e.attributes}));
+        } else {
+            let mut attrs: Vec<String> = e.attributes.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}={v}")).collect();
+            attrs.sort();
+            let attrs = if attrs.is_empty() { String::new() } else { format!(" ({})", attrs.join(", ")) };
+            println!("{time} {} {} {}{attrs}", e.namespace, e.topic, e.id);
+        }
+    }
+    Ok(0)
+}
