@@ -459,12 +459,55 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Kill every container of this daemon and its shim (they outlive the agent).
+    pub fn kill_containers(&self) {
+        // The runtimes' state: each container is killed and its cgroups removed.
+        for rt in std::fs::read_dir(self.state.join("runtime")).into_iter().flatten().flatten() {
+            let runtime = rt.file_name().to_string_lossy().into_owned();
+            for c in std::fs::read_dir(rt.path()).into_iter().flatten().flatten() {
+                let id = c.file_name().to_string_lossy().into_owned();
+                let _ = run_cmd(
+                    Command::new(&runtime)
+                        .arg("--root")
+                        .arg(rt.path())
+                        .args(["delete", "--force", &id])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null()),
+                    Duration::from_secs(20),
+                );
+            }
+        }
+        for pid in self.shim_pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+
+    /// Pids of the shims of this daemon's tasks.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for ns in std::fs::read_dir(self.state.join("tasks")).into_iter().flatten().flatten() {
+            for t in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                if let Some(pid) = std::fs::read_to_string(t.path().join("shim.pid")).ok().and_then(|s| s.trim().parse().ok()) {
+                    // Only a live shim of this bundle (the pid may have been reused).
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if String::from_utf8_lossy(&cmdline).contains(&*t.path().to_string_lossy()) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        pids
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.kill_containers();
     }
 }
 

@@ -1,0 +1,431 @@
+//! Containers end to end: a real berthd, real shims, real runc and crun, driven through berthctl.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+
+/// A daemon with the busybox test image imported as `busybox`.
+fn daemon_with_busybox(args: &[&str]) -> Daemon {
+    require_tool("runc", "runc");
+    let d = Daemon::start_with(args);
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    d
+}
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Bundles of live tasks on disk.
+fn bundles(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d.state.join("tasks/default"))
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The cases every runtime must pass: output, exit codes, a detached container's life.
+fn core_cases(runtime: &str) {
+    if runtime == "crun" {
+        require_tool("crun", "crun");
+    }
+    let d = daemon_with_busybox(&["--runtime", runtime]);
+    // Attached: output and exit status, stdout and stderr kept apart.
+    let out = d.ctl(&["run", "--rm", "busybox", "echo", "hello"]);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "hello\n"), "{}", stderr(&out));
+    let out = d.ctl(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    // --rm left nothing: no container, no task, only the image's snapshot.
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+    assert!(bundles(&d).is_empty(), "{:?}", bundles(&d));
+    assert_eq!(d.snapshot_dirs("overlayfs").len(), 1);
+
+    // Detached, as in docker: run -d, ps, logs, exec, stop, rm.
+    let id = d.ok(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "echo started; exec sleep 300"]).trim().to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
+    wait_until("the container's first line is logged", Duration::from_secs(10), || d.ok(&["logs", "web"]) == "started\n");
+    let ls = d.ok(&["exec", "web", "ls", "/"]);
+    assert!(ls.lines().any(|l| l == "bin") && ls.lines().any(|l| l == "etc"), "{ls}");
+    assert_eq!(code(&d.ctl(&["exec", "web", "sh", "-c", "exit 3"])), 3);
+    // Names, full ids and id prefixes all work.
+    assert!(d.ok(&["inspect", &id[..8]]).contains("\"Name\": \"web\""));
+    // sleep ignores SIGTERM as pid 1: stop falls back to SIGKILL after the timeout.
+    d.ok(&["stop", "-t", "1", "web"]);
+    let ps = d.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert_eq!(d.ok(&["ps", "-q"]).trim(), "", "a stopped container is not listed without -a");
+    // A stopped container starts again.
+    d.ok(&["start", "web"]);
+    wait_until("restarted", Duration::from_secs(10), || d.ok(&["ps", "-q"]).trim() == &id[..12]);
+    d.ok(&["rm", "-f", "web"]);
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+    wait_until("the task is gone", Duration::from_secs(10), || bundles(&d).is_empty() && d.shim_pids().is_empty());
+    assert_eq!(d.snapshot_dirs("overlayfs").len(), 1, "the writable layer is discarded");
+}
+
+#[test]
+fn runc_runs_attached_and_detached_containers_like_docker() {
+    core_cases("runc");
+}
+
+#[test]
+fn crun_runs_attached_and_detached_containers_like_docker() {
+    core_cases("crun");
+}
+
+#[test]
+fn fifty_containers_share_the_image_layers_and_each_writes_only_its_own() {
+    let d = daemon_with_busybox(&[]);
+    let image_dirs = d.snapshot_dirs("overlayfs");
+    assert_eq!(image_dirs.len(), 1);
+    let names: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    std::thread::scope(|s| {
+        for chunk in names.chunks(10) {
+            let d = &d;
+            s.spawn(move || {
+                for n in chunk {
+                    d.ok(&["run", "-d", "--name", n, "busybox", "sh", "-c", &format!("echo {n} > /tmp/{n}; exec sleep 300")]);
+                }
+            });
+        }
+    });
+    // All fifty run at once.
+    let running: Vec<String> = d.ok(&["ps", "-q"]).lines().map(str::to_owned).collect();
+    assert_eq!(running.len(), 50, "{running:?}");
+    // The image's layer is on disk once; each container has one writable layer of its own.
+    let dirs = d.snapshot_dirs("overlayfs");
+    assert_eq!(dirs.len(), 51, "{dirs:?}");
+    assert!(dirs.contains(&image_dirs[0]));
+    let committed = d.ok(&["snapshot", "ls"]).lines().filter(|l| l.contains("committed")).count();
+    assert_eq!(committed, 1);
+    // A file written in one container is not seen in another.
+    for (a, b) in [(0, 1), (17, 42), (49, 0)] {
+        let (na, nb) = (&names[a], &names[b]);
+        wait_until("the file is written", Duration::from_secs(10), || d.ctl(&["exec", na, "cat", &format!("/tmp/{na}")]).status.success());
+        assert_eq!(d.ok(&["exec", na, "cat", &format!("/tmp/{na}")]), format!("{na}\n"));
+        let other = d.ctl(&["exec", nb, "cat", &format!("/tmp/{na}")]);
+        assert_eq!(code(&other), 1, "{nb} sees {na}'s file");
+    }
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    d.ok(&args);
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+    // The image is intact and no writable layer is left behind.
+    assert_eq!(d.snapshot_dirs("overlayfs"), image_dirs);
+    wait_until("all shims exit", Duration::from_secs(20), || d.shim_pids().is_empty() && bundles(&d).is_empty());
+    assert_eq!(d.ok(&["run", "--rm", "busybox", "echo", "still here"]), "still here\n");
+}
+
+#[test]
+fn removing_a_container_discards_its_writable_layer_and_commit_keeps_it() {
+    let d = daemon_with_busybox(&[]);
+    d.ok(&["run", "-d", "--name", "w", "busybox", "sleep", "300"]);
+    d.ok(&["exec", "w", "sh", "-c", "echo data > /tmp/f; rm /etc/group"]);
+    let diff = d.ok(&["diff", "w"]);
+    let lines: HashSet<&str> = diff.lines().collect();
+    for want in ["C /tmp", "A /tmp/f", "C /etc", "D /etc/group"] {
+        assert!(lines.contains(want), "{want} missing from:\n{diff}");
+    }
+    assert!(!diff.contains("/bin/busybox"), "{diff}");
+    let id = d.ok(&["commit", "-m", "add f", "w", "withfile:v1"]).trim().to_owned();
+    assert!(id.starts_with("sha256:"), "{id}");
+    d.ok(&["rm", "-f", "w"]);
+    // A new container from the same image does not have the file.
+    let out = d.ctl(&["run", "--rm", "busybox", "cat", "/tmp/f"]);
+    assert_eq!(code(&out), 1);
+    assert!(d.ok(&["run", "--rm", "busybox", "cat", "/etc/group"]).contains("root"));
+    // The committed image has the change: the file, and the deletion.
+    assert_eq!(d.ok(&["run", "--rm", "withfile:v1", "cat", "/tmp/f"]), "data\n");
+    assert_eq!(code(&d.ctl(&["run", "--rm", "withfile:v1", "cat", "/etc/group"])), 1);
+    let inspect = d.inspect("default", "withfile:v1");
+    assert_eq!(inspect["layers"].as_array().unwrap().len(), 2, "{inspect}");
+    assert!(inspect.to_string().contains("add f"), "the history entry carries the message: {inspect}");
+}
+
+#[test]
+fn containers_survive_an_agent_crash_and_exits_while_it_is_down_are_recorded() {
+    let mut d = daemon_with_busybox(&[]);
+    d.ok(&["run", "-d", "--name", "running", "busybox", "sleep", "300"]);
+    d.ok(&["run", "-d", "--name", "exits-later", "busybox", "sh", "-c", "sleep 2; echo bye; exit 5"]);
+    d.ok(&["run", "-d", "--name", "exited", "busybox", "sh", "-c", "exit 3"]);
+    d.ok(&["create", "--name", "created", "busybox", "echo", "made"]);
+    wait_until("exited has exited", Duration::from_secs(10), || d.ok(&["ps", "-a"]).contains("Exited (3)"));
+    let shims = d.shim_pids();
+    assert_eq!(shims.len(), 2, "one shim per live task");
+    d.kill9();
+    // The containers keep running without the agent; one exits meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    for pid in &shims {
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "shim {pid} died with the agent");
+    }
+    d.spawn();
+    let ps = d.ok(&["ps", "-a"]);
+    let line = |name: &str| ps.lines().find(|l| l.ends_with(name)).unwrap_or_default().to_owned();
+    assert!(line("running").contains("Up"), "{ps}");
+    assert!(line("exits-later").contains("Exited (5)"), "{ps}");
+    assert!(line("exited").contains("Exited (3)"), "{ps}");
+    assert!(line("created").contains("Created"), "{ps}");
+    assert_eq!(d.ok(&["wait", "exits-later"]).trim(), "5");
+    assert_eq!(d.ok(&["logs", "exits-later"]), "bye\n");
+    // The running one is still fully manageable.
+    assert_eq!(d.ok(&["exec", "running", "echo", "hi"]), "hi\n");
+    d.ok(&["stop", "-t", "1", "running"]);
+    assert!(d.ok(&["ps", "-a"]).lines().any(|l| l.ends_with("running") && l.contains("Exited (137)")));
+    assert_eq!(d.ok(&["start", "-a", "created"]), "made\n");
+    wait_until("every shim is gone", Duration::from_secs(10), || d.shim_pids().is_empty());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let d = daemon_with_busybox(&[]);
+    d.ok(&["run", "-d", "--name", "web", "busybox", "sleep", "300"]);
+    d.ok(&["create", "--name", "idle", "busybox", "true"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--rm", "nosuchimage", "true"], "image \"nosuchimage\" not found"),
+        (&["start", "nosuchcontainer"], "container \"nosuchcontainer\" not found"),
+        (&["run", "--name", "web", "busybox", "true"], "the container name \"web\" is already in use"),
+        (&["start", "web"], "already running"),
+        (&["exec", "idle", "true"], "is not running"),
+        (&["kill", "-s", "NOPE", "web"], "invalid signal"),
+        (&["run", "--rm", "-v", "/no/such/dir:/x", "busybox", "true"], "/no/such/dir"),
+        (&["run", "--rm", "-u", "nosuchuser", "busybox", "true"], "user \"nosuchuser\" not found"),
+        (&["run", "--rm", "busybox", "nosuchcommand"], "executable file not found"),
+        (&["run", "--rm", "--runtime", "nosuchruntime", "busybox", "true"], "unknown runtime"),
+        (&["rm", "web"], "is running"),
+    ];
+    for (args, want) in cases {
+        let out = d.ctl(args);
+        assert_eq!(code(&out), 1, "{args:?} should fail: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("berthctl: ") && err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    // The failed runs left no container behind; the others are untouched.
+    let all = d.ok(&["ps", "-a"]);
+    assert_eq!(all.lines().count(), 3, "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_carry_the_right_status() {
+    use berth_api::v1::{self, containers_client::ContainersClient, tasks_client::TasksClient};
+    use tonic::Code;
+    let d = tokio::task::spawn_blocking(|| daemon_with_busybox(&[])).await.unwrap();
+    let ch = d.channel().await;
+    let mut c = ContainersClient::new(ch.clone());
+    let mut t = TasksClient::new(ch);
+    let create = |image: &str, name: &str| v1::CreateContainerRequest {
+        image: image.into(),
+        name: name.into(),
+        config: Some(v1::ContainerConfig { command: vec!["sleep".into(), "300".into()], command_set: true, ..Default::default() }),
+        ..Default::default()
+    };
+    assert_eq!(c.create(create("nosuch", "")).await.unwrap_err().code(), Code::NotFound);
+    let web = c.create(create("busybox", "web")).await.unwrap().into_inner().container.unwrap();
+    assert_eq!(c.create(create("busybox", "web")).await.unwrap_err().code(), Code::AlreadyExists);
+    assert_eq!(c.create(create("busybox", "bad name")).await.unwrap_err().code(), Code::InvalidArgument);
+    let mut bad_user = create("busybox", "");
+    bad_user.config.as_mut().unwrap().user = "ghost".into();
+    assert_eq!(c.create(bad_user).await.unwrap_err().code(), Code::InvalidArgument);
+    let mut bad_mount = create("busybox", "");
+    bad_mount.config.as_mut().unwrap().mounts =
+        vec![v1::ContainerMount { r#type: "bind".into(), source: "/no/such".into(), destination: "/x".into(), ..Default::default() }];
+    assert_eq!(c.create(bad_mount).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(c.get(v1::GetContainerRequest { id: "nosuch".into() }).await.unwrap_err().code(), Code::NotFound);
+    let exec = v1::ExecRequest { container_id: web.id.clone(), args: vec!["true".into()], ..Default::default() };
+    assert_eq!(t.exec(exec.clone()).await.unwrap_err().code(), Code::FailedPrecondition);
+    let start = v1::StartTaskRequest { container_id: web.id.clone(), exec_id: String::new() };
+    t.start(start.clone()).await.unwrap();
+    assert_eq!(t.start(start).await.unwrap_err().code(), Code::FailedPrecondition);
+    let kill = v1::KillTaskRequest { container_id: web.id.clone(), signal: "SIGNOPE".into(), ..Default::default() };
+    assert_eq!(t.kill(kill).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        c.delete(v1::DeleteContainerRequest { id: web.id.clone(), force: false }).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    c.delete(v1::DeleteContainerRequest { id: web.id.clone(), force: true }).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(d)).await.unwrap();
+}
+
+#[test]
+fn isolation_resources_and_mounts_reach_the_container() {
+    let d = daemon_with_busybox(&[]);
+    // Network none (the default): only lo. Host: the host's interfaces.
+    let own = d.ok(&["run", "--rm", "busybox", "cat", "/proc/net/dev"]);
+    let ifaces = |s: &str| s.lines().skip(2).filter_map(|l| l.split(':').next()).map(|n| n.trim().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ifaces(&own), vec!["lo"], "{own}");
+    let host = d.ok(&["run", "--rm", "--net", "host", "busybox", "cat", "/proc/net/dev"]);
+    assert_eq!(ifaces(&host).len(), ifaces(&std::fs::read_to_string("/proc/net/dev").unwrap()).len());
+    // Bind mounts, read-only and not; tmpfs; a read-only root.
+    let dir = d.dir.path().join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("in"), "from host\n").unwrap();
+    let v = format!("{}:/data", dir.display());
+    assert_eq!(d.ok(&["run", "--rm", "-v", &v, "busybox", "sh", "-c", "cat /data/in; echo back > /data/out"]), "from host\n");
+    assert_eq!(std::fs::read_to_string(dir.join("out")).unwrap(), "back\n");
+    let ro = format!("{}:/data:ro", dir.display());
+    assert_eq!(code(&d.ctl(&["run", "--rm", "-v", &ro, "busybox", "touch", "/data/x"])), 1);
+    let mounts = d.ok(&["run", "--rm", "--tmpfs", "/scratch", "busybox", "cat", "/proc/mounts"]);
+    assert!(mounts.lines().any(|l| l.starts_with("tmpfs /scratch tmpfs")), "{mounts}");
+    assert_eq!(code(&d.ctl(&["run", "--rm", "--read-only", "busybox", "touch", "/file"])), 1);
+    assert_eq!(code(&d.ctl(&["run", "--rm", "busybox", "touch", "/file"])), 0);
+    // User, environment, working directory, host name.
+    assert_eq!(d.ok(&["run", "--rm", "-u", "nobody", "busybox", "id", "-u"]), "65534\n");
+    assert_eq!(d.ok(&["run", "--rm", "-u", "123:456", "busybox", "id", "-g"]), "456\n");
+    let env = d.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi there",
+        "-w",
+        "/tmp",
+        "-H",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $GREETING; pwd; hostname",
+    ]);
+    assert_eq!(env, "hi there\n/tmp\nbox\n");
+    // Limits land in the container's cgroups.
+    let id = d.ok(&["run", "-d", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5", "busybox", "sleep", "300"]).trim().to_owned();
+    let stats = d.ok(&["--format", "json", "stats", "--no-stream", &id]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats[0]["memory_limit_bytes"], 64 << 20, "{stats}");
+    assert_eq!(stats[0]["pids_limit"], 20, "{stats}");
+    assert!(stats[0]["pids"].as_u64().unwrap() >= 1, "{stats}");
+    let spec: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", &id])).unwrap();
+    assert_eq!(spec[0]["Spec"]["linux"]["resources"]["cpu"]["quota"], 50_000, "{}", spec[0]["Spec"]["linux"]["resources"]);
+    d.ok(&["rm", "-f", &id]);
+    // Capabilities: dropping one is enforced (chown needs CAP_CHOWN).
+    assert_eq!(code(&d.ctl(&["run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c", "touch /f; chown 1 /f"])), 1);
+    assert_eq!(code(&d.ctl(&["run", "--rm", "busybox", "sh", "-c", "touch /f; chown 1 /f"])), 0);
+}
+
+#[test]
+fn logs_follow_tail_and_timestamps() {
+    let d = daemon_with_busybox(&[]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo out$i; echo err$i >&2; done; sleep 1; echo last",
+    ]);
+    let follow = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["logs", "-f", "talker"])
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // --follow ends by itself when the container exits.
+    let out = wait_output(follow, Duration::from_secs(20));
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "out1\nout2\nout3\nlast\n");
+    assert_eq!(stderr(&out), "err1\nerr2\nerr3\n");
+    let tail = d.ctl(&["logs", "--tail", "2", "talker"]);
+    assert_eq!(stdout(&tail), "last\n");
+    assert_eq!(stderr(&tail), "err3\n");
+    let ts = d.ok(&["logs", "-t", "--tail", "1", "talker"]);
+    assert!(ts.starts_with("20") && ts.contains("Z last"), "{ts}");
+    assert_eq!(d.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "--tail", "1", "talker"]), "last\n");
+    assert_eq!(d.ok(&["logs", "--since", "2100-01-01", "talker"]), "");
+    // The file is the CRI format.
+    let id = d.ok(&["ps", "-aq", "--no-trunc"]).trim().to_owned();
+    let file = std::fs::read_to_string(d.root.join("containers/default").join(&id).join("container.log")).unwrap();
+    let first = file.lines().next().unwrap();
+    let parts: Vec<&str> = first.splitn(4, ' ').collect();
+    assert!(parts[0].ends_with('Z') && parts[0].contains('T'), "{first}");
+    assert!(matches!(parts[1], "stdout" | "stderr") && parts[2] == "F", "{first}");
+}
+
+#[test]
+fn stdin_terminal_and_descriptors() {
+    let d = daemon_with_busybox(&[]);
+    // -i: standard input reaches the container and its end closes it.
+    let out = d.ctl_stdin(&["run", "--rm", "-i", "busybox", "sh", "-c", "wc -c"], Some(b"twelve bytes"));
+    assert_eq!(stdout(&out).trim(), "12", "{}", stderr(&out));
+    // -t: the process gets a terminal.
+    let out = d.ctl(&["run", "--rm", "-t", "busybox", "sh", "-c", "test -t 1 && echo tty"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "tty");
+    // exec -i with input.
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let out = d.ctl_stdin(&["exec", "-i", "box", "cat"], Some(b"piped\n"));
+    assert_eq!(stdout(&out), "piped\n");
+    // No descriptor of the agent or the shim reaches the container: only 0, 1, 2 (and ls's own).
+    let fds = d.ok(&["run", "--rm", "busybox", "ls", "/proc/self/fd"]);
+    let fds: Vec<&str> = fds.lines().collect();
+    assert!(fds.len() <= 4 && fds[..3] == ["0", "1", "2"], "{fds:?}");
+    // The shim's socket is a path socket, mode 0600.
+    let id = d.ok(&["ps", "-q", "--no-trunc"]).trim().to_owned();
+    let sock = d.state.join("tasks/default").join(&id).join("shim.sock");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    let abstract_socks = std::fs::read_to_string("/proc/net/unix").unwrap();
+    assert!(!abstract_socks.lines().any(|l| l.contains(&format!("@{}", &id[..12]))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_container_and_task_changes() {
+    use berth_api::v1::{self, events_client::EventsClient};
+    use tokio_stream::StreamExt;
+    let d = tokio::task::spawn_blocking(|| daemon_with_busybox(&[])).await.unwrap();
+    let mut ev = EventsClient::new(d.channel().await);
+    let mut all = ev.subscribe(v1::SubscribeRequest { filters: vec![] }).await.unwrap().into_inner();
+    let mut exits = ev.subscribe(v1::SubscribeRequest { filters: vec!["topic==/tasks/exit".into()] }).await.unwrap().into_inner();
+    let d = tokio::task::spawn_blocking(move || {
+        let out = d.ctl(&["run", "--name", "ev", "busybox", "sh", "-c", "exit 4"]);
+        assert_eq!(out.status.code(), Some(4));
+        d.ok(&["rm", "ev"]);
+        d
+    })
+    .await
+    .unwrap();
+    let mut topics = Vec::new();
+    while !topics.contains(&"/containers/delete".to_owned()) {
+        let e = tokio::time::timeout(Duration::from_secs(10), all.next()).await.expect("events stalled").unwrap().unwrap();
+        topics.push(e.topic);
+    }
+    for want in ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete"] {
+        assert!(topics.iter().any(|t| t == want), "{want} missing from {topics:?}");
+    }
+    let pos = |t: &str| topics.iter().position(|x| x == t).unwrap();
+    assert!(pos("/containers/create") < pos("/tasks/start") && pos("/tasks/start") < pos("/tasks/exit"));
+    let exit = tokio::time::timeout(Duration::from_secs(10), exits.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(exit.attributes.get("exit_code").map(String::as_str), Some("4"));
+    assert_eq!(exit.namespace, "default");
+    tokio::task::spawn_blocking(move || drop(d)).await.unwrap();
+}
+
+#[test]
+fn pause_top_and_auto_remove() {
+    let d = daemon_with_busybox(&[]);
+    d.ok(&["run", "-d", "--name", "p", "busybox", "sleep", "300"]);
+    let top = d.ok(&["top", "p"]);
+    assert!(top.contains("sleep 300"), "{top}");
+    d.ok(&["pause", "p"]);
+    assert!(d.ok(&["ps"]).contains("(Paused)"));
+    assert_eq!(code(&d.ctl(&["pause", "p"])), 1, "already paused");
+    d.ok(&["unpause", "p"]);
+    assert!(!d.ok(&["ps"]).contains("(Paused)"));
+    d.ok(&["rm", "-f", "p"]);
+    // -d --rm: the agent removes the container when it exits.
+    d.ok(&["run", "-d", "--rm", "--name", "gone", "busybox", "true"]);
+    wait_until("the container removes itself", Duration::from_secs(10), || !d.ok(&["ps", "-a"]).contains("gone"));
+}
