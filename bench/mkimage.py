@@ -14,6 +14,9 @@ def tar_bytes(files):
             if data is None:  # directory
                 ti = tarfile.TarInfo(name); ti.type = tarfile.DIRTYPE; ti.mode = mode
                 t.addfile(ti)
+            elif isinstance(data, str):  # symlink to `data`
+                ti = tarfile.TarInfo(name); ti.type = tarfile.SYMTYPE; ti.linkname = data; ti.mode = 0o777
+                t.addfile(ti)
             else:
                 ti = tarfile.TarInfo(name); ti.size = len(data); ti.mode = mode; ti.mtime = 1700000000
                 t.addfile(ti, io.BytesIO(data))
@@ -28,7 +31,8 @@ def main():
     ap.add_argument("--name", default="docker.io/bench/random:latest")
     a = ap.parse_args()
     busybox = open("/bin/busybox", "rb").read()
-    layers = [tar_bytes([("bin", None, 0o755), ("bin/busybox", busybox, 0o755)])]
+    applets = [(f"bin/{a}", "busybox", 0o777) for a in ("sh", "true", "sleep", "echo", "cat")]
+    layers = [tar_bytes([("bin", None, 0o755), ("bin/busybox", busybox, 0o755)] + applets + [("tmp", None, 0o1777)])]
     for i in range(a.layers):
         layers.append(tar_bytes([(f"data{i}", None, 0o755), (f"data{i}/random.bin", os.urandom(a.layer_mb << 20), 0o644)]))
     blobs = {}

@@ -1011,11 +1011,12 @@ fn receive_console(listener: &UnixListener) -> io::Result<OwnedFd> {
     Err(io::Error::other("no terminal received"))
 }
 
-/// Write a file whole or not at all.
+/// Write a file whole or not at all. Not synced: the record has to survive
+/// the agent, not the machine (containers do not survive a reboot either, and
+/// the state directory is meant to be a tmpfs such as /run).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
     fs::rename(&tmp, path)
 }

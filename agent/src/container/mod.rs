@@ -190,7 +190,6 @@ impl Containers {
 
         let key = format!("container-{id}");
         let labels = BTreeMap::from([(LABEL_CONTAINER.to_owned(), id.clone())]);
-        self.snapshots.prepare(ns, &key, &parent, labels)?;
         let now = now_nanos();
         let target = &image.target;
         let rec = ContainerRecord {
@@ -214,14 +213,14 @@ impl Containers {
             updated: now,
             last_exit: None,
         };
-        if let Err(e) = self.meta.insert_container(ns, &rec) {
-            let _ = self.snapshots.remove(ns, &key);
-            return Err(match e {
-                MetadataError::AlreadyExists { kind: "container name", name } => ContainerError::NameTaken(name),
-                e => e.into(),
-            });
+        // The record and its writable snapshot appear together or not at all.
+        match self.snapshots.prepare_for_container(ns, &key, &parent, labels, &rec) {
+            Ok(()) => Ok(rec),
+            Err(SnapshotError::Metadata(MetadataError::AlreadyExists { kind: "container name", name })) => {
+                Err(ContainerError::NameTaken(name))
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(rec)
     }
 
     /// A file of the image as the container would see it before any change:
@@ -280,10 +279,11 @@ impl Containers {
     /// Remove the record, the writable snapshot and the log. The caller has
     /// made sure no task runs.
     pub fn delete(&self, ns: &str, rec: &ContainerRecord) -> Result<(), ContainerError> {
-        self.meta.delete_container(ns, &rec.id)?;
-        match self.snapshots.remove(ns, &rec.snapshot_key) {
-            Ok(()) | Err(SnapshotError::Metadata(MetadataError::NotFound { .. })) => {}
-            Err(e) => tracing::warn!(container = %rec.id, error = %e, "removing the writable snapshot failed; it will be collected"),
+        match self.snapshots.remove_with_container(ns, &rec.id, &rec.snapshot_key) {
+            Ok(_) => {}
+            Err(SnapshotError::Metadata(e)) => return Err(e.into()),
+            // The records are gone; storage left behind is found again at start-up.
+            Err(e) => tracing::warn!(container = %rec.id, error = %e, "removing the writable layer's files failed"),
         }
         let dir = self.dir(ns, &rec.id);
         if let Err(e) = fs::remove_dir_all(&dir) {

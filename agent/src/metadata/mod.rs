@@ -140,6 +140,25 @@ pub struct ContainerRecord {
     pub last_exit: Option<ExitInfo>,
 }
 
+/// Insert a container into `t`: its id and its name must both be free in `ns`.
+fn insert_container_in(t: &mut redb::Table<'_, &'static str, &'static [u8]>, ns: &str, rec: &ContainerRecord) -> Result<(), MetadataError> {
+    let k = key(ns, &rec.id);
+    if t.get(k.as_str())?.is_some() {
+        return Err(MetadataError::AlreadyExists { kind: "container", name: rec.id.clone() });
+    }
+    let lo = format!("{ns}\0");
+    let hi = format!("{ns}\u{1}");
+    for item in t.range(lo.as_str()..hi.as_str())? {
+        let (k, v) = item?;
+        let other: ContainerRecord = decode(k.value(), v.value())?;
+        if other.name == rec.name {
+            return Err(MetadataError::AlreadyExists { kind: "container name", name: rec.name.clone() });
+        }
+    }
+    t.insert(k.as_str(), encode(rec).as_slice())?;
+    Ok(())
+}
+
 fn key(ns: &str, name: &str) -> String {
     format!("{ns}\0{name}")
 }
@@ -174,8 +193,15 @@ fn check_parent(t: &redb::Table<'_, &'static str, &'static [u8]>, ns: &str, pare
     Ok(())
 }
 
+/// Snapshot ids are taken from the database in blocks of this many, so that
+/// creating a snapshot costs one commit, not two. Ids only need to be unique:
+/// the rest of a block is skipped after a restart.
+const ID_BLOCK: u64 = 64;
+
 pub struct Metadata {
     db: Database,
+    /// The next free snapshot id and the end of the block held in memory.
+    ids: std::sync::Mutex<(u64, u64)>,
     /// Snapshot records are kept per snapshotter: `snapshots.<name>`.
     snapshots: TableDefinition<'static, &'static str, &'static [u8]>,
 }
@@ -193,7 +219,7 @@ impl Metadata {
         tx.open_table(CONTENT_LABELS)?;
         tx.open_table(CONTAINERS)?;
         tx.commit()?;
-        Ok(Self { db, snapshots })
+        Ok(Self { db, snapshots, ids: std::sync::Mutex::new((0, 0)) })
     }
 
     fn get<T: DeserializeOwned>(
@@ -308,20 +334,32 @@ impl Metadata {
 
     /// Reserve a fresh snapshot directory id (never reused).
     pub fn next_snapshot_id(&self) -> Result<u64, MetadataError> {
-        let tx = self.db.begin_write()?;
-        let id;
-        {
-            let mut t = tx.open_table(COUNTERS)?;
-            id = t.get("snapshot_id")?.map(|v| v.value()).unwrap_or(0) + 1;
-            t.insert("snapshot_id", id)?;
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.0 >= ids.1 {
+            let tx = self.db.begin_write()?;
+            let last;
+            {
+                let mut t = tx.open_table(COUNTERS)?;
+                last = t.get("snapshot_id")?.map(|v| v.value()).unwrap_or(0);
+                t.insert("snapshot_id", last + ID_BLOCK)?;
+            }
+            tx.commit()?;
+            *ids = (last + 1, last + ID_BLOCK + 1);
         }
-        tx.commit()?;
+        let id = ids.0;
+        ids.0 += 1;
         Ok(id)
     }
 
     /// Insert a new snapshot record; fails if the key exists or the parent is
     /// not a committed snapshot.
     pub fn insert_snapshot(&self, ns: &str, rec: &SnapshotRecord) -> Result<(), MetadataError> {
+        self.insert_snapshot_for(ns, rec, None)
+    }
+
+    /// Insert a snapshot and, in the same transaction, the container it is the
+    /// writable layer of (a new id and a free name in `ns`).
+    pub fn insert_snapshot_for(&self, ns: &str, rec: &SnapshotRecord, container: Option<&ContainerRecord>) -> Result<(), MetadataError> {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(self.snapshots)?;
@@ -331,6 +369,10 @@ impl Metadata {
             }
             check_parent(&t, ns, &rec.parent)?;
             t.insert(k.as_str(), encode(rec).as_slice())?;
+        }
+        if let Some(c) = container {
+            let mut t = tx.open_table(CONTAINERS)?;
+            insert_container_in(&mut t, ns, c)?;
         }
         tx.commit()?;
         Ok(())
@@ -486,23 +528,42 @@ impl Metadata {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(CONTAINERS)?;
-            let k = key(ns, &rec.id);
-            if t.get(k.as_str())?.is_some() {
-                return Err(MetadataError::AlreadyExists { kind: "container", name: rec.id.clone() });
-            }
-            let lo = format!("{ns}\0");
-            let hi = format!("{ns}\u{1}");
-            for item in t.range(lo.as_str()..hi.as_str())? {
-                let (k, v) = item?;
-                let other: ContainerRecord = decode(k.value(), v.value())?;
-                if other.name == rec.name {
-                    return Err(MetadataError::AlreadyExists { kind: "container name", name: rec.name.clone() });
-                }
-            }
-            t.insert(k.as_str(), encode(rec).as_slice())?;
+            insert_container_in(&mut t, ns, rec)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Delete a container record and, in the same transaction, its writable
+    /// snapshot's record (when there is one). Returns both.
+    pub fn delete_container_and_snapshot(
+        &self,
+        ns: &str,
+        id: &str,
+        snapshot_key: &str,
+    ) -> Result<(ContainerRecord, Option<SnapshotRecord>), MetadataError> {
+        let tx = self.db.begin_write()?;
+        let (rec, snap);
+        {
+            let mut t = tx.open_table(CONTAINERS)?;
+            let k = key(ns, id);
+            let removed = t.remove(k.as_str())?;
+            rec = match removed {
+                Some(v) => decode::<ContainerRecord>(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
+            };
+        }
+        {
+            let mut t = tx.open_table(self.snapshots)?;
+            let k = key(ns, snapshot_key);
+            let removed = t.remove(k.as_str())?;
+            snap = match removed {
+                Some(v) => Some(decode::<SnapshotRecord>(&k, v.value())?),
+                None => None,
+            };
+        }
+        tx.commit()?;
+        Ok((rec, snap))
     }
 
     /// Change a container record in one transaction; `f` sees the current record.
@@ -520,22 +581,6 @@ impl Metadata {
             cur.updated = now_nanos();
             t.insert(k.as_str(), encode(&cur).as_slice())?;
             rec = cur;
-        }
-        tx.commit()?;
-        Ok(rec)
-    }
-
-    pub fn delete_container(&self, ns: &str, id: &str) -> Result<ContainerRecord, MetadataError> {
-        let tx = self.db.begin_write()?;
-        let rec;
-        {
-            let mut t = tx.open_table(CONTAINERS)?;
-            let k = key(ns, id);
-            let removed = t.remove(k.as_str())?;
-            rec = match removed {
-                Some(v) => decode::<ContainerRecord>(&k, v.value())?,
-                None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
-            };
         }
         tx.commit()?;
         Ok(rec)
@@ -602,5 +647,13 @@ mod tests {
         m.insert_snapshot("ns", &snap("b", "done", SnapshotKind::Active, 2)).unwrap();
         assert_eq!(m.next_snapshot_id().unwrap(), 1);
         assert_eq!(m.next_snapshot_id().unwrap(), 2);
+        // Ids come in blocks: a reopened database never hands out one again.
+        let path = tmp.path().join("m.redb");
+        drop(m);
+        let m = Metadata::open(&path, "native").unwrap();
+        let next = m.next_snapshot_id().unwrap();
+        assert!(next > 2, "{next}");
+        let ids: Vec<u64> = (0..200).map(|_| m.next_snapshot_id().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
     }
 }

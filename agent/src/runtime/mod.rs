@@ -349,29 +349,46 @@ impl Tasks {
         }
     }
 
-    /// Record the init's exit, then delete the task in the background of the caller.
+    /// The init exited: report it at once (waiters, the container record),
+    /// and delete the task in the background — the runtime's `delete` is kept
+    /// off the path of whoever waits for the exit.
     async fn init_exited(self: &Arc<Self>, task: &Arc<Task>, mut exit: ExitInfo) {
         exit.oom_killed = cgroups::oom_killed(&format!("/berth/{}/{}", task.ns, task.id));
         if exit.oom_killed {
             self.events.publish(&task.ns, "/tasks/oom", &task.id, &[]);
         }
-        let containers = self.containers.clone();
-        let (ns, id, e) = (task.ns.clone(), task.id.clone(), exit.clone());
-        match tokio::task::spawn_blocking(move || containers.record_exit(&ns, &id, e)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(container = %task.id, error = %e, "recording the exit"),
-            Err(e) => tracing::warn!(container = %task.id, error = %e, "recording the exit"),
-        }
-        task.exit.send_replace(Some(exit));
-        let _guard = task.lifecycle.lock().await;
-        if *task.gone.borrow() {
+        // The shim's own record (init.exit) stays in the bundle until the task is
+        // deleted, so an agent crash from here on loses nothing.
+        task.exit.send_replace(Some(exit.clone()));
+        let record = async {
+            let containers = self.containers.clone();
+            let (ns, id) = (task.ns.clone(), task.id.clone());
+            match tokio::task::spawn_blocking(move || containers.record_exit(&ns, &id, exit)).await {
+                Ok(Ok(_)) | Ok(Err(ContainerError::Metadata(crate::metadata::MetadataError::NotFound { .. }))) => {}
+                Ok(Err(e)) => tracing::warn!(container = %task.id, error = %e, "recording the exit"),
+                Err(e) => tracing::warn!(container = %task.id, error = %e, "recording the exit"),
+            }
+        };
+        let delete = async {
+            let _guard = task.lifecycle.lock().await;
+            if *task.gone.borrow() {
+                return false;
+            }
+            if let Err(e) = self.teardown(task, false).await {
+                tracing::warn!(container = %task.id, error = %e, "deleting the exited task");
+            }
+            true
+        };
+        let ((), deleted) = tokio::join!(record, delete);
+        if !deleted {
             return;
         }
-        if let Err(e) = self.teardown(task, false).await {
-            tracing::warn!(container = %task.id, error = %e, "deleting the exited task");
-            return;
-        }
-        // docker run --rm: the container goes with its task.
+        self.forget(task);
+        self.auto_remove(task).await;
+    }
+
+    /// docker run --rm: the container goes with its task.
+    async fn auto_remove(&self, task: &Task) {
         let containers = self.containers.clone();
         let (ns, id) = (task.ns.clone(), task.id.clone());
         let removed = tokio::task::spawn_blocking(move || -> Result<bool, ContainerError> {
@@ -398,7 +415,7 @@ impl Tasks {
         }
     }
 
-    /// Delete the task through its shim (or without it when it is gone), remove the bundle.
+    /// Delete the task through its shim (or without it when it is gone) and remove the bundle.
     async fn teardown(&self, task: &Task, force: bool) -> Result<(), TaskError> {
         let req = Request::Delete { exec_id: String::new(), force };
         match ShimConnection::connect(&task.bundle).await {
@@ -422,10 +439,17 @@ impl Tasks {
         }
         let bundle = task.bundle.clone();
         let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(&bundle)).await;
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&(task.ns.clone(), task.id.clone()));
         task.gone.send_replace(true);
         self.events.publish(&task.ns, "/tasks/delete", &task.id, &[]);
         Ok(())
+    }
+
+    /// Stop tracking a deleted task.
+    fn forget(&self, task: &Task) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.get(&(task.ns.clone(), task.id.clone())).is_some_and(|t| std::ptr::eq(Arc::as_ptr(t), task)) {
+            live.remove(&(task.ns.clone(), task.id.clone()));
+        }
     }
 
     async fn shim_state(&self, task: &Task) -> Result<TaskState, TaskError> {
@@ -517,25 +541,36 @@ impl Tasks {
     }
 
     /// Delete the task: refused while it runs unless `force`, which kills it.
+    /// An exited task is already being deleted in the background: this
+    /// returns at once with its exit.
     pub async fn delete(&self, ns: &str, rec: &ContainerRecord, force: bool) -> Result<Option<ExitInfo>, TaskError> {
         let Some(task) = self.live_task(ns, &rec.id) else { return Ok(rec.last_exit.clone()) };
         if task.exit.borrow().is_none() {
-            let state = self.shim_state(&task).await;
-            let running = state.as_ref().map(|s| s.init.status != ProcessStatus::Created).unwrap_or(false);
-            if running && !force {
-                return Err(TaskError::FailedPrecondition(format!(
-                    "container {} is running: stop it first, or force the removal",
-                    rec.name
-                )));
-            }
-            let _guard = task.lifecycle.lock().await;
-            if !*task.gone.borrow() {
-                self.teardown(&task, true).await?;
+            let status = self.shim_state(&task).await.map(|s| s.init.status);
+            match status {
+                Ok(ProcessStatus::Running | ProcessStatus::Paused) if !force => {
+                    return Err(TaskError::FailedPrecondition(format!(
+                        "container {} is running: stop it first, or force the removal",
+                        rec.name
+                    )));
+                }
+                // Exited, or the shim is gone: the exit is about to be handled.
+                Ok(ProcessStatus::Exited) | Err(_) => {
+                    let mut rx = task.exit.subscribe();
+                    let _ = tokio::time::timeout(KILL_TIMEOUT, rx.wait_for(Option::is_some)).await;
+                }
+                // Never started, or running and forced: delete it here.
+                Ok(_) => {
+                    let _guard = task.lifecycle.lock().await;
+                    if !*task.gone.borrow() {
+                        self.teardown(&task, true).await?;
+                        self.forget(&task);
+                    }
+                }
             }
         }
-        wait_gone(&task).await;
         let exit = task.exit.borrow().clone();
-        Ok(exit)
+        Ok(exit.or_else(|| rec.last_exit.clone()))
     }
 
     pub async fn exec(
@@ -688,8 +723,23 @@ impl Tasks {
 
     /// Kill and remove a task nobody owns.
     async fn discard(&self, bundle: &Path, id: &str) {
-        if let Ok(mut c) = ShimConnection::connect(bundle).await {
-            let _ = c.request(&Request::Delete { exec_id: String::new(), force: true }, CALL_TIMEOUT).await;
+        match ShimConnection::connect(bundle).await {
+            Ok(mut c) => {
+                let _ = c.request(&Request::Delete { exec_id: String::new(), force: true }, CALL_TIMEOUT).await;
+            }
+            Err(_) => {
+                // No shim: the runtime's state may remain; the shim's config names the runtime.
+                let cfg = fs::read(bundle.join(files::CONFIG)).ok().and_then(|d| serde_json::from_slice::<ShimConfig>(&d).ok());
+                if let Some(cfg) = cfg {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::process::run_with_timeout(
+                            std::process::Command::new(&cfg.runtime).args(["--root", &cfg.runtime_root, "delete", "--force", &cfg.id]),
+                            Duration::from_secs(30),
+                        )
+                    })
+                    .await;
+                }
+            }
         }
         let _ = fs::remove_dir_all(bundle);
         tracing::info!(container = %id, "removed an orphaned task");

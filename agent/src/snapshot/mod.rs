@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::archive::apply::WhiteoutMode;
-use crate::metadata::{now_nanos, Metadata, MetadataError, SnapshotKind, SnapshotRecord};
+use crate::metadata::{now_nanos, ContainerRecord, Metadata, MetadataError, SnapshotKind, SnapshotRecord};
 
 /// Label set on snapshots made by unpacking an image: garbage collected once no image uses them.
 pub const LABEL_MANAGED: &str = "berth.io/managed";
@@ -209,6 +209,18 @@ impl Snapshots {
         kind: SnapshotKind,
         labels: BTreeMap<String, String>,
     ) -> Result<SnapshotRecord, SnapshotError> {
+        self.create_for(ns, key, parent, kind, labels, None)
+    }
+
+    fn create_for(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: &str,
+        kind: SnapshotKind,
+        labels: BTreeMap<String, String>,
+        container: Option<&ContainerRecord>,
+    ) -> Result<SnapshotRecord, SnapshotError> {
         validate_key(key)?;
         if self.meta.snapshot(ns, key).is_ok() {
             return Err(MetadataError::AlreadyExists { kind: "snapshot", name: key.to_owned() }.into());
@@ -224,9 +236,35 @@ impl Snapshots {
         self.sn.create(id, &parents)?;
         let now = now_nanos();
         let rec = SnapshotRecord { key: key.to_owned(), parent: parent.to_owned(), kind, id, labels, created: now, updated: now };
-        if let Err(e) = self.meta.insert_snapshot(ns, &rec) {
+        if let Err(e) = self.meta.insert_snapshot_for(ns, &rec, container) {
             let _ = self.sn.remove(id);
             return Err(e.into());
+        }
+        Ok(rec)
+    }
+
+    /// A container's writable snapshot on top of `parent`, stored in one
+    /// transaction with the container's record.
+    pub fn prepare_for_container(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+        container: &ContainerRecord,
+    ) -> Result<(), SnapshotError> {
+        self.create_for(ns, key, parent, SnapshotKind::Active, labels, Some(container)).map(|_| ())
+    }
+
+    /// Remove a container's record and its writable snapshot in one
+    /// transaction, then the snapshot's storage.
+    pub fn remove_with_container(&self, ns: &str, container_id: &str, key: &str) -> Result<ContainerRecord, SnapshotError> {
+        let (rec, snap) = self.meta.delete_container_and_snapshot(ns, container_id, key)?;
+        if let Some(snap) = snap {
+            if let Ok(mut c) = self.usage_cache.lock() {
+                c.remove(&snap.id);
+            }
+            self.sn.remove(snap.id)?;
         }
         Ok(rec)
     }

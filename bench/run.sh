@@ -1,0 +1,143 @@
+#!/bin/bash
+# Container benchmarks, berthd beside containerd on the same busybox image and
+# the same runc, in the same run:
+#   run cycle  `berthctl run --rm IMAGE true` vs `ctr run --rm IMAGE ID true`:
+#              create, start, exit, delete; median of RUNS.
+#   fan-out    FANOUT containers running `sleep` started one after another:
+#              time until all run, memory of the agent plus its shims (RSS and
+#              PSS), disk used by the containers' writable layers.
+# Prints medians and ratios.
+#
+# usage: bench/run.sh [RUNS] [FANOUT]     (root; builds berthd in release mode)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-20}
+FANOUT=${2:-50}
+WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+B=target/release/berthctl
+cleanup() {
+    if [ -n "${BERTHD_PID:-}" ]; then
+        $B rm -f $($B ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+        kill "$BERTHD_PID" 2>/dev/null || true
+    fi
+    if [ -n "${CTRD_PID:-}" ]; then
+        for c in $(ctr -a "$WORK/ctrd.sock" -n bench c ls -q 2>/dev/null); do
+            ctr -a "$WORK/ctrd.sock" -n bench t kill -s KILL "$c" >/dev/null 2>&1 || true
+            ctr -a "$WORK/ctrd.sock" -n bench t rm -f "$c" >/dev/null 2>&1 || true
+            ctr -a "$WORK/ctrd.sock" -n bench c rm "$c" >/dev/null 2>&1 || true
+        done
+        kill "$CTRD_PID" 2>/dev/null || true
+    fi
+    wait 2>/dev/null || true
+    umount -R "$WORK"/ctrd-root 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for t in runc python3 bc; do command -v $t >/dev/null || { echo "$t is needed (scripts/install-test-deps.sh)" >&2; exit 1; }; done
+cargo build --release --bins -q
+IMG=$WORK/busybox.tar
+REF=docker.io/bench/busybox:latest
+python3 bench/mkimage.py "$IMG" --layers 0 --name $REF
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+wait_sock() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.02; done; echo "no socket $1" >&2; return 1; }
+# Sums of RSS and PSS (kB) over pids.
+mem_kb() {
+    local rss=0 pss=0 p
+    for p in "$@"; do
+        rss=$((rss + $(awk '/^Rss:/ {print $2}' /proc/$p/smaps_rollup)))
+        pss=$((pss + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup)))
+    done
+    echo "$rss $pss"
+}
+
+# ---------------- berthd ----------------
+target/release/berthd --root "$WORK/berth-root" --state "$WORK/berth-state" --log-level warn &
+BERTHD_PID=$!
+wait_sock "$WORK/berth-state/berthd.sock"
+export BERTH_ADDRESS=$WORK/berth-state/berthd.sock
+$B load -q -i "$IMG" >/dev/null
+for _ in 1 2 3; do $B run --rm $REF true; done
+: > "$WORK/berth.cycle"
+for _ in $(seq 1 "$RUNS"); do
+    t0=$(now); $B run --rm $REF true; t1=$(now)
+    echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/berth.cycle"
+done
+BERTH_CYCLE=$(median < "$WORK/berth.cycle")
+printf 'berthd     run cycle: median %.1f ms over %d runs\n' "$BERTH_CYCLE" "$RUNS"
+
+disk0=$(du -sk "$WORK/berth-root/snapshots" | cut -f1)
+t0=$(now)
+for i in $(seq 1 "$FANOUT"); do $B run -d --name "f$i" $REF sleep 600 >/dev/null; done
+until [ "$($B ps -q | wc -l)" -eq "$FANOUT" ]; do sleep 0.01; done
+t1=$(now)
+BERTH_FAN=$(echo "$t1 - $t0" | bc -l)
+disk1=$(du -sk "$WORK/berth-root/snapshots" | cut -f1)
+SHIMS=$(pgrep -f "berth-shim $WORK/berth-state" || true)
+read -r BERTH_RSS BERTH_PSS <<<"$(mem_kb $BERTHD_PID $SHIMS)"
+read -r SHIM_RSS SHIM_PSS <<<"$(mem_kb $SHIMS)"
+NSHIMS=$(echo "$SHIMS" | wc -w)
+printf 'berthd     fan-out: %d containers running after %.2f s\n' "$FANOUT" "$BERTH_FAN"
+printf 'berthd     memory: agent + %d shims %.1f MB RSS, %.1f MB PSS; per shim %.2f MB RSS, %.2f MB PSS\n' \
+    "$NSHIMS" "$(echo "$BERTH_RSS / 1024" | bc -l)" "$(echo "$BERTH_PSS / 1024" | bc -l)" \
+    "$(echo "$SHIM_RSS / $NSHIMS / 1024" | bc -l)" "$(echo "$SHIM_PSS / $NSHIMS / 1024" | bc -l)"
+printf 'berthd     disk: writable layers of %d containers %d kB\n' "$FANOUT" "$((disk1 - disk0))"
+$B rm -f $($B ps -aq) >/dev/null
+kill $BERTHD_PID; wait $BERTHD_PID 2>/dev/null || true; BERTHD_PID=
+
+# ---------------- containerd ----------------
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+    echo "containerd not installed (apt-get install containerd): no comparison"
+    exit 0
+fi
+mkdir -p "$WORK/ctrd-root" "$WORK/ctrd-state"
+cat > "$WORK/ctrd.toml" <<TOML
+version = 2
+root = "$WORK/ctrd-root"
+state = "$WORK/ctrd-state"
+[grpc]
+  address = "$WORK/ctrd.sock"
+[ttrpc]
+  address = "$WORK/ctrd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+TOML
+containerd --config "$WORK/ctrd.toml" --log-level warn 2>"$WORK/ctrd.log" &
+CTRD_PID=$!
+wait_sock "$WORK/ctrd.sock"
+C="ctr -a $WORK/ctrd.sock -n bench"
+$C images import "$IMG" >/dev/null
+for i in 1 2 3; do $C run --rm $REF "warm$i" true; done
+: > "$WORK/ctrd.cycle"
+for i in $(seq 1 "$RUNS"); do
+    t0=$(now); $C run --rm $REF "cycle$i" true; t1=$(now)
+    echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/ctrd.cycle"
+done
+CTRD_CYCLE=$(median < "$WORK/ctrd.cycle")
+printf 'containerd run cycle: median %.1f ms over %d runs\n' "$CTRD_CYCLE" "$RUNS"
+
+disk0=$(du -sk "$WORK/ctrd-root/io.containerd.snapshotter.v1.overlayfs" | cut -f1)
+t0=$(now)
+for i in $(seq 1 "$FANOUT"); do $C run -d $REF "f$i" sleep 600 >/dev/null; done
+until [ "$($C t ls | grep -c RUNNING)" -eq "$FANOUT" ]; do sleep 0.01; done
+t1=$(now)
+CTRD_FAN=$(echo "$t1 - $t0" | bc -l)
+disk1=$(du -sk "$WORK/ctrd-root/io.containerd.snapshotter.v1.overlayfs" | cut -f1)
+CSHIMS=$(pgrep -f "containerd-shim-runc-v2 -namespace bench .*-address $WORK/ctrd.sock" || true)
+read -r CTRD_RSS CTRD_PSS <<<"$(mem_kb $CTRD_PID $CSHIMS)"
+read -r CSHIM_RSS CSHIM_PSS <<<"$(mem_kb $CSHIMS)"
+NCSHIMS=$(echo "$CSHIMS" | wc -w)
+printf 'containerd fan-out: %d containers running after %.2f s\n' "$FANOUT" "$CTRD_FAN"
+printf 'containerd memory: daemon + %d shims %.1f MB RSS, %.1f MB PSS; per shim %.2f MB RSS, %.2f MB PSS\n' \
+    "$NCSHIMS" "$(echo "$CTRD_RSS / 1024" | bc -l)" "$(echo "$CTRD_PSS / 1024" | bc -l)" \
+    "$(echo "$CSHIM_RSS / $NCSHIMS / 1024" | bc -l)" "$(echo "$CSHIM_PSS / $NCSHIMS / 1024" | bc -l)"
+printf 'containerd disk: writable layers of %d containers %d kB\n' "$FANOUT" "$((disk1 - disk0))"
+
+echo
+printf 'ratio: run cycle %.2fx faster; fan-out %.2fx faster; agent+shims memory %.1fx smaller (RSS), %.1fx (PSS)\n' \
+    "$(echo "$CTRD_CYCLE / $BERTH_CYCLE" | bc -l)" "$(echo "$CTRD_FAN / $BERTH_FAN" | bc -l)" \
+    "$(echo "$CTRD_RSS / $BERTH_RSS" | bc -l)" "$(echo "$CTRD_PSS / $BERTH_PSS" | bc -l)"
