@@ -137,6 +137,10 @@ fn removing_a_container_discards_its_writable_layer_and_commit_keeps_it() {
         assert!(lines.contains(want), "{want} missing from:\n{diff}");
     }
     assert!(!diff.contains("/bin/busybox"), "{diff}");
+    // The runtime's mount points are not the user's changes.
+    for hidden in ["A /proc", "A /dev", "A /sys"] {
+        assert!(!lines.contains(hidden), "{hidden} listed:\n{diff}");
+    }
     let id = d.ok(&["commit", "-m", "add f", "w", "withfile:v1"]).trim().to_owned();
     assert!(id.starts_with("sha256:"), "{id}");
     d.ok(&["rm", "-f", "w"]);
@@ -393,17 +397,22 @@ async fn events_report_container_and_task_changes() {
         let out = d.ctl(&["run", "--name", "ev", "busybox", "sh", "-c", "exit 4"]);
         assert_eq!(out.status.code(), Some(4));
         d.ok(&["rm", "ev"]);
+        d.ok(&["tag", "busybox", "copy:v1"]);
+        d.ok(&["rmi", "copy:v1"]);
         d
     })
     .await
     .unwrap();
     let mut topics = Vec::new();
     // The task is deleted in the background after its exit: its event may come after the container's.
-    while !(topics.contains(&"/containers/delete".to_owned()) && topics.contains(&"/tasks/delete".to_owned())) {
+    let done = |t: &Vec<String>| ["/tasks/delete", "/images/delete"].iter().all(|w| t.iter().any(|x| x == w));
+    while !done(&topics) {
         let e = tokio::time::timeout(Duration::from_secs(10), all.next()).await.expect("events stalled").unwrap().unwrap();
         topics.push(e.topic);
     }
-    for want in ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete"] {
+    for want in
+        ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete", "/images/create"]
+    {
         assert!(topics.iter().any(|t| t == want), "{want} missing from {topics:?}");
     }
     let pos = |t: &str| topics.iter().position(|x| x == t).unwrap();

@@ -29,6 +29,8 @@ pub async fn info(conn: &Conn) -> Result<i32> {
             "snapshotter": i.snapshotter, "snapshotter_reason": i.snapshotter_reason,
             "namespaces": i.namespaces, "images": i.images, "snapshots": i.snapshots,
             "blobs": i.blobs, "content_size": i.content_size, "kernel": i.kernel, "pid": i.pid,
+            "containers": i.containers, "containers_running": i.containers_running,
+            "default_runtime": i.default_runtime, "runtimes": i.runtimes,
         }));
     } else {
         println!("Server Version:  {}", v.version);
@@ -40,6 +42,8 @@ pub async fn info(conn: &Conn) -> Result<i32> {
         println!("Images:          {}", i.images);
         println!("Snapshots:       {}", i.snapshots);
         println!("Blobs:           {} ({})", i.blobs, size(i.content_size));
+        println!("Containers:      {} ({} running)", i.containers, i.containers_running);
+        println!("Runtime:         {} (known: {})", i.default_runtime, i.runtimes.join(", "));
         println!("Kernel Version:  {}", i.kernel);
         println!("Agent PID:       {}", i.pid);
     }

@@ -91,6 +91,9 @@ fn spawn_import(agent: Arc<Agent>, ns: String, reader: impl Read + Send + 'stati
         let result = agent.images.import(&ns, reader, &opts, &progress);
         let msg = match result {
             Ok(outcome) => {
+                for r in &outcome.images {
+                    agent.events.publish(&ns, "/images/create", &r.name, &[("digest", r.target.digest.to_string())]);
+                }
                 let images = outcome.images.iter().map(|r| image_message(&agent.images, &ns, r)).collect();
                 Ok(v1::ImportResponse {
                     event: Some(v1::import_response::Event::Result(v1::ImportResult { images, bytes_read: outcome.bytes_read as i64 })),
@@ -185,6 +188,7 @@ impl v1::images_server::Images for ImagesService {
         let agent = self.agent.clone();
         blocking(move || {
             let rec = agent.images.tag(&ns, &r.source, &r.target, r.force)?;
+            agent.events.publish(&ns, "/images/create", &rec.name, &[("digest", rec.target.digest.to_string())]);
             Ok(Response::new(v1::TagImageResponse { image: Some(image_message(&agent.images, &ns, &rec)) }))
         })
         .await
@@ -197,6 +201,7 @@ impl v1::images_server::Images for ImagesService {
         blocking(move || {
             let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
             let rec = agent.images.update_labels(&ns, &r.name, labels)?;
+            agent.events.publish(&ns, "/images/update", &rec.name, &[]);
             Ok(Response::new(v1::UpdateImageLabelsResponse { image: Some(image_message(&agent.images, &ns, &rec)) }))
         })
         .await
@@ -208,6 +213,9 @@ impl v1::images_server::Images for ImagesService {
         let agent = self.agent.clone();
         blocking(move || {
             let deleted = agent.images.delete(&ns, &r.name, r.force)?;
+            for name in &deleted {
+                agent.events.publish(&ns, "/images/delete", name, &[]);
+            }
             // Collection is cheap at this scale, so it always runs; `sync` is kept for API stability.
             let gc = agent.images.gc()?;
             Ok(Response::new(v1::DeleteImageResponse {

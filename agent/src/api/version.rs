@@ -36,6 +36,7 @@ impl v1::version_server::Version for VersionService {
         blocking(move || {
             let blobs = agent.content.list()?;
             let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
+            let containers = agent.meta.containers(&ns)?;
             Ok(Response::new(v1::InfoResponse {
                 version: Some(version_info()),
                 root: agent.config.root.display().to_string(),
@@ -50,6 +51,10 @@ impl v1::version_server::Version for VersionService {
                 content_size: blobs.iter().map(|b| b.size as i64).sum(),
                 kernel,
                 pid: std::process::id() as i64,
+                containers: containers.len() as i64,
+                containers_running: containers.iter().filter(|c| agent.tasks.is_running(&ns, &c.id)).count() as i64,
+                default_runtime: agent.tasks.config().default_runtime.clone(),
+                runtimes: agent.tasks.config().runtimes.keys().cloned().collect(),
             }))
         })
         .await

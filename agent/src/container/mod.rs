@@ -342,14 +342,35 @@ impl Containers {
         Ok((sn.fs_dir(snap.id), lowers.into_iter().map(|id| sn.fs_dir(id)).collect()))
     }
 
-    /// docker diff: what changed in the container's writable layer.
+    /// docker diff: what changed in the container's writable layer. The
+    /// empty directories the runtime made as mount points (`/proc`, `/dev`,
+    /// ...) are not changes the user made and are left out, as docker does.
     pub fn changes(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<diff::Change>, ContainerError> {
         let (upper, lowers) = self.layer_dirs(ns, rec)?;
-        if self.snapshots.snapshotter().independent_layers() {
-            Ok(diff::overlay_changes(&upper, &lowers)?)
+        let changes = if self.snapshots.snapshotter().independent_layers() {
+            diff::overlay_changes(&upper, &lowers)?
         } else {
-            Ok(diff::native_changes(&upper, lowers.first().map(PathBuf::as_path))?)
-        }
+            diff::native_changes(&upper, lowers.first().map(PathBuf::as_path))?
+        };
+        let destinations: Vec<&str> = rec
+            .spec
+            .get("mounts")
+            .and_then(|m| m.as_array())
+            .map(|m| m.iter().filter_map(|m| m.get("destination")?.as_str()).collect())
+            .unwrap_or_default();
+        let mount_point = |c: &diff::Change| {
+            c.kind == diff::ChangeKind::Added
+                && destinations.iter().any(|d| *d == c.path || d.strip_prefix(c.path.as_str()).is_some_and(|rest| rest.starts_with('/')))
+                && fs::read_dir(upper.join(c.path.trim_start_matches('/'))).is_ok_and(|mut d| {
+                    d.all(|e| {
+                        e.ok().is_some_and(|e| {
+                            let p = format!("{}/{}", c.path, e.file_name().to_string_lossy());
+                            destinations.iter().any(|d| *d == p || d.starts_with(&format!("{p}/")))
+                        })
+                    })
+                })
+        };
+        Ok(changes.into_iter().filter(|c| !mount_point(c)).collect())
     }
 
     /// docker commit: the writable layer becomes a new gzip layer on top of
