@@ -439,3 +439,38 @@ fn pause_top_and_auto_remove() {
     d.ok(&["run", "-d", "--rm", "--name", "gone", "busybox", "true"]);
     wait_until("the container removes itself", Duration::from_secs(10), || !d.ok(&["ps", "-a"]).contains("gone"));
 }
+
+#[test]
+fn oom_kills_are_reported_and_privileged_gets_more_capabilities() {
+    let d = daemon_with_busybox(&[]);
+    // A process that outgrows --memory is killed by the kernel: 137 and OOMKilled.
+    let out = d.ctl(&[
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "16m",
+        "busybox",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    assert_eq!(code(&out), 137, "{}", stderr(&out));
+    let state: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "oom"])).unwrap();
+    assert_eq!(state[0]["State"]["OOMKilled"], true, "{}", state[0]["State"]);
+    assert_eq!(state[0]["State"]["ExitCode"], 137);
+    // docker's default capability set, and more with --privileged.
+    let caps = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend(["busybox", "busybox", "grep", "CapEff", "/proc/self/status"]);
+        u64::from_str_radix(d.ok(&a).split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(caps(&[]), 0xa80425fb);
+    let privileged = caps(&["--privileged"]);
+    assert!(privileged & 0xa80425fb == 0xa80425fb && privileged.count_ones() > 30, "{privileged:x}");
+    assert_eq!(caps(&["--cap-add", "NET_ADMIN"]), 0xa80425fb | (1 << 12));
+}

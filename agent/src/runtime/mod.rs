@@ -505,10 +505,18 @@ impl Tasks {
                     let exit = rx.wait_for(Option::is_some).await.map_err(|_| TaskError::Internal("task dropped".into()))?.clone();
                     exit.ok_or_else(|| TaskError::Internal("no exit".into()))
                 }
-                None => match &rec.last_exit {
-                    Some(e) => Ok(e.clone()),
-                    None => Err(TaskError::FailedPrecondition(format!("container {} has not been started", rec.name))),
-                },
+                None => {
+                    if let Some(e) = &rec.last_exit {
+                        return Ok(e.clone());
+                    }
+                    // The task may have exited and gone since `rec` was read: read it again.
+                    let containers = self.containers.clone();
+                    let (ns2, id) = (ns.to_owned(), rec.id.clone());
+                    let fresh = tokio::task::spawn_blocking(move || containers.find(&ns2, &id))
+                        .await
+                        .map_err(|e| TaskError::Internal(e.to_string()))??;
+                    fresh.last_exit.ok_or_else(|| TaskError::FailedPrecondition(format!("container {} has not been started", rec.name)))
+                }
             }
         };
         match timeout {
