@@ -26,6 +26,10 @@ const MAX_CONN_BACKLOG: usize = 4 << 20;
 const MAX_STDIN_BACKLOG: usize = 1 << 20;
 /// A partial line waits this long before it is logged as a `P` record (a prompt).
 const PARTIAL_FLUSH: Duration = Duration::from_millis(500);
+/// How long a client may take to send its request (or read its answer).
+const IDLE_CONNECTION: Duration = Duration::from_secs(60);
+/// Exited execs kept for Wait; older ones are forgotten beyond this.
+const MAX_EXITED_EXECS: usize = 128;
 /// How long a forced delete waits for the processes to die.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -163,6 +167,7 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: VecDeque<u8>,
     mode: Mode,
+    opened: Instant,
 }
 
 impl Conn {
@@ -220,6 +225,7 @@ impl Shim {
                 self.handle(token, flags);
             }
             self.flush_stale_partials();
+            self.drop_idle_connections();
         }
     }
 
@@ -298,7 +304,7 @@ impl Shim {
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    let conn = Conn { stream, rbuf: Vec::new(), wbuf: VecDeque::new(), mode: Mode::Request };
+                    let conn = Conn { stream, rbuf: Vec::new(), wbuf: VecDeque::new(), mode: Mode::Request, opened: Instant::now() };
                     match self.conns.iter().position(Option::is_none) {
                         Some(i) => self.conns[i] = Some(conn),
                         None => self.conns.push(Some(conn)),
@@ -650,6 +656,12 @@ impl Shim {
         if !self.procs[0].live() {
             return Err(fail(ErrorKind::FailedPrecondition, "the container is not running"));
         }
+        // Clients that never delete their execs must not grow the shim without bound.
+        let exited: Vec<usize> = (1..self.procs.len()).filter(|&i| self.procs[i].status == ProcessStatus::Exited).collect();
+        if exited.len() >= MAX_EXITED_EXECS {
+            let oldest = exited.into_iter().min_by_key(|&i| self.procs[i].exited_at).unwrap_or(1);
+            self.procs.remove(oldest);
+        }
         let p = Proc::new(exec_id, tty, stdin, Some(process)).map_err(|e| internal("pipes", e))?;
         let state = p.state();
         self.procs.push(p);
@@ -898,6 +910,16 @@ impl Shim {
         }
         for i in touched {
             self.flush_conn(i);
+        }
+    }
+
+    /// A connection that has not sent its request line in time, or whose
+    /// answer has not been read in time, is closed.
+    fn drop_idle_connections(&mut self) {
+        for c in self.conns.iter_mut() {
+            if c.as_ref().is_some_and(|c| matches!(c.mode, Mode::Request | Mode::Closing) && c.opened.elapsed() > IDLE_CONNECTION) {
+                *c = None;
+            }
         }
     }
 
