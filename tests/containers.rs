@@ -474,3 +474,58 @@ fn oom_kills_are_reported_and_privileged_gets_more_capabilities() {
     assert!(privileged & 0xa80425fb == 0xa80425fb && privileged.count_ones() > 30, "{privileged:x}");
     assert_eq!(caps(&["--cap-add", "NET_ADMIN"]), 0xa80425fb | (1 << 12));
 }
+
+#[test]
+fn detaching_keeps_stdin_and_racing_starts_make_one_task() {
+    let d = daemon_with_busybox(&[]);
+    // An attach that goes away does not close the container's stdin.
+    d.ok(&["run", "-d", "-i", "--name", "cat", "busybox", "cat"]);
+    let mut attach = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["attach", "--no-stdin", "cat"])
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    attach.kill().unwrap();
+    attach.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.ok(&["ps"]).contains("cat"), "the container must still run: {}", d.ok(&["ps", "-a"]));
+    // Two starts at once: one task, one shim, and the loser is told why.
+    d.ok(&["create", "--name", "once", "busybox", "sleep", "300"]);
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2).map(|_| s.spawn(|| d.ctl(&["start", "once"]))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert!(ok >= 1, "{:?}", outs.iter().map(stderr).collect::<Vec<_>>());
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert!(stderr(o).contains("already running"), "{}", stderr(o));
+    }
+    assert_eq!(d.shim_pids().len(), 2, "one shim per live task");
+    // Execs come and go while another exec writes without pause: the shim stays.
+    d.ok(&["exec", "-d", "once", "sh", "-c", "while :; do echo x; done"]);
+    for _ in 0..15 {
+        d.ok(&["exec", "once", "true"]);
+    }
+    assert!(d.ok(&["ps"]).contains("once"));
+    assert_eq!(d.ok(&["exec", "once", "echo", "alive"]), "alive\n");
+}
+
+#[test]
+fn user_lookup_never_follows_a_symlink_out_of_the_image() {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    // The image's /etc is a link to the host's /etc.
+    let spec = ImageSpec::new(vec![busybox_layer(), layer(&[Entry::Symlink("etc".into(), "/etc".into())])]);
+    let path = d.file("linked.tar", &oci_archive(&[("docker.io/library/linked:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    // "daemon" is in the host's /etc/passwd, not in the image's.
+    assert!(std::fs::read_to_string("/etc/passwd").unwrap().lines().any(|l| l.starts_with("daemon:")));
+    let out = d.ctl(&["create", "-u", "daemon", "linked", "true"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    // Numeric users need no lookup.
+    d.ok(&["create", "-u", "1:1", "linked", "true"]);
+}

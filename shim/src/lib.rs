@@ -39,7 +39,7 @@ pub fn main() -> i32 {
 
 fn serve(bundle: &Path) -> io::Result<()> {
     // Descriptors the agent's own parent left open must not reach the runtime or the container.
-    cloexec_inherited();
+    close_inherited();
     // Its own session: a signal to the agent's process group or terminal does not reach it.
     let _ = rustix::process::setsid();
     // Processes the runtime leaves behind (the container's init) become the shim's children.
@@ -68,19 +68,20 @@ fn serve(bundle: &Path) -> io::Result<()> {
     shim.run()
 }
 
-/// Mark every inherited descriptor above stderr close-on-exec.
+/// Close every inherited descriptor above stderr: nothing of the agent's (or
+/// of whoever started the agent) reaches the runtime or the container, and no
+/// pipe of a supervisor is held open by the shim.
 #[allow(unsafe_code)]
-fn cloexec_inherited() {
-    use std::os::fd::BorrowedFd;
+fn close_inherited() {
     let Ok(dir) = fs::read_dir("/proc/self/fd") else { return };
     let fds: Vec<i32> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&fd| fd > 2).collect();
     for fd in fds {
         // SAFETY: the shim has opened nothing of its own yet except the
-        // directory listing, which is closed above; the descriptor is only
-        // borrowed for one fcntl, which fails harmlessly if it is not open.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        if let Ok(flags) = rustix::io::fcntl_getfd(fd) {
-            let _ = rustix::io::fcntl_setfd(fd, flags | rustix::io::FdFlags::CLOEXEC);
+        // directory listing, which is closed by now (its number is then not
+        // open, and close fails harmlessly). No other code holds these
+        // descriptors: they were inherited across exec.
+        if rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).is_ok() {
+            unsafe { rustix::io::close(fd) };
         }
     }
 }

@@ -68,7 +68,7 @@ pub struct ShimConfig {
 }
 
 fn default_runtime_timeout() -> u64 {
-    60
+    30
 }
 
 /// One request line.
@@ -142,6 +142,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The OCI runtime failed; the message is its own.
     Runtime,
+    /// The OCI runtime did not finish in time (it was killed).
+    Timeout,
     Internal,
 }
 
@@ -220,6 +222,8 @@ pub enum Event {
         exec_id: String,
         pid: u32,
         exit_code: i32,
+        #[serde(default)]
+        started_at: i64,
         exited_at: i64,
     },
     /// The kernel's OOM killer killed a process of the container.

@@ -26,8 +26,10 @@ const MAX_CONN_BACKLOG: usize = 4 << 20;
 const MAX_STDIN_BACKLOG: usize = 1 << 20;
 /// A partial line waits this long before it is logged as a `P` record (a prompt).
 const PARTIAL_FLUSH: Duration = Duration::from_millis(500);
-/// How long a client may take to send its request (or read its answer).
+/// How long a client may take to send its request (or to read its answer once complete).
 const IDLE_CONNECTION: Duration = Duration::from_secs(60);
+/// How long a deleted task's shim waits for its clients to read their answers.
+const EXIT_FLUSH: Duration = Duration::from_secs(5);
 /// Exited execs kept for Wait; older ones are forgotten beyond this.
 const MAX_EXITED_EXECS: usize = 128;
 /// How long a forced delete waits for the processes to die.
@@ -167,10 +169,18 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: VecDeque<u8>,
     mode: Mode,
-    opened: Instant,
+    /// When the connection was opened, or started closing.
+    since: Instant,
+    /// The client finished sending (an attach goes on writing output).
+    input_done: bool,
 }
 
 impl Conn {
+    fn close(&mut self) {
+        self.mode = Mode::Closing;
+        self.since = Instant::now();
+    }
+
     fn send_line(&mut self, value: &impl serde::Serialize) {
         if let Ok(mut line) = serde_json::to_vec(value) {
             line.push(b'\n');
@@ -203,25 +213,37 @@ pub struct Shim {
     procs: Vec<Proc>,
     conns: Vec<Option<Conn>>,
     /// Set once the task is deleted: flush the answers, then exit.
-    exiting: bool,
+    exiting: Option<Instant>,
+    /// The runtime was asked to run the init: it may hold state to delete.
+    runtime_used: bool,
+    /// Bumped whenever a process leaves `procs`: poll tokens name processes
+    /// by position, so tokens from before a removal are stale.
+    layout: u64,
 }
 
 impl Shim {
     pub fn new(cfg: ShimConfig, bundle: PathBuf, listener: UnixListener) -> io::Result<Self> {
         let log = LogWriter::open(Path::new(&cfg.log_path), cfg.log_max_size, cfg.log_max_files)?;
         let init = Proc::new(String::new(), cfg.tty, cfg.stdin, None)?;
-        Ok(Shim { cfg, bundle, listener, log, procs: vec![init], conns: Vec::new(), exiting: false })
+        Ok(Shim { cfg, bundle, listener, log, procs: vec![init], conns: Vec::new(), exiting: None, layout: 0, runtime_used: false })
     }
 
     /// Serve until the task is deleted.
     pub fn run(mut self) -> io::Result<()> {
         loop {
             self.reap();
-            if self.exiting && self.conns.iter().flatten().all(|c| c.wbuf.is_empty()) {
-                return Ok(());
+            if let Some(since) = self.exiting {
+                // Answers are flushed first, but a client that stops reading does not keep the shim.
+                if self.conns.iter().flatten().all(|c| c.wbuf.is_empty()) || since.elapsed() > EXIT_FLUSH {
+                    return Ok(());
+                }
             }
             let ready = self.poll_once()?;
+            let layout = self.layout;
             for (token, flags) in ready {
+                if self.layout != layout && matches!(token, Token::Out(..) | Token::Stdin(_)) {
+                    continue;
+                }
                 self.handle(token, flags);
             }
             self.flush_stale_partials();
@@ -233,18 +255,19 @@ impl Shim {
         let mut tokens = Vec::new();
         let mut fds: Vec<PollFd<'_>> = Vec::new();
         let input = PollFlags::IN;
-        if !self.exiting {
+        if self.exiting.is_none() {
             fds.push(PollFd::new(&self.listener, input));
             tokens.push(Token::Listener);
         }
         for (i, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             let mut flags = PollFlags::empty();
-            let reading = match &c.mode {
-                Mode::Attach(id) => self.procs.iter().find(|p| &p.exec_id == id).is_none_or(|p| p.stdin_buf.len() < MAX_STDIN_BACKLOG),
-                Mode::Closing => false,
-                _ => true,
-            };
+            let reading = !c.input_done
+                && match &c.mode {
+                    Mode::Attach(id) => self.procs.iter().find(|p| &p.exec_id == id).is_none_or(|p| p.stdin_buf.len() < MAX_STDIN_BACKLOG),
+                    Mode::Closing => false,
+                    _ => true,
+                };
             if reading {
                 flags |= input;
             }
@@ -304,7 +327,14 @@ impl Shim {
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    let conn = Conn { stream, rbuf: Vec::new(), wbuf: VecDeque::new(), mode: Mode::Request, opened: Instant::now() };
+                    let conn = Conn {
+                        stream,
+                        rbuf: Vec::new(),
+                        wbuf: VecDeque::new(),
+                        mode: Mode::Request,
+                        since: Instant::now(),
+                        input_done: false,
+                    };
                     match self.conns.iter().position(Option::is_none) {
                         Some(i) => self.conns[i] = Some(conn),
                         None => self.conns.push(Some(conn)),
@@ -365,8 +395,13 @@ impl Shim {
             let Some(c) = self.conns[i].as_mut() else { return };
             match (&c.stream).read(&mut buf) {
                 Ok(0) => {
-                    // The client went away: a waiter or an attacher stops here.
-                    self.conns[i] = None;
+                    // An attacher that finished sending still gets the output;
+                    // anyone else who stops sending has gone away.
+                    if matches!(c.mode, Mode::Attach(_)) {
+                        c.input_done = true;
+                    } else {
+                        self.conns[i] = None;
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -427,7 +462,10 @@ impl Shim {
                     let payload: Vec<u8> = c.rbuf.drain(..5 + len).skip(5).collect();
                     let p = &mut self.procs[pi];
                     match kind {
-                        frame::STDIN if p.want_stdin && !p.stdin_close => p.stdin_buf.extend(payload),
+                        // Input for a process whose stdin is gone (closed, or exited) is dropped.
+                        frame::STDIN if p.want_stdin && !p.stdin_close && (p.stdin.is_some() || p.status == ProcessStatus::Created) => {
+                            p.stdin_buf.extend(payload)
+                        }
                         frame::CLOSE_STDIN => p.stdin_close = true,
                         frame::RESIZE if payload.len() == 4 => {
                             let w = u16::from_be_bytes([payload[0], payload[1]]);
@@ -447,7 +485,7 @@ impl Shim {
     fn answer(&mut self, i: usize, resp: Response) {
         if let Some(c) = self.conns[i].as_mut() {
             c.send_line(&resp);
-            c.mode = Mode::Closing;
+            c.close();
             self.flush_conn(i);
         }
     }
@@ -496,7 +534,7 @@ impl Shim {
                         c.mode = Mode::Attach(exec_id);
                         if exited {
                             c.send_frame(frame::EXIT, &code.to_be_bytes());
-                            c.mode = Mode::Closing;
+                            c.close();
                         }
                     }
                     self.flush_conn(i);
@@ -547,7 +585,7 @@ impl Shim {
         if !wait_exit(child.id(), timeout) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(fail(ErrorKind::Runtime, format!("{} {} did not finish within {timeout:?}", self.cfg.runtime, args[0])));
+            return Err(fail(ErrorKind::Timeout, format!("{} {} did not finish within {timeout:?}", self.cfg.runtime, args[0])));
         }
         let status = child.wait().map_err(|e| internal("waiting for the runtime", e))?;
         if status.success() {
@@ -603,32 +641,59 @@ impl Shim {
         ];
         let started = self.runtime(&args, stdio);
         let _ = fs::remove_file(&console_path);
-        if let Err(e) = started {
-            let p = &mut self.procs[pi];
-            // A failed start leaves nothing running; the process reads as exited.
-            p.status = ProcessStatus::Exited;
-            p.exit_code = 128;
-            p.exited_at = now_nanos();
-            p.out = None;
-            p.err = None;
-            if pi == 0 {
-                // runc keeps the state of a container that failed to start; drop it.
-                let _ = self.runtime(&["delete", "--force", &self.cfg.id], [Stdio::null(), Stdio::null(), Stdio::null()]);
-            }
-            self.finish_exit(pi);
-            return Err(e);
+        if pi == 0 {
+            // From here the runtime may hold state for the container, even if the call failed.
+            self.runtime_used = true;
         }
-        let pid: u32 = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| fail(ErrorKind::Runtime, "the runtime wrote no pid file"))?;
+        let started = started.and_then(|()| self.take_started(pi, &pid_file, console.as_ref()));
         if pi != 0 {
             let _ = fs::remove_file(&pid_file);
             let _ = fs::remove_file(&process_file);
         }
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                let p = &mut self.procs[pi];
+                // A failed start leaves nothing running; the process reads as exited.
+                p.status = ProcessStatus::Exited;
+                p.exit_code = 128;
+                p.exited_at = now_nanos();
+                p.out = None;
+                p.err = None;
+                if pi == 0 {
+                    // The runtime may have started the process before the failure
+                    // (or kept its state): kill and forget it.
+                    if self.runtime(&["delete", "--force", &self.cfg.id], [Stdio::null(), Stdio::null(), Stdio::null()]).is_ok() {
+                        self.runtime_used = false;
+                    }
+                } else if p.pid != 0 {
+                    let _ = rustix::process::kill_process(Pid::from_raw(p.pid as i32).expect("nonzero"), Signal::KILL);
+                }
+                self.finish_exit(pi);
+                return Err(e);
+            }
+        };
         let p = &mut self.procs[pi];
+        p.status = ProcessStatus::Running;
+        p.started_at = now_nanos();
+        let state = p.state();
+        self.write_stdin(pi);
+        self.publish(&Event::Started { exec_id: exec_id.to_owned(), pid });
+        Ok(Response { process: Some(state), ..Default::default() })
+    }
+
+    /// After the runtime started a process: its pid, its pidfd, its terminal.
+    fn take_started(&mut self, pi: usize, pid_file: &str, console: Option<&UnixListener>) -> Result<u32> {
+        let pid: u32 = fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&p| p > 0 && p <= i32::MAX as u32)
+            .ok_or_else(|| fail(ErrorKind::Runtime, "the runtime wrote no pid file"))?;
+        let p = &mut self.procs[pi];
+        p.pid = pid;
+        p.pidfd = Pid::from_raw(pid as i32).and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
         if let Some(l) = console {
-            let master = receive_console(&l).map_err(|e| internal("receiving the terminal from the runtime", e))?;
+            let master = receive_console(l).map_err(|e| internal("receiving the terminal from the runtime", e))?;
             set_nonblocking(&master).map_err(|e| internal("terminal", e))?;
             if p.want_stdin {
                 p.stdin = master.try_clone().ok();
@@ -639,14 +704,7 @@ impl Shim {
                 resize(p, w, h);
             }
         }
-        p.pid = pid;
-        p.pidfd = Pid::from_raw(pid as i32).and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
-        p.status = ProcessStatus::Running;
-        p.started_at = now_nanos();
-        let state = p.state();
-        self.write_stdin(pi);
-        self.publish(&Event::Started { exec_id: exec_id.to_owned(), pid });
-        Ok(Response { process: Some(state), ..Default::default() })
+        Ok(pid)
     }
 
     fn add_exec(&mut self, exec_id: String, process: serde_json::Value, tty: bool, stdin: bool) -> Result<Response> {
@@ -661,6 +719,7 @@ impl Shim {
         if exited.len() >= MAX_EXITED_EXECS {
             let oldest = exited.into_iter().min_by_key(|&i| self.procs[i].exited_at).unwrap_or(1);
             self.procs.remove(oldest);
+            self.layout += 1;
         }
         let p = Proc::new(exec_id, tty, stdin, Some(process)).map_err(|e| internal("pipes", e))?;
         let state = p.state();
@@ -722,16 +781,14 @@ impl Shim {
         if !self.procs[0].live() {
             return Ok(Response { pids: Some(Vec::new()), ..Default::default() });
         }
-        let out = Command::new(&self.cfg.runtime)
-            .args(["--root", &self.cfg.runtime_root, "ps", "--format", "json", &self.cfg.id])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| internal("running the runtime", e))?;
-        if !out.status.success() {
-            return Err(fail(ErrorKind::Runtime, format!("ps: {}", String::from_utf8_lossy(&out.stderr).trim())));
-        }
-        let pids: Vec<u32> = serde_json::from_slice::<Option<Vec<u32>>>(&out.stdout).ok().flatten().unwrap_or_default();
+        // The list goes to a file: a pipe could fill up and stall the runtime.
+        let out_path = "pids.json";
+        let out = fs::File::create(out_path).map_err(|e| internal("pids file", e))?;
+        let r = self.runtime(&["ps", "--format", "json", &self.cfg.id], [Stdio::null(), Stdio::from(out), Stdio::null()]);
+        let data = fs::read(out_path).unwrap_or_default();
+        let _ = fs::remove_file(out_path);
+        r?;
+        let pids: Vec<u32> = serde_json::from_slice::<Option<Vec<u32>>>(&data).ok().flatten().unwrap_or_default();
         Ok(Response { pids: Some(pids), ..Default::default() })
     }
 
@@ -748,9 +805,12 @@ impl Shim {
             let _ = self.kill(exec_id, 9, false);
             let deadline = Instant::now() + KILL_WAIT;
             while self.procs[pi].live() && Instant::now() < deadline {
-                if let Some(fd) = &self.procs[pi].pidfd {
-                    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-                    let _ = poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 }));
+                match &self.procs[pi].pidfd {
+                    Some(fd) => {
+                        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+                        let _ = poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 }));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(50)),
                 }
                 self.reap();
             }
@@ -760,13 +820,14 @@ impl Shim {
         }
         if pi != 0 {
             let p = self.procs.remove(pi);
+            self.layout += 1;
             return Ok(Response { process: Some(p.state()), ..Default::default() });
         }
-        if self.procs[0].started_at != 0 {
+        if self.runtime_used {
             if let Err(e) = self.runtime(&["delete", "--force", &self.cfg.id], [Stdio::null(), Stdio::null(), Stdio::null()]) {
                 // Gone already is fine; anything else is reported and the shim stays.
                 let msg = e.error.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
-                if !msg.contains("does not exist") && !msg.contains("not found") {
+                if !["does not exist", "not found", "No such file"].iter().any(|m| msg.contains(m)) {
                     return Err(e);
                 }
             }
@@ -775,7 +836,7 @@ impl Shim {
         for s in [Stream::Stdout, Stream::Stderr] {
             let _ = self.log.flush_partial(s);
         }
-        self.exiting = true;
+        self.exiting = Some(Instant::now());
         Ok(Response { process: Some(self.procs[0].state()), ..Default::default() })
     }
 
@@ -829,18 +890,23 @@ impl Shim {
         p.stdin = None;
         p.stdin_buf.clear();
         let state = p.state();
-        let event =
-            Event::Exited { exec_id: state.exec_id.clone(), pid: state.pid, exit_code: state.exit_code, exited_at: state.exited_at };
+        let event = Event::Exited {
+            exec_id: state.exec_id.clone(),
+            pid: state.pid,
+            exit_code: state.exit_code,
+            started_at: state.started_at,
+            exited_at: state.exited_at,
+        };
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else { continue };
             match &c.mode {
                 Mode::Wait(id) if *id == state.exec_id => {
                     c.send_line(&Response { process: Some(state.clone()), ..Default::default() });
-                    c.mode = Mode::Closing;
+                    c.close();
                 }
                 Mode::Attach(id) if *id == state.exec_id => {
                     c.send_frame(frame::EXIT, &state.exit_code.to_be_bytes());
-                    c.mode = Mode::Closing;
+                    c.close();
                 }
                 _ => continue,
             }
@@ -852,7 +918,7 @@ impl Shim {
     fn read_output(&mut self, pi: usize, stream: Stream) {
         let mut buf = [0u8; 32 * 1024];
         loop {
-            let p = &mut self.procs[pi];
+            let Some(p) = self.procs.get_mut(pi) else { return };
             let fd = match stream {
                 Stream::Stdout => p.out.as_ref(),
                 Stream::Stderr => p.err.as_ref(),
@@ -917,7 +983,7 @@ impl Shim {
     /// answer has not been read in time, is closed.
     fn drop_idle_connections(&mut self) {
         for c in self.conns.iter_mut() {
-            if c.as_ref().is_some_and(|c| matches!(c.mode, Mode::Request | Mode::Closing) && c.opened.elapsed() > IDLE_CONNECTION) {
+            if c.as_ref().is_some_and(|c| matches!(c.mode, Mode::Request | Mode::Closing) && c.since.elapsed() > IDLE_CONNECTION) {
                 *c = None;
             }
         }
@@ -934,7 +1000,7 @@ impl Shim {
     }
 
     fn write_stdin(&mut self, pi: usize) {
-        let p = &mut self.procs[pi];
+        let Some(p) = self.procs.get_mut(pi) else { return };
         if let Some(fd) = &p.stdin {
             while !p.stdin_buf.is_empty() {
                 let (a, _) = p.stdin_buf.as_slices();
@@ -953,11 +1019,10 @@ impl Shim {
             }
             if p.stdin_close {
                 if p.tty {
-                    // A terminal has no half-close: send end-of-file (^D) instead.
+                    // A terminal has no half-close: send end-of-file (^D), once.
                     let _ = rustix::io::write(fd, &[4]);
-                } else {
-                    p.stdin = None;
                 }
+                p.stdin = None;
             }
         }
     }

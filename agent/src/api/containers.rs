@@ -206,9 +206,18 @@ impl v1::containers_server::Containers for ContainersService {
         let agent = self.agent.clone();
         let ns2 = ns.clone();
         let recs = blocking(move || Ok(agent.containers.list(&ns2)?)).await?;
+        // Ask every shim at once: one slow shim does not hold up the list.
+        let mut set = tokio::task::JoinSet::new();
+        for (i, rec) in recs.iter().enumerate() {
+            let (tasks, ns, rec) = (self.agent.tasks.clone(), ns.clone(), rec.clone());
+            set.spawn(async move { (i, tasks.status(&ns, &rec).await) });
+        }
+        let mut statuses = vec![TaskStatus { state: "unknown", ..Default::default() }; recs.len()];
+        while let Some(Ok((i, st))) = set.join_next().await {
+            statuses[i] = st;
+        }
         let mut out = Vec::new();
-        for rec in recs {
-            let status = self.agent.tasks.status(&ns, &rec).await;
+        for (rec, status) in recs.into_iter().zip(statuses) {
             let ok = filters.iter().all(|(k, v, sub)| {
                 let field = match k.as_str() {
                     "name" => Some(rec.name.clone()),
@@ -257,6 +266,7 @@ impl v1::containers_server::Containers for ContainersService {
         let agent = self.agent.clone();
         let (ns2, rec2) = (ns.clone(), rec.clone());
         blocking(move || Ok(agent.containers.delete(&ns2, &rec2)?)).await?;
+        self.agent.tasks.forget_container(&ns, &rec.id);
         self.agent.events.publish(&ns, "/containers/delete", &rec.id, &[("name", rec.name.clone())]);
         Ok(Response::new(v1::DeleteContainerResponse { id: rec.id }))
     }
@@ -361,17 +371,23 @@ impl v1::containers_server::Containers for ContainersService {
             return Err(Status::invalid_argument("a name for the new image is required"));
         }
         let rec = self.find(&ns, &r.id).await?;
-        // Freeze a running container so its layer is read in one consistent state.
-        let paused = !r.no_pause && self.agent.tasks.is_running(&ns, &rec.id) && self.agent.tasks.pause(&ns, &rec, true).await.is_ok();
+        // Freeze a running container so its layer is read in one consistent
+        // state. Pause, commit and resume run in a task of their own: a client
+        // that goes away mid-commit does not leave the container frozen.
         let agent = self.agent.clone();
         let (ns2, rec2) = (ns.clone(), rec.clone());
-        let result = blocking(move || Ok(agent.containers.commit(&ns2, &rec2, &r.reference, &r.message, &r.author)?)).await;
-        if paused {
-            if let Err(e) = self.agent.tasks.pause(&ns, &rec, false).await {
-                tracing::warn!(container = %rec.id, error = %e, "resuming after commit");
+        let job = tokio::spawn(async move {
+            let paused = !r.no_pause && agent.tasks.is_running(&ns2, &rec2.id) && agent.tasks.pause(&ns2, &rec2, true).await.is_ok();
+            let (a, n, c) = (agent.clone(), ns2.clone(), rec2.clone());
+            let result = blocking(move || Ok(a.containers.commit(&n, &c, &r.reference, &r.message, &r.author)?)).await;
+            if paused {
+                if let Err(e) = agent.tasks.pause(&ns2, &rec2, false).await {
+                    tracing::warn!(container = %rec2.id, error = %e, "resuming after commit");
+                }
             }
-        }
-        let c = result?;
+            result
+        });
+        let c = job.await.map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
         self.agent.events.publish(&ns, "/images/create", &c.name, &[("container", rec.id.clone())]);
         Ok(Response::new(v1::CommitResponse { name: c.name, digest: c.manifest.to_string(), config_digest: c.config.to_string() }))
     }

@@ -245,18 +245,21 @@ impl v1::tasks_server::Tasks for TasksService {
                 }
                 match input.next().await {
                     Some(Ok(m)) => msg = Some(m),
-                    // The client finished sending: no more input.
-                    _ => {
-                        let _ = writer.write_frame(frame::CLOSE_STDIN, &[]).await;
-                        return;
-                    }
+                    // The client stopped sending, or detached: the process's stdin
+                    // stays open (only `close_stdin` closes it); output goes on.
+                    _ => return,
                 }
             }
         });
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let msg = match frames.read_frame().await {
+                let next = tokio::select! {
+                    f = frames.read_frame() => f,
+                    // The client left: stop relaying (the shim drops the connection).
+                    () = tx.closed() => return,
+                };
+                let msg = match next {
                     Ok(Some((frame::STDOUT, data))) => v1::AttachResponse { stream: "stdout".into(), data, ..Default::default() },
                     Ok(Some((frame::STDERR, data))) => v1::AttachResponse { stream: "stderr".into(), data, ..Default::default() },
                     Ok(Some((frame::EXIT, data))) if data.len() == 4 => {

@@ -12,6 +12,7 @@ pub mod user;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -235,18 +236,35 @@ impl Containers {
         // Native snapshots are full copies: the top one alone answers.
         let ids: Vec<u64> = if sn.independent_layers() { ids } else { ids.into_iter().take(1).collect() };
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        for id in ids {
+        'layers: for id in ids {
             let layer = sn.fs_dir(id);
-            let path = layer.join(rel);
-            let whiteout = layer.join(dir).join(format!(".wh.{name}"));
+            // Never follow a symlink: a link in the image (`etc -> /etc`) would
+            // otherwise read the host's files. Such a path reads as absent.
+            let mut cur = layer.clone();
+            for part in dir.split('/').filter(|p| !p.is_empty()) {
+                cur.push(part);
+                match fs::symlink_metadata(&cur) {
+                    Ok(m) if m.is_dir() => {}
+                    // Hidden, replaced by a file, or a symlink: nothing below it counts.
+                    Ok(_) => return Ok(None),
+                    Err(_) if cur.parent().is_some_and(|p| p.join(format!(".wh.{part}")).exists()) => return Ok(None),
+                    Err(_) => continue 'layers,
+                }
+            }
+            let path = cur.join(name);
+            let whiteout = cur.join(format!(".wh.{name}"));
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_file() => {
                     let mut s = String::new();
-                    let f = fs::File::open(&path).map_err(|source| ContainerError::Io { path: path.clone(), source })?;
+                    let f = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(&path)
+                        .map_err(|source| ContainerError::Io { path: path.clone(), source })?;
                     f.take(4 << 20).read_to_string(&mut s).map_err(|source| ContainerError::Io { path: path.clone(), source })?;
                     return Ok(Some(s));
                 }
-                // An overlay whiteout (char device) or anything else hides lower layers.
+                // An overlay whiteout (char device), a symlink or anything else hides lower layers.
                 Ok(_) => return Ok(None),
                 Err(_) if whiteout.exists() => return Ok(None),
                 Err(_) => continue,

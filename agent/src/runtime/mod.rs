@@ -35,6 +35,10 @@ const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `stop` waits after SIGKILL.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on waiting for a task's deletion (the shim's own calls are bounded below this).
+const GONE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `ps` waits for a shim's state before showing "unknown".
+const STATE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -70,6 +74,7 @@ impl TaskError {
             ErrorKind::FailedPrecondition => TaskError::FailedPrecondition(e.message),
             ErrorKind::InvalidArgument => TaskError::InvalidArgument(e.message),
             ErrorKind::Runtime => TaskError::Runtime(e.message),
+            ErrorKind::Timeout => TaskError::Timeout(e.message),
             ErrorKind::Internal => TaskError::Internal(e.message),
         }
     }
@@ -90,6 +95,9 @@ pub struct Status {
     pub finished_at: i64,
     pub oom_killed: bool,
 }
+
+/// A container in a namespace: (namespace, id).
+type Key = (String, String);
 
 /// One live task (its bundle exists and its shim may run).
 pub struct Task {
@@ -118,12 +126,23 @@ pub struct Tasks {
     containers: Arc<Containers>,
     snapshots: Arc<Snapshots>,
     events: Events,
-    live: Mutex<HashMap<(String, String), Arc<Task>>>,
+    live: Mutex<HashMap<Key, Arc<Task>>>,
+    /// One lock per container while its task is being made, so that two
+    /// Starts cannot make two shims.
+    making: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Tasks {
     pub fn new(state: &Path, cfg: RuntimeConfig, containers: Arc<Containers>, snapshots: Arc<Snapshots>, events: Events) -> Arc<Self> {
-        Arc::new(Tasks { state: state.to_owned(), cfg, containers, snapshots, events, live: Mutex::new(HashMap::new()) })
+        Arc::new(Tasks {
+            state: state.to_owned(),
+            cfg,
+            containers,
+            snapshots,
+            events,
+            live: Mutex::new(HashMap::new()),
+            making: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -173,12 +192,40 @@ impl Tasks {
 
     // ---- creating and starting ----
 
+    fn making_lock(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((ns.to_owned(), id.to_owned())).or_default().clone()
+    }
+
+    /// The container is gone: drop its creation lock.
+    pub fn forget_container(&self, ns: &str, id: &str) {
+        self.making.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+    }
+
     /// Make the task: bundle, shim, rootfs, stdio; the runtime is not called yet.
     pub async fn create(self: &Arc<Self>, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>, TaskError> {
+        let lock = self.making_lock(ns, &rec.id);
+        let _making = lock.lock().await;
+        self.create_locked(ns, rec).await
+    }
+
+    /// The live task of a container, or a new one (the init not started).
+    async fn live_or_create(self: &Arc<Self>, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>, TaskError> {
+        let lock = self.making_lock(ns, &rec.id);
+        let _making = lock.lock().await;
+        match self.live_task(ns, &rec.id) {
+            Some(t) if t.exit.borrow().is_none() => Ok(t),
+            _ => self.create_locked(ns, rec).await,
+        }
+    }
+
+    async fn create_locked(self: &Arc<Self>, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>, TaskError> {
         if let Some(t) = self.live_task(ns, &rec.id) {
             if t.exit.borrow().is_some() {
                 // The last run's cleanup is under way: let it finish.
-                wait_gone(&t).await;
+                if !wait_gone(&t).await {
+                    return Err(TaskError::Timeout(format!("the last task of container {} is still being deleted", rec.name)));
+                }
             } else {
                 return Err(TaskError::AlreadyExists(format!("container {} already has a task", rec.name)));
             }
@@ -213,7 +260,7 @@ impl Tasks {
             log_max_files: self.cfg.log_max_files,
             tty: rec.config.tty,
             stdin: rec.config.stdin,
-            runtime_timeout_secs: 60,
+            runtime_timeout_secs: 30,
         };
         let prepare = {
             let bundle = bundle.clone();
@@ -315,7 +362,13 @@ impl Tasks {
                         let topic = if exec_id.is_empty() { "/tasks/start" } else { "/tasks/exec-started" };
                         self.events.publish(&task.ns, topic, &task.id, &[("pid", pid.to_string()), ("exec_id", exec_id)]);
                     }
-                    ShimEvent::Exited { exec_id, pid, exit_code, exited_at } => {
+                    ShimEvent::Exited { exec_id, pid, exit_code, started_at, exited_at } => {
+                        let exit = ExitInfo { exit_code, started_at, finished_at: exited_at, oom_killed: false };
+                        if exec_id.is_empty() {
+                            // Known as exited before anyone hears of it: a Start
+                            // prompted by the event makes a new task.
+                            task.exit.send_replace(Some(exit.clone()));
+                        }
                         self.events.publish(
                             &task.ns,
                             "/tasks/exit",
@@ -323,8 +376,6 @@ impl Tasks {
                             &[("pid", pid.to_string()), ("exit_code", exit_code.to_string()), ("exec_id", exec_id.clone())],
                         );
                         if exec_id.is_empty() {
-                            let started_at = self.shim_state(&task).await.map(|s| s.init.started_at).unwrap_or(0);
-                            let exit = ExitInfo { exit_code, started_at, finished_at: exited_at, oom_killed: false };
                             self.init_exited(&task, exit).await;
                             return;
                         }
@@ -408,40 +459,50 @@ impl Tasks {
         })
         .await;
         match removed {
-            Ok(Ok(true)) => self.events.publish(&task.ns, "/containers/delete", &task.id, &[]),
+            Ok(Ok(true)) => {
+                self.forget_container(&task.ns, &task.id);
+                self.events.publish(&task.ns, "/containers/delete", &task.id, &[]);
+            }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(container = %task.id, error = %e, "removing the container after its exit"),
             Err(e) => tracing::warn!(container = %task.id, error = %e, "removing the container after its exit"),
         }
     }
 
-    /// Delete the task through its shim (or without it when it is gone) and remove the bundle.
+    /// Delete the task through its shim and remove the bundle. When the shim
+    /// cannot do it (it is gone, hangs, or the runtime's delete fails), the
+    /// shim is killed and the runtime's `delete --force` runs from here: the
+    /// task always ends, and the error is returned for the log.
     async fn teardown(&self, task: &Task, force: bool) -> Result<(), TaskError> {
         let req = Request::Delete { exec_id: String::new(), force };
-        match ShimConnection::connect(&task.bundle).await {
-            Ok(mut c) => {
-                c.request(&req, CALL_TIMEOUT).await?;
-                // The shim exits after answering; its socket closes with it.
-                let _ = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
-            }
-            Err(_) => {
-                // No shim: the runtime's state may remain (the mount went with the shim's namespace).
-                let rt = task.runtime.clone();
-                let id = task.id.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    crate::process::run_with_timeout(
-                        std::process::Command::new(&rt.path).args(["--root", &rt.root, "delete", "--force", &id]),
-                        Duration::from_secs(30),
-                    )
-                })
-                .await;
-            }
+        let by_shim = match ShimConnection::connect(&task.bundle).await {
+            Ok(mut c) => match c.request(&req, CALL_TIMEOUT).await {
+                Ok(_) => {
+                    // The shim exits after answering; its socket closes with it.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), c.closed()).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(why) => Err(TaskError::ShimGone { id: task.id.clone(), why }),
+        };
+        if by_shim.is_err() {
+            kill_shim(&task.bundle);
+            let rt = task.runtime.clone();
+            let id = task.id.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::process::run_with_timeout(
+                    std::process::Command::new(&rt.path).args(["--root", &rt.root, "delete", "--force", &id]),
+                    Duration::from_secs(30),
+                )
+            })
+            .await;
         }
         let bundle = task.bundle.clone();
         let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(&bundle)).await;
         task.gone.send_replace(true);
         self.events.publish(&task.ns, "/tasks/delete", &task.id, &[]);
-        Ok(())
+        by_shim
     }
 
     /// Stop tracking a deleted task.
@@ -453,13 +514,20 @@ impl Tasks {
     }
 
     async fn shim_state(&self, task: &Task) -> Result<TaskState, TaskError> {
-        let resp = self.call(task, &Request::State).await?;
+        let resp = self.call_within(task, &Request::State, STATE_TIMEOUT).await?;
         resp.state.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))
     }
 
     async fn call(&self, task: &Task, req: &Request) -> Result<protocol::Response, TaskError> {
+        self.call_within(task, req, CALL_TIMEOUT).await
+    }
+
+    async fn call_within(&self, task: &Task, req: &Request, timeout: Duration) -> Result<protocol::Response, TaskError> {
         let mut c = ShimConnection::connect(&task.bundle).await.map_err(|why| TaskError::ShimGone { id: task.id.clone(), why })?;
-        c.request(req, CALL_TIMEOUT).await
+        c.request(req, timeout).await.map_err(|e| match e {
+            TaskError::ShimGone { why, .. } => TaskError::ShimGone { id: task.id.clone(), why },
+            e => e,
+        })
     }
 
     fn require(&self, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>, TaskError> {
@@ -471,14 +539,7 @@ impl Tasks {
 
     /// Start the init (creating the task when there is none) or an exec.
     pub async fn start(self: &Arc<Self>, ns: &str, rec: &ContainerRecord, exec_id: &str) -> Result<u32, TaskError> {
-        let task = if exec_id.is_empty() {
-            match self.live_task(ns, &rec.id) {
-                Some(t) if t.exit.borrow().is_none() => t,
-                _ => self.create(ns, rec).await?,
-            }
-        } else {
-            self.require(ns, rec)?
-        };
+        let task = if exec_id.is_empty() { self.live_or_create(ns, rec).await? } else { self.require(ns, rec)? };
         let _guard = if exec_id.is_empty() { Some(task.lifecycle.lock().await) } else { None };
         let resp = self.call(&task, &Request::Start { exec_id: exec_id.to_owned() }).await?;
         Ok(resp.process.map(|p| p.pid).unwrap_or(0))
@@ -495,7 +556,11 @@ impl Tasks {
         let fut = async {
             if !exec_id.is_empty() {
                 let task = self.require(ns, rec)?;
-                let p = self.call(&task, &Request::Wait { exec_id: exec_id.to_owned() }).await?.process;
+                // Bounded by the caller's timeout (below) or its deadline, not by the call bound.
+                let p = self
+                    .call_within(&task, &Request::Wait { exec_id: exec_id.to_owned() }, Duration::from_secs(365 * 86_400))
+                    .await?
+                    .process;
                 let p = p.ok_or_else(|| TaskError::Internal("the shim sent no exit".into()))?;
                 return Ok(ExitInfo { exit_code: p.exit_code, started_at: p.started_at, finished_at: p.exited_at, oom_killed: false });
             }
@@ -533,6 +598,9 @@ impl Tasks {
             return rec.last_exit.clone().ok_or_else(|| TaskError::NoTask(rec.name.clone()));
         };
         if task.exit.borrow().is_none() {
+            if self.shim_state(&task).await.is_ok_and(|s| s.init.status == ProcessStatus::Created) {
+                return Err(TaskError::FailedPrecondition(format!("container {} has not been started", rec.name)));
+            }
             match self.call(&task, &Request::Kill { exec_id: String::new(), signal: rec.stop_signal, all: false }).await {
                 Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
                 Err(e) => return Err(e),
@@ -554,26 +622,37 @@ impl Tasks {
     pub async fn delete(&self, ns: &str, rec: &ContainerRecord, force: bool) -> Result<Option<ExitInfo>, TaskError> {
         let Some(task) = self.live_task(ns, &rec.id) else { return Ok(rec.last_exit.clone()) };
         if task.exit.borrow().is_none() {
+            let _guard = task.lifecycle.lock().await;
+            // Read under the lock: a Start cannot slip in between.
             let status = self.shim_state(&task).await.map(|s| s.init.status);
+            let exited = || async {
+                let mut rx = task.exit.subscribe();
+                let _ = tokio::time::timeout(KILL_TIMEOUT, rx.wait_for(Option::is_some)).await;
+            };
             match status {
+                _ if task.exit.borrow().is_some() || *task.gone.borrow() => {}
                 Ok(ProcessStatus::Running | ProcessStatus::Paused) if !force => {
                     return Err(TaskError::FailedPrecondition(format!(
                         "container {} is running: stop it first, or force the removal",
                         rec.name
                     )));
                 }
-                // Exited, or the shim is gone: the exit is about to be handled.
-                Ok(ProcessStatus::Exited) | Err(_) => {
-                    let mut rx = task.exit.subscribe();
-                    let _ = tokio::time::timeout(KILL_TIMEOUT, rx.wait_for(Option::is_some)).await;
-                }
+                // Exited: the exit is about to be handled (and the task deleted in the background).
+                Ok(ProcessStatus::Exited) => exited().await,
                 // Never started, or running and forced: delete it here.
                 Ok(_) => {
-                    let _guard = task.lifecycle.lock().await;
-                    if !*task.gone.borrow() {
-                        self.teardown(&task, true).await?;
-                        self.forget(&task);
+                    self.teardown(&task, true).await?;
+                    self.forget(&task);
+                }
+                // The shim does not answer. Only a forced delete goes on: it kills
+                // the shim and the container through the runtime.
+                Err(e) => {
+                    if !force {
+                        return Err(e);
                     }
+                    let _ = self.teardown(&task, true).await;
+                    self.forget(&task);
+                    exited().await;
                 }
             }
         }
@@ -714,7 +793,9 @@ impl Tasks {
                             runtime,
                         });
                         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.clone(), id.clone()), task.clone());
-                        let exit = read_exit_record(&task.bundle).unwrap_or(ExitInfo {
+                        // The shim's record; else one already in the container record (a
+                        // crash while the bundle was being removed); else unknown (255).
+                        let exit = read_exit_record(&task.bundle).or_else(|| rec.last_exit.clone()).unwrap_or(ExitInfo {
                             exit_code: 255,
                             started_at: 0,
                             finished_at: crate::metadata::now_nanos(),
@@ -754,9 +835,21 @@ impl Tasks {
     }
 }
 
-async fn wait_gone(task: &Task) {
+/// Wait (bounded) until the task is deleted; false if it is not by then.
+async fn wait_gone(task: &Task) -> bool {
     let mut rx = task.gone.subscribe();
-    let _ = rx.wait_for(|g| *g).await;
+    let gone = tokio::time::timeout(GONE_TIMEOUT, rx.wait_for(|g| *g)).await;
+    matches!(gone, Ok(Ok(_)))
+}
+
+/// SIGKILL the shim of `bundle`, if its pid file names a live berth-shim of this bundle.
+fn kill_shim(bundle: &Path) {
+    let Some(pid) = fs::read_to_string(bundle.join(files::SHIM_PID)).ok().and_then(|s| s.trim().parse::<i32>().ok()) else { return };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = cmdline.split(|&b| b == 0).nth(1).is_some_and(|arg| arg == bundle.as_os_str().as_encoded_bytes());
+    if let (true, Some(pid)) = (ours, rustix::process::Pid::from_raw(pid)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
 }
 
 fn read_exit_record(bundle: &Path) -> Option<ExitInfo> {
