@@ -2,7 +2,8 @@
 # Container benchmarks, berthd beside containerd on the same busybox image and
 # the same runc, in the same run:
 #   run cycle  `berthctl run --rm IMAGE true` vs `ctr run --rm IMAGE ID true`:
-#              create, start, exit, delete; median of RUNS.
+#              create, start, exit, delete; median of RUNS, the two agents
+#              taking turns so that drift in the machine hits both alike.
 #   fan-out    FANOUT containers running `sleep` started one after another:
 #              time until all run, memory of the agent plus its shims (RSS and
 #              PSS), disk used by the containers' writable layers.
@@ -53,21 +54,63 @@ mem_kb() {
     echo "$rss $pss"
 }
 
-# ---------------- berthd ----------------
+# ---------------- both agents, up side by side ----------------
 target/release/berthd --root "$WORK/berth-root" --state "$WORK/berth-state" --log-level warn &
 BERTHD_PID=$!
 wait_sock "$WORK/berth-state/berthd.sock"
 export BERTH_ADDRESS=$WORK/berth-state/berthd.sock
 $B load -q -i "$IMG" >/dev/null
-for _ in 1 2 3; do $B run --rm $REF true; done
+
+HAVE_CTRD=1
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+    echo "containerd not installed (apt-get install containerd): berthd alone"
+    HAVE_CTRD=
+fi
+if [ -n "$HAVE_CTRD" ]; then
+    mkdir -p "$WORK/ctrd-root" "$WORK/ctrd-state"
+    cat > "$WORK/ctrd.toml" <<TOML
+version = 2
+root = "$WORK/ctrd-root"
+state = "$WORK/ctrd-state"
+[grpc]
+  address = "$WORK/ctrd.sock"
+[ttrpc]
+  address = "$WORK/ctrd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+TOML
+    containerd --config "$WORK/ctrd.toml" --log-level warn 2>"$WORK/ctrd.log" &
+    CTRD_PID=$!
+    wait_sock "$WORK/ctrd.sock"
+    C="ctr -a $WORK/ctrd.sock -n bench"
+    $C images import "$IMG" >/dev/null
+fi
+
+# ---------------- run cycle, the two agents taking turns ----------------
+for i in 1 2 3; do
+    $B run --rm $REF true
+    [ -z "$HAVE_CTRD" ] || $C run --rm $REF "warm$i" true
+done
 : > "$WORK/berth.cycle"
-for _ in $(seq 1 "$RUNS"); do
+: > "$WORK/ctrd.cycle"
+for i in $(seq 1 "$RUNS"); do
     t0=$(now); $B run --rm $REF true; t1=$(now)
     echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/berth.cycle"
+    if [ -n "$HAVE_CTRD" ]; then
+        t0=$(now); $C run --rm $REF "cycle$i" true; t1=$(now)
+        echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/ctrd.cycle"
+    fi
 done
 BERTH_CYCLE=$(median < "$WORK/berth.cycle")
 printf 'berthd     run cycle: median %.1f ms over %d runs\n' "$BERTH_CYCLE" "$RUNS"
+if [ -n "$HAVE_CTRD" ]; then
+    CTRD_CYCLE=$(median < "$WORK/ctrd.cycle")
+    printf 'containerd run cycle: median %.1f ms over %d runs\n' "$CTRD_CYCLE" "$RUNS"
+fi
 
+# ---------------- fan-out: berthd ----------------
 disk0=$(du -sk "$WORK/berth-root/snapshots" | cut -f1)
 t0=$(now)
 for i in $(seq 1 "$FANOUT"); do $B run -d --name "f$i" $REF sleep 600 >/dev/null; done
@@ -85,41 +128,9 @@ printf 'berthd     memory: agent + %d shims %.1f MB RSS, %.1f MB PSS; per shim %
     "$(echo "$SHIM_RSS / $NSHIMS / 1024" | bc -l)" "$(echo "$SHIM_PSS / $NSHIMS / 1024" | bc -l)"
 printf 'berthd     disk: writable layers of %d containers %d kB\n' "$FANOUT" "$((disk1 - disk0))"
 $B rm -f $($B ps -aq) >/dev/null
-kill $BERTHD_PID; wait $BERTHD_PID 2>/dev/null || true; BERTHD_PID=
+[ -n "$HAVE_CTRD" ] || exit 0
 
-# ---------------- containerd ----------------
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
-    echo "containerd not installed (apt-get install containerd): no comparison"
-    exit 0
-fi
-mkdir -p "$WORK/ctrd-root" "$WORK/ctrd-state"
-cat > "$WORK/ctrd.toml" <<TOML
-version = 2
-root = "$WORK/ctrd-root"
-state = "$WORK/ctrd-state"
-[grpc]
-  address = "$WORK/ctrd.sock"
-[ttrpc]
-  address = "$WORK/ctrd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-TOML
-containerd --config "$WORK/ctrd.toml" --log-level warn 2>"$WORK/ctrd.log" &
-CTRD_PID=$!
-wait_sock "$WORK/ctrd.sock"
-C="ctr -a $WORK/ctrd.sock -n bench"
-$C images import "$IMG" >/dev/null
-for i in 1 2 3; do $C run --rm $REF "warm$i" true; done
-: > "$WORK/ctrd.cycle"
-for i in $(seq 1 "$RUNS"); do
-    t0=$(now); $C run --rm $REF "cycle$i" true; t1=$(now)
-    echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/ctrd.cycle"
-done
-CTRD_CYCLE=$(median < "$WORK/ctrd.cycle")
-printf 'containerd run cycle: median %.1f ms over %d runs\n' "$CTRD_CYCLE" "$RUNS"
-
+# ---------------- fan-out: containerd ----------------
 disk0=$(du -sk "$WORK/ctrd-root/io.containerd.snapshotter.v1.overlayfs" | cut -f1)
 t0=$(now)
 for i in $(seq 1 "$FANOUT"); do $C run -d $REF "f$i" sleep 600 >/dev/null; done
