@@ -27,9 +27,7 @@ python3 bench/mkimage.py "$IMG" --layers 5 --layer-mb 40
 echo "archive: $(du -m "$IMG" | cut -f1) MB"
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-now() { date +%s.%N; }
-wait_sock() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.02; done; echo "no socket $1" >&2; return 1; }
+. bench/lib.sh
 
 # --- berthd ---
 "$BIN/berthd" --root "$WORK/berth-root" --state "$WORK/berth-state" --log-level warn &
@@ -52,27 +50,7 @@ printf 'berthd     idle RSS: %d kB (after the runs: %d kB)\n' "$BERTH_IDLE" "$BE
 kill $BERTHD_PID; wait $BERTHD_PID 2>/dev/null || true; BERTHD_PID=
 
 # --- containerd ---
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
-    echo "containerd not installed (apt-get install containerd): no comparison"
-    exit 0
-fi
-mkdir -p "$WORK/ctrd-root" "$WORK/ctrd-state"
-cat > "$WORK/ctrd.toml" <<TOML
-version = 2
-root = "$WORK/ctrd-root"
-state = "$WORK/ctrd-state"
-[grpc]
-  address = "$WORK/ctrd.sock"
-[ttrpc]
-  address = "$WORK/ctrd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-TOML
-containerd --config "$WORK/ctrd.toml" --log-level warn 2>"$WORK/ctrd.log" &
-CTRD_PID=$!
-wait_sock "$WORK/ctrd.sock"
+start_containerd "$WORK" || exit 0
 sleep 1
 CTRD_IDLE=$(rss_kb $CTRD_PID)
 : > "$WORK/ctrd.times"

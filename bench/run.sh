@@ -41,9 +41,7 @@ IMG=$WORK/busybox.tar
 REF=docker.io/bench/busybox:latest
 python3 bench/mkimage.py "$IMG" --layers 0 --name $REF
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-wait_sock() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.02; done; echo "no socket $1" >&2; return 1; }
+. bench/lib.sh
 # Sums of RSS and PSS (kB) over pids.
 mem_kb() {
     local rss=0 pss=0 p
@@ -61,29 +59,9 @@ wait_sock "$WORK/berth-state/berthd.sock"
 export BERTH_ADDRESS=$WORK/berth-state/berthd.sock
 $B load -q -i "$IMG" >/dev/null
 
-HAVE_CTRD=1
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
-    echo "containerd not installed (apt-get install containerd): berthd alone"
-    HAVE_CTRD=
-fi
-if [ -n "$HAVE_CTRD" ]; then
-    mkdir -p "$WORK/ctrd-root" "$WORK/ctrd-state"
-    cat > "$WORK/ctrd.toml" <<TOML
-version = 2
-root = "$WORK/ctrd-root"
-state = "$WORK/ctrd-state"
-[grpc]
-  address = "$WORK/ctrd.sock"
-[ttrpc]
-  address = "$WORK/ctrd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-TOML
-    containerd --config "$WORK/ctrd.toml" --log-level warn 2>"$WORK/ctrd.log" &
-    CTRD_PID=$!
-    wait_sock "$WORK/ctrd.sock"
+HAVE_CTRD=
+if start_containerd "$WORK"; then
+    HAVE_CTRD=1
     C="ctr -a $WORK/ctrd.sock -n bench"
     $C images import "$IMG" >/dev/null
 fi

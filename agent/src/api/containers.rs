@@ -158,12 +158,7 @@ pub fn container_message(rec: &ContainerRecord, status: &TaskStatus) -> v1::Cont
 
 impl ContainersService {
     async fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Status> {
-        if id.is_empty() {
-            return Err(Status::invalid_argument("a container name or id is required"));
-        }
-        let agent = self.agent.clone();
-        let (ns, id) = (ns.to_owned(), id.to_owned());
-        blocking(move || Ok(agent.containers.find(&ns, &id)?)).await
+        super::find_container(&self.agent, ns, id).await
     }
 }
 

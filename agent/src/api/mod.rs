@@ -80,3 +80,17 @@ pub fn validate_labels(labels: &std::collections::HashMap<String, String>) -> Re
     }
     Ok(())
 }
+
+/// A container by name, full id or unique id prefix.
+pub async fn find_container(
+    agent: &std::sync::Arc<crate::server::Agent>,
+    ns: &str,
+    id: &str,
+) -> Result<crate::metadata::ContainerRecord, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("a container name or id is required"));
+    }
+    let agent = agent.clone();
+    let (ns, id) = (ns.to_owned(), id.to_owned());
+    blocking(move || Ok(agent.containers.find(&ns, &id)?)).await
+}

@@ -320,10 +320,8 @@ impl Tasks {
         })
     }
 
-    /// Track a task whose shim answers: subscribe to its events.
-    async fn adopt(self: &Arc<Self>, ns: &str, id: &str, bundle: PathBuf, runtime: RuntimeTarget) -> Result<Arc<Task>, TaskError> {
-        let mut sub = ShimConnection::connect(&bundle).await.map_err(|why| TaskError::ShimGone { id: id.to_owned(), why })?;
-        sub.request(&Request::Subscribe, CALL_TIMEOUT).await?;
+    /// Start tracking the task of `bundle`.
+    fn track(&self, ns: &str, id: &str, bundle: PathBuf, runtime: RuntimeTarget) -> Arc<Task> {
         let task = Arc::new(Task {
             ns: ns.to_owned(),
             id: id.to_owned(),
@@ -334,6 +332,14 @@ impl Tasks {
             runtime,
         });
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()), task.clone());
+        task
+    }
+
+    /// Track a task whose shim answers: subscribe to its events.
+    async fn adopt(self: &Arc<Self>, ns: &str, id: &str, bundle: PathBuf, runtime: RuntimeTarget) -> Result<Arc<Task>, TaskError> {
+        let mut sub = ShimConnection::connect(&bundle).await.map_err(|why| TaskError::ShimGone { id: id.to_owned(), why })?;
+        sub.request(&Request::Subscribe, CALL_TIMEOUT).await?;
+        let task = self.track(ns, id, bundle, runtime);
         let this = self.clone();
         let t = task.clone();
         tokio::spawn(async move { this.follow(t, sub).await });
@@ -488,15 +494,7 @@ impl Tasks {
         };
         if by_shim.is_err() {
             kill_shim(&task.bundle);
-            let rt = task.runtime.clone();
-            let id = task.id.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                crate::process::run_with_timeout(
-                    std::process::Command::new(&rt.path).args(["--root", &rt.root, "delete", "--force", &id]),
-                    Duration::from_secs(30),
-                )
-            })
-            .await;
+            runtime_delete(&task.runtime, &task.id).await;
         }
         let bundle = task.bundle.clone();
         let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(&bundle)).await;
@@ -783,16 +781,7 @@ impl Tasks {
                     Ok(_) => tracing::info!(container = %id, "task found again"),
                     Err(_) => {
                         // No shim: record the exit it wrote (or an unknown one) and clean up.
-                        let task = Arc::new(Task {
-                            ns: ns.clone(),
-                            id: id.clone(),
-                            bundle,
-                            lifecycle: tokio::sync::Mutex::new(()),
-                            exit: watch::channel(None).0,
-                            gone: watch::channel(false).0,
-                            runtime,
-                        });
-                        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.clone(), id.clone()), task.clone());
+                        let task = self.track(&ns, &id, bundle, runtime);
                         // The shim's record; else one already in the container record (a
                         // crash while the bundle was being removed); else unknown (255).
                         let exit = read_exit_record(&task.bundle).or_else(|| rec.last_exit.clone()).unwrap_or(ExitInfo {
@@ -820,13 +809,7 @@ impl Tasks {
                 // No shim: the runtime's state may remain; the shim's config names the runtime.
                 let cfg = fs::read(bundle.join(files::CONFIG)).ok().and_then(|d| serde_json::from_slice::<ShimConfig>(&d).ok());
                 if let Some(cfg) = cfg {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        crate::process::run_with_timeout(
-                            std::process::Command::new(&cfg.runtime).args(["--root", &cfg.runtime_root, "delete", "--force", &cfg.id]),
-                            Duration::from_secs(30),
-                        )
-                    })
-                    .await;
+                    runtime_delete(&RuntimeTarget { path: cfg.runtime, root: cfg.runtime_root }, &cfg.id).await;
                 }
             }
         }
@@ -840,6 +823,18 @@ async fn wait_gone(task: &Task) -> bool {
     let mut rx = task.gone.subscribe();
     let gone = tokio::time::timeout(GONE_TIMEOUT, rx.wait_for(|g| *g)).await;
     matches!(gone, Ok(Ok(_)))
+}
+
+/// `<runtime> delete --force`, bounded, for a task whose shim cannot do it.
+async fn runtime_delete(rt: &RuntimeTarget, id: &str) {
+    let (rt, id) = (rt.clone(), id.to_owned());
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::process::run_with_timeout(
+            std::process::Command::new(&rt.path).args(["--root", &rt.root, "delete", "--force", &id]),
+            Duration::from_secs(30),
+        )
+    })
+    .await;
 }
 
 /// SIGKILL the shim of `bundle`, if its pid file names a live berth-shim of this bundle.
