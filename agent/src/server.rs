@@ -180,6 +180,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             .await
             .map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
     };
+    if crate::runtime::find_binary(&agent.config.runtime.shim_binary.to_string_lossy()).is_none() {
+        tracing::warn!(
+            shim = %agent.config.runtime.shim_binary.display(),
+            "berth-shim not found next to berthd nor in PATH: containers cannot start (build it with `cargo build --release`)"
+        );
+    }
     let found = agent.tasks.recover(&known).await;
     if found > 0 {
         tracing::info!(tasks = found, "tasks found again");
