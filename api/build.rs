@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/containers.proto",
         "berth/v1/tasks.proto",
         "berth/v1/events.proto",
+        "berth/v1/registry.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -86,6 +86,10 @@ pub struct FileConfig {
     pub log_max_size: Option<u64>,
     /// ... and this many files are kept in all.
     pub log_max_files: Option<u32>,
+    /// Per-registry settings, by host as written in image names:
+    /// `[registries."registry.example:5000"]` with `insecure`, `mirrors`, `ca`, `token_hosts`.
+    #[serde(default)]
+    pub registries: crate::registry::RegistriesConfig,
 }
 
 /// How containers run.
@@ -136,6 +140,7 @@ pub struct Config {
     pub log_format: String,
     pub limits: Limits,
     pub runtime: RuntimeConfig,
+    pub registries: crate::registry::RegistriesConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +165,7 @@ impl Config {
             log_format: "text".into(),
             limits: Limits::default(),
             runtime: RuntimeConfig::new(),
+            registries: Default::default(),
         }
     }
 
@@ -198,6 +204,7 @@ impl Config {
             c.limits.unpack_parallelism = p.clamp(1, 16);
         }
         c.runtime.runtimes.extend(file.runtimes);
+        c.registries = file.registries;
         if let Some(r) = args.runtime.or(file.default_runtime) {
             c.runtime.default_runtime = r;
         }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod image;
 pub mod metadata;
 pub mod process;
+pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;

@@ -62,6 +62,7 @@ pub struct Agent {
     pub containers: Arc<Containers>,
     pub tasks: Arc<Tasks>,
     pub events: Events,
+    pub registries: Arc<crate::registry::Registries>,
     pub snapshotter_reason: String,
     pub started: Instant,
 }
@@ -159,7 +160,25 @@ pub fn open(config: Config) -> Result<Agent, ServerError> {
         ),
         Err(e) => tracing::warn!(error = %e, stale_snapshot_dirs = removed, "stores opened; garbage collection failed"),
     }
-    Ok(Agent { config, meta, content, snapshots, images, containers, tasks, events, snapshotter_reason, started: Instant::now() })
+    let registries = Arc::new(crate::registry::Registries::new(
+        images.clone(),
+        content.clone(),
+        config.registries.clone(),
+        config.limits.unpack_parallelism,
+    ));
+    Ok(Agent {
+        config,
+        meta,
+        content,
+        snapshots,
+        images,
+        containers,
+        tasks,
+        events,
+        registries,
+        snapshotter_reason,
+        started: Instant::now(),
+    })
 }
 
 /// Serve the agent until `shutdown` completes.
@@ -215,6 +234,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .add_service(api::containers::service(agent.clone()))
         .add_service(api::tasks::service(agent.clone()))
         .add_service(api::events::service(agent.clone()))
+        .add_service(api::registry::service(agent.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = stop_rx.changed().await;
         });

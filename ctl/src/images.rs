@@ -1,11 +1,13 @@
 //! `berthctl image ...` and its docker-style aliases.
 
 use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use berth_api::v1;
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_stream::StreamExt;
 
 use crate::output::{self, ago, parse_rfc3339, repo_tag, short_id};
@@ -25,7 +27,18 @@ pub enum ImageCommand {
     /// Remove images by name, id or digest
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Export images to an archive (OCI layout with docker's manifest.json)
+    #[command(alias = "save", after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
 }
+
+pub const EXPORT_EXAMPLES: &str = "The archive is an OCI image layout that also carries docker's manifest.json:
+docker load, skopeo (oci-archive:FILE:TAG), umoci and berthctl load all read it.
+
+Examples:
+  berthctl image export -o busybox.tar busybox
+  berthctl save busybox alpine:3.19 > images.tar
+  berthctl save busybox | ssh host berthctl load";
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -101,6 +114,19 @@ pub struct TagArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Images to export (name, id or digest; an id exports every name it has)
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Write the archive to FILE, or - for standard output [default: standard output, unless it is a terminal]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<String>,
+    /// Platform docker's manifest.json lists for a multi-platform image (os/arch[/variant]) [default: linux/amd64]
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RmArgs {
     /// Images to remove (name, id or digest)
     #[arg(required = true)]
@@ -117,6 +143,7 @@ pub async fn run(conn: &Conn, cmd: ImageCommand) -> Result<i32> {
         ImageCommand::Inspect(a) => inspect(conn, a).await,
         ImageCommand::Tag(a) => tag(conn, a).await,
         ImageCommand::Rm(a) => rm(conn, a).await,
+        ImageCommand::Export(a) => export(conn, a).await,
     }
 }
 
@@ -347,4 +374,74 @@ pub async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// Where an export is written while it runs: a hidden file next to `path`,
+/// renamed over it at the end.
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().with_context(|| format!("{}: not a file name", path.display()))?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".berthctl-{}.tmp", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Copy the export stream to `out`; returns the bytes written.
+async fn write_stream(stream: &mut tonic::Streaming<v1::ExportImagesResponse>, out: &mut (impl AsyncWrite + Unpin)) -> Result<u64> {
+    let mut total = 0u64;
+    while let Some(msg) = stream.message().await? {
+        out.write_all(&msg.data).await?;
+        total += msg.data.len() as u64;
+    }
+    out.flush().await?;
+    if total == 0 {
+        bail!("the agent sent an empty archive");
+    }
+    Ok(total)
+}
+
+pub async fn export(conn: &Conn, a: ExportArgs) -> Result<i32> {
+    let file = a.output.filter(|o| o != "-").map(PathBuf::from);
+    if file.is_none() && std::io::stdout().is_terminal() {
+        bail!("refusing to write an image archive to a terminal: use -o FILE, or redirect standard output");
+    }
+    if let Some(f) = &file {
+        if f.is_dir() {
+            bail!("{} is a directory: name the archive file to write", f.display());
+        }
+    }
+    let req = v1::ExportImagesRequest { names: a.images, platform: a.platform.unwrap_or_default() };
+    // Every name is resolved before the first byte comes: an unknown one fails here, before any file exists.
+    let mut stream = conn.images().export(req).await?.into_inner();
+    let Some(path) = file else {
+        // Standard output as a file, written on tokio's blocking threads (a pipe or a file alike).
+        use std::os::fd::AsFd;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned().context("standard output")?;
+        let mut out = tokio::fs::File::from_std(std::fs::File::from(fd));
+        write_stream(&mut stream, &mut out).await?;
+        return Ok(0);
+    };
+    // Written to a temporary file, renamed at the end: a failed or interrupted export leaves nothing.
+    let tmp = temp_path(&path)?;
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .await
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let result = tokio::select! {
+        r = async {
+            write_stream(&mut stream, &mut out).await?;
+            out.sync_all().await.with_context(|| format!("writing {}", tmp.display()))?;
+            tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(())
+        } => r,
+        Ok(()) = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = result {
+        drop(out);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(0)
 }

@@ -5,6 +5,7 @@ mod content;
 mod events;
 mod images;
 mod output;
+mod registry;
 mod snapshots;
 mod system;
 
@@ -41,6 +42,7 @@ pub struct Cli {
 
 const EXAMPLES: &str = "Examples:
   berthctl load -i busybox.tar          import an image archive
+  berthctl save -o busybox.tar busybox  export images to an archive
   berthctl run --rm busybox echo hello  run a command in a new container
   berthctl run -d --name web busybox sleep 300
                                         run one in the background
@@ -49,6 +51,8 @@ const EXAMPLES: &str = "Examples:
   berthctl exec -it web sh              a shell in a running container
   berthctl stop web && berthctl rm web  stop it, remove it and its changes
   berthctl commit web my/image:v2       keep a container's changes as an image
+  berthctl pull localhost:5000/app:v1  pull an image from a registry
+  berthctl push localhost:5000/app:v2  push an image to a registry
   berthctl images                       list images
   berthctl image inspect busybox        show digest, config and layers
   berthctl tag busybox my/busybox:v1    give an image another name
@@ -102,6 +106,14 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(containers::ContainerCommand),
+    /// Pull an image from a registry
+    Pull(registry::PullArgs),
+    /// Push an image to a registry
+    Push(registry::PushArgs),
+    /// Check and store credentials for a registry (docker's config.json)
+    Login(registry::LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout(registry::LogoutArgs),
     /// Stream events: images, containers and tasks as they change
     Events(events::EventsArgs),
     /// Manage images
@@ -111,6 +123,9 @@ enum Command {
     Images(images::ListArgs),
     /// Import an image archive (alias of `image import`)
     Load(images::LoadArgs),
+    /// Export images to an archive (alias of `image export`)
+    #[command(after_help = images::EXPORT_EXAMPLES)]
+    Save(images::ExportArgs),
     /// Give an image another name (alias of `image tag`)
     Tag(images::TagArgs),
     /// Remove images (alias of `image rm`)
@@ -155,6 +170,9 @@ impl Conn {
     pub fn events(&self) -> v1::events_client::EventsClient<Svc> {
         v1::events_client::EventsClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
+    pub fn registry(&self) -> v1::registry_client::RegistryClient<Svc> {
+        v1::registry_client::RegistryClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
     pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
         v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
@@ -169,6 +187,10 @@ async fn connect(cli: &Cli) -> Result<Conn> {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    // Logging out needs no agent.
+    if let Command::Logout(a) = cli.command {
+        return registry::logout(a).await;
+    }
     let conn = connect(&cli).await?;
     use containers::ContainerCommand as C;
     match cli.command {
@@ -192,9 +214,14 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Top(a) => containers::run_command(&conn, C::Top(a)).await,
         Command::Container(c) => containers::run_command(&conn, c).await,
         Command::Events(a) => events::events(&conn, a).await,
+        Command::Pull(a) => registry::pull(&conn, a).await,
+        Command::Push(a) => registry::push(&conn, a).await,
+        Command::Login(a) => registry::login(&conn, a).await,
+        Command::Logout(_) => unreachable!("handled before connecting"),
         Command::Image(c) => images::run(&conn, c).await,
         Command::Images(a) => images::list(&conn, a).await,
         Command::Load(a) => images::load(&conn, a).await,
+        Command::Save(a) => images::export(&conn, a).await,
         Command::Tag(a) => images::tag(&conn, a).await,
         Command::Rmi(a) => images::rm(&conn, a).await,
         Command::Snapshot(c) => snapshots::run(&conn, c).await,

@@ -73,6 +73,57 @@ fn progress_message(p: Progress) -> v1::ImportResponse {
 }
 
 type ImportStream = ReceiverStream<Result<v1::ImportResponse, Status>>;
+type ExportStream = ReceiverStream<Result<v1::ExportImagesResponse, Status>>;
+
+/// Bytes per export message.
+const EXPORT_CHUNK: usize = 1 << 20;
+/// Export messages queued for the client: a slow reader holds the writer back.
+const EXPORT_QUEUE: usize = 4;
+/// A client that takes no export message for this long is abandoned.
+const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The export writer's sink: `EXPORT_CHUNK`-byte messages into a bounded
+/// channel, sent from a blocking thread. Fails when the client has gone or
+/// stopped reading.
+struct ChunkSender {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Result<v1::ExportImagesResponse, Status>>,
+    handle: tokio::runtime::Handle,
+    /// Why the client no longer takes messages, once it does not.
+    abandoned: Option<&'static str>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
+        let why = match self.handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, self.tx.send(Ok(v1::ExportImagesResponse { data }))))
+        {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => "the client went away",
+            Err(_) => "the client stopped reading",
+        };
+        self.abandoned = Some(why);
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, why))
+    }
+}
+
+impl io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(EXPORT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == EXPORT_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
 
 /// How long the result of an import waits for a client that stopped reading.
 const RESULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -295,5 +346,49 @@ impl v1::images_server::Images for ImagesService {
         })
         .await?;
         Ok(Response::new(spawn_import(self.agent.clone(), ns, file, opts)))
+    }
+
+    type ExportStream = ExportStream;
+
+    async fn export(&self, req: Request<v1::ExportImagesRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        if r.names.is_empty() {
+            return Err(Status::invalid_argument("name at least one image to export"));
+        }
+        let p = platform(&r.platform)?;
+        let (tx, rx) = mpsc::channel(EXPORT_QUEUE);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), Status>>();
+        let handle = tokio::runtime::Handle::current();
+        let agent = self.agent.clone();
+        // One blocking thread plans (every name resolved, its blobs leased),
+        // reports, then writes: an unknown name fails the call before any byte.
+        tokio::task::spawn_blocking(move || {
+            let images = &agent.images;
+            let plan = match images.export_plan(&ns, &r.names, &p) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(Status::from(e)));
+                    return;
+                }
+            };
+            if ready_tx.send(Ok(())).is_err() {
+                return;
+            }
+            let mut sink = ChunkSender { buf: Vec::with_capacity(EXPORT_CHUNK), tx, handle: handle.clone(), abandoned: None };
+            let result = images.write_export(&plan, &mut sink);
+            match (result, sink.abandoned) {
+                (Ok(bytes), _) => {
+                    tracing::info!(namespace = %ns, images = ?plan.names, blobs = plan.blobs.len(), bytes, "exported images");
+                }
+                (Err(_), Some(why)) => tracing::info!(namespace = %ns, images = ?plan.names, reason = why, "export abandoned"),
+                (Err(e), None) => {
+                    tracing::warn!(namespace = %ns, images = ?plan.names, error = %e, "export failed");
+                    let _ = handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, sink.tx.send(Err(Status::from(e)))));
+                }
+            }
+        });
+        ready_rx.await.map_err(|_| Status::internal("the export stopped before it started"))??;
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod images;
+pub mod registry;
 pub mod snapshots;
 pub mod tasks;
 pub mod version;

@@ -1,6 +1,7 @@
 //! Images: names pointing at content, resolution to a platform's manifest,
 //! unpacking into snapshots, and garbage collection.
 
+pub mod export;
 pub mod import;
 pub mod oci;
 pub mod reference;
@@ -181,6 +182,13 @@ impl Images {
             l.insert(id, HashSet::new());
         }
         Lease { images: self, id }
+    }
+
+    /// Hold off garbage collection (shared with other writers) while the
+    /// guard lives: what is published and leased under it, or named under it,
+    /// cannot be collected in between.
+    pub fn hold_gc(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether a collection spared leased blobs and no import runs any more
@@ -476,12 +484,7 @@ impl Images {
             Err(e) => return Err(e.into()),
         };
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&data) else { return Ok(()) };
-        let children = |field: &str| -> Vec<Descriptor> {
-            doc.get(field)
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok()).collect())
-                .unwrap_or_default()
-        };
+        let children = |field: &str| oci::child_descriptors(&doc, field);
         for m in children("manifests") {
             self.walk(&m, out, chains, depth + 1)?;
         }

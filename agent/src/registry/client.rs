@@ -1,0 +1,428 @@
+//! An OCI distribution API client for one registry and one repository:
+//! endpoints, TLS or plain HTTP, authentication (basic, bearer token), bounded
+//! retries and timeouts. Blocking: pulls and pushes run on blocking threads.
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ureq::http::{header, Response, StatusCode};
+use ureq::Body;
+
+use super::{Credentials, RegistryError};
+
+/// Bound on connecting, on waiting for response headers, and on a transfer
+/// that stops moving (each read).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts for a request that fails with a connection error, 429 or 5xx.
+const ATTEMPTS: u32 = 4;
+/// The longest pause a `Retry-After` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Where a registry is reached and how.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `https://host[:port]` or `http://...`.
+    pub base: String,
+    /// The host as written in image names (`docker.io`, `localhost:5000`).
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+enum Auth {
+    None,
+    Basic(String),
+    Bearer { token: String, scope: String, expires: Option<Instant> },
+}
+
+pub struct Client {
+    http: ureq::Agent,
+    pub endpoint: Endpoint,
+    pub repository: String,
+    creds: Option<Credentials>,
+    /// What the last challenge asked for, reused on later requests.
+    auth: Mutex<Auth>,
+    /// Token realms on other hosts that may receive the credentials.
+    trusted_realms: Vec<String>,
+}
+
+/// A response the caller reads.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Body,
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest).rsplit('@').next().unwrap_or(rest)
+}
+
+/// Parse `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
+pub fn parse_challenge(h: &str) -> Option<(String, Vec<(String, String)>)> {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = Vec::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let (k, after) = s.split_once('=')?;
+        let after = after.trim_start();
+        let (v, tail) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"')?;
+            (q[..end].to_owned(), &q[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        params.push((k.trim().to_ascii_lowercase(), v));
+        s = tail.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some((scheme.to_ascii_lowercase(), params))
+}
+
+/// A `Retry-After` header in seconds (an HTTP date is treated as a short wait).
+fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    Some(v.parse::<u64>().map(Duration::from_secs).unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER))
+}
+
+impl Client {
+    pub fn new(
+        endpoint: Endpoint,
+        repository: &str,
+        creds: Option<Credentials>,
+        tls: Option<ureq::tls::TlsConfig>,
+        trusted_realms: Vec<String>,
+    ) -> Self {
+        let mut cfg = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Redirects are followed by hand: credentials never go to another host.
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(HEADERS_TIMEOUT))
+            .timeout_per_read(Some(STALL_TIMEOUT))
+            .user_agent(concat!("berthd/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = tls {
+            cfg = cfg.tls_config(t);
+        }
+        Client {
+            http: cfg.build().new_agent(),
+            endpoint,
+            repository: repository.to_owned(),
+            creds,
+            auth: Mutex::new(Auth::None),
+            trusted_realms,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{}", self.endpoint.base, self.repository, path)
+    }
+
+    fn scope(&self, push: bool) -> String {
+        format!("repository:{}:{}", self.repository, if push { "pull,push" } else { "pull" })
+    }
+
+    fn authorization(&self) -> Option<String> {
+        match &*self.auth.lock().unwrap_or_else(|e| e.into_inner()) {
+            Auth::None => None,
+            Auth::Basic(b) => Some(format!("Basic {b}")),
+            Auth::Bearer { token, expires, .. } => {
+                if expires.is_some_and(|e| Instant::now() >= e) {
+                    None
+                } else {
+                    Some(format!("Bearer {token}"))
+                }
+            }
+        }
+    }
+
+    /// Answer a 401 challenge; false when there is nothing (more) to try.
+    fn authenticate(&self, challenge: &str, push: bool) -> Result<bool, RegistryError> {
+        let Some((scheme, params)) = parse_challenge(challenge) else { return Ok(false) };
+        let param = |k: &str| params.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.clone());
+        match scheme.as_str() {
+            "basic" => {
+                let Some(c) = &self.creds else { return Ok(false) };
+                let b = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+                let mut a = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(&*a, Auth::Basic(x) if *x == b) {
+                    return Ok(false);
+                }
+                *a = Auth::Basic(b);
+                Ok(true)
+            }
+            "bearer" => {
+                let realm = param("realm").ok_or_else(|| RegistryError::Protocol("bearer challenge without a realm".into()))?;
+                if !realm.starts_with("https://") && !realm.starts_with("http://") {
+                    return Err(RegistryError::Protocol(format!("token realm {realm:?} is not an http(s) URL")));
+                }
+                let scope = param("scope").unwrap_or_else(|| self.scope(push));
+                let mut url = realm.clone();
+                let mut q = Vec::new();
+                if let Some(s) = param("service") {
+                    q.push(format!("service={}", urlencode(&s)));
+                }
+                q.push(format!("scope={}", urlencode(&scope)));
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&q.join("&"));
+                let mut req = self.http.get(&url);
+                // Credentials go to the realm only on the registry's own host, or a trusted one.
+                let realm_host = host_of(&realm);
+                let trusted = realm_host == host_of(&self.endpoint.base) || self.trusted_realms.iter().any(|h| h == realm_host);
+                if let (Some(c), true) = (&self.creds, trusted) {
+                    let b = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+                    req = req.header(header::AUTHORIZATION, format!("Basic {b}"));
+                }
+                let mut resp = req.call().map_err(|e| RegistryError::Transport(format!("token endpoint {realm}: {e}")))?;
+                if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+                    return Err(RegistryError::Unauthorized(format!("the token endpoint {realm} refused the credentials")));
+                }
+                if !resp.status().is_success() {
+                    return Err(RegistryError::Protocol(format!("token endpoint {realm} answered {}", resp.status())));
+                }
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec()
+                    .map_err(|e| RegistryError::Transport(format!("token endpoint {realm}: {e}")))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol(format!("token endpoint {realm}: {e}")))?;
+                let token = v
+                    .get("token")
+                    .or_else(|| v.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| RegistryError::Protocol(format!("token endpoint {realm} sent no token")))?
+                    .to_owned();
+                let expires_in = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60);
+                // Renew a little early so a long transfer does not start with a dying token.
+                let expires = Instant::now() + Duration::from_secs(expires_in.saturating_sub(5).max(1));
+                let mut a = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(&*a, Auth::Bearer { token: t, scope: s, expires: Some(e) } if *t == token && *s == scope && *e > Instant::now())
+                {
+                    return Ok(false);
+                }
+                *a = Auth::Bearer { token, scope, expires: Some(expires) };
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Send a request (retrying transient failures, answering auth challenges,
+    /// following redirects without credentials). `body` is re-sent on retries.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        push: bool,
+    ) -> Result<Reply, RegistryError> {
+        let mut url = url.to_owned();
+        let mut auth_tries = 0;
+        let mut redirects = 0;
+        let mut attempt = 0;
+        loop {
+            let same_host = host_of(&url) == host_of(&self.endpoint.base);
+            let mut req = ureq::http::Request::builder().method(method).uri(&url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if same_host {
+                if let Some(a) = self.authorization() {
+                    req = req.header(header::AUTHORIZATION, a);
+                }
+            }
+            let result = match body {
+                Some(b) => req
+                    .body(b.to_vec())
+                    .map_err(|e| RegistryError::Protocol(e.to_string()))
+                    .and_then(|r| self.http.run(r).map_err(|e| RegistryError::Transport(format!("{method} {url}: {e}")))),
+                None => req
+                    .body(())
+                    .map_err(|e| RegistryError::Protocol(e.to_string()))
+                    .and_then(|r| self.http.run(r).map_err(|e| RegistryError::Transport(format!("{method} {url}: {e}")))),
+            };
+            attempt += 1;
+            let resp: Response<Body> = match result {
+                Ok(r) => r,
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "retrying");
+                    std::thread::sleep(backoff(attempt));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && same_host && auth_tries < 2 {
+                auth_tries += 1;
+                let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                if let Some(c) = challenge {
+                    if self.authenticate(&c, push)? {
+                        continue;
+                    }
+                }
+                return Err(RegistryError::Unauthorized(if self.creds.is_some() {
+                    format!("{} refused the credentials", self.endpoint.host)
+                } else {
+                    format!("{} requires authentication: run berthctl login {}", self.endpoint.host, self.endpoint.host)
+                }));
+            }
+            if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) && attempt < ATTEMPTS {
+                let wait = retry_after(resp.headers()).unwrap_or_else(|| backoff(attempt));
+                std::thread::sleep(wait);
+                continue;
+            }
+            if status.is_redirection() {
+                redirects += 1;
+                if redirects > 5 {
+                    return Err(RegistryError::Protocol(format!("too many redirects from {url}")));
+                }
+                let loc = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| RegistryError::Protocol(format!("redirect from {url} without a location")))?;
+                url = resolve_location(&url, loc);
+                continue;
+            }
+            let (parts, body) = resp.into_parts();
+            return Ok(Reply { status, headers: parts.headers, body });
+        }
+    }
+
+    /// GET a manifest or index: (bytes, media type). At most `limit` bytes.
+    pub fn get_manifest(&self, reference: &str, limit: u64) -> Result<(Vec<u8>, String), RegistryError> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let mut r = self.send("GET", &url, &[("Accept", MANIFEST_ACCEPT.to_owned())], None, false)?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound(format!("{}/{}:{reference}", self.endpoint.host, self.repository)));
+        }
+        if !r.status.is_success() {
+            return Err(error_from(&url, r));
+        }
+        let media_type = r
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let data = read_limited(&mut r.body, limit, &url)?;
+        Ok((data, media_type))
+    }
+
+    /// GET a blob as a reader (no more than `size + 1` bytes are ever read from it).
+    pub fn get_blob(&self, digest: &str, size: u64) -> Result<impl Read + use<>, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let r = self.send("GET", &url, &[], None, false)?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound(format!("blob {digest} in {}/{}", self.endpoint.host, self.repository)));
+        }
+        if !r.status.is_success() {
+            return Err(error_from(&url, r));
+        }
+        Ok(r.body.into_with_config().limit(size.saturating_add(1)).reader())
+    }
+
+    pub fn blob_exists(&self, digest: &str, push: bool) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let r = self.send("HEAD", &url, &[], None, push)?;
+        Ok(r.status.is_success())
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64 << attempt.min(5))
+}
+
+fn resolve_location(base: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return loc.to_owned();
+    }
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    if loc.starts_with('/') {
+        format!("{}{loc}", &base[..host_end])
+    } else {
+        let dir_end = base.rfind('/').filter(|&i| i >= host_end).map_or(base.len(), |i| i + 1);
+        format!("{}{loc}", &base[..dir_end])
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn read_limited(body: &mut Body, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
+    let mut data = Vec::new();
+    body.as_reader().take(limit + 1).read_to_end(&mut data).map_err(|e| RegistryError::Transport(format!("{what}: {e}")))?;
+    if data.len() as u64 > limit {
+        return Err(RegistryError::TooLarge(format!("{what} is larger than {limit} bytes")));
+    }
+    Ok(data)
+}
+
+/// An error from a registry's error body (`{"errors":[{"code","message"}]}`).
+pub fn error_from(url: &str, mut r: Reply) -> RegistryError {
+    let body = read_limited(&mut r.body, 64 << 10, url).unwrap_or_default();
+    let msg = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("errors")?.get(0)?;
+            Some(format!("{}: {}", e.get("code")?.as_str()?, e.get("message").and_then(|m| m.as_str()).unwrap_or("")))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+    match r.status {
+        StatusCode::NOT_FOUND => RegistryError::NotFound(format!("{url}: {msg}")),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized(format!("{url}: {msg}")),
+        s => RegistryError::Protocol(format!("{url} answered {s}: {msg}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let (s, p) =
+            parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#).unwrap();
+        assert_eq!(s, "bearer");
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[1], ("service".into(), "registry.example".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
+        assert_eq!((s.as_str(), p[0].1.as_str()), ("basic", "Registry Realm"));
+        assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_none());
+    }
+
+    #[test]
+    fn hosts_and_locations() {
+        assert_eq!(host_of("https://user@example.com:5000/v2/x?y"), "example.com:5000");
+        assert_eq!(host_of("http://127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(resolve_location("http://a:1/v2/x/blobs/y", "/other"), "http://a:1/other");
+        assert_eq!(resolve_location("http://a:1/v2/x/blobs/y", "https://cdn/b"), "https://cdn/b");
+        assert_eq!(resolve_location("http://a:1/v2/x/blobs/y", "z"), "http://a:1/v2/x/blobs/z");
+        assert_eq!(urlencode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+    }
+}

@@ -1,0 +1,534 @@
+//! Registries: pull and push over the OCI distribution API.
+//!
+//! A pull resolves the name, fetches the manifest or index (picking the
+//! platform), then the config and the layers (in parallel, each blob once even
+//! when pulls race), verifies every digest and size, names the image and
+//! unpacks it. Nothing of a failed pull is named; its blobs are leased while
+//! it runs and collected afterwards unless an image uses them.
+
+pub mod client;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex};
+
+use client::{Client, Endpoint};
+
+use crate::digest::Digest;
+use crate::image::import::Progress;
+use crate::image::oci::{self, Descriptor, Platform};
+use crate::image::reference::Reference;
+use crate::image::{ImageError, Images};
+use crate::metadata::ImageRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Transport(String),
+    #[error("registry protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch { what: String, expected: String, actual: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl From<crate::content::ContentError> for RegistryError {
+    fn from(e: crate::content::ContentError) -> Self {
+        RegistryError::Image(e.into())
+    }
+}
+
+impl From<crate::image::reference::InvalidReference> for RegistryError {
+    fn from(e: crate::image::reference::InvalidReference) -> Self {
+        RegistryError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<oci::FormatError> for RegistryError {
+    fn from(e: oci::FormatError) -> Self {
+        RegistryError::Image(e.into())
+    }
+}
+
+/// Per-registry settings from the agent's configuration (`[registries."HOST"]`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Talk plain HTTP to this registry.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Mirrors tried first, in order (`https://mirror.example` or `http://...`).
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// A PEM file of CA certificates to trust for this registry (instead of the built-in roots).
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Token realm hosts on other hosts that may receive this registry's credentials.
+    #[serde(default)]
+    pub token_hosts: Vec<String>,
+}
+
+pub type RegistriesConfig = BTreeMap<String, HostConfig>;
+
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    pub reference: String,
+    pub platform: Platform,
+    pub all_platforms: bool,
+    pub plain_http: bool,
+    pub creds: Option<Credentials>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub reference: String,
+    pub plain_http: bool,
+    pub creds: Option<Credentials>,
+}
+
+/// Blobs being fetched right now, so two pulls fetch each blob once.
+#[derive(Default)]
+struct InFlight {
+    set: Mutex<HashSet<Digest>>,
+    done: Condvar,
+}
+
+pub struct Registries {
+    images: Arc<Images>,
+    content: Arc<crate::content::ContentStore>,
+    config: RegistriesConfig,
+    parallel: usize,
+    in_flight: InFlight,
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` (with any port) talk plain HTTP by default.
+fn is_local(host: &str) -> bool {
+    let h = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+fn is_index_doc(data: &[u8], media_type: &str) -> bool {
+    if oci::is_index(media_type) {
+        return true;
+    }
+    if oci::is_manifest(media_type) {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(data).ok().is_some_and(|v| v.get("manifests").is_some())
+}
+
+fn sniff_media_type(data: &[u8], header: &str, index: bool) -> String {
+    let declared = serde_json::from_slice::<serde_json::Value>(data).ok().and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned));
+    match declared {
+        Some(m) if !m.is_empty() => m,
+        _ if oci::is_index(header) || oci::is_manifest(header) => header.to_owned(),
+        _ if index => oci::MEDIA_OCI_INDEX.to_owned(),
+        _ => oci::MEDIA_OCI_MANIFEST.to_owned(),
+    }
+}
+
+impl Registries {
+    pub fn new(images: Arc<Images>, content: Arc<crate::content::ContentStore>, config: RegistriesConfig, parallel: usize) -> Self {
+        Registries { images, content, config, parallel: parallel.clamp(1, 16), in_flight: InFlight::default() }
+    }
+
+    /// Clients to try for `reference`, mirrors first.
+    fn clients(&self, r: &Reference, plain_http: bool, creds: &Option<Credentials>) -> Result<Vec<Client>, RegistryError> {
+        let host_cfg = self.config.get(&r.domain).cloned().unwrap_or_default();
+        let tls = match &host_cfg.ca {
+            Some(path) => Some(tls_with_ca(path)?),
+            None => None,
+        };
+        let plain = plain_http || host_cfg.insecure || is_local(&r.domain);
+        let origin = if r.domain == "docker.io" { "registry-1.docker.io".to_owned() } else { r.domain.clone() };
+        let mut out = Vec::new();
+        for m in &host_cfg.mirrors {
+            let base = m.trim_end_matches('/').to_owned();
+            let ep = Endpoint { base, host: r.domain.clone() };
+            out.push(Client::new(ep, &r.path, None, tls.clone(), host_cfg.token_hosts.clone()));
+        }
+        let base = format!("{}://{origin}", if plain { "http" } else { "https" });
+        out.push(Client::new(Endpoint { base, host: r.domain.clone() }, &r.path, creds.clone(), tls, host_cfg.token_hosts));
+        Ok(out)
+    }
+
+    /// Pull an image: fetch what is missing, verify it, name it, unpack it.
+    pub fn pull(&self, ns: &str, opts: &PullOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImageRecord, RegistryError> {
+        let r = Reference::parse(&opts.reference)?;
+        let name = r.to_string();
+        let wanted = match &r.digest {
+            Some(d) => d.to_string(),
+            None => r.tag.clone().unwrap_or_else(|| "latest".into()),
+        };
+        let lease = self.images.lease();
+        // The first endpoint that has the manifest serves the whole pull.
+        let mut last_err = None;
+        let mut found = None;
+        for c in self.clients(&r, opts.plain_http, &opts.creds)? {
+            match c.get_manifest(&wanted, oci::MAX_DOCUMENT) {
+                Ok(doc) => {
+                    found = Some((c, doc));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %c.endpoint.base, error = %e, "manifest not fetched");
+                    last_err = Some(e);
+                }
+            }
+        }
+        let Some((client, (top, header_type))) = found else {
+            return Err(last_err.unwrap_or(RegistryError::NotFound(name)));
+        };
+        let top_digest = Digest::of(&top);
+        if let Some(d) = &r.digest {
+            if *d != top_digest {
+                return Err(RegistryError::DigestMismatch { what: name, expected: d.to_string(), actual: top_digest.to_string() });
+            }
+        }
+        let index = is_index_doc(&top, &header_type);
+        let media_type = sniff_media_type(&top, &header_type, index);
+        let top_desc = Descriptor {
+            media_type: media_type.clone(),
+            digest: top_digest.clone(),
+            size: top.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        };
+        // The manifests to fetch: the one, or the platform's (or all) from the index.
+        let manifests: Vec<Descriptor> = if index {
+            let idx = oci::parse_index(&top, &media_type)?;
+            let all: Vec<Descriptor> = idx.manifests.into_iter().filter(|m| oci::is_manifest(&m.media_type)).collect();
+            let chosen: Vec<Descriptor> = if opts.all_platforms {
+                all
+            } else {
+                all.into_iter().filter(|m| m.platform.as_ref().is_none_or(|p| opts.platform.matches(p))).take(1).collect()
+            };
+            if chosen.is_empty() {
+                return Err(RegistryError::Image(ImageError::NoPlatform(opts.platform.to_string())));
+            }
+            chosen
+        } else {
+            oci::parse_manifest(&top, &media_type)?;
+            Vec::new()
+        };
+        self.store(&lease, &top_digest, &top)?;
+        progress(Progress::Blob { digest: top_digest.clone(), size: top.len() as u64, status: "fetched" });
+        let mut docs: Vec<(Descriptor, Vec<u8>)> = Vec::new();
+        if index {
+            for m in &manifests {
+                let (data, _) = client.get_manifest(m.digest.as_str(), oci::MAX_DOCUMENT)?;
+                self.check(&m.digest, m.size, &data, "manifest")?;
+                oci::parse_manifest(&data, &m.media_type)?;
+                self.store(&lease, &m.digest, &data)?;
+                docs.push((m.clone(), data));
+            }
+        } else {
+            docs.push((top_desc.clone(), top.clone()));
+        }
+        // Config and layers, each fetched once.
+        let mut blobs: Vec<Descriptor> = Vec::new();
+        let mut seen = HashSet::new();
+        for (d, data) in &docs {
+            let m = oci::parse_manifest(data, &d.media_type)?;
+            if m.config.size > oci::MAX_DOCUMENT {
+                return Err(RegistryError::TooLarge(format!("image config of {} bytes", m.config.size)));
+            }
+            for b in std::iter::once(m.config).chain(m.layers) {
+                if seen.insert(b.digest.clone()) {
+                    blobs.push(b);
+                }
+            }
+        }
+        self.fetch_all(&client, &lease, &blobs, progress)?;
+        // Name it, then unpack this machine's platform.
+        let record = {
+            let _gc = self.images.hold_gc();
+            let (rec, _) = self.images.put(ns, &name, &top_desc, &BTreeMap::new())?;
+            rec
+        };
+        progress(Progress::Image { name: name.clone(), status: "stored" });
+        match self.images.resolve(&record, &opts.platform) {
+            Ok(resolved) => self.images.unpack(ns, &resolved, progress)?,
+            Err(ImageError::NoPlatform(_)) if opts.all_platforms => {}
+            Err(e) => return Err(e.into()),
+        }
+        progress(Progress::Image { name, status: "unpacked" });
+        drop(lease);
+        Ok(record)
+    }
+
+    fn check(&self, digest: &Digest, size: u64, data: &[u8], what: &str) -> Result<(), RegistryError> {
+        if data.len() as u64 != size {
+            return Err(RegistryError::Protocol(format!("{what} {digest} has {} bytes, its descriptor says {size}", data.len())));
+        }
+        let actual = Digest::of(data);
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch { what: what.into(), expected: digest.to_string(), actual: actual.to_string() });
+        }
+        Ok(())
+    }
+
+    fn store(&self, lease: &crate::image::Lease<'_>, digest: &Digest, data: &[u8]) -> Result<(), RegistryError> {
+        let _gc = self.images.hold_gc();
+        if !self.content.exists(digest) {
+            self.content.put(data)?;
+        }
+        lease.add(digest);
+        Ok(())
+    }
+
+    /// Fetch the blobs that are missing, `parallel` at a time.
+    fn fetch_all(
+        &self,
+        client: &Client,
+        lease: &crate::image::Lease<'_>,
+        blobs: &[Descriptor],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(), RegistryError> {
+        let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
+        let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.parallel.min(blobs.len().max(1)) {
+                s.spawn(|| loop {
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else { return };
+                    if let Err(e) = self.fetch_one(client, lease, b, progress) {
+                        if let Ok(mut fe) = first_error.lock() {
+                            fe.get_or_insert(e);
+                        }
+                        return;
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap_or(None) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn fetch_one(
+        &self,
+        client: &Client,
+        lease: &crate::image::Lease<'_>,
+        b: &Descriptor,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(), RegistryError> {
+        // Wait while another pull fetches the same blob; then it may be there.
+        {
+            let mut set = self.in_flight.set.lock().unwrap_or_else(|e| e.into_inner());
+            while set.contains(&b.digest) {
+                set = self.in_flight.done.wait(set).unwrap_or_else(|e| e.into_inner());
+            }
+            let _gc = self.images.hold_gc();
+            if self.content.exists(&b.digest) {
+                lease.add(&b.digest);
+                drop(_gc);
+                progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "exists" });
+                return Ok(());
+            }
+            set.insert(b.digest.clone());
+        }
+        let result = (|| -> Result<(), RegistryError> {
+            progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
+            let mut body = client.get_blob(b.digest.as_str(), b.size)?;
+            self.content.ensure_space(b.size)?;
+            let mut w = self.content.writer(Some(b.digest.clone()), Some(b.size))?;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = body.read(&mut buf).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
+                if n == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
+                if w.written() > b.size {
+                    return Err(RegistryError::Protocol(format!("blob {} is longer than its descriptor's {} bytes", b.digest, b.size)));
+                }
+            }
+            let _gc = self.images.hold_gc();
+            w.commit()?;
+            lease.add(&b.digest);
+            Ok(())
+        })();
+        let mut set = self.in_flight.set.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&b.digest);
+        self.in_flight.done.notify_all();
+        drop(set);
+        if result.is_ok() {
+            progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetched" });
+        }
+        result
+    }
+
+    /// Push an image: its blobs the registry lacks, then its manifests and the tag.
+    pub fn push(&self, ns: &str, opts: &PushOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<Digest, RegistryError> {
+        let r = Reference::parse(&opts.reference)?;
+        let rec = self.images.find_one(ns, &opts.reference)?;
+        let target = crate::image::target_descriptor(&rec);
+        let tag = match (&r.tag, &r.digest) {
+            (Some(t), _) => t.clone(),
+            (None, Some(d)) => d.to_string(),
+            (None, None) => "latest".into(),
+        };
+        let client = self.clients(&r, opts.plain_http, &opts.creds)?.pop().expect("the origin is always there");
+        let _gc = self.images.hold_gc();
+        // Children before parents: blobs, then manifests, then the index.
+        let mut order: Vec<Descriptor> = Vec::new();
+        self.push_order(&target, &mut order, 0)?;
+        for d in &order {
+            let is_doc = oci::is_manifest(&d.media_type) || oci::is_index(&d.media_type);
+            if is_doc {
+                let data = self.content.read_all(&d.digest, oci::MAX_DOCUMENT)?;
+                let reference = if d.digest == target.digest { tag.clone() } else { d.digest.to_string() };
+                push_manifest(&client, &reference, &d.media_type, &data)?;
+                if d.digest == target.digest && reference != d.digest.to_string() {
+                    progress(Progress::Image { name: rec.name.clone(), status: "pushed" });
+                }
+                continue;
+            }
+            if client.blob_exists(d.digest.as_str(), true)? {
+                progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "exists" });
+                continue;
+            }
+            progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "pushing" });
+            let data = self.content.open_blob(&d.digest)?;
+            push_blob(&client, &d.digest, d.size, data)?;
+            progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "pushed" });
+        }
+        Ok(target.digest)
+    }
+
+    fn push_order(&self, d: &Descriptor, out: &mut Vec<Descriptor>, depth: u32) -> Result<(), RegistryError> {
+        if depth > 4 || out.iter().any(|x| x.digest == d.digest) {
+            return Ok(());
+        }
+        if oci::is_index(&d.media_type) {
+            let data = self.content.read_all(&d.digest, oci::MAX_DOCUMENT)?;
+            let idx = oci::parse_index(&data, &d.media_type)?;
+            for m in &idx.manifests {
+                // Only what is here can be pushed (an index may list other platforms).
+                if self.content.exists(&m.digest) {
+                    self.push_order(m, out, depth + 1)?;
+                }
+            }
+        } else if oci::is_manifest(&d.media_type) {
+            let data = self.content.read_all(&d.digest, oci::MAX_DOCUMENT)?;
+            let m = oci::parse_manifest(&data, &d.media_type)?;
+            for b in std::iter::once(&m.config).chain(&m.layers) {
+                if !out.iter().any(|x| x.digest == b.digest) {
+                    out.push(b.clone());
+                }
+            }
+        }
+        out.push(d.clone());
+        Ok(())
+    }
+
+    /// Check credentials against a registry (the `/v2/` endpoint).
+    pub fn check_login(&self, host: &str, plain_http: bool, creds: &Credentials) -> Result<(), RegistryError> {
+        let r = Reference::parse(&format!("{host}/login-check"))?;
+        let client = self.clients(&r, plain_http, &Some(creds.clone()))?.pop().expect("origin");
+        let url = format!("{}/v2/", client.endpoint.base);
+        let reply = client.send("GET", &url, &[], None, false)?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(client::error_from(&url, reply))
+        }
+    }
+}
+
+fn tls_with_ca(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, RegistryError> {
+    use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+    let pem = std::fs::read(path).map_err(|e| RegistryError::InvalidArgument(format!("CA file {}: {e}", path.display())))?;
+    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(RegistryError::InvalidArgument(format!("CA file {} holds no certificate", path.display())));
+    }
+    Ok(TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(certs))).build())
+}
+
+fn push_manifest(client: &Client, reference: &str, media_type: &str, data: &[u8]) -> Result<(), RegistryError> {
+    let url = client.url(&format!("manifests/{reference}"));
+    let reply = client.send("PUT", &url, &[("Content-Type", media_type.to_owned())], Some(data), true)?;
+    if reply.status.is_success() {
+        Ok(())
+    } else {
+        Err(client::error_from(&url, reply))
+    }
+}
+
+/// A monolithic upload: POST for a session, then PUT the bytes with the digest.
+fn push_blob(client: &Client, digest: &Digest, size: u64, mut data: std::fs::File) -> Result<(), RegistryError> {
+    let url = client.url("blobs/uploads/");
+    let reply = client.send("POST", &url, &[("Content-Length", "0".into())], Some(&[]), true)?;
+    if reply.status != ureq::http::StatusCode::ACCEPTED {
+        return Err(client::error_from(&url, reply));
+    }
+    let loc = reply
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::Protocol("upload session without a location".into()))?
+        .to_owned();
+    let mut put = if loc.starts_with("http://") || loc.starts_with("https://") { loc } else { format!("{}{loc}", client.endpoint.base) };
+    put.push(if put.contains('?') { '&' } else { '?' });
+    put.push_str(&format!("digest={}", client::urlencode(digest.as_str())));
+    // Blobs of one layer are read whole: registries want Content-Length, and the
+    // client's retries re-send the body.
+    let mut buf = Vec::with_capacity(size as usize);
+    data.read_to_end(&mut buf).map_err(|e| RegistryError::Transport(format!("reading blob {digest}: {e}")))?;
+    let reply = client.send("PUT", &put, &[("Content-Type", "application/octet-stream".into())], Some(&buf), true)?;
+    if reply.status.is_success() {
+        Ok(())
+    } else {
+        Err(client::error_from(&put, reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_local() {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.0.0.1", "[::1]:5000"] {
+            assert!(is_local(h), "{h}");
+        }
+        for h in ["example.com", "registry-1.docker.io", "10.0.0.1:5000", "localhost.example.com"] {
+            assert!(!is_local(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn media_types_are_sniffed() {
+        let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert!(is_index_doc(idx, ""));
+        assert_eq!(sniff_media_type(idx, "text/plain", true), oci::MEDIA_OCI_INDEX);
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}"#;
+        assert!(!is_index_doc(m, ""));
+        assert_eq!(sniff_media_type(m, "", false), oci::MEDIA_DOCKER_MANIFEST);
+    }
+}

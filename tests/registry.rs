@@ -1,0 +1,386 @@
+//! Pull and push against a real registry: Debian's docker-registry (the CNCF
+//! distribution registry) on 127.0.0.1, with and without htpasswd auth.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A docker-registry process on a free loopback port; killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        require_tool("docker-registry", "docker-registry");
+        let dir = tempfile::Builder::new().prefix("registry-").tempdir_in(test_tmp()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = htpasswd {
+            let out = run_ok(Command::new("python3").args([
+                "-c",
+                "import crypt,sys; print(sys.argv[1] + ':' + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+                user,
+                pass,
+            ]));
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", dir.path().join("htpasswd").display()));
+        }
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, addr, dir };
+        wait_until("the registry answers", Duration::from_secs(20), || std::net::TcpStream::connect(&r.addr).is_ok());
+        r
+    }
+
+    /// The file that holds a blob in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+}
+
+fn daemon_with_image() -> Daemon {
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer(), layer(&[Entry::File("etc/motd".into(), b"from the registry\n".to_vec(), 0o644)])]);
+    let path = d.file("bb.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    d
+}
+
+/// berthctl with its own docker config directory.
+fn ctl_env(d: &Daemon, config: &Path, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthctl"));
+    cmd.args(args).env("BERTH_ADDRESS", &d.socket).env("DOCKER_CONFIG", config);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(data) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    wait_output(child, Duration::from_secs(120))
+}
+
+fn digest_of(d: &Daemon, name: &str) -> String {
+    d.inspect("default", name)["digest"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn push_then_pull_gives_the_same_image_and_it_runs() {
+    let reg = Registry::start(None);
+    let d = daemon_with_image();
+    let name = format!("{}/team/busybox:v1", reg.addr);
+    d.ok(&["tag", "busybox", &name]);
+    let pushed = d.ok(&["push", "-q", &name]).trim().to_owned();
+    assert!(pushed.starts_with("sha256:"), "{pushed}");
+    // A second push finds every blob there already.
+    let again = d.ok(&["push", &name]);
+    assert!(again.contains("exists") && !again.contains("pushing"), "{again}");
+    // Remove it locally: nothing is left; pull it back.
+    d.ok(&["rmi", &name, "busybox"]);
+    assert!(d.blobs().is_empty());
+    let out = d.ok(&["pull", &name]);
+    assert!(out.contains(&format!("Digest: {pushed}")), "{out}");
+    assert_eq!(digest_of(&d, &name), pushed);
+    assert_eq!(d.ok(&["run", "--rm", &name, "cat", "/etc/motd"]), "from the registry\n");
+    // An independent client reads what Berth pushed.
+    require_tool("skopeo", "skopeo");
+    let inspect = run_ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{name}")]));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], pushed);
+    // Pulling again fetches nothing.
+    let out = d.ok(&["pull", &name]);
+    assert!(!out.contains("fetching"), "{out}");
+    // Unknown tags and repositories are NotFound, with nothing left behind.
+    let out = d.ctl(&["pull", &format!("{}/team/busybox:nope", reg.addr)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+#[test]
+fn skopeo_and_umoci_interoperate_both_ways() {
+    require_tool("skopeo", "skopeo");
+    require_tool("umoci", "umoci");
+    let reg = Registry::start(None);
+    let d = Daemon::start();
+    // skopeo puts an image in the registry; Berth pulls and runs it.
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let archive = d.file("in.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    let dest = format!("docker://{}/interop/by-skopeo:v1", reg.addr);
+    run_ok(Command::new("skopeo").args(["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", archive.display()), &dest]));
+    let name = format!("{}/interop/by-skopeo:v1", reg.addr);
+    d.ok(&["pull", &name]);
+    assert_eq!(d.ok(&["run", "--rm", &name, "echo", "ok"]), "ok\n");
+    // Berth pushes; skopeo copies it to an OCI layout that umoci unpacks.
+    let pushed = format!("{}/interop/by-berth:v2", reg.addr);
+    d.ok(&["tag", &name, &pushed]);
+    d.ok(&["push", &pushed]);
+    let layout = d.dir.path().join("layout");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{pushed}"),
+        &format!("oci:{}:v2", layout.display()),
+    ]));
+    let bundle = d.dir.path().join("bundle");
+    run_ok(Command::new("umoci").args(["unpack", "--image", &format!("{}:v2", layout.display())]).arg(&bundle));
+    assert_eq!(std::fs::read(bundle.join("rootfs/bin/busybox")).unwrap(), busybox());
+}
+
+#[test]
+fn basic_auth_login_push_pull_logout() {
+    let reg = Registry::start(Some(("berth", "s3cret")));
+    let d = daemon_with_image();
+    let config = d.dir.path().join("docker-config");
+    let name = format!("{}/private/busybox:v1", reg.addr);
+    d.ok(&["tag", "busybox", &name]);
+    // Without credentials: refused, with a hint.
+    let out = ctl_env(&d, &config, &["push", &name], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("requires authentication"), "{}", stderr(&out));
+    // A wrong password does not log in and stores nothing.
+    let out = ctl_env(&d, &config, &["login", "-u", "berth", "--password-stdin", &reg.addr], Some(b"wrong\n"));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(!config.join("config.json").exists());
+    // The right one is checked, then stored 0600 in docker's format.
+    let out = ctl_env(&d, &config, &["login", "-u", "berth", "--password-stdin", &reg.addr], Some(b"s3cret\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(config.join("config.json")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(config.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["auths"][&reg.addr]["auth"], "YmVydGg6czNjcmV0", "{cfg}");
+    // Push and pull with the stored credentials.
+    let out = ctl_env(&d, &config, &["push", &name], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.ok(&["rmi", &name, "busybox"]);
+    let out = ctl_env(&d, &config, &["pull", &name], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", &name, "cat", "/etc/motd"]), "from the registry\n");
+    // --creds works without a login.
+    d.ok(&["rmi", &name]);
+    d.ok(&["pull", "--creds", "berth:s3cret", &name]);
+    // Logout forgets them.
+    let out = ctl_env(&d, &config, &["logout", &reg.addr], None);
+    assert!(out.status.success());
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(config.join("config.json")).unwrap()).unwrap();
+    assert!(cfg["auths"].get(&reg.addr).is_none(), "{cfg}");
+}
+
+#[test]
+fn a_layer_with_the_wrong_content_is_refused_and_nothing_is_named() {
+    let reg = Registry::start(None);
+    let d = daemon_with_image();
+    let name = format!("{}/bad/busybox:v1", reg.addr);
+    d.ok(&["tag", "busybox", &name]);
+    d.ok(&["push", &name]);
+    let layers = d.inspect("default", &name)["layers"].as_array().unwrap().clone();
+    let layer = layers[1]["digest"].as_str().unwrap().to_owned();
+    d.ok(&["rmi", &name, "busybox"]);
+    // The registry now serves other bytes of the same length for that layer.
+    let file = reg.blob_file(&layer);
+    let mut data = std::fs::read(&file).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&file, &data).unwrap();
+    let out = d.ctl(&["pull", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("digest") || stderr(&out).contains("mismatch"), "{}", stderr(&out));
+    // Nothing of the failed pull is visible.
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    wait_until("the failed pull's blobs are collected", Duration::from_secs(10), || d.blobs().is_empty());
+    assert!(d.ingest_files().is_empty(), "{:?}", d.ingest_files());
+    // A longer body than the descriptor's size is cut off and refused.
+    data[last] ^= 0xff;
+    data.extend_from_slice(b"trailing bytes");
+    std::fs::write(&file, &data).unwrap();
+    let out = d.ctl(&["pull", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+}
+
+/// A bearer-token front for a registry, as Docker Hub's auth works: requests
+/// without a valid token get a 401 challenge naming a token endpoint (served
+/// here too); the token endpoint checks basic credentials; a token is good
+/// for `uses` requests, then expires. Valid requests are forwarded to the registry.
+struct TokenFront {
+    addr: String,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    rejected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenFront {
+    fn start(upstream: &str, user: &'static str, pass: &'static str, uses: usize) -> TokenFront {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let tokens: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let rejected = Arc::new(AtomicUsize::new(0));
+        let (up, me) = (upstream.to_owned(), addr.clone());
+        let (issued2, rejected2) = (issued.clone(), rejected.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (tokens, up, me, issued, rejected) = (tokens.clone(), up.clone(), me.clone(), issued2.clone(), rejected2.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let end = line == "\r\n";
+                        head.push_str(&line);
+                        if end {
+                            break;
+                        }
+                    }
+                    let header = |name: &str| {
+                        head.lines()
+                            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+                            .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+                    };
+                    let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    if path.starts_with("/token") {
+                        let want = format!("Basic {}", base64_encode(&format!("{user}:{pass}")));
+                        if header("authorization").as_deref() != Some(want.as_str()) {
+                            let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            return;
+                        }
+                        let token = format!("tok{}", issued.fetch_add(1, Ordering::SeqCst));
+                        tokens.lock().unwrap().push((token.clone(), uses));
+                        let json = format!("{{\"token\":\"{token}\",\"expires_in\":3600}}");
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                            json.len()
+                        );
+                        return;
+                    }
+                    // Tokens expire after a few uses here, whatever they claimed: a client
+                    // must re-authenticate in the middle of a transfer.
+                    let valid = header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned)).is_some_and(|t| {
+                        let mut tokens = tokens.lock().unwrap();
+                        match tokens.iter_mut().find(|(k, left)| *k == t && *left > 0) {
+                            Some((_, left)) => {
+                                *left -= 1;
+                                true
+                            }
+                            None => false,
+                        }
+                    });
+                    if !valid {
+                        rejected.fetch_add(1, Ordering::SeqCst);
+                        let challenge = format!(
+                            "Bearer realm=\"http://{me}/token\",service=\"test-registry\",scope=\"repository:private/busybox:pull,push\""
+                        );
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        return;
+                    }
+                    // Forward to the registry, one request per connection.
+                    let mut upstream = std::net::TcpStream::connect(&up).unwrap();
+                    let mut fwd = String::new();
+                    for (i, l) in head.lines().enumerate() {
+                        let lower = l.to_ascii_lowercase();
+                        if i > 0 && (lower.starts_with("connection:") || lower.starts_with("authorization:") || lower.starts_with("host:"))
+                        {
+                            continue;
+                        }
+                        if l.is_empty() {
+                            break;
+                        }
+                        fwd.push_str(l);
+                        fwd.push_str("\r\n");
+                    }
+                    fwd.push_str(&format!("Host: {up}\r\nConnection: close\r\n\r\n"));
+                    upstream.write_all(fwd.as_bytes()).unwrap();
+                    upstream.write_all(&body).unwrap();
+                    let mut resp = Vec::new();
+                    let _ = upstream.read_to_end(&mut resp);
+                    // Locations the registry gives point at itself: point them back here (headers only).
+                    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+                    let head = String::from_utf8_lossy(&resp[..split]).replace(&format!("http://{up}"), &format!("http://{me}"));
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(&resp[split..]);
+                });
+            }
+        });
+        TokenFront { addr, issued, rejected }
+    }
+}
+
+fn base64_encode(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn bearer_tokens_are_fetched_and_renewed_when_they_expire_mid_transfer() {
+    use std::sync::atomic::Ordering;
+    let reg = Registry::start(None);
+    // A token is good for two requests: a pull (manifest, config, two layers) outlives its first one.
+    let front = TokenFront::start(&reg.addr, "berth", "tok3n", 2);
+    let d = daemon_with_image();
+    let name = format!("{}/private/busybox:v1", front.addr);
+    d.ok(&["tag", "busybox", &name]);
+    let out = d.ctl(&["push", &name]);
+    assert_eq!(out.status.code(), Some(1), "no credentials, no push");
+    d.ok(&["push", "--creds", "berth:tok3n", &name]);
+    d.ok(&["rmi", &name, "busybox"]);
+    let issued_before = front.issued.load(Ordering::SeqCst);
+    d.ok(&["pull", "--creds", "berth:tok3n", &name]);
+    assert_eq!(d.ok(&["run", "--rm", &name, "cat", "/etc/motd"]), "from the registry\n");
+    let issued = front.issued.load(Ordering::SeqCst) - issued_before;
+    assert!(issued >= 2, "the token that expired mid-pull was renewed ({issued} issued)");
+    assert!(front.rejected.load(Ordering::SeqCst) > 0);
+    // A wrong password is refused by the token endpoint.
+    d.ok(&["rmi", &name]);
+    let out = d.ctl(&["pull", "--creds", "berth:nope", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+}
