@@ -384,3 +384,200 @@ fn bearer_tokens_are_fetched_and_renewed_when_they_expire_mid_transfer() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
 }
+
+/// What a fake registry answers on a path.
+#[derive(Clone)]
+enum Reply {
+    /// Status, content type, body.
+    Body(u16, &'static str, Vec<u8>),
+    /// A body of this many bytes, streamed (not held in memory).
+    Huge(&'static str, usize),
+    /// A redirect to this URL.
+    Redirect(String),
+    /// Headers announcing the whole body, half of it, then silence.
+    Stall(Vec<u8>),
+}
+
+/// A programmable registry on loopback that records what it was asked, with
+/// which Authorization header.
+struct Fake {
+    addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+}
+
+impl Fake {
+    fn start(routes: Vec<(String, Reply)>, basic: Option<&'static str>) -> Fake {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>> = Default::default();
+        let routes = std::sync::Arc::new(routes);
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (routes, seen) = (routes.clone(), seen2.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line.trim_end().to_owned());
+                    }
+                    let path = head.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").split('?').next().unwrap().to_owned();
+                    let auth =
+                        head.iter().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).map(|l| l[14..].trim().to_owned());
+                    seen.lock().unwrap().push((path.clone(), auth.clone()));
+                    if let Some(want) = basic {
+                        if auth.as_deref() != Some(&format!("Basic {}", base64_encode(want))) {
+                            let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            return;
+                        }
+                    }
+                    let reply = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
+                    let _ = match reply {
+                        None if path == "/v2/" => conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
+                        None => conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                        Some(Reply::Body(status, ct, body)) => {
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            );
+                            conn.write_all(&body)
+                        }
+                        Some(Reply::Huge(ct, len)) => {
+                            let _ =
+                                write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+                            let chunk = vec![b' '; 1 << 20];
+                            let mut sent = 0;
+                            while sent < len {
+                                if conn.write_all(&chunk).is_err() {
+                                    break;
+                                }
+                                sent += chunk.len();
+                            }
+                            Ok(())
+                        }
+                        Some(Reply::Redirect(to)) => {
+                            write!(
+                                conn,
+                                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            )
+                        }
+                        Some(Reply::Stall(body)) => {
+                            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                            let _ = conn.write_all(&body[..body.len() / 2]);
+                            std::thread::sleep(Duration::from_secs(120));
+                            Ok(())
+                        }
+                    };
+                });
+            }
+        });
+        Fake { addr, seen }
+    }
+}
+
+/// Routes serving `built` as `repo:tag`, plus any extra routes first.
+fn image_routes(repo: &str, tag: &str, built: &Built) -> Vec<(String, Reply)> {
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let mut r = vec![
+        (format!("/v2/{repo}/manifests/{tag}"), Reply::Body(200, mt, built.manifest.1.clone())),
+        (format!("/v2/{repo}/manifests/{}", built.manifest.0), Reply::Body(200, mt, built.manifest.1.clone())),
+        (format!("/v2/{repo}/blobs/{}", built.config.0), Reply::Body(200, "application/octet-stream", built.config.1.clone())),
+    ];
+    for (d, data, _) in &built.layers {
+        r.push((format!("/v2/{repo}/blobs/{d}"), Reply::Body(200, "application/octet-stream", data.clone())));
+    }
+    r
+}
+
+#[test]
+fn hostile_manifests_are_refused_and_nothing_is_named() {
+    let d = Daemon::start();
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let mut both: serde_json::Value = serde_json::from_slice(&built.manifest.1).unwrap();
+    both["manifests"] = serde_json::json!([]);
+    let many_layers: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{:064x}", i), "size": 1}))
+        .collect();
+    let mut many: serde_json::Value = serde_json::from_slice(&built.manifest.1).unwrap();
+    many["layers"] = serde_json::json!(many_layers);
+    let fake = Fake::start(
+        vec![
+            ("/v2/x/manifests/both".into(), Reply::Body(200, mt, serde_json::to_vec(&both).unwrap())),
+            ("/v2/x/manifests/many".into(), Reply::Body(200, mt, serde_json::to_vec(&many).unwrap())),
+            ("/v2/x/manifests/huge".into(), Reply::Huge(mt, 100 << 20)),
+        ],
+        None,
+    );
+    for (tag, want) in [("both", "ambiguous"), ("many", "at most"), ("huge", "larger than")] {
+        let t0 = std::time::Instant::now();
+        let out = d.ctl(&["pull", &format!("{}/x:{tag}", fake.addr)]);
+        assert_eq!(out.status.code(), Some(1), "{tag}");
+        assert!(stderr(&out).contains(want), "{tag}: {}", stderr(&out));
+        assert!(t0.elapsed() < Duration::from_secs(20), "{tag} took {:?}", t0.elapsed());
+    }
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    wait_until("nothing is left", Duration::from_secs(10), || d.blobs().is_empty());
+    d.assert_healthy();
+}
+
+#[test]
+fn a_redirect_to_another_host_carries_no_credentials() {
+    let d = Daemon::start();
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let (layer, data, _) = built.layers[0].clone();
+    // The blob store ("a CDN") on another port: it serves the layer to anyone.
+    let cdn = Fake::start(vec![("/cdn/layer".into(), Reply::Body(200, "application/octet-stream", data))], None);
+    let mut routes = vec![(format!("/v2/x/blobs/{layer}"), Reply::Redirect(format!("http://{}/cdn/layer", cdn.addr)))];
+    routes.extend(image_routes("x", "v1", &built));
+    let reg = Fake::start(routes, Some("berth:pw"));
+    let name = format!("{}/x:v1", reg.addr);
+    d.ok(&["pull", "--creds", "berth:pw", &name]);
+    assert_eq!(d.ok(&["run", "--rm", &name, "echo", "ok"]), "ok\n");
+    // The registry got the credentials; the other host got none.
+    assert!(reg.seen.lock().unwrap().iter().any(|(_, a)| a.is_some()));
+    let cdn_seen = cdn.seen.lock().unwrap().clone();
+    assert!(!cdn_seen.is_empty());
+    assert!(cdn_seen.iter().all(|(_, a)| a.is_none()), "{cdn_seen:?}");
+}
+
+#[test]
+fn a_registry_that_stalls_fails_the_pull_in_time_and_the_agent_stays_responsive() {
+    let mut d = Daemon::unstarted(&[]);
+    let cfg = d.file("berthd.toml", b"registry_stall_timeout = 2\n");
+    d.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    d.spawn();
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let (layer, data, _) = built.layers[0].clone();
+    let mut routes = vec![(format!("/v2/x/blobs/{layer}"), Reply::Stall(data))];
+    routes.extend(image_routes("x", "v1", &built));
+    let reg = Fake::start(routes, None);
+    let name = format!("{}/x:v1", reg.addr);
+    let t0 = std::time::Instant::now();
+    let pull = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["pull", &name])
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the transfer hangs, the agent answers.
+    std::thread::sleep(Duration::from_millis(500));
+    d.assert_healthy();
+    let out = wait_output(pull, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t0.elapsed() < Duration::from_secs(30), "the pull took {:?}", t0.elapsed());
+    assert!(stderr(&out).to_lowercase().contains("timed out") || stderr(&out).to_lowercase().contains("timeout"), "{}", stderr(&out));
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    d.assert_healthy();
+}

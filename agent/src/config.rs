@@ -90,6 +90,8 @@ pub struct FileConfig {
     /// `[registries."registry.example:5000"]` with `insecure`, `mirrors`, `ca`, `token_hosts`.
     #[serde(default)]
     pub registries: crate::registry::RegistriesConfig,
+    /// A registry transfer that moves no byte for this many seconds fails (default 30).
+    pub registry_stall_timeout: Option<u64>,
 }
 
 /// How containers run.
@@ -141,6 +143,7 @@ pub struct Config {
     pub limits: Limits,
     pub runtime: RuntimeConfig,
     pub registries: crate::registry::RegistriesConfig,
+    pub registry_stall_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +169,7 @@ impl Config {
             limits: Limits::default(),
             runtime: RuntimeConfig::new(),
             registries: Default::default(),
+            registry_stall_timeout: crate::registry::client::STALL_TIMEOUT,
         }
     }
 
@@ -205,6 +209,9 @@ impl Config {
         }
         c.runtime.runtimes.extend(file.runtimes);
         c.registries = file.registries;
+        if let Some(t) = file.registry_stall_timeout {
+            c.registry_stall_timeout = std::time::Duration::from_secs(t.clamp(1, 3600));
+        }
         if let Some(r) = args.runtime.or(file.default_runtime) {
             c.runtime.default_runtime = r;
         }

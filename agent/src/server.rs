@@ -165,6 +165,7 @@ pub fn open(config: Config) -> Result<Agent, ServerError> {
         content.clone(),
         config.registries.clone(),
         config.limits.unpack_parallelism,
+        config.registry_stall_timeout,
     ));
     Ok(Agent {
         config,

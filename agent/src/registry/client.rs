@@ -99,14 +99,15 @@ impl Client {
         creds: Option<Credentials>,
         tls: Option<ureq::tls::TlsConfig>,
         trusted_realms: Vec<String>,
+        stall: Duration,
     ) -> Self {
         let mut cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Redirects are followed by hand: credentials never go to another host.
             .max_redirects(0)
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(HEADERS_TIMEOUT))
-            .timeout_per_read(Some(STALL_TIMEOUT))
+            .timeout_recv_response(Some(HEADERS_TIMEOUT.max(stall)))
+            .timeout_per_read(Some(stall))
             .user_agent(concat!("berthd/", env!("CARGO_PKG_VERSION")));
         if let Some(t) = tls {
             cfg = cfg.tls_config(t);

@@ -113,6 +113,7 @@ pub struct Registries {
     content: Arc<crate::content::ContentStore>,
     config: RegistriesConfig,
     parallel: usize,
+    stall: std::time::Duration,
     in_flight: InFlight,
 }
 
@@ -143,8 +144,14 @@ fn sniff_media_type(data: &[u8], header: &str, index: bool) -> String {
 }
 
 impl Registries {
-    pub fn new(images: Arc<Images>, content: Arc<crate::content::ContentStore>, config: RegistriesConfig, parallel: usize) -> Self {
-        Registries { images, content, config, parallel: parallel.clamp(1, 16), in_flight: InFlight::default() }
+    pub fn new(
+        images: Arc<Images>,
+        content: Arc<crate::content::ContentStore>,
+        config: RegistriesConfig,
+        parallel: usize,
+        stall: std::time::Duration,
+    ) -> Self {
+        Registries { images, content, config, parallel: parallel.clamp(1, 16), stall, in_flight: InFlight::default() }
     }
 
     /// Clients to try for `reference`, mirrors first.
@@ -160,10 +167,10 @@ impl Registries {
         for m in &host_cfg.mirrors {
             let base = m.trim_end_matches('/').to_owned();
             let ep = Endpoint { base, host: r.domain.clone() };
-            out.push(Client::new(ep, &r.path, None, tls.clone(), host_cfg.token_hosts.clone()));
+            out.push(Client::new(ep, &r.path, None, tls.clone(), host_cfg.token_hosts.clone(), self.stall));
         }
         let base = format!("{}://{origin}", if plain { "http" } else { "https" });
-        out.push(Client::new(Endpoint { base, host: r.domain.clone() }, &r.path, creds.clone(), tls, host_cfg.token_hosts));
+        out.push(Client::new(Endpoint { base, host: r.domain.clone() }, &r.path, creds.clone(), tls, host_cfg.token_hosts, self.stall));
         Ok(out)
     }
 
