@@ -398,11 +398,14 @@ enum Reply {
     Stall(Vec<u8>),
 }
 
+/// Paths asked for, each with the Authorization header it came with.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// A programmable registry on loopback that records what it was asked, with
 /// which Authorization header.
 struct Fake {
     addr: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
 }
 
 impl Fake {
@@ -410,7 +413,7 @@ impl Fake {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>> = Default::default();
+        let seen: Seen = Default::default();
         let routes = std::sync::Arc::new(routes);
         let seen2 = seen.clone();
         std::thread::spawn(move || {
