@@ -25,10 +25,15 @@ impl Drop for Registry {
 
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Self::start_on("127.0.0.1", htpasswd, None)
+    }
+
+    /// On `ip`, optionally serving TLS with (certificate, key) files.
+    fn start_on(ip: &str, htpasswd: Option<(&str, &str)>, tls: Option<(PathBuf, PathBuf)>) -> Registry {
         require_tool("docker-registry", "docker-registry");
         let dir = tempfile::Builder::new().prefix("registry-").tempdir_in(test_tmp()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
+        let port = std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port();
+        let addr = format!("{ip}:{port}");
         let mut cfg = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
@@ -42,6 +47,12 @@ impl Registry {
             ]));
             std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
             cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", dir.path().join("htpasswd").display()));
+        }
+        if let Some((cert, key)) = tls {
+            cfg = cfg.replace(
+                &format!("  addr: {addr}\n"),
+                &format!("  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()),
+            );
         }
         std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
         let child = Command::new("docker-registry")
@@ -583,4 +594,112 @@ fn a_registry_that_stalls_fails_the_pull_in_time_and_the_agent_stays_responsive(
     assert!(stderr(&out).to_lowercase().contains("timed out") || stderr(&out).to_lowercase().contains("timeout"), "{}", stderr(&out));
     assert_eq!(d.ok(&["images", "-q"]).trim(), "");
     d.assert_healthy();
+}
+
+/// A CA, and a server certificate it signed for the IP address `ip`: (ca.pem, cert.pem, key.pem).
+fn make_certs(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    require_tool("openssl", "openssl");
+    let (ca_key, ca, key, csr, cert, ext) = (
+        dir.join("ca.key"),
+        dir.join("ca.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.pem"),
+        dir.join("ext.cnf"),
+    );
+    let o = |args: &[&str]| {
+        run_ok(Command::new("openssl").args(args));
+    };
+    let p = |x: &PathBuf| x.display().to_string();
+    o(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test CA",
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+    ]);
+    o(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={ip}"), "-keyout", &p(&key), "-out", &p(&csr)]);
+    std::fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).unwrap();
+    o(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&cert),
+    ]);
+    (ca, cert, key)
+}
+
+#[test]
+fn tls_is_the_default_and_a_configured_ca_is_trusted() {
+    // 127.0.0.2 is loopback but not "localhost": the agent speaks TLS to it.
+    let certs = tempfile::tempdir_in(test_tmp()).unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "127.0.0.2");
+    let reg = Registry::start_on("127.0.0.2", None, Some((cert, key)));
+    // Without the CA: the certificate is refused, nothing is pulled or pushed.
+    let plain = daemon_with_image();
+    let name = format!("{}/tls/busybox:v1", reg.addr);
+    plain.ok(&["tag", "busybox", &name]);
+    let out = plain.ctl(&["push", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).to_lowercase().contains("certificate"), "{}", stderr(&out));
+    // With the CA configured for that registry: push and pull over TLS.
+    let mut d = Daemon::unstarted(&[]);
+    let toml = format!("[registries.\"{}\"]\nca = \"{}\"\n", reg.addr, ca.display());
+    let cfg = d.file("berthd.toml", toml.as_bytes());
+    d.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    d.spawn();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("bb.tar", &oci_archive(&[(name.as_str(), &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    d.ok(&["push", &name]);
+    d.ok(&["rmi", &name]);
+    d.ok(&["pull", &name]);
+    assert_eq!(d.ok(&["run", "--rm", &name, "echo", "over tls"]), "over tls\n");
+}
+
+#[test]
+fn concurrent_pulls_fetch_each_blob_once() {
+    let d = Daemon::start();
+    // Two images sharing their base layer, pulled at the same time, twice each.
+    let base = busybox_layer();
+    let a = build(&ImageSpec::new(vec![base.clone(), layer(&[Entry::File("a".into(), b"a".to_vec(), 0o644)])]));
+    let b = build(&ImageSpec::new(vec![base, layer(&[Entry::File("b".into(), b"b".to_vec(), 0o644)])]));
+    let mut routes = image_routes("x", "a", &a);
+    routes.extend(image_routes("x", "b", &b));
+    let reg = Fake::start(routes, None);
+    let names = [format!("{}/x:a", reg.addr), format!("{}/x:b", reg.addr), format!("{}/x:a", reg.addr), format!("{}/x:b", reg.addr)];
+    std::thread::scope(|s| {
+        for n in &names {
+            let d = &d;
+            s.spawn(move || d.ok(&["pull", n]));
+        }
+    });
+    let seen = reg.seen.lock().unwrap().clone();
+    let mut gets: std::collections::HashMap<String, usize> = Default::default();
+    for (path, _) in seen.iter().filter(|(p, _)| p.contains("/blobs/")) {
+        *gets.entry(path.clone()).or_default() += 1;
+    }
+    assert!(gets.values().all(|&n| n == 1), "a blob was fetched twice: {gets:?}");
+    assert_eq!(gets.len(), 5, "config a, config b, the shared base, layer a, layer b: {gets:?}");
+    assert_eq!(d.ok(&["run", "--rm", &names[0], "cat", "/a"]), "a");
+    assert_eq!(d.ok(&["run", "--rm", &names[1], "cat", "/b"]), "b");
 }
