@@ -144,13 +144,53 @@ fn registry_of(reference: &str) -> String {
     }
 }
 
-fn show(quiet: bool, p: &v1::TransferProgress) {
-    if quiet {
-        return;
+/// Progress as people read it: a bar per blob on a terminal, plain lines otherwise.
+struct Shown {
+    quiet: bool,
+    bars: Option<(indicatif::MultiProgress, std::collections::HashMap<String, indicatif::ProgressBar>)>,
+}
+
+impl Shown {
+    fn new(quiet: bool) -> Self {
+        let bars = (!quiet && std::io::stdout().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
+        Shown { quiet, bars }
     }
-    let id = if p.kind == "image" { p.id.clone() } else { short_id(&p.id) };
-    let size = if p.size > 0 { format!(" ({})", crate::output::size(p.size)) } else { String::new() };
-    println!("{id}: {}{size}", p.status);
+
+    fn show(&mut self, p: &v1::TransferProgress) {
+        if self.quiet {
+            return;
+        }
+        let id = if p.kind == "image" { p.id.clone() } else { short_id(&p.id) };
+        let Some((multi, bars)) = &mut self.bars else {
+            // Plain lines: one per step, no byte counts.
+            if p.status != "transferring" {
+                let size = if p.size > 0 { format!(" ({})", crate::output::size(p.size)) } else { String::new() };
+                println!("{id}: {}{size}", p.status);
+            }
+            return;
+        };
+        if p.kind == "image" {
+            let _ = multi.println(format!("{id}: {}", p.status));
+            return;
+        }
+        let bar = bars.entry(format!("{}:{}", p.kind, p.id)).or_insert_with(|| {
+            let b = multi.add(indicatif::ProgressBar::new(p.size.max(0) as u64));
+            let style = indicatif::ProgressStyle::with_template("{prefix:12} [{bar:30}] {bytes:>10}/{total_bytes:10} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            b.set_style(style);
+            b.set_prefix(id.clone());
+            b
+        });
+        match p.status.as_str() {
+            "transferring" => bar.set_position(p.offset.max(0) as u64),
+            "fetching" | "pushing" => bar.set_message(p.status.clone()),
+            status => {
+                bar.set_position(p.size.max(0) as u64);
+                bar.finish_with_message(status.to_owned());
+            }
+        }
+    }
 }
 
 pub async fn pull(conn: &Conn, a: PullArgs) -> Result<i32> {
@@ -163,9 +203,10 @@ pub async fn pull(conn: &Conn, a: PullArgs) -> Result<i32> {
         credentials: credentials(&registry, a.transfer.creds.as_deref())?,
     };
     let mut stream = conn.registry().pull(req).await?.into_inner();
+    let mut shown = Shown::new(a.transfer.quiet || conn.format == Format::Json);
     while let Some(msg) = stream.next().await {
         match msg?.event {
-            Some(v1::pull_response::Event::Progress(p)) => show(a.transfer.quiet || conn.format == Format::Json, &p),
+            Some(v1::pull_response::Event::Progress(p)) => shown.show(&p),
             Some(v1::pull_response::Event::Image(img)) => {
                 let digest = img.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default();
                 if conn.format == Format::Json {
@@ -191,9 +232,10 @@ pub async fn push(conn: &Conn, a: PushArgs) -> Result<i32> {
         credentials: credentials(&registry, a.transfer.creds.as_deref())?,
     };
     let mut stream = conn.registry().push(req).await?.into_inner();
+    let mut shown = Shown::new(a.transfer.quiet || conn.format == Format::Json);
     while let Some(msg) = stream.next().await {
         match msg?.event {
-            Some(v1::push_response::Event::Progress(p)) => show(a.transfer.quiet || conn.format == Format::Json, &p),
+            Some(v1::push_response::Event::Progress(p)) => shown.show(&p),
             Some(v1::push_response::Event::Digest(d)) => {
                 if conn.format == Format::Json {
                     crate::output::json(&serde_json::json!({"name": a.reference, "digest": d}));

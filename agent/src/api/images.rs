@@ -61,6 +61,7 @@ fn progress_message(p: Progress) -> v1::ImportResponse {
         Progress::Blob { digest, size, status } => ("blob", digest.to_string(), status, size),
         Progress::Layer { digest, size, status } => ("layer", digest.to_string(), status, size),
         Progress::Image { name, status } => ("image", name, status, 0),
+        Progress::Bytes { digest, total, .. } => ("blob", digest.to_string(), "transferring", total),
     };
     v1::ImportResponse {
         event: Some(v1::import_response::Event::Progress(v1::ImportProgress {

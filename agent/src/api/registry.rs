@@ -30,12 +30,13 @@ fn creds(c: Option<v1::RegistryCredentials>) -> Option<Credentials> {
 }
 
 fn progress_message(p: Progress) -> v1::TransferProgress {
-    let (kind, id, status, size) = match p {
-        Progress::Blob { digest, size, status } => ("blob", digest.to_string(), status, size),
-        Progress::Layer { digest, size, status } => ("layer", digest.to_string(), status, size),
-        Progress::Image { name, status } => ("image", name, status, 0),
+    let (kind, id, status, size, offset) = match p {
+        Progress::Blob { digest, size, status } => ("blob", digest.to_string(), status, size, 0),
+        Progress::Bytes { digest, done, total } => ("blob", digest.to_string(), "transferring", total, done),
+        Progress::Layer { digest, size, status } => ("layer", digest.to_string(), status, size, 0),
+        Progress::Image { name, status } => ("image", name, status, 0, 0),
     };
-    v1::TransferProgress { kind: kind.into(), id, status: status.into(), size: size as i64 }
+    v1::TransferProgress { kind: kind.into(), id, status: status.into(), size: size as i64, offset: offset as i64 }
 }
 
 pub fn registry_code(e: &RegistryError) -> tonic::Code {

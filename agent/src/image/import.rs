@@ -28,9 +28,26 @@ use crate::metadata::ImageRecord;
 /// Progress of an import, reported as it happens.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Blob { digest: Digest, size: u64, status: &'static str },
-    Layer { digest: Digest, size: u64, status: &'static str },
-    Image { name: String, status: &'static str },
+    Blob {
+        digest: Digest,
+        size: u64,
+        status: &'static str,
+    },
+    /// Bytes of a blob transferred so far (pulls and pushes), now and then.
+    Bytes {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
+    Layer {
+        digest: Digest,
+        size: u64,
+        status: &'static str,
+    },
+    Image {
+        name: String,
+        status: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Default)]

@@ -359,10 +359,15 @@ impl Registries {
             self.content.ensure_space(b.size)?;
             let mut w = self.content.writer(Some(b.digest.clone()), Some(b.size))?;
             let mut buf = vec![0u8; 256 << 10];
+            let mut reported = 0u64;
             loop {
                 let n = body.read(&mut buf).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
                 if n == 0 {
                     break;
+                }
+                if w.written() >= reported + (1 << 20) {
+                    reported = w.written();
+                    progress(Progress::Bytes { digest: b.digest.clone(), done: reported, total: b.size });
                 }
                 std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
                 if w.written() > b.size {
