@@ -43,6 +43,8 @@ enum Auth {
 
 pub struct Client {
     http: ureq::Agent,
+    /// Whether the credentials were presented to anyone (basic, or to a token realm).
+    pub creds_used: std::sync::atomic::AtomicBool,
     pub endpoint: Endpoint,
     pub repository: String,
     creds: Option<Credentials>,
@@ -62,6 +64,20 @@ pub struct Reply {
 fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?', '#']).next().unwrap_or(rest).rsplit('@').next().unwrap_or(rest)
+}
+
+/// Scheme, lower-cased host and effective port: what must match for
+/// credentials to go along.
+fn origin_of(url: &str) -> (String, String) {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s).to_ascii_lowercase();
+    let host = host_of(url).to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let host = if host.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())) && !host.ends_with(']') {
+        host
+    } else {
+        format!("{host}{default_port}")
+    };
+    (scheme, host)
 }
 
 /// Parse `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
@@ -108,6 +124,7 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_recv_response(Some(HEADERS_TIMEOUT.max(stall)))
             .timeout_per_read(Some(stall))
+            .timeout_per_write(Some(stall))
             .user_agent(concat!("berthd/", env!("CARGO_PKG_VERSION")));
         if let Some(t) = tls {
             cfg = cfg.tls_config(t);
@@ -119,6 +136,7 @@ impl Client {
             creds,
             auth: Mutex::new(Auth::None),
             trusted_realms,
+            creds_used: Default::default(),
         }
     }
 
@@ -157,6 +175,7 @@ impl Client {
                     return Ok(false);
                 }
                 *a = Auth::Basic(b);
+                self.creds_used.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(true)
             }
             "bearer" => {
@@ -164,6 +183,7 @@ impl Client {
                 if !realm.starts_with("https://") && !realm.starts_with("http://") {
                     return Err(RegistryError::Protocol(format!("token realm {realm:?} is not an http(s) URL")));
                 }
+                self.check_scheme(&realm)?;
                 let scope = param("scope").unwrap_or_else(|| self.scope(push));
                 let mut url = realm.clone();
                 let mut q = Vec::new();
@@ -175,11 +195,13 @@ impl Client {
                 url.push_str(&q.join("&"));
                 let mut req = self.http.get(&url);
                 // Credentials go to the realm only on the registry's own host, or a trusted one.
-                let realm_host = host_of(&realm);
-                let trusted = realm_host == host_of(&self.endpoint.base) || self.trusted_realms.iter().any(|h| h == realm_host);
+                let realm_host = host_of(&realm).to_ascii_lowercase();
+                let trusted = origin_of(&realm) == origin_of(&self.endpoint.base)
+                    || (realm.starts_with("https://") && self.trusted_realms.iter().any(|h| h.to_ascii_lowercase() == realm_host));
                 if let (Some(c), true) = (&self.creds, trusted) {
                     let b = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
                     req = req.header(header::AUTHORIZATION, format!("Basic {b}"));
+                    self.creds_used.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 let mut resp = req.call().map_err(|e| RegistryError::Transport(format!("token endpoint {realm}: {e}")))?;
                 if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
@@ -217,6 +239,14 @@ impl Client {
         }
     }
 
+    /// Plain HTTP only where the registry itself is spoken to in plain HTTP.
+    fn check_scheme(&self, url: &str) -> Result<(), RegistryError> {
+        if url.starts_with("http://") && self.endpoint.base.starts_with("https://") {
+            return Err(RegistryError::Protocol(format!("{} sent the agent to plain HTTP ({url}); refused", self.endpoint.host)));
+        }
+        Ok(())
+    }
+
     /// Send a request (retrying transient failures, answering auth challenges,
     /// following redirects without credentials). `body` is re-sent on retries.
     pub fn send(
@@ -232,7 +262,8 @@ impl Client {
         let mut redirects = 0;
         let mut attempt = 0;
         loop {
-            let same_host = host_of(&url) == host_of(&self.endpoint.base);
+            self.check_scheme(&url)?;
+            let same_host = origin_of(&url) == origin_of(&self.endpoint.base);
             let mut req = ureq::http::Request::builder().method(method).uri(&url);
             for (k, v) in headers {
                 req = req.header(*k, v);
@@ -337,6 +368,35 @@ impl Client {
         Ok(r.body.into_with_config().limit(size.saturating_add(1)).reader())
     }
 
+    /// Answer the challenge of a 401 reply (a token that expired mid-upload);
+    /// false when there is nothing new to try.
+    pub fn answer_challenge(&self, reply: &Reply, push: bool) -> Result<bool, RegistryError> {
+        match reply.headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) {
+            Some(c) => self.authenticate(c, push),
+            None => Ok(false),
+        }
+    }
+
+    /// PUT a file's bytes (streamed, with its length) to `url`, once; the
+    /// caller restarts the upload on failure.
+    pub fn put_file(&self, url: &str, file: std::fs::File, size: u64) -> Result<Reply, RegistryError> {
+        self.check_scheme(url)?;
+        let mut req = ureq::http::Request::builder()
+            .method("PUT")
+            .uri(url)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", size.to_string());
+        if origin_of(url) == origin_of(&self.endpoint.base) {
+            if let Some(a) = self.authorization() {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+        }
+        let req = req.body(file).map_err(|e| RegistryError::Protocol(e.to_string()))?;
+        let resp = self.http.run(req).map_err(|e| RegistryError::Transport(format!("PUT {url}: {e}")))?;
+        let (parts, body) = resp.into_parts();
+        Ok(Reply { status: parts.status, headers: parts.headers, body })
+    }
+
     pub fn blob_exists(&self, digest: &str, push: bool) -> Result<bool, RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
         let r = self.send("HEAD", &url, &[], None, push)?;
@@ -396,6 +456,7 @@ pub fn error_from(url: &str, mut r: Reply) -> RegistryError {
     match r.status {
         StatusCode::NOT_FOUND => RegistryError::NotFound(format!("{url}: {msg}")),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized(format!("{url}: {msg}")),
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => RegistryError::Transport(format!("{url} answered {s}: {msg}")),
         s => RegistryError::Protocol(format!("{url} answered {s}: {msg}")),
     }
 }
@@ -425,5 +486,8 @@ mod tests {
         assert_eq!(resolve_location("http://a:1/v2/x/blobs/y", "https://cdn/b"), "https://cdn/b");
         assert_eq!(resolve_location("http://a:1/v2/x/blobs/y", "z"), "http://a:1/v2/x/blobs/z");
         assert_eq!(urlencode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(origin_of("https://Reg.example/v2/"), ("https".into(), "reg.example:443".into()));
+        assert_ne!(origin_of("https://reg/v2/"), origin_of("http://reg/v2/"));
+        assert_eq!(origin_of("http://127.0.0.1:5000/x"), origin_of("http://127.0.0.1:5000/y"));
     }
 }

@@ -223,7 +223,9 @@ impl Registries {
             let chosen: Vec<Descriptor> = if opts.all_platforms {
                 all
             } else {
-                all.into_iter().filter(|m| m.platform.as_ref().is_none_or(|p| opts.platform.matches(p))).take(1).collect()
+                // The same choice `resolve` makes later, from the stored index.
+                self.store(&lease, &top_digest, &top)?;
+                vec![self.images.select_manifest(&top_desc, &opts.platform)?.0]
             };
             if chosen.is_empty() {
                 return Err(RegistryError::Image(ImageError::NoPlatform(opts.platform.to_string())));
@@ -262,19 +264,30 @@ impl Registries {
             }
         }
         self.fetch_all(&client, &lease, &blobs, progress)?;
-        // Name it, then unpack this machine's platform.
-        let record = {
-            let _gc = self.images.hold_gc();
-            let (rec, _) = self.images.put(ns, &name, &top_desc, &BTreeMap::new())?;
-            rec
+        // Unpack this machine's platform, then name the image, with collection
+        // held off in between: a pull that fails anywhere names nothing, and
+        // a named image is unpacked.
+        let now = crate::metadata::now_nanos();
+        let staged = ImageRecord {
+            name: name.clone(),
+            target: crate::metadata::DescriptorRecord {
+                media_type: media_type.clone(),
+                digest: top_digest.clone(),
+                size: top.len() as u64,
+            },
+            labels: Default::default(),
+            created: now,
+            updated: now,
         };
-        progress(Progress::Image { name: name.clone(), status: "stored" });
-        match self.images.resolve(&record, &opts.platform) {
+        let _gc = self.images.hold_gc();
+        match self.images.resolve(&staged, &opts.platform) {
             Ok(resolved) => self.images.unpack(ns, &resolved, progress)?,
             Err(ImageError::NoPlatform(_)) if opts.all_platforms => {}
             Err(e) => return Err(e.into()),
         }
-        progress(Progress::Image { name, status: "unpacked" });
+        let (record, _) = self.images.put(ns, &name, &top_desc, &BTreeMap::new())?;
+        drop(_gc);
+        progress(Progress::Image { name, status: "stored" });
         drop(lease);
         Ok(record)
     }
@@ -353,7 +366,40 @@ impl Registries {
             }
             set.insert(b.digest.clone());
         }
-        let result = (|| -> Result<(), RegistryError> {
+        // The claim is released however this ends (a panic included).
+        struct Claim<'a>(&'a InFlight, Digest);
+        impl Drop for Claim<'_> {
+            fn drop(&mut self) {
+                let mut set = self.0.set.lock().unwrap_or_else(|e| e.into_inner());
+                set.remove(&self.1);
+                self.0.done.notify_all();
+            }
+        }
+        let claim = Claim(&self.in_flight, b.digest.clone());
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match self.fetch_bytes(client, lease, b, progress) {
+                // A connection that broke mid-blob: fetch it again, a few times.
+                Err(RegistryError::Transport(e)) if attempt < 3 => tracing::debug!(blob = %b.digest, error = %e, "fetching again"),
+                r => break r,
+            }
+        };
+        drop(claim);
+        if result.is_ok() {
+            progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetched" });
+        }
+        result
+    }
+
+    fn fetch_bytes(
+        &self,
+        client: &Client,
+        lease: &crate::image::Lease<'_>,
+        b: &Descriptor,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(), RegistryError> {
+        {
             progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
             let mut body = client.get_blob(b.digest.as_str(), b.size)?;
             self.content.ensure_space(b.size)?;
@@ -375,18 +421,24 @@ impl Registries {
                 }
             }
             let _gc = self.images.hold_gc();
-            w.commit()?;
+            match w.commit() {
+                Ok(_) => {}
+                // The registry sent other bytes than the descriptor names.
+                Err(crate::content::ContentError::DigestMismatch { expected, actual }) => {
+                    return Err(RegistryError::DigestMismatch {
+                        what: "blob".into(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    })
+                }
+                Err(crate::content::ContentError::SizeMismatch { .. }) => {
+                    return Err(RegistryError::Protocol(format!("blob {} does not have its descriptor's {} bytes", b.digest, b.size)))
+                }
+                Err(e) => return Err(e.into()),
+            }
             lease.add(&b.digest);
             Ok(())
-        })();
-        let mut set = self.in_flight.set.lock().unwrap_or_else(|e| e.into_inner());
-        set.remove(&b.digest);
-        self.in_flight.done.notify_all();
-        drop(set);
-        if result.is_ok() {
-            progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetched" });
         }
-        result
     }
 
     /// Push an image: its blobs the registry lacks, then its manifests and the tag.
@@ -400,10 +452,23 @@ impl Registries {
             (None, None) => "latest".into(),
         };
         let client = self.clients(&r, opts.plain_http, &opts.creds)?.pop().expect("the origin is always there");
-        let _gc = self.images.hold_gc();
-        // Children before parents: blobs, then manifests, then the index.
+        // Children before parents: blobs, then manifests, then the index. What is
+        // pushed is leased (not locked): a slow upload never holds up the collector.
+        let lease = self.images.lease();
         let mut order: Vec<Descriptor> = Vec::new();
-        self.push_order(&target, &mut order, 0)?;
+        {
+            let _gc = self.images.hold_gc();
+            self.push_order(&target, &mut order, 0)?;
+            for d in &order {
+                if !self.content.exists(&d.digest) {
+                    return Err(RegistryError::Image(ImageError::MissingContent {
+                        digest: d.digest.clone(),
+                        what: "a blob to push".into(),
+                    }));
+                }
+                lease.add(&d.digest);
+            }
+        }
         for d in &order {
             let is_doc = oci::is_manifest(&d.media_type) || oci::is_index(&d.media_type);
             if is_doc {
@@ -420,11 +485,56 @@ impl Registries {
                 continue;
             }
             progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "pushing" });
-            let data = self.content.open_blob(&d.digest)?;
-            push_blob(&client, &d.digest, d.size, data)?;
+            self.push_blob(&client, &d.digest, d.size)?;
             progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "pushed" });
         }
+        drop(lease);
         Ok(target.digest)
+    }
+
+    /// A monolithic upload (POST for a session, then PUT the bytes with the
+    /// digest), streamed from the content store; restarted from the POST on
+    /// failure, a few times.
+    fn push_blob(&self, client: &Client, digest: &Digest, size: u64) -> Result<(), RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let url = client.url("blobs/uploads/");
+            let reply = client.send("POST", &url, &[("Content-Length", "0".into())], Some(&[]), true)?;
+            if reply.status != ureq::http::StatusCode::ACCEPTED {
+                return Err(client::error_from(&url, reply));
+            }
+            let loc = reply
+                .headers
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| RegistryError::Protocol("upload session without a location".into()))?
+                .to_owned();
+            let mut put =
+                if loc.starts_with("http://") || loc.starts_with("https://") { loc } else { format!("{}{loc}", client.endpoint.base) };
+            put.push(if put.contains('?') { '&' } else { '?' });
+            put.push_str(&format!("digest={}", client::urlencode(digest.as_str())));
+            let file = self.content.open_blob(digest)?;
+            match client.put_file(&put, file, size) {
+                Ok(reply) if reply.status.is_success() => return Ok(()),
+                // A token that expired during the upload: a new one, and the upload again.
+                Ok(reply)
+                    if reply.status == ureq::http::StatusCode::UNAUTHORIZED && attempt < 3 && client.answer_challenge(&reply, true)? =>
+                {
+                    continue
+                }
+                Ok(reply)
+                    if attempt >= 3 || !(reply.status.is_server_error() || reply.status == ureq::http::StatusCode::TOO_MANY_REQUESTS) =>
+                {
+                    return Err(client::error_from(&put, reply))
+                }
+                Err(e @ RegistryError::Transport(_)) if attempt >= 3 => return Err(e),
+                Err(e @ RegistryError::Transport(_)) => tracing::debug!(error = %e, attempt, "restarting the upload"),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500 * attempt as u64));
+        }
     }
 
     fn push_order(&self, d: &Descriptor, out: &mut Vec<Descriptor>, depth: u32) -> Result<(), RegistryError> {
@@ -456,14 +566,25 @@ impl Registries {
     /// Check credentials against a registry (the `/v2/` endpoint).
     pub fn check_login(&self, host: &str, plain_http: bool, creds: &Credentials) -> Result<(), RegistryError> {
         let r = Reference::parse(&format!("{host}/login-check"))?;
+        if r.domain != host && !(host == "docker.io" && r.domain == "docker.io") {
+            return Err(RegistryError::InvalidArgument(format!(
+                "{host:?} is not a registry host (use a name with a dot or a port, or localhost)"
+            )));
+        }
         let client = self.clients(&r, plain_http, &Some(creds.clone()))?.pop().expect("origin");
         let url = format!("{}/v2/", client.endpoint.base);
         let reply = client.send("GET", &url, &[], None, false)?;
-        if reply.status.is_success() {
-            Ok(())
-        } else {
-            Err(client::error_from(&url, reply))
+        if !reply.status.is_success() {
+            return Err(client::error_from(&url, reply));
         }
+        // A registry that lets anyone in never saw the credentials: that is not a login.
+        if !client.creds_used.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(RegistryError::Unauthorized(format!(
+                "{host} did not ask for credentials, or its token service is on another host: nothing was checked \
+                 (list that host in token_hosts in the agent's [registries.\"{host}\"] configuration)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -489,34 +610,6 @@ fn push_manifest(client: &Client, reference: &str, media_type: &str, data: &[u8]
         Ok(())
     } else {
         Err(client::error_from(&url, reply))
-    }
-}
-
-/// A monolithic upload: POST for a session, then PUT the bytes with the digest.
-fn push_blob(client: &Client, digest: &Digest, size: u64, mut data: std::fs::File) -> Result<(), RegistryError> {
-    let url = client.url("blobs/uploads/");
-    let reply = client.send("POST", &url, &[("Content-Length", "0".into())], Some(&[]), true)?;
-    if reply.status != ureq::http::StatusCode::ACCEPTED {
-        return Err(client::error_from(&url, reply));
-    }
-    let loc = reply
-        .headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::Protocol("upload session without a location".into()))?
-        .to_owned();
-    let mut put = if loc.starts_with("http://") || loc.starts_with("https://") { loc } else { format!("{}{loc}", client.endpoint.base) };
-    put.push(if put.contains('?') { '&' } else { '?' });
-    put.push_str(&format!("digest={}", client::urlencode(digest.as_str())));
-    // Blobs of one layer are read whole: registries want Content-Length, and the
-    // client's retries re-send the body.
-    let mut buf = Vec::with_capacity(size as usize);
-    data.read_to_end(&mut buf).map_err(|e| RegistryError::Transport(format!("reading blob {digest}: {e}")))?;
-    let reply = client.send("PUT", &put, &[("Content-Type", "application/octet-stream".into())], Some(&buf), true)?;
-    if reply.status.is_success() {
-        Ok(())
-    } else {
-        Err(client::error_from(&put, reply))
     }
 }
 
