@@ -122,6 +122,11 @@ fn push_then_pull_gives_the_same_image_and_it_runs() {
     let inspect = run_ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{name}")]));
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["Digest"], pushed);
+    // The same layers pushed to another repository of the registry are mounted, not uploaded.
+    let other = format!("{}/other/busybox:v1", reg.addr);
+    d.ok(&["tag", &name, &other]);
+    let out = d.ok(&["push", &other]);
+    assert!(out.contains("mounted") && !out.contains("pushing"), "{out}");
     // Pulling again fetches nothing.
     let out = d.ok(&["pull", &name]);
     assert!(!out.contains("fetching"), "{out}");
@@ -413,6 +418,8 @@ enum Reply {
     Redirect(String),
     /// Headers announcing the whole body, half of it, then silence.
     Stall(Vec<u8>),
+    /// 503 with `Retry-After: 1` while the counter is above zero, then the reply.
+    Busy(std::sync::Arc<std::sync::atomic::AtomicUsize>, Box<Reply>),
 }
 
 /// Paths asked for, each with the Authorization header it came with.
@@ -460,7 +467,19 @@ impl Fake {
                             return;
                         }
                     }
-                    let reply = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
+                    let mut reply = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
+                    if let Some(Reply::Busy(left, inner)) = &reply {
+                        let busy = left
+                            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if busy {
+                            let _ = conn.write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            );
+                            return;
+                        }
+                        reply = Some((**inner).clone());
+                    }
                     let _ = match reply {
                         None if path == "/v2/" => conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
                         None => conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
@@ -491,6 +510,7 @@ impl Fake {
                                 "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                             )
                         }
+                        Some(Reply::Busy(..)) => Ok(()),
                         Some(Reply::Stall(body)) => {
                             let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                             let _ = conn.write_all(&body[..body.len() / 2]);
@@ -708,4 +728,49 @@ fn concurrent_pulls_fetch_each_blob_once() {
     assert_eq!(gets.len(), 5, "config a, config b, the shared base, layer a, layer b: {gets:?}");
     assert_eq!(d.ok(&["run", "--rm", &names[0], "cat", "/a"]), "a");
     assert_eq!(d.ok(&["run", "--rm", &names[1], "cat", "/b"]), "b");
+}
+
+#[test]
+fn mirrors_platforms_and_retry_after() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let amd = build(&ImageSpec::new(vec![busybox_layer()]));
+    let arm = build(&ImageSpec::new(vec![layer(&[Entry::File("arm".into(), b"arm".to_vec(), 0o644)])]));
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": mt, "digest": arm.manifest.0, "size": arm.manifest.1.len(), "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": mt, "digest": amd.manifest.0, "size": amd.manifest.1.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    });
+    let index = serde_json::to_vec(&index).unwrap();
+    let mut routes = vec![("/v2/x/manifests/multi".to_owned(), Reply::Body(200, "application/vnd.oci.image.index.v1+json", index))];
+    routes.extend(image_routes("x", "amd", &amd));
+    routes.extend(image_routes("x", "arm", &arm));
+    // The mirror is busy at first: two 503s with Retry-After on the index.
+    let busy = Arc::new(AtomicUsize::new(2));
+    routes[0].1 = Reply::Busy(busy.clone(), Box::new(routes[0].1.clone()));
+    let mirror = Fake::start(routes, None);
+    // The origin (port 1) refuses connections: everything comes from the mirror.
+    let mut d = Daemon::unstarted(&[]);
+    let toml = format!("[registries.\"127.0.0.1:1\"]\nmirrors = [\"http://{}\"]\n", mirror.addr);
+    let cfg = d.file("berthd.toml", toml.as_bytes());
+    d.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    d.spawn();
+    let t0 = std::time::Instant::now();
+    d.ok(&["pull", "127.0.0.1:1/x:multi"]);
+    assert!(t0.elapsed() >= Duration::from_secs(1), "Retry-After was not honoured");
+    assert_eq!(busy.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // This machine's platform only: the amd64 layer was fetched, the arm64 one not.
+    let fetched = |digest: &str| mirror.seen.lock().unwrap().iter().any(|(p, _)| p.ends_with(digest));
+    assert!(fetched(&amd.layers[0].0));
+    assert!(!fetched(&arm.layers[0].0));
+    assert_eq!(d.ok(&["run", "--rm", "127.0.0.1:1/x:multi", "echo", "amd64"]), "amd64\n");
+    // --platform picks another one; --all-platforms fetches every one.
+    d.ok(&["rmi", "127.0.0.1:1/x:multi"]);
+    d.ok(&["pull", "--platform", "linux/arm64", "127.0.0.1:1/x:multi"]);
+    assert!(fetched(&arm.layers[0].0));
+    d.ok(&["pull", "--all-platforms", "127.0.0.1:1/x:multi"]);
 }

@@ -468,6 +468,27 @@ impl Metadata {
         Ok(())
     }
 
+    /// Set one label on each of many blobs (keeping their other labels), in one transaction.
+    pub fn add_content_labels(&self, entries: &[(Digest, String, String)]) -> Result<(), MetadataError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CONTENT_LABELS)?;
+            for (digest, k, v) in entries {
+                let mut labels: BTreeMap<String, String> = match t.get(digest.as_str())? {
+                    Some(v) => decode(digest.as_str(), v.value())?,
+                    None => BTreeMap::new(),
+                };
+                labels.insert(k.clone(), v.clone());
+                t.insert(digest.as_str(), encode(&labels).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Drop the labels of many blobs in one transaction.
     pub fn remove_content_labels(&self, digests: &[Digest]) -> Result<(), MetadataError> {
         if digests.is_empty() {

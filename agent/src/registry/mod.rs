@@ -101,6 +101,10 @@ pub struct PushOptions {
     pub creds: Option<Credentials>,
 }
 
+/// Label on a blob: the repository of `<host>` it was pulled from or pushed
+/// to, so a push to another repository there can mount it instead of uploading.
+pub const LABEL_SOURCE: &str = "berth.io/distribution.source.";
+
 /// Blobs being fetched right now, so two pulls fetch each blob once.
 #[derive(Default)]
 struct InFlight {
@@ -264,6 +268,7 @@ impl Registries {
             }
         }
         self.fetch_all(&client, &lease, &blobs, progress)?;
+        self.note_source(&r, blobs.iter().map(|b| &b.digest));
         // Unpack this machine's platform, then name the image, with collection
         // held off in between: a pull that fails anywhere names nothing, and
         // a named image is unpacked.
@@ -290,6 +295,15 @@ impl Registries {
         progress(Progress::Image { name, status: "stored" });
         drop(lease);
         Ok(record)
+    }
+
+    /// Remember where these blobs live in a registry (best effort).
+    fn note_source<'a>(&self, r: &Reference, digests: impl Iterator<Item = &'a Digest>) {
+        let key = format!("{LABEL_SOURCE}{}", r.domain);
+        let entries: Vec<(Digest, String, String)> = digests.map(|d| (d.clone(), key.clone(), r.path.clone())).collect();
+        if let Err(e) = self.images.meta.add_content_labels(&entries) {
+            tracing::warn!(error = %e, "recording where blobs came from");
+        }
     }
 
     fn check(&self, digest: &Digest, size: u64, data: &[u8], what: &str) -> Result<(), RegistryError> {
@@ -484,10 +498,20 @@ impl Registries {
                 progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "exists" });
                 continue;
             }
+            // Another repository of this registry has it: ask for a mount, not an upload.
+            let source =
+                self.images.meta.content_labels(&d.digest).ok().and_then(|l| l.get(&format!("{LABEL_SOURCE}{}", r.domain)).cloned());
+            if let Some(from) = source.filter(|f| *f != r.path) {
+                if mount_blob(&client, &d.digest, &from)? {
+                    progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "mounted" });
+                    continue;
+                }
+            }
             progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "pushing" });
             self.push_blob(&client, &d.digest, d.size)?;
             progress(Progress::Blob { digest: d.digest.clone(), size: d.size, status: "pushed" });
         }
+        self.note_source(&r, order.iter().filter(|d| !oci::is_manifest(&d.media_type) && !oci::is_index(&d.media_type)).map(|d| &d.digest));
         drop(lease);
         Ok(target.digest)
     }
@@ -611,6 +635,13 @@ fn push_manifest(client: &Client, reference: &str, media_type: &str, data: &[u8]
     } else {
         Err(client::error_from(&url, reply))
     }
+}
+
+/// A cross-repository mount; true when the registry mounted the blob.
+fn mount_blob(client: &Client, digest: &Digest, from: &str) -> Result<bool, RegistryError> {
+    let url = client.url(&format!("blobs/uploads/?mount={}&from={}", client::urlencode(digest.as_str()), client::urlencode(from)));
+    let reply = client.send("POST", &url, &[("Content-Length", "0".into())], Some(&[]), true)?;
+    Ok(reply.status == ureq::http::StatusCode::CREATED)
 }
 
 #[cfg(test)]
