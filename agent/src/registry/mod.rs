@@ -267,18 +267,43 @@ impl Registries {
                 }
             }
         }
-        self.fetch_all(&client, &lease, &blobs, progress)?;
-        self.note_source(&r, blobs.iter().map(|b| &b.digest));
+        // With overlayfs, each layer is unpacked while it arrives (one pass over
+        // its bytes); the ordered commit below uses what matches.
+        let ahead = self.images.snapshots.snapshotter().independent_layers().then(|| Mutex::new(crate::image::import::Prepared::new()));
+        let fetched = self.fetch_all(&client, &lease, &blobs, progress, ahead.as_ref().map(|p| (ns, p)));
+        let mut prepared = ahead.map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
+        let result = fetched.and_then(|()| self.finish_pull(ns, &r, &name, &top_desc, &blobs, &mut prepared, opts, progress));
+        // Layers unpacked ahead that the image did not use.
+        for (_, key) in prepared.into_values() {
+            let _ = self.images.snapshots.remove(ns, &key);
+        }
+        drop(lease);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_pull(
+        &self,
+        ns: &str,
+        r: &Reference,
+        name: &str,
+        top_desc: &Descriptor,
+        blobs: &[Descriptor],
+        prepared: &mut crate::image::import::Prepared,
+        opts: &PullOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ImageRecord, RegistryError> {
+        self.note_source(r, blobs.iter().map(|b| &b.digest));
         // Unpack this machine's platform, then name the image, with collection
         // held off in between: a pull that fails anywhere names nothing, and
         // a named image is unpacked.
         let now = crate::metadata::now_nanos();
         let staged = ImageRecord {
-            name: name.clone(),
+            name: name.to_owned(),
             target: crate::metadata::DescriptorRecord {
-                media_type: media_type.clone(),
-                digest: top_digest.clone(),
-                size: top.len() as u64,
+                media_type: top_desc.media_type.clone(),
+                digest: top_desc.digest.clone(),
+                size: top_desc.size,
             },
             labels: Default::default(),
             created: now,
@@ -286,14 +311,13 @@ impl Registries {
         };
         let _gc = self.images.hold_gc();
         match self.images.resolve(&staged, &opts.platform) {
-            Ok(resolved) => self.images.unpack(ns, &resolved, progress)?,
+            Ok(resolved) => self.images.unpack_prepared(ns, &resolved, prepared, progress)?,
             Err(ImageError::NoPlatform(_)) if opts.all_platforms => {}
             Err(e) => return Err(e.into()),
         }
-        let (record, _) = self.images.put(ns, &name, &top_desc, &BTreeMap::new())?;
+        let (record, _) = self.images.put(ns, name, top_desc, &BTreeMap::new())?;
         drop(_gc);
-        progress(Progress::Image { name, status: "stored" });
-        drop(lease);
+        progress(Progress::Image { name: name.to_owned(), status: "stored" });
         Ok(record)
     }
 
@@ -333,6 +357,7 @@ impl Registries {
         lease: &crate::image::Lease<'_>,
         blobs: &[Descriptor],
         progress: &(dyn Fn(Progress) + Sync),
+        ahead: Option<(&str, &Mutex<crate::image::import::Prepared>)>,
     ) -> Result<(), RegistryError> {
         let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
         let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
@@ -343,7 +368,7 @@ impl Registries {
                         return;
                     }
                     let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else { return };
-                    if let Err(e) = self.fetch_one(client, lease, b, progress) {
+                    if let Err(e) = self.fetch_one(client, lease, b, progress, ahead) {
                         if let Ok(mut fe) = first_error.lock() {
                             fe.get_or_insert(e);
                         }
@@ -364,6 +389,7 @@ impl Registries {
         lease: &crate::image::Lease<'_>,
         b: &Descriptor,
         progress: &(dyn Fn(Progress) + Sync),
+        ahead: Option<(&str, &Mutex<crate::image::import::Prepared>)>,
     ) -> Result<(), RegistryError> {
         // Wait while another pull fetches the same blob; then it may be there.
         {
@@ -393,7 +419,7 @@ impl Registries {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match self.fetch_bytes(client, lease, b, progress) {
+            match self.fetch_ahead(client, lease, b, progress, ahead) {
                 // A connection that broke mid-blob: fetch it again, a few times.
                 Err(RegistryError::Transport(e)) if attempt < 3 => tracing::debug!(blob = %b.digest, error = %e, "fetching again"),
                 r => break r,
@@ -406,12 +432,44 @@ impl Registries {
         result
     }
 
+    /// Fetch a blob; a layer is also handed, chunk by chunk, to a thread that
+    /// unpacks it ahead. Its snapshot is kept only when the blob verified.
+    fn fetch_ahead(
+        &self,
+        client: &Client,
+        lease: &crate::image::Lease<'_>,
+        b: &Descriptor,
+        progress: &(dyn Fn(Progress) + Sync),
+        ahead: Option<(&str, &Mutex<crate::image::import::Prepared>)>,
+    ) -> Result<(), RegistryError> {
+        let Some((ns, prepared)) = ahead.filter(|_| oci::is_layer(&b.media_type)) else {
+            return self.fetch_bytes(client, lease, b, progress, None);
+        };
+        std::thread::scope(|sc| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+            let worker = sc.spawn(move || self.images.unpack_ahead(ns, rx));
+            let result = self.fetch_bytes(client, lease, b, progress, Some(tx));
+            let unpacked = worker.join().ok().flatten();
+            match (&result, unpacked) {
+                (Ok(()), Some(done)) => {
+                    prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(b.digest.clone(), done);
+                }
+                (Err(_), Some((_, key))) => {
+                    let _ = self.images.snapshots.remove(ns, &key);
+                }
+                _ => {}
+            }
+            result
+        })
+    }
+
     fn fetch_bytes(
         &self,
         client: &Client,
         lease: &crate::image::Lease<'_>,
         b: &Descriptor,
         progress: &(dyn Fn(Progress) + Sync),
+        mut ahead: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     ) -> Result<(), RegistryError> {
         {
             progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
@@ -430,6 +488,10 @@ impl Registries {
                     progress(Progress::Bytes { digest: b.digest.clone(), done: reported, total: b.size });
                 }
                 std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
+                // An unpacker that gave up (not a layer it can apply) is left behind.
+                if ahead.as_ref().is_some_and(|tx| tx.send(buf[..n].to_vec()).is_err()) {
+                    ahead = None;
+                }
                 if w.written() > b.size {
                     return Err(RegistryError::Protocol(format!("blob {} is longer than its descriptor's {} bytes", b.digest, b.size)));
                 }
