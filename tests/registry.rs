@@ -774,3 +774,37 @@ fn mirrors_platforms_and_retry_after() {
     assert!(fetched(&arm.layers[0].0));
     d.ok(&["pull", "--all-platforms", "127.0.0.1:1/x:multi"]);
 }
+
+#[test]
+fn a_token_realm_on_another_host_gets_no_credentials_unless_configured() {
+    let d = Daemon::start();
+    let token =
+        Fake::start(vec![("/token".into(), Reply::Body(200, "application/json", br#"{"token":"t","expires_in":60}"#.to_vec()))], None);
+    let challenge = format!("Bearer realm=\"http://{}/token\",service=\"s\",scope=\"repository:x:pull\"", token.addr);
+    // The registry asks for a token from another host for everything.
+    let reg = {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut conn = conn;
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        addr
+    };
+    let out = d.ctl(&["pull", "--creds", "berth:pw", &format!("{reg}/x:v1")]);
+    assert_eq!(out.status.code(), Some(1));
+    let seen = token.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the token endpoint was asked");
+    assert!(seen.iter().all(|(_, a)| a.is_none()), "credentials went to another host: {seen:?}");
+}
