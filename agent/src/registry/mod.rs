@@ -105,6 +105,15 @@ pub struct PushOptions {
 /// to, so a push to another repository there can mount it instead of uploading.
 pub const LABEL_SOURCE: &str = "berth.io/distribution.source.";
 
+/// What the fetches of one pull share.
+struct Transfer<'a> {
+    client: &'a Client,
+    lease: &'a crate::image::Lease<'a>,
+    progress: &'a (dyn Fn(Progress) + Sync),
+    /// Where layers are unpacked ahead (namespace, results), with overlayfs.
+    ahead: Option<(&'a str, &'a Mutex<crate::image::import::Prepared>)>,
+}
+
 /// Blobs being fetched right now, so two pulls fetch each blob once.
 #[derive(Default)]
 struct InFlight {
@@ -270,7 +279,8 @@ impl Registries {
         // With overlayfs, each layer is unpacked while it arrives (one pass over
         // its bytes); the ordered commit below uses what matches.
         let ahead = self.images.snapshots.snapshotter().independent_layers().then(|| Mutex::new(crate::image::import::Prepared::new()));
-        let fetched = self.fetch_all(&client, &lease, &blobs, progress, ahead.as_ref().map(|p| (ns, p)));
+        let transfer = Transfer { client: &client, lease: &lease, progress, ahead: ahead.as_ref().map(|p| (ns, p)) };
+        let fetched = self.fetch_all(&transfer, &blobs);
         let mut prepared = ahead.map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
         let result = fetched.and_then(|()| self.finish_pull(ns, &r, &name, &top_desc, &blobs, &mut prepared, opts, progress));
         // Layers unpacked ahead that the image did not use.
@@ -351,14 +361,7 @@ impl Registries {
     }
 
     /// Fetch the blobs that are missing, `parallel` at a time.
-    fn fetch_all(
-        &self,
-        client: &Client,
-        lease: &crate::image::Lease<'_>,
-        blobs: &[Descriptor],
-        progress: &(dyn Fn(Progress) + Sync),
-        ahead: Option<(&str, &Mutex<crate::image::import::Prepared>)>,
-    ) -> Result<(), RegistryError> {
+    fn fetch_all(&self, t: &Transfer<'_>, blobs: &[Descriptor]) -> Result<(), RegistryError> {
         let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
         let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
         std::thread::scope(|s| {
@@ -368,7 +371,7 @@ impl Registries {
                         return;
                     }
                     let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else { return };
-                    if let Err(e) = self.fetch_one(client, lease, b, progress, ahead) {
+                    if let Err(e) = self.fetch_one(t, b) {
                         if let Ok(mut fe) = first_error.lock() {
                             fe.get_or_insert(e);
                         }
@@ -383,14 +386,8 @@ impl Registries {
         }
     }
 
-    fn fetch_one(
-        &self,
-        client: &Client,
-        lease: &crate::image::Lease<'_>,
-        b: &Descriptor,
-        progress: &(dyn Fn(Progress) + Sync),
-        ahead: Option<(&str, &Mutex<crate::image::import::Prepared>)>,
-    ) -> Result<(), RegistryError> {
+    fn fetch_one(&self, t: &Transfer<'_>, b: &Descriptor) -> Result<(), RegistryError> {
+        let (lease, progress) = (t.lease, t.progress);
         // Wait while another pull fetches the same blob; then it may be there.
         {
             let mut set = self.in_flight.set.lock().unwrap_or_else(|e| e.into_inner());
@@ -419,7 +416,7 @@ impl Registries {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match self.fetch_ahead(client, lease, b, progress, ahead) {
+            match self.fetch_ahead(t, b) {
                 // A connection that broke mid-blob: fetch it again, a few times.
                 Err(RegistryError::Transport(e)) if attempt < 3 => tracing::debug!(blob = %b.digest, error = %e, "fetching again"),
                 r => break r,
@@ -434,21 +431,14 @@ impl Registries {
 
     /// Fetch a blob; a layer is also handed, chunk by chunk, to a thread that
     /// unpacks it ahead. Its snapshot is kept only when the blob verified.
-    fn fetch_ahead(
-        &self,
-        client: &Client,
-        lease: &crate::image::Lease<'_>,
-        b: &Descriptor,
-        progress: &(dyn Fn(Progress) + Sync),
-        ahead: Option<(&str, &Mutex<crate::image::import::Prepared>)>,
-    ) -> Result<(), RegistryError> {
-        let Some((ns, prepared)) = ahead.filter(|_| oci::is_layer(&b.media_type)) else {
-            return self.fetch_bytes(client, lease, b, progress, None);
+    fn fetch_ahead(&self, t: &Transfer<'_>, b: &Descriptor) -> Result<(), RegistryError> {
+        let Some((ns, prepared)) = t.ahead.filter(|_| oci::is_layer(&b.media_type)) else {
+            return self.fetch_bytes(t, b, None);
         };
         std::thread::scope(|sc| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
             let worker = sc.spawn(move || self.images.unpack_ahead(ns, rx));
-            let result = self.fetch_bytes(client, lease, b, progress, Some(tx));
+            let result = self.fetch_bytes(t, b, Some(tx));
             let unpacked = worker.join().ok().flatten();
             match (&result, unpacked) {
                 (Ok(()), Some(done)) => {
@@ -465,12 +455,11 @@ impl Registries {
 
     fn fetch_bytes(
         &self,
-        client: &Client,
-        lease: &crate::image::Lease<'_>,
+        t: &Transfer<'_>,
         b: &Descriptor,
-        progress: &(dyn Fn(Progress) + Sync),
         mut ahead: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     ) -> Result<(), RegistryError> {
+        let (client, lease, progress) = (t.client, t.lease, t.progress);
         {
             progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
             let mut body = client.get_blob(b.digest.as_str(), b.size)?;
