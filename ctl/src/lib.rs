@@ -19,9 +19,10 @@ use tonic::transport::Channel;
 
 /// berthctl: drive berthd, the Berth container node agent.
 ///
-/// Images are imported from archives (docker save or OCI layout), listed,
-/// inspected, tagged and removed. Their layers are unpacked into read-only
-/// snapshots that every image sharing them uses. Containers run from images:
+/// Images are pulled from registries or imported from archives (docker save
+/// or OCI layout), listed, inspected, tagged, pushed, exported and removed.
+/// Their layers are unpacked into read-only snapshots that every image
+/// sharing them uses. Containers run from images:
 /// each gets its own writable layer on top of the shared ones, which `rm`
 /// discards and `commit` keeps as a new image.
 #[derive(Debug, Parser)]
