@@ -101,19 +101,31 @@ fn read_config() -> Result<serde_json::Value> {
     }
 }
 
-/// Write the config whole (temporary file, mode 0600, rename).
+/// Write the config whole: a new temporary file (mode 0600, created
+/// exclusively, never through a link) renamed over the config, or over the
+/// file a symlinked config points to.
 fn write_config(v: &serde_json::Value) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = config_path()?;
+    let mut path = config_path()?;
+    if let Ok(target) = std::fs::canonicalize(&path) {
+        path = target;
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(v)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let tmp = path.with_file_name(format!(".config.json.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(v)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.context(format!("writing {}", path.display()))
+    })
 }
 
 /// Credentials for `registry`: `--creds`, else the config file.
@@ -305,13 +317,13 @@ pub async fn login(conn: &Conn, a: LoginArgs) -> Result<i32> {
         .await?;
     let mut cfg = read_config()?;
     if !cfg.is_object() {
-        cfg = serde_json::json!({});
+        bail!("{} is not a JSON object; not touching it", config_path()?.display());
     }
     let key = auth_keys(&registry).remove(0);
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     let auths = cfg.as_object_mut().expect("an object").entry("auths").or_insert_with(|| serde_json::json!({}));
     if !auths.is_object() {
-        *auths = serde_json::json!({});
+        bail!("the \"auths\" of {} is not a JSON object; not touching it", config_path()?.display());
     }
     auths.as_object_mut().expect("an object").insert(key, serde_json::json!({ "auth": auth }));
     write_config(&cfg)?;
