@@ -808,3 +808,25 @@ fn a_token_realm_on_another_host_gets_no_credentials_unless_configured() {
     assert!(!seen.is_empty(), "the token endpoint was asked");
     assert!(seen.iter().all(|(_, a)| a.is_none()), "credentials went to another host: {seen:?}");
 }
+
+#[test]
+fn a_blob_the_mirror_lacks_comes_from_the_origin() {
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let layer = built.layers[0].0.clone();
+    let origin = Fake::start(image_routes("x", "v1", &built), None);
+    // The mirror has the manifest and the config, not the layer.
+    let partial: Vec<(String, Reply)> = image_routes("x", "v1", &built).into_iter().filter(|(p, _)| !p.ends_with(&layer)).collect();
+    let mirror = Fake::start(partial, None);
+    let mut d = Daemon::unstarted(&[]);
+    let toml = format!("[registries.\"{}\"]\nmirrors = [\"http://{}\"]\n", origin.addr, mirror.addr);
+    let cfg = d.file("berthd.toml", toml.as_bytes());
+    d.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    d.spawn();
+    let name = format!("{}/x:v1", origin.addr);
+    d.ok(&["pull", &name]);
+    assert_eq!(d.ok(&["run", "--rm", &name, "echo", "ok"]), "ok\n");
+    let asked = |f: &Fake, suffix: &str| f.seen.lock().unwrap().iter().any(|(p, _)| p.ends_with(suffix));
+    assert!(asked(&mirror, "/manifests/v1") && asked(&mirror, &layer), "the mirror is tried first");
+    assert!(!asked(&origin, "/manifests/v1"), "the manifest came from the mirror");
+    assert!(asked(&origin, &layer), "the missing layer came from the origin");
+}

@@ -108,6 +108,8 @@ pub const LABEL_SOURCE: &str = "berth.io/distribution.source.";
 /// What the fetches of one pull share.
 struct Transfer<'a> {
     client: &'a Client,
+    /// Tried in order for a blob `client` (a mirror) does not have.
+    fallbacks: &'a [Client],
     lease: &'a crate::image::Lease<'a>,
     progress: &'a (dyn Fn(Progress) + Sync),
     /// Where layers are unpacked ahead (namespace, results), with overlayfs.
@@ -199,10 +201,11 @@ impl Registries {
         // The first endpoint that has the manifest serves the whole pull.
         let mut last_err = None;
         let mut found = None;
-        for c in self.clients(&r, opts.plain_http, &opts.creds)? {
+        let mut clients = self.clients(&r, opts.plain_http, &opts.creds)?;
+        for (i, c) in clients.iter().enumerate() {
             match c.get_manifest(&wanted, oci::MAX_DOCUMENT) {
                 Ok(doc) => {
-                    found = Some((c, doc));
+                    found = Some((i, doc));
                     break;
                 }
                 Err(e) => {
@@ -211,9 +214,13 @@ impl Registries {
                 }
             }
         }
-        let Some((client, (top, header_type))) = found else {
+        // The endpoints after the one that answered (the origin last) serve
+        // the blobs a mirror lacks.
+        let Some((i, (top, header_type))) = found else {
             return Err(last_err.unwrap_or(RegistryError::NotFound(name)));
         };
+        let fallbacks = clients.split_off(i + 1);
+        let client = clients.pop().expect("the endpoint that answered");
         let top_digest = Digest::of(&top);
         if let Some(d) = &r.digest {
             if *d != top_digest {
@@ -279,7 +286,7 @@ impl Registries {
         // With overlayfs, each layer is unpacked while it arrives (one pass over
         // its bytes); the ordered commit below uses what matches.
         let ahead = self.images.snapshots.snapshotter().independent_layers().then(|| Mutex::new(crate::image::import::Prepared::new()));
-        let transfer = Transfer { client: &client, lease: &lease, progress, ahead: ahead.as_ref().map(|p| (ns, p)) };
+        let transfer = Transfer { client: &client, fallbacks: &fallbacks, lease: &lease, progress, ahead: ahead.as_ref().map(|p| (ns, p)) };
         let fetched = self.fetch_all(&transfer, &blobs);
         let mut prepared = ahead.map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
         let result = fetched.and_then(|()| self.finish_pull(ns, &r, &name, &top_desc, &blobs, &mut prepared, opts, progress));
@@ -462,7 +469,21 @@ impl Registries {
         let (client, lease, progress) = (t.client, t.lease, t.progress);
         {
             progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
-            let mut body = client.get_blob(b.digest.as_str(), b.size)?;
+            let mut body = match client.get_blob(b.digest.as_str(), b.size) {
+                Ok(body) => body,
+                Err(e @ (RegistryError::NotFound(_) | RegistryError::Transport(_))) if !t.fallbacks.is_empty() => {
+                    tracing::debug!(blob = %b.digest, error = %e, "trying the next endpoint");
+                    let mut found = Err(e);
+                    for c in t.fallbacks {
+                        found = c.get_blob(b.digest.as_str(), b.size);
+                        if found.is_ok() {
+                            break;
+                        }
+                    }
+                    found?
+                }
+                Err(e) => return Err(e),
+            };
             self.content.ensure_space(b.size)?;
             let mut w = self.content.writer(Some(b.digest.clone()), Some(b.size))?;
             let mut buf = vec![0u8; 256 << 10];
