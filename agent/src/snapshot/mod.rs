@@ -201,18 +201,8 @@ impl Snapshots {
         Ok(ids)
     }
 
+    /// Make a snapshot; `container`, when given, is stored in the same transaction.
     fn create(
-        &self,
-        ns: &str,
-        key: &str,
-        parent: &str,
-        kind: SnapshotKind,
-        labels: BTreeMap<String, String>,
-    ) -> Result<SnapshotRecord, SnapshotError> {
-        self.create_for(ns, key, parent, kind, labels, None)
-    }
-
-    fn create_for(
         &self,
         ns: &str,
         key: &str,
@@ -253,7 +243,7 @@ impl Snapshots {
         labels: BTreeMap<String, String>,
         container: &ContainerRecord,
     ) -> Result<(), SnapshotError> {
-        self.create_for(ns, key, parent, SnapshotKind::Active, labels, Some(container)).map(|_| ())
+        self.create(ns, key, parent, SnapshotKind::Active, labels, Some(container)).map(|_| ())
     }
 
     /// Remove a container's record and its writable snapshot in one
@@ -271,13 +261,13 @@ impl Snapshots {
 
     /// A writable snapshot on top of `parent` (or empty).
     pub fn prepare(&self, ns: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
-        let rec = self.create(ns, key, parent, SnapshotKind::Active, labels)?;
+        let rec = self.create(ns, key, parent, SnapshotKind::Active, labels, None)?;
         self.mounts(ns, &rec.key)
     }
 
     /// A read-only view of the committed `parent`.
     pub fn view(&self, ns: &str, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
-        let rec = self.create(ns, key, parent, SnapshotKind::View, labels)?;
+        let rec = self.create(ns, key, parent, SnapshotKind::View, labels, None)?;
         self.mounts(ns, &rec.key)
     }
 
@@ -289,7 +279,7 @@ impl Snapshots {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<SnapshotRecord, SnapshotError> {
-        self.create(ns, key, parent, SnapshotKind::Active, labels)
+        self.create(ns, key, parent, SnapshotKind::Active, labels, None)
     }
 
     /// Commit active `key` as the committed snapshot `name`.
