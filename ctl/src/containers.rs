@@ -835,19 +835,12 @@ fn shell_join(args: &[String]) -> String {
 }
 
 async fn ps(conn: &Conn, a: PsArgs) -> Result<i32> {
-    let mut filters = a.filter.clone();
-    if !a.all {
-        // Running and paused ones.
-        filters.retain(|f| !f.starts_with("status"));
-    }
-    let list = conn.containers().list(v1::ListContainersRequest { filters }).await?.into_inner().containers;
+    let list = conn.containers().list(v1::ListContainersRequest { filters: a.filter.clone() }).await?.into_inner().containers;
+    // Without -a (or a status filter of the user's), only running and paused ones.
+    let live_only = !a.all && !a.filter.iter().any(|f| f.starts_with("status"));
     let list: Vec<v1::Container> = list
         .into_iter()
-        .filter(|c| {
-            a.all
-                || a.filter.iter().any(|f| f.starts_with("status"))
-                || matches!(c.status.as_ref().map(|s| s.state.as_str()), Some("running" | "paused"))
-        })
+        .filter(|c| !live_only || matches!(c.status.as_ref().map(|s| s.state.as_str()), Some("running" | "paused")))
         .collect();
     if a.quiet {
         for c in &list {
