@@ -1,6 +1,6 @@
 #!/bin/sh
-# Run every Berth test: install missing test packages, then the unit and
-# integration tests (which start real berthd processes; run as root).
+# Run every Berth test: install missing test packages, check formatting and
+# clippy's lints, then the unit and integration tests (which start real berthd processes; run as root).
 # Ends with one summary line: "N passed, N failed".
 set -eu
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ if [ "$(id -u)" != 0 ]; then
     echo "the tests mount filesystems and set file owners: run them as root" >&2
     exit 1
 fi
+# The lints the workspace declares, before any test runs.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -271,6 +271,15 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     out
 }
 
+/// The descriptors listed under `field` ("manifests", "layers") of a JSON
+/// document, leniently: entries that do not parse are skipped.
+pub fn child_descriptors(doc: &serde_json::Value, field: &str) -> Vec<Descriptor> {
+    doc.get(field)
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok()).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,13 +315,4 @@ mod tests {
         assert!(Platform::parse("linux").is_err());
         assert_eq!(Platform::parse("").unwrap().to_string(), "linux/amd64");
     }
-}
-
-/// The descriptors listed under `field` ("manifests", "layers") of a JSON
-/// document, leniently: entries that do not parse are skipped.
-pub fn child_descriptors(doc: &serde_json::Value, field: &str) -> Vec<Descriptor> {
-    doc.get(field)
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok()).collect())
-        .unwrap_or_default()
 }
