@@ -1,11 +1,14 @@
 //! berthd, the Berth node agent, as a library: [`server::run`] serves the
 //! agent until a shutdown future completes; [`main`] is the daemon's entry.
 //!
-//! Layout: `api/` is the gRPC layer (validation and conversion only); the core
-//! is `content` (blobs), `metadata` (redb), `snapshot` (overlayfs and native),
-//! `image` (names, import, unpack, garbage collection) and `archive` (safe
-//! layer extraction).
+//! Layers, top down: `server` (the socket) and `api/` (gRPC: validation and
+//! conversion only) call `service/` (the use cases and their policy), which
+//! calls the core: `image` (names, import, unpack, garbage collection),
+//! `container`, `runtime` (tasks and shims), `registry`, `snapshot`,
+//! `content` (blobs), `metadata` (redb) and `archive` (the layer format).
+//! `agent` wires them together. See docs/architecture.md.
 
+pub mod agent;
 pub mod api;
 pub mod archive;
 pub mod config;
@@ -19,6 +22,7 @@ pub mod process;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod snapshot;
 
 use clap::Parser;

@@ -4,8 +4,7 @@ use std::fs;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long in-flight calls may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -14,15 +13,9 @@ use berth_api::v1;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::agent::{Agent, AgentError};
 use crate::api;
 use crate::config::Config;
-use crate::container::Containers;
-use crate::content::ContentStore;
-use crate::events::Events;
-use crate::image::Images;
-use crate::metadata::Metadata;
-use crate::runtime::Tasks;
-use crate::snapshot::{native::Native, overlay, overlay::Overlay, Snapshots, Snapshotter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -32,18 +25,8 @@ pub enum ServerError {
     Locked(PathBuf),
     #[error("{0}")]
     Socket(String),
-    #[error("overlayfs snapshotter requested but not usable here: {0}")]
-    NoOverlay(String),
     #[error(transparent)]
-    Metadata(#[from] crate::metadata::MetadataError),
-    #[error(transparent)]
-    Content(#[from] crate::content::ContentError),
-    #[error(transparent)]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
-    #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
-    #[error(transparent)]
-    Container(#[from] crate::container::ContainerError),
+    Agent(#[from] AgentError),
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -52,24 +35,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
     move |source| ServerError::Io { path: path.to_owned(), source }
 }
 
-/// Everything the services share.
-pub struct Agent {
-    pub config: Config,
-    pub meta: Arc<Metadata>,
-    pub content: Arc<ContentStore>,
-    pub snapshots: Arc<Snapshots>,
-    pub images: Arc<Images>,
-    pub containers: Arc<Containers>,
-    pub tasks: Arc<Tasks>,
-    pub events: Events,
-    pub registries: Arc<crate::registry::Registries>,
-    pub snapshotter_reason: String,
-    pub started: Instant,
-}
-
 fn mkdir(path: &Path, mode: u32) -> Result<(), ServerError> {
-    fs::create_dir_all(path).map_err(io_err(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+    Ok(crate::agent::mkdir(path, mode)?)
 }
 
 /// Hold an exclusive lock on `<root>/berthd.lock` for the life of the agent.
@@ -81,23 +48,6 @@ fn lock_root(root: &Path) -> Result<fs::File, ServerError> {
         Err(rustix::io::Errno::WOULDBLOCK) => Err(ServerError::Locked(root.to_owned())),
         Err(e) => Err(ServerError::Io { path, source: e.into() }),
     }
-}
-
-fn choose_snapshotter(cfg: &Config) -> Result<(Box<dyn Snapshotter>, String), ServerError> {
-    let base = cfg.root.join("snapshots");
-    mkdir(&base, 0o700)?;
-    let support = overlay::check_support(&base);
-    let (name, reason) = match (cfg.snapshotter.as_deref(), support) {
-        (Some("native"), _) => ("native", "configured".to_owned()),
-        (Some(_), Ok(())) => ("overlayfs", "configured".to_owned()),
-        (Some(_), Err(why)) => return Err(ServerError::NoOverlay(why)),
-        (None, Ok(())) => ("overlayfs", "detected: overlayfs works here".to_owned()),
-        (None, Err(why)) => ("native", format!("detected: overlayfs unusable ({why})")),
-    };
-    tracing::info!(snapshotter = name, reason = %reason, "snapshotter chosen");
-    let sn: Box<dyn Snapshotter> =
-        if name == "native" { Box::new(Native::new(base.join("native"))?) } else { Box::new(Overlay::new(base.join("overlayfs"))?) };
-    Ok((sn, reason))
 }
 
 /// Bind the socket, refusing a symlink, a non-socket file, or a socket another agent answers on.
@@ -128,60 +78,6 @@ fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-/// Open the stores, recover from any crash, and build the shared state.
-pub fn open(config: Config) -> Result<Agent, ServerError> {
-    let (sn, snapshotter_reason) = choose_snapshotter(&config)?;
-    let meta = Arc::new(Metadata::open(&config.root.join("metadata.redb"), sn.name())?);
-    let content = Arc::new(ContentStore::open(&config.root)?);
-    let snapshots = Arc::new(Snapshots::new(meta.clone(), sn));
-    let removed = snapshots.recover()?;
-    let images = Arc::new(Images::new(meta.clone(), content.clone(), snapshots.clone(), config.limits.clone()));
-    let containers = Arc::new(Containers::new(
-        meta.clone(),
-        content.clone(),
-        images.clone(),
-        snapshots.clone(),
-        &config.root,
-        config.runtime.default_runtime.clone(),
-    ));
-    let orphans = containers.recover()?;
-    if orphans > 0 {
-        tracing::info!(removed = orphans, "removed writable layers and files of containers that no longer exist");
-    }
-    let events = Events::new();
-    let tasks = Tasks::new(&config.state, config.runtime.clone(), containers.clone(), snapshots.clone(), events.clone());
-    // A collection that fails (an unreadable blob) must not keep the agent from starting.
-    match images.gc() {
-        Ok(gc) => tracing::info!(
-            stale_snapshot_dirs = removed,
-            blobs_removed = gc.blobs_removed,
-            snapshots_removed = gc.snapshots_removed,
-            "stores opened"
-        ),
-        Err(e) => tracing::warn!(error = %e, stale_snapshot_dirs = removed, "stores opened; garbage collection failed"),
-    }
-    let registries = Arc::new(crate::registry::Registries::new(
-        images.clone(),
-        content.clone(),
-        config.registries.clone(),
-        config.limits.unpack_parallelism,
-        config.registry_stall_timeout,
-    ));
-    Ok(Agent {
-        config,
-        meta,
-        content,
-        snapshots,
-        images,
-        containers,
-        tasks,
-        events,
-        registries,
-        snapshotter_reason,
-        started: Instant::now(),
-    })
-}
-
 /// Serve the agent until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
     mkdir(&config.root, 0o711)?;
@@ -190,30 +86,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let address = config.address.clone();
     let agent = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || open(config)).await.map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
-    };
-    let agent = Arc::new(agent);
-    // Find the shims of containers that kept running while the agent was away.
-    let known = {
-        let meta = agent.meta.clone();
-        tokio::task::spawn_blocking(move || meta.all_containers())
+        tokio::task::spawn_blocking(move || Agent::open(config))
             .await
             .map_err(|e| ServerError::Socket(format!("start-up task failed: {e}")))??
     };
-    if crate::runtime::find_binary(&agent.config.runtime.shim_binary.to_string_lossy()).is_none() {
-        tracing::warn!(
-            shim = %agent.config.runtime.shim_binary.display(),
-            "berth-shim not found next to berthd nor in PATH: containers cannot start (build it with `cargo build --release`)"
-        );
-    }
-    let found = agent.tasks.recover(&known).await;
+    let found = agent.start().await?;
     if found > 0 {
         tracing::info!(tasks = found, "tasks found again");
     }
+    let services = agent.services();
     let listener = bind_socket(&address)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesService>>().await;
+    health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(berth_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -228,14 +113,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .initial_connection_window_size(berth_api::CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(api::version::service(agent.clone()))
-        .add_service(api::images::service(agent.clone()))
-        .add_service(api::content::service(agent.clone()))
-        .add_service(api::snapshots::service(agent.clone()))
-        .add_service(api::containers::service(agent.clone()))
-        .add_service(api::tasks::service(agent.clone()))
-        .add_service(api::events::service(agent.clone()))
-        .add_service(api::registry::service(agent.clone()))
+        .add_service(api::version::service(services.clone()))
+        .add_service(api::images::service(services.clone()))
+        .add_service(api::content::service(services.clone()))
+        .add_service(api::snapshots::service(services.clone()))
+        .add_service(api::containers::service(services.clone()))
+        .add_service(api::tasks::service(services.clone()))
+        .add_service(api::events::service(services.clone()))
+        .add_service(api::registry::service(services.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = stop_rx.changed().await;
         });

@@ -8,7 +8,9 @@ use crate::container::ContainerError;
 use crate::content::ContentError;
 use crate::image::ImageError;
 use crate::metadata::MetadataError;
+use crate::registry::RegistryError;
 use crate::runtime::TaskError;
+use crate::service::Error as ServiceError;
 use crate::snapshot::SnapshotError;
 
 /// Disk full or over quota is ResourceExhausted; other I/O failures are Internal.
@@ -130,6 +132,34 @@ pub fn task_code(e: &TaskError) -> Code {
     }
 }
 
+pub fn registry_code(e: &RegistryError) -> Code {
+    match e {
+        RegistryError::InvalidArgument(_) => Code::InvalidArgument,
+        RegistryError::NotFound(_) => Code::NotFound,
+        RegistryError::Unauthorized(_) => Code::PermissionDenied,
+        RegistryError::Transport(_) => Code::Unavailable,
+        RegistryError::Protocol(_) | RegistryError::TooLarge(_) | RegistryError::DigestMismatch { .. } => Code::DataLoss,
+        RegistryError::Image(i) => image_code(i),
+    }
+}
+
+pub fn service_code(e: &ServiceError) -> Code {
+    match e {
+        ServiceError::InvalidArgument(_) => Code::InvalidArgument,
+        ServiceError::NotFound(_) => Code::NotFound,
+        ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+        ServiceError::OutOfRange(_) => Code::OutOfRange,
+        ServiceError::Internal(_) => Code::Internal,
+        ServiceError::Metadata(m) => metadata_code(m),
+        ServiceError::Content(c) => content_code(c),
+        ServiceError::Snapshot(s) => snapshot_code(s),
+        ServiceError::Image(i) => image_code(i),
+        ServiceError::Container(c) => container_code(c),
+        ServiceError::Task(t) => task_code(t),
+        ServiceError::Registry(r) => registry_code(r),
+    }
+}
+
 macro_rules! to_status {
     ($t:ty, $f:ident) => {
         impl From<$t> for Status {
@@ -150,6 +180,8 @@ to_status!(SnapshotError, snapshot_code);
 to_status!(ImageError, image_code);
 to_status!(ContainerError, container_code);
 to_status!(TaskError, task_code);
+to_status!(RegistryError, registry_code);
+to_status!(ServiceError, service_code);
 
 #[cfg(test)]
 mod tests {
@@ -202,7 +234,23 @@ mod tests {
                 Code::InvalidArgument,
             ),
         ];
-        for (status, code) in cases {
+        let service: Vec<(Status, Code)> = vec![
+            (ServiceError::InvalidArgument("x".into()).into(), Code::InvalidArgument),
+            (ServiceError::NotFound("x".into()).into(), Code::NotFound),
+            (ServiceError::FailedPrecondition("x".into()).into(), Code::FailedPrecondition),
+            (ServiceError::OutOfRange("x".into()).into(), Code::OutOfRange),
+            (ServiceError::Image(ImageError::NotFound("x".into())).into(), Code::NotFound),
+            (ServiceError::Container(ContainerError::NameTaken("x".into())).into(), Code::AlreadyExists),
+            (ServiceError::Task(TaskError::NoTask("x".into())).into(), Code::FailedPrecondition),
+            (ServiceError::Task(TaskError::ShimGone { id: "x".into(), why: "y".into() }).into(), Code::Unavailable),
+            (ServiceError::Registry(RegistryError::Unauthorized("x".into())).into(), Code::PermissionDenied),
+            (ServiceError::Registry(RegistryError::Transport("x".into())).into(), Code::Unavailable),
+            (
+                ServiceError::Registry(RegistryError::DigestMismatch { what: "x".into(), expected: "a".into(), actual: "b".into() }).into(),
+                Code::DataLoss,
+            ),
+        ];
+        for (status, code) in cases.into_iter().chain(service) {
             assert_eq!(status.code(), code, "{}", status.message());
         }
     }

@@ -4,7 +4,8 @@
 //! one active snapshot on top of its image's top layer. Its running side, the
 //! task, lives in [`crate::runtime`].
 
-pub mod config;
+/// A container's configuration: the record's schema, kept with the other records.
+pub use crate::metadata::container_config as config;
 pub mod diff;
 pub mod spec;
 pub mod user;
@@ -284,6 +285,25 @@ impl Containers {
         Ok(user::resolve_user(spec, passwd.as_deref(), group.as_deref())?)
     }
 
+    /// The process of an exec in this container, built as its init's is
+    /// (see [`spec::exec_process`]); `user` is a `--user` to resolve, or empty.
+    pub fn exec_process(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        exec: &spec::ExecSpec,
+        user: &str,
+    ) -> Result<oci_spec::runtime::Process, ContainerError> {
+        let invalid = |why: String| ContainerError::Invalid { what: "stored runtime spec", why };
+        let init: oci_spec::runtime::Process =
+            serde_json::from_value(rec.spec.get("process").cloned().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
+        let hostname = rec.spec.get("hostname").and_then(|h| h.as_str()).unwrap_or_default();
+        let config_json = self.content.read_all(&rec.config_digest, crate::image::oci::MAX_DOCUMENT).map_err(ImageError::from)?;
+        let image = spec::image_runtime_config(&config_json)?;
+        let user = if user.is_empty() { None } else { Some(self.resolve_user(ns, rec, user)?) };
+        Ok(spec::exec_process(&init, hostname, &image, &rec.config, exec, user.as_ref())?)
+    }
+
     pub fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerRecord, ContainerError> {
         let rec = self.find(ns, id)?;
         Ok(self.meta.update_container(ns, &rec.id, |c| c.labels = labels)?)
@@ -408,8 +428,7 @@ impl Containers {
         }
         let diff_id = tar.hasher.finish();
         let blob = tar.inner.finish().map_err(|source| ContainerError::Io { path: upper.clone(), source })?;
-        let (layer_digest, layer_size) = blob.commit().map_err(ImageError::from)?;
-        lease.add(&layer_digest);
+        let (layer_digest, layer_size) = lease.publish().commit(blob).map_err(ImageError::from)?;
 
         let old_manifest: serde_json::Value =
             serde_json::from_slice(&self.content.read_all(&rec.manifest.digest, 4 << 20).map_err(ImageError::from)?)
@@ -442,8 +461,7 @@ impl Containers {
             None => config["history"] = serde_json::json!([entry]),
         }
         let config_bytes = serde_json::to_vec(&config).map_err(|e| bad(&e.to_string()))?;
-        let config_digest = self.content.put(&config_bytes).map_err(ImageError::from)?;
-        lease.add(&config_digest);
+        let config_digest = lease.publish().put(&config_bytes).map_err(ImageError::from)?;
 
         let docker = old_manifest.get("mediaType").and_then(|m| m.as_str()) == Some(crate::image::oci::MEDIA_DOCKER_MANIFEST);
         let mut manifest = old_manifest.clone();
@@ -456,8 +474,7 @@ impl Containers {
             .ok_or_else(|| ContainerError::Invalid { what: "image manifest", why: "no layers".into() })?
             .push(serde_json::json!({ "mediaType": layer_type, "digest": layer_digest.to_string(), "size": layer_size }));
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| bad(&e.to_string()))?;
-        let manifest_digest = self.content.put(&manifest_bytes).map_err(ImageError::from)?;
-        lease.add(&manifest_digest);
+        let manifest_digest = lease.publish().put(&manifest_bytes).map_err(ImageError::from)?;
         let media_type = manifest.get("mediaType").and_then(|m| m.as_str()).unwrap_or(crate::image::oci::MEDIA_OCI_MANIFEST).to_owned();
         let target = crate::image::oci::Descriptor {
             media_type,

@@ -374,20 +374,30 @@ fn env_key(entry: &str) -> &str {
 /// The image's Env, overridden by key (in place) and extended by the user's,
 /// plus PATH, HOSTNAME, HOME and (with a tty) TERM when not already set.
 fn process_env(input: &SpecInput<'_>, hostname: &str) -> Vec<String> {
+    merge_env(&[&input.image.env, &input.config.env], hostname, &home_of(input.user), input.config.tty)
+}
+
+/// The user's home: from `/etc/passwd`, else `/root` for root and `/` for others.
+fn home_of(user: &ResolvedUser) -> String {
+    match &user.home {
+        Some(home) => home.clone(),
+        None if user.uid == 0 => "/root".to_string(),
+        None => "/".to_string(),
+    }
+}
+
+/// Environment lists merged in order, each key once (a later entry replaces
+/// an earlier one in place), then the defaults for keys none of them set.
+fn merge_env(lists: &[&[String]], hostname: &str, home: &str, tty: bool) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
-    for entry in input.image.env.iter().chain(&input.config.env) {
+    for entry in lists.iter().flat_map(|l| l.iter()) {
         match env.iter().position(|e| env_key(e) == env_key(entry)) {
             Some(i) => env[i] = entry.clone(),
             None => env.push(entry.clone()),
         }
     }
-    let home = match &input.user.home {
-        Some(home) => home.clone(),
-        None if input.user.uid == 0 => "/root".to_string(),
-        None => "/".to_string(),
-    };
-    let mut defaults = vec![("PATH", DEFAULT_PATH.to_string()), ("HOSTNAME", hostname.to_string()), ("HOME", home)];
-    if input.config.tty {
+    let mut defaults = vec![("PATH", DEFAULT_PATH.to_string()), ("HOSTNAME", hostname.to_string()), ("HOME", home.to_string())];
+    if tty {
         defaults.push(("TERM", "xterm".to_string()));
     }
     for (key, value) in defaults {
@@ -396,6 +406,63 @@ fn process_env(input: &SpecInput<'_>, hostname: &str) -> Vec<String> {
         }
     }
     env
+}
+
+/// What an exec asks for beyond the container's own process.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries over the container's environment.
+    pub env: Vec<String>,
+    /// Absolute; empty: the container's working directory.
+    pub workdir: String,
+    pub tty: bool,
+}
+
+/// The process of an exec: the container's init process (capabilities,
+/// rlimits, user) with the exec's command, working directory, terminal and
+/// environment. The environment is built as the init's is (image Env, the
+/// container's, then the exec's), with HOME that of the exec's user when
+/// one is given, and TERM only when the exec has a terminal.
+pub fn exec_process(
+    init: &Process,
+    hostname: &str,
+    image: &ImageRuntimeConfig,
+    config: &ContainerConfig,
+    exec: &ExecSpec,
+    user: Option<&ResolvedUser>,
+) -> Result<Process, SpecError> {
+    if exec.args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    for entry in &exec.env {
+        if entry.split_once('=').is_none_or(|(k, _)| k.is_empty()) || entry.contains('\0') {
+            return Err(SpecError::InvalidEnv(entry.clone()));
+        }
+    }
+    if !exec.workdir.is_empty() && !exec.workdir.starts_with('/') {
+        return Err(SpecError::RelativeWorkdir(exec.workdir.clone()));
+    }
+    let init_home = || {
+        let env = init.env().as_deref().unwrap_or_default();
+        env.iter().find_map(|e| e.strip_prefix("HOME=")).map(str::to_owned).unwrap_or_else(|| "/".to_owned())
+    };
+    let home = user.map(home_of).unwrap_or_else(init_home);
+    let mut process = init.clone();
+    process.set_args(Some(exec.args.clone()));
+    process.set_terminal(Some(exec.tty));
+    process.set_env(Some(merge_env(&[&image.env, &config.env, &exec.env], hostname, &home, exec.tty)));
+    if !exec.workdir.is_empty() {
+        process.set_cwd(PathBuf::from(&exec.workdir));
+    }
+    if let Some(u) = user {
+        let mut b = UserBuilder::default().uid(u.uid).gid(u.gid);
+        if !u.additional_gids.is_empty() {
+            b = b.additional_gids(u.additional_gids.clone());
+        }
+        process.set_user(b.build()?);
+    }
+    Ok(process)
 }
 
 fn build_process(input: &SpecInput<'_>, args: Vec<String>, env: Vec<String>, cwd: PathBuf) -> Result<Process, SpecError> {
@@ -1474,5 +1541,62 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["process"]["args"], serde_json::json!(["sh", "-c", "echo hi"]));
         assert_eq!(value["root"], serde_json::json!({"path": "rootfs", "readonly": false}));
+    }
+
+    fn exec_env(config: &ContainerConfig, exec: &ExecSpec, user: Option<&ResolvedUser>) -> Vec<String> {
+        let init = spec_for(config);
+        let p = exec_process(process(&init), init.hostname().as_deref().unwrap(), &image(), config, exec, user).unwrap();
+        p.env().clone().unwrap()
+    }
+
+    fn value(env: &[String], key: &str) -> Option<String> {
+        env.iter().find(|e| env_key(e) == key).map(|e| e.split_once('=').unwrap().1.to_owned())
+    }
+
+    #[test]
+    fn an_exec_as_another_user_gets_that_users_home() {
+        let alice = ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![5], home: Some("/home/alice".into()), name: None };
+        let exec = ExecSpec { args: strings(&["id"]), ..Default::default() };
+        let env = exec_env(&ContainerConfig::default(), &exec, Some(&alice));
+        assert_eq!(value(&env, "HOME").as_deref(), Some("/home/alice"));
+        // Without a user, the init's HOME stays.
+        let env = exec_env(&ContainerConfig::default(), &exec, None);
+        assert_eq!(value(&env, "HOME").as_deref(), Some("/root"));
+    }
+
+    #[test]
+    fn an_exec_env_is_merged_like_the_inits() {
+        let config = ContainerConfig { env: strings(&["FOO=run", "BAR=1"]), tty: true, ..Default::default() };
+        let exec = ExecSpec { args: strings(&["sh"]), env: strings(&["BAR=2", "NEW=x"]), ..Default::default() };
+        let env = exec_env(&config, &exec, None);
+        assert_eq!(value(&env, "FOO").as_deref(), Some("run"));
+        assert_eq!(value(&env, "BAR").as_deref(), Some("2"));
+        assert_eq!(value(&env, "NEW").as_deref(), Some("x"));
+        assert_eq!(value(&env, "PATH").as_deref(), Some("/opt/bin:/bin"));
+        assert_eq!(value(&env, "HOSTNAME").as_deref(), Some(&ID[..12]));
+        // TERM follows the exec's terminal, not the container's.
+        assert_eq!(value(&env, "TERM"), None);
+        let tty = ExecSpec { tty: true, ..exec };
+        assert_eq!(value(&exec_env(&config, &tty, None), "TERM").as_deref(), Some("xterm"));
+        assert_eq!(env.iter().filter(|e| env_key(e) == "BAR").count(), 1);
+    }
+
+    #[test]
+    fn an_exec_keeps_the_inits_privileges_and_takes_its_own_command() {
+        let init = spec_for(&ContainerConfig::default());
+        let alice = ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![5], home: None, name: None };
+        let exec = ExecSpec { args: strings(&["ls", "/"]), workdir: "/tmp".into(), tty: true, ..Default::default() };
+        let p = exec_process(process(&init), "h", &image(), &ContainerConfig::default(), &exec, Some(&alice)).unwrap();
+        assert_eq!(p.args().clone().unwrap(), strings(&["ls", "/"]));
+        assert_eq!(p.cwd(), Path::new("/tmp"));
+        assert_eq!(p.terminal(), Some(true));
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 1000));
+        assert_eq!(p.user().additional_gids().clone().unwrap(), vec![5]);
+        assert_eq!(p.capabilities(), process(&init).capabilities());
+        let bad = |e: ExecSpec| exec_process(process(&init), "h", &image(), &ContainerConfig::default(), &e, None).is_err();
+        assert!(bad(ExecSpec::default()));
+        assert!(bad(ExecSpec { args: strings(&["x"]), workdir: "rel".into(), ..Default::default() }));
+        assert!(bad(ExecSpec { args: strings(&["x"]), env: strings(&["=v"]), ..Default::default() }));
+        assert!(bad(ExecSpec { args: strings(&["x"]), env: strings(&["NOEQ"]), ..Default::default() }));
     }
 }

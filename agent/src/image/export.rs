@@ -103,9 +103,9 @@ impl Images {
         if names.is_empty() {
             return Err(ImageError::InvalidArgument("name at least one image to export".into()));
         }
-        // Shared with imports, exclusive with collection: what is found here
-        // is leased before collection can run again.
-        let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+        // What is found here is leased before collection can run again.
+        let lease = self.lease();
+        let publish = lease.publish();
         let mut records: Vec<ImageRecord> = Vec::new();
         let mut seen_names = HashSet::new();
         for n in names {
@@ -155,10 +155,10 @@ impl Images {
                 )),
             }
         }
-        let lease = self.lease();
         for (d, _) in &blobs {
-            lease.add(d);
+            publish.keep(d);
         }
+        drop(publish);
         let index = Index {
             schema_version: 2,
             media_type: Some(oci::MEDIA_OCI_INDEX.into()),

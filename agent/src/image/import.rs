@@ -10,45 +10,21 @@
 //! import that fails leaves no image; what it stored is garbage collected.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 
+use super::ingest::{Incoming, Ingest, IngestError, LayerHint};
 use super::oci::{self, Descriptor, Manifest, Platform};
 use super::reference::Reference;
 use super::unpack::{decompress, Compression};
-use super::{ImageError, Images, Lease};
+use super::{ImageError, Images, Progress};
 use crate::archive::apply::{MetaBudgetReader, META_BUDGET};
 use crate::content::ContentError;
 use crate::digest::{Digest, LimitedReader};
 use crate::metadata::ImageRecord;
-
-/// Progress of an import, reported as it happens.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    Blob {
-        digest: Digest,
-        size: u64,
-        status: &'static str,
-    },
-    /// Bytes of a blob transferred so far (pulls and pushes), now and then.
-    Bytes {
-        digest: Digest,
-        done: u64,
-        total: u64,
-    },
-    Layer {
-        digest: Digest,
-        size: u64,
-        status: &'static str,
-    },
-    Image {
-        name: String,
-        status: &'static str,
-    },
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -129,10 +105,12 @@ impl Scanned {
 impl Images {
     /// Import an archive read from `reader`.
     ///
-    /// The upload is streamed into the content store under a lease that
-    /// keeps garbage collection off the new blobs, without holding the
-    /// collector's lock: a slow client cannot stall other calls. The lock is
-    /// taken only to resolve, unpack and name the images.
+    /// The upload is streamed into the content store by one ingest (its
+    /// layers unpacked while they arrive), under a lease that keeps garbage
+    /// collection off the new blobs without holding the collector's lock: a
+    /// slow client cannot stall other calls. Collection is held off only to
+    /// resolve, unpack and name the images. What a failed import stored is
+    /// unnamed: the caller collects it.
     pub fn import(
         &self,
         ns: &str,
@@ -140,32 +118,13 @@ impl Images {
         opts: &ImportOptions,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportOutcome, ImageError> {
-        let result = {
-            let lease = self.lease();
-            let count = Arc::new(AtomicU64::new(0));
-            let counting = CountingReader { inner: reader, count: count.clone() };
-            let speculate = !opts.no_unpack && self.snapshots.snapshotter().independent_layers();
-            let mut prepared = HashMap::new();
-            let result = self.scan(ns, counting, speculate, &lease, &mut prepared, progress).and_then(|scanned| {
-                let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
-                self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, &mut prepared, progress)
-            });
-            // Layers unpacked ahead that no image of the archive used.
-            for (_, key) in prepared.into_values() {
-                let _ = self.snapshots.remove(ns, &key);
-            }
-            result
-        };
-        // An earlier collection spared blobs this or another finished import held.
-        let pending = self.take_pending_gc();
-        // Collect now what nothing uses: what a failed import stored, the image
-        // a moved name left, the archive's stray files.
-        if pending || result.as_ref().map_or(true, |o| o.replaced || o.stray) {
-            if let Err(e) = self.gc() {
-                tracing::warn!(error = %e, "garbage collection after an import");
-            }
-        }
-        result
+        let count = Arc::new(AtomicU64::new(0));
+        let counting = CountingReader { inner: reader, count: count.clone() };
+        self.ingest(ns, !opts.no_unpack, progress, |ingest| {
+            let scanned = self.scan_entries(counting, ingest)?;
+            let _hold = self.hold_gc();
+            self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, ingest)
+        })
     }
 
     /// Resolve, check, unpack and name the images of a scanned archive.
@@ -175,13 +134,12 @@ impl Images {
         scanned: &Scanned,
         bytes_read: u64,
         opts: &ImportOptions,
-        prepared: &mut Prepared,
-        progress: &(dyn Fn(Progress) + Sync),
+        ingest: &Ingest<'_, '_>,
     ) -> Result<ImportOutcome, ImageError> {
         let targets = if let Some(index) = scanned.docs.get("index.json") {
             self.oci_targets(index, opts)?
         } else if let Some(manifest) = scanned.docs.get("manifest.json") {
-            self.docker_targets(manifest, scanned, opts)?
+            self.docker_targets(manifest, scanned, opts, ingest)?
         } else {
             return Err(ImageError::Archive(
                 "not an image archive, or a truncated one: it has neither index.json (OCI layout) nor manifest.json (docker save)".into(),
@@ -220,7 +178,7 @@ impl Images {
             let mut done = std::collections::HashSet::new();
             for r in &resolved {
                 if done.insert(r.manifest_desc.digest.clone()) {
-                    self.unpack_prepared(ns, r, prepared, progress)?;
+                    ingest.unpack(r)?;
                 }
             }
         }
@@ -233,74 +191,17 @@ impl Images {
         let replaced = self.meta.put_images(ns, &records)?;
         let mut images = Vec::new();
         for (rec, replaced) in records.into_iter().zip(&replaced) {
-            progress(Progress::Image { name: rec.name.clone(), status: if *replaced { "updated" } else { "created" } });
+            ingest.progress(Progress::Image { name: rec.name.clone(), status: if *replaced { "updated" } else { "created" } });
             images.push(rec);
         }
         let replaced_any = replaced.iter().any(|r| *r);
         Ok(ImportOutcome { images, bytes_read, replaced: replaced_any, stray })
     }
 
-    /// Read the archive once, storing every file in the content store.
-    ///
-    /// With `speculate`, every blob that looks like a layer (compressed, or a
-    /// tar) is also decompressed and applied into a parentless snapshot while
-    /// it is written, on another thread: the layer is unpacked in the same
-    /// pass over its bytes. `prepared` receives diff id → snapshot key; the
-    /// snapshots no image uses are removed by the caller.
-    fn scan(
-        &self,
-        ns: &str,
-        reader: impl Read,
-        speculate: bool,
-        lease: &Lease<'_>,
-        prepared: &mut Prepared,
-        progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<Scanned, ImageError> {
-        std::thread::scope(|sc| {
-            type Worker<'s> = (std::thread::ScopedJoinHandle<'s, Option<(Digest, String)>>, BlobSlot);
-            let mut workers: VecDeque<Worker<'_>> = VecDeque::new();
-            // A worker's layer counts only if its blob was stored and verified.
-            let collect = |(h, slot): Worker<'_>, prepared: &mut Prepared| {
-                let Ok(Some((diff_id, key))) = h.join() else { return };
-                match slot.lock().ok().and_then(|s| s.clone()) {
-                    Some(blob) => {
-                        if let Some((_, dup)) = prepared.insert(blob, (diff_id, key)) {
-                            let _ = self.snapshots.remove(ns, &dup);
-                        }
-                    }
-                    None => {
-                        let _ = self.snapshots.remove(ns, &key);
-                    }
-                }
-            };
-            let mut spawn = |prepared: &mut Prepared| -> (mpsc::SyncSender<Vec<u8>>, BlobSlot) {
-                if workers.len() >= self.limits.unpack_parallelism.clamp(1, 16) {
-                    if let Some(w) = workers.pop_front() {
-                        collect(w, prepared);
-                    }
-                }
-                let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
-                let slot = BlobSlot::default();
-                workers.push_back((sc.spawn(move || self.unpack_ahead(ns, rx)), slot.clone()));
-                (tx, slot)
-            };
-            let result = self.scan_entries(reader, speculate, lease, &mut |p| spawn(p), prepared, progress);
-            for w in workers.drain(..) {
-                collect(w, prepared);
-            }
-            result
-        })
-    }
-
-    fn scan_entries(
-        &self,
-        reader: impl Read,
-        speculate: bool,
-        lease: &Lease<'_>,
-        spawn: &mut SpawnAhead<'_>,
-        prepared: &mut Prepared,
-        progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<Scanned, ImageError> {
+    /// Read the archive once, storing every file through `ingest` (layers
+    /// are recognized by their first bytes and unpacked while they are
+    /// stored) and keeping the small index files in memory.
+    fn scan_entries(&self, reader: impl Read, ingest: &Ingest<'_, '_>) -> Result<Scanned, ImageError> {
         let archive_err = |what: &str, e: io::Error| read_error(what, e);
         let inner = decompress(reader).map_err(|e| archive_err("reading the archive", e))?;
         let limited = LimitedReader::new(inner, self.limits.max_import_bytes, "uncompressed archive");
@@ -362,64 +263,27 @@ impl Images {
                 None => None,
             };
             if let Some(d) = &expected {
-                // Checked and leased under the collector's lock, so it cannot go in between.
-                let have = {
-                    let _gc = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
-                    let have = self.content.info(d).map(|i| i.size == size).unwrap_or(false);
-                    if have {
-                        lease.add(d);
-                    }
-                    have
-                };
-                if have {
+                if ingest.have(d, Some(size)) {
                     let copied = io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
                     truncated(&path, copied, size)?;
-                    progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
+                    ingest.progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
                     out.files.insert(path, (d.clone(), size));
                     continue;
                 }
             }
-            self.content.ensure_space(size)?;
-            let mut w = self.content.writer(expected.clone(), Some(size))?;
-            let mut ahead: Option<mpsc::SyncSender<Vec<u8>>> = None;
-            let mut slot = None;
-            let mut first = speculate;
-            let copied = match copy_large(&mut entry, &mut w, &mut |chunk: &[u8]| {
-                if std::mem::take(&mut first) && looks_like_layer(chunk) {
-                    let (tx, s) = spawn(prepared);
-                    ahead = Some(tx);
-                    slot = Some(s);
-                }
-                // A worker that gave up (not a layer after all) stops taking chunks.
-                if let Some(tx) = &ahead {
-                    if tx.send(chunk.to_vec()).is_err() {
-                        ahead = None;
-                    }
-                }
-            }) {
-                Ok(n) => n,
-                Err(CopyError::Read(e)) => return Err(archive_err(&path, e)),
-                Err(CopyError::Write(e)) => return Err(ContentError::Io { path: path.clone().into(), source: e }.into()),
-            };
-            // The tar reader ends an entry early, without an error, when the archive does.
-            truncated(&path, copied, size)?;
-            drop(ahead);
-            // Published and leased under the collector's lock (see above).
-            let gc = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
-            let (digest, size) = w.commit().map_err(|e| match e {
-                ContentError::DigestMismatch { expected, actual } => ImageError::Archive(format!(
+            let blob =
+                Incoming { src: &mut entry, digest: expected.as_ref(), size: Some(size), layer: LayerHint::Sniff, report_bytes: false };
+            let (digest, size) = ingest.write(blob).map_err(|e| match e {
+                IngestError::Read(e) => archive_err(&path, e),
+                // The tar reader ends an entry early, without an error, when the archive does.
+                IngestError::Short { got, expected } => truncated_error(&path, got, expected),
+                IngestError::Store(ContentError::DigestMismatch { expected, actual }) => ImageError::Archive(format!(
                     "blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"
                 )),
-                e => e.into(),
+                IngestError::TooLong { .. } => ImageError::Archive(format!("entry {path} is longer than its header says")),
+                IngestError::Store(e) => e.into(),
             })?;
-            lease.add(&digest);
-            drop(gc);
-            if let Some(slot) = slot {
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(digest.clone());
-                }
-            }
-            progress(Progress::Blob { digest: digest.clone(), size, status: "stored" });
+            ingest.progress(Progress::Blob { digest: digest.clone(), size, status: "stored" });
             out.files.insert(path, (digest, size));
         }
         Ok(out)
@@ -465,6 +329,7 @@ impl Images {
         manifest_json: &[u8],
         scanned: &Scanned,
         opts: &ImportOptions,
+        ingest: &Ingest<'_, '_>,
     ) -> Result<Vec<(String, Descriptor)>, ImageError> {
         let entries = oci::parse_docker_manifest(manifest_json)?;
         let mut out = Vec::new();
@@ -501,7 +366,8 @@ impl Images {
                 manifests: None,
             };
             let data = serde_json::to_vec(&manifest).map_err(|e| ImageError::Archive(e.to_string()))?;
-            let digest = self.content.put(&data)?;
+            let digest = Digest::of(&data);
+            ingest.put(&digest, &data)?;
             let desc = Descriptor {
                 media_type: oci::MEDIA_OCI_MANIFEST.into(),
                 digest,
@@ -531,60 +397,17 @@ impl Images {
 /// Refuse an entry that ended before the size its header gives.
 fn truncated(path: &str, copied: u64, size: u64) -> Result<(), ImageError> {
     if copied < size {
-        return Err(ImageError::Archive(format!("the archive is truncated: {path} ends after {copied} of its {size} bytes")));
+        return Err(truncated_error(path, copied, size));
     }
     Ok(())
 }
 
-/// Layers unpacked ahead: blob digest → (diff id, parentless snapshot key).
-pub(crate) type Prepared = HashMap<Digest, (Digest, String)>;
-
-/// Where the importing thread records the digest of the blob a worker unpacked
-/// ahead, once the blob is stored and verified.
-type BlobSlot = Arc<Mutex<Option<Digest>>>;
-
-/// Starts a thread that unpacks a layer ahead; returns where to send its
-/// chunks and the slot for the blob's digest.
-type SpawnAhead<'a> = dyn FnMut(&mut Prepared) -> (mpsc::SyncSender<Vec<u8>>, BlobSlot) + 'a;
+fn truncated_error(path: &str, copied: u64, size: u64) -> ImageError {
+    ImageError::Archive(format!("the archive is truncated: {path} ends after {copied} of its {size} bytes"))
+}
 
 /// Most entries accepted in one archive.
 const MAX_ARCHIVE_ENTRIES: usize = 100_000;
-
-/// A failure of the source (the archive) or of the sink (the store).
-enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-/// Copy with a large buffer (the default 8 KiB costs a syscall per 8 KiB),
-/// handing every chunk to `tee` after it is written.
-fn copy_large(r: &mut impl Read, w: &mut impl Write, tee: &mut dyn FnMut(&[u8])) -> Result<u64, CopyError> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0;
-    loop {
-        // Fill the buffer (a layer's first chunk must hold a whole tar header to be recognized).
-        let mut filled = 0;
-        while filled < buf.len() {
-            match r.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(CopyError::Read(e)),
-            }
-        }
-        if filled == 0 {
-            return Ok(total);
-        }
-        w.write_all(&buf[..filled]).map_err(CopyError::Write)?;
-        tee(&buf[..filled]);
-        total += filled as u64;
-    }
-}
-
-/// Whether a blob's first bytes look like a layer: gzip, zstd, or a tar header.
-fn looks_like_layer(head: &[u8]) -> bool {
-    Compression::detect(head) != Compression::None || head.get(257..262) == Some(b"ustar".as_slice())
-}
 
 /// An error reading the archive: a stalled or dropped upload is not a bad archive.
 fn read_error(what: &str, e: io::Error) -> ImageError {

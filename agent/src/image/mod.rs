@@ -1,20 +1,23 @@
 //! Images: names pointing at content, resolution to a platform's manifest,
-//! unpacking into snapshots, and garbage collection.
+//! unpacking into snapshots, and garbage collection (`gc`: the only way to
+//! keep what is being written from being collected).
 
 pub mod export;
+pub mod gc;
 pub mod import;
+pub mod ingest;
 pub mod oci;
 pub mod reference;
 pub mod unpack;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::Digest;
 use crate::metadata::{now_nanos, DescriptorRecord, ImageRecord, Metadata, MetadataError, SnapshotKind};
-use crate::snapshot::{SnapshotError, Snapshots, LABEL_MANAGED};
+use crate::snapshot::{SnapshotError, Snapshots};
+pub use gc::{ChainSet, GcStats, Hold, Lease, Publish};
 use oci::{Descriptor, FormatError, ImageConfig, Manifest, Platform};
 use reference::{InvalidReference, Reference};
 
@@ -99,6 +102,31 @@ impl Resolved {
     }
 }
 
+/// Progress of an import, pull or push, reported as it happens.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Blob {
+        digest: Digest,
+        size: u64,
+        status: &'static str,
+    },
+    /// Bytes of a blob transferred so far (pulls and pushes), now and then.
+    Bytes {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
+    Layer {
+        digest: Digest,
+        size: u64,
+        status: &'static str,
+    },
+    Image {
+        name: String,
+        status: &'static str,
+    },
+}
+
 /// The descriptor an image record points at.
 pub fn target_descriptor(rec: &ImageRecord) -> Descriptor {
     Descriptor {
@@ -110,97 +138,18 @@ pub fn target_descriptor(rec: &ImageRecord) -> Descriptor {
     }
 }
 
-/// (namespace, chain id) pairs that images use.
-pub type ChainSet = HashSet<(String, String)>;
-
-/// Summary of one garbage collection.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct GcStats {
-    pub blobs_removed: u64,
-    pub snapshots_removed: u64,
-}
-
 pub struct Images {
     pub meta: Arc<Metadata>,
     pub content: Arc<ContentStore>,
     pub snapshots: Arc<Snapshots>,
     pub limits: Limits,
-    /// Writers (imports, unpacks) hold it shared; garbage collection holds it
-    /// exclusively, so it never deletes what an import has written but not
-    /// yet named.
-    pub gc_lock: RwLock<()>,
-    /// Blobs each import in progress has stored or found: garbage collection
-    /// leaves them alone until the import ends.
-    leases: Mutex<BTreeMap<u64, HashSet<Digest>>>,
-    next_lease: AtomicU64,
-    /// A collection spared unused blobs because an import held them: collect
-    /// again when the last import ends.
-    gc_pending: AtomicBool,
-}
-
-/// Keeps garbage collection off the blobs an import stores; released on drop.
-pub struct Lease<'a> {
-    images: &'a Images,
-    id: u64,
-}
-
-impl Lease<'_> {
-    /// Protect `digest` for the life of the lease.
-    pub fn add(&self, digest: &Digest) {
-        if let Ok(mut l) = self.images.leases.lock() {
-            l.entry(self.id).or_default().insert(digest.clone());
-        }
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut l) = self.images.leases.lock() {
-            l.remove(&self.id);
-        }
-    }
+    /// Garbage collection's lock and leases (see [`gc`]).
+    collector: gc::Collector,
 }
 
 impl Images {
     pub fn new(meta: Arc<Metadata>, content: Arc<ContentStore>, snapshots: Arc<Snapshots>, limits: Limits) -> Self {
-        Self {
-            meta,
-            content,
-            snapshots,
-            limits,
-            gc_lock: RwLock::new(()),
-            leases: Mutex::new(BTreeMap::new()),
-            next_lease: AtomicU64::new(0),
-            gc_pending: AtomicBool::new(false),
-        }
-    }
-
-    /// A lease for an import: blobs added to it are kept until it is dropped.
-    pub fn lease(&self) -> Lease<'_> {
-        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut l) = self.leases.lock() {
-            l.insert(id, HashSet::new());
-        }
-        Lease { images: self, id }
-    }
-
-    /// Hold off garbage collection (shared with other writers) while the
-    /// guard lives: what is published and leased under it, or named under it,
-    /// cannot be collected in between.
-    pub fn hold_gc(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.gc_lock.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a collection spared leased blobs and no import runs any more
-    /// (clears the flag).
-    pub fn take_pending_gc(&self) -> bool {
-        let idle = self.leases.lock().map(|l| l.is_empty()).unwrap_or(false);
-        idle && self.gc_pending.swap(false, Ordering::Relaxed)
-    }
-
-    /// Every blob some import in progress holds.
-    fn leased(&self) -> HashSet<Digest> {
-        self.leases.lock().map(|l| l.values().flatten().cloned().collect()).unwrap_or_default()
+        Self { meta, content, snapshots, limits, collector: gc::Collector::default() }
     }
 
     /// Read and parse a manifest through its descriptor.
@@ -385,22 +334,18 @@ impl Images {
         Some(total)
     }
 
-    pub fn tag(&self, ns: &str, source: &str, target: &str, force: bool) -> Result<ImageRecord, ImageError> {
-        let guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+    /// Name `source`'s image `target` as well. Returns the new record and
+    /// whether the name moved from another image (which may be unused now).
+    pub fn tag(&self, ns: &str, source: &str, target: &str, force: bool) -> Result<(ImageRecord, bool), ImageError> {
+        let _hold = self.hold_gc();
         let src = self.find_one(ns, source)?;
         let r = Reference::parse(target)?;
         let now = now_nanos();
         let rec = ImageRecord { name: r.to_string(), target: src.target.clone(), labels: src.labels.clone(), created: now, updated: now };
         match self.meta.put_image(ns, &rec, force) {
             Ok(prev) => {
-                drop(guard);
-                // A name moved by force: the image it named before may be used by nothing now.
-                if prev.is_some_and(|p| p.target.digest != rec.target.digest) {
-                    if let Err(e) = self.gc() {
-                        tracing::warn!(error = %e, "garbage collection after a tag replaced a name");
-                    }
-                }
-                Ok(rec)
+                let moved = prev.is_some_and(|p| p.target.digest != rec.target.digest);
+                Ok((rec, moved))
             }
             Err(MetadataError::AlreadyExists { name, .. }) => Err(ImageError::AlreadyExists(name)),
             Err(e) => Err(e.into()),
@@ -410,7 +355,7 @@ impl Images {
     pub fn update_labels(&self, ns: &str, name: &str, labels: BTreeMap<String, String>) -> Result<ImageRecord, ImageError> {
         // Shared with imports, exclusive with collection: the record cannot be
         // removed and collected between the lookup and the update.
-        let _guard = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+        let _hold = self.hold_gc();
         let mut rec = self.find_one(ns, name)?;
         rec.labels = labels;
         rec.updated = now_nanos();
@@ -460,132 +405,6 @@ impl Images {
         Ok((rec, prev.is_some()))
     }
 
-    /// Every blob reachable from `desc`; missing children are skipped.
-    pub(crate) fn walk(
-        &self,
-        desc: &Descriptor,
-        out: &mut HashSet<Digest>,
-        chains: &mut Vec<Vec<Digest>>,
-        depth: u32,
-    ) -> Result<(), ImageError> {
-        if !out.insert(desc.digest.clone()) || depth > 5 {
-            return Ok(());
-        }
-        if !oci::is_index(&desc.media_type) && !oci::is_manifest(&desc.media_type) {
-            return Ok(());
-        }
-        // Read leniently: whatever a stored document names is kept, whether or
-        // not this version of the agent can use it (attestations, unknown layer
-        // types). Only a failure to read the store stops the walk, so that an
-        // unreadable image is never taken for an unused one.
-        let data = match self.content.read_all(&desc.digest, oci::MAX_DOCUMENT) {
-            Ok(d) => d,
-            Err(ContentError::NotFound(_)) | Err(ContentError::TooLarge { .. }) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&data) else { return Ok(()) };
-        let children = |field: &str| oci::child_descriptors(&doc, field);
-        for m in children("manifests") {
-            self.walk(&m, out, chains, depth + 1)?;
-        }
-        for l in children("layers") {
-            out.insert(l.digest);
-        }
-        if let Some(config) = doc.get("config").and_then(|c| serde_json::from_value::<Descriptor>(c.clone()).ok()) {
-            out.insert(config.digest.clone());
-            match self.content.read_all(&config.digest, oci::MAX_DOCUMENT) {
-                Ok(data) => {
-                    if let Ok(cfg) = oci::parse_config(&data) {
-                        chains.push(oci::chain_ids(&cfg.rootfs.diff_ids));
-                    }
-                }
-                Err(ContentError::NotFound(_)) | Err(ContentError::TooLarge { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Blobs reachable from the images of every namespace, and per namespace
-    /// the chain ids those images use.
-    pub fn references(&self) -> Result<(HashSet<Digest>, ChainSet), ImageError> {
-        let mut blobs = HashSet::new();
-        let mut chains = HashSet::new();
-        for (ns, rec) in self.meta.all_images()? {
-            let desc = target_descriptor(&rec);
-            let mut seen = HashSet::new();
-            let mut ch = Vec::new();
-            self.walk(&desc, &mut seen, &mut ch, 0)?;
-            blobs.extend(seen);
-            for c in ch.into_iter().flatten() {
-                chains.insert((ns.clone(), c.to_string()));
-            }
-        }
-        // A container keeps the content of the image it was made from (commit
-        // needs it), even after the image's names are gone.
-        for (_, c) in self.meta.all_containers()? {
-            let desc = Descriptor {
-                media_type: c.image_target.media_type.clone(),
-                digest: c.image_target.digest.clone(),
-                size: c.image_target.size,
-                annotations: Default::default(),
-                platform: None,
-            };
-            let mut seen = HashSet::new();
-            self.walk(&desc, &mut seen, &mut Vec::new(), 0)?;
-            blobs.extend(seen);
-        }
-        Ok((blobs, chains))
-    }
-
-    /// Remove blobs and image snapshots that no image uses any more.
-    pub fn gc(&self) -> Result<GcStats, ImageError> {
-        let _guard = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
-        let (blobs, chains) = self.references()?;
-        let mut stats = GcStats::default();
-        // Imports add to their leases only while holding the lock shared, so
-        // this set is stable for the whole pass.
-        let leased = self.leased();
-        let unused: Vec<Digest> = self.content.list()?.into_iter().map(|b| b.digest).filter(|d| !blobs.contains(d)).collect();
-        let (spared, doomed): (Vec<Digest>, Vec<Digest>) = unused.into_iter().partition(|d| leased.contains(d));
-        if !spared.is_empty() {
-            self.gc_pending.store(true, Ordering::Relaxed);
-        }
-        // Labels go first, in one transaction: a crash then leaves at worst an unlabelled blob.
-        self.meta.remove_content_labels(&doomed)?;
-        for d in &doomed {
-            match self.content.delete(d) {
-                Ok(()) | Err(ContentError::NotFound(_)) => stats.blobs_removed += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Remove unused image snapshots from the top of each chain down: a
-        // snapshot with children (another image's layer, a container) stays.
-        loop {
-            let all = self.meta.all_snapshots()?;
-            let parents: HashSet<(String, String)> = all.iter().map(|(ns, s)| (ns.clone(), s.parent.clone())).collect();
-            let mut removed = 0;
-            for (ns, s) in &all {
-                let managed = s.labels.contains_key(LABEL_MANAGED) && s.kind == SnapshotKind::Committed;
-                if managed && !chains.contains(&(ns.clone(), s.key.clone())) && !parents.contains(&(ns.clone(), s.key.clone())) {
-                    match self.snapshots.remove(ns, &s.key) {
-                        Ok(()) => removed += 1,
-                        Err(SnapshotError::HasChildren { .. }) | Err(SnapshotError::Metadata(MetadataError::NotFound { .. })) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            stats.snapshots_removed += removed;
-            if removed == 0 {
-                break;
-            }
-        }
-        if stats.blobs_removed + stats.snapshots_removed > 0 {
-            tracing::info!(blobs = stats.blobs_removed, snapshots = stats.snapshots_removed, "garbage collected");
-        }
-        Ok(stats)
-    }
-
     /// Names of images in `ns` whose content includes `digest`.
     pub fn referenced_by(&self, ns: &str, digest: &Digest) -> Result<Vec<String>, ImageError> {
         let mut out = Vec::new();
@@ -598,6 +417,27 @@ impl Images {
             }
         }
         Ok(out)
+    }
+
+    /// Delete a blob; one an image uses only with `force`. Under the
+    /// collector's lock, so no import can name the blob in between.
+    pub fn delete_blob(&self, digest: &Digest, force: bool) -> Result<(), ImageError> {
+        let _exclusive = self.collector.exclusive();
+        self.content.info(digest)?;
+        if !force && self.referenced_anywhere(digest)? {
+            return Err(ImageError::InUse(format!("blob {digest} is used by an image; remove the image first or force")));
+        }
+        self.content.delete(digest)?;
+        self.meta.set_content_labels(digest, &Default::default())?;
+        Ok(())
+    }
+
+    /// Replace a blob's labels; the blob cannot be collected in between.
+    pub fn set_blob_labels(&self, digest: &Digest, labels: &BTreeMap<String, String>) -> Result<(), ImageError> {
+        let _hold = self.hold_gc();
+        self.content.info(digest)?;
+        self.meta.set_content_labels(digest, labels)?;
+        Ok(())
     }
 
     /// Names of images in any namespace whose content includes `digest`.

@@ -11,14 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use super::import::{Prepared, Progress};
 use super::oci::Descriptor;
+use super::Progress;
 use super::{ImageError, Images, Resolved};
 use crate::archive::apply::{apply_tar, ApplyOptions};
 use crate::content::random_hex;
 use crate::digest::{ChunkReader, Digest, HashingReader, LimitedReader};
 use crate::metadata::{MetadataError, SnapshotKind};
 use crate::snapshot::{SnapshotError, LABEL_MANAGED, LABEL_UNPACKING};
+
+/// Layers unpacked ahead: blob digest → (diff id, parentless snapshot key).
+pub(crate) type Prepared = std::collections::HashMap<Digest, (Digest, String)>;
 
 /// Compression of a layer, told by its first bytes (media types lie more often than magic numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

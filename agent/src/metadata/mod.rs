@@ -4,6 +4,8 @@
 //! The database is the source of truth: a blob no image reaches and a
 //! snapshot directory no record names are garbage.
 
+pub mod container_config;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -126,7 +128,7 @@ pub struct ContainerRecord {
     pub snapshot_key: String,
     /// OCI runtime name or path.
     pub runtime: String,
-    pub config: crate::container::config::ContainerConfig,
+    pub config: container_config::ContainerConfig,
     /// The generated OCI runtime spec.
     pub spec: serde_json::Value,
     /// Signal `stop` sends first (from the image's StopSignal), as a number.
@@ -138,6 +140,13 @@ pub struct ContainerRecord {
     /// Set when a task of the container has exited.
     #[serde(default)]
     pub last_exit: Option<ExitInfo>,
+}
+
+impl ContainerRecord {
+    /// The container's cgroup, as its runtime spec names it (`linux.cgroupsPath`).
+    pub fn cgroups_path(&self) -> String {
+        self.spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()).unwrap_or_default().to_owned()
+    }
 }
 
 /// Insert a container into `t`: its id and its name must both be free in `ns`.

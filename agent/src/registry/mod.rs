@@ -9,15 +9,16 @@
 pub mod client;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 
 use client::{Client, Endpoint};
 
+use crate::content::ContentError;
 use crate::digest::Digest;
-use crate::image::import::Progress;
+use crate::image::ingest::{Incoming, Ingest, IngestError, LayerHint};
 use crate::image::oci::{self, Descriptor, Platform};
 use crate::image::reference::Reference;
+use crate::image::Progress;
 use crate::image::{ImageError, Images};
 use crate::metadata::ImageRecord;
 
@@ -106,14 +107,12 @@ pub struct PushOptions {
 pub const LABEL_SOURCE: &str = "berth.io/distribution.source.";
 
 /// What the fetches of one pull share.
-struct Transfer<'a> {
+struct Transfer<'a, 's, 'i> {
     client: &'a Client,
     /// Tried in order for a blob `client` (a mirror) does not have.
     fallbacks: &'a [Client],
-    lease: &'a crate::image::Lease<'a>,
-    progress: &'a (dyn Fn(Progress) + Sync),
-    /// Where layers are unpacked ahead (namespace, results), with overlayfs.
-    ahead: Option<(&'a str, &'a Mutex<crate::image::import::Prepared>)>,
+    /// Where the blobs go (and their layers are unpacked while they arrive).
+    ingest: &'a Ingest<'s, 'i>,
 }
 
 /// Blobs being fetched right now, so two pulls fetch each blob once.
@@ -197,13 +196,24 @@ impl Registries {
             Some(d) => d.to_string(),
             None => r.tag.clone().unwrap_or_else(|| "latest".into()),
         };
-        let lease = self.images.lease();
+        self.images.ingest(ns, true, progress, |ingest| self.pull_into(ingest, &r, &name, &wanted, opts))
+    }
+
+    /// The pull, with what it fetches going through `ingest`.
+    fn pull_into(
+        &self,
+        ingest: &Ingest<'_, '_>,
+        r: &Reference,
+        name: &str,
+        wanted: &str,
+        opts: &PullOptions,
+    ) -> Result<ImageRecord, RegistryError> {
         // The first endpoint that has the manifest serves the whole pull.
         let mut last_err = None;
         let mut found = None;
-        let mut clients = self.clients(&r, opts.plain_http, &opts.creds)?;
+        let mut clients = self.clients(r, opts.plain_http, &opts.creds)?;
         for (i, c) in clients.iter().enumerate() {
-            match c.get_manifest(&wanted, oci::MAX_DOCUMENT) {
+            match c.get_manifest(wanted, oci::MAX_DOCUMENT) {
                 Ok(doc) => {
                     found = Some((i, doc));
                     break;
@@ -217,14 +227,18 @@ impl Registries {
         // The endpoints after the one that answered (the origin last) serve
         // the blobs a mirror lacks.
         let Some((i, (top, header_type))) = found else {
-            return Err(last_err.unwrap_or(RegistryError::NotFound(name)));
+            return Err(last_err.unwrap_or(RegistryError::NotFound(name.to_owned())));
         };
         let fallbacks = clients.split_off(i + 1);
         let client = clients.pop().expect("the endpoint that answered");
         let top_digest = Digest::of(&top);
         if let Some(d) = &r.digest {
             if *d != top_digest {
-                return Err(RegistryError::DigestMismatch { what: name, expected: d.to_string(), actual: top_digest.to_string() });
+                return Err(RegistryError::DigestMismatch {
+                    what: name.to_owned(),
+                    expected: d.to_string(),
+                    actual: top_digest.to_string(),
+                });
             }
         }
         let index = is_index_doc(&top, &header_type);
@@ -244,7 +258,7 @@ impl Registries {
                 all
             } else {
                 // The same choice `resolve` makes later, from the stored index.
-                self.store(&lease, &top_digest, &top)?;
+                ingest.put(&top_digest, &top)?;
                 vec![self.images.select_manifest(&top_desc, &opts.platform)?.0]
             };
             if chosen.is_empty() {
@@ -255,15 +269,15 @@ impl Registries {
             oci::parse_manifest(&top, &media_type)?;
             Vec::new()
         };
-        self.store(&lease, &top_digest, &top)?;
-        progress(Progress::Blob { digest: top_digest.clone(), size: top.len() as u64, status: "fetched" });
+        ingest.put(&top_digest, &top)?;
+        ingest.progress(Progress::Blob { digest: top_digest.clone(), size: top.len() as u64, status: "fetched" });
         let mut docs: Vec<(Descriptor, Vec<u8>)> = Vec::new();
         if index {
             for m in &manifests {
                 let (data, _) = client.get_manifest(m.digest.as_str(), oci::MAX_DOCUMENT)?;
                 self.check(&m.digest, m.size, &data, "manifest")?;
                 oci::parse_manifest(&data, &m.media_type)?;
-                self.store(&lease, &m.digest, &data)?;
+                ingest.put(&m.digest, &data)?;
                 docs.push((m.clone(), data));
             }
         } else {
@@ -283,32 +297,21 @@ impl Registries {
                 }
             }
         }
-        // With overlayfs, each layer is unpacked while it arrives (one pass over
-        // its bytes); the ordered commit below uses what matches.
-        let ahead = self.images.snapshots.snapshotter().independent_layers().then(|| Mutex::new(crate::image::import::Prepared::new()));
-        let transfer = Transfer { client: &client, fallbacks: &fallbacks, lease: &lease, progress, ahead: ahead.as_ref().map(|p| (ns, p)) };
-        let fetched = self.fetch_all(&transfer, &blobs);
-        let mut prepared = ahead.map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
-        let result = fetched.and_then(|()| self.finish_pull(ns, &r, &name, &top_desc, &blobs, &mut prepared, opts, progress));
-        // Layers unpacked ahead that the image did not use.
-        for (_, key) in prepared.into_values() {
-            let _ = self.images.snapshots.remove(ns, &key);
-        }
-        drop(lease);
-        result
+        // Each layer is unpacked while it arrives (one pass over its bytes,
+        // where the snapshotter allows); the ordered commit below uses what matches.
+        let transfer = Transfer { client: &client, fallbacks: &fallbacks, ingest };
+        self.fetch_all(&transfer, &blobs)?;
+        self.finish_pull(ingest, r, name, &top_desc, &blobs, opts)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish_pull(
         &self,
-        ns: &str,
+        ingest: &Ingest<'_, '_>,
         r: &Reference,
         name: &str,
         top_desc: &Descriptor,
         blobs: &[Descriptor],
-        prepared: &mut crate::image::import::Prepared,
         opts: &PullOptions,
-        progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImageRecord, RegistryError> {
         self.note_source(r, blobs.iter().map(|b| &b.digest));
         // Unpack this machine's platform, then name the image, with collection
@@ -328,13 +331,13 @@ impl Registries {
         };
         let _gc = self.images.hold_gc();
         match self.images.resolve(&staged, &opts.platform) {
-            Ok(resolved) => self.images.unpack_prepared(ns, &resolved, prepared, progress)?,
+            Ok(resolved) => ingest.unpack(&resolved)?,
             Err(ImageError::NoPlatform(_)) if opts.all_platforms => {}
             Err(e) => return Err(e.into()),
         }
-        let (record, _) = self.images.put(ns, name, top_desc, &BTreeMap::new())?;
+        let (record, _) = self.images.put(ingest.namespace(), name, top_desc, &BTreeMap::new())?;
         drop(_gc);
-        progress(Progress::Image { name: name.to_owned(), status: "stored" });
+        ingest.progress(Progress::Image { name: name.to_owned(), status: "stored" });
         Ok(record)
     }
 
@@ -358,17 +361,8 @@ impl Registries {
         Ok(())
     }
 
-    fn store(&self, lease: &crate::image::Lease<'_>, digest: &Digest, data: &[u8]) -> Result<(), RegistryError> {
-        let _gc = self.images.hold_gc();
-        if !self.content.exists(digest) {
-            self.content.put(data)?;
-        }
-        lease.add(digest);
-        Ok(())
-    }
-
     /// Fetch the blobs that are missing, `parallel` at a time.
-    fn fetch_all(&self, t: &Transfer<'_>, blobs: &[Descriptor]) -> Result<(), RegistryError> {
+    fn fetch_all(&self, t: &Transfer<'_, '_, '_>, blobs: &[Descriptor]) -> Result<(), RegistryError> {
         let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
         let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
         std::thread::scope(|s| {
@@ -393,19 +387,16 @@ impl Registries {
         }
     }
 
-    fn fetch_one(&self, t: &Transfer<'_>, b: &Descriptor) -> Result<(), RegistryError> {
-        let (lease, progress) = (t.lease, t.progress);
+    fn fetch_one(&self, t: &Transfer<'_, '_, '_>, b: &Descriptor) -> Result<(), RegistryError> {
+        let ingest = t.ingest;
         // Wait while another pull fetches the same blob; then it may be there.
         {
             let mut set = self.in_flight.set.lock().unwrap_or_else(|e| e.into_inner());
             while set.contains(&b.digest) {
                 set = self.in_flight.done.wait(set).unwrap_or_else(|e| e.into_inner());
             }
-            let _gc = self.images.hold_gc();
-            if self.content.exists(&b.digest) {
-                lease.add(&b.digest);
-                drop(_gc);
-                progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "exists" });
+            if ingest.have(&b.digest, None) {
+                ingest.progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "exists" });
                 return Ok(());
             }
             set.insert(b.digest.clone());
@@ -423,7 +414,7 @@ impl Registries {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match self.fetch_ahead(t, b) {
+            match self.fetch_blob(t, b) {
                 // A connection that broke mid-blob: fetch it again, a few times.
                 Err(RegistryError::Transport(e)) if attempt < 3 => tracing::debug!(blob = %b.digest, error = %e, "fetching again"),
                 r => break r,
@@ -431,100 +422,47 @@ impl Registries {
         };
         drop(claim);
         if result.is_ok() {
-            progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetched" });
+            ingest.progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetched" });
         }
         result
     }
 
-    /// Fetch a blob; a layer is also handed, chunk by chunk, to a thread that
-    /// unpacks it ahead. Its snapshot is kept only when the blob verified.
-    fn fetch_ahead(&self, t: &Transfer<'_>, b: &Descriptor) -> Result<(), RegistryError> {
-        let Some((ns, prepared)) = t.ahead.filter(|_| oci::is_layer(&b.media_type)) else {
-            return self.fetch_bytes(t, b, None);
-        };
-        std::thread::scope(|sc| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-            let worker = sc.spawn(move || self.images.unpack_ahead(ns, rx));
-            let result = self.fetch_bytes(t, b, Some(tx));
-            let unpacked = worker.join().ok().flatten();
-            match (&result, unpacked) {
-                (Ok(()), Some(done)) => {
-                    prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(b.digest.clone(), done);
-                }
-                (Err(_), Some((_, key))) => {
-                    let _ = self.images.snapshots.remove(ns, &key);
-                }
-                _ => {}
-            }
-            result
-        })
-    }
-
-    fn fetch_bytes(
-        &self,
-        t: &Transfer<'_>,
-        b: &Descriptor,
-        mut ahead: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    ) -> Result<(), RegistryError> {
-        let (client, lease, progress) = (t.client, t.lease, t.progress);
-        {
-            progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
-            let mut body = match client.get_blob(b.digest.as_str(), b.size) {
-                Ok(body) => body,
-                Err(e @ (RegistryError::NotFound(_) | RegistryError::Transport(_))) if !t.fallbacks.is_empty() => {
-                    tracing::debug!(blob = %b.digest, error = %e, "trying the next endpoint");
-                    let mut found = Err(e);
-                    for c in t.fallbacks {
-                        found = c.get_blob(b.digest.as_str(), b.size);
-                        if found.is_ok() {
-                            break;
-                        }
+    /// Fetch one blob into the store, from the endpoint that served the
+    /// manifest or, when it lacks the blob, from the next ones.
+    fn fetch_blob(&self, t: &Transfer<'_, '_, '_>, b: &Descriptor) -> Result<(), RegistryError> {
+        t.ingest.progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
+        let mut body = match t.client.get_blob(b.digest.as_str(), b.size) {
+            Ok(body) => body,
+            Err(e @ (RegistryError::NotFound(_) | RegistryError::Transport(_))) if !t.fallbacks.is_empty() => {
+                tracing::debug!(blob = %b.digest, error = %e, "trying the next endpoint");
+                let mut found = Err(e);
+                for c in t.fallbacks {
+                    found = c.get_blob(b.digest.as_str(), b.size);
+                    if found.is_ok() {
+                        break;
                     }
-                    found?
                 }
-                Err(e) => return Err(e),
-            };
-            self.content.ensure_space(b.size)?;
-            let mut w = self.content.writer(Some(b.digest.clone()), Some(b.size))?;
-            let mut buf = vec![0u8; 256 << 10];
-            let mut reported = 0u64;
-            loop {
-                let n = body.read(&mut buf).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
-                if n == 0 {
-                    break;
-                }
-                if w.written() >= reported + (1 << 20) {
-                    reported = w.written();
-                    progress(Progress::Bytes { digest: b.digest.clone(), done: reported, total: b.size });
-                }
-                std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| RegistryError::Transport(format!("blob {}: {e}", b.digest)))?;
-                // An unpacker that gave up (not a layer it can apply) is left behind.
-                if ahead.as_ref().is_some_and(|tx| tx.send(buf[..n].to_vec()).is_err()) {
-                    ahead = None;
-                }
-                if w.written() > b.size {
-                    return Err(RegistryError::Protocol(format!("blob {} is longer than its descriptor's {} bytes", b.digest, b.size)));
-                }
+                found?
             }
-            let _gc = self.images.hold_gc();
-            match w.commit() {
-                Ok(_) => {}
-                // The registry sent other bytes than the descriptor names.
-                Err(crate::content::ContentError::DigestMismatch { expected, actual }) => {
-                    return Err(RegistryError::DigestMismatch {
-                        what: "blob".into(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    })
-                }
-                Err(crate::content::ContentError::SizeMismatch { .. }) => {
-                    return Err(RegistryError::Protocol(format!("blob {} does not have its descriptor's {} bytes", b.digest, b.size)))
-                }
-                Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
+        };
+        let layer = if oci::is_layer(&b.media_type) { LayerHint::Layer } else { LayerHint::NotLayer };
+        let blob = Incoming { src: &mut body, digest: Some(&b.digest), size: Some(b.size), layer, report_bytes: true };
+        t.ingest.write(blob).map_err(|e| match e {
+            IngestError::Read(e) => RegistryError::Transport(format!("blob {}: {e}", b.digest)),
+            IngestError::TooLong { .. } => {
+                RegistryError::Protocol(format!("blob {} is longer than its descriptor's {} bytes", b.digest, b.size))
             }
-            lease.add(&b.digest);
-            Ok(())
-        }
+            IngestError::Short { .. } | IngestError::Store(ContentError::SizeMismatch { .. }) => {
+                RegistryError::Protocol(format!("blob {} does not have its descriptor's {} bytes", b.digest, b.size))
+            }
+            // The registry sent other bytes than the descriptor names.
+            IngestError::Store(ContentError::DigestMismatch { expected, actual }) => {
+                RegistryError::DigestMismatch { what: "blob".into(), expected: expected.to_string(), actual: actual.to_string() }
+            }
+            IngestError::Store(e) => e.into(),
+        })?;
+        Ok(())
     }
 
     /// Push an image: its blobs the registry lacks, then its manifests and the tag.
@@ -543,16 +481,15 @@ impl Registries {
         let lease = self.images.lease();
         let mut order: Vec<Descriptor> = Vec::new();
         {
-            let _gc = self.images.hold_gc();
+            let publish = lease.publish();
             self.push_order(&target, &mut order, 0)?;
             for d in &order {
-                if !self.content.exists(&d.digest) {
+                if !publish.have(&d.digest, None) {
                     return Err(RegistryError::Image(ImageError::MissingContent {
                         digest: d.digest.clone(),
                         what: "a blob to push".into(),
                     }));
                 }
-                lease.add(&d.digest);
             }
         }
         for d in &order {

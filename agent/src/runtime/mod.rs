@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use berth_shim::protocol::{self, files, ErrorKind, Event as ShimEvent, ProcessStatus, Request, RootfsMount, ShimConfig, TaskState};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::RuntimeConfig;
 use crate::container::{ContainerError, Containers};
 use crate::events::Events;
 use crate::metadata::{ContainerRecord, ExitInfo};
 use crate::snapshot::Snapshots;
-pub use shim_client::ShimConnection;
+pub use shim_client::{AttachInput, AttachOutput, ShimConnection};
 
 /// How long a new shim may take to say it is ready.
 const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +103,8 @@ type Key = (String, String);
 pub struct Task {
     pub ns: String,
     pub id: String,
+    /// The container's cgroup (`linux.cgroupsPath` of its spec).
+    cgroup: String,
     pub bundle: PathBuf,
     /// Serializes start and delete.
     lifecycle: tokio::sync::Mutex<()>,
@@ -130,10 +132,14 @@ pub struct Tasks {
     /// One lock per container while its task is being made, so that two
     /// Starts cannot make two shims.
     making: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Tasks deleted after their init exited, as (namespace, container id).
+    ended: mpsc::UnboundedSender<Key>,
+    ended_rx: Mutex<Option<mpsc::UnboundedReceiver<Key>>>,
 }
 
 impl Tasks {
     pub fn new(state: &Path, cfg: RuntimeConfig, containers: Arc<Containers>, snapshots: Arc<Snapshots>, events: Events) -> Arc<Self> {
+        let (ended, ended_rx) = mpsc::unbounded_channel();
         Arc::new(Tasks {
             state: state.to_owned(),
             cfg,
@@ -142,11 +148,19 @@ impl Tasks {
             events,
             live: Mutex::new(HashMap::new()),
             making: Mutex::new(HashMap::new()),
+            ended,
+            ended_rx: Mutex::new(Some(ended_rx)),
         })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.cfg
+    }
+
+    /// The tasks deleted after their init exited, as (namespace, container
+    /// id), from now on. The first caller gets them; later ones get None.
+    pub fn take_ended(&self) -> Option<mpsc::UnboundedReceiver<Key>> {
+        self.ended_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn bundle(&self, ns: &str, id: &str) -> PathBuf {
@@ -287,7 +301,7 @@ impl Tasks {
             let _ = fs::remove_dir_all(&bundle);
             return Err(e);
         }
-        let task = self.adopt(ns, &rec.id, bundle, runtime).await?;
+        let task = self.adopt(ns, rec, bundle, runtime).await?;
         self.events.publish(ns, "/tasks/create", &rec.id, &[]);
         Ok(task)
     }
@@ -321,10 +335,12 @@ impl Tasks {
     }
 
     /// Start tracking the task of `bundle`.
-    fn track(&self, ns: &str, id: &str, bundle: PathBuf, runtime: RuntimeTarget) -> Arc<Task> {
+    fn track(&self, ns: &str, rec: &ContainerRecord, bundle: PathBuf, runtime: RuntimeTarget) -> Arc<Task> {
+        let id = &rec.id;
         let task = Arc::new(Task {
             ns: ns.to_owned(),
             id: id.to_owned(),
+            cgroup: rec.cgroups_path(),
             bundle,
             lifecycle: tokio::sync::Mutex::new(()),
             exit: watch::channel(None).0,
@@ -336,10 +352,16 @@ impl Tasks {
     }
 
     /// Track a task whose shim answers: subscribe to its events.
-    async fn adopt(self: &Arc<Self>, ns: &str, id: &str, bundle: PathBuf, runtime: RuntimeTarget) -> Result<Arc<Task>, TaskError> {
-        let mut sub = ShimConnection::connect(&bundle).await.map_err(|why| TaskError::ShimGone { id: id.to_owned(), why })?;
+    async fn adopt(
+        self: &Arc<Self>,
+        ns: &str,
+        rec: &ContainerRecord,
+        bundle: PathBuf,
+        runtime: RuntimeTarget,
+    ) -> Result<Arc<Task>, TaskError> {
+        let mut sub = ShimConnection::connect(&bundle).await.map_err(|why| TaskError::ShimGone { id: rec.id.clone(), why })?;
         sub.request(&Request::Subscribe, CALL_TIMEOUT).await?;
-        let task = self.track(ns, id, bundle, runtime);
+        let task = self.track(ns, rec, bundle, runtime);
         let this = self.clone();
         let t = task.clone();
         tokio::spawn(async move { this.follow(t, sub).await });
@@ -410,7 +432,7 @@ impl Tasks {
     /// and delete the task in the background — the runtime's `delete` is kept
     /// off the path of whoever waits for the exit.
     async fn init_exited(self: &Arc<Self>, task: &Arc<Task>, mut exit: ExitInfo) {
-        exit.oom_killed = cgroups::oom_killed(&format!("/berth/{}/{}", task.ns, task.id));
+        exit.oom_killed = cgroups::oom_killed(&task.cgroup);
         if exit.oom_killed {
             self.events.publish(&task.ns, "/tasks/oom", &task.id, &[]);
         }
@@ -441,38 +463,8 @@ impl Tasks {
             return;
         }
         self.forget(task);
-        self.auto_remove(task).await;
-    }
-
-    /// docker run --rm: the container goes with its task.
-    async fn auto_remove(&self, task: &Task) {
-        let containers = self.containers.clone();
-        let (ns, id) = (task.ns.clone(), task.id.clone());
-        let removed = tokio::task::spawn_blocking(move || -> Result<bool, ContainerError> {
-            let rec = match containers.find(&ns, &id) {
-                Ok(r) => r,
-                Err(ContainerError::NotFound(_)) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            if !rec.config.auto_remove {
-                return Ok(false);
-            }
-            match containers.delete(&ns, &rec) {
-                Ok(()) => Ok(true),
-                Err(ContainerError::Metadata(crate::metadata::MetadataError::NotFound { .. })) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })
-        .await;
-        match removed {
-            Ok(Ok(true)) => {
-                self.forget_container(&task.ns, &task.id);
-                self.events.publish(&task.ns, "/containers/delete", &task.id, &[]);
-            }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(container = %task.id, error = %e, "removing the container after its exit"),
-            Err(e) => tracing::warn!(container = %task.id, error = %e, "removing the container after its exit"),
-        }
+        // Whoever removes `--rm` containers hears of it.
+        let _ = self.ended.send((task.ns.clone(), task.id.clone()));
     }
 
     /// Delete the task through its shim and remove the bundle. When the shim
@@ -615,8 +607,8 @@ impl Tasks {
     }
 
     /// Delete the task: refused while it runs unless `force`, which kills it.
-    /// An exited task is already being deleted in the background: this
-    /// returns at once with its exit.
+    /// An exited task is already being deleted in the background: this waits
+    /// (bounded) for that to finish, and returns its exit.
     pub async fn delete(&self, ns: &str, rec: &ContainerRecord, force: bool) -> Result<Option<ExitInfo>, TaskError> {
         let Some(task) = self.live_task(ns, &rec.id) else { return Ok(rec.last_exit.clone()) };
         if task.exit.borrow().is_none() {
@@ -653,6 +645,11 @@ impl Tasks {
                     exited().await;
                 }
             }
+        }
+        // An exited task is deleted in the background: its bundle, mount and
+        // shim are gone, too, when this returns (bounded).
+        if !wait_gone(&task).await {
+            tracing::warn!(container = %rec.id, "the exited task is still being deleted");
         }
         let exit = task.exit.borrow().clone();
         Ok(exit.or_else(|| rec.last_exit.clone()))
@@ -777,11 +774,11 @@ impl Tasks {
                     continue;
                 };
                 found += 1;
-                match self.adopt(&ns, &id, bundle.clone(), runtime.clone()).await {
+                match self.adopt(&ns, rec, bundle.clone(), runtime.clone()).await {
                     Ok(_) => tracing::info!(container = %id, "task found again"),
                     Err(_) => {
                         // No shim: record the exit it wrote (or an unknown one) and clean up.
-                        let task = self.track(&ns, &id, bundle, runtime);
+                        let task = self.track(&ns, rec, bundle, runtime);
                         // The shim's record; else one already in the container record (a
                         // crash while the bundle was being removed); else unknown (255).
                         let exit = read_exit_record(&task.bundle).or_else(|| rec.last_exit.clone()).unwrap_or(ExitInfo {

@@ -94,6 +94,28 @@ impl ShimConnection {
     }
 }
 
+/// What an attached client sends to a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachInput {
+    Stdin(Vec<u8>),
+    /// End of input: the process reads EOF.
+    CloseStdin,
+    /// The terminal's size.
+    Resize {
+        width: u16,
+        height: u16,
+    },
+}
+
+/// What an attached client receives from a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachOutput {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The process exited (its output is drained) with this code.
+    Exit(i32),
+}
+
 pub struct FrameReader {
     inner: BufReader<tokio::net::unix::OwnedReadHalf>,
 }
@@ -113,6 +135,26 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// The next output of the process; None at the end of the connection.
+    /// Frames of kinds this agent does not know are skipped.
+    pub async fn next_output(&mut self) -> std::io::Result<Option<AttachOutput>> {
+        loop {
+            let out = match self.read_frame().await? {
+                None => return Ok(None),
+                Some((frame::STDOUT, data)) => AttachOutput::Stdout(data),
+                Some((frame::STDERR, data)) => AttachOutput::Stderr(data),
+                Some((frame::EXIT, data)) => {
+                    let code: [u8; 4] = data.try_into().map_err(|_| std::io::Error::other("bad exit frame from the shim"))?;
+                    AttachOutput::Exit(i32::from_be_bytes(code))
+                }
+                Some(_) => continue,
+            };
+            return Ok(Some(out));
+        }
+    }
+}
+
 pub struct FrameWriter {
     inner: tokio::net::unix::OwnedWriteHalf,
 }
@@ -124,5 +166,18 @@ impl FrameWriter {
             self.inner.write_all(chunk).await?;
         }
         Ok(())
+    }
+
+    /// Send one input to the process.
+    pub async fn send(&mut self, input: &AttachInput) -> std::io::Result<()> {
+        match input {
+            AttachInput::Stdin(data) => self.write_frame(frame::STDIN, data).await,
+            AttachInput::CloseStdin => self.write_frame(frame::CLOSE_STDIN, &[]).await,
+            AttachInput::Resize { width, height } => {
+                let mut p = width.to_be_bytes().to_vec();
+                p.extend(height.to_be_bytes());
+                self.write_frame(frame::RESIZE, &p).await
+            }
+        }
     }
 }

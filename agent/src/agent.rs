@@ -1,0 +1,172 @@
+//! The agent's wiring: open the stores, recover from a crash, and build the
+//! application services (`service/`) that every API surface calls.
+//!
+//! Nothing here is a use case: [`Core`] holds the stores and managers, and
+//! only the service layer reads it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::container::Containers;
+use crate::content::ContentStore;
+use crate::events::Events;
+use crate::image::Images;
+use crate::metadata::Metadata;
+use crate::registry::Registries;
+use crate::runtime::Tasks;
+use crate::service::Services;
+use crate::snapshot::{native::Native, overlay, overlay::Overlay, Snapshots, Snapshotter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("preparing {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("overlayfs snapshotter requested but not usable here: {0}")]
+    NoOverlay(String),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error(transparent)]
+    Content(#[from] crate::content::ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
+}
+
+/// Create `path` (and its parents) and set its mode.
+pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<(), AgentError> {
+    let io = |source| AgentError::Io { path: path.to_owned(), source };
+    fs::create_dir_all(path).map_err(io)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+/// The stores and managers of one agent. Only `service/` (and the wiring
+/// here) reads these fields; the API layers see [`Services`].
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) meta: Arc<Metadata>,
+    pub(crate) content: Arc<ContentStore>,
+    pub(crate) snapshots: Arc<Snapshots>,
+    pub(crate) images: Arc<Images>,
+    pub(crate) containers: Arc<Containers>,
+    pub(crate) tasks: Arc<Tasks>,
+    pub(crate) events: Events,
+    pub(crate) registries: Arc<Registries>,
+    pub(crate) snapshotter_reason: String,
+    pub(crate) started: Instant,
+}
+
+/// A running agent: its core and the services built on it.
+pub struct Agent {
+    core: Arc<Core>,
+    services: Arc<Services>,
+}
+
+fn choose_snapshotter(cfg: &Config) -> Result<(Box<dyn Snapshotter>, String), AgentError> {
+    let base = cfg.root.join("snapshots");
+    mkdir(&base, 0o700)?;
+    let support = overlay::check_support(&base);
+    let (name, reason) = match (cfg.snapshotter.as_deref(), support) {
+        (Some("native"), _) => ("native", "configured".to_owned()),
+        (Some(_), Ok(())) => ("overlayfs", "configured".to_owned()),
+        (Some(_), Err(why)) => return Err(AgentError::NoOverlay(why)),
+        (None, Ok(())) => ("overlayfs", "detected: overlayfs works here".to_owned()),
+        (None, Err(why)) => ("native", format!("detected: overlayfs unusable ({why})")),
+    };
+    tracing::info!(snapshotter = name, reason = %reason, "snapshotter chosen");
+    let sn: Box<dyn Snapshotter> =
+        if name == "native" { Box::new(Native::new(base.join("native"))?) } else { Box::new(Overlay::new(base.join("overlayfs"))?) };
+    Ok((sn, reason))
+}
+
+impl Agent {
+    /// Open the stores, recover from any crash, and build the services.
+    /// Blocking: call it off the async threads.
+    pub fn open(config: Config) -> Result<Agent, AgentError> {
+        let (sn, snapshotter_reason) = choose_snapshotter(&config)?;
+        let meta = Arc::new(Metadata::open(&config.root.join("metadata.redb"), sn.name())?);
+        let content = Arc::new(ContentStore::open(&config.root)?);
+        let snapshots = Arc::new(Snapshots::new(meta.clone(), sn));
+        let removed = snapshots.recover()?;
+        let images = Arc::new(Images::new(meta.clone(), content.clone(), snapshots.clone(), config.limits.clone()));
+        let containers = Arc::new(Containers::new(
+            meta.clone(),
+            content.clone(),
+            images.clone(),
+            snapshots.clone(),
+            &config.root,
+            config.runtime.default_runtime.clone(),
+        ));
+        let orphans = containers.recover()?;
+        if orphans > 0 {
+            tracing::info!(removed = orphans, "removed writable layers and files of containers that no longer exist");
+        }
+        let events = Events::new();
+        let tasks = Tasks::new(&config.state, config.runtime.clone(), containers.clone(), snapshots.clone(), events.clone());
+        // A collection that fails (an unreadable blob) must not keep the agent from starting.
+        match images.gc() {
+            Ok(gc) => tracing::info!(
+                stale_snapshot_dirs = removed,
+                blobs_removed = gc.blobs_removed,
+                snapshots_removed = gc.snapshots_removed,
+                "stores opened"
+            ),
+            Err(e) => tracing::warn!(error = %e, stale_snapshot_dirs = removed, "stores opened; garbage collection failed"),
+        }
+        let registries = Arc::new(Registries::new(
+            images.clone(),
+            content.clone(),
+            config.registries.clone(),
+            config.limits.unpack_parallelism,
+            config.registry_stall_timeout,
+        ));
+        let core = Arc::new(Core {
+            config,
+            meta,
+            content,
+            snapshots,
+            images,
+            containers,
+            tasks,
+            events,
+            registries,
+            snapshotter_reason,
+            started: Instant::now(),
+        });
+        let services = Arc::new(Services::new(core.clone()));
+        Ok(Agent { core, services })
+    }
+
+    /// The services every API surface calls.
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// Find the shims of containers that kept running while the agent was
+    /// away, and start the background work of the services (removing `--rm`
+    /// containers after their exit). Returns how many tasks were found.
+    pub async fn start(&self) -> Result<usize, AgentError> {
+        let meta = self.core.meta.clone();
+        let known = tokio::task::spawn_blocking(move || meta.all_containers())
+            .await
+            .map_err(|e| AgentError::Io { path: self.core.config.root.clone(), source: std::io::Error::other(e.to_string()) })??;
+        if crate::runtime::find_binary(&self.core.config.runtime.shim_binary.to_string_lossy()).is_none() {
+            tracing::warn!(
+                shim = %self.core.config.runtime.shim_binary.display(),
+                "berth-shim not found next to berthd nor in PATH: containers cannot start (build it with `cargo build --release`)"
+            );
+        }
+        self.services.start_background();
+        Ok(self.core.tasks.recover(&known).await)
+    }
+}

@@ -1,0 +1,285 @@
+//! Containers: create, inspect, list, label, remove, logs, diff, commit.
+//! Removal is one use case whether a user asks for it or a `--rm`
+//! container's task ended: the same checks, the same event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_shim::log::{LogReader, ReadOptions, Stream};
+use tokio::sync::mpsc;
+
+use super::{blocking, validate_labels, Error, Filter};
+use crate::agent::Core;
+use crate::container::config::ContainerConfig;
+use crate::container::diff::Change;
+use crate::container::{Committed, ContainerError, CreateRequest};
+use crate::metadata::{ContainerRecord, MetadataError};
+use crate::runtime::Status;
+
+/// How often `logs --follow` looks for new lines.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+
+const FILTER_KEYS: &str = "name, id, image, status or label.KEY";
+
+/// A container and the state of its task.
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    pub record: ContainerRecord,
+    pub status: Status,
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewContainer {
+    pub image: String,
+    /// Empty: a name is made from the image's.
+    pub name: String,
+    pub config: ContainerConfig,
+    pub labels: BTreeMap<String, String>,
+    /// Empty: the agent's default runtime.
+    pub runtime: String,
+}
+
+/// Which log records to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogsQuery {
+    pub tail: Option<usize>,
+    /// (seconds, nanoseconds) since the Unix epoch.
+    pub since: Option<(i64, u32)>,
+    pub until: Option<(i64, u32)>,
+    /// Neither: both.
+    pub stdout: bool,
+    pub stderr: bool,
+    /// Keep reading until the container's task ends.
+    pub follow: bool,
+}
+
+/// One piece of a container's output.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub stream: Stream,
+    /// Nanoseconds since the Unix epoch.
+    pub time: i64,
+    /// The bytes, with the line's end when the line is whole.
+    pub data: Vec<u8>,
+}
+
+/// What a commit asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CommitRequest {
+    pub reference: String,
+    pub message: String,
+    pub author: String,
+    /// Do not freeze a running container while its layer is read.
+    pub no_pause: bool,
+}
+
+#[derive(Clone)]
+pub struct ContainerService {
+    core: Arc<Core>,
+}
+
+impl ContainerService {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        ContainerService { core }
+    }
+
+    /// A container by name, full id or unique id prefix.
+    pub async fn find(&self, ns: &str, id: &str) -> Result<ContainerRecord, Error> {
+        find(&self.core, ns, id).await
+    }
+
+    pub async fn create(&self, ns: &str, new: NewContainer) -> Result<ContainerView, Error> {
+        if new.image.is_empty() {
+            return Err(Error::InvalidArgument("an image is required".into()));
+        }
+        validate_labels(&new.labels)?;
+        let runtime = if new.runtime.is_empty() { self.core.tasks.config().default_runtime.clone() } else { new.runtime };
+        self.core.tasks.check_runtime(&runtime)?;
+        let req = CreateRequest { image: new.image, name: new.name, config: new.config, labels: new.labels, runtime };
+        let (core, ns2) = (self.core.clone(), ns.to_owned());
+        let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
+        self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
+        let status = Status { state: "created", ..Default::default() };
+        Ok(ContainerView { record: rec, status })
+    }
+
+    pub async fn get(&self, ns: &str, id: &str) -> Result<ContainerView, Error> {
+        let rec = self.find(ns, id).await?;
+        let status = self.core.tasks.status(ns, &rec).await;
+        Ok(ContainerView { record: rec, status })
+    }
+
+    pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
+        let filters =
+            Filter::parse_all(filters, |k| matches!(k, "name" | "id" | "image" | "status") || k.starts_with("label."), FILTER_KEYS)?;
+        let (core, ns2) = (self.core.clone(), ns.to_owned());
+        let recs = blocking(move || Ok(core.containers.list(&ns2)?)).await?;
+        // Ask every shim at once: one slow shim does not hold up the list.
+        let mut set = tokio::task::JoinSet::new();
+        for (i, rec) in recs.iter().enumerate() {
+            let (tasks, ns, rec) = (self.core.tasks.clone(), ns.to_owned(), rec.clone());
+            set.spawn(async move { (i, tasks.status(&ns, &rec).await) });
+        }
+        let mut statuses = vec![Status { state: "unknown", ..Default::default() }; recs.len()];
+        while let Some(Ok((i, st))) = set.join_next().await {
+            statuses[i] = st;
+        }
+        let keep = |rec: &ContainerRecord, status: &Status| {
+            filters.iter().all(|f| match f.key.as_str() {
+                "name" => f.matches(Some(&rec.name)),
+                // An id matches by prefix, as everywhere else.
+                "id" if !f.contains => f.value.as_ref().is_none_or(|v| rec.id.starts_with(v.as_str())),
+                "id" => f.matches(Some(&rec.id)),
+                "image" => f.matches(Some(&rec.image)),
+                "status" => f.matches(Some(status.state)),
+                _ => f.matches_label(&rec.labels).unwrap_or(false),
+            })
+        };
+        Ok(recs.into_iter().zip(statuses).filter(|(r, s)| keep(r, s)).map(|(record, status)| ContainerView { record, status }).collect())
+    }
+
+    pub async fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerView, Error> {
+        validate_labels(&labels)?;
+        let rec = self.find(ns, id).await?;
+        let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
+        let rec = blocking(move || Ok(core.containers.update_labels(&ns2, &id, labels)?)).await?;
+        self.core.events.publish(ns, "/containers/update", &rec.id, &[]);
+        let status = self.core.tasks.status(ns, &rec).await;
+        Ok(ContainerView { record: rec, status })
+    }
+
+    /// Remove a container: its task (refused while it runs unless `force`),
+    /// its record, writable layer and log. Returns the id.
+    pub async fn remove(&self, ns: &str, id: &str, force: bool) -> Result<String, Error> {
+        let rec = self.find(ns, id).await?;
+        remove(&self.core, ns, &rec, force).await?;
+        Ok(rec.id)
+    }
+
+    /// Remove `--rm` containers once their task has ended (the runtime
+    /// reports each ended task here).
+    pub(crate) fn start_auto_remove(&self) {
+        let Some(mut ended) = self.core.tasks.take_ended() else { return };
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            while let Some((ns, id)) = ended.recv().await {
+                let rec = match find(&core, &ns, &id).await {
+                    Ok(rec) if rec.config.auto_remove => rec,
+                    _ => continue,
+                };
+                match remove(&core, &ns, &rec, false).await {
+                    Ok(()) | Err(Error::Container(ContainerError::Metadata(MetadataError::NotFound { .. }))) => {}
+                    Err(e) => tracing::warn!(container = %id, error = %e, "removing the container after its exit"),
+                }
+            }
+        });
+    }
+
+    /// The container's output, from its log; with `follow`, until its task ends.
+    pub async fn logs(&self, ns: &str, id: &str, q: LogsQuery) -> Result<mpsc::Receiver<Result<LogLine, Error>>, Error> {
+        let rec = self.find(ns, id).await?;
+        let path = self.core.containers.log_path(ns, &rec.id);
+        let max_files = self.core.tasks.config().log_max_files;
+        let both = !q.stdout && !q.stderr;
+        let opts = ReadOptions { tail: q.tail, since: q.since, until: q.until, streams: (both || q.stdout, both || q.stderr) };
+        let (tx, rx) = mpsc::channel(64);
+        let (tasks, ns) = (self.core.tasks.clone(), ns.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut reader = match LogReader::open(&path, max_files, &opts) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::Internal(format!("reading the log: {e}"))));
+                    return;
+                }
+            };
+            let mut last_pass = false;
+            loop {
+                match reader.next_record() {
+                    Ok(Some(r)) => {
+                        let mut data = r.content;
+                        if !r.partial {
+                            data.push(b'\n');
+                        }
+                        let line = LogLine { stream: r.stream, time: r.secs * 1_000_000_000 + r.nanos as i64, data };
+                        if tx.blocking_send(Ok(line)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        // The shim logs everything before it reports the exit,
+                        // so one more pass after the task stopped gets it all.
+                        if !q.follow || last_pass || tx.is_closed() {
+                            return;
+                        }
+                        if !tasks.is_running(&ns, &rec.id) {
+                            last_pass = true;
+                            continue;
+                        }
+                        std::thread::sleep(FOLLOW_INTERVAL);
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Error::Internal(format!("reading the log: {e}"))));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// docker diff: what changed in the container's writable layer.
+    pub async fn diff(&self, ns: &str, id: &str) -> Result<Vec<Change>, Error> {
+        let rec = self.find(ns, id).await?;
+        let (core, ns) = (self.core.clone(), ns.to_owned());
+        blocking(move || Ok(core.containers.changes(&ns, &rec)?)).await
+    }
+
+    /// docker commit: the container's writable layer becomes a new image.
+    /// A running container is frozen while its layer is read (unless
+    /// `no_pause`), in a task of its own: a client that goes away mid-commit
+    /// does not leave it frozen.
+    pub async fn commit(&self, ns: &str, id: &str, req: CommitRequest) -> Result<Committed, Error> {
+        if req.reference.is_empty() {
+            return Err(Error::InvalidArgument("a name for the new image is required".into()));
+        }
+        let rec = self.find(ns, id).await?;
+        let (core, ns2, rec2) = (self.core.clone(), ns.to_owned(), rec.clone());
+        let job = tokio::spawn(async move {
+            let tasks = &core.tasks;
+            let paused = !req.no_pause && tasks.is_running(&ns2, &rec2.id) && tasks.pause(&ns2, &rec2, true).await.is_ok();
+            let (c, n, r) = (core.clone(), ns2.clone(), rec2.clone());
+            let result = blocking(move || Ok(c.containers.commit(&n, &r, &req.reference, &req.message, &req.author)?)).await;
+            if paused {
+                if let Err(e) = tasks.pause(&ns2, &rec2, false).await {
+                    tracing::warn!(container = %rec2.id, error = %e, "resuming after commit");
+                }
+            }
+            result
+        });
+        let committed = job.await.map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
+        self.core.events.publish(ns, "/images/create", &committed.name, &[("container", rec.id.clone())]);
+        Ok(committed)
+    }
+}
+
+/// A container by name, full id or unique id prefix.
+pub(crate) async fn find(core: &Arc<Core>, ns: &str, id: &str) -> Result<ContainerRecord, Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("a container name or id is required".into()));
+    }
+    let (core, ns, id) = (core.clone(), ns.to_owned(), id.to_owned());
+    blocking(move || Ok(core.containers.find(&ns, &id)?)).await
+}
+
+/// The one removal: task, then record and storage, then the event.
+async fn remove(core: &Arc<Core>, ns: &str, rec: &ContainerRecord, force: bool) -> Result<(), Error> {
+    core.tasks.delete(ns, rec, force).await?;
+    let (c, ns2, rec2) = (core.clone(), ns.to_owned(), rec.clone());
+    blocking(move || Ok(c.containers.delete(&ns2, &rec2)?)).await?;
+    core.tasks.forget_container(ns, &rec.id);
+    core.events.publish(ns, "/containers/delete", &rec.id, &[("name", rec.name.clone())]);
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The services' error: what the caller did wrong, said by the service, or a
+//! domain error from the core, kept whole so that each API surface can map
+//! it (the gRPC table is `api/error.rs`).
+
+use crate::container::ContainerError;
+use crate::content::ContentError;
+use crate::image::ImageError;
+use crate::metadata::MetadataError;
+use crate::registry::RegistryError;
+use crate::runtime::TaskError;
+use crate::snapshot::SnapshotError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}

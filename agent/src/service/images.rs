@@ -1,0 +1,349 @@
+//! Images: list, inspect, name, label, remove, import, export, pull, push.
+//! The garbage-collection policy of every image use case is here: what
+//! may have left unused content behind is followed by one collection.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{blocking, validate_labels, with_progress, Error, Filter, Update};
+use crate::agent::Core;
+use crate::digest::Digest;
+use crate::image::import::ImportOptions;
+use crate::image::oci::Platform;
+use crate::image::{Images, Resolved};
+use crate::metadata::ImageRecord;
+use crate::registry::{Credentials, PullOptions, PushOptions};
+
+/// An image name with what its content tells (for this machine's platform),
+/// when it resolves.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub record: ImageRecord,
+    pub config_digest: Option<Digest>,
+    /// Bytes of the manifest, config and layers as stored.
+    pub size: u64,
+    /// The config's `created`, as written there.
+    pub config_created: String,
+    /// Bytes of the unpacked layers on disk.
+    pub unpacked_size: u64,
+}
+
+/// An image resolved for one platform: its documents and layers.
+pub struct ImageDetail {
+    pub info: ImageInfo,
+    pub resolved: Resolved,
+    pub unpacked: bool,
+}
+
+/// What an import named.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub images: Vec<ImageInfo>,
+    pub bytes_read: u64,
+}
+
+/// What a removal removed.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    pub names: Vec<String>,
+    pub blobs_removed: u64,
+    pub snapshots_removed: u64,
+}
+
+const FILTER_KEYS: &str = "name, digest or label.KEY";
+
+/// Bytes per export chunk.
+const EXPORT_CHUNK: usize = 1 << 20;
+/// Export chunks queued for the client: a slow reader holds the writer back.
+const EXPORT_QUEUE: usize = 4;
+/// A client that takes no export chunk for this long is abandoned.
+const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct ImageService {
+    core: Arc<Core>,
+}
+
+/// `rec` with its resolved details for `platform`.
+fn info_for(images: &Images, ns: &str, rec: &ImageRecord, platform: &Platform) -> (ImageInfo, Option<Resolved>) {
+    let mut info = ImageInfo { record: rec.clone(), config_digest: None, size: 0, config_created: String::new(), unpacked_size: 0 };
+    let resolved = images.resolve(rec, platform).ok();
+    if let Some(r) = &resolved {
+        info.config_digest = Some(r.manifest.config.digest.clone());
+        info.size = r.size();
+        info.config_created = r.config.created.clone().unwrap_or_default();
+        info.unpacked_size = images.unpacked_size(ns, r).unwrap_or(0);
+    }
+    (info, resolved)
+}
+
+fn info(images: &Images, ns: &str, rec: &ImageRecord) -> ImageInfo {
+    info_for(images, ns, rec, &Platform::default_platform()).0
+}
+
+impl ImageService {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        ImageService { core }
+    }
+
+    /// Collect unused content when `needed`, or when an earlier collection
+    /// spared blobs that a transfer held and no transfer runs any more.
+    fn collect_after(images: &Images, needed: bool, after: &str) {
+        if images.take_pending_gc() || needed {
+            if let Err(e) = images.gc() {
+                tracing::warn!(error = %e, after, "garbage collection failed");
+            }
+        }
+    }
+
+    fn created(&self, ns: &str, rec: &ImageRecord) {
+        self.core.events.publish(ns, "/images/create", &rec.name, &[("digest", rec.target.digest.to_string())]);
+    }
+
+    pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ImageInfo>, Error> {
+        let filters = Filter::parse_all(filters, |k| matches!(k, "name" | "digest") || k.starts_with("label."), FILTER_KEYS)?;
+        let (core, ns) = (self.core.clone(), ns.to_owned());
+        blocking(move || {
+            let mut out = Vec::new();
+            for rec in core.meta.images(&ns)? {
+                let info = info(&core.images, &ns, &rec);
+                let keep = filters.iter().all(|f| match f.key.as_str() {
+                    "name" => f.matches(Some(&info.record.name)),
+                    "digest" => {
+                        let config = info.config_digest.as_ref().map(Digest::as_str);
+                        f.matches(Some(info.record.target.digest.as_str())) || config.is_some_and(|c| f.matches(Some(c)))
+                    }
+                    _ => f.matches_label(&info.record.labels).unwrap_or(false),
+                });
+                if keep {
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn get(&self, ns: &str, name: &str) -> Result<ImageInfo, Error> {
+        let (core, ns, name) = (self.core.clone(), ns.to_owned(), name.to_owned());
+        blocking(move || Ok(info(&core.images, &ns, &core.images.find_one(&ns, &name)?))).await
+    }
+
+    /// The image as seen for `platform`: its manifest, config and layers.
+    pub async fn inspect(&self, ns: &str, name: &str, platform: Platform) -> Result<ImageDetail, Error> {
+        let (core, ns, name) = (self.core.clone(), ns.to_owned(), name.to_owned());
+        blocking(move || {
+            let rec = core.images.find_one(&ns, &name)?;
+            let resolved = core.images.resolve(&rec, &platform)?;
+            let (info, _) = info_for(&core.images, &ns, &rec, &platform);
+            let unpacked = core.images.is_unpacked(&ns, &resolved);
+            Ok(ImageDetail { info, resolved, unpacked })
+        })
+        .await
+    }
+
+    pub async fn tag(&self, ns: &str, source: &str, target: &str, force: bool) -> Result<ImageInfo, Error> {
+        let (svc, ns, source, target) = (self.clone(), ns.to_owned(), source.to_owned(), target.to_owned());
+        blocking(move || {
+            let images = &svc.core.images;
+            let (rec, moved) = images.tag(&ns, &source, &target, force)?;
+            // A name moved by force: the image it named before may be used by nothing now.
+            Self::collect_after(images, moved, "tag");
+            svc.created(&ns, &rec);
+            Ok(info(images, &ns, &rec))
+        })
+        .await
+    }
+
+    pub async fn update_labels(&self, ns: &str, name: &str, labels: BTreeMap<String, String>) -> Result<ImageInfo, Error> {
+        validate_labels(&labels)?;
+        let (core, ns, name) = (self.core.clone(), ns.to_owned(), name.to_owned());
+        blocking(move || {
+            let rec = core.images.update_labels(&ns, &name, labels)?;
+            core.events.publish(&ns, "/images/update", &rec.name, &[]);
+            Ok(info(&core.images, &ns, &rec))
+        })
+        .await
+    }
+
+    /// Remove names (an id or digest several names share only with `force`),
+    /// then collect what no image uses any more.
+    pub async fn remove(&self, ns: &str, name: &str, force: bool) -> Result<Removed, Error> {
+        let (core, ns, name) = (self.core.clone(), ns.to_owned(), name.to_owned());
+        blocking(move || {
+            let names = core.images.delete(&ns, &name, force)?;
+            for name in &names {
+                core.events.publish(&ns, "/images/delete", name, &[]);
+            }
+            let gc = core.images.gc()?;
+            Ok(Removed { names, blobs_removed: gc.blobs_removed, snapshots_removed: gc.snapshots_removed })
+        })
+        .await
+    }
+
+    /// Import an archive read from `reader` (an upload, a file).
+    pub fn import(&self, ns: &str, reader: impl Read + Send + 'static, opts: ImportOptions) -> mpsc::Receiver<Update<Imported>> {
+        let (svc, ns) = (self.clone(), ns.to_owned());
+        with_progress(move |progress| {
+            validate_labels(&opts.labels)?;
+            let images = &svc.core.images;
+            let result = images.import(&ns, reader, &opts, progress);
+            // What a failed import stored, the image a moved name left, the archive's stray files.
+            Self::collect_after(images, result.as_ref().map_or(true, |o| o.replaced || o.stray), "import");
+            let outcome = result.inspect_err(|e| tracing::warn!(namespace = %ns, error = %e, "import failed"))?;
+            for rec in &outcome.images {
+                svc.created(&ns, rec);
+            }
+            let imported = outcome.images.iter().map(|r| info(images, &ns, r)).collect();
+            Ok(Imported { images: imported, bytes_read: outcome.bytes_read })
+        })
+    }
+
+    /// Import an archive from a file on the agent's machine: an absolute
+    /// path to a regular file (never blocking on a FIFO).
+    pub async fn import_path(&self, ns: &str, path: &str, opts: ImportOptions) -> Result<mpsc::Receiver<Update<Imported>>, Error> {
+        if !path.starts_with('/') {
+            return Err(Error::InvalidArgument("the archive path must be absolute".into()));
+        }
+        validate_labels(&opts.labels)?;
+        let path = path.to_owned();
+        let file = blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&path).map_err(
+                |e| match e.kind() {
+                    io::ErrorKind::NotFound => Error::NotFound(format!("{path}: no such file")),
+                    _ => Error::InvalidArgument(format!("{path}: {e}")),
+                },
+            )?;
+            match f.metadata() {
+                Ok(m) if m.is_file() => Ok(f),
+                Ok(_) => Err(Error::InvalidArgument(format!("{path} is not a regular file"))),
+                Err(e) => Err(Error::InvalidArgument(format!("{path}: {e}"))),
+            }
+        })
+        .await?;
+        Ok(self.import(ns, file, opts))
+    }
+
+    /// Export images as one OCI archive, in chunks. Every name is resolved
+    /// (and its blobs leased) before the first byte: an unknown name fails
+    /// the call, not the stream.
+    pub async fn export(&self, ns: &str, names: Vec<String>, platform: Platform) -> Result<mpsc::Receiver<Result<Vec<u8>, Error>>, Error> {
+        let (tx, rx) = mpsc::channel(EXPORT_QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let handle = tokio::runtime::Handle::current();
+        let (core, ns) = (self.core.clone(), ns.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let images = &core.images;
+            let plan = match images.export_plan(&ns, &names, &platform) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(Error::from(e)));
+                    return;
+                }
+            };
+            if ready_tx.send(Ok(())).is_err() {
+                return;
+            }
+            let mut sink = ChunkSender { buf: Vec::with_capacity(EXPORT_CHUNK), tx, handle: handle.clone(), abandoned: None };
+            let result = images.write_export(&plan, &mut sink);
+            match (result, sink.abandoned) {
+                (Ok(bytes), _) => tracing::info!(namespace = %ns, images = ?plan.names, blobs = plan.blobs.len(), bytes, "exported images"),
+                (Err(_), Some(why)) => tracing::info!(namespace = %ns, images = ?plan.names, reason = why, "export abandoned"),
+                (Err(e), None) => {
+                    tracing::warn!(namespace = %ns, images = ?plan.names, error = %e, "export failed");
+                    let _ = handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, sink.tx.send(Err(e.into()))));
+                }
+            }
+        });
+        ready_rx.await.map_err(|_| Error::Internal("the export stopped before it started".into()))??;
+        Ok(rx)
+    }
+
+    /// Pull an image from its registry: fetch what is missing, verify, unpack, name.
+    pub fn pull(&self, ns: &str, opts: PullOptions) -> Result<mpsc::Receiver<Update<ImageRecord>>, Error> {
+        if opts.reference.is_empty() {
+            return Err(Error::InvalidArgument("an image reference is required".into()));
+        }
+        let (svc, ns) = (self.clone(), ns.to_owned());
+        Ok(with_progress(move |progress| {
+            let result = svc.core.registries.pull(&ns, &opts, progress);
+            // Blobs a failed pull stored are unnamed: collect them once no transfer needs them.
+            Self::collect_after(&svc.core.images, result.is_err(), "pull");
+            let rec = result.inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %e, "pull failed"))?;
+            svc.created(&ns, &rec);
+            Ok(rec)
+        }))
+    }
+
+    /// Push an image to its registry; returns the digest pushed.
+    pub fn push(&self, ns: &str, opts: PushOptions) -> Result<mpsc::Receiver<Update<Digest>>, Error> {
+        if opts.reference.is_empty() {
+            return Err(Error::InvalidArgument("an image reference is required".into()));
+        }
+        let (core, ns) = (self.core.clone(), ns.to_owned());
+        Ok(with_progress(move |progress| {
+            let digest = core
+                .registries
+                .push(&ns, &opts, progress)
+                .inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %e, "push failed"))?;
+            Ok(digest)
+        }))
+    }
+
+    /// Check credentials against a registry.
+    pub async fn check_login(&self, registry: &str, plain_http: bool, creds: Option<Credentials>) -> Result<(), Error> {
+        if registry.is_empty() {
+            return Err(Error::InvalidArgument("a registry host is required".into()));
+        }
+        let creds = creds.ok_or_else(|| Error::InvalidArgument("a username is required".into()))?;
+        let (core, registry) = (self.core.clone(), registry.to_owned());
+        blocking(move || Ok(core.registries.check_login(&registry, plain_http, &creds)?)).await
+    }
+}
+
+/// The export writer's sink: `EXPORT_CHUNK`-byte chunks into a bounded
+/// channel, sent from a blocking thread. Fails when the client has gone or
+/// stopped reading.
+struct ChunkSender {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Result<Vec<u8>, Error>>,
+    handle: tokio::runtime::Handle,
+    /// Why the client no longer takes chunks, once it does not.
+    abandoned: Option<&'static str>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
+        let why = match self.handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, self.tx.send(Ok(data)))) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => "the client went away",
+            Err(_) => "the client stopped reading",
+        };
+        self.abandoned = Some(why);
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, why))
+    }
+}
+
+impl io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(EXPORT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == EXPORT_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}

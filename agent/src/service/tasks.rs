@@ -1,0 +1,205 @@
+//! Tasks: the running side of containers — start, signal, stop, wait,
+//! exec, attach, pause, and what runs inside.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+
+use super::containers::find;
+use super::{blocking, Error};
+use crate::agent::Core;
+use crate::container::spec::{parse_signal, ExecSpec};
+use crate::metadata::ExitInfo;
+use crate::runtime::procs::{self, ProcInfo};
+use crate::runtime::{cgroups, AttachInput, AttachOutput};
+
+/// `stop` waits this long for the stop signal to work when the caller does not say.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest stop timeout taken.
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What an exec runs.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// Empty: one is made.
+    pub exec_id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    /// A `--user` to resolve against the image; empty: the container's.
+    pub user: String,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// A container's resource use, from its cgroup.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub stats: cgroups::Stats,
+    pub read_at: SystemTime,
+}
+
+#[derive(Clone)]
+pub struct TaskService {
+    core: Arc<Core>,
+}
+
+fn valid_exec_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("invalid exec id {:?}: use 1-64 of [a-zA-Z0-9_.-]", id.chars().take(80).collect::<String>())))
+    }
+}
+
+impl TaskService {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        TaskService { core }
+    }
+
+    /// Create the task (its shim and the runtime's container) without starting it.
+    pub async fn create(&self, ns: &str, id: &str) -> Result<String, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        self.core.tasks.create(ns, &rec).await?;
+        Ok(rec.id)
+    }
+
+    /// Start the init (creating the task when needed) or an exec; returns its pid.
+    pub async fn start(&self, ns: &str, id: &str, exec_id: &str) -> Result<u32, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        Ok(self.core.tasks.start(ns, &rec, exec_id).await?)
+    }
+
+    /// Signal the init (or an exec); `signal` by name or number, SIGTERM when empty.
+    pub async fn kill(&self, ns: &str, id: &str, exec_id: &str, signal: &str, all: bool) -> Result<(), Error> {
+        let signal = if signal.is_empty() { 15 } else { parse_signal(signal).map_err(|e| Error::InvalidArgument(e.to_string()))? };
+        let rec = find(&self.core, ns, id).await?;
+        Ok(self.core.tasks.kill(ns, &rec, exec_id, signal, all).await?)
+    }
+
+    /// The stop signal, then SIGKILL after `timeout` (default 10 s); returns the exit.
+    pub async fn stop(&self, ns: &str, id: &str, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
+        let timeout = timeout.map_or(DEFAULT_STOP_TIMEOUT, |t| t.min(MAX_STOP_TIMEOUT));
+        let rec = find(&self.core, ns, id).await?;
+        Ok(self.core.tasks.stop(ns, &rec, timeout).await?)
+    }
+
+    /// Wait for the init (or an exec) to exit, up to `timeout`.
+    pub async fn wait(&self, ns: &str, id: &str, exec_id: &str, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        Ok(self.core.tasks.wait(ns, &rec, exec_id, timeout).await?)
+    }
+
+    /// Delete the task (or an exec's record); None when it never ran.
+    pub async fn delete(&self, ns: &str, id: &str, exec_id: &str, force: bool) -> Result<Option<ExitInfo>, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        if exec_id.is_empty() {
+            Ok(self.core.tasks.delete(ns, &rec, force).await?)
+        } else {
+            Ok(Some(self.core.tasks.delete_exec(ns, &rec, exec_id, force).await?))
+        }
+    }
+
+    /// Add an exec to a running container (started by `start` with its id);
+    /// returns its id. Its process is built as the init's is.
+    pub async fn exec(&self, ns: &str, id: &str, req: ExecRequest) -> Result<String, Error> {
+        if req.args.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let exec_id = if req.exec_id.is_empty() { crate::content::random_hex(8) } else { req.exec_id };
+        valid_exec_id(&exec_id)?;
+        let rec = find(&self.core, ns, id).await?;
+        if !self.core.tasks.is_running(ns, &rec.id) {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
+        }
+        let spec = ExecSpec { args: req.args, env: req.env, workdir: req.workdir, tty: req.tty };
+        let (core, ns2, rec2, user) = (self.core.clone(), ns.to_owned(), rec.clone(), req.user);
+        let process = blocking(move || Ok(core.containers.exec_process(&ns2, &rec2, &spec, &user)?)).await?;
+        let process = serde_json::to_value(&process).map_err(|e| Error::Internal(format!("encoding the exec's process: {e}")))?;
+        self.core.tasks.exec(ns, &rec, &exec_id, process, req.tty, req.stdin).await?;
+        Ok(exec_id)
+    }
+
+    /// Freeze (`pause`) or thaw every process of the container.
+    pub async fn pause(&self, ns: &str, id: &str, pause: bool) -> Result<(), Error> {
+        let rec = find(&self.core, ns, id).await?;
+        Ok(self.core.tasks.pause(ns, &rec, pause).await?)
+    }
+
+    /// The container's processes, as `top` shows them.
+    pub async fn processes(&self, ns: &str, id: &str) -> Result<Vec<ProcInfo>, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        let pids = self.core.tasks.pids(ns, &rec).await?;
+        blocking(move || Ok(pids.into_iter().filter_map(procs::info).collect())).await
+    }
+
+    pub async fn stats(&self, ns: &str, id: &str) -> Result<Stats, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        if !self.core.tasks.is_running(ns, &rec.id) {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
+        }
+        let path = rec.cgroups_path();
+        blocking(move || {
+            let stats = cgroups::stats(&path).ok_or_else(|| Error::NotFound("the container's cgroup is gone".into()))?;
+            Ok(Stats { stats, read_at: SystemTime::now() })
+        })
+        .await
+    }
+
+    /// Set the terminal size of the init (or an exec).
+    pub async fn resize(&self, ns: &str, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Error> {
+        let rec = find(&self.core, ns, id).await?;
+        let (w, h) = (width.min(u16::MAX as u32) as u16, height.min(u16::MAX as u32) as u16);
+        Ok(self.core.tasks.resize(ns, &rec, exec_id, w, h).await?)
+    }
+
+    /// Attach to the init (or an exec): `input` goes to the process, and its
+    /// output comes back until it exits. A client that stops sending leaves
+    /// the process's stdin open (only [`AttachInput::CloseStdin`] closes it);
+    /// a client that goes away stops the relay, not the process.
+    pub async fn attach(
+        &self,
+        ns: &str,
+        id: &str,
+        exec_id: &str,
+        mut input: impl Stream<Item = Vec<AttachInput>> + Send + Unpin + 'static,
+    ) -> Result<mpsc::Receiver<Result<AttachOutput, Error>>, Error> {
+        let rec = find(&self.core, ns, id).await?;
+        let conn = self.core.tasks.attach(ns, &rec, exec_id).await?;
+        let (mut frames, mut writer) = conn.split();
+        tokio::spawn(async move {
+            while let Some(batch) = input.next().await {
+                for i in &batch {
+                    if writer.send(i).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    f = frames.next_output() => f,
+                    // The client left: stop relaying (the shim drops the connection).
+                    () = tx.closed() => return,
+                };
+                let (msg, last) = match next {
+                    Ok(Some(out)) => {
+                        let last = matches!(out, AttachOutput::Exit(_));
+                        (Ok(out), last)
+                    }
+                    Ok(None) => return,
+                    Err(e) => (Err(Error::Task(crate::runtime::TaskError::ShimGone { id: String::new(), why: e.to_string() })), true),
+                };
+                if tx.send(msg).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
