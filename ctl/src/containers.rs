@@ -698,7 +698,7 @@ async fn pause(conn: &Conn, a: IdsArgs, pause: bool) -> Result<i32> {
 /// A time flag: RFC 3339, a date, Unix seconds, or a duration before now.
 fn time_flag(s: &str) -> Result<prost_types::Timestamp> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let (secs, nanos) = berth_shim::time::parse_since(s, now)
+    let (secs, nanos) = berth_common::time::parse_since(s, now)
         .with_context(|| format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z), Unix seconds, or a duration such as 10m"))?;
     Ok(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
 }
@@ -726,7 +726,7 @@ async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
         let w: &mut dyn Write = if m.stream == "stderr" { &mut err } else { &mut out };
         if a.timestamps {
             let t = m.time.unwrap_or_default();
-            write!(w, "{} ", berth_shim::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32))?;
+            write!(w, "{} ", berth_common::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32))?;
         }
         w.write_all(&m.data)?;
         if a.follow {
@@ -800,7 +800,7 @@ fn container_json(c: &v1::Container) -> serde_json::Value {
     let cfg = c.config.clone().unwrap_or_default();
     let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or_default();
     let t =
-        |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| berth_shim::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32));
+        |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| berth_common::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32));
     json!({
         "Id": c.id,
         "Name": c.name,
