@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-const DEFAULT_DOMAIN: &str = "docker.io";
+/// The registry of names that give none (Docker Hub).
+pub const DEFAULT_DOMAIN: &str = "docker.io";
 const OFFICIAL_PREFIX: &str = "library/";
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,5 @@
 //! Containers and their tasks: `run`, `create`, `start`, `stop`, `ps`, `logs`, `exec`, ...
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -394,15 +393,6 @@ fn push_env(out: &mut Vec<String>, e: &str) -> Result<()> {
     Ok(())
 }
 
-fn labels(list: &[String]) -> Result<HashMap<String, String>> {
-    list.iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-            None => Ok((l.to_owned(), String::new())),
-        })
-        .collect()
-}
-
 fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
     let mut mounts = a.volume.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     mounts.extend(a.tmpfs.iter().map(|t| parse_tmpfs(t)));
@@ -441,7 +431,7 @@ fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         image: a.image.clone(),
         name: a.name.clone().unwrap_or_default(),
         config: Some(config),
-        labels: labels(&a.label)?,
+        labels: berth_common::labels::parse_all(a.label.iter().map(String::as_str))?,
         runtime: a.runtime.clone().unwrap_or_default(),
     })
 }
@@ -697,8 +687,7 @@ async fn pause(conn: &Conn, a: IdsArgs, pause: bool) -> Result<i32> {
 
 /// A time flag: RFC 3339, a date, Unix seconds, or a duration before now.
 fn time_flag(s: &str) -> Result<prost_types::Timestamp> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let (secs, nanos) = berth_common::time::parse_since(s, now)
+    let (secs, nanos) = berth_common::time::parse_since(s, output::now_secs())
         .with_context(|| format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z), Unix seconds, or a duration such as 10m"))?;
     Ok(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
 }
@@ -726,7 +715,7 @@ async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
         let w: &mut dyn Write = if m.stream == "stderr" { &mut err } else { &mut out };
         if a.timestamps {
             let t = m.time.unwrap_or_default();
-            write!(w, "{} ", berth_common::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32))?;
+            write!(w, "{} ", output::rfc3339(&t))?;
         }
         w.write_all(&m.data)?;
         if a.follow {
@@ -799,8 +788,7 @@ fn container_json(c: &v1::Container) -> serde_json::Value {
     let s = c.status.clone().unwrap_or_default();
     let cfg = c.config.clone().unwrap_or_default();
     let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or_default();
-    let t =
-        |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| berth_common::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32));
+    let t = |t: &Option<prost_types::Timestamp>| t.as_ref().map(output::rfc3339);
     json!({
         "Id": c.id,
         "Name": c.name,
