@@ -93,13 +93,7 @@ pub async fn run(conn: &Conn, cmd: ContentCommand) -> Result<i32> {
             Ok(0)
         }
         ContentCommand::Label(a) => {
-            let mut labels = std::collections::HashMap::new();
-            for l in &a.labels {
-                match l.split_once('=') {
-                    Some((k, v)) if !k.is_empty() => labels.insert(k.to_owned(), v.to_owned()),
-                    _ => anyhow::bail!("invalid label {l:?}: use KEY=VALUE"),
-                };
-            }
+            let labels = berth_common::labels::parse_all(a.labels.iter().map(String::as_str))?;
             conn.content().update_labels(v1::UpdateContentLabelsRequest { digest: a.digest, labels }).await?;
             Ok(0)
         }

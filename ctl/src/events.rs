@@ -22,7 +22,7 @@ pub async fn events(conn: &Conn, a: EventsArgs) -> Result<i32> {
     while let Some(e) = stream.next().await {
         let e = e?;
         let t = e.timestamp.unwrap_or_default();
-        let time = berth_shim::time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32);
+        let time = output::rfc3339(&t);
         if conn.format == Format::Json {
             output::json(&json!({"timestamp": time, "namespace": e.namespace, "topic": e.topic, "id": e.id, "attributes": e.attributes}));
         } else {

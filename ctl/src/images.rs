@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_stream::StreamExt;
 
-use crate::output::{self, ago, parse_rfc3339, repo_tag, short_id};
+use crate::output::{self, ago, repo_tag, short_id};
 use crate::{Conn, Format};
 
 #[derive(Debug, Subcommand)]
@@ -164,15 +164,6 @@ pub async fn load(conn: &Conn, a: LoadArgs) -> Result<i32> {
     .await
 }
 
-fn labels(list: &[String]) -> Result<std::collections::HashMap<String, String>> {
-    list.iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => bail!("invalid label {l:?}: use KEY=VALUE"),
-        })
-        .collect()
-}
-
 const CHUNK: usize = 1 << 20;
 
 pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
@@ -180,7 +171,7 @@ pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
         name: a.name.clone().unwrap_or_default(),
         platform: a.platform.clone().unwrap_or_default(),
         no_unpack: a.no_unpack,
-        labels: labels(&a.labels)?,
+        labels: berth_common::labels::parse_all(a.labels.iter().map(String::as_str))?,
         base_name: a.base_name.clone().unwrap_or_default(),
     };
     let mut client = conn.images();
@@ -269,7 +260,9 @@ pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
 }
 
 fn created_secs(img: &v1::Image) -> i64 {
-    parse_rfc3339(&img.config_created).unwrap_or_else(|| img.created_at.as_ref().map(|t| t.seconds).unwrap_or(0))
+    berth_common::time::parse_rfc3339(&img.config_created)
+        .map(|(secs, _)| secs)
+        .unwrap_or_else(|| img.created_at.as_ref().map(|t| t.seconds).unwrap_or(0))
 }
 
 fn image_json(img: &v1::Image) -> serde_json::Value {

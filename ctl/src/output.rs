@@ -1,6 +1,7 @@
 //! Tables, sizes and ages as people read them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use berth_common::reference::Reference;
+use berth_common::time;
 
 /// Print rows as left-aligned columns separated by three spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -51,8 +52,7 @@ pub fn ago(seconds: i64) -> String {
     if seconds <= 0 {
         return "N/A".into();
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let d = (now - seconds).max(0);
+    let d = (now_secs() - seconds).max(0);
     let (n, unit) = match d {
         0..=59 => return "Less than a minute ago".into(),
         60..=3599 => (d / 60, "minute"),
@@ -66,7 +66,12 @@ pub fn ago(seconds: i64) -> String {
 }
 
 pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    time::now().0
+}
+
+/// A protobuf timestamp as RFC 3339 with nanoseconds, in UTC.
+pub fn rfc3339(t: &prost_types::Timestamp) -> String {
+    time::format_rfc3339_nano(t.seconds, t.nanos.max(0) as u32)
 }
 
 /// A span as docker writes it in `Up 5 seconds`.
@@ -83,50 +88,14 @@ pub fn duration(secs: i64) -> String {
     }
 }
 
-/// Seconds since the epoch of an RFC 3339 time ("2024-01-02T03:04:05.123Z", "+01:00" offsets).
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b't' && b[10] != b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = s.get(19..)?;
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
-            let sign = if r.starts_with('-') { -1 } else { 1 };
-            sign * (r.get(1..3)?.parse::<i64>().ok()? * 3600 + r.get(4..6)?.parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-/// Split a normalized reference into the repository and tag docker shows.
+/// The repository and tag docker shows for an image name: `busybox` and
+/// `latest` for `docker.io/library/busybox:latest`; `<none>` as the tag of a
+/// name with only a digest. A name that is no reference is shown as it is.
 pub fn repo_tag(name: &str) -> (String, String) {
-    let (name, digest) = match name.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (name, None),
-    };
-    let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (repo, tag) = match name[slash..].rfind(':') {
-        Some(i) => (&name[..slash + i], name[slash + i + 1..].to_owned()),
-        None => (name, if digest.is_some() { "<none>".to_owned() } else { String::new() }),
-    };
-    let repo = repo.strip_prefix("docker.io/library/").or_else(|| repo.strip_prefix("docker.io/")).unwrap_or(repo);
-    (repo.to_owned(), tag)
+    match Reference::parse(name) {
+        Ok(r) => (r.familiar_repository(), r.tag.unwrap_or_else(|| "<none>".to_owned())),
+        Err(_) => (name.to_owned(), String::new()),
+    }
 }
 
 pub fn short_id(digest: &str) -> String {
@@ -142,18 +111,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_times_parse() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00.5+01:00"), Some(951_865_200));
-        assert_eq!(parse_rfc3339("nonsense"), None);
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00+0\u{e9}00"), None);
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:0\u{e9}Z"), None);
-    }
-
-    #[test]
     fn references_split_like_docker_shows_them() {
         assert_eq!(repo_tag("docker.io/library/busybox:latest"), ("busybox".into(), "latest".into()));
         assert_eq!(repo_tag("localhost:5000/a/b:v1"), ("localhost:5000/a/b".into(), "v1".into()));
+        assert_eq!(repo_tag("docker.io/me/app:2"), ("me/app".into(), "2".into()));
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(repo_tag(&format!("docker.io/library/busybox@{d}")), ("busybox".into(), "<none>".into()));
+        assert_eq!(repo_tag(&format!("example.com/x:v1@{d}")), ("example.com/x".into(), "v1".into()));
+        assert_eq!(repo_tag("Not A Name"), ("Not A Name".into(), String::new()));
+        assert_eq!(rfc3339(&prost_types::Timestamp { seconds: 1, nanos: 5 }), "1970-01-01T00:00:01.000000005Z");
         assert_eq!(size(4_261_000), "4.261MB");
         assert_eq!(size(999), "999B");
         assert_eq!(duration(5), "5 seconds");

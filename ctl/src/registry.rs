@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use berth_api::v1;
+use berth_common::reference::{Reference, DEFAULT_DOMAIN};
 use clap::Args;
 use tokio_stream::StreamExt;
 
@@ -146,14 +147,10 @@ fn credentials(registry: &str, flag: Option<&str>) -> Result<Option<v1::Registry
     Ok(None)
 }
 
-/// The registry host of a reference, as docker reads names.
+/// The registry host of a reference, as docker reads names. A name that is no
+/// reference gets Docker Hub's: the agent refuses it before using any credentials.
 fn registry_of(reference: &str) -> String {
-    let first = reference.split('/').next().unwrap_or("");
-    if reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
-        first.to_owned()
-    } else {
-        "docker.io".into()
-    }
+    Reference::parse(reference).map_or_else(|_| DEFAULT_DOMAIN.to_owned(), |r| r.domain)
 }
 
 /// Progress as people read it: a bar per blob on a terminal, plain lines otherwise.
@@ -360,6 +357,9 @@ mod tests {
         assert_eq!(registry_of("localhost:5000/a/b:v1"), "localhost:5000");
         assert_eq!(registry_of("localhost/a"), "localhost");
         assert_eq!(registry_of("registry.example/a"), "registry.example");
+        assert_eq!(registry_of("[::1]:5000/a:v1"), "[::1]:5000");
+        assert_eq!(registry_of(&format!("example.com:443/a@sha256:{}", "b".repeat(64))), "example.com:443");
+        assert_eq!(registry_of("NOT a reference"), "docker.io");
         assert_eq!(auth_keys("docker.io")[0], "https://index.docker.io/v1/");
     }
 }

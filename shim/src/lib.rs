@@ -12,7 +12,6 @@
 pub mod log;
 pub mod protocol;
 mod shim;
-pub mod time;
 
 use std::fs;
 use std::io::{self, Write};

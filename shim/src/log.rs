@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::time;
+use berth_common::time;
 
 /// The longest content of one record. A longer output line is cut into `P`
 /// records of this size, the last piece being the `F` record.

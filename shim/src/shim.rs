@@ -46,7 +46,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 fn now_nanos() -> i64 {
-    let (s, n) = crate::time::now();
+    let (s, n) = berth_common::time::now();
     s.saturating_mul(1_000_000_000).saturating_add(n as i64)
 }
 

@@ -493,7 +493,7 @@ impl Containers {
 
 /// RFC 3339 in UTC with nanoseconds, as image configs write `created`.
 fn rfc3339(nanos: i64) -> String {
-    berth_shim::time::format_rfc3339_nano(nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000) as u32)
+    berth_common::time::format_rfc3339_nano(nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000) as u32)
 }
 
 /// `<image short name>-<6 hex of the id>`, e.g. `busybox-3fa9c1`.

@@ -276,8 +276,8 @@ impl Images {
                     .into_iter()
                     .filter(|rec| Reference::parse(&rec.name).map(|x| x.repository() == repo).unwrap_or(false))
                     .filter(|rec| {
-                        rec.target.digest == *d
-                            || self.resolve(rec, &Platform::default_platform()).map(|x| x.manifest_desc.digest == *d).unwrap_or(false)
+                        rec.target.digest.as_str() == d
+                            || self.resolve(rec, &Platform::default_platform()).is_ok_and(|x| x.manifest_desc.digest.as_str() == d)
                     })
                     .collect();
                 if let Some(first) = found.into_iter().next() {

@@ -233,7 +233,7 @@ impl Registries {
         let client = clients.pop().expect("the endpoint that answered");
         let top_digest = Digest::of(&top);
         if let Some(d) = &r.digest {
-            if *d != top_digest {
+            if *d != top_digest.as_str() {
                 return Err(RegistryError::DigestMismatch {
                     what: name.to_owned(),
                     expected: d.to_string(),

@@ -78,29 +78,12 @@ pub fn validate_namespace(ns: &str) -> Result<(), Error> {
 }
 
 /// Labels a user sets on images, containers, snapshots and blobs: one rule
-/// for all of them (bounded sizes, keys under `berth.io/` reserved).
+/// for all of them, shared with berthctl (bounded sizes, keys under
+/// `berth.io/` reserved).
 pub fn validate_labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<(), Error> {
-    let mut n = 0;
-    for (k, v) in labels {
-        n += 1;
-        if n > MAX_LABELS {
-            return Err(Error::InvalidArgument(format!("at most {MAX_LABELS} labels")));
-        }
-        if k.is_empty() || k.len() > 1024 || v.len() > 4096 {
-            return Err(Error::InvalidArgument(format!(
-                "label {:?}: keys are 1-1024 bytes, values at most 4096",
-                k.chars().take(80).collect::<String>()
-            )));
-        }
-        if k.starts_with(RESERVED_LABEL_PREFIX) {
-            return Err(Error::InvalidArgument(format!("labels under {RESERVED_LABEL_PREFIX} are reserved for the agent: {k:?}")));
-        }
-    }
-    Ok(())
+    berth_common::labels::validate(labels.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
-
-const MAX_LABELS: usize = 256;
-const RESERVED_LABEL_PREFIX: &str = "berth.io/";
 
 /// One list filter: `KEY==VALUE` (equal), `KEY~=VALUE` (contains) or `KEY` (present).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Wall-clock time as `(seconds, nanoseconds)` since the Unix epoch, and the
-//! few text forms the log needs: RFC 3339 with nanoseconds (written in every
-//! log record), RFC 3339 parsing, and the `--since`/`--until` forms docker
+//! few text forms Berth needs: RFC 3339 with nanoseconds (written in every
+//! log record by the shim, shown by berthctl), RFC 3339 parsing (log records,
+//! image config `created` times), and the `--since`/`--until` forms docker
 //! accepts.
 //!
 //! No date library: the calendar arithmetic is Howard Hinnant's

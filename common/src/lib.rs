@@ -1,0 +1,12 @@
+//! berth-common: the rules berthd, berthctl and berth-shim must agree on.
+//!
+//! - [`reference`]: image references, normalized the way docker reads them.
+//! - [`time`]: wall-clock instants, RFC 3339 text, and the `--since` forms.
+//! - [`labels`]: `KEY=VALUE` parsing and the limits every user label obeys.
+//!
+//! Only std and thiserror: the shim links this crate, and one shim runs per
+//! container.
+
+pub mod labels;
+pub mod reference;
+pub mod time;

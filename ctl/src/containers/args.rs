@@ -1,0 +1,272 @@
+//! The clap arguments of the container commands: what `--help` shows.
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container and run its command
+    Run(RunArgs),
+    /// Create a container without starting it
+    Create(RunArgs),
+    /// Start created or stopped containers
+    Start(StartArgs),
+    /// Stop running containers (the stop signal, then SIGKILL)
+    Stop(StopArgs),
+    /// Send a signal to the main process of containers
+    Kill(KillArgs),
+    /// Remove containers and their writable layers
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Wait for containers to exit and print their exit codes
+    Wait(IdsArgs),
+    /// Show a container's output
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Freeze all processes of containers
+    Pause(IdsArgs),
+    /// Thaw paused containers
+    Unpause(IdsArgs),
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    /// Show containers as JSON: config, state, runtime spec
+    Inspect(IdsArgs),
+    /// Show CPU, memory and process counts of running containers
+    Stats(StatsArgs),
+    /// Store a container's changes as a new image
+    Commit(CommitArgs),
+    /// List files changed in a container (A added, C changed, D deleted)
+    Diff(IdArg),
+    /// List the processes of a container
+    Top(IdArg),
+    /// Attach to the main process of a running container
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep standard input open and send it to the container
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Name of the container [default: generated]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass this shell's value)
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines)
+    #[arg(long)]
+    pub env_file: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP] from the image's /etc/passwd
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint ("" clears it)
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Bind-mount a host path: SRC:DST[:ro]
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs: DST[:OPTIONS]
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Memory limit (e.g. 512m, 1g)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 1.5)
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Network: none (own namespace with only lo) or host
+    #[arg(long = "net", alias = "network", default_value = "none")]
+    pub net: String,
+    /// Host name inside the container [default: first 12 characters of the id]
+    #[arg(long, short = 'H')]
+    pub hostname: Option<String>,
+    /// Label to set (KEY=VALUE, repeatable)
+    #[arg(short, long = "label")]
+    pub label: Vec<String>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Give the container all capabilities and devices
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability (e.g. NET_ADMIN, or ALL)
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (e.g. CHOWN, or ALL)
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// OCI runtime: runc, crun, or a path [default: the agent's]
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Image name or id
+    pub image: String,
+    /// Command and arguments [default: the image's]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to the output (and exit with the container's code)
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach standard input too
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u32,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal name or number
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    /// Signal every process of the container, not only the main one
+    #[arg(long)]
+    pub all: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill running containers first
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdsArgs {
+    /// Container names, ids or unique id prefixes
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Container name, id or unique id prefix
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep following new output until the container stops
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines ("all" for everything)
+    #[arg(long, default_value = "all")]
+    pub tail: String,
+    /// Prefix each line with its time
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Only output since this time (RFC 3339, Unix seconds, or a duration like 10m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only output before this time (same forms as --since)
+    #[arg(long)]
+    pub until: Option<String>,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep standard input open and send it to the process
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the process a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Run in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set an environment variable (KEY=VALUE)
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP]
+    #[arg(short, long)]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only print ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show full ids and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter: name==N, label.KEY==V, status==running, image==NAME (repeatable)
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Containers [default: all running]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Commit message
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Do not pause the container while committing
+    #[arg(long)]
+    pub no_pause: bool,
+    pub container: String,
+    /// Name of the new image
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not send standard input
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}

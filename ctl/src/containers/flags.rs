@@ -1,0 +1,190 @@
+//! Flag values turned into requests: sizes, volumes, tmpfs mounts,
+//! environment variables, times, and `run`/`create`'s whole request.
+
+use anyhow::{bail, Context, Result};
+use berth_api::v1;
+
+use super::args::RunArgs;
+use crate::output;
+
+/// "512m", "1g", "100000" (bytes), "1.5g".
+pub fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().with_context(|| format!("invalid size {s:?}: use a number with an optional k, m, g or t suffix"))?;
+    if v.is_nan() || v <= 0.0 || v * mult as f64 > i64::MAX as f64 {
+        bail!("invalid size {s:?}");
+    }
+    Ok((v * mult as f64) as i64)
+}
+
+fn parse_volume(v: &str) -> Result<v1::ContainerMount> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => bail!("invalid volume {v:?}: use SRC:DST[:ro]"),
+    };
+    if !src.starts_with('/') {
+        bail!("invalid volume {v:?}: the source must be an absolute host path (named volumes are not supported)");
+    }
+    let mut readonly = false;
+    let mut options = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            other => options.push(other.to_owned()),
+        }
+    }
+    Ok(v1::ContainerMount { r#type: "bind".into(), source: src.into(), destination: dst.into(), readonly, options })
+}
+
+fn parse_tmpfs(v: &str) -> v1::ContainerMount {
+    let (dst, opts) = v.split_once(':').unwrap_or((v, ""));
+    let options: Vec<String> = opts.split(',').filter(|o| !o.is_empty()).map(str::to_owned).collect();
+    let readonly = options.iter().any(|o| o == "ro");
+    v1::ContainerMount {
+        r#type: "tmpfs".into(),
+        source: String::new(),
+        destination: dst.into(),
+        readonly,
+        options: options.into_iter().filter(|o| o != "ro" && o != "rw").collect(),
+    }
+}
+
+/// `-e KEY=VALUE`, `-e KEY` (this shell's value, skipped when unset), and env files.
+fn environment(env: &[String], files: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading env file {f}"))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            push_env(&mut out, line)?;
+        }
+    }
+    for e in env {
+        push_env(&mut out, e)?;
+    }
+    Ok(out)
+}
+
+fn push_env(out: &mut Vec<String>, e: &str) -> Result<()> {
+    match e.split_once('=') {
+        Some(("", _)) => bail!("invalid environment variable {e:?}"),
+        Some(_) => out.push(e.to_owned()),
+        None => {
+            if let Ok(v) = std::env::var(e) {
+                out.push(format!("{e}={v}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
+    let mut mounts = a.volume.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
+    mounts.extend(a.tmpfs.iter().map(|t| parse_tmpfs(t)));
+    let memory = a.memory.as_deref().map(parse_bytes).transpose()?.unwrap_or(0);
+    let cpu_millis = match a.cpus {
+        Some(c) if c.is_nan() || c <= 0.0 || c > 100_000.0 => bail!("invalid --cpus {c}: use a positive number of CPUs"),
+        Some(c) => (c * 1000.0).round() as i64,
+        None => 0,
+    };
+    if a.pids_limit.is_some_and(|p| p <= 0) {
+        bail!("--pids-limit must be positive");
+    }
+    let entrypoint = a.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] });
+    let config = v1::ContainerConfig {
+        command_set: !a.command.is_empty(),
+        command: a.command.clone(),
+        entrypoint_set: entrypoint.is_some(),
+        entrypoint: entrypoint.unwrap_or_default(),
+        env: environment(&a.env, &a.env_file)?,
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        mounts,
+        resources: Some(v1::Resources { memory_bytes: memory, cpu_millis, pids_limit: a.pids_limit.unwrap_or(0) }),
+        network: a.net.clone(),
+        tty: a.tty,
+        stdin: a.interactive,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        // A detached --rm container is removed by the agent; an attached one by us.
+        auto_remove: a.rm && a.detach,
+    };
+    Ok(v1::CreateContainerRequest {
+        image: a.image.clone(),
+        name: a.name.clone().unwrap_or_default(),
+        config: Some(config),
+        labels: berth_common::labels::parse_all(a.label.iter().map(String::as_str))?,
+        runtime: a.runtime.clone().unwrap_or_default(),
+    })
+}
+
+/// A time flag: RFC 3339, a date, Unix seconds, or a duration before now.
+pub fn time_flag(s: &str) -> Result<prost_types::Timestamp> {
+    let (secs, nanos) = berth_common::time::parse_since(s, output::now_secs())
+        .with_context(|| format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z), Unix seconds, or a duration such as 10m"))?;
+    Ok(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("100000").unwrap(), 100_000);
+        assert_eq!(parse_bytes("64kb").unwrap(), 64 << 10);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1m").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn volumes_and_tmpfs_parse() {
+        let v = parse_volume("/data:/mnt:ro").unwrap();
+        assert_eq!((v.source.as_str(), v.destination.as_str(), v.readonly), ("/data", "/mnt", true));
+        assert!(!parse_volume("/data:/mnt").unwrap().readonly);
+        assert!(parse_volume("data:/mnt").is_err());
+        assert!(parse_volume("/a").is_err());
+        let t = parse_tmpfs("/run:size=64m,ro");
+        assert_eq!((t.destination.as_str(), t.readonly, t.options.clone()), ("/run", true, vec!["size=64m".to_owned()]));
+    }
+
+    #[test]
+    fn environment_takes_pairs_files_and_names() {
+        let dir = tempfile_dir();
+        let f = dir.join("env");
+        std::fs::write(&f, "# comment\nA=1\n\nB=two words\n").unwrap();
+        std::env::set_var("BERTHCTL_TEST_VAR", "x");
+        let env =
+            environment(&["C=3".into(), "BERTHCTL_TEST_VAR".into(), "BERTHCTL_UNSET_VAR".into()], &[f.display().to_string()]).unwrap();
+        assert_eq!(env, vec!["A=1", "B=two words", "C=3", "BERTHCTL_TEST_VAR=x"]);
+        assert!(environment(&["=x".into()], &[]).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("berthctl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,364 @@
+//! Containers and their tasks: `run`, `create`, `start`, `stop`, `ps`, `logs`, `exec`, ...
+//!
+//! This file holds the commands: each calls the agent and prints the result.
+//! `args` holds their clap arguments, `flags` turns flag values into
+//! requests, `attach` relays a terminal to a task, `view` shapes tables and
+//! JSON.
+
+mod args;
+mod attach;
+mod flags;
+mod view;
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use berth_api::v1;
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+pub use args::*;
+use attach::run_attached;
+use flags::{create_request, time_flag};
+
+use crate::output;
+use crate::{Conn, Format};
+
+pub async fn run_command(conn: &Conn, cmd: ContainerCommand) -> Result<i32> {
+    match cmd {
+        ContainerCommand::Run(a) => run(conn, a).await,
+        ContainerCommand::Create(a) => create(conn, a).await,
+        ContainerCommand::Start(a) => start(conn, a).await,
+        ContainerCommand::Stop(a) => stop(conn, a).await,
+        ContainerCommand::Kill(a) => kill(conn, a).await,
+        ContainerCommand::Rm(a) => rm(conn, a).await,
+        ContainerCommand::Wait(a) => wait(conn, a).await,
+        ContainerCommand::Logs(a) => logs(conn, a).await,
+        ContainerCommand::Exec(a) => exec(conn, a).await,
+        ContainerCommand::Pause(a) => pause(conn, a, true).await,
+        ContainerCommand::Unpause(a) => pause(conn, a, false).await,
+        ContainerCommand::Ls(a) => ps(conn, a).await,
+        ContainerCommand::Inspect(a) => inspect(conn, a).await,
+        ContainerCommand::Stats(a) => stats(conn, a).await,
+        ContainerCommand::Commit(a) => commit(conn, a).await,
+        ContainerCommand::Diff(a) => diff(conn, a).await,
+        ContainerCommand::Top(a) => top(conn, a).await,
+        ContainerCommand::Attach(a) => attach_cmd(conn, a).await,
+    }
+}
+
+async fn create(conn: &Conn, a: RunArgs) -> Result<i32> {
+    let c = conn.containers().create(create_request(&a)?).await?.into_inner().container.unwrap_or_default();
+    println!("{}", c.id);
+    Ok(0)
+}
+
+pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
+    let c = conn.containers().create(create_request(&a)?).await?.into_inner().container.unwrap_or_default();
+    if a.detach {
+        if let Err(e) = conn.tasks().start(v1::StartTaskRequest { container_id: c.id.clone(), exec_id: String::new() }).await {
+            let _ = conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true }).await;
+            return Err(e.into());
+        }
+        println!("{}", c.id);
+        return Ok(0);
+    }
+    let result = run_attached(conn, &c.id, "", a.interactive, a.tty).await;
+    if a.rm {
+        match conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true }).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(e) if result.is_ok() => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    result
+}
+
+async fn start(conn: &Conn, a: StartArgs) -> Result<i32> {
+    if a.attach || a.interactive {
+        if a.containers.len() != 1 {
+            bail!("start --attach takes one container");
+        }
+        let c = get(conn, &a.containers[0]).await?;
+        let tty = c.config.as_ref().is_some_and(|c| c.tty);
+        return run_attached(conn, &c.id, "", a.interactive, tty).await;
+    }
+    let mut code = 0;
+    for id in &a.containers {
+        match conn.tasks().start(v1::StartTaskRequest { container_id: id.clone(), exec_id: String::new() }).await {
+            Ok(_) => println!("{id}"),
+            Err(e) => {
+                eprintln!("berthctl: {id}: {}", e.message());
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Run `f` for each container, print its name on success, report failures; exit 1 if any failed.
+async fn each<F, Fut>(ids: &[String], f: F) -> Result<i32>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, tonic::Status>>,
+{
+    let mut code = 0;
+    for id in ids {
+        match f(id.clone()).await {
+            Ok(Some(line)) => println!("{line}"),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("berthctl: {id}: {}", e.message());
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn stop(conn: &Conn, a: StopArgs) -> Result<i32> {
+    each(&a.containers, |id| async move {
+        conn.tasks().stop(v1::StopTaskRequest { container_id: id.clone(), timeout_secs: a.time, timeout_set: true }).await?;
+        Ok(Some(id))
+    })
+    .await
+}
+
+async fn kill(conn: &Conn, a: KillArgs) -> Result<i32> {
+    each(&a.containers, |id| {
+        let signal = a.signal.clone();
+        async move {
+            conn.tasks().kill(v1::KillTaskRequest { container_id: id.clone(), exec_id: String::new(), signal, all: a.all }).await?;
+            Ok(Some(id))
+        }
+    })
+    .await
+}
+
+async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
+    each(&a.containers, |id| async move {
+        conn.containers().delete(v1::DeleteContainerRequest { id: id.clone(), force: a.force }).await?;
+        Ok(Some(id))
+    })
+    .await
+}
+
+async fn wait(conn: &Conn, a: IdsArgs) -> Result<i32> {
+    each(&a.containers, |id| async move {
+        let w = conn.tasks().wait(v1::WaitTaskRequest { container_id: id, exec_id: String::new(), timeout_ms: 0 }).await?.into_inner();
+        Ok(Some(w.exit_code.to_string()))
+    })
+    .await
+}
+
+async fn pause(conn: &Conn, a: IdsArgs, pause: bool) -> Result<i32> {
+    each(&a.containers, |id| async move {
+        if pause {
+            conn.tasks().pause(v1::PauseTaskRequest { container_id: id.clone() }).await?;
+        } else {
+            conn.tasks().resume(v1::ResumeTaskRequest { container_id: id.clone() }).await?;
+        }
+        Ok(Some(id))
+    })
+    .await
+}
+
+async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
+    let (tail, tail_set) = match a.tail.as_str() {
+        "all" | "-1" => (0, false),
+        n => (n.parse::<u64>().with_context(|| format!("invalid --tail {n:?}: use a number or all"))?, true),
+    };
+    let req = v1::LogsRequest {
+        id: a.container.clone(),
+        follow: a.follow,
+        tail,
+        tail_set,
+        since: a.since.as_deref().map(time_flag).transpose()?,
+        until: a.until.as_deref().map(time_flag).transpose()?,
+        stdout: false,
+        stderr: false,
+    };
+    let mut stream = conn.containers().logs(req).await?.into_inner();
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    while let Some(m) = stream.next().await {
+        let m = m?;
+        let w: &mut dyn Write = if m.stream == "stderr" { &mut err } else { &mut out };
+        if a.timestamps {
+            let t = m.time.unwrap_or_default();
+            write!(w, "{} ", output::rfc3339(&t))?;
+        }
+        w.write_all(&m.data)?;
+        if a.follow {
+            w.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+async fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
+    let c = get(conn, &a.container).await?;
+    let req = v1::ExecRequest {
+        container_id: c.id.clone(),
+        exec_id: String::new(),
+        args: a.command.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        tty: a.tty,
+        stdin: a.interactive,
+    };
+    let exec_id = conn.tasks().exec(req).await?.into_inner().exec_id;
+    if a.detach {
+        conn.tasks().start(v1::StartTaskRequest { container_id: c.id.clone(), exec_id }).await?;
+        return Ok(0);
+    }
+    let code = run_attached(conn, &c.id, &exec_id, a.interactive, a.tty).await;
+    let _ = conn.tasks().delete(v1::DeleteTaskRequest { container_id: c.id.clone(), exec_id, force: true }).await;
+    code
+}
+
+async fn attach_cmd(conn: &Conn, a: AttachArgs) -> Result<i32> {
+    let c = get(conn, &a.container).await?;
+    let cfg = c.config.unwrap_or_default();
+    let stdin = cfg.stdin && !a.no_stdin;
+    attach::attach_running(conn, &c.id, stdin, cfg.tty).await
+}
+
+async fn get(conn: &Conn, id: &str) -> Result<v1::Container> {
+    Ok(conn.containers().get(v1::GetContainerRequest { id: id.to_owned() }).await?.into_inner().container.unwrap_or_default())
+}
+
+async fn ps(conn: &Conn, a: PsArgs) -> Result<i32> {
+    let list = conn.containers().list(v1::ListContainersRequest { filters: a.filter.clone() }).await?.into_inner().containers;
+    // Without -a (or a status filter of the user's), only running and paused ones.
+    let live_only = !a.all && !a.filter.iter().any(|f| f.starts_with("status"));
+    let list: Vec<v1::Container> = list
+        .into_iter()
+        .filter(|c| !live_only || matches!(c.status.as_ref().map(|s| s.state.as_str()), Some("running" | "paused")))
+        .collect();
+    if a.quiet {
+        for c in &list {
+            println!("{}", view::short_id(&c.id, a.no_trunc));
+        }
+        return Ok(0);
+    }
+    if conn.format == Format::Json {
+        output::json(&serde_json::Value::Array(list.iter().map(view::container_json).collect()));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list.iter().map(|c| view::ps_row(c, a.no_trunc)).collect();
+    output::table(&view::PS_HEADER, &rows);
+    Ok(0)
+}
+
+async fn inspect(conn: &Conn, a: IdsArgs) -> Result<i32> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for id in &a.containers {
+        match conn.containers().get(v1::GetContainerRequest { id: id.clone() }).await {
+            Ok(r) => out.push(view::container_json(&r.into_inner().container.unwrap_or_default())),
+            Err(e) => {
+                eprintln!("berthctl: {id}: {}", e.message());
+                code = 1;
+            }
+        }
+    }
+    output::json(&serde_json::Value::Array(out));
+    Ok(code)
+}
+
+async fn stats(conn: &Conn, a: StatsArgs) -> Result<i32> {
+    let ids: Vec<(String, String)> = if a.containers.is_empty() {
+        let list =
+            conn.containers().list(v1::ListContainersRequest { filters: vec!["status==running".into()] }).await?.into_inner().containers;
+        list.into_iter().map(|c| (c.id, c.name)).collect()
+    } else {
+        let mut v = Vec::new();
+        for id in &a.containers {
+            let c = get(conn, id).await?;
+            v.push((c.id, c.name));
+        }
+        v
+    };
+    let sample = |ids: Vec<(String, String)>| async move {
+        let mut out = Vec::new();
+        for (id, name) in ids {
+            if let Ok(s) = conn.tasks().stats(v1::StatsRequest { container_id: id.clone() }).await {
+                out.push((id, name, s.into_inner()));
+            }
+        }
+        out
+    };
+    let interval = Duration::from_millis(if a.no_stream { 500 } else { 1000 });
+    let mut prev = sample(ids.clone()).await;
+    loop {
+        tokio::time::sleep(interval).await;
+        let cur = sample(ids.clone()).await;
+        let rows: Vec<Vec<String>> = cur
+            .iter()
+            .map(|(id, name, s)| {
+                let before = prev.iter().find(|(p, _, _)| p == id).map_or(s.cpu_usage_ns, |(_, _, p)| p.cpu_usage_ns);
+                view::stats_row(id, name, s, before, interval)
+            })
+            .collect();
+        if conn.format == Format::Json {
+            output::json(&serde_json::Value::Array(cur.iter().map(|(id, name, s)| view::stats_json(id, name, s)).collect()));
+        } else {
+            if !a.no_stream {
+                // Clear the screen between samples, as docker does.
+                print!("\x1b[2J\x1b[H");
+            }
+            output::table(&view::STATS_HEADER, &rows);
+        }
+        if a.no_stream {
+            return Ok(0);
+        }
+        prev = cur;
+    }
+}
+
+async fn commit(conn: &Conn, a: CommitArgs) -> Result<i32> {
+    let r = conn
+        .containers()
+        .commit(v1::CommitRequest {
+            id: a.container,
+            reference: a.reference,
+            message: a.message.unwrap_or_default(),
+            author: a.author.unwrap_or_default(),
+            no_pause: a.no_pause,
+        })
+        .await?
+        .into_inner();
+    if conn.format == Format::Json {
+        output::json(&json!({"name": r.name, "digest": r.digest, "id": r.config_digest}));
+    } else {
+        println!("{}", r.config_digest);
+    }
+    Ok(0)
+}
+
+async fn diff(conn: &Conn, a: IdArg) -> Result<i32> {
+    let changes = conn.containers().diff(v1::DiffRequest { id: a.container }).await?.into_inner().changes;
+    if conn.format == Format::Json {
+        output::json(&serde_json::Value::Array(changes.iter().map(|c| json!({"Kind": c.kind, "Path": c.path})).collect()));
+    } else {
+        for c in changes {
+            println!("{} {}", c.kind, c.path);
+        }
+    }
+    Ok(0)
+}
+
+async fn top(conn: &Conn, a: IdArg) -> Result<i32> {
+    let procs = conn.tasks().list_pids(v1::ListPidsRequest { container_id: a.container }).await?.into_inner().processes;
+    if conn.format == Format::Json {
+        output::json(&serde_json::Value::Array(procs.iter().map(view::top_json).collect()));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = procs.iter().map(view::top_row).collect();
+    output::table(&view::TOP_HEADER, &rows);
+    Ok(0)
+}
