@@ -130,12 +130,7 @@ pub fn status_message(s: &TaskStatus) -> v1::TaskStatus {
 
 fn container_message(v: &ContainerView) -> v1::Container {
     let (rec, status) = (&v.record, &v.status);
-    let args = rec
-        .spec
-        .pointer("/process/args")
-        .and_then(|a| a.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let args = rec.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
     v1::Container {
         id: rec.id.clone(),
         name: rec.name.clone(),

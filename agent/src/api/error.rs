@@ -29,6 +29,7 @@ pub fn metadata_code(e: &MetadataError) -> Code {
         MetadataError::AlreadyExists { .. } => Code::AlreadyExists,
         MetadataError::HasChildren { .. } => Code::FailedPrecondition,
         MetadataError::Database(_) | MetadataError::Corrupt { .. } => Code::Internal,
+        MetadataError::TooNew { .. } => Code::FailedPrecondition,
     }
 }
 

@@ -187,7 +187,6 @@ impl Containers {
         let cgroups_path = format!("/berth/{ns}/{id}");
         let spec =
             spec::build(&spec::SpecInput { id: &id, image: &image_cfg, config: &req.config, user: &user, cgroups_path: &cgroups_path })?;
-        let spec = serde_json::to_value(&spec).map_err(|e| ContainerError::Invalid { what: "runtime spec", why: e.to_string() })?;
         let stop_signal = if image_cfg.stop_signal.is_empty() { 15 } else { spec::parse_signal(&image_cfg.stop_signal).unwrap_or(15) };
 
         let key = format!("container-{id}");
@@ -294,14 +293,16 @@ impl Containers {
         exec: &spec::ExecSpec,
         user: &str,
     ) -> Result<oci_spec::runtime::Process, ContainerError> {
-        let invalid = |why: String| ContainerError::Invalid { what: "stored runtime spec", why };
-        let init: oci_spec::runtime::Process =
-            serde_json::from_value(rec.spec.get("process").cloned().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
-        let hostname = rec.spec.get("hostname").and_then(|h| h.as_str()).unwrap_or_default();
+        let init = rec
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| ContainerError::Invalid { what: "stored runtime spec", why: "it has no process".into() })?;
+        let hostname = rec.spec.hostname().as_deref().unwrap_or_default();
         let config_json = self.content.read_all(&rec.config_digest, crate::image::oci::MAX_DOCUMENT).map_err(ImageError::from)?;
         let image = spec::image_runtime_config(&config_json)?;
         let user = if user.is_empty() { None } else { Some(self.resolve_user(ns, rec, user)?) };
-        Ok(spec::exec_process(&init, hostname, &image, &rec.config, exec, user.as_ref())?)
+        Ok(spec::exec_process(init, hostname, &image, &rec.config, exec, user.as_ref())?)
     }
 
     pub fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerRecord, ContainerError> {
@@ -390,12 +391,7 @@ impl Containers {
         } else {
             diff::native_changes(&upper, lowers.first().map(PathBuf::as_path))?
         };
-        let destinations: Vec<&str> = rec
-            .spec
-            .get("mounts")
-            .and_then(|m| m.as_array())
-            .map(|m| m.iter().filter_map(|m| m.get("destination")?.as_str()).collect())
-            .unwrap_or_default();
+        let destinations: Vec<&str> = rec.spec.mounts().iter().flatten().filter_map(|m| m.destination().to_str()).collect();
         let mount_point = |c: &diff::Change| {
             c.kind == diff::ChangeKind::Added
                 && destinations.iter().any(|d| *d == c.path || d.strip_prefix(c.path.as_str()).is_some_and(|rest| rest.starts_with('/')))

@@ -1599,4 +1599,26 @@ mod tests {
         assert!(bad(ExecSpec { args: strings(&["x"]), env: strings(&["=v"]), ..Default::default() }));
         assert!(bad(ExecSpec { args: strings(&["x"]), env: strings(&["NOEQ"]), ..Default::default() }));
     }
+
+    #[test]
+    fn a_stored_spec_reads_back_unchanged() {
+        // Container records store the spec as JSON and read it back typed:
+        // nothing may be lost or filled in on the way (oci-spec's defaults).
+        let config = ContainerConfig {
+            env: strings(&["A=1"]),
+            tty: true,
+            read_only: true,
+            cap_add: strings(&["NET_ADMIN"]),
+            resources: Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids_limit: Some(50) },
+            ..Default::default()
+        };
+        let spec = spec_for(&config);
+        // (Capabilities are sets: compare typed, not as bytes.)
+        let json = serde_json::to_vec(&spec).unwrap();
+        let back: Spec = serde_json::from_slice(&json).unwrap();
+        assert!(back == spec, "the spec changed on the way back");
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert!(value.pointer("/annotations").is_none() && value.pointer("/hooks").is_none());
+        assert!(serde_json::to_value(&back).unwrap().pointer("/annotations").is_none());
+    }
 }

@@ -22,6 +22,12 @@ const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters"
 /// Labels of blobs, by digest (blobs are shared by every namespace).
 const CONTENT_LABELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("content_labels");
 
+/// The record layout this version writes, kept under [`SCHEMA_KEY`] in
+/// `counters`. 1: the first releases (no marker). 2: the marker; container
+/// records are read typed (the runtime spec as `oci_spec::runtime::Spec`).
+pub const SCHEMA: u64 = 2;
+const SCHEMA_KEY: &str = "schema";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("{kind} {name:?} not found")]
@@ -34,6 +40,8 @@ pub enum MetadataError {
     Database(String),
     #[error("corrupt metadata record {key:?}: {source}")]
     Corrupt { key: String, source: serde_json::Error },
+    #[error("the metadata database has schema {found}, written by a newer berthd; this one reads schemas up to {supported}")]
+    TooNew { found: u64, supported: u64 },
 }
 
 macro_rules! db_err {
@@ -130,7 +138,7 @@ pub struct ContainerRecord {
     pub runtime: String,
     pub config: container_config::ContainerConfig,
     /// The generated OCI runtime spec.
-    pub spec: serde_json::Value,
+    pub spec: oci_spec::runtime::Spec,
     /// Signal `stop` sends first (from the image's StopSignal), as a number.
     pub stop_signal: i32,
     #[serde(default)]
@@ -145,7 +153,8 @@ pub struct ContainerRecord {
 impl ContainerRecord {
     /// The container's cgroup, as its runtime spec names it (`linux.cgroupsPath`).
     pub fn cgroups_path(&self) -> String {
-        self.spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()).unwrap_or_default().to_owned()
+        let path = self.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
+        path.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
 
@@ -183,6 +192,47 @@ fn decode<T: DeserializeOwned>(k: &str, v: &[u8]) -> Result<T, MetadataError> {
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing these plain structs cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Bring a database written by an earlier version to [`SCHEMA`], in one
+/// transaction; refuse one written by a newer version. A record the
+/// migration cannot read stops the agent (nothing is dropped).
+fn migrate(db: &Database) -> Result<(), MetadataError> {
+    let tx = db.begin_write()?;
+    {
+        let mut counters = tx.open_table(COUNTERS)?;
+        let marked = counters.get(SCHEMA_KEY)?.map(|v| v.value());
+        let found = match marked {
+            Some(v) => v,
+            // No marker: a new database, or one of schema 1.
+            None => 1,
+        };
+        if found > SCHEMA {
+            return Err(MetadataError::TooNew { found, supported: SCHEMA });
+        }
+        if found == SCHEMA {
+            return Ok(());
+        }
+        // 1 → 2: every container record is rewritten through the typed
+        // record, so that one that cannot be read is found now, not when a
+        // user touches the container.
+        let mut containers = tx.open_table(CONTAINERS)?;
+        let mut rewritten = Vec::new();
+        for item in containers.iter()? {
+            let (k, v) = item?;
+            let rec: ContainerRecord = decode(k.value(), v.value())?;
+            rewritten.push((k.value().to_owned(), encode(&rec)));
+        }
+        for (k, v) in &rewritten {
+            containers.insert(k.as_str(), v.as_slice())?;
+        }
+        counters.insert(SCHEMA_KEY, SCHEMA)?;
+        if marked.is_some() || !rewritten.is_empty() {
+            tracing::info!(from = found, to = SCHEMA, containers = rewritten.len(), "metadata migrated");
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// A snapshot's parent, if it has one, must be a committed snapshot (checked
@@ -228,6 +278,7 @@ impl Metadata {
         tx.open_table(CONTENT_LABELS)?;
         tx.open_table(CONTAINERS)?;
         tx.commit()?;
+        migrate(&db)?;
         Ok(Self { db, snapshots, ids: std::sync::Mutex::new((0, 0)) })
     }
 
@@ -685,5 +736,70 @@ mod tests {
         assert!(next > 2, "{next}");
         let ids: Vec<u64> = (0..200).map(|_| m.next_snapshot_id().unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    }
+
+    /// A container record as the first releases wrote it: the spec a plain
+    /// JSON object inside the record.
+    fn v1_container(id: &str) -> Vec<u8> {
+        let d = Digest::of(b"x");
+        let desc = serde_json::json!({ "media_type": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": 1 });
+        serde_json::to_vec(&serde_json::json!({
+            "id": id, "name": "web", "image": "busybox:latest", "image_target": desc, "manifest": desc,
+            "config_digest": d, "snapshot_key": format!("container-{id}"), "runtime": "runc",
+            "config": { "command": ["sh"], "env": [], "mounts": [], "resources": {}, "network": "none" },
+            "spec": { "ociVersion": "1.0.2", "root": { "path": "rootfs" }, "hostname": "h",
+                      "process": { "user": { "uid": 0, "gid": 0 }, "args": ["sh"], "cwd": "/" },
+                      "linux": { "cgroupsPath": "/berth/default/c1" } },
+            "stop_signal": 15, "created": 1, "updated": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_and_its_containers_read_typed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(CONTAINERS).unwrap().insert(key("default", "c1").as_str(), v1_container("c1").as_slice()).unwrap();
+            tx.commit().unwrap();
+        }
+        let m = Metadata::open(&path, "overlayfs").unwrap();
+        let c = m.container("default", "c1").unwrap();
+        assert_eq!(c.cgroups_path(), "/berth/default/c1");
+        assert_eq!(c.spec.process().as_ref().unwrap().args().as_deref(), Some(&["sh".to_owned()][..]));
+        let tx = m.db.begin_read().unwrap();
+        assert_eq!(tx.open_table(COUNTERS).unwrap().get(SCHEMA_KEY).unwrap().map(|v| v.value()), Some(SCHEMA));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_berthd_is_refused_and_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.redb");
+        drop(Metadata::open(&path, "overlayfs").unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(COUNTERS).unwrap().insert(SCHEMA_KEY, SCHEMA + 1).unwrap();
+            tx.commit().unwrap();
+        }
+        assert!(matches!(Metadata::open(&path, "overlayfs"), Err(MetadataError::TooNew { .. })));
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        assert_eq!(tx.open_table(COUNTERS).unwrap().get(SCHEMA_KEY).unwrap().map(|v| v.value()), Some(SCHEMA + 1));
+    }
+
+    #[test]
+    fn an_unreadable_container_record_stops_the_migration() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(CONTAINERS).unwrap().insert(key("default", "c1").as_str(), b"{\"id\":1}".as_slice()).unwrap();
+            tx.commit().unwrap();
+        }
+        assert!(matches!(Metadata::open(&path, "overlayfs"), Err(MetadataError::Corrupt { .. })));
     }
 }
