@@ -202,11 +202,8 @@ fn migrate(db: &Database) -> Result<(), MetadataError> {
     {
         let mut counters = tx.open_table(COUNTERS)?;
         let marked = counters.get(SCHEMA_KEY)?.map(|v| v.value());
-        let found = match marked {
-            Some(v) => v,
-            // No marker: a new database, or one of schema 1.
-            None => 1,
-        };
+        // No marker: a new database, or one of schema 1.
+        let found = marked.unwrap_or(1);
         if found > SCHEMA {
             return Err(MetadataError::TooNew { found, supported: SCHEMA });
         }
