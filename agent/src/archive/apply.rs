@@ -42,7 +42,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Times
 use rustix::io::Errno;
 use tar::EntryType;
 
-use super::walk::{self, ident, open_dir_nofollow, stat_ident, to_u64, Ident, Node, Visitor, WalkError, WalkOptions};
+use super::walk::{self, ident, open_dir_nofollow, retry_eagain, stat_ident, to_u64, Ident, Node, Visitor, WalkError, WalkOptions};
 use super::whiteout::{self, Marker};
 use super::xattr;
 
@@ -909,17 +909,6 @@ fn hidden_on_path(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result
         Ok(st) => Ok(!matches!(FileType::from_raw_mode(st.st_mode), FileType::Directory | FileType::Symlink)),
         Err(Errno::NOENT) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-/// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when a rename raced the lookup; retry a bit.
-fn retry_eagain<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(Errno::AGAIN) if tries < 16 => tries += 1,
-            other => return other,
-        }
     }
 }
 

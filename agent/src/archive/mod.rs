@@ -8,6 +8,9 @@
 //! - [`apply`]: extracting an untrusted layer into a directory.
 
 pub mod apply;
+pub mod diff;
+pub mod stack;
 pub mod walk;
 pub mod whiteout;
+pub mod write;
 pub mod xattr;
