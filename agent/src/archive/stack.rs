@@ -258,3 +258,141 @@ fn join(root: &Path, rel: &[u8]) -> PathBuf {
 fn io_error(path: &Path, e: Errno) -> StackError {
     StackError::Io { path: path.to_owned(), source: e.into() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::whiteout::{make_overlay_whiteout, set_overlay_opaque};
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn write(path: &Path, data: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+    }
+
+    fn dir_fd(path: &Path) -> OwnedFd {
+        fs::create_dir_all(path).unwrap();
+        open_root(path).unwrap()
+    }
+
+    fn whiteout(path: &Path) {
+        make_overlay_whiteout(dir_fd(path.parent().unwrap()).as_fd(), path.file_name().unwrap().as_bytes()).unwrap();
+    }
+
+    fn opaque(path: &Path) {
+        set_overlay_opaque(dir_fd(path).as_fd()).unwrap();
+    }
+
+    /// Three overlay layers, topmost first.
+    fn layers(tmp: &Path) -> Vec<PathBuf> {
+        let [top, mid, low] = ["top", "mid", "low"].map(|l| tmp.join(l));
+        write(&low.join("etc/passwd"), b"low passwd");
+        write(&low.join("etc/group"), b"low group");
+        write(&low.join("etc/hosts"), b"low hosts");
+        write(&low.join("usr/lib/os-release"), b"low os-release");
+        write(&low.join("opt/a/f"), b"low f");
+        write(&low.join("srv/f"), b"low srv");
+        write(&mid.join("etc/hosts"), b"mid hosts");
+        write(&mid.join("usr/lib/os-release"), b"mid os-release");
+        whiteout(&mid.join("opt/a"));
+        // A file hides the directory below it.
+        write(&mid.join("srv"), b"mid srv file");
+        write(&top.join("etc/passwd"), b"top passwd");
+        opaque(&top.join("etc"));
+        fs::create_dir_all(top.join("usr")).unwrap();
+        symlink("../usr/lib/os-release", top.join("etc/os-release")).unwrap();
+        vec![top, mid, low]
+    }
+
+    fn read(stack: &mut Stack, path: &str) -> Option<String> {
+        stack.read_file(path.as_bytes(), 1 << 20).unwrap().map(|d| String::from_utf8(d).unwrap())
+    }
+
+    #[test]
+    fn the_topmost_layer_wins_and_whiteouts_and_opaque_directories_hide_the_layers_below() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut stack = Stack::open(&layers(tmp.path()), WhiteoutMode::Overlay).unwrap();
+        assert_eq!(read(&mut stack, "/etc/passwd").as_deref(), Some("top passwd"));
+        // The top layer's /etc is opaque: the lower /etc/group and /etc/hosts are gone.
+        assert_eq!(read(&mut stack, "etc/group"), None);
+        assert_eq!(read(&mut stack, "/etc/hosts"), None);
+        // Merged directories: the nearest copy wins.
+        assert_eq!(read(&mut stack, "/usr/lib/os-release").as_deref(), Some("mid os-release"));
+        // Whited out, with what was below.
+        assert_eq!(read(&mut stack, "/opt/a/f"), None);
+        // A file in place of a directory: nothing below it, and it is no directory.
+        assert_eq!(read(&mut stack, "/srv/f"), None);
+        assert_eq!(read(&mut stack, "/srv").as_deref(), Some("mid srv file"));
+        // Directories are not files.
+        assert_eq!(read(&mut stack, "/etc"), None);
+        assert_eq!(read(&mut stack, "/"), None);
+    }
+
+    #[test]
+    fn symlinks_are_followed_inside_the_stack_and_never_out_of_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = layers(tmp.path());
+        let top = &layers[0];
+        // Relative, through the merged tree.
+        let mut stack = Stack::open(&layers, WhiteoutMode::Overlay).unwrap();
+        assert_eq!(read(&mut stack, "/etc/os-release").as_deref(), Some("mid os-release"));
+        // Absolute and climbing above the root: both resolve against the stack's root.
+        symlink("/etc/passwd", top.join("abs")).unwrap();
+        symlink("../../../../etc/passwd", top.join("usr/up")).unwrap();
+        // The host's own /etc is never read.
+        symlink("/etc", top.join("usr/etc")).unwrap();
+        symlink("loop", top.join("loop")).unwrap();
+        let mut stack = Stack::open(&layers, WhiteoutMode::Overlay).unwrap();
+        assert_eq!(read(&mut stack, "/abs").as_deref(), Some("top passwd"));
+        assert_eq!(read(&mut stack, "/usr/up").as_deref(), Some("top passwd"));
+        assert_eq!(read(&mut stack, "/usr/etc/passwd").as_deref(), Some("top passwd"));
+        assert_eq!(read(&mut stack, "/usr/etc/hostname"), None, "the host's /etc/hostname was read");
+        assert_eq!(read(&mut stack, "/loop"), None);
+        // A whiteout or a file is no directory to go through.
+        assert_eq!(read(&mut stack, "/etc/passwd/x"), None);
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_a_directory_hides_the_layers_below_and_resolves_inside_the_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, low, outside) = (tmp.path().join("top"), tmp.path().join("low"), tmp.path().join("outside"));
+        write(&outside.join("passwd"), b"outside");
+        write(&low.join("etc/passwd"), b"low passwd");
+        // The top layer's etc is a symlink to a directory outside every layer.
+        fs::create_dir_all(&top).unwrap();
+        symlink(&outside, top.join("etc")).unwrap();
+        let mut stack = Stack::open(&[top, low], WhiteoutMode::Overlay).unwrap();
+        // The container sees `/etc` -> `<outside path>`, which does not exist inside it.
+        assert_eq!(read(&mut stack, "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn a_native_stack_is_its_top_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, low) = (tmp.path().join("top"), tmp.path().join("low"));
+        write(&top.join("etc/passwd"), b"copy");
+        write(&low.join("etc/group"), b"parent group");
+        // In a full copy a 0/0 device is a device, not a whiteout, and xattrs mean nothing.
+        whiteout(&top.join("etc/group"));
+        opaque(&top.join("etc"));
+        let mut stack = Stack::open(&[top, low], WhiteoutMode::Native).unwrap();
+        assert_eq!(stack.root(), [0]);
+        assert_eq!(read(&mut stack, "/etc/passwd").as_deref(), Some("copy"));
+        assert_eq!(read(&mut stack, "/etc/group"), None);
+    }
+
+    #[test]
+    fn a_file_longer_than_the_limit_is_an_error_and_a_missing_layer_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("top");
+        write(&top.join("big"), &[b'x'; 100]);
+        let mut stack = Stack::open(std::slice::from_ref(&top), WhiteoutMode::Overlay).unwrap();
+        assert_eq!(stack.read_file(b"big", 100).unwrap().map(|d| d.len()), Some(100));
+        let r = stack.read_file(b"big", 99);
+        assert!(matches!(&r, Err(StackError::TooLarge { path, max: 99 }) if path.ends_with("big")), "{r:?}");
+        let missing = tmp.path().join("missing");
+        let r = Stack::open(&[top, missing.clone()], WhiteoutMode::Overlay);
+        assert!(matches!(&r, Err(StackError::Io { path, .. }) if *path == missing), "{:?}", r.err());
+    }
+}

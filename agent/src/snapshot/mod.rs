@@ -579,3 +579,184 @@ pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
     }
     Ok(usage)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::user::{resolve_user, UserError};
+
+    const NS: &str = "default";
+    const SNAPSHOTTERS: [&str; 2] = ["overlayfs", "native"];
+    const LOWER_PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const LOWER_GROUP: &[u8] = b"root:x:0:\nstaff:x:50:alice\n";
+    const TOP_PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n";
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        snaps: Snapshots,
+    }
+
+    /// Real snapshots of snapshotter `name` under a temporary root.
+    fn fixture(name: &str) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = Arc::new(Metadata::open(&tmp.path().join("metadata.redb"), name).unwrap());
+        let base = tmp.path().join("snapshots").join(name);
+        let sn: Box<dyn Snapshotter> =
+            if name == "native" { Box::new(native::Native::new(base).unwrap()) } else { Box::new(overlay::Overlay::new(base).unwrap()) };
+        Fixture { tmp, snaps: Snapshots::new(meta, sn) }
+    }
+
+    /// An uncompressed layer: names ending in `/` are directories, the others files.
+    fn layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(if name.ends_with('/') { tar::EntryType::Directory } else { tar::EntryType::Regular });
+            h.set_mode(if name.ends_with('/') { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Unpacks `layers` as an image unpack does, whatever the snapshotter; returns the top key.
+    fn unpack(snaps: &Snapshots, layers: &[Vec<u8>]) -> String {
+        let mut parent = String::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let (key, name) = (format!("unpack-{i}"), format!("layer-{i}"));
+            let on = if snaps.applies_layers_detached() { "" } else { parent.as_str() };
+            snaps.prepare_record(NS, &key, on, BTreeMap::new()).unwrap();
+            snaps.apply_layer(NS, &key, &layer[..]).unwrap();
+            snaps.commit_with_parent(NS, &name, &key, &parent, BTreeMap::new()).unwrap();
+            parent = name;
+        }
+        parent
+    }
+
+    fn read(snaps: &Snapshots, key: &str, path: &str) -> Option<String> {
+        snaps.read_file(NS, key, path, 1 << 20).unwrap().map(|d| String::from_utf8(d).unwrap())
+    }
+
+    /// `--user` resolved against the image's files as the snapshotter shows them.
+    fn user(snaps: &Snapshots, key: &str, spec: &str) -> Result<u32, UserError> {
+        let (passwd, group) = (read(snaps, key, "/etc/passwd"), read(snaps, key, "/etc/group"));
+        resolve_user(spec, passwd.as_deref(), group.as_deref()).map(|u| u.uid)
+    }
+
+    fn base_layer() -> Vec<u8> {
+        layer(&[("etc/", b""), ("etc/passwd", LOWER_PASSWD), ("etc/group", LOWER_GROUP), ("etc/hosts", b"127.0.0.1 localhost\n")])
+    }
+
+    #[test]
+    fn a_user_of_a_lower_layer_is_not_found_when_the_top_layer_makes_etc_opaque() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let top = layer(&[("etc/", b""), ("etc/passwd", TOP_PASSWD), ("etc/.wh..wh..opq", b"")]);
+            let image = unpack(&fx.snaps, &[base_layer(), top]);
+            assert_eq!(read(&fx.snaps, &image, "/etc/passwd").as_deref().map(str::as_bytes), Some(TOP_PASSWD), "{name}");
+            // The lower /etc/group is hidden too, though the top layer has none.
+            assert_eq!(read(&fx.snaps, &image, "/etc/group"), None, "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "alice"), Err(UserError::UserNotFound(_))), "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "bob:staff"), Err(UserError::NoGroupFile(_))), "{name}");
+            assert_eq!(user(&fx.snaps, &image, "bob").unwrap(), 1001, "{name}");
+
+            // Opaque, with no passwd of its own: none at all.
+            let top = layer(&[("etc/", b""), ("etc/.wh..wh..opq", b""), ("etc/hostname", b"box\n")]);
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer(), top]);
+            assert_eq!(read(&fx.snaps, &image, "/etc/passwd"), None, "{name}");
+            assert_eq!(read(&fx.snaps, &image, "/etc/hostname").as_deref(), Some("box\n"), "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "alice"), Err(UserError::NoPasswd(_))), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_user_is_not_found_when_the_top_layer_whites_out_etc_passwd() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer(), layer(&[("etc/.wh.passwd", b"")])]);
+            assert_eq!(read(&fx.snaps, &image, "/etc/passwd"), None, "{name}");
+            assert_eq!(read(&fx.snaps, &image, "/etc/group").as_deref().map(str::as_bytes), Some(LOWER_GROUP), "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "alice"), Err(UserError::NoPasswd(_))), "{name}");
+            // The layer below still has it.
+            assert!(read(&fx.snaps, "layer-0", "/etc/passwd").is_some_and(|p| p.contains("alice")), "{name}");
+        }
+    }
+
+    /// A mount of a snapshot, taken down (lazily) on drop.
+    struct Mounted(PathBuf);
+
+    impl Mounted {
+        fn new(mounts: &[Mount], target: &Path) -> Self {
+            use rustix::mount::{mount, mount_bind, MountFlags};
+            fs::create_dir_all(target).unwrap();
+            let [m] = mounts else { panic!("one mount expected: {mounts:?}") };
+            match m.kind.as_str() {
+                "bind" => mount_bind(m.source.as_str(), target).unwrap(),
+                "overlay" => {
+                    let data = std::ffi::CString::new(m.options.join(",")).unwrap();
+                    mount("overlay", target, "overlay", MountFlags::empty(), Some(data.as_c_str()))
+                        .expect("mounting overlayfs (tests run as root on a kernel with overlayfs)");
+                }
+                other => panic!("mount kind {other}"),
+            }
+            Mounted(target.to_owned())
+        }
+    }
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+
+    #[test]
+    fn the_changes_of_an_active_snapshot_are_listed_and_written_as_a_layer_whatever_the_snapshotter() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer()]);
+            let mounts = fx.snaps.prepare(NS, "ctr", &image, BTreeMap::new()).unwrap();
+            let root = fx.tmp.path().join("rootfs");
+            {
+                // What a container does through its mounts.
+                let _m = Mounted::new(&mounts, &root);
+                fs::write(root.join("etc/motd"), b"hello\n").unwrap();
+                fs::write(root.join("etc/passwd"), [LOWER_PASSWD, b"carol:x:1002:1002::/:/bin/sh\n"].concat()).unwrap();
+                fs::remove_file(root.join("etc/hosts")).unwrap();
+            }
+            let changes = fx.snaps.changes(NS, "ctr").unwrap();
+            let shown: Vec<String> = changes.iter().map(|c| format!("{} {} {}", c.kind.letter(), c.path, c.is_dir)).collect();
+            assert_eq!(shown, ["C /etc true", "D /etc/hosts false", "A /etc/motd false", "C /etc/passwd false"], "{name}");
+
+            let mut tar = Vec::new();
+            fx.snaps.write_changes(NS, "ctr", &mut tar).unwrap();
+            // Applied on the image, the layer gives what the container saw.
+            fx.snaps.prepare_record(NS, "commit", &image, BTreeMap::new()).unwrap();
+            fx.snaps.apply_layer(NS, "commit", &tar[..]).unwrap();
+            fx.snaps.commit(NS, "committed", "commit", BTreeMap::new()).unwrap();
+            assert_eq!(read(&fx.snaps, "committed", "/etc/motd").as_deref(), Some("hello\n"), "{name}");
+            assert_eq!(read(&fx.snaps, "committed", "/etc/hosts"), None, "{name}");
+            assert!(read(&fx.snaps, "committed", "etc/passwd").is_some_and(|p| p.contains("carol")), "{name}");
+            assert_eq!(fx.snaps.changes(NS, "committed").unwrap(), changes, "{name}");
+            // The image itself is untouched.
+            assert!(read(&fx.snaps, &image, "/etc/hosts").is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn layers_are_applied_only_to_active_snapshots() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer()]);
+            let r = fx.snaps.apply_layer(NS, &image, &base_layer()[..]);
+            assert!(matches!(r, Err(ApplyLayerError::Snapshot(SnapshotError::WrongKind { .. }))), "{name}: {r:?}");
+            fx.snaps.view(NS, "v", &image, BTreeMap::new()).unwrap();
+            assert!(matches!(fx.snaps.changes(NS, "v"), Err(ChangesError::Snapshot(SnapshotError::WrongKind { .. }))), "{name}");
+            // A view reads as its parent.
+            assert!(read(&fx.snaps, "v", "/etc/passwd").is_some_and(|p| p.contains("alice")), "{name}");
+        }
+    }
+}
