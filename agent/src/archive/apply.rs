@@ -42,6 +42,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Times
 use rustix::io::Errno;
 use tar::EntryType;
 
+use super::stack::{Stack, StackError};
 use super::walk::{self, ident, open_dir_nofollow, retry_eagain, stat_ident, to_u64, Ident, Node, Visitor, WalkError, WalkOptions};
 use super::whiteout::{self, Marker};
 use super::xattr;
@@ -54,8 +55,8 @@ pub use super::whiteout::WhiteoutMode;
 pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
     /// Overlay mode only: lower layer directories, topmost first. A hardlink whose target is
-    /// not in this layer is satisfied by copying the target from the first lower dir that has
-    /// it (resolved in-root in that lower dir too).
+    /// not in this layer is satisfied by copying the target from the lowers, read as the one
+    /// filesystem they make with overlay rules (see [`Stack`]).
     pub lowers: Vec<PathBuf>,
     /// Longest entry path accepted, in bytes (default 4096). Longer → error.
     pub max_path_len: usize,
@@ -153,6 +154,7 @@ fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limit
         cleared: HashSet::new(),
         dir_times: HashMap::new(),
         copied: HashMap::new(),
+        lowers: None,
         tracked: 0,
         tracked_bytes: 0,
         recopied_bytes: 0,
@@ -260,6 +262,8 @@ struct Applier<'o> {
     /// Overlay mode: hardlink targets copied from a lower, by the identity of the lower file,
     /// so further links to the same file share the copy's inode.
     copied: HashMap<Ident, LowerCopy>,
+    /// Overlay mode: the lowers, opened at the first hardlink that needs them.
+    lowers: Option<Stack>,
     /// Items, and bytes of names and paths, held in the maps above (see [`Limits`]).
     tracked: usize,
     tracked_bytes: usize,
@@ -552,40 +556,24 @@ impl Applier<'_> {
         }
     }
 
-    /// Overlay mode: finds the hardlink target in the topmost lower that has it (resolved
-    /// in-root in that lower); returns its directory there and its metadata. None when no
-    /// lower has it, or a lower above hides it: a whiteout device at its name, or a
-    /// non-directory (whiteout or other) in place of one of its parent directories.
-    /// Limitation: opaque directories in the lowers are not consulted.
-    fn find_in_lowers(&self, tcomps: &[Vec<u8>], shown: &str) -> Result<Option<(OwnedFd, Stat)>, ApplyError> {
-        let Some((tname, tparent)) = tcomps.split_last() else {
+    /// Overlay mode: finds the hardlink target in the lowers, read as the one filesystem they
+    /// make with overlay rules ([`Stack`]: whiteouts, opaque directories, symlinks on the way
+    /// resolved inside the lowers); returns its directory there and its metadata. None when
+    /// the lowers do not show it.
+    fn find_in_lowers(&mut self, tcomps: &[Vec<u8>], shown: &str) -> Result<Option<(OwnedFd, Stat)>, ApplyError> {
+        if self.opts.lowers.is_empty() {
             return Ok(None);
-        };
-        for lower in &self.opts.lowers {
-            let lower_fd = rustix::fs::open(lower, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| ApplyError::Io { path: lower.display().to_string(), source: e.into() })?;
-            let ldir = match open_in_root(lower_fd.as_fd(), tparent) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => continue,
-                Err(Errno::NOTDIR) => {
-                    if hidden_on_path(lower_fd.as_fd(), tparent).map_err(io_err(shown))? {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                Err(e) => return Err(io_err(shown)(e)),
-            };
-            let st = match rustix::fs::statat(&ldir, tname, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(io_err(shown)(e)),
-            };
-            if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0 {
-                return Ok(None);
-            }
-            return Ok(Some((ldir, st)));
         }
-        Ok(None)
+        let stack_err = |e: StackError| match e {
+            StackError::Io { path, source } => ApplyError::Io { path: path.display().to_string(), source },
+            StackError::TooLarge { .. } => io_err(shown)(Errno::FBIG),
+        };
+        let lowers = match &mut self.lowers {
+            Some(lowers) => lowers,
+            None => self.lowers.insert(Stack::open(&self.opts.lowers, WhiteoutMode::Overlay).map_err(stack_err)?),
+        };
+        // Not following the last component: a link to a symlink links the symlink.
+        Ok(lowers.resolve(&join(tcomps), false).map_err(stack_err)?.map(|r| (r.dir, r.st)))
     }
 
     /// Copies the lower file `tname` in `ldir` (whose metadata is `st`) to `dir`/`name`.
@@ -894,22 +882,6 @@ fn deepest_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<(u
         None => open_in_root(root, &[])?,
     };
     Ok((lo, fd))
-}
-
-/// Overlay lowers: given that the directory `comps` does not resolve in lower `root` because a
-/// non-directory is in the way, whether that is a real non-directory (a whiteout device, a
-/// file, ...), which hides the path in the lowers below. A symlink leading nowhere useful does
-/// not count (the path is then looked up in the next lower).
-fn hidden_on_path(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<bool> {
-    let (k, dir) = deepest_dir(root, comps)?;
-    let Some(name) = comps.get(k) else {
-        return Ok(false);
-    };
-    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(!matches!(FileType::from_raw_mode(st.st_mode), FileType::Directory | FileType::Symlink)),
-        Err(Errno::NOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// Makes room for a new entry `name` in `dir`, never following a symlink there. An existing
@@ -1808,6 +1780,28 @@ mod tests {
         layer.hardlink("l", "d/f");
         let r = fx.apply(&layer, &opts);
         assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn an_opaque_directory_in_an_upper_lower_hides_deeper_copies_from_hardlinks() {
+        let fx = fixture();
+        let top = fx.base.join("top");
+        let bottom = fx.base.join("bottom");
+        fs::create_dir_all(top.join("d")).unwrap();
+        fs::write(top.join("d/kept"), b"top").unwrap();
+        rustix::fs::setxattr(top.join("d").as_path(), "trusted.overlay.opaque", b"y", XattrFlags::empty()).unwrap();
+        fs::create_dir_all(bottom.join("d")).unwrap();
+        fs::write(bottom.join("d/f"), b"hidden").unwrap();
+        fs::write(bottom.join("d/kept"), b"bottom").unwrap();
+        let opts = ApplyOptions { lowers: vec![top, bottom], ..overlay() };
+        let mut layer = Layer::new();
+        layer.hardlink("l", "d/f");
+        let r = fx.apply(&layer, &opts);
+        assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
+        let mut layer = Layer::new();
+        layer.hardlink("k", "d/kept");
+        fx.apply(&layer, &opts).unwrap();
+        assert_eq!(fs::read(fx.root.join("k")).unwrap(), b"top");
     }
 
     #[test]

@@ -258,7 +258,7 @@ impl Visitor for OverlayList<'_> {
         }
         if whiteout::is_overlay_whiteout(side.st) {
             if in_image {
-                self.changes.push(change(ChangeKind::Deleted, node.rel, matches!(found, Found::Dir(_))));
+                self.changes.push(change(ChangeKind::Deleted, node.rel, matches!(found, Found::Dir { .. })));
             }
         } else {
             let kind = if in_image { ChangeKind::Modified } else { ChangeKind::Added };
@@ -266,7 +266,7 @@ impl Visitor for OverlayList<'_> {
         }
         if side.dir.is_some() {
             self.stack.push(match found {
-                Found::Dir(below) => below,
+                Found::Dir { layers, .. } => layers,
                 _ => Vec::new(),
             });
         }

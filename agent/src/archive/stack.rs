@@ -48,8 +48,8 @@ pub enum StackError {
 pub enum Found {
     /// Not there, or hidden by a whiteout.
     Absent,
-    /// A directory: the layers whose copy of it shows, topmost first.
-    Dir(Vec<usize>),
+    /// A directory: the layers whose copy of it shows, topmost first, and the topmost copy.
+    Dir { layers: Vec<usize>, st: Stat },
     /// Anything else, as `st`, in layer `layer`.
     Other { layer: usize, st: Stat },
 }
@@ -93,6 +93,7 @@ impl Stack {
         let Stack { layers, mode, cached, .. } = self;
         let mode = *mode;
         let mut below = Vec::new();
+        let mut top = None;
         for &i in shown {
             let err = |e| io_error(&join(&join(&layers[i], dir), name), e);
             let Some(fd) = dir_fd(cached, &layers[i], i, dir).map_err(|e| io_error(&join(&layers[i], dir), e))? else {
@@ -115,6 +116,7 @@ impl Stack {
                 break;
             }
             below.push(i);
+            top.get_or_insert(st);
             let sub = match open_dir_nofollow(fd, name) {
                 Ok(sub) => sub,
                 Err(e) => return Err(err(e)),
@@ -126,15 +128,17 @@ impl Stack {
                 break;
             }
         }
-        Ok(if below.is_empty() { Found::Absent } else { Found::Dir(below) })
+        Ok(match top {
+            Some(st) => Found::Dir { layers: below, st },
+            None => Found::Absent,
+        })
     }
 
-    /// The contents of regular file `path` (absolute or relative to the root) as the container
-    /// sees it: symlinks on the way and at the end followed inside the stack. None when it is
-    /// absent, hidden, not a regular file, or a lookup on the way fails as it would in the
-    /// container (a symlink loop, a file where a directory is needed). At most `max` bytes:
-    /// a longer file is [`StackError::TooLarge`].
-    pub fn read_file(&mut self, path: &[u8], max: u64) -> Result<Option<Vec<u8>>, StackError> {
+    /// Where `path` (absolute or relative to the root) leads, as the container would resolve
+    /// it: symlinks on the way, and at the end if `follow`, are followed inside the stack. None
+    /// when it is absent or hidden, names the root, or a lookup on the way fails as it would in
+    /// the container (a symlink loop, a non-directory where a directory is needed).
+    pub fn resolve(&mut self, path: &[u8], follow: bool) -> Result<Option<Resolved>, StackError> {
         // Components still to resolve, last first; a symlink's target goes in front of the rest.
         let mut todo: Vec<Vec<u8>> = components(path).rev().collect();
         // The directories resolved so far, root first: (path, layers showing it).
@@ -150,23 +154,26 @@ impl Stack {
             let Some((dir, shown)) = dirs.last().cloned() else { return Ok(None) };
             let (layer, st) = match self.lookup(&shown, &dir, &name)? {
                 Found::Absent => return Ok(None),
-                Found::Dir(below) => {
+                Found::Dir { layers, st } => {
+                    if todo.is_empty() {
+                        return self.resolved(layers[0], &dir, name, st).map(Some);
+                    }
                     let rel = if dir.is_empty() { name } else { [&dir[..], b"/", &name].concat() };
-                    dirs.push((rel, below));
+                    dirs.push((rel, layers));
                     continue;
                 }
                 Found::Other { layer, st } => (layer, st),
             };
-            let path = join(&join(&self.layers[layer], &dir), &name);
-            let Some(fd) = dir_fd(&mut self.cached, &self.layers[layer], layer, &dir).map_err(|e| io_error(&path, e))? else {
-                return Ok(None);
-            };
             match file_type(&st) {
-                FileType::Symlink => {
+                FileType::Symlink if follow || !todo.is_empty() => {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Ok(None);
                     }
+                    let path = join(&join(&self.layers[layer], &dir), &name);
+                    let Some(fd) = dir_fd(&mut self.cached, &self.layers[layer], layer, &dir).map_err(|e| io_error(&path, e))? else {
+                        return Ok(None);
+                    };
                     let target = rustix::fs::readlinkat(fd, name.as_slice(), Vec::new()).map_err(|e| io_error(&path, e))?;
                     let target = target.as_bytes();
                     if target.len() > MAX_TARGET {
@@ -177,14 +184,48 @@ impl Stack {
                     }
                     todo.extend(components(target).rev());
                 }
-                FileType::RegularFile if todo.is_empty() => return read_regular(fd, &name, &st, &path, max).map(Some),
-                // A device, fifo or socket is no file to read; anything but a directory on the way fails.
+                _ if todo.is_empty() => return self.resolved(layer, &dir, name, st).map(Some),
+                // Anything but a directory on the way fails.
                 _ => return Ok(None),
             }
         }
-        // The path named a directory (or the root).
+        // The path named the root.
         Ok(None)
     }
+
+    /// [`Resolved`] for `name`, found as `st` in directory `dir` of `layer`.
+    fn resolved(&mut self, layer: usize, dir: &[u8], name: Vec<u8>, st: Stat) -> Result<Resolved, StackError> {
+        let path = join(&join(&self.layers[layer], dir), &name);
+        let fd = dir_fd(&mut self.cached, &self.layers[layer], layer, dir).and_then(|fd| fd.ok_or(Errno::NOENT));
+        let dir =
+            fd.map_err(|e| io_error(&path, e))?.try_clone_to_owned().map_err(|source| StackError::Io { path: path.clone(), source })?;
+        Ok(Resolved { layer, path, dir, name, st })
+    }
+
+    /// The contents of regular file `path` as the container sees it (see
+    /// [`resolve`](Self::resolve), symlinks followed). None when it does not resolve or is not a
+    /// regular file. At most `max` bytes: a longer file is [`StackError::TooLarge`].
+    pub fn read_file(&mut self, path: &[u8], max: u64) -> Result<Option<Vec<u8>>, StackError> {
+        match self.resolve(path, true)? {
+            Some(r) if file_type(&r.st) == FileType::RegularFile => read_regular(r.dir.as_fd(), &r.name, &r.st, &r.path, max).map(Some),
+            // A directory, device, fifo or socket is no file to read.
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Where a path leads in a [`Stack`].
+#[derive(Debug)]
+pub struct Resolved {
+    /// The layer that holds it (the topmost, for a directory).
+    pub layer: usize,
+    /// Its path on disk (for messages).
+    pub path: PathBuf,
+    /// The directory holding it in that layer, and its name there.
+    pub dir: OwnedFd,
+    pub name: Vec<u8>,
+    /// What it is there, looked up without following a symlink.
+    pub st: Stat,
 }
 
 /// The directory last looked into, and its fd in each layer opened so far.
