@@ -529,3 +529,55 @@ fn user_lookup_never_follows_a_symlink_out_of_the_image() {
     // Numeric users need no lookup.
     d.ok(&["create", "-u", "1:1", "linked", "true"]);
 }
+
+#[test]
+fn user_lookup_sees_the_files_a_container_sees_through_opaque_directories_and_whiteouts() {
+    require_tool("runc", "runc");
+    let with_alice = layer(&[
+        Entry::Dir("etc".into(), 0o755),
+        Entry::File("etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/:/bin/sh\n".to_vec(), 0o644),
+        Entry::File("etc/group".into(), b"root:x:0:\nstaff:x:50:alice\n".to_vec(), 0o644),
+    ]);
+    // The top layer replaces /etc as a whole: its own passwd (no alice), no group file.
+    let opaque = layer(&[
+        Entry::Dir("etc".into(), 0o755),
+        Entry::File("etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\nbob:x:1001:1001::/:/bin/sh\n".to_vec(), 0o644),
+        Entry::File("etc/.wh..wh..opq".into(), Vec::new(), 0o644),
+    ]);
+    // Opaque too, with no passwd at all.
+    let bare = layer(&[
+        Entry::Dir("etc".into(), 0o755),
+        Entry::File("etc/.wh..wh..opq".into(), Vec::new(), 0o644),
+        Entry::File("etc/hostname".into(), b"bare\n".to_vec(), 0o644),
+    ]);
+    let whiteout = layer(&[Entry::File("etc/.wh.passwd".into(), Vec::new(), 0o644)]);
+    for snapshotter in ["overlayfs", "native"] {
+        let d = Daemon::start_with(&["--snapshotter", snapshotter]);
+        let images = [
+            ("docker.io/library/opaque:latest", ImageSpec::new(vec![busybox_layer(), with_alice.clone(), opaque.clone()])),
+            ("docker.io/library/bare:latest", ImageSpec::new(vec![busybox_layer(), with_alice.clone(), bare.clone()])),
+            ("docker.io/library/whiteout:latest", ImageSpec::new(vec![busybox_layer(), with_alice.clone(), whiteout.clone()])),
+        ];
+        let refs: Vec<(&str, &ImageSpec)> = images.iter().map(|(n, s)| (*n, s)).collect();
+        let path = d.file("images.tar", &oci_archive(&refs));
+        d.ok(&["load", "-i", path.to_str().unwrap()]);
+        let refused = |args: &[&str], why: &str| {
+            let out = d.ctl(args);
+            assert_eq!(code(&out), 1, "{snapshotter}: {args:?} was accepted");
+            assert!(stderr(&out).contains(why), "{snapshotter}: {args:?}: {}", stderr(&out));
+        };
+
+        // The container does not see the lower /etc: neither may the lookup.
+        assert!(!d.ok(&["run", "--rm", "opaque", "cat", "/etc/passwd"]).contains("alice"), "{snapshotter}");
+        refused(&["create", "-u", "alice", "opaque", "true"], "user \"alice\" not found in the image's /etc/passwd");
+        refused(&["create", "-u", "bob:staff", "opaque", "true"], "the image has no /etc/group");
+        assert_eq!(d.ok(&["run", "--rm", "-u", "bob", "opaque", "id", "-u"]), "1001\n", "{snapshotter}");
+        assert_eq!(code(&d.ctl(&["run", "--rm", "bare", "cat", "/etc/passwd"])), 1, "{snapshotter}");
+        refused(&["create", "-u", "alice", "bare", "true"], "the image has no /etc/passwd");
+
+        assert_eq!(code(&d.ctl(&["run", "--rm", "whiteout", "cat", "/etc/passwd"])), 1, "{snapshotter}");
+        refused(&["create", "-u", "alice", "whiteout", "true"], "the image has no /etc/passwd");
+        // The group file below the whiteout still counts.
+        assert_eq!(d.ok(&["run", "--rm", "-u", "0:staff", "whiteout", "id", "-g"]), "50\n", "{snapshotter}");
+    }
+}

@@ -24,8 +24,11 @@
 //! resolved directory identity (device, inode), never by archive path, and capped
 //! ([`Limits`]); lookups stay cheap (symlink targets have at most
 //! [`MAX_LINK_TARGET_COMPONENTS`] components, a missing parent is located with O(log n)
-//! lookups); tree walks keep at most [`WALK_FDS`] directory fds open however deep the tree;
-//! a Native opaque marker clears a directory at most once per layer.
+//! lookups); tree walks ([`super::walk`]) keep a bounded number of directory fds open however
+//! deep the tree; a Native opaque marker clears a directory at most once per layer.
+//!
+//! The whiteout vocabulary comes from [`super::whiteout`], xattr handling from
+//! [`super::xattr`].
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -39,25 +42,21 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Times
 use rustix::io::Errno;
 use tar::EntryType;
 
-/// How whiteout entries (`.wh.NAME`, `.wh..wh..opq`) are materialised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhiteoutMode {
-    /// Target is an overlayfs upper dir: `.wh.NAME` becomes a 0/0 character device NAME,
-    /// `.wh..wh..opq` sets xattr `trusted.overlay.opaque=y` on its directory.
-    Overlay,
-    /// Target is a full copy of the parent filesystem: `.wh.NAME` removes NAME (recursively),
-    /// `.wh..wh..opq` removes every entry of its directory that was not itself written by this
-    /// layer.
-    Native,
-}
+use super::stack::{Stack, StackError};
+use super::walk::{self, ident, open_dir_nofollow, retry_eagain, stat_ident, to_u64, Ident, Node, Visitor, WalkError, WalkOptions};
+use super::whiteout::{self, Marker};
+use super::xattr;
+
+/// How whiteout entries (`.wh.NAME`, `.wh..wh..opq`) are materialised: see [`WhiteoutMode`].
+pub use super::whiteout::WhiteoutMode;
 
 /// Options for [`apply_tar`].
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
     /// Overlay mode only: lower layer directories, topmost first. A hardlink whose target is
-    /// not in this layer is satisfied by copying the target from the first lower dir that has
-    /// it (resolved in-root in that lower dir too).
+    /// not in this layer is satisfied by copying the target from the lowers, read as the one
+    /// filesystem they make with overlay rules (see [`Stack`]).
     pub lowers: Vec<PathBuf>,
     /// Longest entry path accepted, in bytes (default 4096). Longer → error.
     pub max_path_len: usize,
@@ -100,26 +99,16 @@ pub enum ApplyError {
     MissingLinkTarget { path: String, target: String },
 }
 
-/// Opaque-directory marker entry name.
-const OPAQUE: &[u8] = b".wh..wh..opq";
-/// Prefix of whiteout entry names.
-const WH_PREFIX: &[u8] = b".wh.";
-/// Prefix of AUFS metadata names (`.wh..wh.plnk`, `.wh..wh.aufs`, ...).
-const WH_META_PREFIX: &[u8] = b".wh..wh.";
 /// Buffer for streaming file contents out of the archive.
 const COPY_BUF: usize = 1 << 20;
 /// Most bytes the tar crate may read while producing one entry: its header blocks plus GNU
 /// long-name/long-link and PAX extension data. The crate buffers those in memory without a
 /// limit, so we cap them at the reader (see [`MetaBudgetReader`]).
 pub(crate) const META_BUDGET: u64 = 1 << 20;
-/// Largest xattr name list / value copied from a lower layer (the Linux VFS limit is 64 KiB).
-const XATTR_BUF: usize = 64 * 1024;
 /// Most components (`.` and `..` included) in a symlink target we create. The kernel follows
 /// up to 40 symlinks per lookup, re-reading each target: long targets would make every later
 /// lookup through them costly. Real targets have a few dozen components at most.
 const MAX_LINK_TARGET_COMPONENTS: usize = 128;
-/// Most directory fds one tree walk (removal, opaque clearing) keeps open; see [`TreeWalk`].
-const WALK_FDS: usize = 64;
 /// The caps applied by [`apply_tar`].
 const LIMITS: Limits = Limits { max_tracked: 1_000_000, max_tracked_bytes: 64 << 20, max_recopied_bytes: 1 << 30 };
 
@@ -136,9 +125,6 @@ struct Limits {
     max_tracked_bytes: usize,
     max_recopied_bytes: u64,
 }
-
-/// A file's identity: (device, inode).
-type Ident = (u64, u64);
 
 /// Applies the layer changeset read from `reader` (an uncompressed tar stream) to `root`.
 ///
@@ -168,6 +154,7 @@ fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limit
         cleared: HashSet::new(),
         dir_times: HashMap::new(),
         copied: HashMap::new(),
+        lowers: None,
         tracked: 0,
         tracked_bytes: 0,
         recopied_bytes: 0,
@@ -275,6 +262,8 @@ struct Applier<'o> {
     /// Overlay mode: hardlink targets copied from a lower, by the identity of the lower file,
     /// so further links to the same file share the copy's inode.
     copied: HashMap<Ident, LowerCopy>,
+    /// Overlay mode: the lowers, opened at the first hardlink that needs them.
+    lowers: Option<Stack>,
     /// Items, and bytes of names and paths, held in the maps above (see [`Limits`]).
     tracked: usize,
     tracked_bytes: usize,
@@ -323,8 +312,8 @@ impl Applier<'_> {
             return Err(hostile(&shown, "only a directory entry may name the root"));
         };
 
-        if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
-            self.whiteout(parent, name, hidden, &shown)?;
+        if let Some(marker) = whiteout::marker(name) {
+            self.whiteout(parent, marker, &shown)?;
             return Ok(0);
         }
 
@@ -567,40 +556,24 @@ impl Applier<'_> {
         }
     }
 
-    /// Overlay mode: finds the hardlink target in the topmost lower that has it (resolved
-    /// in-root in that lower); returns its directory there and its metadata. None when no
-    /// lower has it, or a lower above hides it: a whiteout device at its name, or a
-    /// non-directory (whiteout or other) in place of one of its parent directories.
-    /// Limitation: opaque directories in the lowers are not consulted.
-    fn find_in_lowers(&self, tcomps: &[Vec<u8>], shown: &str) -> Result<Option<(OwnedFd, Stat)>, ApplyError> {
-        let Some((tname, tparent)) = tcomps.split_last() else {
+    /// Overlay mode: finds the hardlink target in the lowers, read as the one filesystem they
+    /// make with overlay rules ([`Stack`]: whiteouts, opaque directories, symlinks on the way
+    /// resolved inside the lowers); returns its directory there and its metadata. None when
+    /// the lowers do not show it.
+    fn find_in_lowers(&mut self, tcomps: &[Vec<u8>], shown: &str) -> Result<Option<(OwnedFd, Stat)>, ApplyError> {
+        if self.opts.lowers.is_empty() {
             return Ok(None);
-        };
-        for lower in &self.opts.lowers {
-            let lower_fd = rustix::fs::open(lower, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| ApplyError::Io { path: lower.display().to_string(), source: e.into() })?;
-            let ldir = match open_in_root(lower_fd.as_fd(), tparent) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => continue,
-                Err(Errno::NOTDIR) => {
-                    if hidden_on_path(lower_fd.as_fd(), tparent).map_err(io_err(shown))? {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                Err(e) => return Err(io_err(shown)(e)),
-            };
-            let st = match rustix::fs::statat(&ldir, tname, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(io_err(shown)(e)),
-            };
-            if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0 {
-                return Ok(None);
-            }
-            return Ok(Some((ldir, st)));
         }
-        Ok(None)
+        let stack_err = |e: StackError| match e {
+            StackError::Io { path, source } => ApplyError::Io { path: path.display().to_string(), source },
+            StackError::TooLarge { .. } => io_err(shown)(Errno::FBIG),
+        };
+        let lowers = match &mut self.lowers {
+            Some(lowers) => lowers,
+            None => self.lowers.insert(Stack::open(&self.opts.lowers, WhiteoutMode::Overlay).map_err(stack_err)?),
+        };
+        // Not following the last component: a link to a symlink links the symlink.
+        Ok(lowers.resolve(&join(tcomps), false).map_err(stack_err)?.map(|r| (r.dir, r.st)))
     }
 
     /// Copies the lower file `tname` in `ldir` (whose metadata is `st`) to `dir`/`name`.
@@ -669,26 +642,27 @@ impl Applier<'_> {
     }
 
     /// `.wh..wh..opq`, `.wh.NAME` and AUFS metadata names in directory `parent`.
-    fn whiteout(&mut self, parent: &[Vec<u8>], name: &[u8], hidden: &[u8], shown: &str) -> Result<(), ApplyError> {
-        if name == OPAQUE {
-            let dir = self.ensure_dir(parent, shown)?;
-            match self.opts.whiteouts {
-                WhiteoutMode::Overlay => {
-                    rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(io_err(shown))?;
+    fn whiteout(&mut self, parent: &[Vec<u8>], marker: Marker<'_>, shown: &str) -> Result<(), ApplyError> {
+        let hidden = match marker {
+            Marker::Opaque => {
+                let dir = self.ensure_dir(parent, shown)?;
+                match self.opts.whiteouts {
+                    WhiteoutMode::Overlay => whiteout::set_overlay_opaque(dir.as_fd()).map_err(io_err(shown))?,
+                    WhiteoutMode::Native => {
+                        // The marker belongs to this layer: an opaque marker above keeps its directory.
+                        let id = ident(dir.as_fd()).map_err(io_err(shown))?;
+                        self.note_holds_written(dir.as_fd(), id, shown)?;
+                        self.clear_unwritten(dir, id, shown)?;
+                    }
                 }
-                WhiteoutMode::Native => {
-                    // The marker belongs to this layer: an opaque marker above keeps its directory.
-                    let id = ident(dir.as_fd()).map_err(io_err(shown))?;
-                    self.note_holds_written(dir.as_fd(), id, shown)?;
-                    self.clear_unwritten(dir, id, shown)?;
-                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        if name.starts_with(WH_META_PREFIX) {
-            tracing::debug!(path = %shown, "skipping AUFS metadata entry");
-            return Ok(());
-        }
+            Marker::Meta => {
+                tracing::debug!(path = %shown, "skipping AUFS metadata entry");
+                return Ok(());
+            }
+            Marker::Whiteout(hidden) => hidden,
+        };
         if matches!(hidden, b"" | b"." | b"..") {
             // Would whiteout the directory itself or its parent.
             return Err(hostile(shown, "whiteout of an empty, `.` or `..` name"));
@@ -697,8 +671,7 @@ impl Applier<'_> {
             WhiteoutMode::Overlay => {
                 let dir = self.ensure_dir(parent, shown)?;
                 clear_slot(dir.as_fd(), hidden, false).map_err(io_err(shown))?;
-                rustix::fs::mknodat(&dir, hidden, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-                    .map_err(io_err(shown))?;
+                whiteout::make_overlay_whiteout(dir.as_fd(), hidden).map_err(io_err(shown))?;
             }
             WhiteoutMode::Native => {
                 let dir = match open_in_root(self.root.as_fd(), parent) {
@@ -716,55 +689,14 @@ impl Applier<'_> {
     /// Native opaque directory `dir` (identity `id`): removes every entry in it that this layer
     /// did not write. A directory kept because this layer wrote it or something below it is
     /// cleared the same way, so older content below it disappears as well. Each directory is
-    /// cleared at most once per layer (see `cleared`), and only directories are looked into;
-    /// the walk keeps a bounded number of fds open ([`TreeWalk`]).
+    /// cleared at most once per layer (see `cleared`); the walk keeps a bounded number of fds
+    /// open ([`walk`]).
     fn clear_unwritten(&mut self, dir: OwnedFd, id: Ident, shown: &str) -> Result<(), ApplyError> {
         if !self.cleared.insert(id) {
             return Ok(());
         }
         self.track(1, 0, shown)?;
-        let mut walk = TreeWalk::new(dir, Vec::new()).map_err(io_err(shown))?;
-        loop {
-            let Some(level) = walk.levels.last_mut() else {
-                return Ok(());
-            };
-            let parent_id = level.id;
-            let Some((child, ft)) = level.pending.pop() else {
-                walk.pop().map_err(io_err(shown))?;
-                continue;
-            };
-            let fd = walk.top_fd().map_err(io_err(shown))?;
-            let written = self.written.get(&parent_id).is_some_and(|names| names.contains(&child));
-            if !may_be_dir(ft) {
-                if !written {
-                    unlink_entry(fd, &child).map_err(io_err(shown))?;
-                }
-                continue;
-            }
-            let st = match rustix::fs::statat(fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(io_err(shown)(e)),
-            };
-            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                if !written {
-                    unlink_entry(fd, &child).map_err(io_err(shown))?;
-                }
-                continue;
-            }
-            let child_id = stat_ident(&st);
-            if !written && !self.holds_written.contains(&child_id) {
-                remove_tree(fd, &child).map_err(io_err(shown))?;
-                continue;
-            }
-            if !self.cleared.insert(child_id) {
-                // Cleared already: only this layer's entries are below.
-                continue;
-            }
-            self.track(1, 0, shown)?;
-            let sub = open_dir_nofollow(fd, &child).map_err(io_err(shown))?;
-            walk.push(sub, child).map_err(io_err(shown))?;
-        }
+        walk::walk(dir, None, WalkOptions::default(), &mut Clearer { applier: self, shown })
     }
 
     /// Opens directory `comps` resolved inside the root, creating missing components (0755,
@@ -952,33 +884,6 @@ fn deepest_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<(u
     Ok((lo, fd))
 }
 
-/// Overlay lowers: given that the directory `comps` does not resolve in lower `root` because a
-/// non-directory is in the way, whether that is a real non-directory (a whiteout device, a
-/// file, ...), which hides the path in the lowers below. A symlink leading nowhere useful does
-/// not count (the path is then looked up in the next lower).
-fn hidden_on_path(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> rustix::io::Result<bool> {
-    let (k, dir) = deepest_dir(root, comps)?;
-    let Some(name) = comps.get(k) else {
-        return Ok(false);
-    };
-    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(!matches!(FileType::from_raw_mode(st.st_mode), FileType::Directory | FileType::Symlink)),
-        Err(Errno::NOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when a rename raced the lookup; retry a bit.
-fn retry_eagain<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(Errno::AGAIN) if tries < 16 => tries += 1,
-            other => return other,
-        }
-    }
-}
-
 /// Makes room for a new entry `name` in `dir`, never following a symlink there. An existing
 /// directory is kept when `keep_dir` (returns true); anything else is removed.
 fn clear_slot(dir: BorrowedFd<'_>, name: &[u8], keep_dir: bool) -> rustix::io::Result<bool> {
@@ -1005,134 +910,76 @@ fn remove_any(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
 
 /// Removes directory `name` in `dir` and everything below it. Each level is opened with
 /// O_NOFOLLOW relative to its parent's fd, so a symlink inside is unlinked, never entered.
-/// Iterative, with a bounded number of fds ([`TreeWalk`]): trees can be thousands of levels
-/// deep.
+/// Iterative, with a bounded number of fds ([`walk`]): trees can be thousands of levels deep.
 fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let mut walk = TreeWalk::new(open_dir_nofollow(dir, name)?, name.to_vec())?;
-    loop {
-        let Some(level) = walk.levels.last_mut() else {
-            return Ok(());
-        };
-        let Some((child, ft)) = level.pending.pop() else {
-            // This level is empty now: remove it from the one above.
-            let Some(emptied) = walk.pop()? else {
-                return Ok(());
-            };
-            drop(emptied.fd);
-            let parent = if walk.levels.is_empty() { dir } else { walk.top_fd()? };
-            rustix::fs::unlinkat(parent, &emptied.name, AtFlags::REMOVEDIR)?;
-            continue;
-        };
-        let fd = walk.top_fd()?;
-        if may_be_dir(ft) {
-            match rustix::fs::statat(fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    let sub = open_dir_nofollow(fd, &child)?;
-                    walk.push(sub, child)?;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e),
-            }
+    walk::walk(open_dir_nofollow(dir, name)?, None, WalkOptions::default(), &mut Remover)?;
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// [`remove_tree`]: unlinks every entry, and each directory once the walk has left it.
+struct Remover;
+
+impl Visitor for Remover {
+    type Error = Errno;
+
+    fn walk_error(&self, e: WalkError) -> Errno {
+        e.errno()
+    }
+
+    fn node(&mut self, node: &Node<'_>) -> Result<bool, Errno> {
+        let Some(new) = &node.new else { return Ok(false) };
+        if new.dir.is_some() {
+            return Ok(true);
         }
-        unlink_entry(fd, &child)?;
+        unlink_entry(new.parent, node.name)?;
+        Ok(false)
+    }
+
+    fn leave(&mut self, _: &[u8], name: &[u8], parent: BorrowedFd<'_>) -> Result<(), Errno> {
+        rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
     }
 }
 
-/// An iterative depth-first walk below one directory. Each level holds its directory's
-/// entries still to visit. Only the deepest [`WALK_FDS`] levels keep their fd open: when the
-/// walk climbs back to a level whose fd was closed, it is re-opened as `..` of the level
-/// below and checked to be the same directory (device and inode).
-struct TreeWalk {
-    levels: Vec<Level>,
-    /// The levels from this index on hold their fd (the deepest one always does).
-    first_open: usize,
+/// [`Applier::clear_unwritten`]: removes what this layer did not write, and walks into the
+/// directories it keeps to clear them too.
+struct Clearer<'a, 'o> {
+    applier: &'a mut Applier<'o>,
+    shown: &'a str,
 }
 
-struct Level {
-    fd: Option<OwnedFd>,
-    id: Ident,
-    /// Its name in the level above.
-    name: Vec<u8>,
-    /// Entries not visited yet, with their type as the directory listing gave it.
-    pending: Vec<(Vec<u8>, FileType)>,
-}
+impl Visitor for Clearer<'_, '_> {
+    type Error = ApplyError;
 
-impl TreeWalk {
-    fn new(fd: OwnedFd, name: Vec<u8>) -> rustix::io::Result<Self> {
-        let mut walk = TreeWalk { levels: Vec::new(), first_open: 0 };
-        walk.push(fd, name)?;
-        Ok(walk)
+    fn walk_error(&self, e: WalkError) -> ApplyError {
+        io_err(self.shown)(e.errno())
     }
 
-    /// Enters directory `fd`, named `name` in the current deepest level.
-    fn push(&mut self, fd: OwnedFd, name: Vec<u8>) -> rustix::io::Result<()> {
-        let id = ident(fd.as_fd())?;
-        let pending = list_dir(fd.as_fd())?;
-        if self.levels.len() - self.first_open >= WALK_FDS {
-            if let Some(level) = self.levels.get_mut(self.first_open) {
-                level.fd = None;
+    fn node(&mut self, node: &Node<'_>) -> Result<bool, ApplyError> {
+        let (shown, applier) = (self.shown, &mut *self.applier);
+        let Some(new) = &node.new else { return Ok(false) };
+        let written = applier.written.get(&new.parent_id).is_some_and(|names| names.contains(node.name));
+        if new.dir.is_none() {
+            if !written {
+                unlink_entry(new.parent, node.name).map_err(io_err(shown))?;
             }
-            self.first_open += 1;
+            return Ok(false);
         }
-        self.levels.push(Level { fd: Some(fd), id, name, pending });
+        let child_id = stat_ident(new.st);
+        if !written && !applier.holds_written.contains(&child_id) {
+            remove_tree(new.parent, node.name).map_err(io_err(shown))?;
+            return Ok(false);
+        }
+        if !applier.cleared.insert(child_id) {
+            // Cleared already: only this layer's entries are below.
+            return Ok(false);
+        }
+        applier.track(1, 0, shown)?;
+        Ok(true)
+    }
+
+    fn leave(&mut self, _: &[u8], _: &[u8], _: BorrowedFd<'_>) -> Result<(), ApplyError> {
         Ok(())
     }
-
-    /// The deepest level's fd.
-    fn top_fd(&self) -> rustix::io::Result<BorrowedFd<'_>> {
-        self.levels.last().and_then(|level| level.fd.as_ref()).map(|fd| fd.as_fd()).ok_or(Errno::BADF)
-    }
-
-    /// Leaves the deepest level and returns it; the level above, if any, has its fd again.
-    fn pop(&mut self) -> rustix::io::Result<Option<Level>> {
-        let Some(done) = self.levels.pop() else {
-            return Ok(None);
-        };
-        let depth = self.levels.len();
-        if depth > 0 && self.first_open >= depth {
-            let below = done.fd.as_ref().ok_or(Errno::BADF)?;
-            let up = rustix::fs::openat(below, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-            let up_id = ident(up.as_fd())?;
-            let level = &mut self.levels[depth - 1];
-            if up_id != level.id {
-                // Nobody else writes the target, so this does not happen; never act on
-                // another directory if it does.
-                return Err(Errno::STALE);
-            }
-            level.fd = Some(up);
-            self.first_open = depth - 1;
-        }
-        Ok(Some(done))
-    }
-}
-
-/// Names in directory `fd`, without `.` and `..`, with their type (`Unknown` if the
-/// filesystem does not say).
-fn list_dir(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<(Vec<u8>, FileType)>> {
-    #[cfg(test)]
-    tests::LISTINGS.with(|n| n.set(n.get() + 1));
-    let mut names = Vec::new();
-    let mut dir = rustix::fs::Dir::read_from(fd)?;
-    while let Some(entry) = dir.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push((name.to_vec(), entry.file_type()));
-        }
-    }
-    Ok(names)
-}
-
-/// Whether a directory listing's type may be a directory's.
-fn may_be_dir(ft: FileType) -> bool {
-    matches!(ft, FileType::Directory | FileType::Unknown)
-}
-
-/// Opens directory `name` in `dir`, never through a symlink.
-fn open_dir_nofollow(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
 }
 
 /// Unlinks non-directory `name` in `dir`; absent is fine.
@@ -1141,14 +988,6 @@ fn unlink_entry(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-fn ident(fd: BorrowedFd<'_>) -> rustix::io::Result<Ident> {
-    rustix::fs::fstat(fd).map(|st| stat_ident(&st))
-}
-
-fn stat_ident(st: &Stat) -> Ident {
-    (to_u64(st.st_dev), to_u64(st.st_ino))
 }
 
 /// Sets the mode of a node we just created with mknodat. Linux has no fchmodat with
@@ -1170,13 +1009,6 @@ fn set_dir_metadata(fd: BorrowedFd<'_>, meta: &Meta, shown: &str) -> Result<(), 
     set_xattrs(fd, &meta.xattrs, shown)
 }
 
-/// Whether an xattr name belongs to overlayfs: such xattrs from an archive could forge
-/// whiteouts, opaque dirs or redirects, so they are never applied (`user.overlay.*` is what
-/// overlayfs uses when mounted with `userxattr`).
-fn is_overlay_private(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
-}
-
 /// Sets archive xattrs on `fd`. Overlay-private names are skipped; names the filesystem or
 /// our privileges refuse (ENOTSUP, EPERM) are skipped with a warning.
 fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)], shown: &str) -> Result<(), ApplyError> {
@@ -1187,7 +1019,7 @@ fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)], shown: &str) ->
 }
 
 fn set_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8], shown: &str) -> Result<(), ApplyError> {
-    if is_overlay_private(name) {
+    if xattr::is_overlay_private(name) {
         tracing::warn!(path = %shown, xattr = %show(name), "ignoring overlayfs xattr from layer");
         return Ok(());
     }
@@ -1203,23 +1035,8 @@ fn set_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8], shown: &str) -> Resu
 
 /// Copies xattrs (except overlay-private ones) from `src` to `dst`.
 fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, shown: &str) -> Result<(), ApplyError> {
-    let mut names = vec![0u8; XATTR_BUF];
-    let len = match rustix::fs::flistxattr(src, &mut names[..]) {
-        Ok(len) => len,
-        Err(Errno::OPNOTSUPP) => return Ok(()),
-        Err(e) => return Err(io_err(shown)(e)),
-    };
-    let mut value = vec![0u8; XATTR_BUF];
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_private(name) {
-            continue;
-        }
-        let n = match rustix::fs::fgetxattr(src, name, &mut value[..]) {
-            Ok(n) => n,
-            Err(Errno::NODATA) => continue,
-            Err(e) => return Err(io_err(shown)(e)),
-        };
-        set_xattr(dst, name, &value[..n], shown)?;
+    for (name, value) in xattr::read(src, |name| !xattr::is_overlay_private(name)).map_err(io_err(shown))? {
+        set_xattr(dst, &name, &value, shown)?;
     }
     Ok(())
 }
@@ -1375,12 +1192,8 @@ fn io_err(shown: &str) -> impl FnOnce(Errno) -> ApplyError + '_ {
     move |e| ApplyError::Io { path: shown.to_owned(), source: e.into() }
 }
 
-/// Integer conversions for `stat` fields, whose C types vary by architecture.
+/// Integer conversion for `stat` fields, whose C types vary by architecture.
 fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
-    v.try_into().unwrap_or(0)
-}
-
-fn to_u64<T: TryInto<u64>>(v: T) -> u64 {
     v.try_into().unwrap_or(0)
 }
 
@@ -1395,10 +1208,11 @@ mod tests {
     const MTIME: u64 = 1_600_000_000;
     const VICTIM_DATA: &[u8] = b"victim-data";
 
+    use crate::archive::walk::LISTINGS;
+
     thread_local! {
-        /// In-root lookups (`open_in_root`) and directory listings made by this thread.
+        /// In-root lookups (`open_in_root`) made by this thread.
         pub(super) static LOOKUPS: Cell<u64> = const { Cell::new(0) };
-        pub(super) static LISTINGS: Cell<u64> = const { Cell::new(0) };
     }
 
     /// Builds tar streams byte by byte, so names the `tar` Builder would refuse can be written.
@@ -1966,6 +1780,28 @@ mod tests {
         layer.hardlink("l", "d/f");
         let r = fx.apply(&layer, &opts);
         assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn an_opaque_directory_in_an_upper_lower_hides_deeper_copies_from_hardlinks() {
+        let fx = fixture();
+        let top = fx.base.join("top");
+        let bottom = fx.base.join("bottom");
+        fs::create_dir_all(top.join("d")).unwrap();
+        fs::write(top.join("d/kept"), b"top").unwrap();
+        rustix::fs::setxattr(top.join("d").as_path(), "trusted.overlay.opaque", b"y", XattrFlags::empty()).unwrap();
+        fs::create_dir_all(bottom.join("d")).unwrap();
+        fs::write(bottom.join("d/f"), b"hidden").unwrap();
+        fs::write(bottom.join("d/kept"), b"bottom").unwrap();
+        let opts = ApplyOptions { lowers: vec![top, bottom], ..overlay() };
+        let mut layer = Layer::new();
+        layer.hardlink("l", "d/f");
+        let r = fx.apply(&layer, &opts);
+        assert!(matches!(r, Err(ApplyError::MissingLinkTarget { .. })), "{r:?}");
+        let mut layer = Layer::new();
+        layer.hardlink("k", "d/kept");
+        fx.apply(&layer, &opts).unwrap();
+        assert_eq!(fs::read(fx.root.join("k")).unwrap(), b"top");
     }
 
     #[test]

@@ -1,3 +1,16 @@
-//! Layer archives: decompression and safe extraction of tar changesets.
+//! The layer format, once: OCI layer changesets (tar streams) and the snapshot directories
+//! they become.
+//!
+//! - [`whiteout`]: the whiteout vocabulary, in archives (`.wh.NAME`, `.wh..wh..opq`) and on
+//!   disk (overlayfs' `0/0` devices and opaque xattr, or nothing for full copies).
+//! - [`xattr`]: bounded xattr reads, and which xattrs a layer may carry.
+//! - [`walk`]: the one tree walker (no symlink followed, a bounded number of fds).
+//! - [`apply`]: extracting an untrusted layer into a directory.
 
 pub mod apply;
+pub mod diff;
+pub mod stack;
+pub mod walk;
+pub mod whiteout;
+pub mod write;
+pub mod xattr;

@@ -12,8 +12,6 @@ pub mod user;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,6 +26,9 @@ use user::UserError;
 
 /// Label on a container's writable snapshot: the container's id.
 pub const LABEL_CONTAINER: &str = "berth.io/container";
+
+/// Largest image file read to resolve a user (`/etc/passwd`, `/etc/group`).
+const MAX_IMAGE_FILE: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -169,7 +170,7 @@ impl Containers {
         if !self.images.is_unpacked(ns, &resolved) {
             return Err(ContainerError::NotUnpacked {
                 image: image.name.clone(),
-                snapshotter: self.snapshots.snapshotter().name().to_owned(),
+                snapshotter: self.snapshots.snapshotter_name().to_owned(),
             });
         }
         let image_cfg = spec::image_runtime_config(&resolved.config_json)?;
@@ -224,53 +225,16 @@ impl Containers {
         }
     }
 
-    /// A file of the image as the container would see it before any change:
-    /// the nearest layer that has it wins; a whiteout hides it. Symlinks are
-    /// not followed (a missing file reads as absent).
+    /// A file of the image as the container would see it before any change,
+    /// read by the snapshotter with overlay rules (whiteouts, opaque
+    /// directories, symlinks followed only inside the image). Absent, hidden
+    /// or not a regular file: None.
     fn read_image_file(&self, ns: &str, top: &str, rel: &str) -> Result<Option<String>, ContainerError> {
         if top.is_empty() {
             return Ok(None);
         }
-        let ids = self.snapshots.chain(ns, top)?;
-        let sn = self.snapshots.snapshotter();
-        // Native snapshots are full copies: the top one alone answers.
-        let ids: Vec<u64> = if sn.independent_layers() { ids } else { ids.into_iter().take(1).collect() };
-        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        'layers: for id in ids {
-            let layer = sn.fs_dir(id);
-            // Never follow a symlink: a link in the image (`etc -> /etc`) would
-            // otherwise read the host's files. Such a path reads as absent.
-            let mut cur = layer.clone();
-            for part in dir.split('/').filter(|p| !p.is_empty()) {
-                cur.push(part);
-                match fs::symlink_metadata(&cur) {
-                    Ok(m) if m.is_dir() => {}
-                    // Hidden, replaced by a file, or a symlink: nothing below it counts.
-                    Ok(_) => return Ok(None),
-                    Err(_) if cur.parent().is_some_and(|p| p.join(format!(".wh.{part}")).exists()) => return Ok(None),
-                    Err(_) => continue 'layers,
-                }
-            }
-            let path = cur.join(name);
-            let whiteout = cur.join(format!(".wh.{name}"));
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() => {
-                    let mut s = String::new();
-                    let f = fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                        .open(&path)
-                        .map_err(|source| ContainerError::Io { path: path.clone(), source })?;
-                    f.take(4 << 20).read_to_string(&mut s).map_err(|source| ContainerError::Io { path: path.clone(), source })?;
-                    return Ok(Some(s));
-                }
-                // An overlay whiteout (char device), a symlink or anything else hides lower layers.
-                Ok(_) => return Ok(None),
-                Err(_) if whiteout.exists() => return Ok(None),
-                Err(_) => continue,
-            }
-        }
-        Ok(None)
+        let data = self.snapshots.read_file(ns, top, rel, MAX_IMAGE_FILE)?;
+        Ok(data.map(|d| String::from_utf8_lossy(&d).into_owned()))
     }
 
     /// Resolve a `--user` for a process of this container, against its image's files.
@@ -373,57 +337,44 @@ pub struct Committed {
 }
 
 impl Containers {
-    /// The storage of the container's writable layer and of the image below it (nearest first).
-    fn layer_dirs(&self, ns: &str, rec: &ContainerRecord) -> Result<(PathBuf, Vec<PathBuf>), ContainerError> {
-        let snap = self.meta.snapshot(ns, &rec.snapshot_key)?;
-        let sn = self.snapshots.snapshotter();
-        let lowers = self.snapshots.parent_ids(ns, &rec.snapshot_key)?;
-        Ok((sn.fs_dir(snap.id), lowers.into_iter().map(|id| sn.fs_dir(id)).collect()))
-    }
-
     /// docker diff: what changed in the container's writable layer. The
     /// empty directories the runtime made as mount points (`/proc`, `/dev`,
     /// ...) are not changes the user made and are left out, as docker does.
     pub fn changes(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<diff::Change>, ContainerError> {
-        let (upper, lowers) = self.layer_dirs(ns, rec)?;
-        let changes = if self.snapshots.snapshotter().independent_layers() {
-            diff::overlay_changes(&upper, &lowers)?
-        } else {
-            diff::native_changes(&upper, lowers.first().map(PathBuf::as_path))?
-        };
+        let changes = self.snapshots.changes(ns, &rec.snapshot_key)?;
         let destinations: Vec<&str> = rec.spec.mounts().iter().flatten().filter_map(|m| m.destination().to_str()).collect();
+        // A mount point, or a directory on the way to one.
+        let on_mount_path = |p: &str| destinations.iter().any(|d| *d == p || d.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')));
+        // An added directory that holds nothing but such paths. Changes are sorted by path, so
+        // those below a directory are one run.
         let mount_point = |c: &diff::Change| {
-            c.kind == diff::ChangeKind::Added
-                && destinations.iter().any(|d| *d == c.path || d.strip_prefix(c.path.as_str()).is_some_and(|rest| rest.starts_with('/')))
-                && fs::read_dir(upper.join(c.path.trim_start_matches('/'))).is_ok_and(|mut d| {
-                    d.all(|e| {
-                        e.ok().is_some_and(|e| {
-                            let p = format!("{}/{}", c.path, e.file_name().to_string_lossy());
-                            destinations.iter().any(|d| *d == p || d.starts_with(&format!("{p}/")))
-                        })
-                    })
-                })
+            if c.kind != diff::ChangeKind::Added || !c.is_dir || !on_mount_path(&c.path) {
+                return false;
+            }
+            let prefix = format!("{}/", c.path);
+            let start = changes.partition_point(|o| o.path.as_str() < prefix.as_str());
+            changes[start..]
+                .iter()
+                .take_while(|o| o.path.starts_with(&prefix))
+                .filter(|o| !o.path[prefix.len()..].contains('/'))
+                .all(|o| on_mount_path(&o.path))
         };
-        Ok(changes.into_iter().filter(|c| !mount_point(c)).collect())
+        let hidden: Vec<bool> = changes.iter().map(mount_point).collect();
+        Ok(changes.into_iter().zip(hidden).filter(|(_, hidden)| !hidden).map(|(c, _)| c).collect())
     }
 
     /// docker commit: the writable layer becomes a new gzip layer on top of
     /// the container's image, stored (and unpacked) as image `name`.
     pub fn commit(&self, ns: &str, rec: &ContainerRecord, name: &str, message: &str, author: &str) -> Result<Committed, ContainerError> {
         let name = crate::image::reference::Reference::parse(name).map_err(ImageError::from)?.to_string();
-        let (upper, lowers) = self.layer_dirs(ns, rec)?;
         let lease = self.images.lease();
         // One pass: tar -> (diff id hash) -> gzip -> (blob hash) -> content store.
         let blob = self.content.writer(None, None).map_err(ImageError::from)?;
         let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
         let mut tar = HashingWriter { inner: gz, hasher: Default::default() };
-        if self.snapshots.snapshotter().independent_layers() {
-            diff::write_overlay_layer(&upper, &mut tar)?;
-        } else {
-            diff::write_native_layer(&upper, lowers.first().map(PathBuf::as_path), &mut tar)?;
-        }
+        self.snapshots.write_changes(ns, &rec.snapshot_key, &mut tar)?;
         let diff_id = tar.hasher.finish();
-        let blob = tar.inner.finish().map_err(|source| ContainerError::Io { path: upper.clone(), source })?;
+        let blob = tar.inner.finish().map_err(|source| ContainerError::Io { path: PathBuf::from(&rec.snapshot_key), source })?;
         let (layer_digest, layer_size) = lease.publish().commit(blob).map_err(ImageError::from)?;
 
         let old_manifest: serde_json::Value =

@@ -95,7 +95,7 @@ impl Images {
         progress: &(dyn Fn(Progress) + Sync),
         f: impl FnOnce(&Ingest<'_, '_>) -> R,
     ) -> R {
-        let ahead = unpack && self.snapshots.snapshotter().independent_layers();
+        let ahead = unpack && self.snapshots.applies_layers_detached();
         std::thread::scope(|scope| {
             let ingest = Ingest {
                 images: self,

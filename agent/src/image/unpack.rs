@@ -7,18 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use super::oci::Descriptor;
 use super::Progress;
 use super::{ImageError, Images, Resolved};
-use crate::archive::apply::{apply_tar, ApplyOptions};
 use crate::content::random_hex;
 use crate::digest::{ChunkReader, Digest, HashingReader, LimitedReader};
 use crate::metadata::{MetadataError, SnapshotKind};
-use crate::snapshot::{SnapshotError, LABEL_MANAGED, LABEL_UNPACKING};
+use crate::snapshot::{ApplyLayerError, SnapshotError, LABEL_MANAGED, LABEL_UNPACKING};
 
 /// Layers unpacked ahead: blob digest → (diff id, parentless snapshot key).
 pub(crate) type Prepared = std::collections::HashMap<Digest, (Digest, String)>;
@@ -54,14 +52,6 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> std::io::Result<Box<dyn Read + 'a>>
     })
 }
 
-/// Flush a snapshot's filesystem (one syncfs per layer instead of an fsync per file).
-fn sync_dir_fs(dir: &Path) -> Result<(), ImageError> {
-    use rustix::fs::{open, syncfs, Mode, OFlags};
-    let io = |e: rustix::io::Errno| ImageError::Io { path: dir.display().to_string(), source: e.into() };
-    let fd = open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io)?;
-    syncfs(&fd).map_err(io)
-}
-
 fn managed_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_MANAGED.to_owned(), "image".to_owned())])
 }
@@ -71,21 +61,23 @@ fn unpacking_labels() -> BTreeMap<String, String> {
 }
 
 impl Images {
-    /// Decompress, hash and apply one layer blob into `dir`; check its diff id.
-    fn extract(&self, layer: &Descriptor, diff_id: &Digest, dir: &Path, lowers: Vec<PathBuf>) -> Result<u64, ImageError> {
+    /// Decompress, hash and apply one layer blob into the active snapshot
+    /// `key`; check its diff id. Returns the uncompressed size.
+    fn extract(&self, ns: &str, key: &str, layer: &Descriptor, diff_id: &Digest) -> Result<u64, ImageError> {
         let unpack_err = |message: String| ImageError::Unpack { layer: layer.digest.clone(), message };
         let file = self.content.open_blob(&layer.digest)?;
         let plain = decompress(file).map_err(|e| unpack_err(format!("decompressing: {e}")))?;
         let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");
         let mut hashing = HashingReader::new(limited);
-        let opts = ApplyOptions { whiteouts: self.snapshots.snapshotter().whiteout_mode(), lowers, ..Default::default() };
-        apply_tar(&mut hashing, dir, &opts).map_err(|source| ImageError::Apply { layer: layer.digest.clone(), source })?;
+        self.snapshots.apply_layer(ns, key, &mut hashing).map_err(|e| match e {
+            ApplyLayerError::Apply(source) => ImageError::Apply { layer: layer.digest.clone(), source },
+            ApplyLayerError::Snapshot(e) => e.into(),
+        })?;
         // The diff id covers the whole uncompressed stream, padding included.
         let (actual, size) = hashing.finish().map_err(|e| unpack_err(format!("reading: {e}")))?;
         if actual != *diff_id {
             return Err(ImageError::DiffIdMismatch { layer: layer.digest.clone(), expected: diff_id.clone(), actual });
         }
-        sync_dir_fs(dir)?;
         Ok(size)
     }
 
@@ -96,18 +88,15 @@ impl Images {
     /// the ordinary way if an image needs it).
     pub(crate) fn unpack_ahead(&self, ns: &str, rx: mpsc::Receiver<Vec<u8>>) -> Option<(Digest, String)> {
         let key = format!("unpack-{}-ahead", random_hex(8));
-        let rec = self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).ok()?;
-        let dir = self.snapshots.fs_dir(rec.id);
+        self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).ok()?;
         // A closed channel is the end of the blob (or of an import that stopped).
         let reader = ChunkReader::new(rx.into_iter().map(Ok));
         let result = (|| -> Result<Digest, String> {
             let plain = decompress(reader).map_err(|e| e.to_string())?;
             let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");
             let mut hashing = HashingReader::new(limited);
-            let opts = ApplyOptions { whiteouts: self.snapshots.snapshotter().whiteout_mode(), ..Default::default() };
-            apply_tar(&mut hashing, &dir, &opts).map_err(|e| e.to_string())?;
+            self.snapshots.apply_layer(ns, &key, &mut hashing).map_err(|e| e.to_string())?;
             let (diff_id, _) = hashing.finish().map_err(|e| e.to_string())?;
-            sync_dir_fs(&dir).map_err(|e| e.to_string())?;
             Ok(diff_id)
         })();
         match result {
@@ -120,8 +109,8 @@ impl Images {
         }
     }
 
-    /// Unpack every layer of `r` that `ns` does not have yet. The caller holds
-    /// `gc_lock` shared.
+    /// Unpack every layer of `r` that `ns` does not have yet. The caller
+    /// holds off collection ([`Images::hold_gc`]).
     pub fn unpack(&self, ns: &str, r: &Resolved, progress: &(dyn Fn(Progress) + Sync)) -> Result<(), ImageError> {
         self.unpack_prepared(ns, r, &mut Prepared::new(), progress)
     }
@@ -148,7 +137,7 @@ impl Images {
             return Ok(());
         }
         let parent_of = |i: usize| if i == 0 { String::new() } else { chains[i - 1].to_string() };
-        if self.snapshots.snapshotter().independent_layers() {
+        if self.snapshots.applies_layers_detached() {
             // Layers unpacked ahead, while the archive was read, are ready.
             let mut ready = Vec::new();
             let mut to_extract = Vec::new();
@@ -179,11 +168,11 @@ impl Images {
                         let i = missing[n];
                         let key = format!("unpack-{}-{}", random_hex(6), chains[i]);
                         let res =
-                            self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).map_err(ImageError::from).and_then(|rec| {
+                            self.snapshots.prepare_record(ns, &key, "", unpacking_labels()).map_err(ImageError::from).and_then(|_| {
                                 if let Ok(mut k) = keys.lock() {
                                     k.push((i, key.clone()));
                                 }
-                                self.extract(&layers[i], &diff_ids[i], &self.snapshots.fs_dir(rec.id), Vec::new())
+                                self.extract(ns, &key, &layers[i], &diff_ids[i])
                             });
                         match res {
                             Ok(size) => progress(Progress::Layer { digest: layers[i].digest.clone(), size, status: "unpacked" }),
@@ -214,8 +203,8 @@ impl Images {
         } else {
             for &i in &missing {
                 let key = format!("unpack-{}-{}", random_hex(6), chains[i]);
-                let rec = self.snapshots.prepare_record(ns, &key, &parent_of(i), unpacking_labels())?;
-                let res = self.extract(&layers[i], &diff_ids[i], &self.snapshots.fs_dir(rec.id), Vec::new()).and_then(|size| {
+                self.snapshots.prepare_record(ns, &key, &parent_of(i), unpacking_labels())?;
+                let res = self.extract(ns, &key, &layers[i], &diff_ids[i]).and_then(|size| {
                     progress(Progress::Layer { digest: layers[i].digest.clone(), size, status: "unpacked" });
                     self.commit_layer(ns, chains[i].as_str(), &key, &parent_of(i))
                 });

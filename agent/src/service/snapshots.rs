@@ -41,7 +41,7 @@ impl SnapshotService {
 
     /// The snapshotter's name (`overlayfs`, `native`).
     pub fn snapshotter(&self) -> &'static str {
-        self.core.snapshots.snapshotter().name()
+        self.core.snapshots.snapshotter_name()
     }
 
     /// A writable snapshot on `parent` (or empty); returns its mounts.

@@ -66,7 +66,7 @@ impl SystemService {
                 root: core.config.root.display().to_string(),
                 state: core.config.state.display().to_string(),
                 address: core.config.address.display().to_string(),
-                snapshotter: core.snapshots.snapshotter().name(),
+                snapshotter: core.snapshots.snapshotter_name(),
                 snapshotter_reason: core.snapshotter_reason.clone(),
                 namespaces: core.meta.namespaces()?,
                 images: core.meta.images(&ns)?.len(),

@@ -3,7 +3,12 @@
 //! [`Snapshotter`] is the storage half (directories and mounts), with two real
 //! implementations: [`overlay::Overlay`] (layers stacked by overlayfs) and
 //! [`native::Native`] (each snapshot a full copy of its parent). [`Snapshots`]
-//! is the metadata half: keys, parents, kinds and labels in the database.
+//! is what everyone else uses: keys, parents, kinds and labels in the database,
+//! and the files of a snapshot through the layer format of [`crate::archive`]:
+//! [`Snapshots::apply_layer`], [`Snapshots::read_file`], [`Snapshots::changes`]
+//! and [`Snapshots::write_changes`]. Callers never need to know which
+//! snapshotter they hold; what differs between them that a caller may plan
+//! around is a capability ([`Snapshots::applies_layers_detached`]).
 //!
 //! Every change writes the directory first and the record second, and every
 //! removal deletes the record first and the directory second, so a crash at
@@ -15,11 +20,14 @@ pub mod overlay;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::archive::apply::WhiteoutMode;
+use crate::archive::apply::{apply_tar, ApplyError, ApplyOptions, ApplyStats};
+use crate::archive::diff::{self, Change, DiffError};
+use crate::archive::stack::{Stack, StackError};
+use crate::archive::whiteout::WhiteoutMode;
 use crate::metadata::{now_nanos, ContainerRecord, Metadata, MetadataError, SnapshotKind, SnapshotRecord};
 
 /// Label set on snapshots made by unpacking an image: garbage collected once no image uses them.
@@ -49,6 +57,36 @@ pub enum SnapshotError {
     ChainTooLong { key: String, max: usize },
 }
 
+/// Errors of [`Snapshots::changes`] and [`Snapshots::write_changes`].
+#[derive(Debug, thiserror::Error)]
+pub enum ChangesError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+}
+
+/// Errors of [`Snapshots::apply_layer`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyLayerError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The layer is corrupt, hostile or unsupported, or writing it failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl From<StackError> for SnapshotError {
+    fn from(e: StackError) -> Self {
+        match e {
+            StackError::Io { path, source } => SnapshotError::Io { path, source },
+            StackError::TooLarge { path, max } => {
+                SnapshotError::Io { path, source: io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {max} bytes")) }
+            }
+        }
+    }
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io { path: path.to_owned(), source }
 }
@@ -69,20 +107,32 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-/// The storage half of a snapshotter.
+/// The storage half of a snapshotter. Only [`Snapshots`] calls it: what the
+/// rest of the agent needs of a snapshot's files, [`Snapshots`] answers.
 pub trait Snapshotter: Send + Sync {
     /// Name shown to users and stored in the record ("overlayfs", "native").
     fn name(&self) -> &'static str;
-    /// How layer whiteouts are written into a snapshot of this snapshotter.
+    /// The on-disk form of this snapshotter's directories: how layer whiteouts
+    /// are written into them, and how [`layer_dirs`](Self::layer_dirs) stack.
+    ///
+    /// Outside this module, only `image/unpack.rs` still calls it; it is to
+    /// use [`Snapshots::apply_layer`] instead.
     fn whiteout_mode(&self) -> WhiteoutMode;
     /// Whether a layer can be unpacked without its parent's files present
     /// (true for overlayfs: a layer is a diff of its own).
+    ///
+    /// Outside this module, use [`Snapshots::applies_layers_detached`].
     fn independent_layers(&self) -> bool;
     /// Create storage for snapshot `id`, whose committed ancestors are
     /// `parents` (nearest first). Atomic: the directory appears whole or not at all.
     fn create(&self, id: u64, parents: &[u64]) -> Result<(), SnapshotError>;
     /// The directory that holds the snapshot's own files; layers are applied here.
     fn fs_dir(&self, id: u64) -> PathBuf;
+    /// The directories whose union, read with the rules of
+    /// [`whiteout_mode`](Self::whiteout_mode), is the filesystem of snapshot
+    /// `id` of kind `kind` (whose committed ancestors are `parents`, nearest
+    /// first) as its mounts show it: topmost first.
+    fn layer_dirs(&self, id: u64, parents: &[u64], kind: SnapshotKind) -> Vec<PathBuf>;
     /// Mounts that assemble the snapshot.
     fn mounts(&self, id: u64, parents: &[u64], kind: SnapshotKind) -> Vec<Mount>;
     /// Delete the storage of `id` (no error if it is already gone).
@@ -182,8 +232,20 @@ impl Snapshots {
         Self { meta, sn, usage_cache: Default::default() }
     }
 
-    pub fn snapshotter(&self) -> &dyn Snapshotter {
-        self.sn.as_ref()
+    /// The snapshotter's name (`overlayfs`, `native`). The files of
+    /// snapshots are read and written through the methods of [`Snapshots`].
+    pub fn snapshotter_name(&self) -> &'static str {
+        self.sn.name()
+    }
+
+    /// Whether a layer can be applied into an active snapshot prepared without
+    /// a parent, and that snapshot then committed onto the layer's real parent
+    /// with [`Snapshots::commit_with_parent`]. When true, the layers of an
+    /// image may be applied in parallel, or while they are still arriving;
+    /// when false, each layer must be applied into a snapshot prepared on its
+    /// parent, in order.
+    pub fn applies_layers_detached(&self) -> bool {
+        self.sn.independent_layers()
     }
 
     /// Storage ids of `parent` and its ancestors, nearest first.
@@ -364,15 +426,70 @@ impl Snapshots {
         Ok(self.sn.mounts(rec.id, &parents, rec.kind))
     }
 
-    /// Storage ids of the committed ancestors of `key`'s parent, nearest first.
-    pub fn parent_ids(&self, ns: &str, key: &str) -> Result<Vec<u64>, SnapshotError> {
-        let rec = self.meta.snapshot(ns, key)?;
-        self.chain(ns, &rec.parent)
+    /// The directories of the filesystem below a snapshot whose committed
+    /// ancestors are `parents` (nearest first): what it was created from.
+    fn base_dirs(&self, parents: &[u64]) -> Vec<PathBuf> {
+        match parents.split_first() {
+            Some((parent, above)) => self.sn.layer_dirs(*parent, above, SnapshotKind::Committed),
+            None => Vec::new(),
+        }
     }
 
-    /// The directory holding a snapshot's own files.
-    pub fn fs_dir(&self, id: u64) -> PathBuf {
-        self.sn.fs_dir(id)
+    /// Apply `layer`, an uncompressed OCI layer tar, to the active snapshot
+    /// `key`, and flush it to disk. Whiteouts take the snapshotter's form;
+    /// a hardlink to a file of the snapshot's parents is satisfied from them.
+    /// The reader is read to its end. On error the snapshot is half-written:
+    /// remove it.
+    pub fn apply_layer(&self, ns: &str, key: &str, layer: impl Read) -> Result<ApplyStats, ApplyLayerError> {
+        let rec = self.meta.snapshot(ns, key).map_err(SnapshotError::from)?;
+        if rec.kind != SnapshotKind::Active {
+            return Err(SnapshotError::WrongKind { key: key.to_owned(), actual: rec.kind.as_str(), expected: "active" }.into());
+        }
+        let parents = self.chain(ns, &rec.parent)?;
+        let dir = self.sn.fs_dir(rec.id);
+        let opts = ApplyOptions { whiteouts: self.sn.whiteout_mode(), lowers: self.base_dirs(&parents), ..ApplyOptions::default() };
+        let stats = apply_tar(layer, &dir, &opts)?;
+        sync_fs(&dir)?;
+        tracing::debug!(namespace = %ns, key = %key, entries = stats.entries, bytes = stats.bytes, "layer applied");
+        Ok(stats)
+    }
+
+    /// The contents of the regular file at `path` (inside the snapshot, `/`
+    /// or not) as a container on snapshot `key` would see it: the topmost
+    /// layer that has the path wins, a whiteout hides it, an opaque directory
+    /// on the way hides what the layers below hold; symlinks are followed
+    /// inside the snapshot, never out of it. None when it is absent or not a
+    /// regular file; an I/O error when it is longer than `max_bytes`.
+    pub fn read_file(&self, ns: &str, key: &str, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, SnapshotError> {
+        let rec = self.meta.snapshot(ns, key)?;
+        let parents = self.chain(ns, &rec.parent)?;
+        let dirs = self.sn.layer_dirs(rec.id, &parents, rec.kind);
+        Ok(Stack::open(&dirs, self.sn.whiteout_mode())?.read_file(path.as_bytes(), max_bytes)?)
+    }
+
+    /// What changed in snapshot `key` (active, or committed) since it was
+    /// created from its parent, sorted by path (see [`crate::archive::diff`]).
+    pub fn changes(&self, ns: &str, key: &str) -> Result<Vec<Change>, ChangesError> {
+        let (dir, base) = self.diff_sides(ns, key)?;
+        Ok(diff::changes(&dir, self.sn.whiteout_mode(), &base)?)
+    }
+
+    /// Writes the changes of snapshot `key` (see [`Snapshots::changes`]) to
+    /// `out` as an uncompressed OCI layer tar; returns the number of entries.
+    /// On error, `out` holds part of an archive: discard it.
+    pub fn write_changes(&self, ns: &str, key: &str, out: impl Write) -> Result<u64, ChangesError> {
+        let (dir, base) = self.diff_sides(ns, key)?;
+        Ok(diff::write_layer(&dir, self.sn.whiteout_mode(), &base, out)?)
+    }
+
+    /// The own directory of snapshot `key` and the directories below it.
+    fn diff_sides(&self, ns: &str, key: &str) -> Result<(PathBuf, Vec<PathBuf>), SnapshotError> {
+        let rec = self.meta.snapshot(ns, key)?;
+        if rec.kind == SnapshotKind::View {
+            return Err(SnapshotError::WrongKind { key: key.to_owned(), actual: rec.kind.as_str(), expected: "active or committed" });
+        }
+        let parents = self.chain(ns, &rec.parent)?;
+        Ok((self.sn.fs_dir(rec.id), self.base_dirs(&parents)))
     }
 
     pub fn usage(&self, ns: &str, key: &str) -> Result<Usage, SnapshotError> {
@@ -417,6 +534,14 @@ impl Snapshots {
     }
 }
 
+/// Flush the filesystem holding `dir` (one syncfs per layer instead of an fsync per file).
+fn sync_fs(dir: &Path) -> Result<(), SnapshotError> {
+    use rustix::fs::{open, syncfs, Mode, OFlags};
+    let err = |e: rustix::io::Errno| SnapshotError::Io { path: dir.to_owned(), source: e.into() };
+    let fd = open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(err)?;
+    syncfs(&fd).map_err(err)
+}
+
 /// Sum of allocated bytes and inode count under `dir`, each hardlinked inode counted once.
 pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
     use std::os::unix::fs::MetadataExt;
@@ -444,4 +569,185 @@ pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
         }
     }
     Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::user::{resolve_user, UserError};
+
+    const NS: &str = "default";
+    const SNAPSHOTTERS: [&str; 2] = ["overlayfs", "native"];
+    const LOWER_PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const LOWER_GROUP: &[u8] = b"root:x:0:\nstaff:x:50:alice\n";
+    const TOP_PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n";
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        snaps: Snapshots,
+    }
+
+    /// Real snapshots of snapshotter `name` under a temporary root.
+    fn fixture(name: &str) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = Arc::new(Metadata::open(&tmp.path().join("metadata.redb"), name).unwrap());
+        let base = tmp.path().join("snapshots").join(name);
+        let sn: Box<dyn Snapshotter> =
+            if name == "native" { Box::new(native::Native::new(base).unwrap()) } else { Box::new(overlay::Overlay::new(base).unwrap()) };
+        Fixture { tmp, snaps: Snapshots::new(meta, sn) }
+    }
+
+    /// An uncompressed layer: names ending in `/` are directories, the others files.
+    fn layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(if name.ends_with('/') { tar::EntryType::Directory } else { tar::EntryType::Regular });
+            h.set_mode(if name.ends_with('/') { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Unpacks `layers` as an image unpack does, whatever the snapshotter; returns the top key.
+    fn unpack(snaps: &Snapshots, layers: &[Vec<u8>]) -> String {
+        let mut parent = String::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let (key, name) = (format!("unpack-{i}"), format!("layer-{i}"));
+            let on = if snaps.applies_layers_detached() { "" } else { parent.as_str() };
+            snaps.prepare_record(NS, &key, on, BTreeMap::new()).unwrap();
+            snaps.apply_layer(NS, &key, &layer[..]).unwrap();
+            snaps.commit_with_parent(NS, &name, &key, &parent, BTreeMap::new()).unwrap();
+            parent = name;
+        }
+        parent
+    }
+
+    fn read(snaps: &Snapshots, key: &str, path: &str) -> Option<String> {
+        snaps.read_file(NS, key, path, 1 << 20).unwrap().map(|d| String::from_utf8(d).unwrap())
+    }
+
+    /// `--user` resolved against the image's files as the snapshotter shows them.
+    fn user(snaps: &Snapshots, key: &str, spec: &str) -> Result<u32, UserError> {
+        let (passwd, group) = (read(snaps, key, "/etc/passwd"), read(snaps, key, "/etc/group"));
+        resolve_user(spec, passwd.as_deref(), group.as_deref()).map(|u| u.uid)
+    }
+
+    fn base_layer() -> Vec<u8> {
+        layer(&[("etc/", b""), ("etc/passwd", LOWER_PASSWD), ("etc/group", LOWER_GROUP), ("etc/hosts", b"127.0.0.1 localhost\n")])
+    }
+
+    #[test]
+    fn a_user_of_a_lower_layer_is_not_found_when_the_top_layer_makes_etc_opaque() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let top = layer(&[("etc/", b""), ("etc/passwd", TOP_PASSWD), ("etc/.wh..wh..opq", b"")]);
+            let image = unpack(&fx.snaps, &[base_layer(), top]);
+            assert_eq!(read(&fx.snaps, &image, "/etc/passwd").as_deref().map(str::as_bytes), Some(TOP_PASSWD), "{name}");
+            // The lower /etc/group is hidden too, though the top layer has none.
+            assert_eq!(read(&fx.snaps, &image, "/etc/group"), None, "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "alice"), Err(UserError::UserNotFound(_))), "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "bob:staff"), Err(UserError::NoGroupFile(_))), "{name}");
+            assert_eq!(user(&fx.snaps, &image, "bob").unwrap(), 1001, "{name}");
+
+            // Opaque, with no passwd of its own: none at all.
+            let top = layer(&[("etc/", b""), ("etc/.wh..wh..opq", b""), ("etc/hostname", b"box\n")]);
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer(), top]);
+            assert_eq!(read(&fx.snaps, &image, "/etc/passwd"), None, "{name}");
+            assert_eq!(read(&fx.snaps, &image, "/etc/hostname").as_deref(), Some("box\n"), "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "alice"), Err(UserError::NoPasswd(_))), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_user_is_not_found_when_the_top_layer_whites_out_etc_passwd() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer(), layer(&[("etc/.wh.passwd", b"")])]);
+            assert_eq!(read(&fx.snaps, &image, "/etc/passwd"), None, "{name}");
+            assert_eq!(read(&fx.snaps, &image, "/etc/group").as_deref().map(str::as_bytes), Some(LOWER_GROUP), "{name}");
+            assert!(matches!(user(&fx.snaps, &image, "alice"), Err(UserError::NoPasswd(_))), "{name}");
+            // The layer below still has it.
+            assert!(read(&fx.snaps, "layer-0", "/etc/passwd").is_some_and(|p| p.contains("alice")), "{name}");
+        }
+    }
+
+    /// A mount of a snapshot, taken down (lazily) on drop.
+    struct Mounted(PathBuf);
+
+    impl Mounted {
+        fn new(mounts: &[Mount], target: &Path) -> Self {
+            use rustix::mount::{mount, mount_bind, MountFlags};
+            fs::create_dir_all(target).unwrap();
+            let [m] = mounts else { panic!("one mount expected: {mounts:?}") };
+            match m.kind.as_str() {
+                "bind" => mount_bind(m.source.as_str(), target).unwrap(),
+                "overlay" => {
+                    let data = std::ffi::CString::new(m.options.join(",")).unwrap();
+                    mount("overlay", target, "overlay", MountFlags::empty(), Some(data.as_c_str()))
+                        .expect("mounting overlayfs (tests run as root on a kernel with overlayfs)");
+                }
+                other => panic!("mount kind {other}"),
+            }
+            Mounted(target.to_owned())
+        }
+    }
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+
+    #[test]
+    fn the_changes_of_an_active_snapshot_are_listed_and_written_as_a_layer_whatever_the_snapshotter() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer()]);
+            let mounts = fx.snaps.prepare(NS, "ctr", &image, BTreeMap::new()).unwrap();
+            let root = fx.tmp.path().join("rootfs");
+            {
+                // What a container does through its mounts.
+                let _m = Mounted::new(&mounts, &root);
+                fs::write(root.join("etc/motd"), b"hello\n").unwrap();
+                fs::write(root.join("etc/passwd"), [LOWER_PASSWD, b"carol:x:1002:1002::/:/bin/sh\n"].concat()).unwrap();
+                fs::remove_file(root.join("etc/hosts")).unwrap();
+            }
+            let changes = fx.snaps.changes(NS, "ctr").unwrap();
+            let shown: Vec<String> = changes.iter().map(|c| format!("{} {} {}", c.kind.letter(), c.path, c.is_dir)).collect();
+            assert_eq!(shown, ["C /etc true", "D /etc/hosts false", "A /etc/motd false", "C /etc/passwd false"], "{name}");
+
+            let mut tar = Vec::new();
+            fx.snaps.write_changes(NS, "ctr", &mut tar).unwrap();
+            // Applied on the image, the layer gives what the container saw.
+            fx.snaps.prepare_record(NS, "commit", &image, BTreeMap::new()).unwrap();
+            fx.snaps.apply_layer(NS, "commit", &tar[..]).unwrap();
+            fx.snaps.commit(NS, "committed", "commit", BTreeMap::new()).unwrap();
+            assert_eq!(read(&fx.snaps, "committed", "/etc/motd").as_deref(), Some("hello\n"), "{name}");
+            assert_eq!(read(&fx.snaps, "committed", "/etc/hosts"), None, "{name}");
+            assert!(read(&fx.snaps, "committed", "etc/passwd").is_some_and(|p| p.contains("carol")), "{name}");
+            assert_eq!(fx.snaps.changes(NS, "committed").unwrap(), changes, "{name}");
+            // The image itself is untouched.
+            assert!(read(&fx.snaps, &image, "/etc/hosts").is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn layers_are_applied_only_to_active_snapshots() {
+        for name in SNAPSHOTTERS {
+            let fx = fixture(name);
+            let image = unpack(&fx.snaps, &[base_layer()]);
+            let r = fx.snaps.apply_layer(NS, &image, &base_layer()[..]);
+            assert!(matches!(r, Err(ApplyLayerError::Snapshot(SnapshotError::WrongKind { .. }))), "{name}: {r:?}");
+            fx.snaps.view(NS, "v", &image, BTreeMap::new()).unwrap();
+            assert!(matches!(fx.snaps.changes(NS, "v"), Err(ChangesError::Snapshot(SnapshotError::WrongKind { .. }))), "{name}");
+            // A view reads as its parent.
+            assert!(read(&fx.snaps, "v", "/etc/passwd").is_some_and(|p| p.contains("alice")), "{name}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{io_err, Dirs, Mount, SnapshotError, Snapshotter};
-use crate::archive::apply::WhiteoutMode;
+use crate::archive::whiteout::WhiteoutMode;
 use crate::metadata::SnapshotKind;
 use crate::process::run_with_timeout;
 
@@ -59,6 +59,11 @@ impl Snapshotter for Native {
 
     fn fs_dir(&self, id: u64) -> PathBuf {
         self.dirs.dir(id).join("fs")
+    }
+
+    fn layer_dirs(&self, id: u64, _parents: &[u64], _kind: SnapshotKind) -> Vec<PathBuf> {
+        // Every kind is a full copy.
+        vec![self.fs_dir(id)]
     }
 
     fn mounts(&self, id: u64, parents: &[u64], kind: SnapshotKind) -> Vec<Mount> {

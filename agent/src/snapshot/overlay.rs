@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, Dirs, Mount, SnapshotError, Snapshotter};
-use crate::archive::apply::WhiteoutMode;
+use crate::archive::whiteout::WhiteoutMode;
 use crate::metadata::SnapshotKind;
 
 pub struct Overlay {
@@ -48,6 +48,13 @@ impl Snapshotter for Overlay {
 
     fn fs_dir(&self, id: u64) -> PathBuf {
         self.dirs.dir(id).join("fs")
+    }
+
+    fn layer_dirs(&self, id: u64, parents: &[u64], kind: SnapshotKind) -> Vec<PathBuf> {
+        // As `mounts` stacks them: a view shows its parent only, and a view of nothing its
+        // own (empty) directory.
+        let own = (kind != SnapshotKind::View || parents.is_empty()).then_some(id);
+        own.into_iter().chain(parents.iter().copied()).map(|id| self.fs_dir(id)).collect()
     }
 
     fn mounts(&self, id: u64, parents: &[u64], kind: SnapshotKind) -> Vec<Mount> {
