@@ -333,3 +333,164 @@ impl Conns {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProcessStatus;
+    use std::io::BufRead;
+
+    /// A connection and the client's end of it.
+    fn pair() -> (Conn, UnixStream) {
+        let (shim, client) = UnixStream::pair().unwrap();
+        shim.set_nonblocking(true).unwrap();
+        (Conn::new(shim), client)
+    }
+
+    /// Connections accepted from clients in these modes, and the clients' ends.
+    fn conns(modes: &[Mode]) -> (Conns, Vec<UnixStream>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("s")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let clients: Vec<UnixStream> = modes.iter().map(|_| UnixStream::connect(dir.path().join("s")).unwrap()).collect();
+        let mut conns = Conns::default();
+        conns.accept(&listener);
+        for (i, mode) in modes.iter().enumerate() {
+            conns.get_mut(i).unwrap().set_mode(mode.clone());
+        }
+        (conns, clients, dir)
+    }
+
+    fn state(exec_id: &str, exit_code: i32) -> ProcessState {
+        ProcessState { exec_id: exec_id.into(), pid: 9, status: ProcessStatus::Exited, exit_code, started_at: 1, exited_at: 2 }
+    }
+
+    #[test]
+    fn a_request_line_split_across_reads_is_taken_whole() {
+        let (mut c, mut client) = pair();
+        client.write_all(b"{\"op\":\"wa").unwrap();
+        assert!(matches!(c.receive(), Received::Data));
+        assert!(matches!(c.take_request(), RequestLine::Incomplete));
+        client.write_all(b"it\",\"exec_id\":\"e1\"}\n").unwrap();
+        assert!(matches!(c.receive(), Received::Data));
+        assert!(matches!(c.take_request(), RequestLine::Parsed(Ok(Request::Wait { exec_id })) if exec_id == "e1"));
+        assert!(matches!(c.receive(), Received::Nothing));
+        drop(client);
+        assert!(matches!(c.receive(), Received::End));
+    }
+
+    #[test]
+    fn a_bad_request_line_is_a_parse_error() {
+        let (mut c, mut client) = pair();
+        client.write_all(b"{\"op\":\"fly\"}\n").unwrap();
+        c.receive();
+        assert!(matches!(c.take_request(), RequestLine::Parsed(Err(_))));
+    }
+
+    #[test]
+    fn a_request_line_without_an_end_past_the_limit_is_too_long() {
+        let (mut c, _client) = pair();
+        c.rbuf = vec![b' '; MAX_REQUEST + 1];
+        assert!(matches!(c.take_request(), RequestLine::TooLong));
+        c.rbuf.truncate(MAX_REQUEST);
+        assert!(matches!(c.take_request(), RequestLine::Incomplete));
+    }
+
+    #[test]
+    fn frames_an_attached_client_sends_come_out_one_by_one() {
+        let (mut c, _client) = pair();
+        let frames = [Frame::Stdin(b"ls\n".to_vec()), Frame::Resize { width: 80, height: 24 }, Frame::CloseStdin];
+        let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        // All but the last byte: the last frame waits.
+        c.rbuf = bytes[..bytes.len() - 1].to_vec();
+        let mut got = Vec::new();
+        while let Some((kind, payload)) = c.take_frame().unwrap() {
+            got.push(Frame::from_parts(kind, payload).unwrap());
+        }
+        assert_eq!(got, frames[..2]);
+        c.rbuf.push(*bytes.last().unwrap());
+        let (kind, payload) = c.take_frame().unwrap().unwrap();
+        assert_eq!(Frame::from_parts(kind, payload), Ok(Frame::CloseStdin));
+        assert!(c.rbuf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_header_over_the_size_limit_breaks_the_stream() {
+        let (mut c, _client) = pair();
+        c.rbuf = frame::header(frame::STDIN, frame::MAX_PAYLOAD + 1).to_vec();
+        assert_eq!(c.take_frame(), Err(FrameError::TooLong(frame::MAX_PAYLOAD + 1)));
+    }
+
+    #[test]
+    fn an_answer_closes_the_connection_once_it_is_read() {
+        let (mut conns, clients, _dir) = conns(&[Mode::Request]);
+        conns.answer(0, &Response::default());
+        // Written whole at once: the connection is done.
+        assert!(conns.get(0).is_none());
+        let mut line = String::new();
+        io::BufReader::new(&clients[0]).read_line(&mut line).unwrap();
+        assert_eq!(line, "{}\n");
+    }
+
+    #[test]
+    fn an_exit_answers_the_waiters_and_ends_the_attached_clients_of_that_process_only() {
+        let (mut conns, clients, _dir) = conns(&[
+            Mode::Wait("e1".into()),
+            Mode::Attach("e1".into()),
+            Mode::Wait("e2".into()),
+            Mode::Subscribe,
+            Mode::Attach(String::new()),
+        ]);
+        conns.exited(&state("e1", 3));
+        assert!(conns.get(0).is_none() && conns.get(1).is_none());
+        assert_eq!(conns.iter().map(|(i, _)| i).collect::<Vec<_>>(), [2, 3, 4]);
+        let mut line = String::new();
+        io::BufReader::new(&clients[0]).read_line(&mut line).unwrap();
+        let resp: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(resp.process, Some(state("e1", 3)));
+        let mut bytes = Vec::new();
+        (&clients[1]).read_to_end(&mut bytes).unwrap();
+        assert_eq!(Frame::decode(&bytes), Ok(Some((Frame::Exit(3), bytes.len()))));
+    }
+
+    #[test]
+    fn output_goes_to_the_clients_attached_to_its_process() {
+        let (mut conns, clients, _dir) = conns(&[Mode::Attach("e1".into()), Mode::Attach("e2".into()), Mode::Subscribe]);
+        assert!(conns.has_attached("e1") && !conns.has_attached(""));
+        conns.send_output("e1", &Frame::Stdout(b"hello\n".to_vec()));
+        let expected = Frame::Stdout(b"hello\n".to_vec()).encode();
+        let mut got = vec![0; expected.len()];
+        (&clients[0]).read_exact(&mut got).unwrap();
+        assert_eq!(got, expected);
+        for (i, c) in conns.iter() {
+            assert!(!c.has_output(), "{i}");
+        }
+        clients[1].set_nonblocking(true).unwrap();
+        assert_eq!((&clients[1]).read(&mut [0; 1]).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+    }
+
+    #[test]
+    fn events_go_to_subscribers_only() {
+        let (mut conns, clients, _dir) = conns(&[Mode::Subscribe, Mode::Wait(String::new()), Mode::Subscribe]);
+        conns.publish(&Event::Paused);
+        for i in [0, 2] {
+            let mut line = String::new();
+            io::BufReader::new(&clients[i]).read_line(&mut line).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), Event::Paused);
+        }
+        clients[1].set_nonblocking(true).unwrap();
+        assert_eq!((&clients[1]).read(&mut [0; 1]).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        assert!(conns.all_flushed());
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_its_output_is_dropped() {
+        let (mut conns, _clients, _dir) = conns(&[Mode::Attach(String::new())]);
+        let chunk = Frame::Stdout(vec![b'x'; frame::MAX_PAYLOAD]);
+        let mut sent = 0;
+        while conns.get(0).is_some() {
+            conns.send_output("", &chunk);
+            sent += frame::MAX_PAYLOAD;
+            assert!(sent <= 2 * MAX_CONN_BACKLOG + (8 << 20), "never dropped");
+        }
+    }
+}

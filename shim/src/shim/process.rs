@@ -364,3 +364,388 @@ impl<T> ProcessTable<T> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    type Table = ProcessTable<()>;
+
+    /// A table whose init runs as pid 100, started at time 1.
+    fn running() -> Table {
+        let mut t = Table::new(());
+        t.check_start("").unwrap();
+        t.set_pid(INIT, 100);
+        t.started(INIT, 1);
+        t
+    }
+
+    fn add(t: &mut Table, id: &str) -> Result<ProcessState, ProcessError> {
+        t.add_exec(id.to_owned(), json!({"args": ["sh"]}), || Ok(()))
+    }
+
+    /// Add, start (as `pid`) and exit (with `code`, at `at`) an exec.
+    fn run_exec(t: &mut Table, id: &str, pid: u32, code: i32, at: i64) {
+        add(t, id).unwrap();
+        let i = t.check_start(id).unwrap();
+        t.set_pid(i, pid);
+        t.started(i, at);
+        assert_eq!(t.exited(pid, code, at), Some(i));
+    }
+
+    fn exec_ids(t: &Table) -> Vec<&str> {
+        t.iter().skip(1).map(|(p, ())| p.exec_id()).collect()
+    }
+
+    #[test]
+    fn a_new_table_holds_the_init_created() {
+        let t = Table::new(());
+        let state = t.task_state(7);
+        assert_eq!(
+            state.init,
+            ProcessState { exec_id: String::new(), pid: 0, status: ProcessStatus::Created, exit_code: 0, started_at: 0, exited_at: 0 }
+        );
+        assert!(state.execs.is_empty());
+        assert_eq!(state.shim_pid, 7);
+        assert!(!t.init().is_live());
+        assert_eq!(t.init().exit_code(), None);
+    }
+
+    #[test]
+    fn starting_the_init_makes_it_running() {
+        let mut t = Table::new(());
+        assert_eq!(t.check_start(""), Ok(INIT));
+        t.set_pid(INIT, 42);
+        let state = t.started(INIT, 1_000);
+        assert_eq!((state.status, state.pid, state.started_at), (ProcessStatus::Running, 42, 1_000));
+        assert!(t.init().is_live());
+    }
+
+    #[test]
+    fn a_running_process_cannot_be_started_again() {
+        let t = running();
+        assert_eq!(t.check_start(""), Err(ProcessError::AlreadyRunning));
+    }
+
+    #[test]
+    fn an_exited_process_cannot_be_started_again() {
+        let mut t = running();
+        t.exited(100, 0, 2);
+        assert_eq!(t.check_start(""), Err(ProcessError::AlreadyRan));
+    }
+
+    #[test]
+    fn a_failed_start_reads_as_exited_with_code_128() {
+        let mut t = Table::new(());
+        t.start_failed(INIT, 5);
+        let init = t.init().state();
+        assert_eq!((init.status, init.exit_code, init.exited_at, init.started_at), (ProcessStatus::Exited, 128, 5, 0));
+        assert_eq!(t.wait("").unwrap().map(|s| s.exit_code), Some(128));
+        assert_eq!(t.check_start(""), Err(ProcessError::AlreadyRan));
+    }
+
+    #[test]
+    fn an_exec_is_refused_while_the_init_is_not_running() {
+        let mut t = Table::new(());
+        assert_eq!(add(&mut t, "e1"), Err(ProcessError::ContainerNotRunning));
+        let mut t = running();
+        t.exited(100, 0, 2);
+        assert_eq!(add(&mut t, "e1"), Err(ProcessError::ContainerNotRunning));
+        assert!(exec_ids(&t).is_empty());
+    }
+
+    #[test]
+    fn an_exec_is_added_created_with_its_process_object() {
+        let mut t = running();
+        let state = add(&mut t, "e1").unwrap();
+        assert_eq!((state.exec_id.as_str(), state.status, state.pid), ("e1", ProcessStatus::Created, 0));
+        let i = t.find("e1").unwrap();
+        assert_eq!(t.process(i).spec(), Some(&json!({"args": ["sh"]})));
+        assert_eq!(t.task_state(1).execs, vec![state]);
+    }
+
+    #[test]
+    fn a_duplicate_exec_id_is_refused() {
+        let mut t = running();
+        add(&mut t, "e1").unwrap();
+        assert_eq!(add(&mut t, "e1"), Err(ProcessError::AlreadyExists("e1".into())));
+        assert_eq!(exec_ids(&t), ["e1"]);
+    }
+
+    #[test]
+    fn an_empty_exec_id_is_refused_as_the_init_s() {
+        let mut t = running();
+        assert_eq!(add(&mut t, ""), Err(ProcessError::AlreadyExists(String::new())));
+    }
+
+    #[test]
+    fn an_exec_whose_handles_cannot_be_made_is_not_added() {
+        let mut t = running();
+        let r = t.add_exec("e1".into(), json!({}), || Err(ProcessError::NotRunning));
+        assert_eq!(r, Err(ProcessError::NotRunning));
+        assert_eq!(t.position("e1"), None);
+    }
+
+    #[test]
+    fn an_exec_starts_only_while_the_container_runs() {
+        let mut t = running();
+        add(&mut t, "e1").unwrap();
+        t.exited(100, 0, 2);
+        assert_eq!(t.check_start("e1"), Err(ProcessError::ContainerNotRunning));
+    }
+
+    #[test]
+    fn an_exit_is_recorded_for_the_live_process_with_that_pid() {
+        let mut t = running();
+        add(&mut t, "e1").unwrap();
+        let i = t.check_start("e1").unwrap();
+        t.set_pid(i, 200);
+        t.started(i, 3);
+        // A re-parented orphan, or a process that has not started: nothing to record.
+        assert_eq!(t.exited(999, 1, 4), None);
+        assert_eq!(t.exited(0, 1, 4), None);
+        assert_eq!(t.exited(200, 137, 5), Some(i));
+        let e = t.process(i).state();
+        assert_eq!((e.status, e.exit_code, e.started_at, e.exited_at), (ProcessStatus::Exited, 137, 3, 5));
+        // Its pid, reaped once, is not matched again.
+        assert_eq!(t.exited(200, 0, 6), None);
+        assert!(t.init().is_live());
+    }
+
+    #[test]
+    fn the_init_s_exit_record_holds_its_pid_code_and_times() {
+        let mut t = running();
+        t.exited(100, 3, 9);
+        assert_eq!(t.init().exit_record(), ExitRecord { pid: 100, exit_code: 3, started_at: 1, exited_at: 9 });
+    }
+
+    #[test]
+    fn a_wait_on_an_exited_process_answers_at_once() {
+        let mut t = running();
+        run_exec(&mut t, "e1", 200, 7, 4);
+        let state = t.wait("e1").unwrap().expect("exited");
+        assert_eq!((state.exec_id.as_str(), state.exit_code), ("e1", 7));
+    }
+
+    #[test]
+    fn a_wait_on_a_live_or_created_process_waits() {
+        let mut t = running();
+        add(&mut t, "e1").unwrap();
+        assert_eq!(t.wait(""), Ok(None));
+        assert_eq!(t.wait("e1"), Ok(None));
+    }
+
+    #[test]
+    fn requests_for_an_unknown_exec_are_not_found() {
+        let mut t = running();
+        let nf = ProcessError::NotFound("nope".into());
+        assert_eq!(t.wait("nope"), Err(nf.clone()));
+        assert_eq!(t.check_start("nope"), Err(nf.clone()));
+        assert_eq!(t.check_delete("nope", true), Err(nf.clone()));
+        assert_eq!(t.kill("nope", 15, false), Err(nf));
+        run_exec(&mut t, "e1", 200, 0, 4);
+        let i = t.find("e1").unwrap();
+        t.remove_exec(i).unwrap();
+        assert_eq!(t.find("e1"), Err(ProcessError::NotFound("e1".into())));
+    }
+
+    #[test]
+    fn killing_an_exited_or_created_process_is_refused() {
+        let mut t = running();
+        add(&mut t, "created").unwrap();
+        run_exec(&mut t, "exited", 200, 0, 4);
+        assert_eq!(t.kill("created", 15, false), Err(ProcessError::NotRunning));
+        assert_eq!(t.kill("exited", 15, false), Err(ProcessError::NotRunning));
+        t.exited(100, 0, 5);
+        assert_eq!(t.kill("", 9, true), Err(ProcessError::NotRunning));
+    }
+
+    #[test]
+    fn a_named_signal_is_sent_by_the_shim_to_the_process() {
+        let mut t = running();
+        add(&mut t, "e1").unwrap();
+        let i = t.check_start("e1").unwrap();
+        t.set_pid(i, 200);
+        t.started(i, 3);
+        assert_eq!(t.kill("", 15, false), Ok(Delivery::Direct { index: INIT, signal: Signal::TERM }));
+        // `all` means the container's processes only for the init.
+        assert_eq!(t.kill("e1", 9, true), Ok(Delivery::Direct { index: i, signal: Signal::KILL }));
+    }
+
+    #[test]
+    fn a_signal_to_every_process_goes_through_the_runtime() {
+        let t = running();
+        assert_eq!(t.kill("", 15, true), Ok(Delivery::RuntimeAll));
+    }
+
+    #[test]
+    fn a_real_time_signal_goes_through_the_runtime_and_only_to_the_init() {
+        let mut t = running();
+        add(&mut t, "e1").unwrap();
+        let i = t.check_start("e1").unwrap();
+        t.set_pid(i, 200);
+        t.started(i, 3);
+        let rt = 40;
+        assert_eq!(t.kill("", rt, false), Ok(Delivery::Runtime));
+        assert_eq!(t.kill("e1", rt, false), Err(ProcessError::MainProcessOnly(rt)));
+    }
+
+    #[test]
+    fn a_paused_process_can_still_be_signalled() {
+        let mut t = running();
+        t.set_paused(true);
+        assert_eq!(t.kill("", 9, false), Ok(Delivery::Direct { index: INIT, signal: Signal::KILL }));
+    }
+
+    #[test]
+    fn pausing_pauses_every_live_process_and_resuming_resumes_them() {
+        let mut t = running();
+        add(&mut t, "created").unwrap();
+        run_exec(&mut t, "exited", 200, 0, 4);
+        add(&mut t, "live").unwrap();
+        let i = t.check_start("live").unwrap();
+        t.set_pid(i, 300);
+        t.started(i, 5);
+        let statuses = |t: &Table| t.iter().map(|(p, ())| p.status()).collect::<Vec<_>>();
+        assert_eq!(t.check_pause(true), Ok(()));
+        t.set_paused(true);
+        use ProcessStatus::*;
+        assert_eq!(statuses(&t), [Paused, Created, Exited, Paused]);
+        assert_eq!(t.check_pause(false), Ok(()));
+        t.set_paused(false);
+        assert_eq!(statuses(&t), [Running, Created, Exited, Running]);
+    }
+
+    #[test]
+    fn pausing_twice_or_resuming_a_running_container_is_refused() {
+        let mut t = running();
+        assert_eq!(t.check_pause(false), Err(ProcessError::NotPaused));
+        t.set_paused(true);
+        assert_eq!(t.check_pause(true), Err(ProcessError::AlreadyPaused));
+    }
+
+    #[test]
+    fn a_container_that_is_not_running_cannot_be_paused_or_resumed() {
+        let mut t = Table::new(());
+        assert_eq!(t.check_pause(true), Err(ProcessError::ContainerNotRunning));
+        assert_eq!(t.check_pause(false), Err(ProcessError::ContainerNotRunning));
+        t.start_failed(INIT, 1);
+        assert_eq!(t.check_pause(true), Err(ProcessError::ContainerNotRunning));
+    }
+
+    #[test]
+    fn a_running_process_is_deleted_only_with_force() {
+        let mut t = running();
+        assert_eq!(t.check_delete("", false), Err(ProcessError::StillRunning));
+        assert_eq!(t.check_delete("", true), Ok(INIT));
+        t.set_paused(true);
+        assert_eq!(t.check_delete("", false), Err(ProcessError::StillRunning));
+    }
+
+    #[test]
+    fn a_created_or_exited_process_is_deleted_without_force() {
+        let mut t = running();
+        add(&mut t, "created").unwrap();
+        run_exec(&mut t, "exited", 200, 0, 4);
+        assert!(t.check_delete("created", false).is_ok());
+        assert!(t.check_delete("exited", false).is_ok());
+    }
+
+    #[test]
+    fn a_deleted_exec_is_forgotten_and_positions_move() {
+        let mut t = running();
+        run_exec(&mut t, "e1", 200, 1, 4);
+        add(&mut t, "e2").unwrap();
+        let generation = t.generation();
+        let i = t.check_delete("e1", false).unwrap();
+        let state = t.remove_exec(i).unwrap();
+        assert_eq!((state.exec_id.as_str(), state.exit_code), ("e1", 1));
+        assert_eq!(exec_ids(&t), ["e2"]);
+        assert_eq!(t.find("e2"), Ok(i));
+        assert_ne!(t.generation(), generation);
+    }
+
+    #[test]
+    fn the_init_is_never_removed() {
+        let mut t = running();
+        t.exited(100, 0, 2);
+        let generation = t.generation();
+        assert_eq!(t.remove_exec(INIT), None);
+        assert_eq!(t.remove_exec(5), None);
+        assert_eq!(t.init().exit_code(), Some(0));
+        assert_eq!(t.generation(), generation);
+    }
+
+    #[test]
+    fn adding_an_exec_under_the_cap_keeps_positions() {
+        let mut t = running();
+        let generation = t.generation();
+        for i in 0..MAX_EXITED_EXECS as u32 {
+            run_exec(&mut t, &format!("e{i}"), 200 + i, 0, 10 + i as i64);
+        }
+        assert_eq!(t.generation(), generation);
+        assert_eq!(t.task_state(1).execs.len(), MAX_EXITED_EXECS);
+    }
+
+    #[test]
+    fn an_exec_past_the_cap_forgets_the_oldest_exited() {
+        let mut t = running();
+        // Exit times out of order: "e5" exits first.
+        for i in 0..MAX_EXITED_EXECS as u32 {
+            let at = if i == 5 { 1 } else { 100 + i as i64 };
+            run_exec(&mut t, &format!("e{i}"), 200 + i, 0, at);
+        }
+        let generation = t.generation();
+        add(&mut t, "new").unwrap();
+        assert_eq!(t.position("e5"), None);
+        assert!(t.position("e0").is_some() && t.position("new").is_some());
+        assert_eq!(t.task_state(1).execs.len(), MAX_EXITED_EXECS);
+        assert_ne!(t.generation(), generation);
+        // The new one has not exited: no room is needed for the next one yet.
+        add(&mut t, "newer").unwrap();
+        assert!(t.position("e0").is_some());
+        // Once the new one has exited too, the next exec forgets "e0", now the oldest.
+        let i = t.check_start("new").unwrap();
+        t.set_pid(i, 900);
+        t.started(i, 500);
+        t.exited(900, 0, 501);
+        add(&mut t, "newest").unwrap();
+        assert_eq!(t.position("e0"), None);
+        assert!(t.position("e1").is_some());
+    }
+
+    #[test]
+    fn live_and_created_execs_are_never_forgotten() {
+        let mut t = running();
+        add(&mut t, "created").unwrap();
+        add(&mut t, "live").unwrap();
+        let i = t.check_start("live").unwrap();
+        t.set_pid(i, 300);
+        t.started(i, 5);
+        for i in 0..MAX_EXITED_EXECS as u32 + 3 {
+            run_exec(&mut t, &format!("e{i}"), 1000 + i, 0, 10 + i as i64);
+        }
+        assert!(t.position("created").is_some() && t.position("live").is_some());
+        assert_eq!(t.position("e0"), None);
+        assert_eq!(t.task_state(1).execs.len(), MAX_EXITED_EXECS + 2);
+    }
+
+    #[test]
+    fn process_errors_become_the_right_protocol_errors() {
+        let cases = [
+            (ProcessError::NotFound("x".into()), ErrorKind::NotFound, "exec \"x\" not found"),
+            (ProcessError::AlreadyExists("x".into()), ErrorKind::AlreadyExists, "exec \"x\" already exists"),
+            (ProcessError::AlreadyRan, ErrorKind::FailedPrecondition, "the process has already run; delete the task to start again"),
+            (ProcessError::AlreadyRunning, ErrorKind::FailedPrecondition, "the process is already running"),
+            (ProcessError::ContainerNotRunning, ErrorKind::FailedPrecondition, "the container is not running"),
+            (ProcessError::NotRunning, ErrorKind::FailedPrecondition, "the process is not running"),
+            (ProcessError::StillRunning, ErrorKind::FailedPrecondition, "the process is still running; stop it first"),
+            (ProcessError::AlreadyPaused, ErrorKind::FailedPrecondition, "the container is already paused"),
+            (ProcessError::NotPaused, ErrorKind::FailedPrecondition, "the container is not paused"),
+            (ProcessError::MainProcessOnly(40), ErrorKind::InvalidArgument, "signal 40 can only be sent to the main process"),
+        ];
+        for (e, kind, message) in cases {
+            assert_eq!(ShimError::from(e), ShimError { kind, message: message.into() });
+        }
+    }
+}

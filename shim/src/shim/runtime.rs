@@ -268,3 +268,53 @@ fn last_error(log: &Path, from: u64) -> Option<String> {
     last
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_the_runtime_logged_after_the_call_began_is_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runtime.log");
+        let before = "{\"level\":\"error\",\"msg\":\"an older call\"}\n";
+        let during = "{\"level\":\"info\",\"msg\":\"starting\"}\nnot json\n{\"level\":\"error\",\"msg\":\"first\"}\n{\"level\":\"fatal\",\"msg\":\"exec: \\\"nope\\\": executable file not found\"}\n{\"level\":\"warning\",\"msg\":\"later\"}\n";
+        fs::write(&log, format!("{before}{during}")).unwrap();
+        assert_eq!(last_error(&log, before.len() as u64).as_deref(), Some("exec: \"nope\": executable file not found"));
+        assert_eq!(last_error(&log, (before.len() + during.len()) as u64), None);
+        assert_eq!(last_error(&dir.path().join("missing"), 0), None);
+    }
+
+    #[test]
+    fn a_runtime_saying_the_container_is_gone_is_told_apart() {
+        let failed = |why: &str| RuntimeError::Failed { runtime: "runc".into(), verb: "delete".into(), why: why.into() };
+        assert!(failed("container \"x\" does not exist").is_gone());
+        assert!(failed("open /run/runc/x/state.json: No such file or directory").is_gone());
+        assert!(!failed("permission denied").is_gone());
+        assert!(!RuntimeError::Timeout { runtime: "runc".into(), verb: "delete".into(), timeout: Duration::from_secs(1) }.is_gone());
+    }
+
+    #[test]
+    fn runtime_errors_keep_their_kinds_and_messages() {
+        let e = RuntimeError::Failed { runtime: "crun".into(), verb: "exec".into(), why: "exited with exit status: 1".into() };
+        assert_eq!(ShimError::from(e), ShimError { kind: ErrorKind::Runtime, message: "crun exec: exited with exit status: 1".into() });
+        let e = RuntimeError::Timeout { runtime: "runc".into(), verb: "kill".into(), timeout: Duration::from_secs(30) };
+        assert_eq!(ShimError::from(e), ShimError { kind: ErrorKind::Timeout, message: "runc kill did not finish within 30s".into() });
+        assert_eq!(ShimError::from(RuntimeError::NoPid).kind, ErrorKind::Runtime);
+        let e = RuntimeError::Io { what: "pids file", source: io::Error::other("disk full") };
+        assert_eq!(ShimError::from(e), ShimError { kind: ErrorKind::Internal, message: "pids file: disk full".into() });
+    }
+
+    #[test]
+    fn a_pid_file_must_hold_a_positive_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        fs::write(path("good"), "1234\n").unwrap();
+        fs::write(path("zero"), "0").unwrap();
+        fs::write(path("junk"), "pid").unwrap();
+        fs::write(path("huge"), "4294967295").unwrap();
+        assert_eq!(read_pid_file(&path("good")).unwrap(), 1234);
+        for bad in ["zero", "junk", "huge", "missing"] {
+            assert!(matches!(read_pid_file(&path(bad)), Err(RuntimeError::NoPid)), "{bad}");
+        }
+    }
+}

@@ -297,3 +297,108 @@ impl InitLog {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn read_all(fd: OwnedFd) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::fs::File::from(fd).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_process_without_a_terminal_gets_pipes() {
+        let p = ProcessIo::new(false, true).unwrap();
+        assert!(p.child_stdin.is_some() && p.child_stdout.is_some() && p.child_stderr.is_some());
+        assert!(p.output_fd(Stream::Stdout).is_some() && p.output_fd(Stream::Stderr).is_some());
+        let p = ProcessIo::new(false, false).unwrap();
+        assert!(p.child_stdin.is_none() && p.stdin.is_none());
+        // A terminal comes from the runtime at start.
+        let p = ProcessIo::new(true, true).unwrap();
+        assert!(p.child_stdout.is_none() && p.output_fd(Stream::Stdout).is_none());
+    }
+
+    #[test]
+    fn output_is_read_until_the_process_s_end_closes() {
+        let mut p = ProcessIo::new(false, false).unwrap();
+        let child_out = p.child_stdout.take().unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(p.read_output(Stream::Stdout, &mut buf), Output::Nothing));
+        rustix::io::write(&child_out, b"hello").unwrap();
+        assert!(matches!(p.read_output(Stream::Stdout, &mut buf), Output::Data(5)));
+        assert_eq!(&buf[..5], b"hello");
+        drop(child_out);
+        assert!(matches!(p.read_output(Stream::Stdout, &mut buf), Output::Ended));
+        assert!(p.output_fd(Stream::Stdout).is_none());
+        assert!(matches!(p.read_output(Stream::Stdout, &mut buf), Output::Nothing));
+    }
+
+    #[test]
+    fn input_is_written_in_order_then_closed_when_asked() {
+        let mut p = ProcessIo::new(false, true).unwrap();
+        let child_in = p.child_stdin.take().unwrap();
+        // Input sent before the start waits for the process.
+        assert!(p.accepts_input(true));
+        p.push_input(b"one ".to_vec());
+        p.push_input(b"two".to_vec());
+        assert!(p.pending_input_fd().is_some());
+        p.close_input();
+        assert!(!p.accepts_input(false));
+        p.write_input();
+        assert!(p.pending_input_fd().is_none());
+        assert!(p.stdin.is_none(), "closed once written");
+        assert_eq!(read_all(child_in), b"one two");
+    }
+
+    #[test]
+    fn input_is_refused_when_the_process_has_no_stdin_or_it_is_gone() {
+        let p = ProcessIo::new(false, false).unwrap();
+        assert!(!p.accepts_input(true));
+        let mut p = ProcessIo::new(false, true).unwrap();
+        p.input_gone();
+        assert!(!p.accepts_input(false));
+        // A process that has not started yet gets its stdin at start.
+        assert!(p.accepts_input(true));
+    }
+
+    #[test]
+    fn input_past_the_backlog_limit_leaves_no_room() {
+        let mut p = ProcessIo::new(false, true).unwrap();
+        assert!(p.has_input_room());
+        p.push_input(vec![0; MAX_STDIN_BACKLOG]);
+        assert!(!p.has_input_room());
+    }
+
+    #[test]
+    fn a_size_asked_for_before_the_terminal_exists_is_kept_for_it() {
+        let mut p = ProcessIo::new(true, false).unwrap();
+        p.resize(120, 40);
+        assert_eq!(p.pending_size, Some((120, 40)));
+    }
+
+    #[test]
+    fn a_prompt_waits_in_the_init_log_until_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("c.log");
+        let cfg: ShimConfig = serde_json::from_value(serde_json::json!({
+            "id": "c", "namespace": "default", "runtime": "runc", "runtime_root": "/run/runc", "rootfs": [],
+            "log_path": log_path, "log_max_size": 0, "log_max_files": 1, "tty": false, "stdin": false,
+        }))
+        .unwrap();
+        let mut log = InitLog::open(&cfg).unwrap();
+        log.write(Stream::Stdout, b"line\n");
+        assert!(!log.has_waiting_partial());
+        log.write(Stream::Stdout, b"$ ");
+        assert!(log.has_waiting_partial());
+        log.flush_stale();
+        assert!(log.has_waiting_partial(), "not stale yet");
+        log.end(Stream::Stdout);
+        assert!(!log.has_waiting_partial());
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with(" stdout F line") && lines[1].ends_with(" stdout P $ "), "{text}");
+    }
+}
