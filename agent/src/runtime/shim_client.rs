@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use berth_shim::protocol::{files, frame, Request, Response};
+use berth_shim::protocol::{files, frame, Frame, FrameError, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -121,34 +121,26 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    pub async fn read_frame(&mut self) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-        let mut h = [0u8; 5];
-        match self.inner.read_exact(&mut h).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let (kind, len) = frame::parse_header(&h).ok_or_else(|| std::io::Error::other("oversized frame from the shim"))?;
-        let mut payload = vec![0u8; len];
-        self.inner.read_exact(&mut payload).await?;
-        Ok(Some((kind, payload)))
-    }
-}
-
-impl FrameReader {
     /// The next output of the process; None at the end of the connection.
     /// Frames of kinds this agent does not know are skipped.
     pub async fn next_output(&mut self) -> std::io::Result<Option<AttachOutput>> {
         loop {
-            let out = match self.read_frame().await? {
-                None => return Ok(None),
-                Some((frame::STDOUT, data)) => AttachOutput::Stdout(data),
-                Some((frame::STDERR, data)) => AttachOutput::Stderr(data),
-                Some((frame::EXIT, data)) => {
-                    let code: [u8; 4] = data.try_into().map_err(|_| std::io::Error::other("bad exit frame from the shim"))?;
-                    AttachOutput::Exit(i32::from_be_bytes(code))
-                }
-                Some(_) => continue,
+            let mut h = [0u8; frame::HEADER_LEN];
+            match self.inner.read_exact(&mut h).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            let (kind, len) = frame::parse_header(&h).ok_or_else(|| std::io::Error::other("oversized frame from the shim"))?;
+            let mut payload = vec![0u8; len];
+            self.inner.read_exact(&mut payload).await?;
+            let out = match Frame::from_parts(kind, payload) {
+                Ok(Frame::Stdout(data)) => AttachOutput::Stdout(data),
+                Ok(Frame::Stderr(data)) => AttachOutput::Stderr(data),
+                Ok(Frame::Exit(code)) => AttachOutput::Exit(code),
+                // Input frames, and kinds of a newer shim, are not output.
+                Ok(_) | Err(FrameError::UnknownKind(_)) => continue,
+                Err(e) => return Err(std::io::Error::other(format!("bad frame from the shim: {e}"))),
             };
             return Ok(Some(out));
         }
@@ -160,24 +152,13 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    pub async fn write_frame(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
-        for chunk in payload.chunks(frame::MAX_PAYLOAD).chain(if payload.is_empty() { Some(payload) } else { None }) {
-            self.inner.write_all(&frame::header(kind, chunk.len())).await?;
-            self.inner.write_all(chunk).await?;
-        }
-        Ok(())
-    }
-
     /// Send one input to the process.
     pub async fn send(&mut self, input: &AttachInput) -> std::io::Result<()> {
-        match input {
-            AttachInput::Stdin(data) => self.write_frame(frame::STDIN, data).await,
-            AttachInput::CloseStdin => self.write_frame(frame::CLOSE_STDIN, &[]).await,
-            AttachInput::Resize { width, height } => {
-                let mut p = width.to_be_bytes().to_vec();
-                p.extend(height.to_be_bytes());
-                self.write_frame(frame::RESIZE, &p).await
-            }
-        }
+        let frame = match input {
+            AttachInput::Stdin(data) => Frame::Stdin(data.clone()),
+            AttachInput::CloseStdin => Frame::CloseStdin,
+            AttachInput::Resize { width, height } => Frame::Resize { width: *width, height: *height },
+        };
+        self.inner.write_all(&frame.encode()).await
     }
 }
