@@ -33,16 +33,16 @@ fn a_store_written_by_the_first_release_opens_and_its_containers_work() {
 
     // The records read back whole: names, states, exit codes, labels, env.
     let ps = d.ok(&["ps", "-a", "--format", "json"]);
-    let states: Vec<serde_json::Value> = ps.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let find = |name: &str| states.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} not listed: {ps}")).clone();
-    assert_eq!(find("c-created")["status"]["state"], "created", "{ps}");
-    assert_eq!(find("c-exited")["status"]["state"], "exited", "{ps}");
-    assert_eq!(find("c-exited")["status"]["exit_code"].as_i64(), Some(0), "{ps}");
-    assert_eq!(find("c-stopped")["status"]["exit_code"].as_i64(), Some(137), "{ps}");
-    let created: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "c-created"])).unwrap();
-    let created = if created.is_array() { created[0].clone() } else { created };
-    assert_eq!(created["labels"]["team"], "a", "{created}");
-    assert!(created.to_string().contains("FOO=bar"), "{created}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&ps).unwrap();
+    let find = |name: &str| listed.iter().find(|c| c["Name"] == name).unwrap_or_else(|| panic!("{name} not listed: {ps}")).clone();
+    assert_eq!(find("c-created")["State"]["Status"], "created", "{ps}");
+    assert_eq!(find("c-exited")["State"]["Status"], "exited", "{ps}");
+    assert_eq!(find("c-exited")["State"]["ExitCode"].as_i64(), Some(0), "{ps}");
+    assert_eq!(find("c-stopped")["State"]["ExitCode"].as_i64(), Some(137), "{ps}");
+    let created = find("c-created");
+    assert_eq!(created["Labels"]["team"], "a", "{created}");
+    assert!(created["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "FOO=bar"), "{created}");
+    assert_eq!(created["Spec"]["process"]["args"], serde_json::json!(["/tiny", "sleep"]), "{created}");
     assert_eq!(d.ok(&["logs", "c-exited"]), "hi\n");
 
     // A container created before the upgrade starts, takes an exec, stops and goes.

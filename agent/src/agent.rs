@@ -1,8 +1,8 @@
 //! The agent's wiring: open the stores, recover from a crash, and build the
 //! application services (`service/`) that every API surface calls.
 //!
-//! Nothing here is a use case: [`Core`] holds the stores and managers, and
-//! only the service layer reads it.
+//! Nothing here is a use case: the stores and managers go into a
+//! [`Core`], which only the service layer reads.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -18,7 +18,7 @@ use crate::image::Images;
 use crate::metadata::Metadata;
 use crate::registry::Registries;
 use crate::runtime::Tasks;
-use crate::service::Services;
+use crate::service::{Core, Services};
 use crate::snapshot::{native::Native, overlay, overlay::Overlay, Snapshots, Snapshotter};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +44,6 @@ pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<(), AgentError> {
     let io = |source| AgentError::Io { path: path.to_owned(), source };
     fs::create_dir_all(path).map_err(io)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)
-}
-
-/// The stores and managers of one agent. Only `service/` (and the wiring
-/// here) reads these fields; the API layers see [`Services`].
-pub struct Core {
-    pub(crate) config: Config,
-    pub(crate) meta: Arc<Metadata>,
-    pub(crate) content: Arc<ContentStore>,
-    pub(crate) snapshots: Arc<Snapshots>,
-    pub(crate) images: Arc<Images>,
-    pub(crate) containers: Arc<Containers>,
-    pub(crate) tasks: Arc<Tasks>,
-    pub(crate) events: Events,
-    pub(crate) registries: Arc<Registries>,
-    pub(crate) snapshotter_reason: String,
-    pub(crate) started: Instant,
 }
 
 /// A running agent: its core and the services built on it.

@@ -119,7 +119,7 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
 pub fn status_message(s: &TaskStatus) -> v1::TaskStatus {
     let ts = |n: i64| if n > 0 { convert::timestamp(n) } else { None };
     v1::TaskStatus {
-        state: s.state.into(),
+        state: s.state.as_str().into(),
         pid: s.pid,
         exit_code: s.exit_code,
         started_at: ts(s.started_at),

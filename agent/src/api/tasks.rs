@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, namespace, stream, MessageStream};
 use crate::metadata::ExitInfo;
-use crate::runtime::{AttachInput, AttachOutput};
+use crate::runtime::{AttachInput, AttachOutput, ExecId, Proc};
 use crate::service::tasks::ExecRequest;
 use crate::service::Services;
 
@@ -60,14 +60,14 @@ impl v1::tasks_server::Tasks for TasksApi {
     async fn start(&self, req: Request<v1::StartTaskRequest>) -> Result<Response<v1::StartTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let pid = self.services.tasks.start(&ns, &r.container_id, &r.exec_id).await?;
+        let pid = self.services.tasks.start(&ns, &r.container_id, &Proc::parse(&r.exec_id)?).await?;
         Ok(Response::new(v1::StartTaskResponse { pid }))
     }
 
     async fn kill(&self, req: Request<v1::KillTaskRequest>) -> Result<Response<v1::KillTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.services.tasks.kill(&ns, &r.container_id, &r.exec_id, &r.signal, r.all).await?;
+        self.services.tasks.kill(&ns, &r.container_id, &Proc::parse(&r.exec_id)?, &r.signal, r.all).await?;
         Ok(Response::new(v1::KillTaskResponse {}))
     }
 
@@ -83,14 +83,14 @@ impl v1::tasks_server::Tasks for TasksApi {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
-        let exit = self.services.tasks.wait(&ns, &r.container_id, &r.exec_id, timeout).await?;
+        let exit = self.services.tasks.wait(&ns, &r.container_id, &Proc::parse(&r.exec_id)?, timeout).await?;
         Ok(Response::new(wait_response(&exit)))
     }
 
     async fn delete(&self, req: Request<v1::DeleteTaskRequest>) -> Result<Response<v1::DeleteTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let exit = self.services.tasks.delete(&ns, &r.container_id, &r.exec_id, r.force).await?;
+        let exit = self.services.tasks.delete(&ns, &r.container_id, &Proc::parse(&r.exec_id)?, r.force).await?;
         let (exit_code, exited_at) = exit.map_or((0, 0), |e| (e.exit_code, e.finished_at));
         Ok(Response::new(v1::DeleteTaskResponse { exit_code, exited_at: convert::timestamp(exited_at) }))
     }
@@ -98,10 +98,10 @@ impl v1::tasks_server::Tasks for TasksApi {
     async fn exec(&self, req: Request<v1::ExecRequest>) -> Result<Response<v1::ExecResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let exec =
-            ExecRequest { exec_id: r.exec_id, args: r.args, env: r.env, workdir: r.workdir, user: r.user, tty: r.tty, stdin: r.stdin };
+        let exec_id = if r.exec_id.is_empty() { None } else { Some(ExecId::parse(&r.exec_id)?) };
+        let exec = ExecRequest { exec_id, args: r.args, env: r.env, workdir: r.workdir, user: r.user, tty: r.tty, stdin: r.stdin };
         let exec_id = self.services.tasks.exec(&ns, &r.container_id, exec).await?;
-        Ok(Response::new(v1::ExecResponse { exec_id }))
+        Ok(Response::new(v1::ExecResponse { exec_id: exec_id.to_string() }))
     }
 
     async fn pause(&self, req: Request<v1::PauseTaskRequest>) -> Result<Response<v1::PauseTaskResponse>, Status> {
@@ -154,18 +154,18 @@ impl v1::tasks_server::Tasks for TasksApi {
         let ns = namespace(&req)?;
         let mut input = req.into_inner();
         let first = input.next().await.ok_or_else(|| Status::invalid_argument("attach needs a first message naming the process"))??;
-        let (container_id, exec_id) = (first.container_id.clone(), first.exec_id.clone());
+        let (container_id, proc) = (first.container_id.clone(), Proc::parse(&first.exec_id)?);
         // The first message's input, then the rest's until the client stops or fails.
         let rest = input.map_while(Result::ok).map(attach_inputs);
         let inputs = tokio_stream::once(attach_inputs(first)).chain(rest);
-        let rx = self.services.tasks.attach(&ns, &container_id, &exec_id, Box::pin(inputs)).await?;
+        let rx = self.services.tasks.attach(&ns, &container_id, &proc, Box::pin(inputs)).await?;
         Ok(Response::new(stream(rx, attach_message)))
     }
 
     async fn resize(&self, req: Request<v1::ResizeRequest>) -> Result<Response<v1::ResizeResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.services.tasks.resize(&ns, &r.container_id, &r.exec_id, r.width, r.height).await?;
+        self.services.tasks.resize(&ns, &r.container_id, &Proc::parse(&r.exec_id)?, r.width, r.height).await?;
         Ok(Response::new(v1::ResizeResponse {}))
     }
 }

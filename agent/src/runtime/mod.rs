@@ -9,6 +9,7 @@
 //! An exited container therefore costs no process.
 
 pub mod cgroups;
+mod process;
 pub mod procs;
 mod shim_client;
 
@@ -18,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_shim::protocol::{self, files, ErrorKind, Event as ShimEvent, ProcessStatus, Request, RootfsMount, ShimConfig, TaskState};
+use berth_shim::protocol::{
+    self, files, ErrorKind, Event as ShimEvent, ProcessStatus, Request, RootfsMount, ShimConfig, TaskState as ShimTaskState,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
@@ -27,6 +30,7 @@ use crate::container::{ContainerError, Containers};
 use crate::events::Events;
 use crate::metadata::{ContainerRecord, ExitInfo};
 use crate::snapshot::Snapshots;
+pub use process::{ExecId, Proc};
 pub use shim_client::{AttachInput, AttachOutput, ShimConnection};
 
 /// How long a new shim may take to say it is ready.
@@ -84,11 +88,47 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
     move |source| TaskError::Io { path: path.to_owned(), source }
 }
 
+/// Where a container's task is in its life, as users see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaskState {
+    /// Never started (no task, or a task not started yet).
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Exited,
+    /// The shim does not answer.
+    Unknown,
+}
+
+impl TaskState {
+    /// The name the API and `ps` filters use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Created => "created",
+            TaskState::Running => "running",
+            TaskState::Paused => "paused",
+            TaskState::Exited => "exited",
+            TaskState::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<ProcessStatus> for TaskState {
+    fn from(s: ProcessStatus) -> Self {
+        match s {
+            ProcessStatus::Created => TaskState::Created,
+            ProcessStatus::Running => TaskState::Running,
+            ProcessStatus::Paused => TaskState::Paused,
+            ProcessStatus::Exited => TaskState::Exited,
+        }
+    }
+}
+
 /// A container's state as users see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
-    /// "created", "running", "paused", "exited" or "unknown".
-    pub state: &'static str,
+    pub state: TaskState,
     pub pid: u32,
     pub exit_code: i32,
     pub started_at: i64,
@@ -503,7 +543,7 @@ impl Tasks {
         }
     }
 
-    async fn shim_state(&self, task: &Task) -> Result<TaskState, TaskError> {
+    async fn shim_state(&self, task: &Task) -> Result<ShimTaskState, TaskError> {
         let resp = self.call_within(task, &Request::State, STATE_TIMEOUT).await?;
         resp.state.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))
     }
@@ -528,27 +568,28 @@ impl Tasks {
     }
 
     /// Start the init (creating the task when there is none) or an exec.
-    pub async fn start(self: &Arc<Self>, ns: &str, rec: &ContainerRecord, exec_id: &str) -> Result<u32, TaskError> {
-        let task = if exec_id.is_empty() { self.live_or_create(ns, rec).await? } else { self.require(ns, rec)? };
-        let _guard = if exec_id.is_empty() { Some(task.lifecycle.lock().await) } else { None };
-        let resp = self.call(&task, &Request::Start { exec_id: exec_id.to_owned() }).await?;
+    pub async fn start(self: &Arc<Self>, ns: &str, rec: &ContainerRecord, proc: &Proc) -> Result<u32, TaskError> {
+        let init = *proc == Proc::Init;
+        let task = if init { self.live_or_create(ns, rec).await? } else { self.require(ns, rec)? };
+        let _guard = if init { Some(task.lifecycle.lock().await) } else { None };
+        let resp = self.call(&task, &Request::Start { exec_id: proc.wire() }).await?;
         Ok(resp.process.map(|p| p.pid).unwrap_or(0))
     }
 
-    pub async fn kill(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, signal: i32, all: bool) -> Result<(), TaskError> {
+    pub async fn kill(&self, ns: &str, rec: &ContainerRecord, proc: &Proc, signal: i32, all: bool) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;
-        self.call(&task, &Request::Kill { exec_id: exec_id.to_owned(), signal, all }).await?;
+        self.call(&task, &Request::Kill { exec_id: proc.wire(), signal, all }).await?;
         Ok(())
     }
 
     /// Wait for the init's exit (or an exec's), up to `timeout`.
-    pub async fn wait(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, timeout: Option<Duration>) -> Result<ExitInfo, TaskError> {
+    pub async fn wait(&self, ns: &str, rec: &ContainerRecord, proc: &Proc, timeout: Option<Duration>) -> Result<ExitInfo, TaskError> {
         let fut = async {
-            if !exec_id.is_empty() {
+            if let Proc::Exec(exec_id) = proc {
                 let task = self.require(ns, rec)?;
                 // Bounded by the caller's timeout (below) or its deadline, not by the call bound.
                 let p = self
-                    .call_within(&task, &Request::Wait { exec_id: exec_id.to_owned() }, Duration::from_secs(365 * 86_400))
+                    .call_within(&task, &Request::Wait { exec_id: exec_id.to_string() }, Duration::from_secs(365 * 86_400))
                     .await?
                     .process;
                 let p = p.ok_or_else(|| TaskError::Internal("the shim sent no exit".into()))?;
@@ -595,7 +636,7 @@ impl Tasks {
                 Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
                 Err(e) => return Err(e),
             }
-            if let Ok(exit) = self.wait(ns, rec, "", Some(timeout)).await {
+            if let Ok(exit) = self.wait(ns, rec, &Proc::Init, Some(timeout)).await {
                 return Ok(exit);
             }
             match self.call(&task, &Request::Kill { exec_id: String::new(), signal: 9, all: true }).await {
@@ -603,7 +644,7 @@ impl Tasks {
                 Err(e) => return Err(e),
             }
         }
-        self.wait(ns, rec, "", Some(KILL_TIMEOUT)).await
+        self.wait(ns, rec, &Proc::Init, Some(KILL_TIMEOUT)).await
     }
 
     /// Delete the task: refused while it runs unless `force`, which kills it.
@@ -659,20 +700,20 @@ impl Tasks {
         &self,
         ns: &str,
         rec: &ContainerRecord,
-        exec_id: &str,
+        exec_id: &ExecId,
         process: serde_json::Value,
         tty: bool,
         stdin: bool,
     ) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;
-        self.call(&task, &Request::Exec { exec_id: exec_id.to_owned(), process, tty, stdin }).await?;
-        self.events.publish(ns, "/tasks/exec-added", &rec.id, &[("exec_id", exec_id.to_owned())]);
+        self.call(&task, &Request::Exec { exec_id: exec_id.to_string(), process, tty, stdin }).await?;
+        self.events.publish(ns, "/tasks/exec-added", &rec.id, &[("exec_id", exec_id.to_string())]);
         Ok(())
     }
 
-    pub async fn delete_exec(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, force: bool) -> Result<ExitInfo, TaskError> {
+    pub async fn delete_exec(&self, ns: &str, rec: &ContainerRecord, exec_id: &ExecId, force: bool) -> Result<ExitInfo, TaskError> {
         let task = self.require(ns, rec)?;
-        let p = self.call(&task, &Request::Delete { exec_id: exec_id.to_owned(), force }).await?.process;
+        let p = self.call(&task, &Request::Delete { exec_id: exec_id.to_string(), force }).await?.process;
         let p = p.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))?;
         Ok(ExitInfo { exit_code: p.exit_code, started_at: p.started_at, finished_at: p.exited_at, oom_killed: false })
     }
@@ -688,24 +729,24 @@ impl Tasks {
         Ok(self.call(&task, &Request::Pids).await?.pids.unwrap_or_default())
     }
 
-    pub async fn resize(&self, ns: &str, rec: &ContainerRecord, exec_id: &str, width: u16, height: u16) -> Result<(), TaskError> {
+    pub async fn resize(&self, ns: &str, rec: &ContainerRecord, proc: &Proc, width: u16, height: u16) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;
-        self.call(&task, &Request::Resize { exec_id: exec_id.to_owned(), width, height }).await?;
+        self.call(&task, &Request::Resize { exec_id: proc.wire(), width, height }).await?;
         Ok(())
     }
 
     /// An attach connection to a process: frames both ways.
-    pub async fn attach(&self, ns: &str, rec: &ContainerRecord, exec_id: &str) -> Result<ShimConnection, TaskError> {
+    pub async fn attach(&self, ns: &str, rec: &ContainerRecord, proc: &Proc) -> Result<ShimConnection, TaskError> {
         let task = self.require(ns, rec)?;
         let mut c = ShimConnection::connect(&task.bundle).await.map_err(|why| TaskError::ShimGone { id: task.id.clone(), why })?;
-        c.request(&Request::Attach { exec_id: exec_id.to_owned() }, CALL_TIMEOUT).await?;
+        c.request(&Request::Attach { exec_id: proc.wire() }, CALL_TIMEOUT).await?;
         Ok(c)
     }
 
     /// What `ps` shows for a container.
     pub async fn status(&self, ns: &str, rec: &ContainerRecord) -> Status {
         let from_exit = |e: &ExitInfo| Status {
-            state: "exited",
+            state: TaskState::Exited,
             pid: 0,
             exit_code: e.exit_code,
             started_at: e.started_at,
@@ -715,7 +756,7 @@ impl Tasks {
         match self.live_task(ns, &rec.id) {
             None => match &rec.last_exit {
                 Some(e) => from_exit(e),
-                None => Status { state: "created", ..Default::default() },
+                None => Status { state: TaskState::Created, ..Default::default() },
             },
             Some(t) => {
                 if let Some(e) = t.exit.borrow().as_ref() {
@@ -723,19 +764,14 @@ impl Tasks {
                 }
                 match self.shim_state(&t).await {
                     Ok(s) => Status {
-                        state: match s.init.status {
-                            ProcessStatus::Created => "created",
-                            ProcessStatus::Running => "running",
-                            ProcessStatus::Paused => "paused",
-                            ProcessStatus::Exited => "exited",
-                        },
+                        state: s.init.status.into(),
                         pid: s.init.pid,
                         exit_code: s.init.exit_code,
                         started_at: s.init.started_at,
                         finished_at: s.init.exited_at,
                         oom_killed: false,
                     },
-                    Err(_) => Status { state: "unknown", ..Default::default() },
+                    Err(_) => Status { state: TaskState::Unknown, ..Default::default() },
                 }
             }
         }

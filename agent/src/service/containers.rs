@@ -9,13 +9,13 @@ use std::time::Duration;
 use berth_shim::log::{LogReader, ReadOptions, Stream};
 use tokio::sync::mpsc;
 
+use super::Core;
 use super::{blocking, validate_labels, Error, Filter};
-use crate::agent::Core;
 use crate::container::config::ContainerConfig;
 use crate::container::diff::Change;
 use crate::container::{Committed, ContainerError, CreateRequest};
 use crate::metadata::{ContainerRecord, MetadataError};
-use crate::runtime::Status;
+use crate::runtime::{Status, TaskState};
 
 /// How often `logs --follow` looks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
@@ -101,7 +101,7 @@ impl ContainerService {
         let (core, ns2) = (self.core.clone(), ns.to_owned());
         let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
         self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
-        let status = Status { state: "created", ..Default::default() };
+        let status = Status { state: TaskState::Created, ..Default::default() };
         Ok(ContainerView { record: rec, status })
     }
 
@@ -122,7 +122,7 @@ impl ContainerService {
             let (tasks, ns, rec) = (self.core.tasks.clone(), ns.to_owned(), rec.clone());
             set.spawn(async move { (i, tasks.status(&ns, &rec).await) });
         }
-        let mut statuses = vec![Status { state: "unknown", ..Default::default() }; recs.len()];
+        let mut statuses = vec![Status { state: TaskState::Unknown, ..Default::default() }; recs.len()];
         while let Some(Ok((i, st))) = set.join_next().await {
             statuses[i] = st;
         }
@@ -133,7 +133,7 @@ impl ContainerService {
                 "id" if !f.contains => f.value.as_ref().is_none_or(|v| rec.id.starts_with(v.as_str())),
                 "id" => f.matches(Some(&rec.id)),
                 "image" => f.matches(Some(&rec.image)),
-                "status" => f.matches(Some(status.state)),
+                "status" => f.matches(Some(status.state.as_str())),
                 _ => f.matches_label(&rec.labels).unwrap_or(false),
             })
         };

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::Core;
 use super::{blocking, validate_labels, Error};
-use crate::agent::Core;
 use crate::digest::Digest;
 
 /// A blob, its labels, and the images of a namespace that use it.

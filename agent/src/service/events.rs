@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
+use super::Core;
 use super::Error;
-use crate::agent::Core;
 use crate::events::{matches, parse_filter, Event};
 
 /// Events queued for one subscriber beyond the bus's own backlog.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::Core;
 use super::{blocking, validate_labels, with_progress, Error, Filter, Update};
-use crate::agent::Core;
 use crate::digest::Digest;
 use crate::image::import::ImportOptions;
 use crate::image::oci::Platform;

@@ -9,6 +9,7 @@
 
 pub mod containers;
 pub mod content;
+mod core;
 mod error;
 pub mod events;
 pub mod images;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::agent::Core;
+pub use self::core::Core;
 use crate::image::Progress;
 pub use error::Error;
 

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::Core;
 use super::{blocking, validate_labels, Error, Filter};
-use crate::agent::Core;
 use crate::metadata::SnapshotRecord;
 use crate::snapshot::{Mount, Usage};
 

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use super::Core;
 use super::{blocking, Error};
-use crate::agent::Core;
 
 /// The agent's version.
 #[derive(Debug, Clone)]

@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
 use super::containers::find;
+use super::Core;
 use super::{blocking, Error};
-use crate::agent::Core;
 use crate::container::spec::{parse_signal, ExecSpec};
 use crate::metadata::ExitInfo;
 use crate::runtime::procs::{self, ProcInfo};
-use crate::runtime::{cgroups, AttachInput, AttachOutput};
+use crate::runtime::{cgroups, AttachInput, AttachOutput, ExecId, Proc};
 
 /// `stop` waits this long for the stop signal to work when the caller does not say.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,8 +23,8 @@ const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// What an exec runs.
 #[derive(Debug, Clone, Default)]
 pub struct ExecRequest {
-    /// Empty: one is made.
-    pub exec_id: String,
+    /// None: one is made.
+    pub exec_id: Option<ExecId>,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub workdir: String,
@@ -46,15 +46,6 @@ pub struct TaskService {
     core: Arc<Core>,
 }
 
-fn valid_exec_id(id: &str) -> Result<(), Error> {
-    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!("invalid exec id {:?}: use 1-64 of [a-zA-Z0-9_.-]", id.chars().take(80).collect::<String>())))
-    }
-}
-
 impl TaskService {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         TaskService { core }
@@ -68,16 +59,16 @@ impl TaskService {
     }
 
     /// Start the init (creating the task when needed) or an exec; returns its pid.
-    pub async fn start(&self, ns: &str, id: &str, exec_id: &str) -> Result<u32, Error> {
+    pub async fn start(&self, ns: &str, id: &str, proc: &Proc) -> Result<u32, Error> {
         let rec = find(&self.core, ns, id).await?;
-        Ok(self.core.tasks.start(ns, &rec, exec_id).await?)
+        Ok(self.core.tasks.start(ns, &rec, proc).await?)
     }
 
     /// Signal the init (or an exec); `signal` by name or number, SIGTERM when empty.
-    pub async fn kill(&self, ns: &str, id: &str, exec_id: &str, signal: &str, all: bool) -> Result<(), Error> {
+    pub async fn kill(&self, ns: &str, id: &str, proc: &Proc, signal: &str, all: bool) -> Result<(), Error> {
         let signal = if signal.is_empty() { 15 } else { parse_signal(signal).map_err(|e| Error::InvalidArgument(e.to_string()))? };
         let rec = find(&self.core, ns, id).await?;
-        Ok(self.core.tasks.kill(ns, &rec, exec_id, signal, all).await?)
+        Ok(self.core.tasks.kill(ns, &rec, proc, signal, all).await?)
     }
 
     /// The stop signal, then SIGKILL after `timeout` (default 10 s); returns the exit.
@@ -88,29 +79,27 @@ impl TaskService {
     }
 
     /// Wait for the init (or an exec) to exit, up to `timeout`.
-    pub async fn wait(&self, ns: &str, id: &str, exec_id: &str, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
+    pub async fn wait(&self, ns: &str, id: &str, proc: &Proc, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
         let rec = find(&self.core, ns, id).await?;
-        Ok(self.core.tasks.wait(ns, &rec, exec_id, timeout).await?)
+        Ok(self.core.tasks.wait(ns, &rec, proc, timeout).await?)
     }
 
     /// Delete the task (or an exec's record); None when it never ran.
-    pub async fn delete(&self, ns: &str, id: &str, exec_id: &str, force: bool) -> Result<Option<ExitInfo>, Error> {
+    pub async fn delete(&self, ns: &str, id: &str, proc: &Proc, force: bool) -> Result<Option<ExitInfo>, Error> {
         let rec = find(&self.core, ns, id).await?;
-        if exec_id.is_empty() {
-            Ok(self.core.tasks.delete(ns, &rec, force).await?)
-        } else {
-            Ok(Some(self.core.tasks.delete_exec(ns, &rec, exec_id, force).await?))
+        match proc {
+            Proc::Init => Ok(self.core.tasks.delete(ns, &rec, force).await?),
+            Proc::Exec(exec_id) => Ok(Some(self.core.tasks.delete_exec(ns, &rec, exec_id, force).await?)),
         }
     }
 
     /// Add an exec to a running container (started by `start` with its id);
     /// returns its id. Its process is built as the init's is.
-    pub async fn exec(&self, ns: &str, id: &str, req: ExecRequest) -> Result<String, Error> {
+    pub async fn exec(&self, ns: &str, id: &str, req: ExecRequest) -> Result<ExecId, Error> {
         if req.args.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let exec_id = if req.exec_id.is_empty() { crate::content::random_hex(8) } else { req.exec_id };
-        valid_exec_id(&exec_id)?;
+        let exec_id = req.exec_id.unwrap_or_else(ExecId::generate);
         let rec = find(&self.core, ns, id).await?;
         if !self.core.tasks.is_running(ns, &rec.id) {
             return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
@@ -150,10 +139,10 @@ impl TaskService {
     }
 
     /// Set the terminal size of the init (or an exec).
-    pub async fn resize(&self, ns: &str, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Error> {
+    pub async fn resize(&self, ns: &str, id: &str, proc: &Proc, width: u32, height: u32) -> Result<(), Error> {
         let rec = find(&self.core, ns, id).await?;
         let (w, h) = (width.min(u16::MAX as u32) as u16, height.min(u16::MAX as u32) as u16);
-        Ok(self.core.tasks.resize(ns, &rec, exec_id, w, h).await?)
+        Ok(self.core.tasks.resize(ns, &rec, proc, w, h).await?)
     }
 
     /// Attach to the init (or an exec): `input` goes to the process, and its
@@ -164,11 +153,11 @@ impl TaskService {
         &self,
         ns: &str,
         id: &str,
-        exec_id: &str,
+        proc: &Proc,
         mut input: impl Stream<Item = Vec<AttachInput>> + Send + Unpin + 'static,
     ) -> Result<mpsc::Receiver<Result<AttachOutput, Error>>, Error> {
         let rec = find(&self.core, ns, id).await?;
-        let conn = self.core.tasks.attach(ns, &rec, exec_id).await?;
+        let conn = self.core.tasks.attach(ns, &rec, proc).await?;
         let (mut frames, mut writer) = conn.split();
         tokio::spawn(async move {
             while let Some(batch) = input.next().await {
@@ -180,6 +169,7 @@ impl TaskService {
             }
         });
         let (tx, rx) = mpsc::channel(64);
+        let name = rec.name.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -193,7 +183,10 @@ impl TaskService {
                         (Ok(out), last)
                     }
                     Ok(None) => return,
-                    Err(e) => (Err(Error::Task(crate::runtime::TaskError::ShimGone { id: String::new(), why: e.to_string() })), true),
+                    Err(e) => {
+                        let why = format!("the attach connection broke: {e}");
+                        (Err(Error::Task(crate::runtime::TaskError::ShimGone { id: name.clone(), why })), true)
+                    }
                 };
                 if tx.send(msg).await.is_err() || last {
                     return;
