@@ -14,7 +14,8 @@ const STORE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stor
 /// A berthd on a copy of the release's store.
 fn daemon_on_store_v1() -> Daemon {
     require_tool("runc", "runc");
-    let mut d = Daemon::unstarted(&[]);
+    // The release wrote overlayfs snapshots.
+    let mut d = Daemon::unstarted(&["--snapshotter", "overlayfs"]);
     std::fs::create_dir_all(&d.root).unwrap();
     let out = Command::new("tar").args(["-xzf", STORE_V1, "-C"]).arg(&d.root).output().expect("running tar");
     assert!(out.status.success(), "unpacking the store: {}", stderr(&out));

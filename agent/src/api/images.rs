@@ -164,7 +164,7 @@ impl v1::images_server::Images for ImagesApi {
             return Err(Status::invalid_argument("the first import message must carry the options"));
         };
         let opts = import_options(o)?;
-        let rx = self.services.images.import(&ns, upload_reader(upload), opts);
+        let rx = self.services.images.import(&ns, upload_reader(upload), opts)?;
         Ok(Response::new(updates(rx, progress_message, import_result)))
     }
 

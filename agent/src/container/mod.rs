@@ -263,8 +263,15 @@ impl Containers {
             .as_ref()
             .ok_or_else(|| ContainerError::Invalid { what: "stored runtime spec", why: "it has no process".into() })?;
         let hostname = rec.spec.hostname().as_deref().unwrap_or_default();
-        let config_json = self.content.read_all(&rec.config_digest, crate::image::oci::MAX_DOCUMENT).map_err(ImageError::from)?;
-        let image = spec::image_runtime_config(&config_json)?;
+        let image = match self.content.read_all(&rec.config_digest, crate::image::oci::MAX_DOCUMENT) {
+            Ok(config_json) => spec::image_runtime_config(&config_json)?,
+            // The image's config was deleted by force: the init's environment
+            // stands in for the image's (HOME then stays the init's).
+            Err(crate::content::ContentError::NotFound(_)) => {
+                spec::ImageRuntimeConfig { env: init.env().clone().unwrap_or_default(), ..Default::default() }
+            }
+            Err(e) => return Err(ImageError::from(e).into()),
+        };
         let user = if user.is_empty() { None } else { Some(self.resolve_user(ns, rec, user)?) };
         Ok(spec::exec_process(init, hostname, &image, &rec.config, exec, user.as_ref())?)
     }
@@ -430,9 +437,12 @@ impl Containers {
             annotations: Default::default(),
             platform: None,
         };
+        // Named and unpacked with collection held off (its blobs are leased).
+        let hold = self.images.hold_gc();
         let (image, _) = self.images.put(ns, &name, &target, &BTreeMap::new())?;
         let resolved = self.images.resolve(&image, &Platform::default_platform())?;
         self.images.unpack(ns, &resolved, &|_| {})?;
+        drop(hold);
         drop(lease);
         Ok(Committed { name, manifest: manifest_digest, config: config_digest })
     }

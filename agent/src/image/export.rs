@@ -49,8 +49,8 @@ struct DockerEntry {
 /// What an export writes, decided before the first byte. Its blobs are
 /// leased: garbage collection leaves them alone until the plan is dropped.
 pub struct ExportPlan<'a> {
-    images: &'a Images,
-    lease: Option<Lease<'a>>,
+    /// Kept, not read: dropping the plan releases the blobs.
+    _lease: Lease<'a>,
     /// Names exported, in the order asked for.
     pub names: Vec<String>,
     /// Blobs, each once, in the order they are written: (digest, size).
@@ -63,19 +63,6 @@ impl ExportPlan<'_> {
     /// Bytes of blobs the archive holds.
     pub fn blob_bytes(&self) -> u64 {
         self.blobs.iter().map(|(_, s)| s).sum()
-    }
-}
-
-impl Drop for ExportPlan<'_> {
-    fn drop(&mut self) {
-        drop(self.lease.take());
-        // A collection spared blobs this export held: collect them now, unless
-        // another export or import still runs.
-        if self.images.take_pending_gc() {
-            if let Err(e) = self.images.gc() {
-                tracing::warn!(error = %e, "garbage collection after an export");
-            }
-        }
     }
 }
 
@@ -169,14 +156,7 @@ impl Images {
         };
         let index_json = to_json(&index)?;
         let docker_manifest = to_json(&docker.into_iter().map(|(_, e)| e).collect::<Vec<_>>())?;
-        Ok(ExportPlan {
-            images: self,
-            lease: Some(lease),
-            names: records.into_iter().map(|r| r.name).collect(),
-            blobs,
-            index_json,
-            docker_manifest,
-        })
+        Ok(ExportPlan { _lease: lease, names: records.into_iter().map(|r| r.name).collect(), blobs, index_json, docker_manifest })
     }
 
     /// Blobs reachable from `desc` that the store holds, in order, each once.

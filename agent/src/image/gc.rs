@@ -9,6 +9,11 @@
 //! not yet there, never in between. A [`Hold`] holds the lock alone, for
 //! work that names or unpacks what is already leased. The lock never leaves
 //! this module.
+//!
+//! A thread never takes the lock twice: `std`'s RwLock lets a waiting
+//! collector block a second shared lock, which would then wait on the first
+//! forever. So nothing is published under a [`Hold`] (an ingest stores
+//! everything before it holds collection off); debug builds assert the rule.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,13 +39,38 @@ pub(super) struct Collector {
     pending: AtomicBool,
 }
 
+thread_local! {
+    /// Guards of the collector's lock this thread holds (0 or 1).
+    static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The collector's lock, taken by this thread; notes it for the debug check.
+struct Guard<G> {
+    _guard: G,
+}
+
+impl<G> Guard<G> {
+    fn new(take: impl FnOnce() -> G) -> Self {
+        debug_assert_eq!(HELD.with(|h| h.get()), 0, "the collector's lock taken twice by one thread (it can deadlock)");
+        let guard = take();
+        HELD.with(|h| h.set(h.get() + 1));
+        Guard { _guard: guard }
+    }
+}
+
+impl<G> Drop for Guard<G> {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
 impl Collector {
-    pub(super) fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.lock.write().unwrap_or_else(|e| e.into_inner())
+    fn exclusive(&self) -> Guard<RwLockWriteGuard<'_, ()>> {
+        Guard::new(|| self.lock.write().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.lock.read().unwrap_or_else(|e| e.into_inner())
+    fn shared(&self) -> Guard<RwLockReadGuard<'_, ()>> {
+        Guard::new(|| self.lock.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Every blob some lease keeps.
@@ -83,13 +113,14 @@ impl Drop for Lease<'_> {
 /// While it lives, collection waits; what is looked up or named under it
 /// cannot be collected in between.
 pub struct Hold<'a> {
-    _guard: RwLockReadGuard<'a, ()>,
+    _guard: Guard<RwLockReadGuard<'a, ()>>,
 }
+
 
 /// A [`Lease`] with collection held off: blobs stored or found through it
 /// are kept for the life of the lease.
 pub struct Publish<'l, 'a> {
-    _hold: RwLockReadGuard<'l, ()>,
+    _hold: Guard<RwLockReadGuard<'l, ()>>,
     lease: &'l Lease<'a>,
 }
 
@@ -142,6 +173,27 @@ impl Images {
     /// Hold off collection (shared with other holders) while the guard lives.
     pub fn hold_gc(&self) -> Hold<'_> {
         Hold { _guard: self.collector.shared() }
+    }
+
+    /// Delete a blob; one an image uses only with `force`. Under the
+    /// collector's lock, so no import can name the blob in between.
+    pub fn delete_blob(&self, digest: &Digest, force: bool) -> Result<(), ImageError> {
+        let _exclusive = self.collector.exclusive();
+        self.content.info(digest)?;
+        if !force && self.referenced_anywhere(digest)? {
+            return Err(ImageError::InUse(format!("blob {digest} is used by an image; remove the image first or force")));
+        }
+        self.content.delete(digest)?;
+        self.meta.set_content_labels(digest, &Default::default())?;
+        Ok(())
+    }
+
+    /// Replace a blob's labels, under the caller's hold (so that the blob
+    /// cannot be collected in between, nor before the caller reads it back).
+    pub fn set_blob_labels(&self, _held: &Hold<'_>, digest: &Digest, labels: &BTreeMap<String, String>) -> Result<(), ImageError> {
+        self.content.info(digest)?;
+        self.meta.set_content_labels(digest, labels)?;
+        Ok(())
     }
 
     /// Whether a collection spared leased blobs and no lease is left (clears the flag).

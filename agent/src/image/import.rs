@@ -122,20 +122,17 @@ impl Images {
         let counting = CountingReader { inner: reader, count: count.clone() };
         self.ingest(ns, !opts.no_unpack, progress, |ingest| {
             let scanned = self.scan_entries(counting, ingest)?;
+            // Before collection is held off: a docker archive's manifests are
+            // written (and leased) here, and the layers unpacked ahead finish.
+            let targets = self.targets(&scanned, opts, ingest)?;
+            ingest.finish_writes();
             let _hold = self.hold_gc();
-            self.finish_import(ns, &scanned, count.load(Ordering::Relaxed), opts, ingest)
+            self.finish_import(ns, &scanned, targets, count.load(Ordering::Relaxed), opts, ingest)
         })
     }
 
-    /// Resolve, check, unpack and name the images of a scanned archive.
-    fn finish_import(
-        &self,
-        ns: &str,
-        scanned: &Scanned,
-        bytes_read: u64,
-        opts: &ImportOptions,
-        ingest: &Ingest<'_, '_>,
-    ) -> Result<ImportOutcome, ImageError> {
+    /// The images an archive names: (name, target descriptor).
+    fn targets(&self, scanned: &Scanned, opts: &ImportOptions, ingest: &Ingest<'_, '_>) -> Result<Vec<(String, Descriptor)>, ImageError> {
         let targets = if let Some(index) = scanned.docs.get("index.json") {
             self.oci_targets(index, opts)?
         } else if let Some(manifest) = scanned.docs.get("manifest.json") {
@@ -148,6 +145,20 @@ impl Images {
         if targets.is_empty() {
             return Err(ImageError::Archive("the archive names no image".into()));
         }
+        Ok(targets)
+    }
+
+    /// Resolve, check, unpack and name the images of a scanned archive.
+    /// The caller holds off collection.
+    fn finish_import(
+        &self,
+        ns: &str,
+        scanned: &Scanned,
+        targets: Vec<(String, Descriptor)>,
+        bytes_read: u64,
+        opts: &ImportOptions,
+        ingest: &Ingest<'_, '_>,
+    ) -> Result<ImportOutcome, ImageError> {
         let now = crate::metadata::now_nanos();
         let records: Vec<ImageRecord> = targets
             .iter()

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -59,9 +60,26 @@ pub enum IngestError {
     Store(#[from] ContentError),
 }
 
-/// Where the writer records the digest of the blob a worker unpacked ahead,
-/// once the blob is stored and verified.
-type BlobSlot = Arc<Mutex<Option<Digest>>>;
+/// What the writer tells a worker's collector: the digest of the blob, once
+/// it is stored and verified, and whether the writer is done with it.
+#[derive(Default)]
+struct Slot {
+    blob: Mutex<Option<Digest>>,
+    written: AtomicBool,
+}
+
+type BlobSlot = Arc<Slot>;
+
+/// Marks the slot written when the writer is done, however it ends.
+struct Written(Option<BlobSlot>);
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            s.written.store(true, Ordering::Release);
+        }
+    }
+}
 
 type Worker<'s> = (ScopedJoinHandle<'s, Option<(Digest, String)>>, BlobSlot);
 
@@ -155,7 +173,10 @@ impl<'s, 'a> Ingest<'s, 'a> {
         let mut w = content.writer(b.digest.cloned(), b.size)?;
         let mut buf = vec![0u8; CHUNK];
         let mut tx: Option<mpsc::SyncSender<Vec<u8>>> = None;
-        let mut slot = None;
+        let mut slot: Option<BlobSlot> = None;
+        // (Declared after `tx`, so dropped before it: a collector that sees the
+        // slot written waits at most for the channel to close.)
+        let mut written = Written(None);
         let mut first = true;
         let mut reported = 0u64;
         loop {
@@ -172,6 +193,7 @@ impl<'s, 'a> Ingest<'s, 'a> {
                 if layer {
                     let (t, s) = self.spawn_ahead();
                     (tx, slot) = (Some(t), Some(s));
+                    written = Written(slot.clone());
                 }
             }
             w.write_all(&buf[..n]).map_err(|e| match (e.kind(), b.size) {
@@ -194,15 +216,24 @@ impl<'s, 'a> Ingest<'s, 'a> {
             return Err(IngestError::Short { got: w.written(), expected });
         }
         let (digest, size) = self.lease.publish().commit(w)?;
-        if let Some(slot) = slot {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest.clone());
+        if let Some(slot) = &slot {
+            *slot.blob.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest.clone());
         }
+        drop(written);
         Ok((digest, size))
     }
 
+    /// Wait for the layers being unpacked ahead; call it when every blob is
+    /// written, before holding off collection for [`Ingest::unpack`].
+    pub fn finish_writes(&self) {
+        self.collect_all();
+    }
+
     /// Unpack `r` for this namespace, using the layers unpacked ahead. The
-    /// caller holds off collection ([`Images::hold_gc`]).
+    /// caller holds off collection ([`Images::hold_gc`]), after
+    /// [`Ingest::finish_writes`].
     pub fn unpack(&self, r: &Resolved) -> Result<(), ImageError> {
+        // (Nothing left to wait for when the caller finished the writes.)
         self.collect_all();
         let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
         self.images.unpack_prepared(self.ns, r, &mut prepared, self.progress)
@@ -212,26 +243,38 @@ impl<'s, 'a> Ingest<'s, 'a> {
     /// where to send its chunks and the slot for the blob's digest.
     fn spawn_ahead(&self) -> (mpsc::SyncSender<Vec<u8>>, BlobSlot) {
         let limit = self.images.limits.unpack_parallelism.clamp(1, 16);
-        // Collect the workers that are done; wait for the oldest while too many run.
+        // Collect the workers that are done. While too many remain, wait for
+        // the oldest whose blob is all written (it is only applying now);
+        // never for one another writer still feeds: those are bounded by the
+        // writers (a pull's fetch threads), and waiting for them would stall
+        // this writer's own transfer.
         loop {
-            let oldest = {
+            let next = {
                 let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+                let mut done = Vec::new();
                 let mut i = 0;
                 while i < workers.len() {
-                    if workers[i].0.is_finished() {
-                        let w = workers.remove(i).expect("an index in range");
-                        self.collect(w);
+                    // (Only once its writer is done: the blob's digest is known then.)
+                    if workers[i].0.is_finished() && workers[i].1.written.load(Ordering::Acquire) {
+                        done.push(workers.remove(i).expect("an index in range"));
                     } else {
                         i += 1;
                     }
                 }
-                if workers.len() < limit {
-                    break;
+                let next = if workers.len() + 1 > limit {
+                    workers.iter().position(|(_, s)| s.written.load(Ordering::Acquire)).and_then(|i| workers.remove(i))
+                } else {
+                    None
+                };
+                drop(workers);
+                for w in done {
+                    self.collect(w);
                 }
-                workers.pop_front()
+                next
             };
-            if let Some(w) = oldest {
-                self.collect(w);
+            match next {
+                Some(w) => self.collect(w),
+                None => break,
             }
         }
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(AHEAD_QUEUE);
@@ -246,7 +289,7 @@ impl<'s, 'a> Ingest<'s, 'a> {
     /// A worker's layer counts only if its blob was stored and verified.
     fn collect(&self, (handle, slot): Worker<'s>) {
         let Ok(Some((diff_id, key))) = handle.join() else { return };
-        let blob = slot.lock().ok().and_then(|s| s.clone());
+        let blob = slot.blob.lock().ok().and_then(|s| s.clone());
         match blob {
             Some(blob) => {
                 let dup = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(blob, (diff_id, key));

@@ -419,27 +419,6 @@ impl Images {
         Ok(out)
     }
 
-    /// Delete a blob; one an image uses only with `force`. Under the
-    /// collector's lock, so no import can name the blob in between.
-    pub fn delete_blob(&self, digest: &Digest, force: bool) -> Result<(), ImageError> {
-        let _exclusive = self.collector.exclusive();
-        self.content.info(digest)?;
-        if !force && self.referenced_anywhere(digest)? {
-            return Err(ImageError::InUse(format!("blob {digest} is used by an image; remove the image first or force")));
-        }
-        self.content.delete(digest)?;
-        self.meta.set_content_labels(digest, &Default::default())?;
-        Ok(())
-    }
-
-    /// Replace a blob's labels; the blob cannot be collected in between.
-    pub fn set_blob_labels(&self, digest: &Digest, labels: &BTreeMap<String, String>) -> Result<(), ImageError> {
-        let _hold = self.hold_gc();
-        self.content.info(digest)?;
-        self.meta.set_content_labels(digest, labels)?;
-        Ok(())
-    }
-
     /// Names of images in any namespace whose content includes `digest`.
     pub fn referenced_anywhere(&self, digest: &Digest) -> Result<bool, ImageError> {
         Ok(self.references()?.0.contains(digest))

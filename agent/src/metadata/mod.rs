@@ -194,6 +194,16 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The schema number a database carries, if any.
+fn stored_schema(db: &Database) -> Result<Option<u64>, MetadataError> {
+    let tx = db.begin_read()?;
+    match tx.open_table(COUNTERS) {
+        Ok(t) => Ok(t.get(SCHEMA_KEY)?.map(|v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Bring a database written by an earlier version to [`SCHEMA`], in one
 /// transaction; refuse one written by a newer version. A record the
 /// migration cannot read stops the agent (nothing is dropped).
@@ -266,6 +276,12 @@ impl Metadata {
     /// Open (creating) the database; snapshot records are those of `snapshotter`.
     pub fn open(path: &Path, snapshotter: &str) -> Result<Self, MetadataError> {
         let db = Database::create(path)?;
+        // Read before anything is written: a newer berthd's store is left as it is.
+        if let Some(found) = stored_schema(&db)? {
+            if found > SCHEMA {
+                return Err(MetadataError::TooNew { found, supported: SCHEMA });
+            }
+        }
         let name: &'static str = Box::leak(format!("snapshots.{snapshotter}").into_boxed_str());
         let snapshots = TableDefinition::new(name);
         let tx = db.begin_write()?;
@@ -781,10 +797,13 @@ mod tests {
             tx.open_table(COUNTERS).unwrap().insert(SCHEMA_KEY, SCHEMA + 1).unwrap();
             tx.commit().unwrap();
         }
-        assert!(matches!(Metadata::open(&path, "overlayfs"), Err(MetadataError::TooNew { .. })));
+        // (Opened for another snapshotter: not even its table is made.)
+        assert!(matches!(Metadata::open(&path, "native"), Err(MetadataError::TooNew { .. })));
         let db = Database::create(&path).unwrap();
         let tx = db.begin_read().unwrap();
         assert_eq!(tx.open_table(COUNTERS).unwrap().get(SCHEMA_KEY).unwrap().map(|v| v.value()), Some(SCHEMA + 1));
+        let tables: Vec<String> = tx.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect();
+        assert!(!tables.iter().any(|t| t == "snapshots.native"), "{tables:?}");
     }
 
     #[test]

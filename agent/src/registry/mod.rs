@@ -329,6 +329,7 @@ impl Registries {
             created: now,
             updated: now,
         };
+        ingest.finish_writes();
         let _gc = self.images.hold_gc();
         match self.images.resolve(&staged, &opts.platform) {
             Ok(resolved) => ingest.unpack(&resolved)?,

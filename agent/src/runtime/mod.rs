@@ -39,8 +39,9 @@ const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `stop` waits after SIGKILL.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on waiting for a task's deletion (the shim's own calls are bounded below this).
-const GONE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on waiting for a task's deletion: above the teardown's own bounds
+/// (the shim's delete call, its exit, the runtime's forced delete).
+const GONE_TIMEOUT: Duration = Duration::from_secs(150);
 /// How long `ps` waits for a shim's state before showing "unknown".
 const STATE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -690,7 +691,7 @@ impl Tasks {
         // An exited task is deleted in the background: its bundle, mount and
         // shim are gone, too, when this returns (bounded).
         if !wait_gone(&task).await {
-            tracing::warn!(container = %rec.id, "the exited task is still being deleted");
+            return Err(TaskError::Timeout(format!("the task of container {} is still being deleted", rec.name)));
         }
         let exit = task.exit.borrow().clone();
         Ok(exit.or_else(|| rec.last_exit.clone()))

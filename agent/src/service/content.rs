@@ -133,7 +133,9 @@ impl ContentService {
         validate_labels(&labels)?;
         let (core, ns) = (self.core.clone(), ns.to_owned());
         blocking(move || {
-            core.images.set_blob_labels(&digest, &labels)?;
+            // Read back under the same hold: a collection cannot come between.
+            let hold = core.images.hold_gc();
+            core.images.set_blob_labels(&hold, &digest, &labels)?;
             blob_info(&core, &ns, &digest)
         })
         .await

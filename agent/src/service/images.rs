@@ -186,10 +186,15 @@ impl ImageService {
     }
 
     /// Import an archive read from `reader` (an upload, a file).
-    pub fn import(&self, ns: &str, reader: impl Read + Send + 'static, opts: ImportOptions) -> mpsc::Receiver<Update<Imported>> {
+    pub fn import(
+        &self,
+        ns: &str,
+        reader: impl Read + Send + 'static,
+        opts: ImportOptions,
+    ) -> Result<mpsc::Receiver<Update<Imported>>, Error> {
+        validate_labels(&opts.labels)?;
         let (svc, ns) = (self.clone(), ns.to_owned());
-        with_progress(move |progress| {
-            validate_labels(&opts.labels)?;
+        Ok(with_progress(move |progress| {
             let images = &svc.core.images;
             let result = images.import(&ns, reader, &opts, progress);
             // What a failed import stored, the image a moved name left, the archive's stray files.
@@ -200,7 +205,7 @@ impl ImageService {
             }
             let imported = outcome.images.iter().map(|r| info(images, &ns, r)).collect();
             Ok(Imported { images: imported, bytes_read: outcome.bytes_read })
-        })
+        }))
     }
 
     /// Import an archive from a file on the agent's machine: an absolute
@@ -226,7 +231,7 @@ impl ImageService {
             }
         })
         .await?;
-        Ok(self.import(ns, file, opts))
+        self.import(ns, file, opts)
     }
 
     /// Export images as one OCI archive, in chunks. Every name is resolved
@@ -239,7 +244,7 @@ impl ImageService {
         let (core, ns) = (self.core.clone(), ns.to_owned());
         tokio::task::spawn_blocking(move || {
             let images = &core.images;
-            let plan = match images.export_plan(&ns, &names, &platform) {
+            let mut plan = match images.export_plan(&ns, &names, &platform) {
                 Ok(plan) => plan,
                 Err(e) => {
                     let _ = ready_tx.send(Err(Error::from(e)));
@@ -251,11 +256,17 @@ impl ImageService {
             }
             let mut sink = ChunkSender { buf: Vec::with_capacity(EXPORT_CHUNK), tx, handle: handle.clone(), abandoned: None };
             let result = images.write_export(&plan, &mut sink);
+            let (names, blobs) = (std::mem::take(&mut plan.names), plan.blobs.len());
+            drop(plan);
+            // A collection spared blobs this export held: collect them now,
+            // unless another transfer still holds some.
+            Self::collect_after(images, false, "export");
+            let plan = (names, blobs);
             match (result, sink.abandoned) {
-                (Ok(bytes), _) => tracing::info!(namespace = %ns, images = ?plan.names, blobs = plan.blobs.len(), bytes, "exported images"),
-                (Err(_), Some(why)) => tracing::info!(namespace = %ns, images = ?plan.names, reason = why, "export abandoned"),
+                (Ok(bytes), _) => tracing::info!(namespace = %ns, images = ?plan.0, blobs = plan.1, bytes, "exported images"),
+                (Err(_), Some(why)) => tracing::info!(namespace = %ns, images = ?plan.0, reason = why, "export abandoned"),
                 (Err(e), None) => {
-                    tracing::warn!(namespace = %ns, images = ?plan.names, error = %e, "export failed");
+                    tracing::warn!(namespace = %ns, images = ?plan.0, error = %e, "export failed");
                     let _ = handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, sink.tx.send(Err(e.into()))));
                 }
             }
