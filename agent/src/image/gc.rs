@@ -116,7 +116,6 @@ pub struct Hold<'a> {
     _guard: Guard<RwLockReadGuard<'a, ()>>,
 }
 
-
 /// A [`Lease`] with collection held off: blobs stored or found through it
 /// are kept for the life of the lease.
 pub struct Publish<'l, 'a> {
