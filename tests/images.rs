@@ -214,3 +214,32 @@ fn an_oci_layout_that_names_an_image_only_by_tag_needs_a_repository() {
     d.ok(&["image", "import", "--name", "other:2", p.to_str().unwrap()]);
     assert!(d.ok(&["images"]).contains("other"));
 }
+
+/// A layer of one small file, `/l/<i>`.
+fn tiny_layer(i: usize) -> Vec<u8> {
+    layer(&[Entry::Dir("l".into(), 0o755), Entry::File(format!("l/{i}"), format!("{i}\n").into_bytes(), 0o644)])
+}
+
+#[test]
+fn an_image_of_more_layers_than_a_container_can_stack_is_refused_at_import() {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    // busybox and 499 more layers: the most a container stacks. It runs, and sees the top layer.
+    let mut layers = vec![busybox_layer()];
+    layers.extend((1..500).map(tiny_layer));
+    let mut deepest = ImageSpec::new(layers.clone());
+    deepest.cmd = vec!["/bin/busybox".into(), "cat".into(), "/l/499".into()];
+    let path = d.file("deep.tar", &oci_archive(&[("deep:500", &deepest)]));
+    d.ok(&["image", "import", path.to_str().unwrap()]);
+    let out = d.ctl(&["run", "--rm", "deep:500"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "499\n"), "{}", stderr(&out));
+    // One more layer: refused when it comes in, not when it is run.
+    layers.push(tiny_layer(500));
+    let too_deep = ImageSpec::new(layers);
+    let path = d.file("too-deep.tar", &oci_archive(&[("deep:501", &too_deep)]));
+    let out = d.ctl(&["image", "import", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("at most 500"), "{}", stderr(&out));
+    assert_eq!(d.ok(&["images", "-q"]).lines().count(), 1, "{}", d.ok(&["images"]));
+    d.assert_healthy();
+}

@@ -18,6 +18,9 @@ use crate::digest::Digest;
 use crate::metadata::{now_nanos, DescriptorRecord, ImageRecord, Metadata, MetadataError, SnapshotKind};
 use crate::snapshot::{SnapshotError, Snapshots};
 pub use gc::{ChainSet, GcStats, Hold, Lease, Publish};
+
+// One limit: every layer of an image that comes in can be stacked under a container.
+const _: () = assert!(oci::MAX_LAYERS <= crate::snapshot::MAX_CHAIN);
 use oci::{Descriptor, FormatError, ImageConfig, Manifest, Platform};
 use reference::{InvalidReference, Reference};
 

@@ -22,8 +22,11 @@ pub const MEDIA_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.d
 
 /// Largest JSON document (manifest, index, config) accepted: 4 MiB.
 pub const MAX_DOCUMENT: u64 = 4 << 20;
-/// Most layers accepted in one manifest.
-pub const MAX_LAYERS: usize = 1000;
+/// Most layers accepted in one image: what a container can stack (a
+/// snapshot has at most this many ancestors, as overlayfs stacks at most 500
+/// lower directories). An image with more could be stored but never run, so
+/// it is refused when it comes in.
+pub const MAX_LAYERS: usize = 500;
 /// Most manifests accepted in one index.
 pub const MAX_MANIFESTS: usize = 1000;
 
