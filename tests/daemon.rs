@@ -223,3 +223,87 @@ fn sigterm_with_an_upload_in_flight_still_stops_the_agent_within_five_seconds() 
     d.spawn();
     d.assert_nothing_left("default");
 }
+
+/// Every path below `dir`, walked as root.
+fn all_paths(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        out.push(p.clone());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            all_paths(&p, out);
+        }
+    }
+}
+
+#[test]
+fn a_user_other_than_root_can_read_nothing_the_agent_keeps() {
+    require_tool("runc", "runc");
+    require_tool("setpriv", "util-linux");
+    // (Debian's python3: another one may live where nobody can reach it.)
+    require_tool("/usr/bin/python3", "python3");
+    let mut d = Daemon::unstarted(&[]);
+    // The test's own directories let everyone through, so only the agent's
+    // modes count (a directory above them that does not would make the test
+    // pass for nothing).
+    let top = test_tmp();
+    for p in d.dir.path().ancestors() {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode();
+        if mode & 0o001 == 0 {
+            assert!(p.starts_with(&top), "{} is not traversable by other users: set BERTH_TEST_TMP to a directory that is", p.display());
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        }
+    }
+    // A root a first release left readable: the agent tightens it at start.
+    for dir in [&d.root, &d.state, &d.root.join("content/blobs/sha256")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    d.spawn();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    d.ok(&["run", "-d", "--name", "db", "-e", "DB_PASSWORD=hunter2-secret", "busybox", "sleep", "300"]);
+    d.ok(&["run", "--name", "done", "-e", "DB_PASSWORD=hunter2-secret", "busybox", "echo", "hunter2-secret"]);
+
+    let mut paths = vec![d.root.clone(), d.state.clone()];
+    all_paths(&d.root, &mut paths);
+    all_paths(&d.state, &mut paths);
+    assert!(paths.len() > 20, "{paths:?}");
+    assert!(paths.iter().any(|p| p.ends_with("config.json")), "no task bundle found");
+    // One process as nobody tries every path: list a directory, read a file.
+    let list: String = paths.iter().filter(|p| !p.ends_with("berthd.sock")).map(|p| format!("{}\n", p.display())).collect();
+    let script = r#"
+import os, sys
+for p in sys.stdin.read().splitlines():
+    try:
+        if os.path.isdir(p): os.listdir(p)
+        else: open(p, 'rb').read(1)
+        print(p)
+    except OSError:
+        pass
+"#;
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let readable = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(readable, "", "readable by nobody:\n{readable}");
+    // The secret is in root's files, not anywhere another user reaches.
+    let meta = std::fs::metadata(d.root.join("metadata.redb")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(meta, 0o600);
+    for blob in d.blobs() {
+        let mode = std::fs::metadata(d.root.join("content/blobs/sha256").join(&blob)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{blob}");
+    }
+    assert_eq!(std::fs::metadata(d.root.join("content/blobs/sha256")).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&d.root).unwrap().permissions().mode() & 0o777, 0o700);
+    // The socket's directory still lets clients through; the socket is 0660.
+    assert_eq!(std::fs::metadata(&d.state).unwrap().permissions().mode() & 0o777, 0o711);
+    d.ok(&["rm", "-f", "db", "done"]);
+}

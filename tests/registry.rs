@@ -830,3 +830,32 @@ fn a_blob_the_mirror_lacks_comes_from_the_origin() {
     assert!(!asked(&origin, "/manifests/v1"), "the manifest came from the mirror");
     assert!(asked(&origin, &layer), "the missing layer came from the origin");
 }
+
+#[test]
+fn a_blob_longer_or_shorter_than_its_descriptor_is_a_protocol_error_not_retried() {
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let layer = &built.layers[0];
+    let mut routes = image_routes("long", "v1", &built);
+    let mut longer = layer.1.clone();
+    longer.extend_from_slice(b"trailing bytes the descriptor does not count");
+    routes.retain(|(p, _)| !p.ends_with(&layer.0));
+    routes.push((format!("/v2/long/blobs/{}", layer.0), Reply::Body(200, "application/octet-stream", longer)));
+    routes.extend(image_routes("short", "v1", &built));
+    routes.retain(|(p, _)| !(p.starts_with("/v2/short/blobs/") && p.ends_with(&layer.0)));
+    routes.push((
+        format!("/v2/short/blobs/{}", layer.0),
+        Reply::Body(200, "application/octet-stream", layer.1[..layer.1.len() / 2].to_vec()),
+    ));
+    let reg = Fake::start(routes, None);
+    let d = Daemon::start();
+    for (repo, want) in [("long", "longer than its descriptor"), ("short", "does not have its descriptor's")] {
+        let out = d.ctl(&["pull", &format!("{}/{repo}:v1", reg.addr)]);
+        assert_eq!(out.status.code(), Some(1), "{repo}");
+        assert!(stderr(&out).contains(want), "{repo}: {}", stderr(&out));
+        // A protocol violation is not a broken connection: fetched once.
+        let asked = reg.seen.lock().unwrap().iter().filter(|(p, _)| p == &format!("/v2/{repo}/blobs/{}", layer.0)).count();
+        assert_eq!(asked, 1, "{repo}: the blob was asked for {asked} times");
+    }
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    d.assert_healthy();
+}

@@ -243,3 +243,31 @@ fn health_and_reflection_are_served_and_blobs_carry_labels() {
     d.ok(&["rmi", "a:1"]);
     assert_eq!(d.ok(&["content", "ls", "-q"]).trim(), "");
 }
+
+#[test]
+fn image_labels_follow_the_one_label_rule() {
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let p = d.file("a.tar", &oci_archive(&[("docker.io/library/a:1", &spec)]));
+    d.ok(&["image", "import", "--label", "team=infra", p.to_str().unwrap()]);
+    rt().block_on(async {
+        let mut c = ImagesClient::new(d.channel().await);
+        let one = |k: &str, v: String| [(k.to_string(), v)].into();
+        let many: std::collections::HashMap<String, String> = (0..10_000).map(|i| (format!("k{i}"), String::new())).collect();
+        for (what, labels) in [
+            ("a key the agent reserves", one("berth.io/managed", "x".into())),
+            ("a 1 MiB value", one("big", "v".repeat(1 << 20))),
+            ("10,000 labels", many),
+            ("an empty key", one("", "x".into())),
+        ] {
+            let e = c.update_labels(v1::UpdateImageLabelsRequest { name: "a:1".into(), labels }).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        }
+        let g = c.get(v1::GetImageRequest { name: "a:1".into() }).await.unwrap().into_inner().image.unwrap();
+        assert_eq!(g.labels, [("team".to_string(), "infra".to_string())].into(), "the labels did not change");
+    });
+    // The import's labels follow the same rule.
+    let out = d.ctl(&["image", "import", "--label", "berth.io/x=1", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("reserved"), "{}", stderr(&out));
+}

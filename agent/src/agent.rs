@@ -74,6 +74,11 @@ impl Agent {
     /// Blocking: call it off the async threads.
     pub fn open(config: Config) -> Result<Agent, AgentError> {
         let (sn, snapshotter_reason) = choose_snapshotter(&config)?;
+        // What only root reads: the containers' logs and the tasks' bundles
+        // and runtime state (modes set again at every start).
+        mkdir(&config.root.join("containers"), 0o700)?;
+        mkdir(&config.state.join("tasks"), 0o700)?;
+        mkdir(&config.state.join("runtime"), 0o700)?;
         let meta = Arc::new(Metadata::open(&config.root.join("metadata.redb"), sn.name())?);
         let content = Arc::new(ContentStore::open(&config.root)?);
         let snapshots = Arc::new(Snapshots::new(meta.clone(), sn));

@@ -42,7 +42,8 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), ServerError> {
 /// Hold an exclusive lock on `<root>/berthd.lock` for the life of the agent.
 fn lock_root(root: &Path) -> Result<fs::File, ServerError> {
     let path = root.join("berthd.lock");
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io_err(&path))?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(ServerError::Locked(root.to_owned())),
@@ -80,8 +81,13 @@ fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
 
 /// Serve the agent until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-    mkdir(&config.root, 0o711)?;
-    mkdir(&config.state, 0o711)?;
+    // Nobody but root reads what the agent keeps (container specs hold their
+    // environment, blobs hold images): the root and the state directory are
+    // 0700, set again at every start. Only the socket's directory lets
+    // others through (0711), so the state directory does when it holds it.
+    mkdir(&config.root, 0o700)?;
+    let holds_socket = config.address.parent() == Some(config.state.as_path());
+    mkdir(&config.state, if holds_socket { 0o711 } else { 0o700 })?;
     let _lock = lock_root(&config.root)?;
     let address = config.address.clone();
     let agent = {

@@ -74,7 +74,7 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).create(true).mode(0o640).open(path)
+    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
 }
 
 fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
@@ -103,7 +103,7 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Opens (append, create, mode 0640) `path`; rotation keeps at most
+    /// Opens (append, create, mode 0600) `path`; rotation keeps at most
     /// `max_files` files in all (path, path.1, ... path.{max_files-1}) each up
     /// to about `max_size` bytes; max_size 0 = never rotate. `max_files` 0 is
     /// taken as 1: rotation then simply starts the file afresh.
@@ -951,12 +951,12 @@ mod tests {
     }
 
     #[test]
-    fn the_file_is_created_0640_and_appended_to() {
+    fn the_file_is_created_0600_and_appended_to() {
         let (_d, path) = temp();
         let mut w = LogWriter::open(&path, 0, 1).unwrap();
         w.write(OUT, b"one\n").unwrap();
         drop(w);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let mut w = LogWriter::open(&path, 0, 1).unwrap();
         w.write(OUT, b"two\n").unwrap();
         assert_eq!(lines(&all(&path, 1)), vec![(OUT, "one\n".to_string()), (OUT, "two\n".to_string())]);

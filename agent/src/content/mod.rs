@@ -8,6 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -41,6 +42,10 @@ pub struct BlobInfo {
     pub created: SystemTime,
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<(), ContentError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
 /// Free space a blob write must leave on the content store's filesystem.
 pub const RESERVED_SPACE: u64 = 64 << 20;
 
@@ -52,7 +57,9 @@ pub struct ContentStore {
 
 impl ContentStore {
     /// Open (creating if needed) the store under `root` (`<root>/content`).
-    /// Leftover ingest files of an interrupted write are removed.
+    /// Leftover ingest files of an interrupted write are removed. Directories
+    /// are 0700 and blobs 0600, also those a release that made them readable
+    /// left behind.
     pub fn open(root: &Path) -> Result<Self, ContentError> {
         let base = root.join("content");
         let blobs = base.join("blobs").join("sha256");
@@ -62,6 +69,16 @@ impl ContentStore {
             fs::remove_dir_all(&ingest).map_err(io_err(&ingest))?;
         }
         fs::create_dir_all(&ingest).map_err(io_err(&ingest))?;
+        for dir in [&base, &base.join("blobs"), &blobs, &ingest] {
+            set_mode(dir, 0o700)?;
+        }
+        for entry in fs::read_dir(&blobs).map_err(io_err(&blobs))? {
+            let entry = entry.map_err(io_err(&blobs))?;
+            let readable = entry.metadata().map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false);
+            if readable {
+                set_mode(&entry.path(), 0o600)?;
+            }
+        }
         Ok(Self { blobs, ingest })
     }
 
@@ -131,7 +148,7 @@ impl ContentStore {
     pub fn writer(&self, expected: Option<Digest>, expected_size: Option<u64>) -> Result<BlobWriter, ContentError> {
         let name = format!("{}-{}", std::process::id(), random_hex(8));
         let path = self.ingest.join(name);
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        let file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err(&path))?;
         Ok(BlobWriter {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             hasher: Hasher::default(),

@@ -276,6 +276,9 @@ impl Metadata {
     /// Open (creating) the database; snapshot records are those of `snapshotter`.
     pub fn open(path: &Path, snapshotter: &str) -> Result<Self, MetadataError> {
         let db = Database::create(path)?;
+        // Its records hold containers' environments: readable by root only.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| MetadataError::Database(format!("{}: {e}", path.display())))?;
         // Read before anything is written: a newer berthd's store is left as it is.
         if let Some(found) = stored_schema(&db)? {
             if found > SCHEMA {

@@ -355,8 +355,10 @@ impl Client {
         Ok((data, media_type))
     }
 
-    /// GET a blob as a reader (no more than `size + 1` bytes are ever read from it).
-    pub fn get_blob(&self, digest: &str, size: u64) -> Result<impl Read + use<>, RegistryError> {
+    /// GET a blob as a reader. It is not limited here: the ingest that reads
+    /// it refuses the first byte past the descriptor's size, as a protocol
+    /// error (a broken connection is fetched again; that is not).
+    pub fn get_blob(&self, digest: &str) -> Result<impl Read + use<>, RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
         let r = self.send("GET", &url, &[], None, false)?;
         if r.status == StatusCode::NOT_FOUND {
@@ -365,7 +367,7 @@ impl Client {
         if !r.status.is_success() {
             return Err(error_from(&url, r));
         }
-        Ok(r.body.into_with_config().limit(size.saturating_add(1)).reader())
+        Ok(r.body.into_reader())
     }
 
     /// Answer the challenge of a 401 reply (a token that expired mid-upload);

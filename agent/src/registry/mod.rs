@@ -432,13 +432,13 @@ impl Registries {
     /// manifest or, when it lacks the blob, from the next ones.
     fn fetch_blob(&self, t: &Transfer<'_, '_, '_>, b: &Descriptor) -> Result<(), RegistryError> {
         t.ingest.progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
-        let mut body = match t.client.get_blob(b.digest.as_str(), b.size) {
+        let mut body = match t.client.get_blob(b.digest.as_str()) {
             Ok(body) => body,
             Err(e @ (RegistryError::NotFound(_) | RegistryError::Transport(_))) if !t.fallbacks.is_empty() => {
                 tracing::debug!(blob = %b.digest, error = %e, "trying the next endpoint");
                 let mut found = Err(e);
                 for c in t.fallbacks {
-                    found = c.get_blob(b.digest.as_str(), b.size);
+                    found = c.get_blob(b.digest.as_str());
                     if found.is_ok() {
                         break;
                     }

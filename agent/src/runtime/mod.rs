@@ -330,10 +330,9 @@ impl Tasks {
                 if let Some(d) = log_dir {
                     fs::create_dir_all(&d).map_err(io_err(&d))?;
                 }
-                let p = bundle.join(files::SPEC);
-                fs::write(&p, spec).map_err(io_err(&p))?;
-                let p = bundle.join(files::CONFIG);
-                fs::write(&p, shim_cfg).map_err(io_err(&p))?;
+                // The spec holds the container's environment: root only.
+                write_private(&bundle.join(files::SPEC), &spec)?;
+                write_private(&bundle.join(files::CONFIG), &shim_cfg)?;
                 Ok(())
             }
         };
@@ -349,7 +348,10 @@ impl Tasks {
 
     async fn spawn_shim(&self, bundle: &Path) -> Result<(), TaskError> {
         let log = bundle.join(files::SHIM_LOG);
-        let stderr = fs::File::create(&log).map_err(io_err(&log))?;
+        let stderr = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&log).map_err(io_err(&log))?
+        };
         let mut child = tokio::process::Command::new(&self.cfg.shim_binary)
             .arg(bundle)
             .stdin(std::process::Stdio::null())
@@ -885,6 +887,14 @@ fn read_exit_record(bundle: &Path) -> Option<ExitInfo> {
     let data = fs::read(bundle.join(files::INIT_EXIT)).ok()?;
     let r: protocol::ExitRecord = serde_json::from_slice(&data).ok()?;
     Some(ExitInfo { exit_code: r.exit_code, started_at: r.started_at, finished_at: r.exited_at, oom_killed: false })
+}
+
+/// Write a file only root reads (0600).
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TaskError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io_err(path))?;
+    f.write_all(data).map_err(io_err(path))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), TaskError> {
