@@ -581,3 +581,55 @@ fn user_lookup_sees_the_files_a_container_sees_through_opaque_directories_and_wh
         assert_eq!(d.ok(&["run", "--rm", "-u", "0:staff", "whiteout", "id", "-g"]), "50\n", "{snapshotter}");
     }
 }
+
+/// Whether the container's cgroup is frozen (cgroup v1 freezer, or v2).
+fn frozen(cgroup: &str) -> bool {
+    let v1 = std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{cgroup}/freezer.state")).unwrap_or_default();
+    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|base| std::fs::read_to_string(format!("{base}{cgroup}/cgroup.freeze")).is_ok_and(|s| s.trim() == "1"));
+    v1.trim() == "FROZEN" || v2
+}
+
+#[test]
+fn an_agent_killed_while_a_commit_froze_a_container_thaws_it_when_it_comes_back() {
+    let mut d = daemon_with_busybox(&[]);
+    // A writable layer big enough that reading it out takes a while (40 MB:
+    // the debug build hashes it slowly).
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "big",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/big bs=1M count=40 2>/dev/null; echo ready; exec sleep 300",
+    ]);
+    wait_until("the container wrote its layer", Duration::from_secs(60), || d.ok(&["logs", "big"]) == "ready\n");
+    let spec: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "big"])).unwrap();
+    let cgroup = spec[0]["Spec"]["linux"]["cgroupsPath"].as_str().unwrap().to_owned();
+    assert!(!frozen(&cgroup));
+    // Commit in the background; kill the agent while the container is frozen.
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["--address", d.socket.to_str().unwrap(), "commit", "big", "snap:1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the commit froze the container", Duration::from_secs(30), || frozen(&cgroup));
+    d.kill9();
+    let _ = wait_output(ctl, Duration::from_secs(10));
+    assert!(frozen(&cgroup), "the container thawed without the agent");
+    // The agent comes back, finds the task and thaws it: the container is usable.
+    d.spawn();
+    wait_until("the container is thawed", Duration::from_secs(10), || !frozen(&cgroup));
+    assert!(d.ok(&["ps"]).lines().any(|l| l.ends_with("big") && l.contains("Up") && !l.contains("Paused")), "{}", d.ok(&["ps"]));
+    assert_eq!(d.ok(&["exec", "big", "echo", "hi"]), "hi\n");
+    // Nothing half-written is left in the store's scratch space; a commit works again.
+    assert_eq!(std::fs::read_dir(d.root.join("content/ingest")).unwrap().count(), 0);
+    d.ok(&["commit", "big", "snap:2"]);
+    assert!(!frozen(&cgroup));
+    assert_eq!(d.ok(&["run", "--rm", "snap:2", "/bin/busybox", "stat", "-c", "%s", "/big"]), "41943040\n");
+    d.ok(&["rm", "-f", "big"]);
+}

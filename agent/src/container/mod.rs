@@ -335,6 +335,12 @@ impl Containers {
     }
 }
 
+/// A container's changes read out by [`Containers::read_changes`].
+pub struct ReadChanges {
+    scratch: crate::content::Scratch,
+    diff_id: Digest,
+}
+
 /// What `commit` made.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -370,18 +376,44 @@ impl Containers {
         Ok(changes.into_iter().zip(hidden).filter(|(_, hidden)| !hidden).map(|(c, _)| c).collect())
     }
 
-    /// docker commit: the writable layer becomes a new gzip layer on top of
-    /// the container's image, stored (and unpacked) as image `name`.
-    pub fn commit(&self, ns: &str, rec: &ContainerRecord, name: &str, message: &str, author: &str) -> Result<Committed, ContainerError> {
+    /// docker commit, in two halves: the writable layer becomes a new gzip
+    /// layer on top of the container's image, stored (and unpacked) as a new
+    /// image. This is the first half, the only one that needs the container
+    /// still (frozen): its changes as an uncompressed layer in scratch space.
+    pub fn read_changes(&self, ns: &str, rec: &ContainerRecord) -> Result<ReadChanges, ContainerError> {
+        let scratch = self.content.scratch().map_err(ImageError::from)?;
+        let diff_id = {
+            let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, &scratch.file), hasher: Default::default() };
+            self.snapshots.write_changes(ns, &rec.snapshot_key, &mut tar)?;
+            let io = |source| ContainerError::Io { path: PathBuf::from(&rec.snapshot_key), source };
+            std::io::Write::flush(&mut tar.inner).map_err(io)?;
+            tar.hasher.finish()
+        };
+        Ok(ReadChanges { scratch, diff_id })
+    }
+
+    /// The rest of a commit, with the container running again: the layer is
+    /// compressed into the store, and the new image written, named and unpacked.
+    pub fn commit_changes(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        layer: ReadChanges,
+        name: &str,
+        message: &str,
+        author: &str,
+    ) -> Result<Committed, ContainerError> {
         let name = crate::image::reference::Reference::parse(name).map_err(ImageError::from)?.to_string();
         let lease = self.images.lease();
-        // One pass: tar -> (diff id hash) -> gzip -> (blob hash) -> content store.
+        let ReadChanges { mut scratch, diff_id } = layer;
+        let io = |source| ContainerError::Io { path: PathBuf::from(&rec.snapshot_key), source };
+        // scratch (tar) -> gzip -> (blob hash) -> content store.
+        std::io::Seek::rewind(&mut scratch.file).map_err(io)?;
         let blob = self.content.writer(None, None).map_err(ImageError::from)?;
-        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
-        let mut tar = HashingWriter { inner: gz, hasher: Default::default() };
-        self.snapshots.write_changes(ns, &rec.snapshot_key, &mut tar)?;
-        let diff_id = tar.hasher.finish();
-        let blob = tar.inner.finish().map_err(|source| ContainerError::Io { path: PathBuf::from(&rec.snapshot_key), source })?;
+        let mut gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+        std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, &scratch.file), &mut gz).map_err(io)?;
+        let blob = gz.finish().map_err(io)?;
+        drop(scratch);
         let (layer_digest, layer_size) = lease.publish().commit(blob).map_err(ImageError::from)?;
 
         let old_manifest: serde_json::Value =

@@ -46,6 +46,18 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ContentError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
 }
 
+/// A file of the content store's scratch space; removed on drop.
+pub struct Scratch {
+    pub file: File,
+    path: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Free space a blob write must leave on the content store's filesystem.
 pub const RESERVED_SPACE: u64 = 64 << 20;
 
@@ -141,6 +153,14 @@ impl ContentStore {
     pub fn delete(&self, digest: &Digest) -> Result<(), ContentError> {
         let path = self.path(digest);
         fs::remove_file(&path).map_err(|e| not_found_or(digest, &path, e))
+    }
+
+    /// A scratch file in the ingest directory (0600): removed when dropped,
+    /// and at the next start if the agent dies first.
+    pub fn scratch(&self) -> Result<Scratch, ContentError> {
+        let path = self.ingest.join(format!("scratch-{}-{}", std::process::id(), random_hex(8)));
+        let file = fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).map_err(io_err(&path))?;
+        Ok(Scratch { file, path })
     }
 
     /// Start writing a blob. `expected` digest and size, when known, are

@@ -42,6 +42,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on waiting for a task's deletion: above the teardown's own bounds
 /// (the shim's delete call, its exit, the runtime's forced delete).
 const GONE_TIMEOUT: Duration = Duration::from_secs(150);
+/// In a bundle: a commit froze this container (see [`Tasks::pause_for_commit`]).
+const COMMIT_PAUSED: &str = "commit.paused";
 /// How long `ps` waits for a shim's state before showing "unknown".
 const STATE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -727,6 +729,48 @@ impl Tasks {
         Ok(())
     }
 
+    /// Freeze the container for a commit, remembering it in the bundle: an
+    /// agent that dies before [`Tasks::resume_after_commit`] thaws it when it
+    /// finds the task again. Returns whether the container was frozen.
+    pub async fn pause_for_commit(&self, ns: &str, rec: &ContainerRecord) -> bool {
+        let Ok(task) = self.require(ns, rec) else { return false };
+        let marker = task.bundle.join(COMMIT_PAUSED);
+        if write_private(&marker, b"").is_err() {
+            return false;
+        }
+        match self.call(&task, &Request::Pause).await {
+            Ok(_) => true,
+            Err(_) => {
+                let _ = fs::remove_file(&marker);
+                false
+            }
+        }
+    }
+
+    /// Thaw a container frozen by [`Tasks::pause_for_commit`].
+    pub async fn resume_after_commit(&self, ns: &str, rec: &ContainerRecord) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, &Request::Resume).await?;
+        let _ = fs::remove_file(task.bundle.join(COMMIT_PAUSED));
+        Ok(())
+    }
+
+    /// A task found again that a commit had frozen when the agent went away: thaw it.
+    async fn resume_if_commit_paused(&self, task: &Task) {
+        let marker = task.bundle.join(COMMIT_PAUSED);
+        if !marker.exists() {
+            return;
+        }
+        match self.call(task, &Request::Resume).await {
+            // Thawed, or not frozen (the agent died before the pause took).
+            Ok(_) | Err(TaskError::FailedPrecondition(_)) => {
+                let _ = fs::remove_file(&marker);
+                tracing::info!(container = %task.id, "thawed a container a commit had frozen");
+            }
+            Err(e) => tracing::warn!(container = %task.id, error = %e, "thawing a container a commit had frozen"),
+        }
+    }
+
     pub async fn pids(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<u32>, TaskError> {
         let task = self.require(ns, rec)?;
         Ok(self.call(&task, &Request::Pids).await?.pids.unwrap_or_default())
@@ -814,7 +858,10 @@ impl Tasks {
                 };
                 found += 1;
                 match self.adopt(&ns, rec, bundle.clone(), runtime.clone()).await {
-                    Ok(_) => tracing::info!(container = %id, "task found again"),
+                    Ok(task) => {
+                        tracing::info!(container = %id, "task found again");
+                        self.resume_if_commit_paused(&task).await;
+                    }
                     Err(_) => {
                         // No shim: record the exit it wrote (or an unknown one) and clean up.
                         let task = self.track(&ns, rec, bundle, runtime);

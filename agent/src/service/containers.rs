@@ -238,26 +238,32 @@ impl ContainerService {
     }
 
     /// docker commit: the container's writable layer becomes a new image.
-    /// A running container is frozen while its layer is read (unless
-    /// `no_pause`), in a task of its own: a client that goes away mid-commit
-    /// does not leave it frozen.
+    /// A running container is frozen while its layer is read, and only then
+    /// (unless `no_pause`): compressing, naming and unpacking run with it
+    /// thawed. The freeze is in a task of its own, so a client that goes away
+    /// mid-commit does not leave the container frozen, and it is recorded in
+    /// the task's bundle, so an agent that dies does not either (it thaws the
+    /// container when it finds the task again).
     pub async fn commit(&self, ns: &str, id: &str, req: CommitRequest) -> Result<Committed, Error> {
         if req.reference.is_empty() {
             return Err(Error::InvalidArgument("a name for the new image is required".into()));
         }
+        crate::image::reference::Reference::parse(&req.reference).map_err(crate::image::ImageError::from)?;
         let rec = self.find(ns, id).await?;
         let (core, ns2, rec2) = (self.core.clone(), ns.to_owned(), rec.clone());
         let job = tokio::spawn(async move {
             let tasks = &core.tasks;
-            let paused = !req.no_pause && tasks.is_running(&ns2, &rec2.id) && tasks.pause(&ns2, &rec2, true).await.is_ok();
+            let paused = !req.no_pause && tasks.is_running(&ns2, &rec2.id) && tasks.pause_for_commit(&ns2, &rec2).await;
             let (c, n, r) = (core.clone(), ns2.clone(), rec2.clone());
-            let result = blocking(move || Ok(c.containers.commit(&n, &r, &req.reference, &req.message, &req.author)?)).await;
+            let read = blocking(move || Ok(c.containers.read_changes(&n, &r)?)).await;
             if paused {
-                if let Err(e) = tasks.pause(&ns2, &rec2, false).await {
+                if let Err(e) = tasks.resume_after_commit(&ns2, &rec2).await {
                     tracing::warn!(container = %rec2.id, error = %e, "resuming after commit");
                 }
             }
-            result
+            let layer = read?;
+            let (c, n, r) = (core.clone(), ns2.clone(), rec2.clone());
+            blocking(move || Ok(c.containers.commit_changes(&n, &r, layer, &req.reference, &req.message, &req.author)?)).await
         });
         let committed = job.await.map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
         self.core.events.publish(ns, "/images/create", &committed.name, &[("container", rec.id.clone())]);
