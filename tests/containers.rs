@@ -633,3 +633,13 @@ fn an_agent_killed_while_a_commit_froze_a_container_thaws_it_when_it_comes_back(
     assert_eq!(d.ok(&["run", "--rm", "snap:2", "/bin/busybox", "stat", "-c", "%s", "/big"]), "41943040\n");
     d.ok(&["rm", "-f", "big"]);
 }
+
+#[test]
+fn diff_escapes_control_characters_in_file_names() {
+    let d = daemon_with_busybox(&[]);
+    d.ok(&["run", "--name", "esc", "busybox", "sh", "-c", "touch \"/tmp/$(printf '\\033[2J')x\""]);
+    let out = d.ok(&["diff", "esc"]);
+    assert!(!out.contains('\u{1b}'), "a raw ESC reached the terminal: {out:?}");
+    assert!(out.lines().any(|l| l == "A /tmp/\\u{1b}[2Jx"), "{out:?}");
+    d.ok(&["rm", "esc"]);
+}

@@ -503,3 +503,70 @@ fn an_image_left_without_a_name_by_a_new_import_or_a_forced_tag_is_collected() {
     assert_eq!(d.ok(&["snapshot", "ls", "-q"]).trim(), sha256(&b.layers[0]));
     assert_eq!(d.ok(&["images", "-q"]).lines().count(), 1);
 }
+
+#[test]
+fn a_file_that_is_not_an_archive_is_refused_without_quoting_its_bytes() {
+    let d = Daemon::start();
+    let secret: Vec<u8> = b"root:$6$SECRET-HASH-7f3a9c:20228:0:99999:7:::\n".repeat(40);
+    let path = d.file("shadow", &secret);
+    for args in [vec!["image", "import", "--local", path.to_str().unwrap()], vec!["image", "import", path.to_str().unwrap()]] {
+        let out = d.ctl(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(!err.contains("SECRET-HASH") && !err.contains("root:"), "{args:?} quoted the input: {err}");
+        assert!(err.contains("near byte"), "{args:?}: {err}");
+    }
+    assert!(!d.log().contains("SECRET-HASH"), "the agent's log quoted the input");
+    d.assert_nothing_left("default");
+}
+
+#[test]
+fn control_characters_in_errors_are_escaped() {
+    let d = Daemon::start();
+    let out = d.ctl(&["image", "import", "--local", "/nonexistent/\u{1b}[2Jcleared"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains('\u{1b}'), "a raw ESC reached the terminal: {err:?}");
+    assert!(err.contains("\\u{1b}[2Jcleared"), "{err:?}");
+    // The agent's own statuses too (here the path goes to the agent as given).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async {
+        let mut client = v1::images_client::ImagesClient::new(d.channel().await);
+        let req = v1::ImportPathRequest { path: "/nonexistent/\u{1b}[2Jcleared".into(), options: None };
+        match client.import_path(req).await {
+            Err(s) => s,
+            Ok(r) => r.into_inner().next().await.expect("an answer").expect_err("a failure"),
+        }
+    });
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(!status.message().contains('\u{1b}'), "{:?}", status.message());
+    assert!(status.message().contains("\\u{1b}[2Jcleared"), "{:?}", status.message());
+}
+
+#[test]
+fn an_import_chunk_over_the_message_limit_is_resource_exhausted() {
+    let d = Daemon::start();
+    let archive = oci_archive(&[("example.com/big:v1", &two_layer_spec())]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async {
+        let mut client = v1::images_client::ImagesClient::new(d.channel().await);
+        let mut big = archive.clone();
+        big.resize(9 << 20, 0);
+        let msgs = vec![
+            v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) },
+            v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(big)) },
+        ];
+        let mut stream = client.import(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("an answer within 60s") {
+                Some(Err(s)) => break s,
+                Some(Ok(_)) => continue,
+                None => panic!("the import ended without an error"),
+            }
+        }
+    });
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("at most 8 MiB"), "{:?}", status.message());
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+}

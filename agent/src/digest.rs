@@ -164,6 +164,20 @@ pub struct LimitedReader<R> {
     what: &'static str,
 }
 
+/// An input that went over one of the agent's limits. Its message quotes no
+/// input, so it can be shown as it is (errors of the parsers that read the
+/// input may quote it, and are not).
+#[derive(Debug)]
+pub struct InputLimit(pub String);
+
+impl std::fmt::Display for InputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputLimit {}
+
 impl<R: Read> LimitedReader<R> {
     pub fn new(inner: R, limit: u64, what: &'static str) -> Self {
         Self { inner, remaining: limit, limit, what }
@@ -176,7 +190,10 @@ impl<R: Read> Read for LimitedReader<R> {
         let max = (self.remaining + 1).min(buf.len() as u64) as usize;
         let n = self.inner.read(&mut buf[..max])?;
         if n as u64 > self.remaining {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} exceeds the limit of {} bytes", self.what, self.limit)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                InputLimit(format!("{} exceeds the limit of {} bytes", self.what, self.limit)),
+            ));
         }
         self.remaining -= n as u64;
         Ok(n)

@@ -3,10 +3,12 @@
 //! - [`reference`]: image references, normalized the way docker reads them.
 //! - [`time`]: wall-clock instants, RFC 3339 text, and the `--since` forms.
 //! - [`labels`]: `KEY=VALUE` parsing and the limits every user label obeys.
+//! - [`text`]: outside text made safe to show on a terminal.
 //!
 //! Only std and thiserror: the shim links this crate, and one shim runs per
 //! container.
 
 pub mod labels;
 pub mod reference;
+pub mod text;
 pub mod time;

@@ -264,7 +264,8 @@ pub fn main() -> i32 {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berthctl: {}", describe(&e));
+            // Errors may name what came from outside (a path, an entry): no raw control characters.
+            eprintln!("berthctl: {}", berth_common::text::printable(&describe(&e)));
             1
         }
     }

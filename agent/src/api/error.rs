@@ -67,6 +67,7 @@ pub fn image_code(e: &ImageError) -> Code {
         ImageError::MissingContent { .. } => Code::FailedPrecondition,
         ImageError::Cancelled(_) => Code::Cancelled,
         ImageError::Stalled(_) => Code::DeadlineExceeded,
+        ImageError::MessageTooLarge(_) => Code::ResourceExhausted,
         ImageError::Io { source, .. } => io_code(source),
         ImageError::Apply { source, .. } => match source {
             ApplyError::Hostile { .. } | ApplyError::Archive(_) | ApplyError::Unsupported { .. } | ApplyError::MissingLinkTarget { .. } => {
@@ -166,10 +167,12 @@ macro_rules! to_status {
         impl From<$t> for Status {
             fn from(e: $t) -> Status {
                 let code = $f(&e);
+                // Names from archives and containers reach the message: no control characters.
+                let message = berth_common::text::printable(&e.to_string()).into_owned();
                 if code == Code::Internal {
-                    tracing::error!(error = %e, "internal error");
+                    tracing::error!(error = %message, "internal error");
                 }
-                Status::new(code, e.to_string())
+                Status::new(code, message)
             }
         }
     };
@@ -218,6 +221,7 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (ImageError::Stalled("x".into()).into(), Code::DeadlineExceeded),
+            (ImageError::MessageTooLarge("x".into()).into(), Code::ResourceExhausted),
             (ImageError::Cancelled("x".into()).into(), Code::Cancelled),
             (
                 ImageError::Apply { layer: d.clone(), source: ApplyError::Hostile { path: "../x".into(), reason: "r".into() } }.into(),

@@ -18,13 +18,15 @@ use crate::service::Services;
 
 /// An upload that sends nothing for this long is abandoned.
 const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest message the Images service takes (an import chunk).
+const MAX_MESSAGE: usize = 8 << 20;
 
 pub struct ImagesApi {
     services: Arc<Services>,
 }
 
 pub fn service(services: Arc<Services>) -> ImagesServer<ImagesApi> {
-    ImagesServer::new(ImagesApi { services }).max_decoding_message_size(8 << 20)
+    ImagesServer::new(ImagesApi { services }).max_decoding_message_size(MAX_MESSAGE)
 }
 
 pub(crate) fn platform(s: &str) -> Result<Platform, Status> {
@@ -75,6 +77,13 @@ fn upload_reader(mut upload: Streaming<v1::ImportRequest>) -> ChunkReader<impl I
         loop {
             let item = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, upload.message()).await {
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "upload stalled")),
+                // A chunk over the limit is the client's to fix, not a cut connection.
+                Ok(Err(status)) if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => {
+                    Err(io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        format!("an import message is at most {} MiB; send the archive in smaller chunks", MAX_MESSAGE >> 20),
+                    ))
+                }
                 Ok(Err(status)) => {
                     Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("upload interrupted: {}", status.message())))
                 }

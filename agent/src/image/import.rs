@@ -213,9 +213,12 @@ impl Images {
     /// are recognized by their first bytes and unpacked while they are
     /// stored) and keeping the small index files in memory.
     fn scan_entries(&self, reader: impl Read, ingest: &Ingest<'_, '_>) -> Result<Scanned, ImageError> {
-        let archive_err = |what: &str, e: io::Error| read_error(what, e);
+        // Where in the uncompressed stream a failure is (errors name it, and never quote the input).
+        let at = Arc::new(AtomicU64::new(0));
+        let archive_err = |what: &str, e: io::Error| read_error(what, e, at.load(Ordering::Relaxed));
         let inner = decompress(reader).map_err(|e| archive_err("reading the archive", e))?;
         let limited = LimitedReader::new(inner, self.limits.max_import_bytes, "uncompressed archive");
+        let limited = CountingReader { inner: limited, count: at.clone() };
         // The tar crate buffers long names and PAX records whole: cap what one entry's headers may use.
         let budget = Rc::new(Cell::new(None));
         let mut ar = tar::Archive::new(MetaBudgetReader::new(limited, budget.clone()));
@@ -232,7 +235,7 @@ impl Images {
             if count > MAX_ARCHIVE_ENTRIES {
                 return Err(ImageError::Archive(format!("the archive has more than {MAX_ARCHIVE_ENTRIES} entries")));
             }
-            let raw = entry.path().map_err(|e| archive_err("entry name", e))?.to_string_lossy().into_owned();
+            let raw = entry.path().map_err(|e| archive_err("an entry's name", e))?.to_string_lossy().into_owned();
             let Some(path) = clean_path(&raw) else {
                 return Err(ImageError::Archive(format!("entry {raw:?} escapes the archive")));
             };
@@ -260,10 +263,10 @@ impl Images {
             }
             if SMALL_FILES.contains(&path.as_str()) {
                 if size > oci::MAX_DOCUMENT {
-                    return Err(ImageError::Archive(format!("{path} is {size} bytes; at most {} are accepted", oci::MAX_DOCUMENT)));
+                    return Err(ImageError::Archive(format!("{path:?} is {size} bytes; at most {} are accepted", oci::MAX_DOCUMENT)));
                 }
                 let mut buf = Vec::with_capacity(size as usize);
-                (&mut entry).take(oci::MAX_DOCUMENT + 1).read_to_end(&mut buf).map_err(|e| archive_err(&path, e))?;
+                (&mut entry).take(oci::MAX_DOCUMENT + 1).read_to_end(&mut buf).map_err(|e| archive_err(&format!("{path:?}"), e))?;
                 out.docs.insert(path, buf);
                 continue;
             }
@@ -275,7 +278,7 @@ impl Images {
             };
             if let Some(d) = &expected {
                 if ingest.have(d, Some(size)) {
-                    let copied = io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&path, e))?;
+                    let copied = io::copy(&mut entry, &mut io::sink()).map_err(|e| archive_err(&format!("{path:?}"), e))?;
                     truncated(&path, copied, size)?;
                     ingest.progress(Progress::Blob { digest: d.clone(), size, status: "exists" });
                     out.files.insert(path, (d.clone(), size));
@@ -285,13 +288,13 @@ impl Images {
             let blob =
                 Incoming { src: &mut entry, digest: expected.as_ref(), size: Some(size), layer: LayerHint::Sniff, report_bytes: false };
             let (digest, size) = ingest.write(blob).map_err(|e| match e {
-                IngestError::Read(e) => archive_err(&path, e),
+                IngestError::Read(e) => archive_err(&format!("{path:?}"), e),
                 // The tar reader ends an entry early, without an error, when the archive does.
                 IngestError::Short { got, expected } => truncated_error(&path, got, expected),
                 IngestError::Store(ContentError::DigestMismatch { expected, actual }) => ImageError::Archive(format!(
-                    "blob {path} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"
+                    "blob {path:?} has digest {actual}, not {expected}: the archive is corrupt or was tampered with"
                 )),
-                IngestError::TooLong { .. } => ImageError::Archive(format!("entry {path} is longer than its header says")),
+                IngestError::TooLong { .. } => ImageError::Archive(format!("entry {path:?} is longer than its header says")),
                 IngestError::Store(e) => e.into(),
             })?;
             ingest.progress(Progress::Blob { digest: digest.clone(), size, status: "stored" });
@@ -414,18 +417,28 @@ fn truncated(path: &str, copied: u64, size: u64) -> Result<(), ImageError> {
 }
 
 fn truncated_error(path: &str, copied: u64, size: u64) -> ImageError {
-    ImageError::Archive(format!("the archive is truncated: {path} ends after {copied} of its {size} bytes"))
+    ImageError::Archive(format!("the archive is truncated: {path:?} ends after {copied} of its {size} bytes"))
 }
 
 /// Most entries accepted in one archive.
 const MAX_ARCHIVE_ENTRIES: usize = 100_000;
 
 /// An error reading the archive: a stalled or dropped upload is not a bad archive.
-fn read_error(what: &str, e: io::Error) -> ImageError {
+/// The tar and decompression readers' own messages may quote the input (a
+/// header's bytes, a name): they are not shown; the offset is.
+fn read_error(what: &str, e: io::Error, offset: u64) -> ImageError {
+    if let Some(limit) = e.get_ref().and_then(|i| i.downcast_ref::<crate::digest::InputLimit>()) {
+        return ImageError::Archive(format!("{what}: {limit}"));
+    }
     match e.kind() {
+        // The upload's own errors (see the Images API handler).
         io::ErrorKind::TimedOut => ImageError::Stalled(format!("{what}: {e}")),
         io::ErrorKind::ConnectionAborted => ImageError::Cancelled(format!("{what}: {e}")),
-        _ => ImageError::Archive(format!("{what}: {e}")),
+        io::ErrorKind::FileTooLarge => ImageError::MessageTooLarge(e.to_string()),
+        io::ErrorKind::UnexpectedEof => {
+            ImageError::Archive(format!("{what}: the archive ends early, near byte {offset} of its uncompressed stream"))
+        }
+        _ => ImageError::Archive(format!("{what}: not a tar archive, or a corrupt one (near byte {offset} of its uncompressed stream)")),
     }
 }
 

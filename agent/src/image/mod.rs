@@ -54,6 +54,9 @@ pub enum ImageError {
     Cancelled(String),
     #[error("upload stalled: {0}")]
     Stalled(String),
+    /// A message of the upload over the API's size limit.
+    #[error("{0}")]
+    MessageTooLarge(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("unpacking layer {layer}: {source}")]

@@ -346,7 +346,7 @@ async fn diff(conn: &Conn, a: IdArg) -> Result<i32> {
         output::json(&serde_json::Value::Array(changes.iter().map(|c| json!({"Kind": c.kind, "Path": c.path})).collect()));
     } else {
         for c in changes {
-            println!("{} {}", c.kind, c.path);
+            println!("{} {}", c.kind, berth_common::text::printable(&c.path));
         }
     }
     Ok(0)
