@@ -570,3 +570,53 @@ fn an_import_chunk_over_the_message_limit_is_resource_exhausted() {
     d.assert_nothing_left("default");
     d.assert_healthy();
 }
+
+#[test]
+fn imports_past_max_transfers_wait_for_a_slot_and_say_so() {
+    let d = Daemon::start_with_config("max_transfers = 1\n");
+    let first = oci_archive(&[("example.com/first:v1", &two_layer_spec())]);
+    let second = oci_archive(&[("example.com/second:v1", &ImageSpec::new(vec![busybox_layer()]))]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let options = || v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) };
+        let chunk = |c: &[u8]| v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(c.to_vec())) };
+        // The first import holds the one slot: its upload stops before the
+        // archive's two end blocks (every entry is whole, so blobs are stored).
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(options()).await.unwrap();
+        let cut = first.len() - 1024;
+        tx.send(chunk(&first[..cut])).await.unwrap();
+        let mut c1 = v1::images_client::ImagesClient::new(d.channel().await);
+        let mut s1 = c1.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+        // Wait until it is under way (it has stored a blob).
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), s1.next()).await.unwrap().unwrap().unwrap();
+            if matches!(m.event, Some(v1::import_response::Event::Progress(ref p)) if p.status == "stored") {
+                break;
+            }
+        }
+        // The second waits, and says so.
+        let mut c2 = v1::images_client::ImagesClient::new(d.channel().await);
+        let msgs = vec![options(), chunk(&second)];
+        let mut s2 = c2.import(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+        let m = tokio::time::timeout(Duration::from_secs(30), s2.next()).await.unwrap().unwrap().unwrap();
+        match m.event {
+            Some(v1::import_response::Event::Progress(p)) => assert!(p.status.contains("waiting"), "{p:?}"),
+            other => panic!("the second import did not wait: {other:?}"),
+        }
+        // The first finishes; then the second runs.
+        tx.send(chunk(&first[cut..])).await.unwrap();
+        drop(tx);
+        let mut done = 0;
+        for s in [&mut s1, &mut s2] {
+            while let Some(m) = tokio::time::timeout(Duration::from_secs(60), s.next()).await.unwrap() {
+                if matches!(m.unwrap().event, Some(v1::import_response::Event::Result(_))) {
+                    done += 1;
+                }
+            }
+        }
+        assert_eq!(done, 2);
+    });
+    let images = d.ok(&["images", "-q"]);
+    assert_eq!(images.lines().count(), 2, "{images}");
+}

@@ -75,6 +75,8 @@ pub struct FileConfig {
     pub max_import_size: Option<u64>,
     /// Layers unpacked in parallel.
     pub unpack_parallelism: Option<usize>,
+    /// Imports and pulls running at once (default 4); more wait, and say so.
+    pub max_transfers: Option<usize>,
     /// The OCI runtime containers use unless they name one.
     pub default_runtime: Option<String>,
     /// OCI runtimes by name, added to the built-in runc and crun.
@@ -206,6 +208,9 @@ impl Config {
         }
         if let Some(p) = file.unpack_parallelism {
             c.limits.unpack_parallelism = p.clamp(1, 16);
+        }
+        if let Some(t) = file.max_transfers {
+            c.limits.max_transfers = t.clamp(1, 64);
         }
         c.runtime.runtimes.extend(file.runtimes);
         c.registries = file.registries;

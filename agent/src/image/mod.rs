@@ -78,11 +78,13 @@ pub struct Limits {
     pub max_import_bytes: u64,
     /// Layers unpacked at once.
     pub unpack_parallelism: usize,
+    /// Imports and pulls run at once; more wait for a slot.
+    pub max_transfers: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_layer_bytes: 64 << 30, max_import_bytes: 256 << 30, unpack_parallelism: 4 }
+        Self { max_layer_bytes: 64 << 30, max_import_bytes: 256 << 30, unpack_parallelism: 4, max_transfers: 4 }
     }
 }
 

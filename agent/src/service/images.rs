@@ -7,10 +7,10 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Core;
-use super::{blocking, validate_labels, with_progress, Error, Filter, Update};
+use super::{blocking, queued, validate_labels, with_progress, Error, Filter, Update};
 use crate::digest::Digest;
 use crate::image::import::ImportOptions;
 use crate::image::oci::Platform;
@@ -66,6 +66,8 @@ const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct ImageService {
     core: Arc<Core>,
+    /// Imports and pulls running at once (`max_transfers`); the rest wait.
+    transfers: Arc<Semaphore>,
 }
 
 /// `rec` with its resolved details for `platform`.
@@ -87,7 +89,8 @@ fn info(images: &Images, ns: &str, rec: &ImageRecord) -> ImageInfo {
 
 impl ImageService {
     pub(crate) fn new(core: Arc<Core>) -> Self {
-        ImageService { core }
+        let transfers = Arc::new(Semaphore::new(core.config.limits.max_transfers.max(1)));
+        ImageService { core, transfers }
     }
 
     /// Collect unused content when `needed`, or when an earlier collection
@@ -194,7 +197,8 @@ impl ImageService {
     ) -> Result<mpsc::Receiver<Update<Imported>>, Error> {
         validate_labels(&opts.labels)?;
         let (svc, ns) = (self.clone(), ns.to_owned());
-        Ok(with_progress(move |progress| {
+        let what = opts.name.clone().unwrap_or_else(|| "the archive".into());
+        Ok(queued(Some(self.transfers.clone()), &what, move |progress| {
             let images = &svc.core.images;
             let result = images.import(&ns, reader, &opts, progress);
             // What a failed import stored, the image a moved name left, the archive's stray files.
@@ -281,7 +285,8 @@ impl ImageService {
             return Err(Error::InvalidArgument("an image reference is required".into()));
         }
         let (svc, ns) = (self.clone(), ns.to_owned());
-        Ok(with_progress(move |progress| {
+        let what = opts.reference.clone();
+        Ok(queued(Some(self.transfers.clone()), &what, move |progress| {
             let result = svc.core.registries.pull(&ns, &opts, progress);
             // Blobs a failed pull stored are unnamed: collect them once no transfer needs them.
             Self::collect_after(&svc.core.images, result.is_err(), "pull");

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 pub use self::core::Core;
 use crate::image::Progress;
@@ -151,15 +151,44 @@ const RESULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) fn with_progress<T: Send + 'static>(
     work: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> Result<T, Error> + Send + 'static,
 ) -> mpsc::Receiver<Update<T>> {
+    queued(None, "", work)
+}
+
+/// [`with_progress`], once a slot of `slots` is free: until then the work
+/// waits, says so (`what` names it), and is dropped if its caller goes away.
+pub(crate) fn queued<T: Send + 'static>(
+    slots: Option<Arc<Semaphore>>,
+    what: &str,
+    work: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> Result<T, Error> + Send + 'static,
+) -> mpsc::Receiver<Update<T>> {
     let (tx, rx) = mpsc::channel(64);
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let ptx = tx.clone();
-        let progress = move |p: Progress| {
-            let _ = ptx.try_send(Update::Progress(p));
+    let what = what.to_owned();
+    tokio::spawn(async move {
+        let _slot = match slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    let status = "waiting: as many transfers as max_transfers run";
+                    let _ = tx.try_send(Update::Progress(Progress::Image { name: what, status }));
+                    tokio::select! {
+                        slot = slots.acquire_owned() => slot.ok(),
+                        // The caller went away while it waited: nothing to do.
+                        () = tx.closed() => return,
+                    }
+                }
+            },
         };
-        let result = work(&progress);
-        let _ = handle.block_on(tokio::time::timeout(RESULT_SEND_TIMEOUT, tx.send(Update::Done(result))));
+        let handle = tokio::runtime::Handle::current();
+        let _ = tokio::task::spawn_blocking(move || {
+            let ptx = tx.clone();
+            let progress = move |p: Progress| {
+                let _ = ptx.try_send(Update::Progress(p));
+            };
+            let result = work(&progress);
+            let _ = handle.block_on(tokio::time::timeout(RESULT_SEND_TIMEOUT, tx.send(Update::Done(result))));
+        })
+        .await;
     });
     rx
 }
