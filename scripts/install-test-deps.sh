@@ -6,14 +6,16 @@
 #   docker-registry the CNCF distribution registry, run on 127.0.0.1 by the registry tests
 #   openssl         makes the certificates of the TLS registry test
 #   python3         Debian's, which any user can run (a test reads the agent's files as nobody)
+#   python3-grpcio  grpcio for Debian's python3: a client of another gRPC stack, on the real socket
 # Needs root (or sudo) and Debian's package archive.
 set -eu
 
 need=""
-for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci runc:/usr/sbin/runc crun:/usr/bin/crun docker-registry:/usr/bin/docker-registry openssl:/usr/bin/openssl python3:/usr/bin/python3; do
+for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci runc:/usr/sbin/runc crun:/usr/bin/crun docker-registry:/usr/bin/docker-registry openssl:/usr/bin/openssl \
+    python3:/usr/bin/python3 python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py; do
     pkg=${pair%%:*}
     file=${pair#*:}
-    [ -x "$file" ] || need="$need $pkg"
+    [ -e "$file" ] || need="$need $pkg"
 done
 
 if [ -n "$need" ]; then
@@ -25,4 +27,4 @@ if [ -n "$need" ]; then
     # shellcheck disable=SC2086
     $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-echo "test dependencies present: busybox-static skopeo umoci runc crun docker-registry openssl python3"
+echo "test dependencies present: busybox-static skopeo umoci runc crun docker-registry openssl python3 python3-grpcio"

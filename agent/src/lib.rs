@@ -1,7 +1,8 @@
 //! berthd, the Berth node agent, as a library: [`server::run`] serves the
 //! agent until a shutdown future completes; [`main`] is the daemon's entry.
 //!
-//! Layers, top down: `server` (the socket) and `api/` (gRPC: validation and
+//! Layers, top down: `server` (the socket, read through `authority`, which
+//! lets any HTTP/2 `:authority` in) and `api/` (gRPC: validation and
 //! conversion only) call `service/` (the use cases and their policy), which
 //! calls the core: `image` (names, import, unpack, garbage collection),
 //! `container`, `runtime` (tasks and shims), `registry`, `snapshot`,
@@ -11,6 +12,7 @@
 pub mod agent;
 pub mod api;
 pub mod archive;
+mod authority;
 pub mod config;
 pub mod container;
 pub mod content;

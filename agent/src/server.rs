@@ -12,9 +12,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 use berth_api::v1;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt as _;
 
 use crate::agent::{Agent, AgentError};
 use crate::api;
+use crate::authority::AnyAuthority;
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     tracing::info!(address = %address.display(), root = %config.root.display(), pid = std::process::id(), "berthd serving");
     // Graceful shutdown, bounded: in-flight calls get a few seconds to finish.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // On a Unix socket, clients fill HTTP/2's `:authority` as they like (grpcio
+    // sends the socket path, percent-encoded), and h2 would reset any stream whose
+    // field is not a URI authority before a service sees it: each connection is
+    // read through `AnyAuthority`, which makes such a field `localhost`. The
+    // frame and table sizes it assumes are the defaults this builder keeps.
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new));
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(berth_api::STREAM_WINDOW)
         .initial_connection_window_size(berth_api::CONNECTION_WINDOW)
@@ -127,7 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .add_service(api::tasks::service(services.clone()))
         .add_service(api::events::service(services.clone()))
         .add_service(api::registry::service(services.clone()))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.changed().await;
         });
     tokio::pin!(server);
