@@ -571,6 +571,40 @@ fn an_import_chunk_over_the_message_limit_is_resource_exhausted() {
     d.assert_healthy();
 }
 
+/// A tar stream holding one file named twice by the records of its PAX header: the `tar` crate
+/// alone reads the first name, GNU tar, Python's tarfile and Go's archive/tar the last. Ends
+/// with the end-of-archive blocks.
+fn entry_named_twice(first: &str, last: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", first.as_bytes()), ("path", last.as_bytes())]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path(first).unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn a_layer_entry_named_twice_by_pax_records_is_refused_as_invalid_and_nothing_is_kept() {
+    let d = Daemon::start();
+    let base = layer(&[Entry::Dir("etc".into(), 0o755), Entry::File("etc/base".into(), b"base\n".to_vec(), 0o644)]);
+    let spec = ImageSpec::new(vec![base, entry_named_twice("listed", "hidden", b"what scanners see as hidden\n")]);
+    let archive = oci_archive(&[("example.com/paxdup:v1", &spec)]);
+    let status = grpc_import(&d, &archive).expect_err("a layer tar readers disagree on must be refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("gives \"path\" twice"), "{}", status.message());
+    d.assert_nothing_left("default");
+    import_fails(&d, &archive, &["unsafe entry", "\"path\" twice"]);
+    d.assert_nothing_left("default");
+    d.assert_healthy();
+}
+
 #[test]
 fn imports_past_max_transfers_wait_for_a_slot_and_say_so() {
     let d = Daemon::start_with_config("max_transfers = 1\n");
@@ -619,4 +653,19 @@ fn imports_past_max_transfers_wait_for_a_slot_and_say_so() {
     });
     let images = d.ok(&["images", "-q"]);
     assert_eq!(images.lines().count(), 2, "{images}");
+}
+
+#[test]
+fn an_import_archive_entry_named_twice_by_pax_records_is_refused_as_invalid_and_nothing_is_kept() {
+    let d = Daemon::start();
+    // A valid archive, then a second index.json that only readers taking the last PAX path
+    // see (berthd would have stored it as the stray file "extra").
+    let mut archive = oci_archive(&[("example.com/fine:v1", &two_layer_spec())]);
+    archive.truncate(archive.len() - 1024);
+    archive.extend(entry_named_twice("extra", "index.json", br#"{"schemaVersion":2,"manifests":[]}"#));
+    let status = grpc_import(&d, &archive).expect_err("an archive tar readers disagree on must be refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("\"extra\"") && status.message().contains("gives \"path\" twice"), "{}", status.message());
+    d.assert_nothing_left("default");
+    d.assert_healthy();
 }

@@ -27,21 +27,22 @@
 //! lookups); tree walks ([`super::walk`]) keep a bounded number of directory fds open however
 //! deep the tree; a Native opaque marker clears a directory at most once per layer.
 //!
-//! The whiteout vocabulary comes from [`super::whiteout`], xattr handling from
-//! [`super::xattr`].
+//! The tar stream is read through [`super::reader`], which refuses entries that tar readers
+//! do not all read alike (duplicate PAX records, a GNU long name beside a PAX path, ...) and
+//! bounds their headers. The whiteout vocabulary comes from [`super::whiteout`], xattr handling
+//! from [`super::xattr`].
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use tar::EntryType;
 
+use super::reader::{show, TarError, TarReader};
 use super::stack::{Stack, StackError};
 use super::walk::{self, ident, open_dir_nofollow, retry_eagain, stat_ident, to_u64, Ident, Node, Visitor, WalkError, WalkOptions};
 use super::whiteout::{self, Marker};
@@ -99,12 +100,18 @@ pub enum ApplyError {
     MissingLinkTarget { path: String, target: String },
 }
 
+impl From<TarError> for ApplyError {
+    fn from(e: TarError) -> Self {
+        match e {
+            TarError::Read(e) => ApplyError::Archive(e),
+            TarError::Ambiguous { path, reason } => ApplyError::Hostile { path, reason },
+            TarError::Unsupported { path, reason } => ApplyError::Unsupported { path, reason },
+        }
+    }
+}
+
 /// Buffer for streaming file contents out of the archive.
 const COPY_BUF: usize = 1 << 20;
-/// Most bytes the tar crate may read while producing one entry: its header blocks plus GNU
-/// long-name/long-link and PAX extension data. The crate buffers those in memory without a
-/// limit, so we cap them at the reader (see [`MetaBudgetReader`]).
-pub(crate) const META_BUDGET: u64 = 1 << 20;
 /// Most components (`.` and `..` included) in a symlink target we create. The kernel follows
 /// up to 40 symlinks per lookup, re-reading each target: long targets would make every later
 /// lookup through them costly. Real targets have a few dozen components at most.
@@ -141,8 +148,7 @@ fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limit
     let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(root_err)?;
     let root_id = ident(root_fd.as_fd()).map_err(root_err)?;
 
-    let budget = Rc::new(Cell::new(None));
-    let mut archive = tar::Archive::new(MetaBudgetReader { inner: reader, budget: Rc::clone(&budget) });
+    let mut archive = TarReader::new(reader);
     let mut applier = Applier {
         root: root_fd,
         root_id,
@@ -161,26 +167,14 @@ fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limit
         buf: vec![0; COPY_BUF],
     };
 
-    {
-        let mut entries = archive.entries().map_err(ApplyError::Archive)?;
-        loop {
-            // Only headers and extension records are read inside next(): the previous entry's
-            // data was consumed below, apart from at most 511 bytes of padding.
-            budget.set(Some(META_BUDGET));
-            let next = entries.next();
-            budget.set(None);
-            let mut entry = match next {
-                None => break,
-                Some(Err(e)) => return Err(ApplyError::Archive(e)),
-                Some(Ok(entry)) => entry,
-            };
-            let consumed = applier.apply_entry(&mut entry)?;
-            // Data we did not use (e.g. a PAX global header's records, or a size on a
-            // directory) is read and dropped so a truncated stream is still noticed.
-            let rest = io::copy(&mut entry, &mut io::sink()).map_err(ApplyError::Archive)?;
-            if consumed + rest != entry.size() {
-                return Err(truncated(&show(&entry.path_bytes()), entry.size(), consumed + rest));
-            }
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let consumed = applier.apply_entry(&mut entry)?;
+        // Data we did not use (e.g. a size on a directory) is read and dropped so a truncated
+        // stream is still noticed.
+        let rest = io::copy(&mut entry, &mut io::sink()).map_err(ApplyError::Archive)?;
+        if consumed + rest != entry.size() {
+            return Err(truncated(&show(&entry.path_bytes()), entry.size(), consumed + rest));
         }
     }
     applier.finish()?;
@@ -189,38 +183,6 @@ fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limit
     let mut inner = archive.into_inner();
     io::copy(&mut inner, &mut io::sink()).map_err(ApplyError::Archive)?;
     Ok(applier.stats)
-}
-
-/// Caps the bytes read while the tar crate assembles one entry (see [`META_BUDGET`]).
-/// `budget` is `Some(bytes left)` during `Entries::next()`, `None` while entry data is read.
-pub(crate) struct MetaBudgetReader<R> {
-    inner: R,
-    budget: Rc<Cell<Option<u64>>>,
-}
-
-impl<R> MetaBudgetReader<R> {
-    /// Wrap `inner`; the caller sets `budget` around each `Entries::next()`.
-    pub(crate) fn new(inner: R, budget: Rc<Cell<Option<u64>>>) -> Self {
-        Self { inner, budget }
-    }
-}
-
-impl<R: Read> Read for MetaBudgetReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(left) = self.budget.get() else {
-            return self.inner.read(buf);
-        };
-        if left == 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("tar headers and extension records of one entry exceed {META_BUDGET} bytes"),
-            ));
-        }
-        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..max])?;
-        self.budget.set(Some(left.saturating_sub(n as u64)));
-        Ok(n)
-    }
 }
 
 /// Metadata of one entry, from its header and PAX records.
@@ -289,12 +251,8 @@ fn copy_print(st: &Stat) -> CopyPrint {
 impl Applier<'_> {
     /// Applies one entry; returns how many bytes of its data were read.
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<u64, ApplyError> {
+        // PAX global headers were checked and skipped by the reader.
         let kind = entry.header().entry_type();
-        if kind == EntryType::XGlobalHeader {
-            // PAX global headers only set defaults for later headers (the tar crate does not
-            // apply them, and Docker/containerd ignore them too): skip.
-            return Ok(0);
-        }
         self.stats.entries += 1;
 
         let raw = entry.path_bytes().into_owned();
@@ -1100,12 +1058,10 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
                 if let Some(ts) = parse_pax_time(ext.value_bytes()) {
                     mtime = ts;
                 }
-            } else if key.starts_with(b"GNU.sparse.") {
-                // PAX-format sparse files: refused like GNU ones (see apply_entry).
-                return Err(unsupported(shown, "PAX sparse files are not supported"));
             }
             // Other records (path, linkpath, size, uid, gid are applied by the tar crate;
-            // atime, ctime, uname, gname, LIBARCHIVE.xattr.*, ...) are ignored.
+            // atime, ctime, uname, gname, LIBARCHIVE.xattr.*, ...) are ignored. PAX sparse
+            // files (GNU.sparse.*) were refused by the reader, like GNU ones (see apply_entry).
         }
     }
     Ok(Meta { uid, gid, mode: Mode::from_raw_mode(mode), mtime, xattrs })
@@ -1163,16 +1119,6 @@ fn device<R: Read>(entry: &tar::Entry<'_, R>, kind: EntryType, shown: &str) -> R
     Ok(rustix::fs::makedev(major, minor))
 }
 
-/// A path for messages: lossy UTF-8, cut short if huge.
-fn show(bytes: &[u8]) -> String {
-    const MAX: usize = 256;
-    if bytes.len() > MAX {
-        format!("{}…", String::from_utf8_lossy(&bytes[..MAX]))
-    } else {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-}
-
 fn hostile(shown: &str, reason: &str) -> ApplyError {
     ApplyError::Hostile { path: shown.to_owned(), reason: reason.to_owned() }
 }
@@ -1200,6 +1146,7 @@ fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::collections::BTreeMap;
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -1866,6 +1813,33 @@ mod tests {
         match r {
             Err(ApplyError::Archive(e)) => assert!(e.to_string().contains("1 GiB cap"), "{e}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_tar_readers_read_differently_are_refused_as_hostile_before_anything_is_written() {
+        let long = format!("d/{}", "n".repeat(150));
+        let long_name = [long.as_bytes(), b"\0"].concat();
+        let layers = [
+            ("two PAX paths", Layer::new().pax(&[("path", b"a"), ("path", b"b")]).file("f", b"x").bytes()),
+            ("two PAX sizes", Layer::new().pax(&[("size", b"0"), ("size", b"512")]).file("f", b"").file("hidden", b"").bytes()),
+            // Layer::entry writes a GNU long-name header for names over 100 bytes.
+            ("a PAX path, then a GNU long name", Layer::new().pax(&[("path", b"p")]).file(&long, b"x").bytes()),
+            (
+                "a GNU long name, then a PAX path",
+                Layer::new()
+                    .raw(b"././@LongLink", EntryType::GNULongName, &long_name, b"", |_| {})
+                    .pax(&[("path", b"p")])
+                    .raw(&long.as_bytes()[..100], EntryType::Regular, b"x", b"", |_| {})
+                    .bytes(),
+            ),
+            ("a PAX global path", Layer::new().raw(b"g", EntryType::XGlobalHeader, b"12 path=abc\n", b"", |_| {}).file("f", b"x").bytes()),
+        ];
+        for (what, layer) in layers {
+            let fx = fixture();
+            let r = apply_tar(&layer[..], &fx.root, &overlay());
+            assert!(matches!(r, Err(ApplyError::Hostile { .. })), "{what}: {r:?}");
+            assert_eq!(fs::read_dir(&fx.root).unwrap().count(), 0, "{what}: something was written");
         }
     }
 

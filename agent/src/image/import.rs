@@ -9,10 +9,8 @@
 //! it names are resolved, their layers unpacked, and their names recorded. An
 //! import that fails leaves no image; what it stored is garbage collected.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,7 +19,7 @@ use super::oci::{self, Descriptor, Manifest, Platform};
 use super::reference::Reference;
 use super::unpack::{decompress, Compression};
 use super::{ImageError, Images, Progress};
-use crate::archive::apply::{MetaBudgetReader, META_BUDGET};
+use crate::archive::reader::{TarError, TarReader};
 use crate::content::ContentError;
 use crate::digest::{Digest, LimitedReader};
 use crate::metadata::ImageRecord;
@@ -219,18 +217,17 @@ impl Images {
         let inner = decompress(reader).map_err(|e| archive_err("reading the archive", e))?;
         let limited = LimitedReader::new(inner, self.limits.max_import_bytes, "uncompressed archive");
         let limited = CountingReader { inner: limited, count: at.clone() };
-        // The tar crate buffers long names and PAX records whole: cap what one entry's headers may use.
-        let budget = Rc::new(Cell::new(None));
-        let mut ar = tar::Archive::new(MetaBudgetReader::new(limited, budget.clone()));
+        // The reader bounds what one entry's headers may use, and refuses entries tar readers
+        // do not all read alike: an entry's path decides which blob it is.
+        let mut ar = TarReader::new(limited);
         let mut out = Scanned::default();
-        let mut entries = ar.entries().map_err(|e| archive_err("reading the archive", e))?;
         let mut count = 0usize;
-        loop {
-            budget.set(Some(META_BUDGET));
-            let next = entries.next();
-            budget.set(None);
-            let Some(entry) = next else { break };
-            let mut entry = entry.map_err(|e| archive_err("reading the archive", e))?;
+        let tar_error = |e: TarError| match e {
+            TarError::Read(e) => archive_err("reading the archive", e),
+            e @ (TarError::Ambiguous { .. } | TarError::Unsupported { .. }) => ImageError::Archive(e.to_string()),
+        };
+        for entry in ar.entries().map_err(tar_error)? {
+            let mut entry = entry.map_err(tar_error)?;
             count += 1;
             if count > MAX_ARCHIVE_ENTRIES {
                 return Err(ImageError::Archive(format!("the archive has more than {MAX_ARCHIVE_ENTRIES} entries")));
