@@ -669,3 +669,25 @@ fn an_import_archive_entry_named_twice_by_pax_records_is_refused_as_invalid_and_
     d.assert_nothing_left("default");
     d.assert_healthy();
 }
+
+#[test]
+fn a_layer_of_more_entries_than_the_limit_is_refused_and_nothing_is_kept() {
+    let d = Daemon::start_with_config("max_layer_entries = 1000\n");
+    let files = |n: usize| {
+        let mut e = vec![Entry::Dir("many".into(), 0o755)];
+        e.extend((1..n).map(|i| Entry::File(format!("many/{i}"), Vec::new(), 0o644)));
+        layer(&e)
+    };
+    // 1000 entries (the directory and 999 files) is the limit: it imports.
+    let fits = oci_archive(&[("example.com/fits:v1", &ImageSpec::new(vec![files(1000)]))]);
+    let path = d.file("fits.tar", &fits);
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    // One more is refused, with the limit named, and leaves nothing.
+    let over = oci_archive(&[("example.com/over:v1", &ImageSpec::new(vec![files(1001)]))]);
+    let status = grpc_import(&d, &over).expect_err("a layer over the entry limit must be refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("more than 1000 entries"), "{}", status.message());
+    assert_eq!(d.ok(&["images", "-q"]).lines().count(), 1);
+    assert_eq!(d.ok(&["snapshot", "ls", "-q"]).lines().count(), 1, "{}", d.ok(&["snapshot", "ls"]));
+    d.assert_healthy();
+}

@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub unpack_parallelism: Option<usize>,
     /// Imports and pulls running at once (default 4); more wait, and say so.
     pub max_transfers: Option<usize>,
+    /// Most entries (files, directories, links: inodes) one layer may hold (default 500,000).
+    pub max_layer_entries: Option<u64>,
     /// The OCI runtime containers use unless they name one.
     pub default_runtime: Option<String>,
     /// OCI runtimes by name, added to the built-in runc and crun.
@@ -211,6 +213,9 @@ impl Config {
         }
         if let Some(t) = file.max_transfers {
             c.limits.max_transfers = t.clamp(1, 64);
+        }
+        if let Some(n) = file.max_layer_entries {
+            c.limits.max_layer_entries = n.max(1);
         }
         c.runtime.runtimes.extend(file.runtimes);
         c.registries = file.registries;

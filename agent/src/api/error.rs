@@ -70,9 +70,11 @@ pub fn image_code(e: &ImageError) -> Code {
         ImageError::MessageTooLarge(_) => Code::ResourceExhausted,
         ImageError::Io { source, .. } => io_code(source),
         ImageError::Apply { source, .. } => match source {
-            ApplyError::Hostile { .. } | ApplyError::Archive(_) | ApplyError::Unsupported { .. } | ApplyError::MissingLinkTarget { .. } => {
-                Code::InvalidArgument
-            }
+            ApplyError::Hostile { .. }
+            | ApplyError::Archive(_)
+            | ApplyError::Unsupported { .. }
+            | ApplyError::MissingLinkTarget { .. }
+            | ApplyError::TooManyEntries { .. } => Code::InvalidArgument,
             // Errors a layer's own structure causes (a dangling link, a name
             // taken by a file, ...) are the layer's fault; others are the machine's.
             ApplyError::Io { source, .. } => {

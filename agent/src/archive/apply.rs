@@ -61,11 +61,14 @@ pub struct ApplyOptions {
     pub lowers: Vec<PathBuf>,
     /// Longest entry path accepted, in bytes (default 4096). Longer → error.
     pub max_path_len: usize,
+    /// Most entries (so files, directories, links, whiteouts: inodes) one
+    /// layer may hold; one more → error (default: no limit).
+    pub max_entries: u64,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { whiteouts: WhiteoutMode::Overlay, lowers: Vec::new(), max_path_len: 4096 }
+        ApplyOptions { whiteouts: WhiteoutMode::Overlay, lowers: Vec::new(), max_path_len: 4096, max_entries: u64::MAX }
     }
 }
 
@@ -95,6 +98,9 @@ pub enum ApplyError {
     /// An entry type we do not extract (GNU sparse files, volume labels, unknown types).
     #[error("unsupported entry {path:?} in layer: {reason}")]
     Unsupported { path: String, reason: String },
+    /// The layer has more entries than the limit allows.
+    #[error("the layer has more than {max} entries (max_layer_entries)")]
+    TooManyEntries { max: u64 },
     /// A hardlink whose target exists neither in this layer nor (overlay mode) in a lower.
     #[error("hardlink {path:?} points to {target:?}, which does not exist")]
     MissingLinkTarget { path: String, target: String },
@@ -254,6 +260,9 @@ impl Applier<'_> {
         // PAX global headers were checked and skipped by the reader.
         let kind = entry.header().entry_type();
         self.stats.entries += 1;
+        if self.stats.entries > self.opts.max_entries {
+            return Err(ApplyError::TooManyEntries { max: self.opts.max_entries });
+        }
 
         let raw = entry.path_bytes().into_owned();
         let shown = show(&raw);

@@ -80,11 +80,13 @@ pub struct Limits {
     pub unpack_parallelism: usize,
     /// Imports and pulls run at once; more wait for a slot.
     pub max_transfers: usize,
+    /// Most entries (inodes) one layer may hold.
+    pub max_layer_entries: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_layer_bytes: 64 << 30, max_import_bytes: 256 << 30, unpack_parallelism: 4, max_transfers: 4 }
+        Self { max_layer_bytes: 64 << 30, max_import_bytes: 256 << 30, unpack_parallelism: 4, max_transfers: 4, max_layer_entries: 500_000 }
     }
 }
 

@@ -69,7 +69,7 @@ impl Images {
         let plain = decompress(file).map_err(|e| unpack_err(format!("decompressing: {e}")))?;
         let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");
         let mut hashing = HashingReader::new(limited);
-        self.snapshots.apply_layer(ns, key, &mut hashing).map_err(|e| match e {
+        self.snapshots.apply_layer(ns, key, &mut hashing, self.limits.max_layer_entries).map_err(|e| match e {
             ApplyLayerError::Apply(source) => ImageError::Apply { layer: layer.digest.clone(), source },
             ApplyLayerError::Snapshot(e) => e.into(),
         })?;
@@ -95,7 +95,7 @@ impl Images {
             let plain = decompress(reader).map_err(|e| e.to_string())?;
             let limited = LimitedReader::new(plain, self.limits.max_layer_bytes, "uncompressed layer");
             let mut hashing = HashingReader::new(limited);
-            self.snapshots.apply_layer(ns, &key, &mut hashing).map_err(|e| e.to_string())?;
+            self.snapshots.apply_layer(ns, &key, &mut hashing, self.limits.max_layer_entries).map_err(|e| e.to_string())?;
             let (diff_id, _) = hashing.finish().map_err(|e| e.to_string())?;
             Ok(diff_id)
         })();

@@ -440,14 +440,15 @@ impl Snapshots {
     /// a hardlink to a file of the snapshot's parents is satisfied from them.
     /// The reader is read to its end. On error the snapshot is half-written:
     /// remove it.
-    pub fn apply_layer(&self, ns: &str, key: &str, layer: impl Read) -> Result<ApplyStats, ApplyLayerError> {
+    pub fn apply_layer(&self, ns: &str, key: &str, layer: impl Read, max_entries: u64) -> Result<ApplyStats, ApplyLayerError> {
         let rec = self.meta.snapshot(ns, key).map_err(SnapshotError::from)?;
         if rec.kind != SnapshotKind::Active {
             return Err(SnapshotError::WrongKind { key: key.to_owned(), actual: rec.kind.as_str(), expected: "active" }.into());
         }
         let parents = self.chain(ns, &rec.parent)?;
         let dir = self.sn.fs_dir(rec.id);
-        let opts = ApplyOptions { whiteouts: self.sn.whiteout_mode(), lowers: self.base_dirs(&parents), ..ApplyOptions::default() };
+        let opts =
+            ApplyOptions { whiteouts: self.sn.whiteout_mode(), lowers: self.base_dirs(&parents), max_entries, ..ApplyOptions::default() };
         let stats = apply_tar(layer, &dir, &opts)?;
         sync_fs(&dir)?;
         tracing::debug!(namespace = %ns, key = %key, entries = stats.entries, bytes = stats.bytes, "layer applied");
@@ -620,7 +621,7 @@ mod tests {
             let (key, name) = (format!("unpack-{i}"), format!("layer-{i}"));
             let on = if snaps.applies_layers_detached() { "" } else { parent.as_str() };
             snaps.prepare_record(NS, &key, on, BTreeMap::new()).unwrap();
-            snaps.apply_layer(NS, &key, &layer[..]).unwrap();
+            snaps.apply_layer(NS, &key, &layer[..], u64::MAX).unwrap();
             snaps.commit_with_parent(NS, &name, &key, &parent, BTreeMap::new()).unwrap();
             parent = name;
         }
@@ -726,7 +727,7 @@ mod tests {
             fx.snaps.write_changes(NS, "ctr", &mut tar).unwrap();
             // Applied on the image, the layer gives what the container saw.
             fx.snaps.prepare_record(NS, "commit", &image, BTreeMap::new()).unwrap();
-            fx.snaps.apply_layer(NS, "commit", &tar[..]).unwrap();
+            fx.snaps.apply_layer(NS, "commit", &tar[..], u64::MAX).unwrap();
             fx.snaps.commit(NS, "committed", "commit", BTreeMap::new()).unwrap();
             assert_eq!(read(&fx.snaps, "committed", "/etc/motd").as_deref(), Some("hello\n"), "{name}");
             assert_eq!(read(&fx.snaps, "committed", "/etc/hosts"), None, "{name}");
@@ -742,7 +743,7 @@ mod tests {
         for name in SNAPSHOTTERS {
             let fx = fixture(name);
             let image = unpack(&fx.snaps, &[base_layer()]);
-            let r = fx.snaps.apply_layer(NS, &image, &base_layer()[..]);
+            let r = fx.snaps.apply_layer(NS, &image, &base_layer()[..], u64::MAX);
             assert!(matches!(r, Err(ApplyLayerError::Snapshot(SnapshotError::WrongKind { .. }))), "{name}: {r:?}");
             fx.snaps.view(NS, "v", &image, BTreeMap::new()).unwrap();
             assert!(matches!(fx.snaps.changes(NS, "v"), Err(ChangesError::Snapshot(SnapshotError::WrongKind { .. }))), "{name}");
