@@ -418,6 +418,8 @@ enum Reply {
     Redirect(String),
     /// Headers announcing the whole body, half of it, then silence.
     Stall(Vec<u8>),
+    /// The whole body, one byte every 200 ms (never quite stalled).
+    Trickle(Vec<u8>),
     /// 503 with `Retry-After: 1` while the counter is above zero, then the reply.
     Busy(std::sync::Arc<std::sync::atomic::AtomicUsize>, Box<Reply>),
 }
@@ -511,6 +513,16 @@ impl Fake {
                             )
                         }
                         Some(Reply::Busy(..)) => Ok(()),
+                        Some(Reply::Trickle(body)) => {
+                            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                            for b in body {
+                                if conn.write_all(&[b]).and_then(|()| conn.flush()).is_err() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            Ok(())
+                        }
                         Some(Reply::Stall(body)) => {
                             let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                             let _ = conn.write_all(&body[..body.len() / 2]);
@@ -857,5 +869,63 @@ fn a_blob_longer_or_shorter_than_its_descriptor_is_a_protocol_error_not_retried(
         assert_eq!(asked, 1, "{repo}: the blob was asked for {asked} times");
     }
     assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_registry_that_trickles_bytes_is_cut_off_by_the_minimum_rate() {
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let layer = built.layers[0].clone();
+    let mut routes = image_routes("x", "v1", &built);
+    routes.retain(|(p, _)| !p.ends_with(&layer.0));
+    routes.push((format!("/v2/x/blobs/{}", layer.0), Reply::Trickle(layer.1.clone())));
+    let reg = Fake::start(routes, None);
+    // A byte every 200 ms never trips a 2 s stall timer; the minimum rate does.
+    let d = Daemon::start_with_config("registry_stall_timeout = 2\n");
+    let t0 = std::time::Instant::now();
+    let pull = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["pull", &format!("{}/x:v1", reg.addr)])
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(pull, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bytes in"), "{}", stderr(&out));
+    assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_pull_whose_client_went_away_stops_and_does_not_block_the_next_one() {
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let layer = built.layers[0].clone();
+    // The same image under two names: its layer trickles from one, comes whole from the other.
+    let mut routes = image_routes("slow", "v1", &built);
+    routes.retain(|(p, _)| !p.ends_with(&layer.0));
+    routes.push((format!("/v2/slow/blobs/{}", layer.0), Reply::Trickle(layer.1.clone())));
+    routes.extend(image_routes("fast", "v1", &built));
+    let reg = Fake::start(routes, None);
+    // A long stall window: only the client's going away can stop the slow transfer.
+    let d = Daemon::start_with_config("registry_stall_timeout = 300\n");
+    let mut slow = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["pull", &format!("{}/slow:v1", reg.addr)])
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let asked = |repo: &str| reg.seen.lock().unwrap().iter().any(|(p, _)| *p == format!("/v2/{repo}/blobs/{}", layer.0));
+    wait_until("the slow transfer started", Duration::from_secs(30), || asked("slow"));
+    let _ = slow.kill();
+    let _ = slow.wait();
+    // The next pull of the same blob is not held behind the abandoned one.
+    let t0 = std::time::Instant::now();
+    let out = d.ctl(&["pull", &format!("{}/fast:v1", reg.addr)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(t0.elapsed() < Duration::from_secs(20), "the pull waited {:?}", t0.elapsed());
+    assert!(asked("fast"), "the blob was fetched again by the new pull");
     d.assert_healthy();
 }

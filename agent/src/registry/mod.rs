@@ -9,6 +9,7 @@
 pub mod client;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 
 use client::{Client, Endpoint};
@@ -113,6 +114,61 @@ struct Transfer<'a, 's, 'i> {
     fallbacks: &'a [Client],
     /// Where the blobs go (and their layers are unpacked while they arrive).
     ingest: &'a Ingest<'s, 'i>,
+    /// Whether every caller of the pull has gone: the transfers stop.
+    gone: &'a (dyn Fn() -> bool + Sync),
+}
+
+/// Bytes a blob transfer must move per stall window (`registry_stall_timeout`):
+/// one that trickles slower fails, and is fetched again, as a stalled one does.
+const MIN_BYTES_PER_WINDOW: u64 = 64 << 10;
+
+/// The pull's callers have all gone away.
+#[derive(Debug)]
+struct CallerGone;
+
+impl std::fmt::Display for CallerGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client went away")
+    }
+}
+
+impl std::error::Error for CallerGone {}
+
+/// A blob's body, watched: it fails when the pull's callers are gone, and
+/// when it moves fewer than [`MIN_BYTES_PER_WINDOW`] bytes in a window (a
+/// registry that sends a byte now and then never trips the stall timer).
+struct Watched<'a, R> {
+    inner: R,
+    gone: &'a (dyn Fn() -> bool + Sync),
+    window: std::time::Duration,
+    since: std::time::Instant,
+    moved: u64,
+}
+
+impl<'a, R: Read> Watched<'a, R> {
+    fn new(inner: R, gone: &'a (dyn Fn() -> bool + Sync), window: std::time::Duration) -> Self {
+        Watched { inner, gone, window, since: std::time::Instant::now(), moved: 0 }
+    }
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if (self.gone)() {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, CallerGone));
+        }
+        let n = self.inner.read(buf)?;
+        self.moved += n as u64;
+        if self.since.elapsed() >= self.window {
+            if self.moved < MIN_BYTES_PER_WINDOW && n > 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the transfer moved {} bytes in {:?}, under the {MIN_BYTES_PER_WINDOW} required", self.moved, self.window),
+                ));
+            }
+            (self.since, self.moved) = (std::time::Instant::now(), 0);
+        }
+        Ok(n)
+    }
 }
 
 /// Blobs being fetched right now, so two pulls fetch each blob once.
@@ -189,14 +245,20 @@ impl Registries {
     }
 
     /// Pull an image: fetch what is missing, verify it, name it, unpack it.
-    pub fn pull(&self, ns: &str, opts: &PullOptions, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImageRecord, RegistryError> {
+    pub fn pull(
+        &self,
+        ns: &str,
+        opts: &PullOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+        gone: &(dyn Fn() -> bool + Sync),
+    ) -> Result<ImageRecord, RegistryError> {
         let r = Reference::parse(&opts.reference)?;
         let name = r.to_string();
         let wanted = match &r.digest {
             Some(d) => d.to_string(),
             None => r.tag.clone().unwrap_or_else(|| "latest".into()),
         };
-        self.images.ingest(ns, true, progress, |ingest| self.pull_into(ingest, &r, &name, &wanted, opts))
+        self.images.ingest(ns, true, progress, |ingest| self.pull_into(ingest, &r, &name, &wanted, opts, gone))
     }
 
     /// The pull, with what it fetches going through `ingest`.
@@ -207,6 +269,7 @@ impl Registries {
         name: &str,
         wanted: &str,
         opts: &PullOptions,
+        gone: &(dyn Fn() -> bool + Sync),
     ) -> Result<ImageRecord, RegistryError> {
         // The first endpoint that has the manifest serves the whole pull.
         let mut last_err = None;
@@ -299,7 +362,7 @@ impl Registries {
         }
         // Each layer is unpacked while it arrives (one pass over its bytes,
         // where the snapshotter allows); the ordered commit below uses what matches.
-        let transfer = Transfer { client: &client, fallbacks: &fallbacks, ingest };
+        let transfer = Transfer { client: &client, fallbacks: &fallbacks, ingest, gone };
         self.fetch_all(&transfer, &blobs)?;
         self.finish_pull(ingest, r, name, &top_desc, &blobs, opts)
     }
@@ -432,7 +495,7 @@ impl Registries {
     /// manifest or, when it lacks the blob, from the next ones.
     fn fetch_blob(&self, t: &Transfer<'_, '_, '_>, b: &Descriptor) -> Result<(), RegistryError> {
         t.ingest.progress(Progress::Blob { digest: b.digest.clone(), size: b.size, status: "fetching" });
-        let mut body = match t.client.get_blob(b.digest.as_str()) {
+        let body = match t.client.get_blob(b.digest.as_str()) {
             Ok(body) => body,
             Err(e @ (RegistryError::NotFound(_) | RegistryError::Transport(_))) if !t.fallbacks.is_empty() => {
                 tracing::debug!(blob = %b.digest, error = %e, "trying the next endpoint");
@@ -448,8 +511,12 @@ impl Registries {
             Err(e) => return Err(e),
         };
         let layer = if oci::is_layer(&b.media_type) { LayerHint::Layer } else { LayerHint::NotLayer };
+        let mut body = Watched::new(body, t.gone, self.stall);
         let blob = Incoming { src: &mut body, digest: Some(&b.digest), size: Some(b.size), layer, report_bytes: true };
         t.ingest.write(blob).map_err(|e| match e {
+            IngestError::Read(e) if e.get_ref().is_some_and(|i| i.is::<CallerGone>()) => {
+                RegistryError::Image(ImageError::Cancelled(format!("blob {}: {e}", b.digest)))
+            }
             IngestError::Read(e) => RegistryError::Transport(format!("blob {}: {e}", b.digest)),
             IngestError::TooLong { .. } => {
                 RegistryError::Protocol(format!("blob {} is longer than its descriptor's {} bytes", b.digest, b.size))

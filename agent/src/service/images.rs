@@ -198,7 +198,7 @@ impl ImageService {
         validate_labels(&opts.labels)?;
         let (svc, ns) = (self.clone(), ns.to_owned());
         let what = opts.name.clone().unwrap_or_else(|| "the archive".into());
-        Ok(queued(Some(self.transfers.clone()), &what, move |progress| {
+        Ok(queued(Some(self.transfers.clone()), &what, move |progress, _gone| {
             let images = &svc.core.images;
             let result = images.import(&ns, reader, &opts, progress);
             // What a failed import stored, the image a moved name left, the archive's stray files.
@@ -286,8 +286,9 @@ impl ImageService {
         }
         let (svc, ns) = (self.clone(), ns.to_owned());
         let what = opts.reference.clone();
-        Ok(queued(Some(self.transfers.clone()), &what, move |progress| {
-            let result = svc.core.registries.pull(&ns, &opts, progress);
+        Ok(queued(Some(self.transfers.clone()), &what, move |progress, gone| {
+            // A pull whose client has gone stops (and lets go of its blobs' claims).
+            let result = svc.core.registries.pull(&ns, &opts, progress, gone);
             // Blobs a failed pull stored are unnamed: collect them once no transfer needs them.
             Self::collect_after(&svc.core.images, result.is_err(), "pull");
             let rec = result.inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %e, "pull failed"))?;

@@ -151,15 +151,19 @@ const RESULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) fn with_progress<T: Send + 'static>(
     work: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> Result<T, Error> + Send + 'static,
 ) -> mpsc::Receiver<Update<T>> {
-    queued(None, "", work)
+    queued(None, "", move |progress, _gone| work(progress))
 }
+
+/// Tells long work whether its caller has gone away (it may stop then).
+pub(crate) type Gone<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// [`with_progress`], once a slot of `slots` is free: until then the work
 /// waits, says so (`what` names it), and is dropped if its caller goes away.
+/// The work is told when its caller has gone ([`Gone`]).
 pub(crate) fn queued<T: Send + 'static>(
     slots: Option<Arc<Semaphore>>,
     what: &str,
-    work: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> Result<T, Error> + Send + 'static,
+    work: impl FnOnce(&(dyn Fn(Progress) + Sync), Gone<'_>) -> Result<T, Error> + Send + 'static,
 ) -> mpsc::Receiver<Update<T>> {
     let (tx, rx) = mpsc::channel(64);
     let what = what.to_owned();
@@ -185,7 +189,9 @@ pub(crate) fn queued<T: Send + 'static>(
             let progress = move |p: Progress| {
                 let _ = ptx.try_send(Update::Progress(p));
             };
-            let result = work(&progress);
+            let gtx = tx.clone();
+            let gone = move || gtx.is_closed();
+            let result = work(&progress, &gone);
             let _ = handle.block_on(tokio::time::timeout(RESULT_SEND_TIMEOUT, tx.send(Update::Done(result))));
         })
         .await;
