@@ -56,6 +56,12 @@ pub struct Removed {
 
 const FILTER_KEYS: &str = "name, digest or label.KEY";
 
+/// An error as a log line shows it: what came from outside (names in an
+/// archive, a registry's words) with its control characters escaped.
+fn shown(e: &impl std::fmt::Display) -> String {
+    berth_common::text::printable(&e.to_string()).into_owned()
+}
+
 /// Bytes per export chunk.
 const EXPORT_CHUNK: usize = 1 << 20;
 /// Export chunks queued for the client: a slow reader holds the writer back.
@@ -203,7 +209,7 @@ impl ImageService {
             let result = images.import(&ns, reader, &opts, progress);
             // What a failed import stored, the image a moved name left, the archive's stray files.
             Self::collect_after(images, result.as_ref().map_or(true, |o| o.replaced || o.stray), "import");
-            let outcome = result.inspect_err(|e| tracing::warn!(namespace = %ns, error = %e, "import failed"))?;
+            let outcome = result.inspect_err(|e| tracing::warn!(namespace = %ns, error = %shown(e), "import failed"))?;
             for rec in &outcome.images {
                 svc.created(&ns, rec);
             }
@@ -270,7 +276,7 @@ impl ImageService {
                 (Ok(bytes), _) => tracing::info!(namespace = %ns, images = ?plan.0, blobs = plan.1, bytes, "exported images"),
                 (Err(_), Some(why)) => tracing::info!(namespace = %ns, images = ?plan.0, reason = why, "export abandoned"),
                 (Err(e), None) => {
-                    tracing::warn!(namespace = %ns, images = ?plan.0, error = %e, "export failed");
+                    tracing::warn!(namespace = %ns, images = ?plan.0, error = %shown(&e), "export failed");
                     let _ = handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, sink.tx.send(Err(e.into()))));
                 }
             }
@@ -291,7 +297,7 @@ impl ImageService {
             let result = svc.core.registries.pull(&ns, &opts, progress, gone);
             // Blobs a failed pull stored are unnamed: collect them once no transfer needs them.
             Self::collect_after(&svc.core.images, result.is_err(), "pull");
-            let rec = result.inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %e, "pull failed"))?;
+            let rec = result.inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %shown(e), "pull failed"))?;
             svc.created(&ns, &rec);
             Ok(rec)
         }))
@@ -307,7 +313,7 @@ impl ImageService {
             let digest = core
                 .registries
                 .push(&ns, &opts, progress)
-                .inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %e, "push failed"))?;
+                .inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %shown(e), "push failed"))?;
             Ok(digest)
         }))
     }
