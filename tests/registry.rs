@@ -420,6 +420,11 @@ enum Reply {
     Stall(Vec<u8>),
     /// The whole body, one byte every 200 ms (never quite stalled).
     Trickle(Vec<u8>),
+    /// Headers announcing the whole body (or, to a `Range` request when
+    /// `ranges`, the rest of it with 206), then at most a third of the body
+    /// and a closed connection. A registry that ignores ranges cuts only the
+    /// first transfer.
+    Cut { body: Vec<u8>, ranges: bool },
     /// 503 with `Retry-After: 1` while the counter is above zero, then the reply.
     Busy(std::sync::Arc<std::sync::atomic::AtomicUsize>, Box<Reply>),
 }
@@ -432,6 +437,8 @@ type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
 struct Fake {
     addr: String,
     seen: Seen,
+    /// The `Range` headers asked, in order.
+    ranges: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Fake {
@@ -442,10 +449,12 @@ impl Fake {
         let seen: Seen = Default::default();
         let routes = std::sync::Arc::new(routes);
         let seen2 = seen.clone();
+        let ranges: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let ranges2 = ranges.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let (routes, seen) = (routes.clone(), seen2.clone());
+                let (routes, seen, ranges) = (routes.clone(), seen2.clone(), ranges2.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut head = Vec::new();
@@ -463,6 +472,10 @@ impl Fake {
                     let auth =
                         head.iter().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).map(|l| l[14..].trim().to_owned());
                     seen.lock().unwrap().push((path.clone(), auth.clone()));
+                    let range = head.iter().find_map(|l| l.to_ascii_lowercase().strip_prefix("range:").map(|r| r.trim().to_owned()));
+                    if let Some(r) = &range {
+                        ranges.lock().unwrap().push(r.clone());
+                    }
                     if let Some(want) = basic {
                         if auth.as_deref() != Some(&format!("Basic {}", base64_encode(want))) {
                             let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -523,6 +536,31 @@ impl Fake {
                             }
                             Ok(())
                         }
+                        Some(Reply::Cut { body, ranges }) => {
+                            let from = range
+                                .as_deref()
+                                .filter(|_| ranges)
+                                .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok())
+                                .filter(|&n| n < body.len());
+                            let third = body.len() / 3;
+                            let (rest, cut) = match from {
+                                Some(n) => {
+                                    let _ = write!(
+                                        conn,
+                                        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                        body.len() - 1,
+                                        body.len(),
+                                        body.len() - n
+                                    );
+                                    (&body[n..], true)
+                                }
+                                None => {
+                                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                                    (&body[..], ranges || range.is_none())
+                                }
+                            };
+                            conn.write_all(if cut { &rest[..third.min(rest.len())] } else { rest })
+                        }
                         Some(Reply::Stall(body)) => {
                             let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                             let _ = conn.write_all(&body[..body.len() / 2]);
@@ -533,7 +571,7 @@ impl Fake {
                 });
             }
         });
-        Fake { addr, seen }
+        Fake { addr, seen, ranges }
     }
 }
 
@@ -927,5 +965,40 @@ fn a_pull_whose_client_went_away_stops_and_does_not_block_the_next_one() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(t0.elapsed() < Duration::from_secs(20), "the pull waited {:?}", t0.elapsed());
     assert!(asked("fast"), "the blob was fetched again by the new pull");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_cut_connection_resumes_with_range_and_falls_back_to_skipping() {
+    let built = build(&ImageSpec::new(vec![busybox_layer()]));
+    let layer = built.layers[0].clone();
+    let len = layer.1.len();
+    let mut routes = Vec::new();
+    for (repo, ranges) in [("ranged", true), ("plain", false)] {
+        let mut r = image_routes(repo, "v1", &built);
+        r.retain(|(p, _)| !p.ends_with(&layer.0));
+        r.push((format!("/v2/{repo}/blobs/{}", layer.0), Reply::Cut { body: layer.1.clone(), ranges }));
+        routes.extend(r);
+    }
+    let reg = Fake::start(routes, None);
+    let d = Daemon::start();
+    let asked = |repo: &str| reg.seen.lock().unwrap().iter().filter(|(p, _)| *p == format!("/v2/{repo}/blobs/{}", layer.0)).count();
+
+    // Each connection carries a third: the rest is asked for from where it broke.
+    let out = d.ctl(&["pull", &format!("{}/ranged:v1", reg.addr)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let third = len / 3;
+    assert_eq!(*reg.ranges.lock().unwrap(), vec![format!("bytes={third}-"), format!("bytes={}-", 2 * third)]);
+    assert_eq!(asked("ranged"), 3);
+    assert_eq!(d.ok(&["images", "-q"]).lines().count(), 1);
+    d.ok(&["rmi", &format!("{}/ranged:v1", reg.addr)]);
+
+    // A registry that ignores ranges sends it all again; the agent skips what it has.
+    reg.ranges.lock().unwrap().clear();
+    let out = d.ctl(&["pull", &format!("{}/plain:v1", reg.addr)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(*reg.ranges.lock().unwrap(), vec![format!("bytes={third}-")]);
+    assert_eq!(asked("plain"), 2);
+    assert_eq!(d.ok(&["run", "--rm", &format!("{}/plain:v1", reg.addr), "echo", "ok"]), "ok\n");
     d.assert_healthy();
 }

@@ -355,19 +355,47 @@ impl Client {
         Ok((data, media_type))
     }
 
-    /// GET a blob as a reader. It is not limited here: the ingest that reads
-    /// it refuses the first byte past the descriptor's size, as a protocol
-    /// error (a broken connection is fetched again; that is not).
-    pub fn get_blob(&self, digest: &str) -> Result<impl Read + use<>, RegistryError> {
+    /// GET a blob as a reader that resumes a cut connection with `Range`.
+    /// It is not limited here: the ingest that reads it refuses the first
+    /// byte past the descriptor's size, as a protocol error (a broken
+    /// connection is resumed or fetched again; that is not).
+    pub fn get_blob(&self, digest: &str) -> Result<BlobReader<'_>, RegistryError> {
+        let inner = self.open_blob_at(digest, 0)?;
+        Ok(BlobReader { client: self, digest: digest.to_owned(), inner, pos: 0, opened_at: 0, resumes: 0 })
+    }
+
+    /// The blob's bytes from `offset` on: a `Range` request, answered with
+    /// 206 from that offset, or with 200 from byte 0 by a registry that
+    /// ignores ranges (the first `offset` bytes are then read and dropped).
+    fn open_blob_at(&self, digest: &str, offset: u64) -> Result<Box<dyn Read + Send>, RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
-        let r = self.send("GET", &url, &[], None, false)?;
+        let range = [("Range", format!("bytes={offset}-"))];
+        let r = self.send("GET", &url, if offset > 0 { &range } else { &[] }, None, false)?;
         if r.status == StatusCode::NOT_FOUND {
             return Err(RegistryError::NotFound(format!("blob {digest} in {}/{}", self.endpoint.host, self.repository)));
         }
         if !r.status.is_success() {
             return Err(error_from(&url, r));
         }
-        Ok(r.body.into_reader())
+        if offset > 0 && r.status == StatusCode::PARTIAL_CONTENT {
+            let content_range = r.headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !content_range.strip_prefix("bytes ").is_some_and(|c| c.starts_with(&format!("{offset}-"))) {
+                return Err(RegistryError::Protocol(format!(
+                    "{url} answered a range from byte {offset} with Content-Range {:?}",
+                    berth_common::text::printable(content_range)
+                )));
+            }
+            return Ok(Box::new(r.body.into_reader()));
+        }
+        let mut body = r.body.into_reader();
+        if offset > 0 {
+            let skipped = std::io::copy(&mut (&mut body).take(offset), &mut std::io::sink())
+                .map_err(|e| RegistryError::Transport(format!("GET {url} again, to byte {offset}: {e}")))?;
+            if skipped < offset {
+                return Err(RegistryError::Protocol(format!("{url} is {skipped} bytes long now, not past byte {offset}")));
+            }
+        }
+        Ok(Box::new(body))
     }
 
     /// Answer the challenge of a 401 reply (a token that expired mid-upload);
@@ -403,6 +431,47 @@ impl Client {
         let url = self.url(&format!("blobs/{digest}"));
         let r = self.send("HEAD", &url, &[], None, push)?;
         Ok(r.status.is_success())
+    }
+}
+
+/// How many times one blob's transfer is resumed after a cut connection.
+const MAX_RESUMES: u32 = 5;
+
+/// A blob's body that, when the connection breaks, asks for the rest with
+/// `Range`, so the bytes already hashed and written are not fetched again.
+/// It resumes only a connection that moved bytes (one that broke before any
+/// is an error for the caller), at most [`MAX_RESUMES`] times.
+pub struct BlobReader<'c> {
+    client: &'c Client,
+    digest: String,
+    inner: Box<dyn Read + Send>,
+    pos: u64,
+    /// Where the current connection started.
+    opened_at: u64,
+    resumes: u32,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if self.pos > self.opened_at && self.resumes < MAX_RESUMES => {
+                    self.resumes += 1;
+                    self.opened_at = self.pos;
+                    tracing::debug!(blob = %self.digest, at = self.pos, error = %e, "resuming the transfer");
+                    self.inner = self
+                        .client
+                        .open_blob_at(&self.digest, self.pos)
+                        .map_err(|again| std::io::Error::new(e.kind(), format!("{e}; resuming at byte {} failed: {again}", self.pos)))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
