@@ -99,6 +99,58 @@ fn init_logging(cfg: &config::Config) {
     if cfg.log_format == "json" {
         builder.json().init();
     } else {
-        builder.init();
+        builder.fmt_fields(log_fields()).init();
+    }
+}
+
+/// How the text log writes an event's fields: `name=value` (the message
+/// bare), with every control character of a value escaped, so a name that
+/// came from outside (an archive, a registry, a client) cannot forge log
+/// lines or send escape sequences to a terminal. JSON logs escape by format.
+fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let v = format!("{value:?}");
+        let v = berth_common::text::printable(&v);
+        match field.name() {
+            "message" => write!(w, "{v}"),
+            name => write!(w, "{name}={v}"),
+        }
+    })
+    .delimited(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_escape_control_characters_in_every_field() {
+        let out = Captured::default();
+        let w = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || w.clone()).fmt_fields(super::log_fields()).finish();
+        let name = "evil\u{1b}[2J\nFAKE line";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(image = %name, error = %format!("bad {name}"), "pull of {name} failed");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert_eq!(text.matches("evil\\u{1b}[2J\\nFAKE line").count(), 3, "{text:?}");
+        assert!(text.contains("image=evil") && text.contains("error=bad evil") && text.contains("pull of evil"), "{text:?}");
     }
 }
