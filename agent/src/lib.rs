@@ -13,6 +13,7 @@ pub mod agent;
 pub mod api;
 pub mod archive;
 mod authority;
+pub mod build;
 pub mod config;
 pub mod container;
 pub mod content;

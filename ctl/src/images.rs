@@ -15,6 +15,8 @@ use crate::{Conn, Format};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(crate::build::BuildArgs),
     /// Import an image archive (docker save or OCI layout; gzip/zstd allowed)
     Import(ImportArgs),
     /// List images
@@ -138,6 +140,7 @@ pub struct RmArgs {
 
 pub async fn run(conn: &Conn, cmd: ImageCommand) -> Result<i32> {
     match cmd {
+        ImageCommand::Build(a) => crate::build::build(conn, a).await,
         ImageCommand::Import(a) => import(conn, a).await,
         ImageCommand::Ls(a) => list(conn, a).await,
         ImageCommand::Inspect(a) => inspect(conn, a).await,

@@ -1,5 +1,6 @@
 //! berthctl: the command-line client of berthd.
 
+mod build;
 mod containers;
 mod content;
 mod events;
@@ -54,6 +55,7 @@ const EXAMPLES: &str = "Examples:
   berthctl commit web my/image:v2       keep a container's changes as an image
   berthctl pull localhost:5000/app:v1  pull an image from a registry
   berthctl push localhost:5000/app:v2  push an image to a registry
+  berthctl build -t app:v1 .            build an image from ./Dockerfile
   berthctl images                       list images
   berthctl image inspect busybox        show digest, config and layers
   berthctl tag busybox my/busybox:v1    give an image another name
@@ -107,6 +109,11 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(containers::ContainerCommand),
+    /// Build an image from a Dockerfile (alias of `image build`)
+    Build(build::BuildArgs),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Pull an image from a registry
     Pull(registry::PullArgs),
     /// Push an image to a registry
@@ -174,6 +181,9 @@ impl Conn {
     pub fn registry(&self) -> v1::registry_client::RegistryClient<Svc> {
         v1::registry_client::RegistryClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
+    pub fn builder(&self) -> v1::builder_client::BuilderClient<Svc> {
+        v1::builder_client::BuilderClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
     pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
         v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
@@ -215,6 +225,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Top(a) => containers::run_command(&conn, C::Top(a)).await,
         Command::Container(c) => containers::run_command(&conn, c).await,
         Command::Events(a) => events::events(&conn, a).await,
+        Command::Build(a) => build::build(&conn, a).await,
+        Command::Builder(c) => build::builder(&conn, c).await,
         Command::Pull(a) => registry::pull(&conn, a).await,
         Command::Push(a) => registry::push(&conn, a).await,
         Command::Login(a) => registry::login(&conn, a).await,

@@ -154,6 +154,8 @@ pub fn service_code(e: &ServiceError) -> Code {
         ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
         ServiceError::OutOfRange(_) => Code::OutOfRange,
         ServiceError::Internal(_) => Code::Internal,
+        ServiceError::Aborted(_) => Code::Aborted,
+        ServiceError::Cancelled(_) => Code::Cancelled,
         ServiceError::Metadata(m) => metadata_code(m),
         ServiceError::Content(c) => content_code(c),
         ServiceError::Snapshot(s) => snapshot_code(s),

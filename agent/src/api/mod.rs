@@ -2,6 +2,7 @@
 //! one service method (`crate::service`), and converts the answer. Nothing
 //! else lives here: no lock, no store, no event, no policy.
 
+pub mod build;
 pub mod containers;
 pub mod content;
 pub mod convert;

@@ -19,11 +19,11 @@ pub fn service(services: Arc<Services>) -> RegistryServer<RegistryApi> {
     RegistryServer::new(RegistryApi { services })
 }
 
-fn creds(c: Option<v1::RegistryCredentials>) -> Option<Credentials> {
+pub(super) fn creds(c: Option<v1::RegistryCredentials>) -> Option<Credentials> {
     c.filter(|c| !c.username.is_empty()).map(|c| Credentials { username: c.username, password: c.password })
 }
 
-fn progress_message(p: Progress) -> v1::TransferProgress {
+pub(super) fn progress_message(p: Progress) -> v1::TransferProgress {
     let (kind, id, status, size, offset) = match p {
         Progress::Blob { digest, size, status } => ("blob", digest.to_string(), status, size, 0),
         Progress::Bytes { digest, done, total } => ("blob", digest.to_string(), "transferring", total, done),

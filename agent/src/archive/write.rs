@@ -141,6 +141,26 @@ impl<W: Write> LayerWriter<W> {
         Ok(())
     }
 
+    /// An entry that is not read from a tree but described (a build's COPY):
+    /// `rel` with the given attributes, and for a file its data.
+    pub fn described(&mut self, rel: &[u8], what: Described<'_>, attrs: Attrs) -> Result<(), DiffError> {
+        self.check_name(rel)?;
+        let (kind, name, link, data) = match what {
+            Described::Dir => (EntryType::Directory, [rel, b"/"].concat(), None, None),
+            Described::File(file, size) => (EntryType::Regular, rel.to_vec(), None, Some((file, size))),
+            Described::Symlink(target) => (EntryType::Symlink, rel.to_vec(), Some(target), None),
+        };
+        let mut h = blank_header(kind);
+        h.set_mode(attrs.mode & 0o7777);
+        h.set_uid(u64::from(attrs.uid));
+        h.set_gid(u64::from(attrs.gid));
+        h.set_mtime(to_u64(attrs.mtime.max(0)));
+        if let Some((_, size)) = &data {
+            h.set_size(*size);
+        }
+        self.append(rel, h, &name, link, &[], data)
+    }
+
     fn io_err(&self, rel: &[u8], e: Errno) -> DiffError {
         DiffError::Io { path: self.path(rel), source: e.into() }
     }
@@ -226,6 +246,23 @@ impl<W: Write> LayerWriter<W> {
         self.entries += 1;
         Ok(())
     }
+}
+
+/// A described entry's kind and content (see [`LayerWriter::described`]).
+pub(crate) enum Described<'a> {
+    Dir,
+    /// The file's data, and its size (the file must hold exactly that many bytes).
+    File(File, u64),
+    Symlink(&'a [u8]),
+}
+
+/// A described entry's owner, permissions and mtime (whole seconds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
 }
 
 /// Appends one PAX record (`"<len> <key>=<value>\n"`, where len counts the whole record).

@@ -150,10 +150,25 @@ impl Containers {
 
     /// Create a container: check everything, prepare its writable snapshot, store the record.
     pub fn create(&self, ns: &str, req: CreateRequest) -> Result<ContainerRecord, ContainerError> {
+        self.check(ns, &req)?;
+        let image = self.images.find_one(ns, &req.image)?;
+        let resolved = self.images.resolve(&image, &Platform::default_platform())?;
+        self.create_resolved(ns, req, &resolved)
+    }
+
+    /// Create a container on an image already resolved (a build step's
+    /// state, which has no name): as [`Containers::create`] otherwise.
+    pub fn create_from(&self, ns: &str, req: CreateRequest, resolved: &crate::image::Resolved) -> Result<ContainerRecord, ContainerError> {
+        self.check(ns, &req)?;
+        self.create_resolved(ns, req, resolved)
+    }
+
+    /// What can be checked of a request before its image is looked at.
+    fn check(&self, ns: &str, req: &CreateRequest) -> Result<(), ContainerError> {
         if !req.name.is_empty() {
             validate_name(&req.name)?;
             if self.meta.containers(ns)?.iter().any(|c| c.name == req.name) {
-                return Err(ContainerError::NameTaken(req.name));
+                return Err(ContainerError::NameTaken(req.name.clone()));
             }
         }
         spec::validate(&req.config)?;
@@ -164,10 +179,13 @@ impl Containers {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn create_resolved(&self, ns: &str, req: CreateRequest, resolved: &crate::image::Resolved) -> Result<ContainerRecord, ContainerError> {
+        let image = &resolved.record;
         let runtime = if req.runtime.is_empty() { self.default_runtime.clone() } else { req.runtime.clone() };
-        let image = self.images.find_one(ns, &req.image)?;
-        let resolved = self.images.resolve(&image, &Platform::default_platform())?;
-        if !self.images.is_unpacked(ns, &resolved) {
+        if !self.images.is_unpacked(ns, resolved) {
             return Err(ContainerError::NotUnpacked {
                 image: image.name.clone(),
                 snapshotter: self.snapshots.snapshotter_name().to_owned(),

@@ -1,7 +1,7 @@
 //! Garbage collection and the protocol that keeps it safe.
 //!
-//! Collection removes every blob and image snapshot that no image (and no
-//! container) reaches. Whatever is being written — an import, a pull, a
+//! Collection removes every blob and image snapshot that no image (no
+//! container, no build cache entry) reaches. Whatever is being written — an import, a pull, a
 //! commit, an export's plan — is protected by a [`Lease`], and the only way
 //! to add a blob to a lease is a [`Publish`] guard, which holds the
 //! collector's lock (shared) while the blob is stored or found and leased:
@@ -252,8 +252,15 @@ impl Images {
     pub fn references(&self) -> Result<(HashSet<Digest>, ChainSet), ImageError> {
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
-        for (ns, rec) in self.meta.all_images()? {
-            let desc = target_descriptor(&rec);
+        // Images, and build cache entries: a cached step's image keeps its
+        // content and the snapshots of its layers, as a named image does (a
+        // cached step is reused without unpacking).
+        let images = self.meta.all_images()?.into_iter().map(|(ns, rec)| (ns, target_descriptor(&rec)));
+        let cache = self.meta.all_build_cache()?.into_iter().map(|(ns, _, rec)| {
+            let m = rec.manifest;
+            (ns, Descriptor { media_type: m.media_type, digest: m.digest, size: m.size, annotations: Default::default(), platform: None })
+        });
+        for (ns, desc) in images.chain(cache) {
             let mut seen = HashSet::new();
             let mut ch = Vec::new();
             self.walk(&desc, &mut seen, &mut ch, 0)?;

@@ -21,6 +21,8 @@ const CONTAINERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("conta
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
 /// Labels of blobs, by digest (blobs are shared by every namespace).
 const CONTENT_LABELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("content_labels");
+/// Build steps' results by `<namespace>\0<cache key>` (see `build::cache`).
+const BUILD_CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("build_cache");
 
 /// The record layout this version writes, kept under [`SCHEMA_KEY`] in
 /// `counters`. 1: the first releases (no marker). 2: the marker; container
@@ -148,6 +150,16 @@ pub struct ContainerRecord {
     /// Set when a task of the container has exited.
     #[serde(default)]
     pub last_exit: Option<ExitInfo>,
+}
+
+/// A build step's result: the state of the stage after it, stored as an
+/// unnamed image (a manifest, its config and layers). It keeps that content,
+/// and the snapshots of its layers, from garbage collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildCacheRecord {
+    pub manifest: DescriptorRecord,
+    pub created: i64,
+    pub last_used: i64,
 }
 
 impl ContainerRecord {
@@ -293,6 +305,7 @@ impl Metadata {
         tx.open_table(COUNTERS)?;
         tx.open_table(CONTENT_LABELS)?;
         tx.open_table(CONTAINERS)?;
+        tx.open_table(BUILD_CACHE)?;
         tx.commit()?;
         migrate(&db)?;
         Ok(Self { db, snapshots, ids: std::sync::Mutex::new((0, 0)) })
@@ -681,6 +694,70 @@ impl Metadata {
         }
         tx.commit()?;
         Ok(rec)
+    }
+
+    // ---- build cache ----
+
+    pub fn build_cache(&self, ns: &str, cache_key: &str) -> Result<Option<BuildCacheRecord>, MetadataError> {
+        match self.get(BUILD_CACHE, "build cache entry", ns, cache_key) {
+            Ok(r) => Ok(Some(r)),
+            Err(MetadataError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every entry of every namespace: (namespace, cache key, record).
+    pub fn all_build_cache(&self) -> Result<Vec<(String, String, BuildCacheRecord)>, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BUILD_CACHE)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let (ns, ck) = split_key(k.value());
+            out.push((ns.to_owned(), ck.to_owned(), decode(k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Store entries and mark others used now, in one transaction.
+    pub fn put_build_cache(&self, ns: &str, new: &[(String, BuildCacheRecord)], used: &[String]) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(BUILD_CACHE)?;
+            for (ck, rec) in new {
+                t.insert(key(ns, ck).as_str(), encode(rec).as_slice())?;
+            }
+            let now = now_nanos();
+            for ck in used {
+                let k = key(ns, ck);
+                let found = match t.get(k.as_str())? {
+                    Some(v) => Some(decode::<BuildCacheRecord>(&k, v.value())?),
+                    None => None,
+                };
+                if let Some(mut rec) = found {
+                    rec.last_used = now;
+                    t.insert(k.as_str(), encode(&rec).as_slice())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove entries: (namespace, cache key) pairs. Returns how many were there.
+    pub fn remove_build_cache(&self, entries: &[(String, String)]) -> Result<usize, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut t = tx.open_table(BUILD_CACHE)?;
+            for (ns, ck) in entries {
+                if t.remove(key(ns, ck).as_str())?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// Namespaces that hold at least one record.

@@ -22,6 +22,12 @@ pub enum Error {
     OutOfRange(String),
     #[error("{0}")]
     Internal(String),
+    /// The work stopped on its own failure (a build's RUN step that exited non-zero).
+    #[error("{0}")]
+    Aborted(String),
+    /// The caller went away.
+    #[error("{0}")]
+    Cancelled(String),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]

@@ -7,6 +7,7 @@
 //! applies the policy around it (garbage collection, events, auto-removal),
 //! and returns domain types. It knows nothing of gRPC: a handler converts.
 
+pub mod build;
 pub mod containers;
 pub mod content;
 mod core;
@@ -30,6 +31,7 @@ pub use error::Error;
 /// Every service of one agent.
 pub struct Services {
     pub images: images::ImageService,
+    pub build: build::BuildService,
     pub content: content::ContentService,
     pub snapshots: snapshots::SnapshotService,
     pub containers: containers::ContainerService,
@@ -40,8 +42,10 @@ pub struct Services {
 
 impl Services {
     pub(crate) fn new(core: Arc<Core>) -> Self {
+        let images = images::ImageService::new(core.clone());
         Services {
-            images: images::ImageService::new(core.clone()),
+            build: build::BuildService::new(core.clone(), images.clone()),
+            images,
             content: content::ContentService::new(core.clone()),
             snapshots: snapshots::SnapshotService::new(core.clone()),
             containers: containers::ContainerService::new(core.clone()),
@@ -53,6 +57,8 @@ impl Services {
 
     /// Start the services' background work.
     pub(crate) fn start_background(&self) {
+        let build = self.build.clone();
+        tokio::spawn(async move { build.recover().await });
         self.containers.start_auto_remove();
     }
 }

@@ -483,6 +483,39 @@ impl Snapshots {
         Ok(diff::write_layer(&dir, self.sn.whiteout_mode(), &base, out)?)
     }
 
+    /// Mount snapshot `key` (active: read-write) at the empty directory
+    /// `at`, run `f` on it, and unmount it (lazily, should it be busy),
+    /// whatever `f` returns. For the agent's own work on a filesystem as a
+    /// container sees it (a build's COPY); containers are mounted by their
+    /// runtime.
+    pub fn with_mounted<T>(&self, ns: &str, key: &str, at: &Path, f: impl FnOnce(&Path) -> T) -> Result<T, SnapshotError> {
+        use rustix::mount::{mount, mount_bind_recursive, unmount, MountFlags, UnmountFlags};
+        let mounts = self.mounts(ns, key)?;
+        let [m] = mounts.as_slice() else {
+            return Err(SnapshotError::Copy { path: at.to_owned(), message: format!("{} mounts for one snapshot", mounts.len()) });
+        };
+        let err = |e: rustix::io::Errno| SnapshotError::Io { path: at.to_owned(), source: e.into() };
+        match m.kind.as_str() {
+            "overlay" => {
+                let data = std::ffi::CString::new(m.options.join(","))
+                    .map_err(|_| SnapshotError::Copy { path: at.to_owned(), message: "NUL in mount options".into() })?;
+                mount("overlay", at, "overlay", MountFlags::empty(), Some(data.as_c_str())).map_err(err)?;
+            }
+            _ => mount_bind_recursive(m.source.as_str(), at).map_err(err)?,
+        }
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                if let Err(e) = unmount(self.0, UnmountFlags::empty()) {
+                    tracing::debug!(path = %self.0.display(), error = %e, "unmounting lazily");
+                    let _ = unmount(self.0, UnmountFlags::DETACH);
+                }
+            }
+        }
+        let _mounted = Unmount(at);
+        Ok(f(at))
+    }
+
     /// The own directory of snapshot `key` and the directories below it.
     fn diff_sides(&self, ns: &str, key: &str) -> Result<(PathBuf, Vec<PathBuf>), SnapshotError> {
         let rec = self.meta.snapshot(ns, key)?;

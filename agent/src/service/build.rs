@@ -1,0 +1,1292 @@
+//! The Build use case: a Dockerfile and a client's context in, an image out.
+//!
+//! A build receives the context's metadata, asks for the files its mirror
+//! lacks ([`crate::build::context`]), then runs the stages the target needs,
+//! independent ones at the same time. Every step has a cache key
+//! ([`crate::build::cache`]); a step whose key has an entry is not run. A
+//! step that runs produces the stage's next [`State`], stored as an unnamed
+//! image, and its cache entry points at it:
+//!
+//! - metadata instructions (ENV, CMD, LABEL, ...) change the config;
+//! - COPY (and ADD of local files) writes a layer tar of the files it copies
+//!   and applies it to an active snapshot mounted in the agent, so that
+//!   links of the image are followed inside it as a container would;
+//! - RUN runs a container on an active snapshot of the stage, through the
+//!   same container records, shims and runtime as `berthctl run`.
+//!
+//! Either way the active snapshot's changes become the layer (one pass: the
+//! diff is written as tar, hashed for its diff id, compressed and hashed for
+//! its digest), and the snapshot itself is committed under the layer's chain
+//! id: nothing is unpacked again. A step that changes no file adds a history
+//! entry and no layer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::images::ImageService;
+use super::{blocking, validate_labels, Core, Error, Update};
+use crate::build::context::{Contexts, Entry, Kind as EntryKind, Mirror};
+use crate::build::copy::{self, Item, Ownership};
+use crate::build::dockerfile::{self, words, Command, Dockerfile, Instruction, Kind};
+use crate::build::state::{Layer, State};
+use crate::build::{cache, LABEL_BUILD};
+use crate::container::config::{ContainerConfig, NetworkMode};
+use crate::container::CreateRequest;
+use crate::content::random_hex;
+use crate::digest::{Digest, HashingWriter};
+use crate::image::oci::{self, Descriptor, Platform};
+use crate::image::Progress;
+use crate::metadata::{BuildCacheRecord, DescriptorRecord, ImageRecord, SnapshotKind};
+use crate::registry::{Credentials, PullOptions};
+use crate::runtime::{AttachOutput, Proc};
+
+/// Most bytes of one Dockerfile.
+pub const MAX_DOCKERFILE: usize = 1 << 20;
+/// Output lines of a failed RUN step quoted in its error.
+const LAST_LINES: usize = 5;
+
+/// What a client asks to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub dockerfile: Vec<u8>,
+    pub dockerfile_name: String,
+    pub dockerignore: Vec<u8>,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: String,
+    pub no_cache: bool,
+    pub pull: bool,
+    pub labels: BTreeMap<String, String>,
+    pub network: String,
+    pub secret_ids: Vec<String>,
+    pub context_key: String,
+    pub plain_http: bool,
+    pub creds: Option<Credentials>,
+}
+
+/// What the client sends after the options.
+#[derive(Debug)]
+pub enum BuildInput {
+    /// Context entries: (path, st_mode, size, mtime in ns, link target).
+    Entries {
+        entries: Vec<(String, u32, u64, i64, String)>,
+        last: bool,
+    },
+    File {
+        path: String,
+        data: Vec<u8>,
+        eof: bool,
+    },
+    Secret {
+        id: String,
+        data: Option<Vec<u8>>,
+    },
+}
+
+/// A step's state, as the client is told.
+#[derive(Debug, Clone)]
+pub struct StepEvent {
+    pub stage: String,
+    pub index: u32,
+    pub total: u32,
+    pub instruction: String,
+    pub status: &'static str,
+    pub millis: i64,
+}
+
+/// What a build reports as it goes.
+#[derive(Debug)]
+pub enum BuildEvent {
+    Need(Vec<String>),
+    Step(StepEvent),
+    Output { stage: String, index: u32, data: Vec<u8> },
+    Pull(Progress),
+    Secret(String),
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub digest: Digest,
+    pub image_id: Digest,
+    pub names: Vec<String>,
+    pub millis: i64,
+    pub steps_cached: u32,
+    pub steps_run: u32,
+    pub context_bytes: u64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default)]
+pub struct Pruned {
+    pub entries: u64,
+    pub blobs: u64,
+    pub snapshots: u64,
+    pub contexts: u64,
+}
+
+#[derive(Clone)]
+pub struct BuildService {
+    core: Arc<Core>,
+    images: ImageService,
+    contexts: Arc<Contexts>,
+}
+
+/// One running build: what every stage and step shares.
+struct Run {
+    core: Arc<Core>,
+    images: ImageService,
+    ns: String,
+    id: String,
+    opts: BuildOptions,
+    file: Dockerfile,
+    mirror: Mirror,
+    events: mpsc::Sender<BuildEvent>,
+    /// Meta args (before the first FROM), as given or defaulted.
+    meta: BTreeMap<String, String>,
+    total: u32,
+    counter: std::sync::atomic::AtomicU32,
+    cached: std::sync::atomic::AtomicU32,
+    ran: std::sync::atomic::AtomicU32,
+    /// Cache entries used (marked at the end).
+    used: std::sync::Mutex<Vec<String>>,
+    /// SOURCE_DATE_EPOCH, when given: times are clamped to it.
+    epoch: Option<i64>,
+}
+
+fn rfc3339(secs: i64) -> String {
+    berth_common::time::format_rfc3339_nano(secs, 0)
+}
+
+impl BuildService {
+    pub(crate) fn new(core: Arc<Core>, images: ImageService) -> Self {
+        let contexts = Arc::new(Contexts::new(core.config.root.join("build").join("contexts")));
+        BuildService { core, images, contexts }
+    }
+
+    /// Remove what builds left behind when the agent stopped mid-build:
+    /// their containers and active snapshots (both carry [`LABEL_BUILD`]).
+    pub(crate) async fn recover(&self) {
+        let core = &self.core;
+        match core.meta.all_containers() {
+            Ok(all) => {
+                for (ns, rec) in all.into_iter().filter(|(_, r)| r.labels.contains_key(LABEL_BUILD)) {
+                    tracing::info!(namespace = %ns, container = %rec.id, "removing the container of an interrupted build");
+                    if let Err(e) = core.tasks.delete(&ns, &rec, true).await {
+                        tracing::debug!(container = %rec.id, error = %e, "deleting a build container's task");
+                    }
+                    if let Err(e) = core.containers.delete(&ns, &rec) {
+                        tracing::warn!(container = %rec.id, error = %e, "removing a build container");
+                    }
+                    core.tasks.forget_container(&ns, &rec.id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing containers"),
+        }
+        if let Ok(all) = core.meta.all_snapshots() {
+            for (ns, s) in all.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Active && s.labels.contains_key(LABEL_BUILD)) {
+                if let Err(e) = core.snapshots.remove(&ns, &s.key) {
+                    tracing::warn!(key = %s.key, error = %e, "removing a build snapshot");
+                }
+            }
+        }
+        let mnt = core.config.root.join("build").join("mnt");
+        if let Ok(dirs) = std::fs::read_dir(&mnt) {
+            for d in dirs.flatten() {
+                let _ = rustix::mount::unmount(d.path(), rustix::mount::UnmountFlags::DETACH);
+                let _ = std::fs::remove_dir(d.path());
+            }
+        }
+    }
+
+    /// Run a build. `input` carries what the client sends after the options;
+    /// `events` what it is told. Dropping `events`' receiver cancels the build.
+    pub async fn build(
+        &self,
+        ns: &str,
+        opts: BuildOptions,
+        mut input: mpsc::Receiver<BuildInput>,
+        events: mpsc::Sender<BuildEvent>,
+    ) -> Result<BuildResult, Error> {
+        let t0 = Instant::now();
+        if opts.dockerfile.len() > MAX_DOCKERFILE {
+            return Err(Error::InvalidArgument(format!("the Dockerfile is larger than {MAX_DOCKERFILE} bytes")));
+        }
+        validate_labels(&opts.labels)?;
+        let mut names = Vec::new();
+        for t in &opts.tags {
+            let r = crate::image::reference::Reference::parse(t).map_err(crate::image::ImageError::from)?;
+            names.push(r.to_string());
+        }
+        let fname = if opts.dockerfile_name.is_empty() { "Dockerfile".to_owned() } else { opts.dockerfile_name.clone() };
+        let text = String::from_utf8(opts.dockerfile.clone()).map_err(|_| Error::InvalidArgument(format!("{fname} is not UTF-8 text")))?;
+        let file = dockerfile::parse(&text).map_err(|e| Error::InvalidArgument(e.with_file(fname.clone()).to_string()))?;
+        let ignore = berth_common::ignore::Patterns::parse(&String::from_utf8_lossy(&opts.dockerignore))
+            .map_err(|e| Error::InvalidArgument(format!(".dockerignore: {e}")))?;
+
+        // The context: metadata, then the files the mirror lacks.
+        let contexts = self.contexts.clone();
+        let key = opts.context_key.clone();
+        let mut mirror = blocking(move || contexts.open(&key).map_err(|e| Error::Internal(e.to_string()))).await?;
+        loop {
+            match input.recv().await {
+                Some(BuildInput::Entries { entries, last }) => {
+                    for (path, mode, size, mtime, link) in entries {
+                        if ignore.matches(&path) {
+                            continue;
+                        }
+                        let entry = Entry::from_mode(mode, size, mtime, link)
+                            .ok_or_else(|| Error::InvalidArgument(format!("context entry {path:?} is not a file, directory or symlink")))?;
+                        mirror.describe(path, entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                Some(_) => return Err(Error::InvalidArgument("the context's entries come before anything else".into())),
+                None => return Err(Error::Cancelled("the client went away".into())),
+            }
+        }
+        let need = mirror.plan().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut waiting = need.len();
+        send(&events, BuildEvent::Need(need)).await?;
+        while waiting > 0 {
+            match input.recv().await {
+                Some(BuildInput::File { path, data, eof }) => {
+                    tokio::task::block_in_place(|| mirror.receive(&path, &data, eof)).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                    if eof {
+                        waiting -= 1;
+                    }
+                }
+                Some(_) => return Err(Error::InvalidArgument("files asked for come before anything else".into())),
+                None => return Err(Error::Cancelled("the client went away".into())),
+            }
+        }
+        tokio::task::block_in_place(|| mirror.finish()).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let context_bytes = mirror.received;
+
+        // Variables before the first FROM.
+        let mut meta = BTreeMap::new();
+        for a in &file.meta_args {
+            let value = match opts.build_args.get(&a.name) {
+                Some(v) => Some(v.clone()),
+                None => match &a.default {
+                    Some(d) => Some(expand(d, file.escape, &|k| meta.get(k).cloned())?),
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                meta.insert(a.name.clone(), v);
+            }
+        }
+        let epoch = opts
+            .build_args
+            .get("SOURCE_DATE_EPOCH")
+            .map(|v| v.parse::<i64>().map_err(|_| Error::InvalidArgument(format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))))
+            .transpose()?;
+        let target = match opts.target.as_str() {
+            "" => file.stages.len() - 1,
+            t => file
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)))
+                .ok_or_else(|| Error::InvalidArgument(format!("target stage {t:?} is not in {fname}")))?,
+        };
+        let needed = needed_stages(&file, target, &meta)?;
+        let total = needed.iter().map(|&i| file.stages[i].instructions.len() as u32 + 1).sum();
+        let run = Arc::new(Run {
+            core: self.core.clone(),
+            images: self.images.clone(),
+            ns: ns.to_owned(),
+            id: random_hex(8),
+            opts,
+            file,
+            mirror,
+            events,
+            meta,
+            total,
+            counter: Default::default(),
+            cached: Default::default(),
+            ran: Default::default(),
+            used: Default::default(),
+            epoch,
+        });
+        let result = run.clone().stages(needed, target).await;
+        let used = std::mem::take(&mut *run.used.lock().unwrap_or_else(|e| e.into_inner()));
+        let (meta_db, ns2) = (self.core.meta.clone(), ns.to_owned());
+        let _ = blocking(move || Ok(meta_db.put_build_cache(&ns2, &[], &used)?)).await;
+        let state = result?;
+
+        // The image: the final state, with the labels asked for, named.
+        let mut state = state;
+        if !run.opts.labels.is_empty() {
+            let mut labels = state.get("Labels").and_then(Value::as_object).cloned().unwrap_or_default();
+            for (k, v) in &run.opts.labels {
+                labels.insert(k.clone(), Value::String(v.clone()));
+            }
+            state.set("Labels", Value::Object(labels));
+        }
+        let (core, ns2, names2) = (self.core.clone(), ns.to_owned(), names.clone());
+        let (digest, image_id) = blocking(move || {
+            let images = &core.images;
+            let lease = images.lease();
+            let (desc, config) = store_state(&lease, &state)?;
+            let _hold = images.hold_gc();
+            for n in &names2 {
+                images.put(&ns2, n, &desc, &BTreeMap::new())?;
+            }
+            Ok((desc.digest, config))
+        })
+        .await?;
+        for n in &names {
+            self.core.events.publish(ns, "/images/create", n, &[("digest", digest.to_string())]);
+        }
+        Ok(BuildResult {
+            digest,
+            image_id,
+            names,
+            millis: t0.elapsed().as_millis() as i64,
+            steps_cached: run.cached.load(std::sync::atomic::Ordering::Relaxed),
+            steps_run: run.ran.load(std::sync::atomic::Ordering::Relaxed),
+            context_bytes,
+        })
+    }
+
+    /// Remove build cache entries (all, or those unused for `keep`), the
+    /// context mirrors no build uses, and then what no image needs.
+    pub async fn prune(&self, all: bool, keep: std::time::Duration) -> Result<Pruned, Error> {
+        let (core, contexts) = (self.core.clone(), self.contexts.clone());
+        blocking(move || {
+            let cutoff = crate::metadata::now_nanos() - keep.as_nanos() as i64;
+            let doomed: Vec<(String, String)> = core
+                .meta
+                .all_build_cache()?
+                .into_iter()
+                .filter(|(_, _, r)| all || r.last_used < cutoff)
+                .map(|(ns, k, _)| (ns, k))
+                .collect();
+            let entries = core.meta.remove_build_cache(&doomed)? as u64;
+            let contexts = contexts.prune().map_err(|e| Error::Internal(e.to_string()))? as u64;
+            let stats = core.images.gc()?;
+            Ok(Pruned { entries, blobs: stats.blobs_removed, snapshots: stats.snapshots_removed, contexts })
+        })
+        .await
+    }
+}
+
+async fn send(events: &mpsc::Sender<BuildEvent>, e: BuildEvent) -> Result<(), Error> {
+    events.send(e).await.map_err(|_| Error::Cancelled("the client went away".into()))
+}
+
+fn expand(raw: &str, escape: char, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Error> {
+    words::expand_word(raw, escape, env).map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+/// The stages `target` needs (itself included), in Dockerfile order.
+fn needed_stages(file: &Dockerfile, target: usize, meta: &BTreeMap<String, String>) -> Result<Vec<usize>, Error> {
+    let mut needed = HashSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        for dep in stage_deps(file, i, meta)? {
+            todo.push(dep);
+        }
+    }
+    let mut v: Vec<usize> = needed.into_iter().collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// A stage named by `name` (its name or its index) among those before `before`.
+fn stage_ref(file: &Dockerfile, name: &str, before: usize) -> Option<usize> {
+    if let Ok(i) = name.parse::<usize>() {
+        return (i < before).then_some(i);
+    }
+    file.stages[..before].iter().rposition(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// Stages stage `i` reads: its base, and the sources of `COPY --from`.
+fn stage_deps(file: &Dockerfile, i: usize, meta: &BTreeMap<String, String>) -> Result<Vec<usize>, Error> {
+    let s = &file.stages[i];
+    let mut deps = Vec::new();
+    let base = expand(&s.base, file.escape, &|k| meta.get(k).cloned())?;
+    if let Some(d) = stage_ref(file, &base, i) {
+        deps.push(d);
+    }
+    for ins in &s.instructions {
+        if let Kind::Copy(c) | Kind::Add(c) = &ins.kind {
+            if let Some(from) = &c.from {
+                if let Some(d) = stage_ref(file, from, i) {
+                    deps.push(d);
+                }
+            }
+        }
+    }
+    Ok(deps)
+}
+
+/// Store a state as an unnamed image (under `lease`): (manifest descriptor, config digest).
+fn store_state(lease: &crate::image::Lease<'_>, state: &State) -> Result<(Descriptor, Digest), Error> {
+    let (config, manifest) = state.documents();
+    let publish = lease.publish();
+    let config_digest = publish.put(&config)?;
+    let manifest = manifest(&config_digest);
+    let digest = publish.put(&manifest)?;
+    drop(publish);
+    Ok((
+        Descriptor {
+            media_type: oci::MEDIA_OCI_MANIFEST.to_owned(),
+            digest,
+            size: manifest.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        },
+        config_digest,
+    ))
+}
+
+/// The scope of one stage's variables.
+#[derive(Clone, Default)]
+struct Vars {
+    /// ARGs declared in the stage, with their values.
+    args: BTreeMap<String, String>,
+}
+
+/// The proxy variables every build may set without declaring them.
+const PREDEFINED_ARGS: [&str; 8] =
+    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy"];
+
+impl Run {
+    fn ts(&self) -> String {
+        match self.epoch {
+            Some(e) => rfc3339(e),
+            None => {
+                let now = crate::metadata::now_nanos();
+                berth_common::time::format_rfc3339_nano(now.div_euclid(1_000_000_000), now.rem_euclid(1_000_000_000) as u32)
+            }
+        }
+    }
+
+    fn stage_name(&self, i: usize) -> String {
+        self.file.stages[i].name.clone().unwrap_or_else(|| format!("stage-{i}"))
+    }
+
+    /// Run the needed stages, each once its dependencies are done, at the same time where they can.
+    async fn stages(self: Arc<Self>, needed: Vec<usize>, target: usize) -> Result<State, Error> {
+        let mut done: HashMap<usize, State> = HashMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut started = HashSet::new();
+        loop {
+            for &i in &needed {
+                if started.contains(&i) {
+                    continue;
+                }
+                let deps = stage_deps(&self.file, i, &self.meta)?;
+                if deps.iter().all(|d| done.contains_key(d)) {
+                    started.insert(i);
+                    let inputs: HashMap<usize, State> = deps.iter().map(|d| (*d, done[d].clone())).collect();
+                    let run = self.clone();
+                    running.spawn(async move { (i, run.stage(i, inputs).await) });
+                }
+            }
+            match running.join_next().await {
+                Some(Ok((i, Ok(state)))) => {
+                    done.insert(i, state);
+                }
+                Some(Ok((_, Err(e)))) => {
+                    // The others stop at their next step (or are aborted here).
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                    return Err(e);
+                }
+                Some(Err(e)) => return Err(Error::Internal(format!("a build stage failed: {e}"))),
+                None => break,
+            }
+        }
+        done.remove(&target).ok_or_else(|| Error::Internal("the target stage did not run".into()))
+    }
+
+    async fn step_event(&self, stage: &str, index: u32, instruction: &str, status: &'static str, millis: i64) {
+        let _ = self
+            .events
+            .send(BuildEvent::Step(StepEvent {
+                stage: stage.to_owned(),
+                index,
+                total: self.total,
+                instruction: instruction.to_owned(),
+                status,
+                millis,
+            }))
+            .await;
+    }
+
+    /// One stage: its base, then its instructions.
+    async fn stage(self: Arc<Self>, i: usize, inputs: HashMap<usize, State>) -> Result<State, Error> {
+        let stage = &self.file.stages[i];
+        let sname = self.stage_name(i);
+        let t0 = Instant::now();
+        let index = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let from_text = format!("FROM {}", stage.base);
+        self.step_event(&sname, index, &from_text, "started", 0).await;
+        let base = expand(&stage.base, self.file.escape, &|k| self.meta.get(k).cloned())?;
+        let mut state = match stage_ref(&self.file, &base, i) {
+            Some(d) => inputs.get(&d).cloned().ok_or_else(|| Error::Internal(format!("stage {d} did not run")))?,
+            None if base.eq_ignore_ascii_case("scratch") => State::scratch(),
+            None => self.base_image(&base).await?,
+        };
+        self.step_event(&sname, index, &from_text, "done", t0.elapsed().as_millis() as i64).await;
+        let mut vars = Vars::default();
+        // Triggers of the base image run first.
+        let triggers: Vec<String> = state
+            .get("OnBuild")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if !triggers.is_empty() {
+            state.set("OnBuild", Value::Null);
+        }
+        let mut cmd_set = false;
+        for t in &triggers {
+            // Triggers are read with the default escape, whatever the child file's.
+            let ins = dockerfile::parse_instruction(t, '\\')
+                .map_err(|e| Error::InvalidArgument(format!("ONBUILD trigger {t:?} of {base}: {e}")))?;
+            state = self.step(&sname, 0, &ins, state, &mut vars, &inputs, &mut cmd_set).await?;
+        }
+        for ins in &stage.instructions {
+            let index = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            state = self.step(&sname, index, ins, state, &mut vars, &inputs, &mut cmd_set).await?;
+        }
+        Ok(state)
+    }
+
+    /// The state of a base image: from the store, or pulled when missing (or with --pull).
+    async fn base_image(&self, name: &str) -> Result<State, Error> {
+        let (core, ns, n) = (self.core.clone(), self.ns.clone(), name.to_owned());
+        let found = if self.opts.pull {
+            None
+        } else {
+            blocking(move || match core.images.find_one(&ns, &n) {
+                Ok(r) => Ok(Some(r)),
+                Err(crate::image::ImageError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            })
+            .await?
+        };
+        let record = match found {
+            Some(r) => r,
+            None => {
+                let opts = PullOptions {
+                    reference: name.to_owned(),
+                    platform: Platform::default_platform(),
+                    all_platforms: false,
+                    plain_http: self.opts.plain_http,
+                    creds: self.opts.creds.clone(),
+                };
+                let mut rx = self.images.pull(&self.ns, opts)?;
+                loop {
+                    match rx.recv().await {
+                        Some(Update::Progress(p)) => {
+                            let _ = self.events.try_send(BuildEvent::Pull(p));
+                        }
+                        Some(Update::Done(r)) => break r?,
+                        None => return Err(Error::Internal("the pull stopped without a result".into())),
+                    }
+                }
+            }
+        };
+        let core = self.core.clone();
+        let ns = self.ns.clone();
+        blocking(move || {
+            let resolved = core.images.resolve(&record, &Platform::default_platform())?;
+            if !core.images.is_unpacked(&ns, &resolved) {
+                let _hold = core.images.hold_gc();
+                core.images.unpack(&ns, &resolved, &|_| {})?;
+            }
+            let key = cache::key(&[("base", resolved.manifest_desc.digest.as_str())]);
+            State::of_image(&resolved.manifest, &resolved.config_json, &resolved.config.rootfs.diff_ids, key)
+                .map_err(Error::InvalidArgument)
+        })
+        .await
+    }
+
+    /// Variables an instruction's words see: the stage's ARGs, then its ENV (which wins).
+    fn lookup(&self, state: &State, vars: &Vars) -> impl Fn(&str) -> Option<String> {
+        let mut all = vars.args.clone();
+        for (k, v) in state.env() {
+            all.insert(k, v);
+        }
+        move |k: &str| all.get(k).cloned()
+    }
+
+    /// Run (or find in the cache) one instruction.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        sname: &str,
+        index: u32,
+        ins: &Instruction,
+        mut state: State,
+        vars: &mut Vars,
+        inputs: &HashMap<usize, State>,
+        cmd_set: &mut bool,
+    ) -> Result<State, Error> {
+        let t0 = Instant::now();
+        let esc = self.file.escape;
+        let at = |e: Error| -> Error {
+            let fname = if self.opts.dockerfile_name.is_empty() { "Dockerfile" } else { &self.opts.dockerfile_name };
+            match e {
+                Error::InvalidArgument(m) => Error::InvalidArgument(format!("{fname}:{}: {}: {m}", ins.line, ins.keyword)),
+                e => e,
+            }
+        };
+        if self.events.is_closed() {
+            return Err(Error::Cancelled("the client went away".into()));
+        }
+        self.step_event(sname, index, &ins.text, "started", 0).await;
+        let env = self.lookup(&state, vars);
+        let created = self.ts();
+        // Metadata instructions: the config changes, and the key covers the result.
+        let mut meta_change = true;
+        match &ins.kind {
+            Kind::Arg(defs) => {
+                for d in defs {
+                    let given = self.opts.build_args.get(&d.name).cloned();
+                    let value = match (given, &d.default) {
+                        (Some(v), _) => Some(v),
+                        (None, Some(def)) => Some(expand(def, esc, &env).map_err(at)?),
+                        (None, None) => self.meta.get(&d.name).cloned(),
+                    };
+                    if let Some(v) = value {
+                        vars.args.insert(d.name.clone(), v);
+                    }
+                }
+                // An ARG changes no config: no history entry, as BuildKit.
+                self.step_event(sname, index, &ins.text, "done", t0.elapsed().as_millis() as i64).await;
+                return Ok(state);
+            }
+            Kind::Env(pairs) => {
+                let mut values = Vec::new();
+                for (k, v) in pairs {
+                    values.push((k.clone(), expand(v, esc, &env).map_err(at)?));
+                }
+                for (k, v) in values {
+                    state.set_env(&k, &v);
+                }
+            }
+            Kind::Label(pairs) => {
+                let mut labels = state.get("Labels").and_then(Value::as_object).cloned().unwrap_or_default();
+                for (k, v) in pairs {
+                    labels.insert(expand(k, esc, &env).map_err(at)?, Value::String(expand(v, esc, &env).map_err(at)?));
+                }
+                state.set("Labels", Value::Object(labels));
+            }
+            Kind::Expose(ports) => {
+                let mut exposed = state.get("ExposedPorts").and_then(Value::as_object).cloned().unwrap_or_default();
+                for p in ports {
+                    for w in words::expand_words(p, esc, &env).map_err(|e| at(Error::InvalidArgument(e.to_string())))? {
+                        let port = if w.contains('/') { w.to_ascii_lowercase() } else { format!("{w}/tcp") };
+                        exposed.insert(port, json!({}));
+                    }
+                }
+                state.set("ExposedPorts", Value::Object(exposed));
+            }
+            Kind::Volume(list) => {
+                let mut vols = state.get("Volumes").and_then(Value::as_object).cloned().unwrap_or_default();
+                for v in list {
+                    let path = expand(v, esc, &env).map_err(at)?;
+                    if path.is_empty() {
+                        return Err(at(Error::InvalidArgument("a volume path is empty".into())));
+                    }
+                    vols.insert(path, json!({}));
+                }
+                state.set("Volumes", Value::Object(vols));
+            }
+            Kind::User(u) => state.set("User", Value::String(expand(u, esc, &env).map_err(at)?)),
+            Kind::StopSignal(s) => state.set("StopSignal", Value::String(expand(s, esc, &env).map_err(at)?)),
+            Kind::Maintainer(m) => state.config["author"] = Value::String(m.clone()),
+            Kind::Shell(v) => state.set("Shell", json!(v)),
+            Kind::Cmd(c) => {
+                state.set("Cmd", json!(self.argv(&state, c)));
+                *cmd_set = true;
+            }
+            Kind::Entrypoint(c) => {
+                state.set("Entrypoint", json!(self.argv(&state, c)));
+                // As docker: an inherited CMD does not outlive a new ENTRYPOINT.
+                if !*cmd_set {
+                    state.set("Cmd", Value::Null);
+                }
+            }
+            Kind::Onbuild(inner) => {
+                let mut list = state.get("OnBuild").and_then(Value::as_array).cloned().unwrap_or_default();
+                list.push(Value::String(ins.onbuild_trigger().unwrap_or_else(|| inner.text.clone())));
+                state.set("OnBuild", Value::Array(list));
+            }
+            Kind::Healthcheck(h) => state.set("Healthcheck", healthcheck(h.as_ref(), &state).map_err(at)?),
+            Kind::Workdir(w) => {
+                let w = expand(w, esc, &env).map_err(at)?;
+                let cur = state.get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_owned();
+                let dir = format!("/{}", copy::clean_dest(&w, &cur));
+                state.set("WorkingDir", Value::String(dir));
+                meta_change = false;
+            }
+            Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) => meta_change = false,
+        }
+        if meta_change {
+            let key =
+                cache::key(&[("parent", &state_parent_key(&state)), ("step", &ins.text), ("config", &state.config["config"].to_string())]);
+            return self.finish_meta(sname, index, state, Next { created, text: ins.text.clone(), key }, t0).await;
+        }
+        // WORKDIR, COPY, ADD, RUN: the filesystem may change.
+        let (key, work) = match &ins.kind {
+            Kind::Workdir(_) => {
+                let dir = state.get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_owned();
+                let key = cache::key(&[("parent", &state.key), ("workdir", &dir), ("config", &state.config["config"].to_string())]);
+                (key, Work::Mkdir(dir))
+            }
+            Kind::Copy(c) | Kind::Add(c) => {
+                if c.from.is_some() {
+                    let _ = inputs;
+                    return Err(at(Error::InvalidArgument("COPY --from is not supported yet".into())));
+                }
+                if !c.heredocs.is_empty() {
+                    return Err(at(Error::InvalidArgument("COPY and ADD from a heredoc are not supported yet".into())));
+                }
+                let mut sources = Vec::new();
+                for s in &c.sources {
+                    sources.push(expand(s, esc, &env).map_err(at)?);
+                }
+                if ins.keyword == "ADD" && sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://")) {
+                    return Err(at(Error::InvalidArgument("ADD from a URL is not supported yet".into())));
+                }
+                let dest_raw = expand(&c.dest, esc, &env).map_err(at)?;
+                let cur = state.get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_owned();
+                let dest = copy::clean_dest(&dest_raw, &cur);
+                let chown = c.chown.as_deref().map(|o| expand(o, esc, &env)).transpose().map_err(at)?;
+                let own = self.ownership(&state, chown, c.chmod.as_deref()).await.map_err(at)?;
+                // Which entries, and their content, decide the key.
+                let entries = self.mirror.entries();
+                let probe = copy::select(entries, &sources, &dest, true, true).map_err(|e| at(Error::InvalidArgument(e.to_string())))?;
+                let mut files = String::new();
+                for it in &probe {
+                    let e = entries.get(&it.source);
+                    files.push_str(&format!(
+                        "{}\0{:?}\0{:o}\0{}\0{}\n",
+                        it.source,
+                        e.map(|e| e.kind),
+                        e.map_or(0, |e| e.mode),
+                        e.map_or("", |e| e.link.as_str()),
+                        e.and_then(|e| e.digest.as_ref()).map_or("", |d| d.as_str())
+                    ));
+                }
+                let key = cache::key(&[
+                    ("parent", &state.key),
+                    ("step", ins.keyword),
+                    ("sources", &sources.join("\0")),
+                    ("dest", &format!("{dest_raw}\0{dest}")),
+                    ("own", &format!("{}:{}:{:?}", own.uid, own.gid, own.chmod)),
+                    ("files", &files),
+                ]);
+                let dest_slash = dest_raw.ends_with('/') || dest_raw.ends_with("/.");
+                (key, Work::Copy { sources, dest, dest_slash, own })
+            }
+            Kind::Run(r) => {
+                let argv = match (&r.command, r.script_heredoc(), r.shell_script()) {
+                    (Command::Exec(v), _, _) => v.clone(),
+                    // `RUN <<EOF`: the heredoc is the script (run by its #! line, or the shell).
+                    (Command::Shell(_), Some(h), _) => {
+                        let body = h.body();
+                        // A #! line names the interpreter, given the script with -c (sh, bash, python all read it so).
+                        let interp: Vec<String> = body
+                            .strip_prefix("#!")
+                            .and_then(|b| b.lines().next())
+                            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+                            .unwrap_or_default();
+                        if interp.is_empty() {
+                            self.argv(&state, &Command::Shell(body))
+                        } else {
+                            interp.into_iter().chain(["-c".to_owned(), body]).collect()
+                        }
+                    }
+                    (Command::Shell(_), None, Some(script)) => self.argv(&state, &Command::Shell(script)),
+                    (Command::Shell(s), None, None) => self.argv(&state, &Command::Shell(s.clone())),
+                };
+                if !r.mounts.is_empty() {
+                    return Err(at(Error::InvalidArgument("RUN --mount is not supported yet".into())));
+                }
+                let network = r.network.clone().unwrap_or_else(|| self.opts.network.clone());
+                let network = match network.as_str() {
+                    "" | "default" | "none" => NetworkMode::None,
+                    "host" => NetworkMode::Host,
+                    n => return Err(at(Error::InvalidArgument(format!("network {n:?}: use default, none or host")))),
+                };
+                let args: Vec<String> = vars
+                    .args
+                    .iter()
+                    .chain(self.opts.build_args.iter().filter(|(k, _)| PREDEFINED_ARGS.contains(&k.as_str())))
+                    .filter(|(k, _)| !state.env().iter().any(|(e, _)| e == *k))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let key = cache::key(&[
+                    ("parent", &state.key),
+                    ("step", "RUN"),
+                    ("argv", &argv.join("\0")),
+                    ("args", &args.join("\0")),
+                    ("network", &format!("{network:?}")),
+                    ("config", &state.config["config"].to_string()),
+                ]);
+                (key, Work::Run { argv, args, network })
+            }
+            _ => unreachable!("metadata instructions returned above"),
+        };
+        if !self.opts.no_cache {
+            if let Some(s) = self.cached(&key).await? {
+                self.cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.step_event(sname, index, &ins.text, "cached", t0.elapsed().as_millis() as i64).await;
+                return Ok(s);
+            }
+        }
+        self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let next = Next { created, text: ins.text.clone(), key };
+        let result = match work {
+            Work::Mkdir(dir) => self.in_snapshot(state, Change::Mkdir(dir), next).await,
+            Work::Copy { sources, dest, dest_slash, own } => {
+                self.in_snapshot(state, Change::Copy { sources, dest, dest_slash, own }, next).await
+            }
+            Work::Run { argv, args, network } => self.run(sname, index, state, argv, args, network, next).await,
+        };
+        match result {
+            Ok(state) => {
+                self.step_event(sname, index, &ins.text, "done", t0.elapsed().as_millis() as i64).await;
+                Ok(state)
+            }
+            Err(e) => {
+                self.step_event(sname, index, &ins.text, "failed", t0.elapsed().as_millis() as i64).await;
+                Err(at(e))
+            }
+        }
+    }
+
+    /// The end of a metadata step (its config already changed): from the
+    /// cache, or a history entry and a cache entry of its own.
+    async fn finish_meta(&self, sname: &str, index: u32, state: State, next: Next, t0: Instant) -> Result<State, Error> {
+        if !self.opts.no_cache {
+            if let Some(s) = self.cached(&next.key).await? {
+                self.cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.step_event(sname, index, &next.text, "cached", t0.elapsed().as_millis() as i64).await;
+                return Ok(s);
+            }
+        }
+        let mut state = state;
+        state.add_history(&next.created, &next.text, None);
+        state.key = next.key.clone();
+        let state = self.remember(state, next.key).await?;
+        self.step_event(sname, index, &next.text, "done", t0.elapsed().as_millis() as i64).await;
+        Ok(state)
+    }
+
+    /// The exec form of a command: shell form runs in the stage's SHELL.
+    fn argv(&self, state: &State, c: &Command) -> Vec<String> {
+        match c {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(s) => {
+                let mut shell: Vec<String> = state
+                    .get("Shell")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .filter(|v: &Vec<String>| !v.is_empty())
+                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                shell.push(s.clone());
+                shell
+            }
+        }
+    }
+
+    /// `--chown` and `--chmod`: numbers, or names looked up in the stage's /etc/passwd and /etc/group.
+    async fn ownership(&self, state: &State, chown: Option<String>, chmod: Option<&str>) -> Result<Ownership, Error> {
+        let chmod = match chmod {
+            None => None,
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| Error::InvalidArgument(format!("--chmod={m:?}: use octal permission bits")))?,
+            ),
+        };
+        let Some(spec) = chown else { return Ok(Ownership { uid: 0, gid: 0, chmod }) };
+        let top = state.top_chain().map(|c| c.to_string());
+        let (core, ns) = (self.core.clone(), self.ns.clone());
+        blocking(move || {
+            let read = |path: &str| -> Result<Option<String>, Error> {
+                match &top {
+                    None => Ok(None),
+                    Some(t) => Ok(core.snapshots.read_file(&ns, t, path, 4 << 20)?.map(|d| String::from_utf8_lossy(&d).into_owned())),
+                }
+            };
+            let (passwd, group) =
+                if crate::container::user::needs_lookup(&spec) { (read("etc/passwd")?, read("etc/group")?) } else { (None, None) };
+            let u = crate::container::user::resolve_user(&spec, passwd.as_deref(), group.as_deref())
+                .map_err(|e| Error::InvalidArgument(format!("--chown={spec}: {e}")))?;
+            // A user alone gives its own group, as docker's --chown does.
+            Ok(Ownership { uid: u.uid, gid: u.gid, chmod })
+        })
+        .await
+    }
+
+    /// A cached state for `key`, when its entry and its content are all there.
+    async fn cached(&self, key: &str) -> Result<Option<State>, Error> {
+        let (core, ns, key2) = (self.core.clone(), self.ns.clone(), key.to_owned());
+        let found = blocking(move || {
+            let Some(rec) = core.meta.build_cache(&ns, &key2)? else { return Ok(None) };
+            let record = ImageRecord {
+                name: format!("build cache {key2}"),
+                target: rec.manifest.clone(),
+                labels: Default::default(),
+                created: rec.created,
+                updated: rec.created,
+            };
+            let Ok(resolved) = core.images.resolve(&record, &Platform::default_platform()) else { return Ok(None) };
+            if !core.images.is_unpacked(&ns, &resolved) {
+                return Ok(None);
+            }
+            let state = State::of_image(&resolved.manifest, &resolved.config_json, &resolved.config.rootfs.diff_ids, key2)
+                .map_err(Error::Internal)?;
+            Ok(Some(state))
+        })
+        .await?;
+        if found.is_some() {
+            self.used.lock().unwrap_or_else(|e| e.into_inner()).push(key.to_owned());
+        }
+        Ok(found)
+    }
+
+    /// Store a step's state and its cache entry.
+    async fn remember(&self, state: State, key: String) -> Result<State, Error> {
+        let (core, ns) = (self.core.clone(), self.ns.clone());
+        blocking(move || {
+            let lease = core.images.lease();
+            let (desc, _) = store_state(&lease, &state)?;
+            let now = crate::metadata::now_nanos();
+            let rec = BuildCacheRecord {
+                manifest: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+                created: now,
+                last_used: now,
+            };
+            core.meta.put_build_cache(&ns, &[(key, rec)], &[])?;
+            Ok(state)
+        })
+        .await
+    }
+
+    /// A change made in an active snapshot of the stage mounted in the agent;
+    /// the stage's next state.
+    async fn in_snapshot(&self, state: State, change: Change, next: Next) -> Result<State, Error> {
+        let (core, ns, id) = (self.core.clone(), self.ns.clone(), self.id.clone());
+        let parent = state.top_chain().map(|c| c.to_string()).unwrap_or_default();
+        let mirror = &self.mirror;
+        tokio::task::block_in_place(move || {
+            let key = format!("build-{id}-{}", random_hex(6));
+            let labels = BTreeMap::from([(LABEL_BUILD.to_owned(), id.clone())]);
+            core.snapshots.prepare(&ns, &key, &parent, labels)?;
+            let result = (|| {
+                let mnt = core.config.root.join("build").join("mnt").join(&key);
+                std::fs::create_dir_all(&mnt).map_err(|e| Error::Internal(format!("{}: {e}", mnt.display())))?;
+                let applied = core.snapshots.with_mounted(&ns, &key, &mnt, |root| apply_change(&core, root, mirror, &change));
+                let _ = std::fs::remove_dir(&mnt);
+                applied??;
+                conclude(&core, &ns, &key, state, next)
+            })();
+            // The snapshot is the layer's now, unless the step failed or changed nothing.
+            if core.snapshots.stat(&ns, &key).is_ok() {
+                if let Err(e) = core.snapshots.remove(&ns, &key) {
+                    tracing::warn!(key = %key, error = %e, "removing a build snapshot");
+                }
+            }
+            result
+        })
+    }
+
+    /// A RUN step: a container on the stage, its output streamed; the
+    /// stage's next state, with the container's changes as its layer.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        sname: &str,
+        index: u32,
+        state: State,
+        argv: Vec<String>,
+        args: Vec<String>,
+        network: NetworkMode,
+        next: Next,
+    ) -> Result<State, Error> {
+        let (core, ns, id) = (self.core.clone(), self.ns.clone(), self.id.clone());
+        let st = state.clone();
+        let config = ContainerConfig { entrypoint: Some(argv), command: Some(Vec::new()), env: args, network, ..Default::default() };
+        let rec = blocking(move || {
+            let lease = core.images.lease();
+            let (desc, _) = store_state(&lease, &st)?;
+            let record = ImageRecord {
+                name: "build".into(),
+                target: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+                labels: Default::default(),
+                created: 0,
+                updated: 0,
+            };
+            let resolved = core.images.resolve(&record, &Platform::default_platform())?;
+            let req = CreateRequest {
+                image: "build".into(),
+                name: String::new(),
+                config,
+                labels: BTreeMap::from([(LABEL_BUILD.to_owned(), id)]),
+                runtime: String::new(),
+            };
+            Ok(core.containers.create_from(&ns, req, &resolved)?)
+        })
+        .await?;
+        let outcome = self.run_task(sname, index, &rec).await;
+        let (core, ns) = (self.core.clone(), self.ns.clone());
+        if let Err(e) = core.tasks.delete(&ns, &rec, true).await {
+            tracing::debug!(container = %rec.id, error = %e, "deleting a build step's task");
+        }
+        let text = next.text.clone();
+        let result = match outcome {
+            Ok((0, _)) => {
+                let (c, n, r) = (core.clone(), ns.clone(), rec.clone());
+                blocking(move || conclude(&c, &n, &r.snapshot_key, state, next)).await
+            }
+            Ok((code, last)) => {
+                let tail = if last.is_empty() { String::new() } else { format!("; last output: {}", last.join(" | ")) };
+                Err(Error::Aborted(format!("{text}: exit code {code}{tail}")))
+            }
+            Err(e) => Err(e),
+        };
+        // The container goes; its snapshot too, unless it became the layer.
+        let (c, n, r) = (core.clone(), ns.clone(), rec.clone());
+        if let Err(e) = blocking(move || Ok(c.containers.delete(&n, &r)?)).await {
+            tracing::warn!(container = %rec.id, error = %e, "removing a build step's container");
+        }
+        core.tasks.forget_container(&ns, &rec.id);
+        result
+    }
+
+    /// Start the task, relay its output, wait for its exit: (code, last lines).
+    async fn run_task(&self, sname: &str, index: u32, rec: &crate::metadata::ContainerRecord) -> Result<(i32, Vec<String>), Error> {
+        let tasks = &self.core.tasks;
+        tasks.create(&self.ns, rec).await?;
+        let conn = tasks.attach(&self.ns, rec, &Proc::Init).await?;
+        let (mut frames, _writer) = conn.split();
+        tasks.start(&self.ns, rec, &Proc::Init).await?;
+        let mut last: std::collections::VecDeque<String> = Default::default();
+        let mut partial = Vec::new();
+        loop {
+            let next = tokio::select! {
+                f = frames.next_output() => f,
+                () = self.events.closed() => {
+                    let _ = tasks.kill(&self.ns, rec, &Proc::Init, 9, true).await;
+                    return Err(Error::Cancelled("the client went away".into()));
+                }
+            };
+            match next {
+                Ok(Some(AttachOutput::Stdout(d) | AttachOutput::Stderr(d))) => {
+                    partial.extend_from_slice(&d);
+                    while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = partial.drain(..=nl).collect();
+                        last.push_back(berth_common::text::printable(&String::from_utf8_lossy(&line[..line.len() - 1])).into_owned());
+                        if last.len() > LAST_LINES {
+                            last.pop_front();
+                        }
+                    }
+                    let _ = self.events.send(BuildEvent::Output { stage: sname.to_owned(), index, data: d }).await;
+                }
+                Ok(Some(AttachOutput::Exit(code))) => {
+                    if !partial.is_empty() {
+                        last.push_back(berth_common::text::printable(&String::from_utf8_lossy(&partial)).into_owned());
+                        if last.len() > LAST_LINES {
+                            last.pop_front();
+                        }
+                    }
+                    return Ok((code, last.into_iter().collect()));
+                }
+                Ok(None) => {
+                    let exit = tasks.wait(&self.ns, rec, &Proc::Init, Some(std::time::Duration::from_secs(10))).await?;
+                    return Ok((exit.exit_code, last.into_iter().collect()));
+                }
+                Err(e) => return Err(Error::Internal(format!("the RUN step's output broke: {e}"))),
+            }
+        }
+    }
+}
+
+/// The parent's key of a state: the state's own key (metadata steps chain on it).
+fn state_parent_key(state: &State) -> String {
+    state.key.clone()
+}
+
+/// What a filesystem step does.
+enum Work {
+    Mkdir(String),
+    Copy { sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+    Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode },
+}
+
+/// A change applied to a mounted snapshot.
+enum Change {
+    Mkdir(String),
+    Copy { sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+}
+
+/// Whether `path` (relative to the root, links followed inside it) is a directory.
+fn is_dir_in(root: &std::path::Path, path: &str) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    if path.is_empty() {
+        return true;
+    }
+    let Ok(rootfd) = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else { return false };
+    rustix::fs::openat2(
+        &rootfd,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .is_ok()
+}
+
+/// Whether anything is at `path` (links followed inside the root).
+fn exists_in(root: &std::path::Path, path: &str) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Ok(rootfd) = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else { return false };
+    rustix::fs::openat2(&rootfd, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
+        .is_ok()
+}
+
+/// Apply a COPY (or a WORKDIR's directories) to the mounted root.
+fn apply_change(core: &Core, root: &std::path::Path, mirror: &Mirror, change: &Change) -> Result<(), Error> {
+    let entries = mirror.entries();
+    let (items, dest, own): (Vec<Item>, String, Ownership) = match change {
+        Change::Mkdir(dir) => (Vec::new(), copy::clean_dest(dir, "/"), Ownership::default()),
+        Change::Copy { sources, dest, dest_slash, own } => {
+            let items = copy::select(entries, sources, dest, *dest_slash, is_dir_in(root, dest))
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            (items, dest.clone(), *own)
+        }
+    };
+    // Parents of the destination that are missing, made as 0755 root:root.
+    let mut missing = Vec::new();
+    let mut acc = String::new();
+    let dest_dir_parts: Vec<&str> = dest.split('/').filter(|p| !p.is_empty()).collect();
+    let is_file_dest = items.len() == 1 && items[0].dest == dest && entries.get(&items[0].source).is_some_and(|e| e.kind != EntryKind::Dir);
+    let upto = if is_file_dest { dest_dir_parts.len().saturating_sub(1) } else { dest_dir_parts.len() };
+    for p in &dest_dir_parts[..upto] {
+        acc = if acc.is_empty() { (*p).to_owned() } else { format!("{acc}/{p}") };
+        if !exists_in(root, &acc) {
+            missing.push(acc.clone());
+        }
+    }
+    let skip = |d: &str| d == dest && is_dir_in(root, d);
+    let scratch = core.content.scratch()?;
+    let open = |p: &str| mirror.open_file(p).map_err(std::io::Error::other);
+    let plan = copy::TarPlan { missing_parents: &missing, skip: &skip, own, mtime_clamp: None, open: &open };
+    copy::write_tar(entries, &items, &plan, &scratch.file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let mut file = &scratch.file;
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::Internal(e.to_string()))?;
+    let opts = crate::archive::apply::ApplyOptions {
+        whiteouts: crate::archive::whiteout::WhiteoutMode::Overlay,
+        lowers: Vec::new(),
+        max_entries: core.images.limits.max_layer_entries,
+        ..Default::default()
+    };
+    crate::archive::apply::apply_tar(std::io::BufReader::with_capacity(1 << 20, file), root, &opts)
+        .map_err(|e| Error::InvalidArgument(format!("copying into the image: {e}")))?;
+    Ok(())
+}
+
+/// What a filesystem step records once it has run.
+struct Next {
+    created: String,
+    text: String,
+    key: String,
+}
+
+/// The end of a filesystem step: the changes of active snapshot `key`
+/// become the stage's next layer, written once (tar, hashed for the diff
+/// id, gzip, hashed for the digest) into the store; the next state is
+/// stored and cached; and the snapshot is committed under the layer's chain
+/// id, as if the layer had been unpacked. A step that changed nothing adds a
+/// history entry and leaves the snapshot to its caller.
+fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next) -> Result<State, Error> {
+    let lease = core.images.lease();
+    let changed = !core.snapshots.changes(ns, key).map_err(|e| Error::Internal(e.to_string()))?.is_empty();
+    let parent = state.top_chain();
+    let layer = if changed {
+        if state.layers.len() >= oci::MAX_LAYERS {
+            return Err(Error::FailedPrecondition(format!("the image would have more than {} layers", oci::MAX_LAYERS)));
+        }
+        let blob = core.content.writer(None, None)?;
+        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+        let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, gz), hasher: Default::default() };
+        core.snapshots.write_changes(ns, key, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+        let diff_id = tar.hasher.finish();
+        let gz = tar.inner.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
+        let blob = gz.finish().map_err(|e| Error::Internal(e.to_string()))?;
+        let (digest, size) = lease.publish().commit(blob)?;
+        let desc =
+            Descriptor { media_type: oci::MEDIA_OCI_LAYER_GZIP.to_owned(), digest, size, annotations: Default::default(), platform: None };
+        Some(Layer { desc, diff_id })
+    } else {
+        None
+    };
+    state.add_history(&next.created, &next.text, layer);
+    state.key = next.key.clone();
+    let (desc, _) = store_state(&lease, &state)?;
+    // From the commit until the cache entry names it, collection waits.
+    let _hold = core.images.hold_gc();
+    if changed {
+        let chain = state.top_chain().expect("a layer was added");
+        let _ = parent;
+        let labels = BTreeMap::from([(crate::snapshot::LABEL_MANAGED.to_owned(), "image".to_owned())]);
+        match core.snapshots.commit(ns, chain.as_str(), key, labels) {
+            Ok(()) => {}
+            // Another build made the same layer: that one serves (the caller removes this one).
+            Err(crate::snapshot::SnapshotError::Metadata(crate::metadata::MetadataError::AlreadyExists { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = crate::metadata::now_nanos();
+    let rec = BuildCacheRecord {
+        manifest: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+        created: now,
+        last_used: now,
+    };
+    core.meta.put_build_cache(ns, &[(next.key, rec)], &[])?;
+    Ok(state)
+}
+
+/// A HEALTHCHECK as the config keeps it.
+fn healthcheck(h: Option<&dockerfile::Healthcheck>, state: &State) -> Result<Value, Error> {
+    let Some(h) = h else { return Ok(json!({ "Test": ["NONE"] })) };
+    let test: Vec<String> = match &h.command {
+        Command::Exec(v) => std::iter::once("CMD".to_owned()).chain(v.iter().cloned()).collect(),
+        Command::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
+    };
+    let _ = state;
+    let mut v = json!({ "Test": test });
+    for (field, raw) in
+        [("Interval", &h.interval), ("Timeout", &h.timeout), ("StartPeriod", &h.start_period), ("StartInterval", &h.start_interval)]
+    {
+        if let Some(raw) = raw {
+            let d = dockerfile::parse_duration(raw)
+                .map_err(|e| Error::InvalidArgument(format!("--{}={raw:?}: {e}", field.to_ascii_lowercase())))?;
+            v[field] = json!(d.as_nanos() as i64);
+        }
+    }
+    if let Some(r) = &h.retries {
+        v["Retries"] = json!(r.parse::<u32>().map_err(|_| Error::InvalidArgument(format!("--retries={r:?}: not a number")))?);
+    }
+    Ok(v)
+}

@@ -1,0 +1,377 @@
+//! `berthctl build`: build an image from a Dockerfile, in the agent.
+//!
+//! The client walks the context directory (minus what `.dockerignore`
+//! excludes), sends the metadata of every entry, and then only the files
+//! the agent asks for: its mirror of the context keeps the rest from the
+//! last build, so an unchanged rebuild sends no file.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use berth_api::v1;
+use clap::{Args, Subcommand, ValueEnum};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use crate::{Conn, Format};
+
+/// Entries per message of the context's metadata.
+const ENTRIES_PER_MESSAGE: usize = 4096;
+/// Bytes per file chunk.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// plain lines when the output is not a terminal; the same on a terminal, for now
+    Auto,
+    /// one line per event, for logs and CI
+    Plain,
+    /// a terminal
+    Tty,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = BUILD_EXAMPLES)]
+pub struct BuildArgs {
+    /// The build context: a directory
+    pub context: PathBuf,
+    /// Name for the image (repeatable)
+    #[arg(short, long = "tag")]
+    pub tag: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; - reads it from standard input)
+    #[arg(short, long = "file")]
+    pub file: Option<String>,
+    /// A build variable, KEY=VALUE (or KEY: its value from the environment); repeatable
+    #[arg(long = "build-arg")]
+    pub build_arg: Vec<String>,
+    /// The stage to build (default: the last one)
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, using no cached result
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull base images even when they are in the store
+    #[arg(long)]
+    pub pull: bool,
+    /// A label for the image, KEY=VALUE; repeatable
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Network of RUN steps: default, none or host
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Write the image id to this file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Print only the image id
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// How progress is shown
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    /// Pull base images over plain HTTP
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+pub const BUILD_EXAMPLES: &str = "Examples:
+  berthctl build -t app:v1 .                  build ./Dockerfile with . as the context
+  berthctl build -f docker/Dockerfile.dev .   another Dockerfile
+  berthctl build --build-arg VERSION=2 -t app:v2 .
+  berthctl build --target builder -t app:build .
+  berthctl build --no-cache -q .              run every step; print only the image id
+  berthctl builder prune                      remove the build cache";
+
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache (and the agent's copies of build contexts)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove every cache entry (default: those unused for 48 hours)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Accepted for docker's habit; prune never asks
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+fn key_value(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ if what == "--build-arg" && !s.is_empty() => match std::env::var(s) {
+            Ok(v) => Ok((s.to_owned(), v)),
+            Err(_) => bail!("{what} {s:?}: no = and no such environment variable"),
+        },
+        _ => bail!("{what} {s:?}: use KEY=VALUE"),
+    }
+}
+
+/// One context entry as the API carries it.
+fn entry(path: String, meta: &std::fs::Metadata, link: String) -> v1::ContextEntry {
+    let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    v1::ContextEntry { path, mode: meta.mode(), size: meta.len() as i64, mtime_nanos: mtime, link_target: link }
+}
+
+/// Every entry of the context that `.dockerignore` keeps, sorted by path.
+fn walk(root: &Path, ignore: &berth_common::ignore::Patterns) -> Result<Vec<v1::ContextEntry>> {
+    let mut out = Vec::new();
+    let mut todo = vec![String::new()];
+    while let Some(dir) = todo.pop() {
+        let full = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
+        let rd = std::fs::read_dir(&full).with_context(|| format!("reading {}", full.display()))?;
+        for e in rd {
+            let e = e.with_context(|| format!("reading {}", full.display()))?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                bail!("{}: a name that is not UTF-8 cannot be sent", e.path().display());
+            };
+            let rel = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+            let meta = std::fs::symlink_metadata(e.path()).with_context(|| format!("{}", e.path().display()))?;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if ignore.skip_dir(&rel) {
+                    continue;
+                }
+                todo.push(rel.clone());
+                if !ignore.matches(&rel) {
+                    out.push(entry(rel, &meta, String::new()));
+                }
+            } else if ignore.matches(&rel) {
+                continue;
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(e.path())?;
+                let Some(target) = target.to_str().map(str::to_owned) else {
+                    bail!("{}: a link target that is not UTF-8 cannot be sent", e.path().display());
+                };
+                out.push(entry(rel, &meta, target));
+            } else if ft.is_file() {
+                out.push(entry(rel, &meta, String::new()));
+            }
+            // Sockets, fifos and devices are not part of a build context.
+        }
+    }
+    // A directory that was ignored but holds kept entries (an exception) is sent too.
+    let mut dirs: std::collections::BTreeSet<String> =
+        out.iter().filter(|e| e.mode & 0o170000 == 0o040000).map(|e| e.path.clone()).collect();
+    let mut missing = Vec::new();
+    for e in &out {
+        let mut p = e.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if dirs.insert(parent.to_owned()) {
+                missing.push(parent.to_owned());
+            }
+            p = parent;
+        }
+    }
+    for m in missing {
+        let meta = std::fs::symlink_metadata(root.join(&m))?;
+        out.push(entry(m, &meta, String::new()));
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn msg(m: v1::build_request::Msg) -> v1::BuildRequest {
+    v1::BuildRequest { msg: Some(m) }
+}
+
+pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
+    let root = std::fs::canonicalize(&a.context).with_context(|| format!("the build context {}", a.context.display()))?;
+    if !root.is_dir() {
+        bail!("the build context {} is not a directory", a.context.display());
+    }
+    let (dockerfile, name) = match a.file.as_deref() {
+        Some("-") => {
+            let mut d = Vec::new();
+            std::io::stdin().read_to_end(&mut d).context("reading the Dockerfile from standard input")?;
+            (d, "Dockerfile".to_owned())
+        }
+        Some(f) => (std::fs::read(f).with_context(|| format!("reading {f}"))?, f.to_owned()),
+        None => {
+            let p = root.join("Dockerfile");
+            (std::fs::read(&p).with_context(|| format!("reading {} (choose another with -f)", p.display()))?, "Dockerfile".to_owned())
+        }
+    };
+    let dockerignore = std::fs::read(root.join(".dockerignore")).unwrap_or_default();
+    let ignore = berth_common::ignore::Patterns::parse(&String::from_utf8_lossy(&dockerignore)).context(".dockerignore")?;
+    let mut build_args = BTreeMap::new();
+    for b in &a.build_arg {
+        let (k, v) = key_value(b, "--build-arg")?;
+        build_args.insert(k, v);
+    }
+    let mut labels = BTreeMap::new();
+    for l in &a.label {
+        let (k, v) = key_value(l, "--label")?;
+        labels.insert(k, v);
+    }
+    let entries = walk(&root, &ignore)?;
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let start = v1::BuildStart {
+        dockerfile,
+        dockerfile_name: name,
+        dockerignore,
+        tags: a.tag.clone(),
+        build_args: build_args.into_iter().collect(),
+        target: a.target.clone().unwrap_or_default(),
+        no_cache: a.no_cache,
+        pull: a.pull,
+        labels: labels.into_iter().collect(),
+        network: a.network.clone(),
+        secret_ids: Vec::new(),
+        context_key: format!("{host}:{}", root.display()),
+        plain_http: a.plain_http,
+        creds: None,
+    };
+    let (tx, rx) = mpsc::channel::<v1::BuildRequest>(8);
+    tx.send(msg(v1::build_request::Msg::Start(start))).await?;
+    let sender = tx.clone();
+    tokio::spawn(async move {
+        let mut chunks = entries.chunks(ENTRIES_PER_MESSAGE).peekable();
+        if chunks.peek().is_none() {
+            let _ = sender.send(msg(v1::build_request::Msg::Entries(v1::ContextEntries { entries: Vec::new(), last: true }))).await;
+        }
+        while let Some(c) = chunks.next() {
+            let last = chunks.peek().is_none();
+            let m = msg(v1::build_request::Msg::Entries(v1::ContextEntries { entries: c.to_vec(), last }));
+            if sender.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut stream = conn.builder().build(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let quiet = a.quiet || conn.format == Format::Json;
+    let mut shown = Shown { quiet, last_index: None };
+    loop {
+        let next = tokio::select! {
+            m = stream.next() => m,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("cancelled: the agent stops the running step and tags nothing");
+                return Ok(130);
+            }
+        };
+        let Some(m) = next else { bail!("the agent ended the build without a result") };
+        match m?.msg {
+            Some(v1::build_response::Msg::Need(n)) => {
+                let (tx, root) = (tx.clone(), root.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = send_files(&tx, &root, n.paths).await {
+                        eprintln!("berthctl: sending the context: {e:#}");
+                    }
+                });
+            }
+            Some(v1::build_response::Msg::Step(s)) => shown.step(&s),
+            Some(v1::build_response::Msg::Output(o)) => shown.output(&o),
+            Some(v1::build_response::Msg::Pull(p)) if !quiet && p.kind == "image" => eprintln!("pull {}: {}", p.id, p.status),
+            Some(v1::build_response::Msg::Secret(s)) => bail!("the build asked for secret {:?}, which this client cannot give", s.id),
+            Some(v1::build_response::Msg::Result(r)) => {
+                if let Some(f) = &a.iidfile {
+                    std::fs::write(f, &r.image_id).with_context(|| format!("writing {}", f.display()))?;
+                }
+                if conn.format == Format::Json {
+                    crate::output::json(&serde_json::json!({
+                        "id": r.image_id, "digest": r.digest, "names": r.names,
+                        "millis": r.millis, "cached": r.steps_cached, "run": r.steps_run, "context_bytes": r.context_bytes_sent,
+                    }));
+                } else if a.quiet {
+                    println!("{}", r.image_id);
+                } else {
+                    eprintln!(
+                        "built in {:.2}s: {} steps run, {} cached, {} bytes of context sent",
+                        r.millis as f64 / 1000.0,
+                        r.steps_run,
+                        r.steps_cached,
+                        r.context_bytes_sent
+                    );
+                    println!("{}", r.image_id);
+                    for n in &r.names {
+                        eprintln!("named {n}");
+                    }
+                }
+                return Ok(0);
+            }
+            Some(v1::build_response::Msg::Pull(_)) | None => {}
+        }
+    }
+}
+
+/// Send the files the agent asked for, in its order, in chunks.
+async fn send_files(tx: &mpsc::Sender<v1::BuildRequest>, root: &Path, paths: Vec<String>) -> Result<()> {
+    for p in paths {
+        let path = root.join(&p);
+        let mut f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
+        let mut sent = false;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
+            buf.truncate(n);
+            let eof = n == 0;
+            if eof && sent {
+                tx.send(msg(v1::build_request::Msg::File(v1::FileChunk { path: p.clone(), data: Vec::new(), eof: true }))).await?;
+                break;
+            }
+            sent = true;
+            tx.send(msg(v1::build_request::Msg::File(v1::FileChunk { path: p.clone(), data: buf, eof }))).await?;
+            if eof {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Progress as plain lines on standard error.
+struct Shown {
+    quiet: bool,
+    last_index: Option<u32>,
+}
+
+impl Shown {
+    fn step(&mut self, s: &v1::BuildStep) {
+        if self.quiet {
+            return;
+        }
+        let what = berth_common::text::printable(&s.instruction);
+        let secs = s.millis as f64 / 1000.0;
+        match s.status.as_str() {
+            "started" => eprintln!("#{} [{} {}/{}] {what}", s.index, s.stage, s.index, s.total),
+            "cached" => eprintln!("#{} CACHED", s.index),
+            "done" => eprintln!("#{} DONE {secs:.2}s", s.index),
+            "failed" => eprintln!("#{} FAILED {secs:.2}s", s.index),
+            other => eprintln!("#{} {other}", s.index),
+        }
+        self.last_index = Some(s.index);
+    }
+
+    fn output(&mut self, o: &v1::StepOutput) {
+        if self.quiet {
+            return;
+        }
+        for line in String::from_utf8_lossy(&o.data).lines() {
+            eprintln!("#{} {}", o.index, berth_common::text::printable(line));
+        }
+    }
+}
+
+pub async fn builder(conn: &Conn, c: BuilderCommand) -> Result<i32> {
+    match c {
+        BuilderCommand::Prune(a) => {
+            let keep = if a.all { 0 } else { 48 * 3600 };
+            let r = conn.builder().prune(v1::PruneBuildCacheRequest { all: a.all, keep_duration_seconds: keep }).await?.into_inner();
+            if conn.format == Format::Json {
+                crate::output::json(&serde_json::json!({
+                    "entries": r.entries_removed, "blobs": r.blobs_removed, "snapshots": r.snapshots_removed, "contexts": r.contexts_removed,
+                }));
+            } else {
+                println!(
+                    "removed {} cache entries, {} blobs, {} snapshots, {} build contexts",
+                    r.entries_removed, r.blobs_removed, r.snapshots_removed, r.contexts_removed
+                );
+            }
+            Ok(0)
+        }
+    }
+}
