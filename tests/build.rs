@@ -64,3 +64,133 @@ fn a_scratch_image_builds_runs_and_keeps_its_history() {
     assert_eq!(stdout(&out).trim(), id1.as_str().unwrap());
     d.assert_healthy();
 }
+
+/// `berthctl --format json build`: the result's fields.
+fn build_json(d: &Daemon, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--format", "json", "build"];
+    args.extend_from_slice(extra);
+    let dir = dir.display().to_string();
+    args.push(&dir);
+    let out = d.ctl(&args);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    serde_json::from_str(stdout(&out).trim()).unwrap()
+}
+
+#[test]
+fn a_rebuild_sends_no_file_and_reruns_from_the_first_changed_copy() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+COPY app/ /app/
+RUN cat /app/a /app/b > /joined
+CMD [\"cat\", \"/joined\"]
+";
+    let dir = context(
+        &d,
+        "ctx",
+        &[("Dockerfile", dockerfile), ("app/a", b"A\n"), ("app/b", b"B\n"), ("app/tmp.log", b"noise\n"), (".dockerignore", b"**/*.log\n")],
+    );
+    let first = build_json(&d, &dir, &["-t", "app:1"]);
+    assert!(first["context_bytes"].as_u64().unwrap() > 500_000, "{first}");
+    assert_eq!(d.ok(&["run", "--rm", "app:1"]), "A\nB\n");
+    assert!(!d.ok(&["run", "--rm", "app:1", "ls", "/app"]).contains("tmp.log"), "an ignored file was copied");
+
+    // Nothing changed: no file sent, nothing run, the same image.
+    let again = build_json(&d, &dir, &["-t", "app:2"]);
+    assert_eq!(again["context_bytes"], 0, "{again}");
+    assert_eq!(again["run"], 0, "{again}");
+    assert_eq!(again["id"], first["id"]);
+
+    // An ignored file changes nothing.
+    std::fs::write(dir.join("app/tmp.log"), b"other noise\n").unwrap();
+    let ignored = build_json(&d, &dir, &["-t", "app:3"]);
+    assert_eq!((ignored["run"].as_u64(), ignored["context_bytes"].as_u64()), (Some(0), Some(0)), "{ignored}");
+    assert_eq!(ignored["id"], first["id"]);
+
+    // One copied file changes: it alone is sent, and the steps from its COPY on run again.
+    std::fs::write(dir.join("app/b"), b"b, changed\n").unwrap();
+    let changed = build_json(&d, &dir, &["-t", "app:4"]);
+    assert_eq!(changed["context_bytes"], 11, "{changed}");
+    assert_eq!(changed["run"], 2, "the COPY and the RUN after it: {changed}");
+    assert_eq!(d.ok(&["run", "--rm", "app:4"]), "A\nb, changed\n");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_failing_run_reports_its_exit_and_output_and_leaves_nothing_behind() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN echo first line; echo the reason >&2; exit 3
+CMD [\"true\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let snaps_before = d.ok(&["snapshot", "ls", "-q"]);
+    let out = build(&d, &dir, &["-t", "broken:v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("exit code 3") && err.contains("the reason") && err.contains("Dockerfile:4"), "{err}");
+    assert!(err.contains("#4 first line"), "the step's output was shown as it came: {err}");
+    // Nothing tagged, no container, no build snapshot, no mount.
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "");
+    let snaps = d.ok(&["snapshot", "ls"]);
+    assert!(!snaps.contains("active"), "{snaps}");
+    let _ = snaps_before;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&d.root.display().to_string()), "a mount under the root is left");
+    // The steps that succeeded are cached: the same build runs only the failing RUN again.
+    let out = build(&d, &dir, &["-t", "broken:v1"]);
+    assert!(stderr(&out).matches("CACHED").count() >= 2, "{}", stderr(&out));
+    d.assert_healthy();
+}
+
+#[test]
+fn copy_never_reads_outside_the_context() {
+    let d = Daemon::start();
+    let dir = context(&d, "ctx", &[("Dockerfile", b"FROM scratch\nCOPY ../secret /x\n")]);
+    std::fs::write(d.dir.path().join("secret"), b"outside").unwrap();
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("outside the build context"), "{}", stderr(&out));
+
+    // A symlink to /etc/shadow is copied as the link it is, never followed.
+    let dir = context(
+        &d,
+        "ctx2",
+        &[(
+            "Dockerfile",
+            b"FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY shadow /s\nCOPY dir/ /d/\n",
+        )],
+    );
+    std::os::unix::fs::symlink("/etc/shadow", dir.join("shadow")).unwrap();
+    std::fs::create_dir(dir.join("dir")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc", dir.join("dir/etc")).unwrap();
+    let out = build(&d, &dir, &["-t", "links:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "links:v1", "readlink", "/s"]), "/etc/shadow\n");
+    assert_eq!(d.ok(&["run", "--rm", "links:v1", "readlink", "/d/etc"]), "../../../../../../etc\n");
+    let out = d.ctl(&["run", "--rm", "links:v1", "cat", "/s"]);
+    assert_ne!(out.status.code(), Some(0), "the image has no /etc/shadow of its own");
+    d.assert_healthy();
+}
+
+#[test]
+fn the_cache_keeps_its_layers_until_pruned() {
+    let d = Daemon::start();
+    let dir = context(&d, "ctx", &[("Dockerfile", BASE)]);
+    let out = build(&d, &dir, &["-t", "kept:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    d.ok(&["rmi", "kept:v1"]);
+    assert!(!d.blobs().is_empty(), "the cache keeps the layers of its steps");
+    // A rebuild after rmi is all cache, with no unpack.
+    let out = build(&d, &dir, &["-t", "kept:v2"]);
+    assert!(stderr(&out).contains("0 steps run"), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "kept:v2"]), "hello from /srv/app\n");
+    d.ok(&["rmi", "kept:v2"]);
+    let pruned = d.ok(&["builder", "prune", "-a"]);
+    assert!(pruned.contains("cache entries"), "{pruned}");
+    d.assert_nothing_left("default");
+}

@@ -642,6 +642,7 @@ impl Run {
             let fname = if self.opts.dockerfile_name.is_empty() { "Dockerfile" } else { &self.opts.dockerfile_name };
             match e {
                 Error::InvalidArgument(m) => Error::InvalidArgument(format!("{fname}:{}: {}: {m}", ins.line, ins.keyword)),
+                Error::Aborted(m) => Error::Aborted(format!("{fname}:{}: {m}", ins.line)),
                 e => e,
             }
         };
