@@ -194,3 +194,93 @@ fn the_cache_keeps_its_layers_until_pruned() {
     assert!(pruned.contains("cache entries"), "{pruned}");
     d.assert_nothing_left("default");
 }
+
+#[test]
+fn stages_copy_from_each_other_run_in_parallel_and_unused_ones_are_skipped() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch AS base
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+
+FROM base AS left
+RUN sleep 1; echo left > /left.txt
+
+FROM base AS right
+RUN sleep 1; echo right > /right.txt
+
+FROM base AS unused
+RUN echo this stage is not needed; exit 1
+
+FROM scratch
+COPY --from=base /bin/busybox /bin/busybox
+COPY --from=left /left.txt /out/
+COPY --from=right /right.txt /out/
+CMD [\"/bin/busybox\", \"cat\", \"/out/left.txt\", \"/out/right.txt\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let out = build(&d, &dir, &["-t", "multi:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    let log = stderr(&out);
+    assert!(!log.contains("not needed"), "the unused stage ran: {log}");
+    assert_eq!(d.ok(&["run", "--rm", "multi:v1"]), "left\nright\n");
+    // The two sleeps overlap: both started before either finished.
+    let pos = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("{needle:?} not in {log}"));
+    let (left, right) = (log.lines().find(|l| l.contains("echo left")).unwrap(), log.lines().find(|l| l.contains("echo right")).unwrap());
+    let num = |l: &str| l.split_whitespace().next().unwrap().to_owned();
+    let (nl, nr) = (num(left), num(right));
+    let first_done = pos(&format!("{nl} DONE")).min(pos(&format!("{nr} DONE")));
+    assert!(pos(left) < first_done && pos(right) < first_done, "{log}");
+    // The final image holds only what it copied: one layer per COPY.
+    assert_eq!(d.inspect("default", "multi:v1")["diff_ids"].as_array().unwrap().len(), 3);
+
+    // --target builds a stage by name.
+    let out = build(&d, &dir, &["--target", "left", "-t", "multi:left"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "multi:left", "cat", "/left.txt"]), "left\n");
+    d.assert_healthy();
+}
+
+#[test]
+fn heredocs_onbuild_args_and_metadata_instructions() {
+    let d = Daemon::start();
+    let base: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+ONBUILD RUN echo triggered > /onbuild.txt
+";
+    let dir = context(&d, "base", &[("Dockerfile", base)]);
+    let out = build(&d, &dir, &["-t", "onbase:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let child: &[u8] = b"ARG FLAVOUR=plain
+FROM onbase:v1
+ARG FLAVOUR
+ARG GREETING=hi
+ENV WHO=world
+LABEL org.example.flavour=\"$FLAVOUR\" maintainer=\"someone\"
+EXPOSE 8080 53/udp
+STOPSIGNAL SIGINT
+RUN <<EOF
+echo \"$GREETING $WHO ($FLAVOUR)\" > /greeting
+EOF
+COPY <<EOF /etc/motd
+flavour ${FLAVOUR:-none}, ${MISSING:-default}
+EOF
+USER 1000:1000
+CMD cat /greeting /etc/motd /onbuild.txt
+";
+    let dir = context(&d, "child", &[("Dockerfile", child)]);
+    let out = build(&d, &dir, &["-t", "child:v1", "--build-arg", "FLAVOUR=spicy"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "child:v1"]), "hi world (spicy)\nflavour spicy, default\ntriggered\n");
+    let i = d.inspect("default", "child:v1");
+    let c = &i["config"];
+    assert_eq!(c["Labels"]["org.example.flavour"], "spicy");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "53/udp": {}}));
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert_eq!(c["Cmd"], serde_json::json!(["/bin/sh", "-c", "cat /greeting /etc/motd /onbuild.txt"]));
+    assert!(c.get("OnBuild").is_none_or(|o| o.is_null()), "triggers are not inherited: {c}");
+    // A build arg is not in the image's environment.
+    assert!(!c["Env"].to_string().contains("FLAVOUR"), "{c}");
+    d.assert_healthy();
+}

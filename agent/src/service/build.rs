@@ -32,6 +32,7 @@ use super::{blocking, validate_labels, Core, Error, Update};
 use crate::build::context::{Contexts, Entry, Kind as EntryKind, Mirror};
 use crate::build::copy::{self, Item, Ownership};
 use crate::build::dockerfile::{self, words, Command, Dockerfile, Instruction, Kind};
+use crate::build::source::{Source, Tree};
 use crate::build::state::{Layer, State};
 use crate::build::{cache, LABEL_BUILD};
 use crate::container::config::{ContainerConfig, NetworkMode};
@@ -148,7 +149,7 @@ struct Run {
     events: mpsc::Sender<BuildEvent>,
     /// Meta args (before the first FROM), as given or defaulted.
     meta: BTreeMap<String, String>,
-    total: u32,
+    total: std::sync::atomic::AtomicU32,
     counter: std::sync::atomic::AtomicU32,
     cached: std::sync::atomic::AtomicU32,
     ran: std::sync::atomic::AtomicU32,
@@ -188,7 +189,7 @@ impl BuildService {
             Err(e) => tracing::warn!(error = %e, "listing containers"),
         }
         if let Ok(all) = core.meta.all_snapshots() {
-            for (ns, s) in all.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Active && s.labels.contains_key(LABEL_BUILD)) {
+            for (ns, s) in all.into_iter().filter(|(_, s)| s.kind != SnapshotKind::Committed && s.labels.contains_key(LABEL_BUILD)) {
                 if let Err(e) = core.snapshots.remove(&ns, &s.key) {
                     tracing::warn!(key = %s.key, error = %e, "removing a build snapshot");
                 }
@@ -297,7 +298,7 @@ impl BuildService {
                 .ok_or_else(|| Error::InvalidArgument(format!("target stage {t:?} is not in {fname}")))?,
         };
         let needed = needed_stages(&file, target, &meta)?;
-        let total = needed.iter().map(|&i| file.stages[i].instructions.len() as u32 + 1).sum();
+        let total: u32 = needed.iter().map(|&i| file.stages[i].instructions.len() as u32 + 1).sum();
         let run = Arc::new(Run {
             core: self.core.clone(),
             images: self.images.clone(),
@@ -308,7 +309,7 @@ impl BuildService {
             mirror,
             events,
             meta,
-            total,
+            total: total.into(),
             counter: Default::default(),
             cached: Default::default(),
             ran: Default::default(),
@@ -454,6 +455,8 @@ fn store_state(lease: &crate::image::Lease<'_>, state: &State) -> Result<(Descri
 /// The scope of one stage's variables.
 #[derive(Clone, Default)]
 struct Vars {
+    /// The stage's index in the Dockerfile.
+    stage: usize,
     /// ARGs declared in the stage, with their values.
     args: BTreeMap<String, String>,
 }
@@ -518,7 +521,7 @@ impl Run {
             .send(BuildEvent::Step(StepEvent {
                 stage: stage.to_owned(),
                 index,
-                total: self.total,
+                total: self.total.load(std::sync::atomic::Ordering::Relaxed),
                 instruction: instruction.to_owned(),
                 status,
                 millis,
@@ -541,7 +544,7 @@ impl Run {
             None => self.base_image(&base).await?,
         };
         self.step_event(&sname, index, &from_text, "done", t0.elapsed().as_millis() as i64).await;
-        let mut vars = Vars::default();
+        let mut vars = Vars { stage: i, ..Vars::default() };
         // Triggers of the base image run first.
         let triggers: Vec<String> = state
             .get("OnBuild")
@@ -552,11 +555,13 @@ impl Run {
             state.set("OnBuild", Value::Null);
         }
         let mut cmd_set = false;
+        self.total.fetch_add(triggers.len() as u32, std::sync::atomic::Ordering::Relaxed);
         for t in &triggers {
+            let index = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             // Triggers are read with the default escape, whatever the child file's.
             let ins = dockerfile::parse_instruction(t, '\\')
                 .map_err(|e| Error::InvalidArgument(format!("ONBUILD trigger {t:?} of {base}: {e}")))?;
-            state = self.step(&sname, 0, &ins, state, &mut vars, &inputs, &mut cmd_set).await?;
+            state = self.step(&sname, index, &ins, state, &mut vars, &inputs, &mut cmd_set).await?;
         }
         for ins in &stage.instructions {
             let index = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -751,13 +756,6 @@ impl Run {
                 (key, Work::Mkdir(dir))
             }
             Kind::Copy(c) | Kind::Add(c) => {
-                if c.from.is_some() {
-                    let _ = inputs;
-                    return Err(at(Error::InvalidArgument("COPY --from is not supported yet".into())));
-                }
-                if !c.heredocs.is_empty() {
-                    return Err(at(Error::InvalidArgument("COPY and ADD from a heredoc are not supported yet".into())));
-                }
                 let mut sources = Vec::new();
                 for s in &c.sources {
                     sources.push(expand(s, esc, &env).map_err(at)?);
@@ -765,36 +763,71 @@ impl Run {
                 if ins.keyword == "ADD" && sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://")) {
                     return Err(at(Error::InvalidArgument("ADD from a URL is not supported yet".into())));
                 }
+                // Where the files come from: another stage, an image, heredocs, or the context.
+                let from = match &c.from {
+                    None if !c.heredocs.is_empty() => {
+                        let mut docs = Vec::new();
+                        for h in &c.heredocs {
+                            let body = if h.expand {
+                                expand(&format!("\"{}\"", h.body().replace('"', "\\\"")), esc, &env).map_err(at)?
+                            } else {
+                                h.body()
+                            };
+                            docs.push((h.name.clone(), body));
+                        }
+                        sources.extend(docs.iter().map(|(n, _)| n.clone()));
+                        From::Heredocs(docs)
+                    }
+                    None => From::Context,
+                    Some(f) => {
+                        let f = expand(f, esc, &env).map_err(at)?;
+                        match stage_ref(&self.file, &f, vars.stage) {
+                            Some(d) => {
+                                From::State(inputs.get(&d).cloned().ok_or_else(|| Error::Internal(format!("stage {d} did not run")))?)
+                            }
+                            None => From::State(self.base_image(&f).await.map_err(at)?),
+                        }
+                    }
+                };
                 let dest_raw = expand(&c.dest, esc, &env).map_err(at)?;
                 let cur = state.get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_owned();
                 let dest = copy::clean_dest(&dest_raw, &cur);
                 let chown = c.chown.as_deref().map(|o| expand(o, esc, &env)).transpose().map_err(at)?;
                 let own = self.ownership(&state, chown, c.chmod.as_deref()).await.map_err(at)?;
-                // Which entries, and their content, decide the key.
-                let entries = self.mirror.entries();
-                let probe = copy::select(entries, &sources, &dest, true, true).map_err(|e| at(Error::InvalidArgument(e.to_string())))?;
-                let mut files = String::new();
-                for it in &probe {
-                    let e = entries.get(&it.source);
-                    files.push_str(&format!(
-                        "{}\0{:?}\0{:o}\0{}\0{}\n",
-                        it.source,
-                        e.map(|e| e.kind),
-                        e.map_or(0, |e| e.mode),
-                        e.map_or("", |e| e.link.as_str()),
-                        e.and_then(|e| e.digest.as_ref()).map_or("", |d| d.as_str())
-                    ));
-                }
+                // What is copied decides the key: the context's files by content,
+                // another stage by its key (its content follows from it), heredocs by their text.
+                let what = match &from {
+                    From::Context => {
+                        let entries = self.mirror.entries();
+                        let probe =
+                            copy::select(entries, &sources, &dest, true, true).map_err(|e| at(Error::InvalidArgument(e.to_string())))?;
+                        let mut files = String::new();
+                        for it in &probe {
+                            let e = entries.get(&it.source);
+                            files.push_str(&format!(
+                                "{}\0{:?}\0{:o}\0{}\0{}\n",
+                                it.source,
+                                e.map(|e| e.kind),
+                                e.map_or(0, |e| e.mode),
+                                e.map_or("", |e| e.link.as_str()),
+                                e.and_then(|e| e.digest.as_ref()).map_or("", |d| d.as_str())
+                            ));
+                        }
+                        files
+                    }
+                    From::State(s) => format!("stage {}", s.key),
+                    From::Heredocs(docs) => docs.iter().map(|(n, b)| format!("{n}\0{b}\0")).collect(),
+                };
                 let key = cache::key(&[
                     ("parent", &state.key),
                     ("step", ins.keyword),
                     ("sources", &sources.join("\0")),
                     ("dest", &format!("{dest_raw}\0{dest}")),
                     ("own", &format!("{}:{}:{:?}", own.uid, own.gid, own.chmod)),
-                    ("files", &files),
+                    ("files", &what),
                 ]);
                 let dest_slash = dest_raw.ends_with('/') || dest_raw.ends_with("/.");
-                (key, Work::Copy { sources, dest, dest_slash, own })
+                (key, Work::Copy { from, sources, dest, dest_slash, own })
             }
             Kind::Run(r) => {
                 let argv = match (&r.command, r.script_heredoc(), r.shell_script()) {
@@ -856,8 +889,8 @@ impl Run {
         let next = Next { created, text: ins.text.clone(), key };
         let result = match work {
             Work::Mkdir(dir) => self.in_snapshot(state, Change::Mkdir(dir), next).await,
-            Work::Copy { sources, dest, dest_slash, own } => {
-                self.in_snapshot(state, Change::Copy { sources, dest, dest_slash, own }, next).await
+            Work::Copy { from, sources, dest, dest_slash, own } => {
+                self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own }, next).await
             }
             Work::Run { argv, args, network } => self.run(sname, index, state, argv, args, network, next).await,
         };
@@ -997,9 +1030,11 @@ impl Run {
             let result = (|| {
                 let mnt = core.config.root.join("build").join("mnt").join(&key);
                 std::fs::create_dir_all(&mnt).map_err(|e| Error::Internal(format!("{}: {e}", mnt.display())))?;
-                let applied = core.snapshots.with_mounted(&ns, &key, &mnt, |root| apply_change(&core, root, mirror, &change));
+                let applied = with_source(&core, &ns, &key, &change, mirror, |source| {
+                    core.snapshots.with_mounted(&ns, &key, &mnt, |root| apply_change(&core, root, source, &change))
+                });
                 let _ = std::fs::remove_dir(&mnt);
-                applied??;
+                applied???;
                 conclude(&core, &ns, &key, state, next)
             })();
             // The snapshot is the layer's now, unless the step failed or changed nothing.
@@ -1128,17 +1163,74 @@ fn state_parent_key(state: &State) -> String {
     state.key.clone()
 }
 
+/// Where a COPY's files come from.
+enum From {
+    Context,
+    /// Another stage's (or an image's) filesystem.
+    State(State),
+    /// Heredoc bodies: (name, text).
+    Heredocs(Vec<(String, String)>),
+}
+
 /// What a filesystem step does.
 enum Work {
     Mkdir(String),
-    Copy { sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
     Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode },
 }
 
 /// A change applied to a mounted snapshot.
 enum Change {
     Mkdir(String),
-    Copy { sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+}
+
+/// Run `f` with the source a change reads: the context's mirror, a
+/// read-only view of another stage mounted for the time of `f`, or a
+/// directory of heredoc bodies.
+fn with_source<T>(
+    core: &Core,
+    ns: &str,
+    key: &str,
+    change: &Change,
+    mirror: &Mirror,
+    f: impl FnOnce(&dyn Source) -> T,
+) -> Result<T, Error> {
+    let bad = |e: copy::CopyError| Error::InvalidArgument(e.to_string());
+    match change {
+        Change::Mkdir(_) | Change::Copy { from: From::Context, .. } => Ok(f(mirror)),
+        Change::Copy { from: From::Heredocs(docs), .. } => {
+            let dir = core.config.root.join("build").join("mnt").join(format!("{key}-heredocs"));
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+            let tree = Tree::of_files(&dir, docs).map_err(bad);
+            let out = tree.map(|t| f(&t));
+            let _ = std::fs::remove_dir_all(&dir);
+            out
+        }
+        Change::Copy { from: From::State(s), sources, .. } => {
+            let Some(top) = s.top_chain() else {
+                // FROM scratch with no layer: nothing to copy from.
+                let empty = Tree::of_files(&core.config.root.join("build"), &[]).map_err(bad)?;
+                let _ = sources;
+                return Ok(f(&empty));
+            };
+            let view = format!("{key}-from");
+            let labels = BTreeMap::from([(LABEL_BUILD.to_owned(), "view".to_owned())]);
+            core.snapshots.view(ns, &view, top.as_str(), labels)?;
+            let dir = core.config.root.join("build").join("mnt").join(&view);
+            let out = std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display()))).and_then(|()| {
+                core.snapshots
+                    .with_mounted(ns, &view, &dir, |root| Tree::scan(root, sources).map_err(bad).map(|t| f(&t)))
+                    .map_err(Error::from)
+                    .and_then(|r| r)
+            });
+            let _ = std::fs::remove_dir(&dir);
+            if let Err(e) = core.snapshots.remove(ns, &view) {
+                tracing::warn!(key = %view, error = %e, "removing a build view");
+            }
+            out
+        }
+    }
 }
 
 /// Whether `path` (relative to the root, links followed inside it) is a directory.
@@ -1167,11 +1259,11 @@ fn exists_in(root: &std::path::Path, path: &str) -> bool {
 }
 
 /// Apply a COPY (or a WORKDIR's directories) to the mounted root.
-fn apply_change(core: &Core, root: &std::path::Path, mirror: &Mirror, change: &Change) -> Result<(), Error> {
-    let entries = mirror.entries();
+fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change: &Change) -> Result<(), Error> {
+    let entries = source.entries();
     let (items, dest, own): (Vec<Item>, String, Ownership) = match change {
         Change::Mkdir(dir) => (Vec::new(), copy::clean_dest(dir, "/"), Ownership::default()),
-        Change::Copy { sources, dest, dest_slash, own } => {
+        Change::Copy { sources, dest, dest_slash, own, .. } => {
             let items = copy::select(entries, sources, dest, *dest_slash, is_dir_in(root, dest))
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?;
             (items, dest.clone(), *own)
@@ -1191,7 +1283,7 @@ fn apply_change(core: &Core, root: &std::path::Path, mirror: &Mirror, change: &C
     }
     let skip = |d: &str| d == dest && is_dir_in(root, d);
     let scratch = core.content.scratch()?;
-    let open = |p: &str| mirror.open_file(p).map_err(std::io::Error::other);
+    let open = |p: &str| source.open(p);
     let plan = copy::TarPlan { missing_parents: &missing, skip: &skip, own, mtime_clamp: None, open: &open };
     copy::write_tar(entries, &items, &plan, &scratch.file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let mut file = &scratch.file;
