@@ -1,0 +1,218 @@
+//! Filesystem steps of a build: COPY and WORKDIR applied to an active
+//! snapshot mounted in the agent, and the one conclusion of every
+//! filesystem step (RUN included): its changes become the stage's next
+//! layer and cache entry.
+
+use std::collections::BTreeMap;
+
+use super::{store_state, Change, From, Next, Run, State};
+use crate::build::context::{Kind as EntryKind, Mirror};
+use crate::build::copy::{self, Item, Ownership};
+use crate::build::source::{Source, Tree};
+use crate::build::state::Layer;
+use crate::build::LABEL_BUILD;
+use crate::content::random_hex;
+use crate::digest::HashingWriter;
+use crate::image::oci::{self, Descriptor};
+use crate::metadata::{BuildCacheRecord, DescriptorRecord};
+use crate::service::{Core, Error};
+
+impl Run {
+    /// A change made in an active snapshot of the stage mounted in the agent;
+    /// the stage's next state.
+    pub(super) async fn in_snapshot(&self, state: State, change: Change, next: Next) -> Result<State, Error> {
+        let (core, ns, id) = (self.core.clone(), self.ns.clone(), self.id.clone());
+        let parent = state.top_chain().map(|c| c.to_string()).unwrap_or_default();
+        let mirror = &self.mirror;
+        tokio::task::block_in_place(move || {
+            let key = format!("build-{id}-{}", random_hex(6));
+            let labels = BTreeMap::from([(LABEL_BUILD.to_owned(), id.clone())]);
+            core.snapshots.prepare(&ns, &key, &parent, labels)?;
+            let result = (|| {
+                let mnt = core.config.root.join("build").join("mnt").join(&key);
+                std::fs::create_dir_all(&mnt).map_err(|e| Error::Internal(format!("{}: {e}", mnt.display())))?;
+                let applied = with_source(&core, &ns, &key, &change, mirror, |source| {
+                    core.snapshots.with_mounted(&ns, &key, &mnt, |root| apply_change(&core, root, source, &change))
+                });
+                let _ = std::fs::remove_dir(&mnt);
+                applied???;
+                conclude(&core, &ns, &key, state, next)
+            })();
+            // The snapshot is the layer's now, unless the step failed or changed nothing.
+            if core.snapshots.stat(&ns, &key).is_ok() {
+                if let Err(e) = core.snapshots.remove(&ns, &key) {
+                    tracing::warn!(key = %key, error = %e, "removing a build snapshot");
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Run `f` with the source a change reads: the context's mirror, a
+/// read-only view of another stage mounted for the time of `f`, or a
+/// directory of heredoc bodies.
+fn with_source<T>(
+    core: &Core,
+    ns: &str,
+    key: &str,
+    change: &Change,
+    mirror: &Mirror,
+    f: impl FnOnce(&dyn Source) -> T,
+) -> Result<T, Error> {
+    let bad = |e: copy::CopyError| Error::InvalidArgument(e.to_string());
+    match change {
+        Change::Mkdir(_) | Change::Copy { from: From::Context, .. } => Ok(f(mirror)),
+        Change::Copy { from: From::Heredocs(docs), .. } => {
+            let dir = core.config.root.join("build").join("mnt").join(format!("{key}-heredocs"));
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+            let tree = Tree::of_files(&dir, docs).map_err(bad);
+            let out = tree.map(|t| f(&t));
+            let _ = std::fs::remove_dir_all(&dir);
+            out
+        }
+        Change::Copy { from: From::State(s), sources, .. } => {
+            let Some(top) = s.top_chain() else {
+                // FROM scratch with no layer: nothing to copy from.
+                let empty = Tree::of_files(&core.config.root.join("build"), &[]).map_err(bad)?;
+                let _ = sources;
+                return Ok(f(&empty));
+            };
+            let view = format!("{key}-from");
+            let labels = BTreeMap::from([(LABEL_BUILD.to_owned(), "view".to_owned())]);
+            core.snapshots.view(ns, &view, top.as_str(), labels)?;
+            let dir = core.config.root.join("build").join("mnt").join(&view);
+            let out = std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display()))).and_then(|()| {
+                core.snapshots
+                    .with_mounted(ns, &view, &dir, |root| Tree::scan(root, sources).map_err(bad).map(|t| f(&t)))
+                    .map_err(Error::from)
+                    .and_then(|r| r)
+            });
+            let _ = std::fs::remove_dir(&dir);
+            if let Err(e) = core.snapshots.remove(ns, &view) {
+                tracing::warn!(key = %view, error = %e, "removing a build view");
+            }
+            out
+        }
+    }
+}
+
+/// Whether `path` (relative to the root, links followed inside it) is a directory.
+fn is_dir_in(root: &std::path::Path, path: &str) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    if path.is_empty() {
+        return true;
+    }
+    let Ok(rootfd) = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else { return false };
+    rustix::fs::openat2(
+        &rootfd,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .is_ok()
+}
+
+/// Whether anything is at `path` (links followed inside the root).
+fn exists_in(root: &std::path::Path, path: &str) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Ok(rootfd) = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else { return false };
+    rustix::fs::openat2(&rootfd, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
+        .is_ok()
+}
+
+/// Apply a COPY (or a WORKDIR's directories) to the mounted root.
+fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change: &Change) -> Result<(), Error> {
+    let entries = source.entries();
+    let (items, dest, own): (Vec<Item>, String, Ownership) = match change {
+        Change::Mkdir(dir) => (Vec::new(), copy::clean_dest(dir, "/"), Ownership::default()),
+        Change::Copy { sources, dest, dest_slash, own, .. } => {
+            let items = copy::select(entries, sources, dest, *dest_slash, is_dir_in(root, dest))
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            (items, dest.clone(), *own)
+        }
+    };
+    // Parents of the destination that are missing, made as 0755 root:root.
+    let mut missing = Vec::new();
+    let mut acc = String::new();
+    let dest_dir_parts: Vec<&str> = dest.split('/').filter(|p| !p.is_empty()).collect();
+    let is_file_dest = items.len() == 1 && items[0].dest == dest && entries.get(&items[0].source).is_some_and(|e| e.kind != EntryKind::Dir);
+    let upto = if is_file_dest { dest_dir_parts.len().saturating_sub(1) } else { dest_dir_parts.len() };
+    for p in &dest_dir_parts[..upto] {
+        acc = if acc.is_empty() { (*p).to_owned() } else { format!("{acc}/{p}") };
+        if !exists_in(root, &acc) {
+            missing.push(acc.clone());
+        }
+    }
+    let skip = |d: &str| d == dest && is_dir_in(root, d);
+    let scratch = core.content.scratch()?;
+    let open = |p: &str| source.open(p);
+    let plan = copy::TarPlan { missing_parents: &missing, skip: &skip, own, mtime_clamp: None, open: &open };
+    copy::write_tar(entries, &items, &plan, &scratch.file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let mut file = &scratch.file;
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::Internal(e.to_string()))?;
+    let opts = crate::archive::apply::ApplyOptions {
+        whiteouts: crate::archive::whiteout::WhiteoutMode::Overlay,
+        lowers: Vec::new(),
+        max_entries: core.images.limits.max_layer_entries,
+        ..Default::default()
+    };
+    crate::archive::apply::apply_tar(std::io::BufReader::with_capacity(1 << 20, file), root, &opts)
+        .map_err(|e| Error::InvalidArgument(format!("copying into the image: {e}")))?;
+    Ok(())
+}
+
+/// The end of a filesystem step: the changes of active snapshot `key`
+/// become the stage's next layer, written once (tar, hashed for the diff
+/// id, gzip, hashed for the digest) into the store; the next state is
+/// stored and cached; and the snapshot is committed under the layer's chain
+/// id, as if the layer had been unpacked. A step that changed nothing adds a
+/// history entry and leaves the snapshot to its caller.
+pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next) -> Result<State, Error> {
+    let lease = core.images.lease();
+    let changed = !core.snapshots.changes(ns, key).map_err(|e| Error::Internal(e.to_string()))?.is_empty();
+    let parent = state.top_chain();
+    let layer = if changed {
+        if state.layers.len() >= oci::MAX_LAYERS {
+            return Err(Error::FailedPrecondition(format!("the image would have more than {} layers", oci::MAX_LAYERS)));
+        }
+        let blob = core.content.writer(None, None)?;
+        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+        let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, gz), hasher: Default::default() };
+        core.snapshots.write_changes(ns, key, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+        let diff_id = tar.hasher.finish();
+        let gz = tar.inner.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
+        let blob = gz.finish().map_err(|e| Error::Internal(e.to_string()))?;
+        let (digest, size) = lease.publish().commit(blob)?;
+        let desc =
+            Descriptor { media_type: oci::MEDIA_OCI_LAYER_GZIP.to_owned(), digest, size, annotations: Default::default(), platform: None };
+        Some(Layer { desc, diff_id })
+    } else {
+        None
+    };
+    state.add_history(&next.created, &next.text, layer);
+    state.key = next.key.clone();
+    let (desc, _) = store_state(&lease, &state)?;
+    // From the commit until the cache entry names it, collection waits.
+    let _hold = core.images.hold_gc();
+    if changed {
+        let chain = state.top_chain().expect("a layer was added");
+        let _ = parent;
+        let labels = BTreeMap::from([(crate::snapshot::LABEL_MANAGED.to_owned(), "image".to_owned())]);
+        match core.snapshots.commit(ns, chain.as_str(), key, labels) {
+            Ok(()) => {}
+            // Another build made the same layer: that one serves (the caller removes this one).
+            Err(crate::snapshot::SnapshotError::Metadata(crate::metadata::MetadataError::AlreadyExists { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = crate::metadata::now_nanos();
+    let rec = BuildCacheRecord {
+        manifest: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+        created: now,
+        last_used: now,
+    };
+    core.meta.put_build_cache(ns, &[(next.key, rec)], &[])?;
+    Ok(state)
+}
