@@ -284,3 +284,87 @@ CMD cat /greeting /etc/motd /onbuild.txt
     assert!(!c["Env"].to_string().contains("FLAVOUR"), "{c}");
     d.assert_healthy();
 }
+
+/// Every blob of the content store, read whole, contains `needle` nowhere,
+/// gzip layers included (decompressed).
+fn store_lacks(d: &Daemon, needle: &[u8]) {
+    for b in d.blobs() {
+        let data = std::fs::read(d.root.join("content/blobs/sha256").join(&b)).unwrap();
+        let mut plain = Vec::new();
+        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut plain).is_err() {
+            plain = data;
+        }
+        assert!(!plain.windows(needle.len()).any(|w| w == needle), "blob {b} holds the secret");
+    }
+}
+
+#[test]
+fn run_mounts_cache_secret_tmpfs_and_bind() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch AS tools
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN mkdir -p /opt && echo from-tools > /opt/tool.txt
+
+FROM tools
+ARG RUNS=1
+RUN --mount=type=cache,target=/var/cache/app echo run $RUNS >> /var/cache/app/log && cat /var/cache/app/log > /cache-seen
+RUN --mount=type=secret,id=token,required cp /run/secrets/token /dev/null && wc -c < /run/secrets/token > /secret-size
+RUN --mount=type=secret,id=token,env=TOKEN test -n \"$TOKEN\" && echo token-in-env > /env-seen
+RUN --mount=type=tmpfs,target=/scratch echo temporary > /scratch/x && cat /scratch/x > /tmpfs-seen
+RUN --mount=type=bind,source=data,target=/mnt/data cat /mnt/data/in.txt > /bind-seen
+RUN --mount=type=bind,from=tools,source=/opt,target=/mnt/tools cat /mnt/tools/tool.txt >> /bind-seen
+CMD [\"cat\", \"/cache-seen\", \"/secret-size\", \"/env-seen\", \"/tmpfs-seen\", \"/bind-seen\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile), ("data/in.txt", b"from-context\n")]);
+    let secret = d.file("token", b"s3cr3t-value-XYZ");
+    let src = format!("id=token,src={}", secret.display());
+    let out = build(&d, &dir, &["-t", "mounts:1", "--secret", &src]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "mounts:1"]), "run 1\n16\ntoken-in-env\ntemporary\nfrom-context\nfrom-tools\n");
+    // Mount points the runtime made are not left in the image.
+    let ls = d.ok(&["run", "--rm", "mounts:1", "ls", "-a", "/"]);
+    for stub in ["scratch", "mnt", "run", "var"] {
+        assert!(!ls.split_whitespace().any(|n| n == stub), "/{stub} was left in the image: {ls}");
+    }
+    // The secret is in no layer, config, history or inspect.
+    let inspect = d.ok(&["image", "inspect", "mounts:1"]);
+    assert!(!inspect.contains("s3cr3t"), "{inspect}");
+    store_lacks(&d, b"s3cr3t-value-XYZ");
+    // A required secret the client does not give fails the step.
+    let out = build(&d, &dir, &["--no-cache"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("secret \"token\" is required"), "{}", stderr(&out));
+    // The cache mount keeps its files between builds.
+    let out = build(&d, &dir, &["-t", "mounts:2", "--secret", &src, "--build-arg", "RUNS=2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let seen = d.ok(&["run", "--rm", "mounts:2", "cat", "/cache-seen"]);
+    assert!(seen.starts_with("run 1\n") && seen.ends_with("run 2\n"), "{seen}");
+    d.assert_healthy();
+}
+
+#[test]
+fn a_cancelled_build_stops_its_step_and_leaves_nothing() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN echo started; sleep 60
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .args(["build", "--progress", "plain", "-t", "cancelled:v1", &dir.display().to_string()])
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the RUN step runs", std::time::Duration::from_secs(60), || !d.ok(&["ps", "-q"]).trim().is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_until("the step's container is gone", std::time::Duration::from_secs(20), || d.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+    let snaps = d.ok(&["snapshot", "ls"]);
+    assert!(!snaps.contains("active"), "{snaps}");
+    d.assert_healthy();
+}

@@ -59,6 +59,10 @@ pub struct BuildArgs {
     /// A label for the image, KEY=VALUE; repeatable
     #[arg(long)]
     pub label: Vec<String>,
+    /// A secret RUN steps may mount (--mount=type=secret,id=ID): id=ID,src=FILE
+    /// or id=ID,env=VAR; never stored in the image or the cache; repeatable
+    #[arg(long)]
+    pub secret: Vec<String>,
     /// Network of RUN steps: default, none or host
     #[arg(long, default_value = "default")]
     pub network: String,
@@ -81,6 +85,7 @@ pub const BUILD_EXAMPLES: &str = "Examples:
   berthctl build -f docker/Dockerfile.dev .   another Dockerfile
   berthctl build --build-arg VERSION=2 -t app:v2 .
   berthctl build --target builder -t app:build .
+  berthctl build --secret id=token,src=$HOME/.token .   RUN --mount=type=secret,id=token reads it
   berthctl build --no-cache -q .              run every step; print only the image id
   berthctl builder prune                      remove the build cache";
 
@@ -98,6 +103,34 @@ pub struct PruneArgs {
     /// Accepted for docker's habit; prune never asks
     #[arg(short, long)]
     pub force: bool,
+}
+
+/// Where a `--secret`'s value comes from.
+enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// `id=ID,src=FILE` (or `source=`), `id=ID,env=VAR`, `type=file|env`; a bare `id=ID` reads the variable ID.
+fn parse_secret(s: &str) -> Result<(String, SecretSource)> {
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for field in s.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_owned()),
+            Some(("src" | "source", v)) => src = Some(v.to_owned()),
+            Some(("env", v)) => env = Some(v.to_owned()),
+            Some(("type", v)) => kind = Some(v.to_owned()),
+            _ => bail!("--secret {s:?}: use id=ID,src=FILE or id=ID,env=VAR"),
+        }
+    }
+    let id = id.ok_or_else(|| anyhow::anyhow!("--secret {s:?}: an id= is required"))?;
+    let source = match (src, env, kind.as_deref()) {
+        (Some(f), _, None | Some("file")) => SecretSource::File(PathBuf::from(f)),
+        (Some(v), _, Some("env")) | (None, Some(v), _) => SecretSource::Env(v),
+        (None, None, _) => SecretSource::Env(id.clone()),
+        (_, _, Some(t)) => bail!("--secret {s:?}: type {t:?} is not file or env"),
+    };
+    Ok((id, source))
 }
 
 fn key_value(s: &str, what: &str) -> Result<(String, String)> {
@@ -208,6 +241,11 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
         let (k, v) = key_value(l, "--label")?;
         labels.insert(k, v);
     }
+    let mut secrets = BTreeMap::new();
+    for sec in &a.secret {
+        let (id, source) = parse_secret(sec)?;
+        secrets.insert(id, source);
+    }
     let entries = walk(&root, &ignore)?;
     let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
     let start = v1::BuildStart {
@@ -221,7 +259,7 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
         pull: a.pull,
         labels: labels.into_iter().collect(),
         network: a.network.clone(),
-        secret_ids: Vec::new(),
+        secret_ids: secrets.keys().cloned().collect(),
         context_key: format!("{host}:{}", root.display()),
         plain_http: a.plain_http,
         creds: None,
@@ -266,7 +304,17 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
             Some(v1::build_response::Msg::Step(s)) => shown.step(&s),
             Some(v1::build_response::Msg::Output(o)) => shown.output(&o),
             Some(v1::build_response::Msg::Pull(p)) if !quiet && p.kind == "image" => eprintln!("pull {}: {}", p.id, p.status),
-            Some(v1::build_response::Msg::Secret(s)) => bail!("the build asked for secret {:?}, which this client cannot give", s.id),
+            Some(v1::build_response::Msg::Secret(s)) => {
+                let value = match secrets.get(&s.id) {
+                    Some(SecretSource::File(f)) => Some(std::fs::read(f).with_context(|| format!("secret {:?}: {}", s.id, f.display()))?),
+                    Some(SecretSource::Env(v)) => {
+                        std::env::var_os(v).map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                    }
+                    None => None,
+                };
+                let answer = v1::SecretValue { id: s.id, missing: value.is_none(), data: value.unwrap_or_default() };
+                tx.send(msg(v1::build_request::Msg::Secret(answer))).await?;
+            }
             Some(v1::build_response::Msg::Result(r)) => {
                 if let Some(f) = &a.iidfile {
                     std::fs::write(f, &r.image_id).with_context(|| format!("writing {}", f.display()))?;

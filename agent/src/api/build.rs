@@ -138,17 +138,35 @@ impl v1::builder_server::Builder for BuilderApi {
         tokio::spawn(async move {
             let work = build.build(&ns, opts, in_rx, ev_tx);
             tokio::pin!(work);
+            let mut gone = false;
+            let mut input_error = None;
             let outcome = loop {
                 tokio::select! {
                     r = &mut work => break r.map(result).map_err(Status::from),
                     Some(e) = ev_rx.recv() => {
                         if out_tx.send(Ok(event(e))).await.is_err() {
-                            // The client is gone: the build sees its events closed.
+                            gone = true;
                             ev_rx.close();
                         }
                     }
-                    Some(s) = err_rx.recv() => break Err(s),
+                    // The client went away (Ctrl-C): the build sees its events
+                    // closed, stops its running step and cleans up.
+                    () = out_tx.closed(), if !gone => {
+                        gone = true;
+                        ev_rx.close();
+                    }
+                    // The client's stream broke or sent nonsense: the build stops
+                    // (and cleans up) before the error is the answer.
+                    Some(s) = err_rx.recv() => {
+                        input_error = Some(s);
+                        gone = true;
+                        ev_rx.close();
+                    }
                 }
+            };
+            let outcome = match input_error {
+                Some(s) => Err(s),
+                None => outcome,
             };
             while let Ok(e) = ev_rx.try_recv() {
                 let _ = out_tx.send(Ok(event(e))).await;

@@ -134,6 +134,11 @@ impl Tree {
         Ok(())
     }
 
+    /// Where the asked path `asked` resolved inside the root.
+    pub fn resolved_path(&self, asked: &str) -> Option<String> {
+        self.resolved.iter().find(|(a, _)| a == asked).map(|(_, r)| r.clone())
+    }
+
     /// A tree of heredoc bodies: `files` (name, content) written into `dir`.
     pub fn of_files(dir: &Path, files: &[(String, String)]) -> Result<Tree, CopyError> {
         let mut names = Vec::new();

@@ -146,10 +146,32 @@ fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change
         }
     }
     let skip = |d: &str| d == dest && is_dir_in(root, d);
-    let scratch = core.content.scratch()?;
     let open = |p: &str| source.open(p);
     let plan = copy::TarPlan { missing_parents: &missing, skip: &skip, own, mtime_clamp: None, open: &open };
-    copy::write_tar(entries, &items, &plan, &scratch.file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    copy_into(core, root, entries, &items, &plan)
+}
+
+/// Copy a context's subtree (`source`, cleaned) out into the empty directory
+/// `dir` (for a bind mount of the context): a file lands as `dir/<name>`.
+pub(super) fn copy_out(core: &Core, mirror: &Mirror, source: &str, dir: &std::path::Path) -> Result<(), Error> {
+    let entries = mirror.entries();
+    let items = copy::select(entries, &[source.to_owned()], "", true, true).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let open = |p: &str| Source::open(mirror, p);
+    let plan =
+        copy::TarPlan { missing_parents: &[], skip: &|d: &str| d.is_empty(), own: Ownership::default(), mtime_clamp: None, open: &open };
+    copy_into(core, dir, entries, &items, &plan)
+}
+
+/// The one way a build writes files: a layer tar of `items`, applied to `root` by the layer applier.
+fn copy_into(
+    core: &Core,
+    root: &std::path::Path,
+    entries: &BTreeMap<String, crate::build::context::Entry>,
+    items: &[Item],
+    plan: &copy::TarPlan<'_>,
+) -> Result<(), Error> {
+    let scratch = core.content.scratch()?;
+    copy::write_tar(entries, items, plan, &scratch.file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let mut file = &scratch.file;
     std::io::Seek::rewind(&mut file).map_err(|e| Error::Internal(e.to_string()))?;
     let opts = crate::archive::apply::ApplyOptions {

@@ -137,6 +137,8 @@ pub struct BuildService {
     core: Arc<Core>,
     images: ImageService,
     contexts: Arc<Contexts>,
+    /// Cache mounts in use by a RUN step with `sharing=locked` (or private), by directory.
+    cache_locks: run::CacheLocks,
 }
 
 /// One running build: what every stage and step shares.
@@ -149,6 +151,9 @@ struct Run {
     file: Dockerfile,
     mirror: Mirror,
     events: mpsc::Sender<BuildEvent>,
+    /// What the client sends after the context (answers to secret requests).
+    input: tokio::sync::Mutex<mpsc::Receiver<BuildInput>>,
+    cache_locks: run::CacheLocks,
     /// Meta args (before the first FROM), as given or defaulted.
     meta: BTreeMap<String, String>,
     total: std::sync::atomic::AtomicU32,
@@ -168,7 +173,7 @@ fn rfc3339(secs: i64) -> String {
 impl BuildService {
     pub(crate) fn new(core: Arc<Core>, images: ImageService) -> Self {
         let contexts = Arc::new(Contexts::new(core.config.root.join("build").join("contexts")));
-        BuildService { core, images, contexts }
+        BuildService { core, images, contexts, cache_locks: Default::default() }
     }
 
     /// Remove what builds left behind when the agent stopped mid-build:
@@ -310,6 +315,8 @@ impl BuildService {
             file,
             mirror,
             events,
+            input: tokio::sync::Mutex::new(input),
+            cache_locks: self.cache_locks.clone(),
             meta,
             total: total.into(),
             counter: Default::default(),
@@ -799,24 +806,7 @@ impl Run {
                 // What is copied decides the key: the context's files by content,
                 // another stage by its key (its content follows from it), heredocs by their text.
                 let what = match &from {
-                    From::Context => {
-                        let entries = self.mirror.entries();
-                        let probe =
-                            copy::select(entries, &sources, &dest, true, true).map_err(|e| at(Error::InvalidArgument(e.to_string())))?;
-                        let mut files = String::new();
-                        for it in &probe {
-                            let e = entries.get(&it.source);
-                            files.push_str(&format!(
-                                "{}\0{:?}\0{:o}\0{}\0{}\n",
-                                it.source,
-                                e.map(|e| e.kind),
-                                e.map_or(0, |e| e.mode),
-                                e.map_or("", |e| e.link.as_str()),
-                                e.and_then(|e| e.digest.as_ref()).map_or("", |d| d.as_str())
-                            ));
-                        }
-                        files
-                    }
+                    From::Context => self.context_key(&sources, &dest).map_err(at)?,
                     From::State(s) => format!("stage {}", s.key),
                     From::Heredocs(docs) => docs.iter().map(|(n, b)| format!("{n}\0{b}\0")).collect(),
                 };
@@ -852,8 +842,11 @@ impl Run {
                     (Command::Shell(_), None, Some(script)) => self.argv(&state, &Command::Shell(script)),
                     (Command::Shell(s), None, None) => self.argv(&state, &Command::Shell(s.clone())),
                 };
-                if !r.mounts.is_empty() {
-                    return Err(at(Error::InvalidArgument("RUN --mount is not supported yet".into())));
+                let mut mounts = Vec::new();
+                for raw in &r.mounts {
+                    let raw = expand(raw, esc, &env).map_err(at)?;
+                    let m = dockerfile::parse_mount(&raw).map_err(|e| at(Error::InvalidArgument(format!("--mount={raw}: {e}"))))?;
+                    mounts.push(self.plan_mount(m, vars.stage, inputs).await.map_err(at)?);
                 }
                 let network = r.network.clone().unwrap_or_else(|| self.opts.network.clone());
                 let network = match network.as_str() {
@@ -874,9 +867,10 @@ impl Run {
                     ("argv", &argv.join("\0")),
                     ("args", &args.join("\0")),
                     ("network", &format!("{network:?}")),
+                    ("mounts", &mounts.iter().map(run::RunMount::key).collect::<Vec<_>>().join("\0")),
                     ("config", &state.config["config"].to_string()),
                 ]);
-                (key, Work::Run { argv, args, network })
+                (key, Work::Run { argv, args, network, mounts })
             }
             _ => unreachable!("metadata instructions returned above"),
         };
@@ -894,7 +888,10 @@ impl Run {
             Work::Copy { from, sources, dest, dest_slash, own } => {
                 self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own }, next).await
             }
-            Work::Run { argv, args, network } => self.run(sname, index, state, argv, args, network, next).await,
+            Work::Run { argv, args, network, mounts } => {
+                let step = run::RunStep { argv, args, network, mounts };
+                self.run(sname, index, state, step, next).await
+            }
         };
         match result {
             Ok(state) => {
@@ -924,6 +921,26 @@ impl Run {
         let state = self.remember(state, next.key).await?;
         self.step_event(sname, index, &next.text, "done", t0.elapsed().as_millis() as i64).await;
         Ok(state)
+    }
+
+    /// What of the context `sources` select, for a cache key: each entry's
+    /// path, type, mode, link target and content digest.
+    fn context_key(&self, sources: &[String], dest: &str) -> Result<String, Error> {
+        let entries = self.mirror.entries();
+        let probe = copy::select(entries, sources, dest, true, true).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut files = String::new();
+        for it in &probe {
+            let e = entries.get(&it.source);
+            files.push_str(&format!(
+                "{}\0{:?}\0{:o}\0{}\0{}\n",
+                it.source,
+                e.map(|e| e.kind),
+                e.map_or(0, |e| e.mode),
+                e.map_or("", |e| e.link.as_str()),
+                e.and_then(|e| e.digest.as_ref()).map_or("", |d| d.as_str())
+            ));
+        }
+        Ok(files)
     }
 
     /// The exec form of a command: shell form runs in the stage's SHELL.
@@ -1045,7 +1062,7 @@ enum From {
 enum Work {
     Mkdir(String),
     Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
-    Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode },
+    Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode, mounts: Vec<run::RunMount> },
 }
 
 /// A change applied to a mounted snapshot.
