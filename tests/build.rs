@@ -368,3 +368,28 @@ RUN echo started; sleep 60
     assert!(!snaps.contains("active"), "{snaps}");
     d.assert_healthy();
 }
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN mkdir -p /data && echo fixed > /data/file && touch /data/new
+COPY app/ /app/
+CMD [\"cat\", \"/data/file\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile), ("app/x", b"x")]);
+    let one = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "repro:1"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let two = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "repro:2"]);
+    assert_eq!(one["digest"], two["digest"], "{one}\n{two}");
+    let i = d.inspect("default", "repro:1");
+    assert_eq!(i["created"], "2023-11-14T22:13:20Z");
+    // File times in the layers are clamped too.
+    let listing = d.ok(&["run", "--rm", "repro:1", "stat", "-c", "%Y", "/data/new"]);
+    assert_eq!(listing.trim(), "1700000000");
+    // Without it, two builds differ (their times do).
+    let three = build_json(&d, &dir, &["--no-cache", "-t", "repro:3"]);
+    assert_ne!(three["digest"], one["digest"]);
+}

@@ -236,6 +236,10 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
         let (k, v) = key_value(b, "--build-arg")?;
         build_args.insert(k, v);
     }
+    // As docker buildx: SOURCE_DATE_EPOCH in the environment is a build arg.
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
+        build_args.entry("SOURCE_DATE_EPOCH".to_owned()).or_insert(epoch);
+    }
     let mut labels = BTreeMap::new();
     for l in &a.label {
         let (k, v) = key_value(l, "--label")?;

@@ -111,10 +111,10 @@ pub fn changes(dir: &Path, mode: WhiteoutMode, base: &[PathBuf]) -> Result<Vec<C
 
 /// Writes the changes of `dir` (see [`changes`]) to `out` as an uncompressed layer tar; returns
 /// the number of entries written. See [`write_overlay_layer`] and [`write_native_layer`].
-pub fn write_layer<W: Write>(dir: &Path, mode: WhiteoutMode, base: &[PathBuf], out: W) -> Result<u64, DiffError> {
+pub fn write_layer<W: Write>(dir: &Path, mode: WhiteoutMode, base: &[PathBuf], mtime_clamp: Option<i64>, out: W) -> Result<u64, DiffError> {
     match mode {
-        WhiteoutMode::Overlay => write_overlay_layer(dir, out),
-        WhiteoutMode::Native => write_native_layer(dir, base.first().map(PathBuf::as_path), out),
+        WhiteoutMode::Overlay => write_overlay_layer(dir, mtime_clamp, out),
+        WhiteoutMode::Native => write_native_layer(dir, base.first().map(PathBuf::as_path), mtime_clamp, out),
     }
 }
 
@@ -161,8 +161,8 @@ pub fn native_changes(dir: &Path, parent: Option<&Path>) -> Result<Vec<Change>, 
 /// `security.capability` are kept (never overlayfs' own). Sockets are skipped.
 ///
 /// On error, `out` holds part of an archive; discard it.
-pub fn write_overlay_layer<W: Write>(upper: &Path, out: W) -> Result<u64, DiffError> {
-    let mut w = LayerWriter::new(out, upper);
+pub fn write_overlay_layer<W: Write>(upper: &Path, mtime_clamp: Option<i64>, out: W) -> Result<u64, DiffError> {
+    let mut w = LayerWriter::new(out, upper).clamp_mtimes(mtime_clamp);
     walk::walk(open_tree(upper)?, None, walk_options(), &mut OverlayTar { upper, w: &mut w })?;
     w.finish()
 }
@@ -173,8 +173,8 @@ pub fn write_overlay_layer<W: Write>(upper: &Path, out: W) -> Result<u64, DiffEr
 /// file for each Deleted one.
 ///
 /// On error, `out` holds part of an archive; discard it.
-pub fn write_native_layer<W: Write>(dir: &Path, parent: Option<&Path>, out: W) -> Result<u64, DiffError> {
-    let mut w = LayerWriter::new(out, dir);
+pub fn write_native_layer<W: Write>(dir: &Path, parent: Option<&Path>, mtime_clamp: Option<i64>, out: W) -> Result<u64, DiffError> {
+    let mut w = LayerWriter::new(out, dir).clamp_mtimes(mtime_clamp);
     native_walk(dir, parent, &mut w)?;
     w.finish()
 }
@@ -185,6 +185,37 @@ fn native_walk<O: Out>(dir: &Path, parent: Option<&Path>, out: &mut O) -> Result
     let old = parent.map(open_tree).transpose()?;
     let mut v = NativeDiff { dir, parent, out, dirs: vec![DirState { rel: Vec::new(), st: root_st, xattrs: Vec::new() }], reported: 1 };
     walk::walk(new, old, walk_options(), &mut v)
+}
+
+/// Set every time in the tree at `dir` later than `clamp` (seconds) to
+/// `clamp`, links and whiteouts included, never following a link: the
+/// files of a snapshot made to match a layer written with
+/// [`write_layer`]'s clamp (SOURCE_DATE_EPOCH).
+pub fn clamp_times(dir: &Path, clamp: i64) -> Result<(), DiffError> {
+    struct Clamp<'a> {
+        root: &'a Path,
+        clamp: i64,
+    }
+    impl Visitor for Clamp<'_> {
+        type Error = DiffError;
+        fn walk_error(&self, e: WalkError) -> DiffError {
+            walk_err(self.root, e)
+        }
+        fn node(&mut self, node: &Node<'_>) -> Result<bool, DiffError> {
+            let Some(side) = &node.new else { return Ok(false) };
+            if side.st.st_mtime > self.clamp || side.st.st_atime > self.clamp {
+                let t = rustix::fs::Timespec { tv_sec: self.clamp, tv_nsec: 0 };
+                let times = rustix::fs::Timestamps { last_access: t, last_modification: t };
+                rustix::fs::utimensat(side.parent, node.name, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_err(join(self.root, node.rel), e))?;
+            }
+            Ok(file_type(side.st) == FileType::Directory)
+        }
+        fn leave(&mut self, _rel: &[u8], _name: &[u8], _parent: BorrowedFd<'_>) -> Result<(), DiffError> {
+            Ok(())
+        }
+    }
+    walk::walk(open_tree(dir)?, None, walk_options(), &mut Clamp { root: dir, clamp })
 }
 
 fn walk_options() -> WalkOptions {
@@ -783,7 +814,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (upper, long) = tar_upper(tmp.path());
         let mut buf = Vec::new();
-        let count = write_overlay_layer(&upper, &mut buf).unwrap();
+        let count = write_overlay_layer(&upper, None, &mut buf).unwrap();
         let entries = read_tar(&buf);
         let (long_dir, long_file) = (format!("{long}/"), format!("{long}/f"));
         let expected = [
@@ -850,9 +881,9 @@ mod tests {
         write(&upper.join("etc/.wh.passwd"), b"not a whiteout");
         // Listing is fine; a layer cannot say it.
         assert_eq!(shown(&overlay_changes(&upper, &[]).unwrap()), ["A /etc", "A /etc/.wh.passwd"]);
-        let r = write_overlay_layer(&upper, Vec::new());
+        let r = write_overlay_layer(&upper, None, Vec::new());
         assert!(matches!(&r, Err(DiffError::Unsupported { path, .. }) if path.ends_with("etc/.wh.passwd")), "{r:?}");
-        let r = write_native_layer(&upper, None, Vec::new());
+        let r = write_native_layer(&upper, None, None, Vec::new());
         assert!(matches!(r, Err(DiffError::Unsupported { .. })), "{r:?}");
     }
 
@@ -940,7 +971,7 @@ mod tests {
     fn a_native_layer_applied_to_the_parent_gives_the_container_tree() {
         let fx = native_fixture();
         let mut buf = Vec::new();
-        let count = write_native_layer(&fx.dir, Some(&fx.parent), &mut buf).unwrap();
+        let count = write_native_layer(&fx.dir, Some(&fx.parent), None, &mut buf).unwrap();
         let entries = read_tar(&buf);
         let expected = [
             "etc/",
@@ -975,7 +1006,7 @@ mod tests {
 
         // Without a parent, the layer is the whole tree.
         let mut buf = Vec::new();
-        let count = write_native_layer(&fx.dir, None, &mut buf).unwrap();
+        let count = write_native_layer(&fx.dir, None, None, &mut buf).unwrap();
         let empty = fx.parent.with_file_name("empty");
         fs::create_dir(&empty).unwrap();
         assert_eq!(apply(&buf, &empty, WhiteoutMode::Native), count);
@@ -1002,7 +1033,7 @@ mod tests {
         let changes = overlay_changes(&upper, &[]).unwrap();
         assert_eq!(changes.len(), 2 * levels);
         let mut buf = Vec::new();
-        assert_eq!(write_overlay_layer(&upper, &mut buf).unwrap(), 2 * levels as u64);
+        assert_eq!(write_overlay_layer(&upper, None, &mut buf).unwrap(), 2 * levels as u64);
         let entries = read_tar(&buf);
         // Walk order: each level's `d` subtree, then its `f` (climbing back through the window).
         assert_eq!(entries.last().unwrap().name, "f");
@@ -1038,7 +1069,7 @@ mod tests {
         write(&bottom.join("x"), b"one level too deep");
         let r = overlay_changes(&upper, &[]);
         assert!(matches!(&r, Err(DiffError::TooDeep { path, max: MAX_DEPTH }) if path.ends_with("d/x")), "{r:?}");
-        assert!(matches!(write_overlay_layer(&upper, Vec::new()), Err(DiffError::TooDeep { .. })));
+        assert!(matches!(write_overlay_layer(&upper, None, Vec::new()), Err(DiffError::TooDeep { .. })));
         assert!(matches!(native_changes(&upper, None), Err(DiffError::TooDeep { .. })));
     }
 
@@ -1126,7 +1157,7 @@ mod tests {
         assert_eq!(shown(&changes), expected);
 
         let mut buf = Vec::new();
-        let count = write_overlay_layer(&upper, &mut buf).unwrap();
+        let count = write_overlay_layer(&upper, None, &mut buf).unwrap();
         let entries = read_tar(&buf);
         let names = names(&entries);
         for name in ["usr/bin/.wh.tool", "var/cache/", "var/cache/.wh..wh..opq", "var/cache/c", "etc/new"] {

@@ -43,6 +43,8 @@ pub(crate) struct LayerWriter<W: Write> {
     entries: u64,
     /// The first name written for each inode with several links.
     links: HashMap<Ident, Vec<u8>>,
+    /// Latest mtime written (SOURCE_DATE_EPOCH): later ones are written as it.
+    mtime_clamp: Option<u64>,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -52,7 +54,13 @@ impl<W: Write> LayerWriter<W> {
         // settings only keep those helpers faithful and inside the tree should they be used.
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
-        Self { tar, root: root.to_owned(), entries: 0, links: HashMap::new() }
+        Self { tar, root: root.to_owned(), entries: 0, links: HashMap::new(), mtime_clamp: None }
+    }
+
+    /// Write no mtime later than `clamp` (seconds), for reproducible layers.
+    pub fn clamp_mtimes(mut self, clamp: Option<i64>) -> Self {
+        self.mtime_clamp = clamp.map(|c| to_u64(c.max(0)));
+        self
     }
 
     fn path(&self, rel: &[u8]) -> PathBuf {
@@ -221,6 +229,11 @@ impl<W: Write> LayerWriter<W> {
             if let Some(link) = link {
                 old.linkname = [0; USTAR_NAME];
                 old.linkname[..link.len().min(USTAR_NAME)].copy_from_slice(&link[..link.len().min(USTAR_NAME)]);
+            }
+        }
+        if let (Some(clamp), Ok(mtime)) = (self.mtime_clamp, h.mtime()) {
+            if mtime > clamp {
+                h.set_mtime(clamp);
             }
         }
         h.set_cksum();

@@ -402,7 +402,7 @@ impl Containers {
         let scratch = self.content.scratch().map_err(ImageError::from)?;
         let diff_id = {
             let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, &scratch.file), hasher: Default::default() };
-            self.snapshots.write_changes(ns, &rec.snapshot_key, &mut tar)?;
+            self.snapshots.write_changes(ns, &rec.snapshot_key, None, &mut tar)?;
             let io = |source| ContainerError::Io { path: PathBuf::from(&rec.snapshot_key), source };
             std::io::Write::flush(&mut tar.inner).map_err(io)?;
             tar.hasher.finish()

@@ -478,9 +478,10 @@ impl Snapshots {
     /// Writes the changes of snapshot `key` (see [`Snapshots::changes`]) to
     /// `out` as an uncompressed OCI layer tar; returns the number of entries.
     /// On error, `out` holds part of an archive: discard it.
-    pub fn write_changes(&self, ns: &str, key: &str, out: impl Write) -> Result<u64, ChangesError> {
+    /// No mtime later than `mtime_clamp` (seconds) is written, when given.
+    pub fn write_changes(&self, ns: &str, key: &str, mtime_clamp: Option<i64>, out: impl Write) -> Result<u64, ChangesError> {
         let (dir, base) = self.diff_sides(ns, key)?;
-        Ok(diff::write_layer(&dir, self.sn.whiteout_mode(), &base, out)?)
+        Ok(diff::write_layer(&dir, self.sn.whiteout_mode(), &base, mtime_clamp, out)?)
     }
 
     /// Mount snapshot `key` (active: read-write) at the empty directory
@@ -514,6 +515,13 @@ impl Snapshots {
         }
         let _mounted = Unmount(at);
         Ok(f(at))
+    }
+
+    /// Clamp the times of snapshot `key`'s own files to `clamp` (seconds), so
+    /// that they match a layer written from it with that clamp.
+    pub fn clamp_times(&self, ns: &str, key: &str, clamp: i64) -> Result<(), ChangesError> {
+        let (dir, _) = self.diff_sides(ns, key)?;
+        Ok(diff::clamp_times(&dir, clamp)?)
     }
 
     /// The own directory of snapshot `key` and the directories below it.
@@ -757,7 +765,7 @@ mod tests {
             assert_eq!(shown, ["C /etc true", "D /etc/hosts false", "A /etc/motd false", "C /etc/passwd false"], "{name}");
 
             let mut tar = Vec::new();
-            fx.snaps.write_changes(NS, "ctr", &mut tar).unwrap();
+            fx.snaps.write_changes(NS, "ctr", None, &mut tar).unwrap();
             // Applied on the image, the layer gives what the container saw.
             fx.snaps.prepare_record(NS, "commit", &image, BTreeMap::new()).unwrap();
             fx.snaps.apply_layer(NS, "commit", &tar[..], u64::MAX).unwrap();

@@ -195,6 +195,9 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
     let lease = core.images.lease();
     let changed = !core.snapshots.changes(ns, key).map_err(|e| Error::Internal(e.to_string()))?.is_empty();
     let parent = state.top_chain();
+    if let (true, Some(epoch)) = (changed, next.epoch) {
+        core.snapshots.clamp_times(ns, key, epoch).map_err(|e| Error::Internal(e.to_string()))?;
+    }
     let layer = if changed {
         if state.layers.len() >= oci::MAX_LAYERS {
             return Err(Error::FailedPrecondition(format!("the image would have more than {} layers", oci::MAX_LAYERS)));
@@ -202,7 +205,7 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
         let blob = core.content.writer(None, None)?;
         let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
         let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, gz), hasher: Default::default() };
-        core.snapshots.write_changes(ns, key, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+        core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
         let diff_id = tar.hasher.finish();
         let gz = tar.inner.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
         let blob = gz.finish().map_err(|e| Error::Internal(e.to_string()))?;

@@ -166,8 +166,9 @@ struct Run {
     epoch: Option<i64>,
 }
 
+/// Whole seconds in RFC 3339 (`2023-11-14T22:13:20Z`), as SOURCE_DATE_EPOCH gives them.
 fn rfc3339(secs: i64) -> String {
-    berth_common::time::format_rfc3339_nano(secs, 0)
+    berth_common::time::format_rfc3339_nano(secs, 0).replace(".000000000Z", "Z")
 }
 
 impl BuildService {
@@ -755,7 +756,7 @@ impl Run {
         if meta_change {
             let key =
                 cache::key(&[("parent", &state_parent_key(&state)), ("step", &ins.text), ("config", &state.config["config"].to_string())]);
-            return self.finish_meta(sname, index, state, Next { created, text: ins.text.clone(), key }, t0).await;
+            return self.finish_meta(sname, index, state, Next { created, text: ins.text.clone(), key, epoch: self.epoch }, t0).await;
         }
         // WORKDIR, COPY, ADD, RUN: the filesystem may change.
         let (key, work) = match &ins.kind {
@@ -882,7 +883,7 @@ impl Run {
             }
         }
         self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let next = Next { created, text: ins.text.clone(), key };
+        let next = Next { created, text: ins.text.clone(), key, epoch: self.epoch };
         let result = match work {
             Work::Mkdir(dir) => self.in_snapshot(state, Change::Mkdir(dir), next).await,
             Work::Copy { from, sources, dest, dest_slash, own } => {
@@ -1047,6 +1048,8 @@ struct Next {
     created: String,
     text: String,
     key: String,
+    /// SOURCE_DATE_EPOCH: the latest file time a layer holds.
+    epoch: Option<i64>,
 }
 
 /// Where a COPY's files come from.

@@ -316,7 +316,8 @@ impl Run {
                 p.views.push((dir.clone(), self.ns.clone(), view));
                 mounted.map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
                 // The source resolved inside the view, never out of it.
-                let tree = crate::build::source::Tree::scan(&dir, std::slice::from_ref(&clean)).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let tree = crate::build::source::Tree::scan(&dir, std::slice::from_ref(&clean))
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
                 Ok(dir.join(tree.resolved_path(&clean).unwrap_or(clean)))
             }
         }
