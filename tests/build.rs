@@ -393,3 +393,68 @@ CMD [\"cat\", \"/data/file\"]
     let three = build_json(&d, &dir, &["--no-cache", "-t", "repro:3"]);
     assert_ne!(three["digest"], one["digest"]);
 }
+
+/// An HTTP server on loopback serving `body` at every path; counts requests.
+fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = conn.write_all(&body);
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn add_unpacks_local_archives_and_fetches_urls_with_a_checksum() {
+    let d = Daemon::start();
+    let archive = compress(
+        &layer(&[Entry::Dir("pkg".into(), 0o755), Entry::File("pkg/readme".into(), b"from the archive\n".to_vec(), 0o644)]),
+        Compress::Gzip,
+    );
+    let hostile = layer(&[Entry::RawFile(b"../../escaped".to_vec(), b"x".to_vec())]);
+    let (addr, hits) = serve(b"fetched over http\n".to_vec());
+    let sum = sha256(b"fetched over http\n").trim_start_matches("sha256:").to_owned();
+    let dockerfile = format!(
+        "FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+ADD pkg.tar.gz /opt/
+COPY pkg.tar.gz /kept/
+ADD --checksum=sha256:{sum} http://{addr}/files/notes.txt /downloads/
+CMD [\"cat\", \"/opt/pkg/readme\", \"/downloads/notes.txt\"]
+"
+    );
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile.as_bytes()), ("pkg.tar.gz", &archive)]);
+    let out = build(&d, &dir, &["-t", "added:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "added:v1"]), "from the archive\nfetched over http\n");
+    // COPY keeps an archive as it is; a fetched file is 0600.
+    assert_eq!(d.ok(&["run", "--rm", "added:v1", "ls", "/kept"]), "pkg.tar.gz\n");
+    assert_eq!(d.ok(&["run", "--rm", "added:v1", "stat", "-c", "%a", "/downloads/notes.txt"]), "600\n");
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // A wrong checksum fails the step; a hostile archive is refused.
+    let bad = dockerfile.replace(&sum, &"0".repeat(64));
+    let dir = context(&d, "bad", &[("Dockerfile", bad.as_bytes()), ("pkg.tar.gz", &archive)]);
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--checksum"), "{}", stderr(&out));
+    let dir = context(&d, "hostile", &[("Dockerfile", b"FROM scratch\nADD evil.tar /\n"), ("evil.tar", &hostile)]);
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!d.dir.path().join("escaped").exists() && !d.root.join("escaped").exists());
+    d.assert_healthy();
+}

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;
+pub mod fetch;
 pub mod source;
 pub mod state;
 

@@ -63,6 +63,10 @@ fn with_source<T>(
     let bad = |e: copy::CopyError| Error::InvalidArgument(e.to_string());
     match change {
         Change::Mkdir(_) | Change::Copy { from: From::Context, .. } => Ok(f(mirror)),
+        Change::Copy { from: From::Fetched(dir, _), sources, .. } => {
+            let tree = Tree::scan(&dir.0, sources).map_err(bad)?;
+            Ok(f(&tree))
+        }
         Change::Copy { from: From::Heredocs(docs), .. } => {
             let dir = core.config.root.join("build").join("mnt").join(format!("{key}-heredocs"));
             std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
@@ -125,11 +129,27 @@ fn exists_in(root: &std::path::Path, path: &str) -> bool {
 /// Apply a COPY (or a WORKDIR's directories) to the mounted root.
 fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change: &Change) -> Result<(), Error> {
     let entries = source.entries();
+    // ADD unpacks the local archives it names (by content) into the destination directory.
+    let mut archives = Vec::new();
     let (items, dest, own): (Vec<Item>, String, Ownership) = match change {
         Change::Mkdir(dir) => (Vec::new(), copy::clean_dest(dir, "/"), Ownership::default()),
-        Change::Copy { sources, dest, dest_slash, own, .. } => {
-            let items = copy::select(entries, sources, dest, *dest_slash, is_dir_in(root, dest))
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Change::Copy { sources, dest, dest_slash, own, extract, .. } => {
+            let mut plain = Vec::new();
+            for s in sources {
+                let clean = copy::clean_source(s).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let file = entries.get(&clean).is_some_and(|e| e.kind == EntryKind::File);
+                if *extract && file && is_archive(source, &clean) {
+                    archives.push(clean);
+                } else {
+                    plain.push(s.clone());
+                }
+            }
+            let into_dir = *dest_slash || !archives.is_empty() || is_dir_in(root, dest);
+            let items = if plain.is_empty() {
+                Vec::new()
+            } else {
+                copy::select(entries, &plain, dest, into_dir, into_dir).map_err(|e| Error::InvalidArgument(e.to_string()))?
+            };
             (items, dest.clone(), *own)
         }
     };
@@ -148,7 +168,65 @@ fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change
     let skip = |d: &str| d == dest && is_dir_in(root, d);
     let open = |p: &str| source.open(p);
     let plan = copy::TarPlan { missing_parents: &missing, skip: &skip, own, mtime_clamp: None, open: &open };
-    copy_into(core, root, entries, &items, &plan)
+    if !items.is_empty() || !missing.is_empty() {
+        copy_into(core, root, entries, &items, &plan)?;
+    }
+    for a in &archives {
+        extract_into(core, root, &dest, source, a)?;
+    }
+    Ok(())
+}
+
+/// Whether the context's file `path` is a tar archive (plain, gzip or zstd), by its first bytes.
+fn is_archive(source: &dyn Source, path: &str) -> bool {
+    let Ok(f) = source.open(path) else { return false };
+    let Ok(mut r) = crate::image::unpack::decompress(f) else { return false };
+    let mut head = [0u8; 512];
+    let mut got = 0;
+    while got < head.len() {
+        match std::io::Read::read(&mut r, &mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got == 512 && &head[257..262] == b"ustar"
+}
+
+/// Unpack archive `path` of the source into directory `dest` of the
+/// mounted root (made when missing), through the layer applier: resolved
+/// inside the root, never through a link out of it.
+fn extract_into(core: &Core, root: &std::path::Path, dest: &str, source: &dyn Source, path: &str) -> Result<(), Error> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let rootfd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::Internal(format!("{}: {e}", root.display())))?;
+    let target = if dest.is_empty() {
+        root.to_owned()
+    } else {
+        let fd = rustix::fs::openat2(
+            &rootfd,
+            dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| Error::InvalidArgument(format!("ADD {path}: the destination /{dest} is not a directory: {e}")))?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !real.starts_with(root) {
+            return Err(Error::InvalidArgument(format!("ADD {path}: the destination leads out of the image")));
+        }
+        real
+    };
+    let f = source.open(path).map_err(|e| Error::Internal(format!("{path}: {e}")))?;
+    let r = crate::image::unpack::decompress(f).map_err(|e| Error::InvalidArgument(format!("ADD {path}: {e}")))?;
+    let opts = crate::archive::apply::ApplyOptions {
+        whiteouts: crate::archive::whiteout::WhiteoutMode::Overlay,
+        lowers: Vec::new(),
+        max_entries: core.images.limits.max_layer_entries,
+        ..Default::default()
+    };
+    crate::archive::apply::apply_tar(r, &target, &opts).map_err(|e| Error::InvalidArgument(format!("ADD {path}: {e}")))?;
+    Ok(())
 }
 
 /// Copy a context's subtree (`source`, cleaned) out into the empty directory

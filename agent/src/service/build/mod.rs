@@ -770,11 +770,35 @@ impl Run {
                 for s in &c.sources {
                     sources.push(expand(s, esc, &env).map_err(at)?);
                 }
-                if ins.keyword == "ADD" && sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://")) {
-                    return Err(at(Error::InvalidArgument("ADD from a URL is not supported yet".into())));
+                let is_url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+                let urls = sources.iter().filter(|s| is_url(s)).count();
+                if urls > 0 && (ins.keyword != "ADD" || urls != sources.len()) {
+                    return Err(at(Error::InvalidArgument("URLs are sources of ADD only, and not beside local files".into())));
                 }
-                // Where the files come from: another stage, an image, heredocs, or the context.
+                if c.checksum.is_some() && urls == 0 {
+                    return Err(at(Error::InvalidArgument("--checksum is for ADD of a URL".into())));
+                }
+                // Where the files come from: another stage, an image, heredocs, URLs, or the context.
                 let from = match &c.from {
+                    None if urls > 0 => {
+                        let dir = ScratchDir::new(&self.core.config.root.join("build").join("mnt").join(format!(
+                            "fetch-{}-{}",
+                            self.id,
+                            random_hex(6)
+                        )))
+                        .map_err(at)?;
+                        let (path, list, checksum) = (dir.0.clone(), sources.clone(), c.checksum.clone());
+                        let max = self.core.images.limits.max_layer_bytes;
+                        let fetched = blocking(move || {
+                            list.iter()
+                                .map(|u| crate::build::fetch::fetch(u, &path, max, checksum.as_deref()).map_err(Error::InvalidArgument))
+                                .collect::<Result<Vec<_>, Error>>()
+                        })
+                        .await
+                        .map_err(at)?;
+                        sources = fetched.iter().map(|f| f.name.clone()).collect();
+                        From::Fetched(dir, fetched)
+                    }
                     None if !c.heredocs.is_empty() => {
                         let mut docs = Vec::new();
                         for h in &c.heredocs {
@@ -810,6 +834,7 @@ impl Run {
                     From::Context => self.context_key(&sources, &dest).map_err(at)?,
                     From::State(s) => format!("stage {}", s.key),
                     From::Heredocs(docs) => docs.iter().map(|(n, b)| format!("{n}\0{b}\0")).collect(),
+                    From::Fetched(_, files) => files.iter().map(|f| format!("{}\0{}\0", f.name, f.digest)).collect(),
                 };
                 let key = cache::key(&[
                     ("parent", &state.key),
@@ -820,7 +845,8 @@ impl Run {
                     ("files", &what),
                 ]);
                 let dest_slash = dest_raw.ends_with('/') || dest_raw.ends_with("/.");
-                (key, Work::Copy { from, sources, dest, dest_slash, own })
+                let extract = ins.keyword == "ADD" && matches!(from, From::Context);
+                (key, Work::Copy { from, sources, dest, dest_slash, own, extract })
             }
             Kind::Run(r) => {
                 let argv = match (&r.command, r.script_heredoc(), r.shell_script()) {
@@ -886,8 +912,8 @@ impl Run {
         let next = Next { created, text: ins.text.clone(), key, epoch: self.epoch };
         let result = match work {
             Work::Mkdir(dir) => self.in_snapshot(state, Change::Mkdir(dir), next).await,
-            Work::Copy { from, sources, dest, dest_slash, own } => {
-                self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own }, next).await
+            Work::Copy { from, sources, dest, dest_slash, own, extract } => {
+                self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own, extract }, next).await
             }
             Work::Run { argv, args, network, mounts } => {
                 let step = run::RunStep { argv, args, network, mounts };
@@ -1059,19 +1085,45 @@ enum From {
     State(State),
     /// Heredoc bodies: (name, text).
     Heredocs(Vec<(String, String)>),
+    /// Files ADD fetched (into the directory, removed with it).
+    Fetched(ScratchDir, Vec<crate::build::fetch::Fetched>),
+}
+
+/// A directory of a step's own, removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(path: &std::path::Path) -> Result<ScratchDir, Error> {
+        std::fs::create_dir_all(path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        Ok(ScratchDir(path.to_owned()))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What a filesystem step does.
 enum Work {
     Mkdir(String),
-    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership, extract: bool },
     Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode, mounts: Vec<run::RunMount> },
 }
 
 /// A change applied to a mounted snapshot.
 enum Change {
     Mkdir(String),
-    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership },
+    /// `extract`: ADD of local archives (they are unpacked into `dest`).
+    Copy {
+        from: From,
+        sources: Vec<String>,
+        dest: String,
+        dest_slash: bool,
+        own: Ownership,
+        extract: bool,
+    },
 }
 
 /// A HEALTHCHECK as the config keeps it.

@@ -290,7 +290,7 @@ impl Run {
         std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
         let clean = crate::build::copy::clean_source(source).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         match from {
-            From::Context | From::Heredocs(_) => {
+            From::Context | From::Heredocs(_) | From::Fetched(..) => {
                 p.scratch.push(dir.clone());
                 let mirror = &self.mirror;
                 tokio::task::block_in_place(|| super::layer::copy_out(&core, mirror, &clean, &dir))?;
