@@ -458,3 +458,28 @@ CMD [\"cat\", \"/opt/pkg/readme\", \"/downloads/notes.txt\"]
     assert!(!d.dir.path().join("escaped").exists() && !d.root.join("escaped").exists());
     d.assert_healthy();
 }
+
+#[test]
+fn an_untagged_build_runs_by_id_and_a_context_comes_on_stdin() {
+    let d = Daemon::start();
+    let dir = context(&d, "ctx", &[("Dockerfile", BASE)]);
+    let id = d.ok(&["build", "-q", &dir.display().to_string()]);
+    let id = id.trim();
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(d.ok(&["run", "--rm", &id[7..19]]), "hello from /srv/app\n");
+    let listed = d.ok(&["images"]);
+    assert!(listed.contains("<none>"), "{listed}");
+
+    // A tar of the context on standard input.
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_dir_all(".", &dir).unwrap();
+    let data = tar.into_inner().unwrap();
+    let out = d.ctl_stdin(&["build", "-q", "-t", "fromstdin:v1", "-"], Some(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "fromstdin:v1"]), "hello from /srv/app\n");
+    // A lone Dockerfile on standard input: an empty context.
+    let out = d.ctl_stdin(&["build", "-q", "-t", "lone:v1", "-"], Some(b"FROM fromstdin:v1\nENV X=1\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = d.ctl_stdin(&["build", "-", "-"], Some(b"FROM scratch\nCOPY x /x\n"));
+    assert_eq!(out.status.code(), Some(2), "clap refuses two positionals: {}", stderr(&out));
+}

@@ -1002,3 +1002,34 @@ fn a_cut_connection_resumes_with_range_and_falls_back_to_skipping() {
     assert_eq!(d.ok(&["run", "--rm", &format!("{}/plain:v1", reg.addr), "echo", "ok"]), "ok\n");
     d.assert_healthy();
 }
+
+#[test]
+fn a_built_image_pushes_and_skopeo_reads_it_from_the_registry_and_an_archive() {
+    require_tool("skopeo", "skopeo");
+    let reg = Registry::start(None);
+    let d = Daemon::start();
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("busybox"), busybox()).unwrap();
+    std::fs::set_permissions(ctx.join("busybox"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nLABEL built=by-berth\nCMD [\"echo\", \"pushed\"]\n",
+    )
+    .unwrap();
+    let name = format!("{}/built/app:v1", reg.addr);
+    let archive = d.dir.path().join("built.tar");
+    d.ok(&["build", "-q", "-t", &name, "-o", &format!("type=oci,dest={}", archive.display()), &ctx.display().to_string()]);
+    d.ok(&["push", &name]);
+    let out = run_ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{name}")]));
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inspect["Labels"]["built"], "by-berth");
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
+    let out = run_ok(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]));
+    let local: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(local["Digest"], inspect["Digest"]);
+    // Pulled into another agent, it runs.
+    let other = Daemon::start();
+    other.ok(&["pull", &name]);
+    assert_eq!(other.ok(&["run", "--rm", &name]), "pushed\n");
+}

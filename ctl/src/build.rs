@@ -36,7 +36,7 @@ pub enum Progress {
 #[derive(Debug, Args)]
 #[command(after_help = BUILD_EXAMPLES)]
 pub struct BuildArgs {
-    /// The build context: a directory
+    /// The build context: a directory, or - for a tar archive (or a lone Dockerfile) on standard input
     pub context: PathBuf,
     /// Name for the image (repeatable)
     #[arg(short, long = "tag")]
@@ -69,6 +69,9 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
+    /// Also write the image as an archive: type=oci,dest=FILE (an OCI layout with docker's manifest.json)
+    #[arg(short, long)]
+    pub output: Option<String>,
     /// Print only the image id
     #[arg(short, long)]
     pub quiet: bool,
@@ -87,6 +90,8 @@ pub const BUILD_EXAMPLES: &str = "Examples:
   berthctl build --target builder -t app:build .
   berthctl build --secret id=token,src=$HOME/.token .   RUN --mount=type=secret,id=token reads it
   berthctl build --no-cache -q .              run every step; print only the image id
+  berthctl build -o type=oci,dest=app.tar .   also write the image as an archive
+  tar -c . | berthctl build -t app -          the context as a tar on standard input
   berthctl builder prune                      remove the build cache";
 
 #[derive(Debug, Subcommand)]
@@ -212,12 +217,84 @@ fn msg(m: v1::build_request::Msg) -> v1::BuildRequest {
     v1::BuildRequest { msg: Some(m) }
 }
 
+/// `type=oci,dest=FILE` (also `type=docker`, `type=tar`: the same archive): the file.
+fn output_dest(o: &str) -> Result<String> {
+    let (mut kind, mut dest) = (None, None);
+    for field in o.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v),
+            Some(("dest", v)) => dest = Some(v),
+            _ => bail!("--output {o:?}: use type=oci,dest=FILE"),
+        }
+    }
+    match (kind, dest) {
+        (Some("oci" | "docker" | "tar"), Some(d)) => Ok(d.to_owned()),
+        (Some(k), Some(_)) => bail!("--output type {k:?}: only oci (docker and tar write the same archive)"),
+        _ => bail!("--output {o:?}: use type=oci,dest=FILE"),
+    }
+}
+
+/// A context read from standard input: a tar archive (plain or gzip) is
+/// unpacked into a temporary directory; anything else is the Dockerfile,
+/// with an empty context. Returns the directory and, for the latter, the Dockerfile.
+fn stdin_context() -> Result<(TempDir, Option<Vec<u8>>)> {
+    let mut data = Vec::new();
+    std::io::stdin().read_to_end(&mut data).context("reading the context from standard input")?;
+    let dir = TempDir::new()?;
+    let gz = data.starts_with(&[0x1f, 0x8b]);
+    let tar_data = if gz {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&data[..]).read_to_end(&mut out).context("the gzip context on standard input")?;
+        out
+    } else {
+        data
+    };
+    if tar_data.len() >= 512 && &tar_data[257..262] == b"ustar" {
+        // The tar crate refuses entries that would land outside the directory.
+        tar::Archive::new(&tar_data[..]).unpack(&dir.0).context("unpacking the context from standard input")?;
+        Ok((dir, None))
+    } else {
+        Ok((dir, Some(tar_data)))
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let mut rand = [0u8; 8];
+        rustix::rand::getrandom(&mut rand, rustix::rand::GetRandomFlags::empty()).context("random bytes")?;
+        let p = std::env::temp_dir().join(format!("berthctl-context-{}", rand.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
-    let root = std::fs::canonicalize(&a.context).with_context(|| format!("the build context {}", a.context.display()))?;
+    let output = a.output.as_deref().map(output_dest).transpose()?;
+    let (_stdin_dir, stdin_dockerfile, context) = if a.context.as_os_str() == "-" {
+        if a.file.as_deref() == Some("-") {
+            bail!("standard input cannot be both the context and the Dockerfile");
+        }
+        let (dir, dockerfile) = stdin_context()?;
+        let path = dir.0.clone();
+        (Some(dir), dockerfile, path)
+    } else {
+        (None, None, a.context.clone())
+    };
+    let root = std::fs::canonicalize(&context).with_context(|| format!("the build context {}", context.display()))?;
     if !root.is_dir() {
         bail!("the build context {} is not a directory", a.context.display());
     }
     let (dockerfile, name) = match a.file.as_deref() {
+        None if stdin_dockerfile.is_some() => (stdin_dockerfile.clone().unwrap_or_default(), "Dockerfile".to_owned()),
         Some("-") => {
             let mut d = Vec::new();
             std::io::stdin().read_to_end(&mut d).context("reading the Dockerfile from standard input")?;
@@ -264,7 +341,8 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
         labels: labels.into_iter().collect(),
         network: a.network.clone(),
         secret_ids: secrets.keys().cloned().collect(),
-        context_key: format!("{host}:{}", root.display()),
+        // A context from standard input is a fresh one each time.
+        context_key: if _stdin_dir.is_some() { String::new() } else { format!("{host}:{}", root.display()) },
         plain_http: a.plain_http,
         creds: None,
     };
@@ -322,6 +400,11 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
             Some(v1::build_response::Msg::Result(r)) => {
                 if let Some(f) = &a.iidfile {
                     std::fs::write(f, &r.image_id).with_context(|| format!("writing {}", f.display()))?;
+                }
+                if let Some(dest) = &output {
+                    let name = r.names.first().cloned().unwrap_or_else(|| r.digest.clone());
+                    let args = crate::images::ExportArgs { images: vec![name], output: Some(dest.clone()), platform: None };
+                    crate::images::export(conn, args).await?;
                 }
                 if conn.format == Format::Json {
                     crate::output::json(&serde_json::json!({

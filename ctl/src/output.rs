@@ -90,8 +90,13 @@ pub fn duration(secs: i64) -> String {
 
 /// The repository and tag docker shows for an image name: `busybox` and
 /// `latest` for `docker.io/library/busybox:latest`; `<none>` as the tag of a
-/// name with only a digest. A name that is no reference is shown as it is.
+/// name with only a digest; `<none>` and `<none>` for an image kept under its
+/// own digest (an untagged build). A name that is no reference is shown as it is.
 pub fn repo_tag(name: &str) -> (String, String) {
+    // An untagged build's image is kept under its digest.
+    if name.starts_with("sha256:") {
+        return ("<none>".to_owned(), "<none>".to_owned());
+    }
     match Reference::parse(name) {
         Ok(r) => (r.familiar_repository(), r.tag.unwrap_or_else(|| "<none>".to_owned())),
         Err(_) => (name.to_owned(), String::new()),

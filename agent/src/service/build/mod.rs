@@ -350,6 +350,11 @@ impl BuildService {
             for n in &names2 {
                 images.put(&ns2, n, &desc, &BTreeMap::new())?;
             }
+            // Untagged, the image is kept under its own digest (docker's
+            // dangling `<none>` image), found by its id like any other.
+            if names2.is_empty() {
+                images.put(&ns2, desc.digest.as_str(), &desc, &BTreeMap::new())?;
+            }
             Ok((desc.digest, config))
         })
         .await?;
