@@ -25,7 +25,7 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Progress {
-    /// plain lines when the output is not a terminal; the same on a terminal, for now
+    /// a live view on a terminal, plain lines otherwise
     Auto,
     /// one line per event, for logs and CI
     Plain,
@@ -364,7 +364,7 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
     });
     let mut stream = conn.builder().build(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let quiet = a.quiet || conn.format == Format::Json;
-    let mut shown = Shown { quiet, last_index: None };
+    let mut shown = Shown::new(quiet, a.progress);
     loop {
         let next = tokio::select! {
             m = stream.next() => m,
@@ -458,27 +458,68 @@ async fn send_files(tx: &mpsc::Sender<v1::BuildRequest>, root: &Path, paths: Vec
     Ok(())
 }
 
-/// Progress as plain lines on standard error.
+/// Progress on standard error: on a terminal (`--progress tty`, or `auto`
+/// on one) a live line per running step with its time, finished steps
+/// marked DONE or CACHED, RUN output printed above; otherwise one plain line
+/// per event.
 struct Shown {
     quiet: bool,
-    last_index: Option<u32>,
+    live: Option<(indicatif::MultiProgress, std::collections::HashMap<u32, indicatif::ProgressBar>)>,
 }
 
 impl Shown {
+    fn new(quiet: bool, progress: Progress) -> Self {
+        use std::io::IsTerminal;
+        let tty = match progress {
+            Progress::Tty => true,
+            Progress::Plain => false,
+            Progress::Auto => std::io::stderr().is_terminal(),
+        };
+        let live = (!quiet && tty).then(|| {
+            let m = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+            (m, Default::default())
+        });
+        Shown { quiet, live }
+    }
+
     fn step(&mut self, s: &v1::BuildStep) {
         if self.quiet {
             return;
         }
-        let what = berth_common::text::printable(&s.instruction);
+        let what = berth_common::text::printable(&s.instruction).into_owned();
         let secs = s.millis as f64 / 1000.0;
+        let Some((multi, bars)) = &mut self.live else {
+            match s.status.as_str() {
+                "started" => eprintln!("#{} [{} {}/{}] {what}", s.index, s.stage, s.index, s.total),
+                "cached" => eprintln!("#{} CACHED", s.index),
+                "done" => eprintln!("#{} DONE {secs:.2}s", s.index),
+                "failed" => eprintln!("#{} FAILED {secs:.2}s", s.index),
+                other => eprintln!("#{} {other}", s.index),
+            }
+            return;
+        };
+        let bar = bars.entry(s.index).or_insert_with(|| {
+            let b = multi.add(indicatif::ProgressBar::new_spinner());
+            let style = indicatif::ProgressStyle::with_template("{prefix} {wide_msg} {elapsed:>4}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            b.set_style(style);
+            b.set_prefix(format!("[{} {}/{}]", s.stage, s.index, s.total));
+            b.set_message(what.clone());
+            b.enable_steady_tick(std::time::Duration::from_millis(100));
+            b
+        });
+        let done = |b: &indicatif::ProgressBar, mark: &str| {
+            let style = indicatif::ProgressStyle::with_template("{prefix} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            b.set_style(style);
+            b.finish_with_message(format!("{what}  {mark}"));
+        };
         match s.status.as_str() {
-            "started" => eprintln!("#{} [{} {}/{}] {what}", s.index, s.stage, s.index, s.total),
-            "cached" => eprintln!("#{} CACHED", s.index),
-            "done" => eprintln!("#{} DONE {secs:.2}s", s.index),
-            "failed" => eprintln!("#{} FAILED {secs:.2}s", s.index),
-            other => eprintln!("#{} {other}", s.index),
+            "cached" => done(bar, "CACHED"),
+            "done" => done(bar, &format!("{secs:.1}s")),
+            "failed" => done(bar, &format!("FAILED {secs:.1}s")),
+            _ => {}
         }
-        self.last_index = Some(s.index);
     }
 
     fn output(&mut self, o: &v1::StepOutput) {
@@ -486,7 +527,13 @@ impl Shown {
             return;
         }
         for line in String::from_utf8_lossy(&o.data).lines() {
-            eprintln!("#{} {}", o.index, berth_common::text::printable(line));
+            let line = format!("#{} {}", o.index, berth_common::text::printable(line));
+            match &self.live {
+                Some((multi, _)) => {
+                    let _ = multi.println(line);
+                }
+                None => eprintln!("{line}"),
+            }
         }
     }
 }
