@@ -483,3 +483,77 @@ fn an_untagged_build_runs_by_id_and_a_context_comes_on_stdin() {
     let out = d.ctl_stdin(&["build", "-", "-"], Some(b"FROM scratch\nCOPY x /x\n"));
     assert_eq!(out.status.code(), Some(2), "clap refuses two positionals: {}", stderr(&out));
 }
+
+#[test]
+fn copy_parents_exclude_and_the_platform_of_from() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM --platform=$BUILDPLATFORM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+COPY --parents src/a/one.txt src/b/two.txt /out/
+COPY --exclude=*.log --exclude=**/skip logs/ /logs/
+CMD [\"find\", \"/out\", \"/logs\", \"-type\", \"f\"]
+";
+    let dir = context(
+        &d,
+        "ctx",
+        &[
+            ("Dockerfile", dockerfile),
+            ("src/a/one.txt", b"1"),
+            ("src/b/two.txt", b"2"),
+            ("logs/keep.txt", b"k"),
+            ("logs/noise.log", b"n"),
+            ("logs/deep/skip", b"s"),
+        ],
+    );
+    let out = build(&d, &dir, &["-t", "rules:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut files: Vec<String> = d.ok(&["run", "--rm", "rules:v1"]).lines().map(str::to_owned).collect();
+    files.sort();
+    assert_eq!(files, ["/logs/keep.txt", "/out/src/a/one.txt", "/out/src/b/two.txt"]);
+    let dir = context(&d, "arm", &[("Dockerfile", b"FROM --platform=linux/arm64 scratch\nCOPY busybox /\n")]);
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("builds for linux/amd64 only"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_past_its_deadline_stops() {
+    use berth_api::v1;
+    let d = Daemon::start();
+    let dir = context(&d, "ctx", &[]);
+    let dockerfile = b"FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"60\"]\n".to_vec();
+    let size = std::fs::metadata(dir.join("busybox")).unwrap().len() as i64;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let start = v1::BuildStart { dockerfile, tags: vec!["late:v1".into()], ..Default::default() };
+    tx.send(v1::BuildRequest { msg: Some(v1::build_request::Msg::Start(start)) }).await.unwrap();
+    let entry = v1::ContextEntry { path: "busybox".into(), mode: 0o100755, size, mtime_nanos: 1, link_target: String::new() };
+    let entries = v1::ContextEntries { entries: vec![entry], last: true };
+    tx.send(v1::BuildRequest { msg: Some(v1::build_request::Msg::Entries(entries)) }).await.unwrap();
+    let mut client = v1::builder_client::BuilderClient::new(d.channel().await);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.set_timeout(std::time::Duration::from_secs(4));
+    let t0 = std::time::Instant::now();
+    let mut stream = client.build(req).await.unwrap().into_inner();
+    let mut ended = None;
+    while let Some(m) = tokio_stream::StreamExt::next(&mut stream).await {
+        match m {
+            Ok(v1::BuildResponse { msg: Some(v1::build_response::Msg::Need(_)) }) => {
+                let data = std::fs::read(dir.join("busybox")).unwrap();
+                let chunk = v1::FileChunk { path: "busybox".into(), data, eof: true };
+                tx.send(v1::BuildRequest { msg: Some(v1::build_request::Msg::File(chunk)) }).await.unwrap();
+            }
+            Ok(_) => {}
+            Err(s) => {
+                ended = Some(s);
+                break;
+            }
+        }
+    }
+    let status = ended.expect("the build cannot succeed before its RUN sleeps 60 s");
+    assert!(matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{status:?}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+    drop(tx);
+    wait_until("the step's container is gone", std::time::Duration::from_secs(20), || d.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert_eq!(d.ok(&["images", "-q"]).trim(), "");
+}

@@ -90,12 +90,28 @@ fn result(r: BuildResult) -> v1::BuildResponse {
     }
 }
 
+/// A `grpc-timeout` header's duration (`<digits><H|M|S|m|u|n>`).
+fn grpc_timeout(v: &str) -> Option<Duration> {
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 #[tonic::async_trait]
 impl v1::builder_server::Builder for BuilderApi {
     type BuildStream = MessageStream<v1::BuildResponse>;
 
     async fn build(&self, req: Request<Streaming<v1::BuildRequest>>) -> Result<Response<Self::BuildStream>, Status> {
         let ns = namespace(&req)?;
+        let deadline = req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         let mut upload = req.into_inner();
         let first = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, upload.message())
             .await
@@ -140,6 +156,8 @@ impl v1::builder_server::Builder for BuilderApi {
             tokio::pin!(work);
             let mut gone = false;
             let mut input_error = None;
+            let expires = tokio::time::sleep(deadline.unwrap_or(Duration::MAX / 4));
+            tokio::pin!(expires);
             let outcome = loop {
                 tokio::select! {
                     r = &mut work => break r.map(result).map_err(Status::from),
@@ -157,6 +175,12 @@ impl v1::builder_server::Builder for BuilderApi {
                     }
                     // The client's stream broke or sent nonsense: the build stops
                     // (and cleans up) before the error is the answer.
+                    // The client's deadline passed: the build stops as if it had gone.
+                    () = &mut expires, if deadline.is_some() && input_error.is_none() => {
+                        input_error = Some(Status::deadline_exceeded("the build did not finish within the call's deadline"));
+                        gone = true;
+                        ev_rx.close();
+                    }
                     Some(s) = err_rx.recv() => {
                         input_error = Some(s);
                         gone = true;
@@ -186,5 +210,20 @@ impl v1::builder_server::Builder for BuilderApi {
             snapshots_removed: p.snapshots as i64,
             contexts_removed: p.contexts as i64,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_as_the_protocol_writes_them() {
+        assert_eq!(grpc_timeout("30S"), Some(Duration::from_secs(30)));
+        assert_eq!(grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(grpc_timeout("10"), None);
+        assert_eq!(grpc_timeout(""), None);
+        assert_eq!(grpc_timeout("xS"), None);
     }
 }

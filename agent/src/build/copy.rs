@@ -142,6 +142,28 @@ pub fn select(
     dest_slash: bool,
     dest_is_dir: bool,
 ) -> Result<Vec<Item>, CopyError> {
+    select_with(entries, sources, dest, dest_slash, dest_is_dir, &Rules::default())
+}
+
+/// COPY's `--parents` and `--exclude`.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Keep each source's path under the destination (`COPY --parents a/b/f /d/` makes `/d/a/b/f`).
+    pub parents: bool,
+    /// Entries left out (matched by their path in the context or below the
+    /// source directory), with `.dockerignore`'s pattern rules.
+    pub excludes: berth_common::ignore::Patterns,
+}
+
+/// [`select`], with `--parents` and `--exclude`.
+pub fn select_with(
+    entries: &BTreeMap<String, Entry>,
+    sources: &[String],
+    dest: &str,
+    dest_slash: bool,
+    dest_is_dir: bool,
+    rules: &Rules,
+) -> Result<Vec<Item>, CopyError> {
     let mut matched: Vec<String> = Vec::new();
     for src in sources {
         let clean = clean_source(src)?;
@@ -158,8 +180,9 @@ pub fn select(
             return Err(CopyError::NotFound(berth_common::text::printable(src).into_owned()));
         }
     }
-    let into_dir = dest_slash || dest_is_dir || matched.len() > 1;
-    if matched.len() > 1 && !(dest_slash || dest_is_dir) {
+    matched.retain(|m| m.is_empty() || !rules.excludes.matches(m));
+    let into_dir = dest_slash || dest_is_dir || matched.len() > 1 || rules.parents;
+    if matched.len() > 1 && !(dest_slash || dest_is_dir || rules.parents) {
         return Err(CopyError::DestNotDir);
     }
     let join = |a: &str, b: &str| {
@@ -175,16 +198,26 @@ pub fn select(
     for src in matched {
         let is_dir = src.is_empty() || entries.get(&src).is_some_and(|e| e.kind == Kind::Dir);
         if is_dir {
-            // The directory's contents (not itself) go under dest.
+            // The directory's contents (not itself) go under dest (under dest/src with --parents).
+            let under = if rules.parents { join(dest, &src) } else { dest.to_owned() };
             let prefix = if src.is_empty() { String::new() } else { format!("{src}/") };
-            items.push(Item { source: src.clone(), dest: dest.to_owned() });
+            items.push(Item { source: src.clone(), dest: under.clone() });
             for (path, _) in entries.range(prefix.clone()..) {
                 let Some(rest) = path.strip_prefix(&prefix) else { break };
-                items.push(Item { source: path.clone(), dest: join(dest, rest) });
+                // A pattern matches the path in the context, or below the source (BuildKit's reading).
+                if !rules.excludes.matches(path) && !rules.excludes.matches(rest) {
+                    items.push(Item { source: path.clone(), dest: join(&under, rest) });
+                }
             }
         } else {
             let base = src.rsplit('/').next().unwrap_or(&src);
-            let to = if into_dir { join(dest, base) } else { dest.to_owned() };
+            let to = if rules.parents {
+                join(dest, &src)
+            } else if into_dir {
+                join(dest, base)
+            } else {
+                dest.to_owned()
+            };
             items.push(Item { source: src.clone(), dest: to });
         }
     }
@@ -298,5 +331,11 @@ mod tests {
         assert!(matches!(select(&e, &["nope".into()], "app", false, false), Err(CopyError::NotFound(_))));
         assert!(matches!(select(&e, &["*.none".into()], "app", false, false), Err(CopyError::NotFound(_))));
         assert!(matches!(select(&e, &["../a".into()], "app", false, false), Err(CopyError::Outside(_))));
+        // --parents keeps the source's path; --exclude leaves entries out.
+        let rules = Rules { parents: true, excludes: berth_common::ignore::Patterns::parse("**/y").unwrap() };
+        assert_eq!(
+            dests(select_with(&e, &["d".into(), "a".into()], "app", false, false, &rules).unwrap()),
+            ["app/d", "app/d/s", "app/d/x", "app/a"]
+        );
     }
 }

@@ -133,7 +133,7 @@ fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change
     let mut archives = Vec::new();
     let (items, dest, own): (Vec<Item>, String, Ownership) = match change {
         Change::Mkdir(dir) => (Vec::new(), copy::clean_dest(dir, "/"), Ownership::default()),
-        Change::Copy { sources, dest, dest_slash, own, extract, .. } => {
+        Change::Copy { sources, dest, dest_slash, own, extract, rules, .. } => {
             let mut plain = Vec::new();
             for s in sources {
                 let clean = copy::clean_source(s).map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -148,7 +148,7 @@ fn apply_change(core: &Core, root: &std::path::Path, source: &dyn Source, change
             let items = if plain.is_empty() {
                 Vec::new()
             } else {
-                copy::select(entries, &plain, dest, into_dir, into_dir).map_err(|e| Error::InvalidArgument(e.to_string()))?
+                copy::select_with(entries, &plain, dest, into_dir, into_dir, rules).map_err(|e| Error::InvalidArgument(e.to_string()))?
             };
             (items, dest.clone(), *own)
         }

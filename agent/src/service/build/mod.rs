@@ -553,6 +553,19 @@ impl Run {
         let from_text = format!("FROM {}", stage.base);
         self.step_event(&sname, index, &from_text, "started", 0).await;
         let base = expand(&stage.base, self.file.escape, &|k| self.meta.get(k).cloned())?;
+        if let Some(p) = &stage.platform {
+            // The build's platform variables, as BuildKit predefines them.
+            let host = Platform::default_platform();
+            let host = format!("{}/{}", host.os, host.architecture);
+            let vars = |k: &str| match k {
+                "BUILDPLATFORM" | "TARGETPLATFORM" => Some(host.clone()),
+                k => self.meta.get(k).cloned(),
+            };
+            let p = expand(p, self.file.escape, &vars)?;
+            if p != host {
+                return Err(Error::InvalidArgument(format!("FROM --platform={p}: this agent builds for {host} only")));
+            }
+        }
         let mut state = match stage_ref(&self.file, &base, i) {
             Some(d) => inputs.get(&d).cloned().ok_or_else(|| Error::Internal(format!("stage {d} did not run")))?,
             None if base.eq_ignore_ascii_case("scratch") => State::scratch(),
@@ -833,10 +846,19 @@ impl Run {
                 let dest = copy::clean_dest(&dest_raw, &cur);
                 let chown = c.chown.as_deref().map(|o| expand(o, esc, &env)).transpose().map_err(at)?;
                 let own = self.ownership(&state, chown, c.chmod.as_deref()).await.map_err(at)?;
+                let mut excludes = Vec::new();
+                for x in &c.excludes {
+                    excludes.push(expand(x, esc, &env).map_err(at)?);
+                }
+                let rules = copy::Rules {
+                    parents: c.parents,
+                    excludes: berth_common::ignore::Patterns::parse(&excludes.join("\n"))
+                        .map_err(|e| at(Error::InvalidArgument(format!("--exclude: {e}"))))?,
+                };
                 // What is copied decides the key: the context's files by content,
                 // another stage by its key (its content follows from it), heredocs by their text.
                 let what = match &from {
-                    From::Context => self.context_key(&sources, &dest).map_err(at)?,
+                    From::Context => self.context_key(&sources, &dest, &rules).map_err(at)?,
                     From::State(s) => format!("stage {}", s.key),
                     From::Heredocs(docs) => docs.iter().map(|(n, b)| format!("{n}\0{b}\0")).collect(),
                     From::Fetched(_, files) => files.iter().map(|f| format!("{}\0{}\0", f.name, f.digest)).collect(),
@@ -847,11 +869,12 @@ impl Run {
                     ("sources", &sources.join("\0")),
                     ("dest", &format!("{dest_raw}\0{dest}")),
                     ("own", &format!("{}:{}:{:?}", own.uid, own.gid, own.chmod)),
+                    ("rules", &format!("{}\0{}", c.parents, excludes.join("\0"))),
                     ("files", &what),
                 ]);
                 let dest_slash = dest_raw.ends_with('/') || dest_raw.ends_with("/.");
                 let extract = ins.keyword == "ADD" && matches!(from, From::Context);
-                (key, Work::Copy { from, sources, dest, dest_slash, own, extract })
+                (key, Work::Copy { from, sources, dest, dest_slash, own, extract, rules })
             }
             Kind::Run(r) => {
                 let argv = match (&r.command, r.script_heredoc(), r.shell_script()) {
@@ -917,8 +940,8 @@ impl Run {
         let next = Next { created, text: ins.text.clone(), key, epoch: self.epoch };
         let result = match work {
             Work::Mkdir(dir) => self.in_snapshot(state, Change::Mkdir(dir), next).await,
-            Work::Copy { from, sources, dest, dest_slash, own, extract } => {
-                self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own, extract }, next).await
+            Work::Copy { from, sources, dest, dest_slash, own, extract, rules } => {
+                self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own, extract, rules }, next).await
             }
             Work::Run { argv, args, network, mounts } => {
                 let step = run::RunStep { argv, args, network, mounts };
@@ -957,9 +980,9 @@ impl Run {
 
     /// What of the context `sources` select, for a cache key: each entry's
     /// path, type, mode, link target and content digest.
-    fn context_key(&self, sources: &[String], dest: &str) -> Result<String, Error> {
+    fn context_key(&self, sources: &[String], dest: &str, rules: &copy::Rules) -> Result<String, Error> {
         let entries = self.mirror.entries();
-        let probe = copy::select(entries, sources, dest, true, true).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let probe = copy::select_with(entries, sources, dest, true, true, rules).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut files = String::new();
         for it in &probe {
             let e = entries.get(&it.source);
@@ -1113,7 +1136,7 @@ impl Drop for ScratchDir {
 /// What a filesystem step does.
 enum Work {
     Mkdir(String),
-    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership, extract: bool },
+    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership, extract: bool, rules: copy::Rules },
     Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode, mounts: Vec<run::RunMount> },
 }
 
@@ -1128,6 +1151,7 @@ enum Change {
         dest_slash: bool,
         own: Ownership,
         extract: bool,
+        rules: copy::Rules,
     },
 }
 

@@ -206,7 +206,7 @@ impl Run {
                 let source = m.source.unwrap_or_default();
                 let (from, key) = match &m.from {
                     None => {
-                        let key = self.context_key(std::slice::from_ref(&source), "")?;
+                        let key = self.context_key(std::slice::from_ref(&source), "", &Default::default())?;
                         (From::Context, key)
                     }
                     Some(f) => {
