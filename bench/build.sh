@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 LIMIT=300   # seconds any one build, untimed or timed, may take
+
 # Stop a process we started: TERM, at most 10 s, then KILL.
 stop() {
     local pid=$1
@@ -32,7 +33,8 @@ stop() {
 cleanup() {
     stop "${BERTHD_PID:-}"
     if [ -n "${BUILDAH:-}" ]; then
-        $BUILDAH rmi -a -f >/dev/null 2>&1 || true
+        # shellcheck disable=SC2086 # $BUILDAH is words on purpose
+        timeout 60 $BUILDAH rmi -a -f >/dev/null 2>&1 || true
     fi
     wait 2>/dev/null || true
     # Whatever either tool left mounted under the work dir, deepest first.

@@ -557,3 +557,33 @@ async fn a_build_past_its_deadline_stops() {
     wait_until("the step's container is gone", std::time::Duration::from_secs(20), || d.ok(&["ps", "-a", "-q"]).trim().is_empty());
     assert_eq!(d.ok(&["images", "-q"]).trim(), "");
 }
+
+#[test]
+fn bind_mounts_never_reach_the_host_nor_change_a_stage() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch AS tools
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN mkdir -p /opt && echo kept > /opt/tool.txt
+
+FROM tools
+RUN --mount=type=bind,from=tools,source=/opt,target=/o,rw rm /o/tool.txt && echo wrote > /o/new
+RUN --mount=type=bind,from=tools,source=/opt,target=/o cat /o/tool.txt > /seen && test ! -e /o/new
+CMD [\"cat\", \"/seen\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let out = build(&d, &dir, &["-t", "binds:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "binds:v1"]), "kept\n");
+    // The stage's layer itself is unchanged: a COPY --from still finds the file.
+    let dir2 = context(&d, "ctx2", &[("Dockerfile", b"FROM binds:v1\nRUN cat /opt/tool.txt\n")]);
+    let out = build(&d, &dir2, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A link in the context as a bind source is refused, not followed on the host.
+    let dir3 = context(&d, "ctx3", &[("Dockerfile", b"FROM binds:v1\nRUN --mount=type=bind,source=h,target=/h ls /h/etc\n")]);
+    std::os::unix::fs::symlink("/", dir3.join("h")).unwrap();
+    let out = build(&d, &dir3, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a link"), "{}", stderr(&out));
+}

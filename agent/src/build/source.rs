@@ -48,12 +48,39 @@ fn io(path: &str, e: impl std::fmt::Display) -> CopyError {
     CopyError::Io(format!("{}: {e}", berth_common::text::printable(path)))
 }
 
+/// Where `path` leads inside the tree at `root` (links followed there,
+/// never out of it), relative to the root; None when nothing is there.
+pub fn resolve(root: &Path, path: &str) -> Result<Option<String>, CopyError> {
+    let root = root.canonicalize().map_err(|e| io(&root.display().to_string(), e))?;
+    let rootfd = rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io(&root.display().to_string(), e))?;
+    resolve_at(&root, &rootfd, path)
+}
+
+/// [`resolve`] with the root (canonical) already open.
+fn resolve_at(root: &Path, rootfd: &std::os::fd::OwnedFd, path: &str) -> Result<Option<String>, CopyError> {
+    if path.is_empty() {
+        return Ok(Some(String::new()));
+    }
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let fd = match rustix::fs::openat2(rootfd, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))).map_err(|e| io(path, e))?;
+    let rel = real.strip_prefix(root).map_err(|_| io(path, "resolved outside the tree"))?;
+    Ok(Some(rel.to_string_lossy().into_owned()))
+}
+
 impl Tree {
     /// Scan what `sources` name in the tree at `root`. A source's own path
     /// is resolved inside the root (its links followed there, never out of
     /// it); what is below it is listed without following any link.
     /// A wildcard may stand in the last component.
     pub fn scan(root: &Path, sources: &[String]) -> Result<Tree, CopyError> {
+        // Canonical: what a descriptor's path resolves to is compared with it.
+        let root = &root.canonicalize().map_err(|e| io(&root.display().to_string(), e))?;
         let mut t = Tree { root: root.to_owned(), entries: BTreeMap::new(), resolved: Vec::new() };
         let rootfd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| io(&root.display().to_string(), e))?;
@@ -89,18 +116,7 @@ impl Tree {
 
     /// Where `path` leads inside the root (links followed there), relative; None if nothing is there.
     fn resolve(&self, rootfd: &std::os::fd::OwnedFd, path: &str) -> Result<Option<String>, CopyError> {
-        if path.is_empty() {
-            return Ok(Some(String::new()));
-        }
-        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        let fd = match rustix::fs::openat2(rootfd, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(io(path, e)),
-        };
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))).map_err(|e| io(path, e))?;
-        let rel = real.strip_prefix(&self.root).map_err(|_| io(path, "resolved outside the tree"))?;
-        Ok(Some(rel.to_string_lossy().into_owned()))
+        resolve_at(&self.root, rootfd, path)
     }
 
     /// Add `real` (and what is below it, for a directory) under the name `asked`.

@@ -37,6 +37,9 @@ pub(super) struct Collector {
     /// A collection spared unused blobs because a lease held them: collect
     /// again when the last lease is gone.
     pending: AtomicBool,
+    /// Images pinned as roots (a running build's states), by pin id.
+    pins: Mutex<BTreeMap<u64, (String, Descriptor)>>,
+    next_pin: AtomicU64,
 }
 
 thread_local! {
@@ -169,6 +172,24 @@ impl Images {
         Lease { images: self, id }
     }
 
+    /// Keep the image `desc` of namespace `ns` (its blobs and the snapshots of
+    /// its layers) as if it were named, until [`Images::unpin`]: for work
+    /// that uses unnamed images for a while (a build's states). Pin under a
+    /// [`Hold`] what was found without one.
+    pub fn pin(&self, ns: &str, desc: &Descriptor) -> u64 {
+        let id = self.collector.next_pin.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.collector.pins.lock() {
+            p.insert(id, (ns.to_owned(), desc.clone()));
+        }
+        id
+    }
+
+    pub fn unpin(&self, id: u64) {
+        if let Ok(mut p) = self.collector.pins.lock() {
+            p.remove(&id);
+        }
+    }
+
     /// Hold off collection (shared with other holders) while the guard lives.
     pub fn hold_gc(&self) -> Hold<'_> {
         Hold { _guard: self.collector.shared() }
@@ -252,15 +273,17 @@ impl Images {
     pub fn references(&self) -> Result<(HashSet<Digest>, ChainSet), ImageError> {
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
-        // Images, and build cache entries: a cached step's image keeps its
-        // content and the snapshots of its layers, as a named image does (a
-        // cached step is reused without unpacking).
+        // Images, build cache entries and pinned images: a cached step's
+        // image keeps its content and the snapshots of its layers, as a named
+        // image does (a cached step is reused without unpacking), and so does
+        // every state a running build uses.
         let images = self.meta.all_images()?.into_iter().map(|(ns, rec)| (ns, target_descriptor(&rec)));
         let cache = self.meta.all_build_cache()?.into_iter().map(|(ns, _, rec)| {
             let m = rec.manifest;
             (ns, Descriptor { media_type: m.media_type, digest: m.digest, size: m.size, annotations: Default::default(), platform: None })
         });
-        for (ns, desc) in images.chain(cache) {
+        let pinned: Vec<(String, Descriptor)> = self.collector.pins.lock().map(|p| p.values().cloned().collect()).unwrap_or_default();
+        for (ns, desc) in images.chain(cache).chain(pinned) {
             let mut seen = HashSet::new();
             let mut ch = Vec::new();
             self.walk(&desc, &mut seen, &mut ch, 0)?;

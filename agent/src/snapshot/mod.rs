@@ -502,7 +502,16 @@ impl Snapshots {
                     .map_err(|_| SnapshotError::Copy { path: at.to_owned(), message: "NUL in mount options".into() })?;
                 mount("overlay", at, "overlay", MountFlags::empty(), Some(data.as_c_str())).map_err(err)?;
             }
-            _ => mount_bind_recursive(m.source.as_str(), at).map_err(err)?,
+            _ => {
+                mount_bind_recursive(m.source.as_str(), at).map_err(err)?;
+                // A view (or a committed snapshot) shows its layer read-only, whoever mounts it.
+                if m.options.iter().any(|o| o == "ro") {
+                    if let Err(e) = rustix::mount::mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, "") {
+                        let _ = unmount(at, UnmountFlags::DETACH);
+                        return Err(err(e));
+                    }
+                }
+            }
         }
         struct Unmount<'a>(&'a Path);
         impl Drop for Unmount<'_> {

@@ -21,7 +21,7 @@ impl Run {
     /// A change made in an active snapshot of the stage mounted in the agent;
     /// the stage's next state.
     pub(super) async fn in_snapshot(&self, state: State, change: Change, next: Next) -> Result<State, Error> {
-        let (core, ns, id) = (self.core.clone(), self.ns.clone(), self.id.clone());
+        let (core, ns, id, pins) = (self.core.clone(), self.ns.clone(), self.id.clone(), self.pins.clone());
         let parent = state.top_chain().map(|c| c.to_string()).unwrap_or_default();
         let mirror = &self.mirror;
         tokio::task::block_in_place(move || {
@@ -36,7 +36,7 @@ impl Run {
                 });
                 let _ = std::fs::remove_dir(&mnt);
                 applied???;
-                conclude(&core, &ns, &key, state, next)
+                conclude(&core, &ns, &key, state, next, &pins)
             })();
             // The snapshot is the layer's now, unless the step failed or changed nothing.
             if core.snapshots.stat(&ns, &key).is_ok() {
@@ -212,7 +212,8 @@ fn extract_into(core: &Core, root: &std::path::Path, dest: &str, source: &dyn So
         .map_err(|e| Error::InvalidArgument(format!("ADD {path}: the destination /{dest} is not a directory: {e}")))?;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
             .map_err(|e| Error::Internal(e.to_string()))?;
-        if !real.starts_with(root) {
+        let canonical = root.canonicalize().map_err(|e| Error::Internal(e.to_string()))?;
+        if !real.starts_with(&canonical) {
             return Err(Error::InvalidArgument(format!("ADD {path}: the destination leads out of the image")));
         }
         real
@@ -269,7 +270,7 @@ fn copy_into(
 /// stored and cached; and the snapshot is committed under the layer's chain
 /// id, as if the layer had been unpacked. A step that changed nothing adds a
 /// history entry and leaves the snapshot to its caller.
-pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next) -> Result<State, Error> {
+pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next, pins: &super::Pins) -> Result<State, Error> {
     let lease = core.images.lease();
     let changed = !core.snapshots.changes(ns, key).map_err(|e| Error::Internal(e.to_string()))?.is_empty();
     let parent = state.top_chain();
@@ -297,6 +298,7 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
     state.add_history(&next.created, &next.text, layer);
     state.key = next.key.clone();
     let (desc, _) = store_state(&lease, &state)?;
+    super::pin(core, pins, ns, &desc);
     // From the commit until the cache entry names it, collection waits.
     let _hold = core.images.hold_gc();
     if changed {

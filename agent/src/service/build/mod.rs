@@ -164,6 +164,25 @@ struct Run {
     used: std::sync::Mutex<Vec<String>>,
     /// SOURCE_DATE_EPOCH, when given: times are clamped to it.
     epoch: Option<i64>,
+    /// Images pinned against collection while the build runs: every state it uses.
+    pins: Pins,
+}
+
+/// Pin ids of a build's states, unpinned when the build is dropped.
+type Pins = Arc<std::sync::Mutex<Vec<u64>>>;
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        for id in self.pins.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            self.core.images.unpin(id);
+        }
+    }
+}
+
+/// Pin `desc` for the build (`pins`).
+fn pin(core: &Core, pins: &Pins, ns: &str, desc: &Descriptor) {
+    let id = core.images.pin(ns, desc);
+    pins.lock().unwrap_or_else(|e| e.into_inner()).push(id);
 }
 
 /// Whole seconds in RFC 3339 (`2023-11-14T22:13:20Z`), as SOURCE_DATE_EPOCH gives them.
@@ -325,6 +344,7 @@ impl BuildService {
             ran: Default::default(),
             used: Default::default(),
             epoch,
+            pins: Default::default(),
         });
         let result = run.clone().stages(needed, target).await;
         let used = std::mem::take(&mut *run.used.lock().unwrap_or_else(|e| e.into_inner()));
@@ -635,12 +655,16 @@ impl Run {
         };
         let core = self.core.clone();
         let ns = self.ns.clone();
+        let pins = self.pins.clone();
         blocking(move || {
+            // Pinned for the build: a concurrent rmi of the base leaves its layers.
+            let hold = core.images.hold_gc();
+            pin(&core, &pins, &ns, &crate::image::target_descriptor(&record));
             let resolved = core.images.resolve(&record, &Platform::default_platform())?;
             if !core.images.is_unpacked(&ns, &resolved) {
-                let _hold = core.images.hold_gc();
                 core.images.unpack(&ns, &resolved, &|_| {})?;
             }
+            drop(hold);
             let key = cache::key(&[("base", resolved.manifest_desc.digest.as_str())]);
             State::of_image(&resolved.manifest, &resolved.config_json, &resolved.config.rootfs.diff_ids, key)
                 .map_err(Error::InvalidArgument)
@@ -1048,9 +1072,20 @@ impl Run {
 
     /// A cached state for `key`, when its entry and its content are all there.
     async fn cached(&self, key: &str) -> Result<Option<State>, Error> {
-        let (core, ns, key2) = (self.core.clone(), self.ns.clone(), key.to_owned());
+        let (core, ns, key2, pins) = (self.core.clone(), self.ns.clone(), key.to_owned(), self.pins.clone());
         let found = blocking(move || {
+            // Found and pinned with collection held off: a prune meanwhile leaves it.
+            let _hold = core.images.hold_gc();
             let Some(rec) = core.meta.build_cache(&ns, &key2)? else { return Ok(None) };
+            let m = &rec.manifest;
+            let desc = Descriptor {
+                media_type: m.media_type.clone(),
+                digest: m.digest.clone(),
+                size: m.size,
+                annotations: Default::default(),
+                platform: None,
+            };
+            pin(&core, &pins, &ns, &desc);
             let record = ImageRecord {
                 name: format!("build cache {key2}"),
                 target: rec.manifest.clone(),
@@ -1075,10 +1110,11 @@ impl Run {
 
     /// Store a step's state and its cache entry.
     async fn remember(&self, state: State, key: String) -> Result<State, Error> {
-        let (core, ns) = (self.core.clone(), self.ns.clone());
+        let (core, ns, pins) = (self.core.clone(), self.ns.clone(), self.pins.clone());
         blocking(move || {
             let lease = core.images.lease();
             let (desc, _) = store_state(&lease, &state)?;
+            pin(&core, &pins, &ns, &desc);
             let now = crate::metadata::now_nanos();
             let rec = BuildCacheRecord {
                 manifest: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },

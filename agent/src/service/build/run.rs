@@ -87,17 +87,20 @@ struct Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        for p in &self.scratch {
-            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
-        }
+        // Mounts first (the last made first), then the files under them.
         if let Some(core) = &self.core {
-            for (dir, ns, key) in &self.views {
+            for (dir, ns, key) in self.views.iter().rev() {
                 let _ = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH);
                 let _ = std::fs::remove_dir(dir);
-                if let Err(e) = core.snapshots.remove(ns, key) {
-                    tracing::warn!(key = %key, error = %e, "removing a build view");
+                if !key.is_empty() {
+                    if let Err(e) = core.snapshots.remove(ns, key) {
+                        tracing::warn!(key = %key, error = %e, "removing a build view");
+                    }
                 }
             }
+        }
+        for p in &self.scratch {
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
         }
     }
 }
@@ -150,12 +153,12 @@ impl Run {
         drop(prepared);
         let result = match outcome {
             Ok((0, _)) => {
-                let (c, n, r) = (core.clone(), ns.clone(), rec.clone());
+                let (c, n, r, pins) = (core.clone(), ns.clone(), rec.clone(), self.pins.clone());
                 let mut stubs: Vec<String> = step.mounts.iter().filter_map(RunMount::target).map(|t| clean_target(t, &workdir)).collect();
                 stubs.extend(r.spec.mounts().iter().flatten().map(|m| m.destination().to_string_lossy().into_owned()));
                 blocking(move || {
                     remove_stubs(&c, &n, &r.snapshot_key, &stubs)?;
-                    conclude(&c, &n, &r.snapshot_key, state, next)
+                    conclude(&c, &n, &r.snapshot_key, state, next, &pins)
                 })
                 .await
             }
@@ -274,7 +277,7 @@ impl Run {
                     }
                 }
                 RunMount::Bind { target, from, source, readonly, .. } => {
-                    let host = self.bind_source(&mut p, from, source).await?;
+                    let host = self.bind_source(&mut p, from, source, *readonly).await?;
                     p.specs.push(bind(&host, &clean_target(target, workdir), *readonly));
                 }
             }
@@ -282,43 +285,76 @@ impl Run {
         Ok(p)
     }
 
-    /// The host path a bind mount shows: the context's files (made into a
-    /// directory for this step) or a read-only view of another stage.
-    async fn bind_source(&self, p: &mut Prepared, from: &From, source: &str) -> Result<PathBuf, Error> {
+    /// The host path a bind mount shows: the context's files (copied into a
+    /// directory of the agent's for this step) or another stage's files
+    /// (a view, mounted read-only; with `rw`, under an overlay whose upper
+    /// layer is thrown away after the step, so the stage's layers never change).
+    async fn bind_source(&self, p: &mut Prepared, from: &From, source: &str, readonly: bool) -> Result<PathBuf, Error> {
         let core = self.core.clone();
         let dir = core.config.root.join("build").join("mnt").join(format!("bind-{}-{}", self.id, random_hex(6)));
         std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
         let clean = crate::build::copy::clean_source(source).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let internal = |e: rustix::io::Errno| Error::Internal(format!("{}: {e}", dir.display()));
         match from {
             From::Context | From::Heredocs(_) | From::Fetched(..) => {
                 p.scratch.push(dir.clone());
                 let mirror = &self.mirror;
+                let kind = mirror.entries().get(&clean).map(|e| e.kind);
+                if kind == Some(crate::build::context::Kind::Symlink) {
+                    // Bound as it is, a link would lead the runtime wherever it points, on the host.
+                    return Err(Error::InvalidArgument(format!("bind source {clean:?} is a link: name what it leads to")));
+                }
                 tokio::task::block_in_place(|| super::layer::copy_out(&core, mirror, &clean, &dir))?;
-                // A directory's contents are the bind's; a file is bound itself.
-                let is_file = mirror.entries().get(&clean).is_some_and(|e| e.kind != crate::build::context::Kind::Dir);
-                Ok(if is_file { dir.join(clean.rsplit('/').next().unwrap_or(&clean)) } else { dir })
+                // A directory's contents are the bind's; a file (a regular file the agent wrote) is bound itself.
+                Ok(if kind == Some(crate::build::context::Kind::File) { dir.join(clean.rsplit('/').next().unwrap_or(&clean)) } else { dir })
             }
             From::State(s) => {
                 let Some(top) = s.top_chain() else { return Err(Error::InvalidArgument("a bind from a stage with no files".into())) };
                 let view = format!("build-{}-{}-bind", self.id, random_hex(6));
                 let labels = BTreeMap::from([(LABEL_BUILD.to_owned(), "view".to_owned())]);
                 core.snapshots.view(&self.ns, &view, top.as_str(), labels)?;
+                p.views.push((dir.clone(), self.ns.clone(), view.clone()));
                 let mounts = core.snapshots.mounts(&self.ns, &view)?;
                 let m = mounts.first().ok_or_else(|| Error::Internal("a view with no mount".into()))?;
-                let mounted = match m.kind.as_str() {
+                use rustix::mount::MountFlags;
+                match m.kind.as_str() {
                     "overlay" => {
                         let data =
                             std::ffi::CString::new(m.options.join(",")).map_err(|_| Error::Internal("NUL in mount options".into()))?;
-                        rustix::mount::mount("overlay", &dir, "overlay", rustix::mount::MountFlags::RDONLY, Some(data.as_c_str()))
+                        rustix::mount::mount("overlay", &dir, "overlay", MountFlags::RDONLY, Some(data.as_c_str())).map_err(internal)?;
                     }
-                    _ => rustix::mount::mount_bind_recursive(m.source.as_str(), &dir),
-                };
-                p.views.push((dir.clone(), self.ns.clone(), view));
-                mounted.map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+                    _ => {
+                        // A bind of a committed layer's own directory: read-only, always.
+                        rustix::mount::mount_bind_recursive(m.source.as_str(), &dir).map_err(internal)?;
+                        rustix::mount::mount_remount(&dir, MountFlags::BIND | MountFlags::RDONLY, "").map_err(internal)?;
+                    }
+                }
                 // The source resolved inside the view, never out of it.
-                let tree = crate::build::source::Tree::scan(&dir, std::slice::from_ref(&clean))
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                Ok(dir.join(tree.resolved_path(&clean).unwrap_or(clean)))
+                let real = crate::build::source::resolve(&dir, &clean)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?
+                    .ok_or_else(|| Error::InvalidArgument(format!("bind source {clean:?} is not in that stage")))?;
+                let path = dir.canonicalize().map_err(|e| Error::Internal(e.to_string()))?.join(&real);
+                if readonly || !path.is_dir() {
+                    return Ok(path);
+                }
+                // rw: writes land in a throw-away upper layer.
+                let scratch = core.config.root.join("build").join("mnt").join(format!("bind-{}-{}-rw", self.id, random_hex(6)));
+                for d in ["upper", "work", "merged"] {
+                    std::fs::create_dir_all(scratch.join(d)).map_err(|e| Error::Internal(format!("{}: {e}", scratch.display())))?;
+                }
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    path.display(),
+                    scratch.join("upper").display(),
+                    scratch.join("work").display()
+                );
+                let data = std::ffi::CString::new(opts).map_err(|_| Error::Internal("NUL in mount options".into()))?;
+                let merged = scratch.join("merged");
+                p.views.push((merged.clone(), String::new(), String::new()));
+                p.scratch.push(scratch.clone());
+                rustix::mount::mount("overlay", &merged, "overlay", MountFlags::empty(), Some(data.as_c_str()))
+                    .map_err(|e| Error::Internal(format!("{}: {e}", merged.display())))?;
+                Ok(merged)
             }
         }
     }
