@@ -112,7 +112,7 @@ CMD [\"cat\", \"/joined\"]
     std::fs::write(dir.join("app/b"), b"b, changed\n").unwrap();
     let changed = build_json(&d, &dir, &["-t", "app:4"]);
     assert_eq!(changed["context_bytes"], 11, "{changed}");
-    assert_eq!(changed["run"], 2, "the COPY and the RUN after it: {changed}");
+    assert_eq!(changed["run"], 3, "the COPY, and the RUN and CMD after it: {changed}");
     assert_eq!(d.ok(&["run", "--rm", "app:4"]), "A\nb, changed\n");
     d.assert_healthy();
 }
@@ -586,4 +586,66 @@ CMD [\"cat\", \"/seen\"]
     let out = build(&d, &dir3, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("is a link"), "{}", stderr(&out));
+}
+
+#[test]
+fn stages_named_by_mounts_and_args_run_and_ignore_exceptions_keep_their_dirs() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"ARG SRC=maker
+FROM scratch AS base
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+
+FROM base AS maker
+RUN echo made > /made.txt
+
+FROM base AS other
+RUN echo other > /other.txt
+
+FROM base
+COPY --from=${SRC} /made.txt /
+RUN --mount=type=bind,from=other,source=/other.txt,target=/o.txt cat /o.txt > /copied.txt
+COPY docs/ /docs/
+CMD [\"cat\", \"/made.txt\", \"/copied.txt\", \"/docs/README.md\"]
+";
+    let dir = context(
+        &d,
+        "ctx",
+        &[
+            ("Dockerfile", dockerfile),
+            ("docs/README.md", b"readme\n"),
+            ("docs/draft.md", b"draft\n"),
+            (".dockerignore", b"docs\n!docs/README.md\n"),
+        ],
+    );
+    let out = build(&d, &dir, &["-t", "deps:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "deps:v1"]), "made\nother\nreadme\n");
+    assert_eq!(d.ok(&["run", "--rm", "deps:v1", "ls", "/docs"]), "README.md\n");
+}
+
+#[test]
+fn a_failing_stage_stops_its_running_siblings() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch AS base
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+
+FROM base AS slow
+RUN sleep 60
+
+FROM base AS broken
+RUN sleep 1; exit 5
+
+FROM base
+COPY --from=slow /bin/busybox /a
+COPY --from=broken /bin/busybox /b
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let t0 = std::time::Instant::now();
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exit code 5"), "{}", stderr(&out));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the sleeping stage was waited for: {:?}", t0.elapsed());
+    assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "", "a stage's container was left");
 }

@@ -142,8 +142,9 @@ impl Agent {
     }
 
     /// Find the shims of containers that kept running while the agent was
-    /// away, and start the background work of the services (removing `--rm`
-    /// containers after their exit). Returns how many tasks were found.
+    /// away, start the background work of the services (removing `--rm`
+    /// containers after their exit), and remove what interrupted builds
+    /// left. Returns how many tasks were found.
     pub async fn start(&self) -> Result<usize, AgentError> {
         let meta = self.core.meta.clone();
         let known = tokio::task::spawn_blocking(move || meta.all_containers())
@@ -156,6 +157,10 @@ impl Agent {
             );
         }
         self.services.start_background();
-        Ok(self.core.tasks.recover(&known).await)
+        let found = self.core.tasks.recover(&known).await;
+        // Once the tasks are found (a build's RUN step among them, its shim
+        // adopted so it can be killed) and before anything is served.
+        self.services.build.recover().await;
+        Ok(found)
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -346,6 +346,8 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
         plain_http: a.plain_http,
         creds: None,
     };
+    let files: std::collections::HashMap<String, u64> =
+        entries.iter().filter(|e| e.mode & 0o170000 == 0o100000).map(|e| (e.path.clone(), e.size.max(0) as u64)).collect();
     let (tx, rx) = mpsc::channel::<v1::BuildRequest>(8);
     tx.send(msg(v1::build_request::Msg::Start(start))).await?;
     let sender = tx.clone();
@@ -362,12 +364,34 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
             }
         }
     });
+    // One sender of files, in the order the agent asks for them; only files this client listed.
+    let (need_tx, mut need_rx) = mpsc::unbounded_channel::<Vec<String>>();
+    let (fail_tx, mut fail_rx) = mpsc::channel::<anyhow::Error>(1);
+    {
+        let (tx, root) = (tx.clone(), root.clone());
+        tokio::spawn(async move {
+            while let Some(paths) = need_rx.recv().await {
+                for p in &paths {
+                    if !files.contains_key(p) {
+                        let _ = fail_tx.send(anyhow::anyhow!("the agent asked for {p:?}, which is no file of the context")).await;
+                        return;
+                    }
+                }
+                if let Err(e) = send_files(&tx, &root, paths, &files).await {
+                    let _ = fail_tx.send(e.context("sending the context")).await;
+                    return;
+                }
+            }
+        });
+    }
     let mut stream = conn.builder().build(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let quiet = a.quiet || conn.format == Format::Json;
     let mut shown = Shown::new(quiet, a.progress);
     loop {
         let next = tokio::select! {
             m = stream.next() => m,
+            // A file that cannot be read ends the build (dropping the call cancels it in the agent).
+            Some(e) = fail_rx.recv() => return Err(e),
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("cancelled: the agent stops the running step and tags nothing");
                 return Ok(130);
@@ -376,12 +400,7 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
         let Some(m) = next else { bail!("the agent ended the build without a result") };
         match m?.msg {
             Some(v1::build_response::Msg::Need(n)) => {
-                let (tx, root) = (tx.clone(), root.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = send_files(&tx, &root, n.paths).await {
-                        eprintln!("berthctl: sending the context: {e:#}");
-                    }
-                });
+                let _ = need_tx.send(n.paths);
             }
             Some(v1::build_response::Msg::Step(s)) => shown.step(&s),
             Some(v1::build_response::Msg::Output(o)) => shown.output(&o),
@@ -433,22 +452,35 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
     }
 }
 
-/// Send the files the agent asked for, in its order, in chunks.
-async fn send_files(tx: &mpsc::Sender<v1::BuildRequest>, root: &Path, paths: Vec<String>) -> Result<()> {
+/// Send the files the agent asked for, in its order: a small file in one
+/// message, a larger one in chunks; each exactly as long as it was listed.
+async fn send_files(
+    tx: &mpsc::Sender<v1::BuildRequest>,
+    root: &Path,
+    paths: Vec<String>,
+    files: &std::collections::HashMap<String, u64>,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
     for p in paths {
         let path = root.join(&p);
-        let mut f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
-        let mut sent = false;
+        let size = files.get(&p).copied().unwrap_or(0);
+        // O_NOFOLLOW, O_NONBLOCK: a file swapped for a link or a fifo since the walk is refused, not followed or waited on.
+        let f =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc_flags()).open(&path).with_context(|| format!("{}", path.display()))?;
+        let mut f = tokio::fs::File::from_std(f).take(size);
+        let mut left = size;
         loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
-            buf.truncate(n);
-            let eof = n == 0;
-            if eof && sent {
-                tx.send(msg(v1::build_request::Msg::File(v1::FileChunk { path: p.clone(), data: Vec::new(), eof: true }))).await?;
-                break;
+            let mut buf = vec![0u8; CHUNK.min(left as usize)];
+            let mut got = 0;
+            while got < buf.len() {
+                let n = f.read(&mut buf[got..]).await.with_context(|| format!("{}", path.display()))?;
+                if n == 0 {
+                    bail!("{} changed while it was sent (it was {size} bytes)", path.display());
+                }
+                got += n;
             }
-            sent = true;
+            left -= got as u64;
+            let eof = left == 0;
             tx.send(msg(v1::build_request::Msg::File(v1::FileChunk { path: p.clone(), data: buf, eof }))).await?;
             if eof {
                 break;
@@ -456,6 +488,11 @@ async fn send_files(tx: &mpsc::Sender<v1::BuildRequest>, root: &Path, paths: Vec
         }
     }
     Ok(())
+}
+
+/// Open flags for context files: no link followed, no wait on a fifo.
+fn libc_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
 }
 
 /// Progress on standard error: on a terminal (`--progress tty`, or `auto`

@@ -182,7 +182,7 @@ impl Conn {
         v1::registry_client::RegistryClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
     pub fn builder(&self) -> v1::builder_client::BuilderClient<Svc> {
-        v1::builder_client::BuilderClient::with_interceptor(self.channel.clone(), self.ns.clone())
+        v1::builder_client::BuilderClient::with_interceptor(self.channel.clone(), self.ns.clone()).max_decoding_message_size(64 << 20)
     }
     pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
         v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())

@@ -271,6 +271,16 @@ impl Mirror {
                 let _ = fs::remove_file(files.join(path));
             }
         }
+        // Until they have come whole, the files asked for are not in the
+        // index on disk: a build interrupted while they arrive leaves no
+        // half-written file that a later build would take as known.
+        if !wanted.is_empty() && !self.temporary {
+            let mut known = self.index.clone();
+            for w in &wanted {
+                known.remove(w);
+            }
+            self.write_index(&known)?;
+        }
         self.wanted = wanted.iter().rev().cloned().collect();
         Ok(wanted)
     }
@@ -354,13 +364,23 @@ impl Mirror {
         }
         self.index = std::mem::take(&mut self.next);
         if !self.temporary {
-            let path = self.dir.join("index.json");
-            let tmp = self.dir.join("index.json.tmp");
-            let data = serde_json::to_vec(&self.index).map_err(|e| ContextError::Io { path: path.clone(), source: e.into() })?;
-            fs::write(&tmp, data).map_err(io(&tmp))?;
-            fs::rename(&tmp, &path).map_err(io(&path))?;
+            self.write_index(&self.index)?;
         }
         Ok(())
+    }
+
+    /// Replace `index.json` (atomically).
+    fn write_index(&self, index: &BTreeMap<String, Entry>) -> Result<(), ContextError> {
+        let path = self.dir.join("index.json");
+        let tmp = self.dir.join("index.json.tmp");
+        let data = serde_json::to_vec(index).map_err(|e| ContextError::Io { path: path.clone(), source: e.into() })?;
+        fs::write(&tmp, data).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// What the client described so far (before [`Mirror::finish`]).
+    pub fn described(&self) -> &BTreeMap<String, Entry> {
+        &self.next
     }
 
     /// Every entry of the context, by path.

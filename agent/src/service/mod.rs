@@ -57,8 +57,6 @@ impl Services {
 
     /// Start the services' background work.
     pub(crate) fn start_background(&self) {
-        let build = self.build.clone();
-        tokio::spawn(async move { build.recover().await });
         self.containers.start_auto_remove();
     }
 }

@@ -220,6 +220,8 @@ fn extract_into(core: &Core, root: &std::path::Path, dest: &str, source: &dyn So
     };
     let f = source.open(path).map_err(|e| Error::Internal(format!("{path}: {e}")))?;
     let r = crate::image::unpack::decompress(f).map_err(|e| Error::InvalidArgument(format!("ADD {path}: {e}")))?;
+    // Bounded as a layer is: a small archive that unpacks to the disk's size is refused.
+    let r = crate::digest::LimitedReader::new(r, core.images.limits.max_layer_bytes, "the unpacked archive");
     let opts = crate::archive::apply::ApplyOptions {
         whiteouts: crate::archive::whiteout::WhiteoutMode::Overlay,
         lowers: Vec::new(),

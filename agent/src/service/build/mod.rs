@@ -166,6 +166,8 @@ struct Run {
     epoch: Option<i64>,
     /// Images pinned against collection while the build runs: every state it uses.
     pins: Pins,
+    /// Set when a stage failed: the others stop their running step.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Pin ids of a build's states, unpinned when the build is dropped.
@@ -198,7 +200,7 @@ impl BuildService {
 
     /// Remove what builds left behind when the agent stopped mid-build:
     /// their containers and active snapshots (both carry [`LABEL_BUILD`]).
-    pub(crate) async fn recover(&self) {
+    pub async fn recover(&self) {
         let core = &self.core;
         match core.meta.all_containers() {
             Ok(all) => {
@@ -215,6 +217,30 @@ impl BuildService {
             }
             Err(e) => tracing::warn!(error = %e, "listing containers"),
         }
+        // Mounts first (what the snapshots and scratch files lie under), then the rest.
+        let build = core.config.root.join("build");
+        if let Ok(dirs) = std::fs::read_dir(build.join("mnt")) {
+            let mut dirs: Vec<_> = dirs.flatten().map(|d| d.path()).collect();
+            // Nested mounts (an rw bind's overlay) first.
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
+            for d in &dirs {
+                for sub in ["merged", ""] {
+                    let p = if sub.is_empty() { d.clone() } else { d.join(sub) };
+                    let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+                }
+            }
+            // Never into something still mounted (a snapshot's files).
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let still: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+            for d in &dirs {
+                let prefix = d.to_string_lossy();
+                if still.iter().any(|m| m.starts_with(prefix.as_ref())) {
+                    tracing::warn!(path = %d.display(), "a build mount could not be removed");
+                    continue;
+                }
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
         if let Ok(all) = core.meta.all_snapshots() {
             for (ns, s) in all.into_iter().filter(|(_, s)| s.kind != SnapshotKind::Committed && s.labels.contains_key(LABEL_BUILD)) {
                 if let Err(e) = core.snapshots.remove(&ns, &s.key) {
@@ -222,11 +248,11 @@ impl BuildService {
                 }
             }
         }
-        let mnt = core.config.root.join("build").join("mnt");
-        if let Ok(dirs) = std::fs::read_dir(&mnt) {
-            for d in dirs.flatten() {
-                let _ = rustix::mount::unmount(d.path(), rustix::mount::UnmountFlags::DETACH);
-                let _ = std::fs::remove_dir(d.path());
+        // Secret values of steps that never ended, and fresh contexts of builds that never did.
+        let _ = std::fs::remove_dir_all(build.join("secrets"));
+        if let Ok(dirs) = std::fs::read_dir(build.join("contexts")) {
+            for d in dirs.flatten().filter(|d| d.file_name().to_string_lossy().starts_with("tmp-")) {
+                let _ = std::fs::remove_dir_all(d.path());
             }
         }
     }
@@ -258,18 +284,22 @@ impl BuildService {
 
         // The context: metadata, then the files the mirror lacks.
         let contexts = self.contexts.clone();
-        let key = opts.context_key.clone();
+        // Each namespace has its own mirrors.
+        let key = if opts.context_key.is_empty() { String::new() } else { format!("{ns}\0{}", opts.context_key) };
         let mut mirror = blocking(move || contexts.open(&key).map_err(|e| Error::Internal(e.to_string()))).await?;
+        let mut ignored_dirs = Vec::new();
         loop {
-            match input.recv().await {
+            match recv(&mut input).await? {
                 Some(BuildInput::Entries { entries, last }) => {
                     for (path, mode, size, mtime, link) in entries {
-                        if ignore.matches(&path) {
-                            continue;
-                        }
                         let entry = Entry::from_mode(mode, size, mtime, link)
                             .ok_or_else(|| Error::InvalidArgument(format!("context entry {path:?} is not a file, directory or symlink")))?;
-                        mirror.describe(path, entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                        if !ignore.matches(&path) {
+                            mirror.describe(path, entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                        } else if entry.kind == crate::build::context::Kind::Dir {
+                            // Kept if an exception (`!dir/file`) keeps something below it.
+                            ignored_dirs.push((path, entry));
+                        }
                     }
                     if last {
                         break;
@@ -279,11 +309,23 @@ impl BuildService {
                 None => return Err(Error::Cancelled("the client went away".into())),
             }
         }
+        for (path, entry) in ignored_dirs {
+            let below = format!("{path}/");
+            if mirror.described().range(below.clone()..).next().is_some_and(|(p, _)| p.starts_with(&below)) {
+                mirror.describe(path, entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            }
+        }
         let need = mirror.plan().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut waiting = need.len();
-        send(&events, BuildEvent::Need(need)).await?;
+        // In parts, so that no message outgrows what a client decodes.
+        for part in need.chunks(NEED_PER_MESSAGE) {
+            send(&events, BuildEvent::Need(part.to_vec())).await?;
+        }
+        if need.is_empty() {
+            send(&events, BuildEvent::Need(Vec::new())).await?;
+        }
         while waiting > 0 {
-            match input.recv().await {
+            match recv(&mut input).await? {
                 Some(BuildInput::File { path, data, eof }) => {
                     tokio::task::block_in_place(|| mirror.receive(&path, &data, eof)).map_err(|e| Error::InvalidArgument(e.to_string()))?;
                     if eof {
@@ -345,12 +387,16 @@ impl BuildService {
             used: Default::default(),
             epoch,
             pins: Default::default(),
+            stop: tokio::sync::watch::Sender::new(false),
         });
         let result = run.clone().stages(needed, target).await;
         let used = std::mem::take(&mut *run.used.lock().unwrap_or_else(|e| e.into_inner()));
         let (meta_db, ns2) = (self.core.meta.clone(), ns.to_owned());
         let _ = blocking(move || Ok(meta_db.put_build_cache(&ns2, &[], &used)?)).await;
         let state = result?;
+        if run.events.is_closed() {
+            return Err(Error::Cancelled("the client went away".into()));
+        }
 
         // The image: the final state, with the labels asked for, named.
         let mut state = state;
@@ -414,6 +460,18 @@ impl BuildService {
     }
 }
 
+/// Paths per `Need` message.
+const NEED_PER_MESSAGE: usize = 8192;
+/// Longest the agent waits for the client's next message while it expects one.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The client's next message, within [`CLIENT_IDLE`].
+async fn recv(input: &mut mpsc::Receiver<BuildInput>) -> Result<Option<BuildInput>, Error> {
+    tokio::time::timeout(CLIENT_IDLE, input.recv()).await.map_err(|_| {
+        Error::InvalidArgument(format!("the client sent nothing for {} s while the build waited for it", CLIENT_IDLE.as_secs()))
+    })
+}
+
 async fn send(events: &mpsc::Sender<BuildEvent>, e: BuildEvent) -> Result<(), Error> {
     events.send(e).await.map_err(|_| Error::Cancelled("the client went away".into()))
 }
@@ -447,7 +505,7 @@ fn stage_ref(file: &Dockerfile, name: &str, before: usize) -> Option<usize> {
     file.stages[..before].iter().rposition(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
 }
 
-/// Stages stage `i` reads: its base, and the sources of `COPY --from`.
+/// Stages stage `i` reads: its base, the sources of `COPY --from`, and those of `RUN --mount=from=`.
 fn stage_deps(file: &Dockerfile, i: usize, meta: &BTreeMap<String, String>) -> Result<Vec<usize>, Error> {
     let s = &file.stages[i];
     let mut deps = Vec::new();
@@ -455,15 +513,23 @@ fn stage_deps(file: &Dockerfile, i: usize, meta: &BTreeMap<String, String>) -> R
     if let Some(d) = stage_ref(file, &base, i) {
         deps.push(d);
     }
+    // Words that name a stage may use the meta args (a stage's own ARGs are
+    // not known before it runs: BuildKit reads them the same way).
+    let named = |raw: &str| expand(raw, file.escape, &|k| meta.get(k).cloned()).ok().and_then(|n| stage_ref(file, &n, i));
     for ins in &s.instructions {
-        if let Kind::Copy(c) | Kind::Add(c) = &ins.kind {
-            if let Some(from) = &c.from {
-                if let Some(d) = stage_ref(file, from, i) {
-                    deps.push(d);
+        match &ins.kind {
+            Kind::Copy(c) | Kind::Add(c) => deps.extend(c.from.as_deref().and_then(named)),
+            Kind::Run(r) => {
+                for raw in &r.mounts {
+                    let m = expand(raw, file.escape, &|k| meta.get(k).cloned()).ok().and_then(|m| dockerfile::parse_mount(&m).ok());
+                    deps.extend(m.and_then(|m| m.from).as_deref().and_then(named));
                 }
             }
+            _ => {}
         }
     }
+    deps.sort_unstable();
+    deps.dedup();
     Ok(deps)
 }
 
@@ -538,12 +604,16 @@ impl Run {
                     done.insert(i, state);
                 }
                 Some(Ok((_, Err(e)))) => {
-                    // The others stop at their next step (or are aborted here).
-                    running.abort_all();
+                    // The others stop their running step and clean up before the build ends.
+                    self.stop.send_replace(true);
                     while running.join_next().await.is_some() {}
                     return Err(e);
                 }
-                Some(Err(e)) => return Err(Error::Internal(format!("a build stage failed: {e}"))),
+                Some(Err(e)) => {
+                    self.stop.send_replace(true);
+                    while running.join_next().await.is_some() {}
+                    return Err(Error::Internal(format!("a build stage failed: {e}")));
+                }
                 None => break,
             }
         }
@@ -591,6 +661,10 @@ impl Run {
             None if base.eq_ignore_ascii_case("scratch") => State::scratch(),
             None => self.base_image(&base).await?,
         };
+        if let Some(e) = self.epoch {
+            // SOURCE_DATE_EPOCH changes every time a step writes: it is part of every key.
+            state.key = cache::key(&[("parent", &state.key), ("epoch", &e.to_string())]);
+        }
         self.step_event(&sname, index, &from_text, "done", t0.elapsed().as_millis() as i64).await;
         let mut vars = Vars { stage: i, ..Vars::default() };
         // Triggers of the base image run first.
@@ -705,6 +779,9 @@ impl Run {
         };
         if self.events.is_closed() {
             return Err(Error::Cancelled("the client went away".into()));
+        }
+        if *self.stop.borrow() {
+            return Err(Error::Cancelled("another stage failed".into()));
         }
         self.step_event(sname, index, &ins.text, "started", 0).await;
         let env = self.lookup(&state, vars);
@@ -856,7 +933,8 @@ impl Run {
                     }
                     None => From::Context,
                     Some(f) => {
-                        let f = expand(f, esc, &env).map_err(at)?;
+                        // The stage's variables, then the meta args (as the stage graph reads it).
+                        let f = expand(f, esc, &|k| env(k).or_else(|| self.meta.get(k).cloned())).map_err(at)?;
                         match stage_ref(&self.file, &f, vars.stage) {
                             Some(d) => {
                                 From::State(inputs.get(&d).cloned().ok_or_else(|| Error::Internal(format!("stage {d} did not run")))?)
@@ -994,6 +1072,7 @@ impl Run {
                 return Ok(s);
             }
         }
+        self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut state = state;
         state.add_history(&next.created, &next.text, None);
         state.key = next.key.clone();

@@ -42,10 +42,36 @@ pub(super) struct RunStep {
 
 /// One `RUN --mount`, planned.
 pub(super) enum RunMount {
-    Cache { target: String, id: String, readonly: bool, mode: u32, uid: u32, gid: u32, exclusive: bool },
-    Tmpfs { target: String, size: Option<u64> },
-    Secret { id: String, target: Option<String>, env: Option<String>, required: bool, mode: u32, uid: u32, gid: u32 },
-    Bind { target: String, from: From, source: String, readonly: bool, key: String },
+    /// `exclusive`: `sharing=locked` or `private` (one step at a time).
+    Cache {
+        target: String,
+        id: String,
+        readonly: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    Secret {
+        id: String,
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Bind {
+        target: String,
+        from: From,
+        source: String,
+        readonly: bool,
+        key: String,
+    },
 }
 
 impl RunMount {
@@ -232,6 +258,7 @@ impl Run {
         let mut p = Prepared::default();
         p.core = Some(self.core.clone());
         let build_dir = self.core.config.root.join("build");
+        let mut to_lock = Vec::new();
         for m in mounts {
             match m {
                 RunMount::Cache { target, id, readonly, mode, uid, gid, exclusive } => {
@@ -244,8 +271,7 @@ impl Run {
                         set.map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
                     }
                     if *exclusive {
-                        let lock = self.cache_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(dir.clone()).or_default().clone();
-                        p.locks.push(lock.lock_owned().await);
+                        to_lock.push(dir.clone());
                     }
                     p.specs.push(bind(&dir, &clean_target(target, workdir), *readonly));
                 }
@@ -280,6 +306,19 @@ impl Run {
                     let host = self.bind_source(&mut p, from, source, *readonly).await?;
                     p.specs.push(bind(&host, &clean_target(target, workdir), *readonly));
                 }
+            }
+        }
+        // Locked in one order (so two steps never wait on each other), each
+        // once, and given up when the build stops.
+        to_lock.sort();
+        to_lock.dedup();
+        let mut stop = self.stop.subscribe();
+        for dir in to_lock {
+            let lock = self.cache_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(dir).or_default().clone();
+            tokio::select! {
+                guard = lock.lock_owned() => p.locks.push(guard),
+                () = self.events.closed() => return Err(Error::Cancelled("the client went away".into())),
+                () = async { let _ = stop.wait_for(|s| *s).await; } => return Err(Error::Cancelled("another stage failed".into())),
             }
         }
         Ok(p)
@@ -384,6 +423,7 @@ impl Run {
         let conn = tasks.attach(&self.ns, rec, &Proc::Init).await?;
         let (mut frames, _writer) = conn.split();
         tasks.start(&self.ns, rec, &Proc::Init).await?;
+        let mut stop = self.stop.subscribe();
         let mut last: std::collections::VecDeque<String> = Default::default();
         let mut partial = Vec::new();
         loop {
@@ -392,6 +432,10 @@ impl Run {
                 () = self.events.closed() => {
                     let _ = tasks.kill(&self.ns, rec, &Proc::Init, 9, true).await;
                     return Err(Error::Cancelled("the client went away".into()));
+                }
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    let _ = tasks.kill(&self.ns, rec, &Proc::Init, 9, true).await;
+                    return Err(Error::Cancelled("another stage failed".into()));
                 }
             };
             match next {
