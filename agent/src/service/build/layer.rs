@@ -284,15 +284,25 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
             return Err(Error::FailedPrecondition(format!("the image would have more than {} layers", oci::MAX_LAYERS)));
         }
         let blob = core.content.writer(None, None)?;
-        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
-        let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, gz), hasher: Default::default() };
-        core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
-        let diff_id = tar.hasher.finish();
-        let gz = tar.inner.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
-        let blob = gz.finish().map_err(|e| Error::Internal(e.to_string()))?;
+        let internal = |e: std::io::Error| Error::Internal(e.to_string());
+        let (diff_id, blob, media_type) = match core.config.build_layer_compression {
+            crate::config::LayerCompression::Zstd => {
+                let z = zstd::stream::write::Encoder::new(blob, 1).map_err(internal)?;
+                let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, z), hasher: Default::default() };
+                core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+                let z = tar.inner.into_inner().map_err(|e| internal(e.into_error()))?;
+                (tar.hasher.finish(), z.finish().map_err(internal)?, oci::MEDIA_OCI_LAYER_ZSTD)
+            }
+            crate::config::LayerCompression::Gzip => {
+                let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+                let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, gz), hasher: Default::default() };
+                core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+                let gz = tar.inner.into_inner().map_err(|e| internal(e.into_error()))?;
+                (tar.hasher.finish(), gz.finish().map_err(internal)?, oci::MEDIA_OCI_LAYER_GZIP)
+            }
+        };
         let (digest, size) = lease.publish().commit(blob)?;
-        let desc =
-            Descriptor { media_type: oci::MEDIA_OCI_LAYER_GZIP.to_owned(), digest, size, annotations: Default::default(), platform: None };
+        let desc = Descriptor { media_type: media_type.to_owned(), digest, size, annotations: Default::default(), platform: None };
         Some(Layer { desc, diff_id })
     } else {
         None
