@@ -241,7 +241,19 @@ impl BlobWriter {
     }
 
     /// Verify, fsync and publish the blob. Returns its digest and size.
-    pub fn commit(mut self) -> Result<(Digest, u64), ContentError> {
+    pub fn commit(self) -> Result<(Digest, u64), ContentError> {
+        self.finish(false)
+    }
+
+    /// [`BlobWriter::commit`], flushing the whole filesystem of the store
+    /// (`syncfs`) instead of the blob alone: one flush for the blob and
+    /// whatever else was written there with it (a build's snapshot, whose
+    /// changes the blob is).
+    pub fn commit_syncing_fs(self) -> Result<(Digest, u64), ContentError> {
+        self.finish(true)
+    }
+
+    fn finish(mut self, whole_fs: bool) -> Result<(Digest, u64), ContentError> {
         let Some(out) = self.out.take() else {
             return Err(ContentError::Io { path: self.path.clone(), source: io::Error::other("blob writer already finished") });
         };
@@ -259,7 +271,11 @@ impl BlobWriter {
             }
         }
         let file = out.into_inner().map_err(|e| ContentError::Io { path: self.path.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(io_err(&self.path))?;
+        if whole_fs {
+            rustix::fs::syncfs(&file).map_err(|e| ContentError::Io { path: self.path.clone(), source: e.into() })?;
+        } else {
+            file.sync_all().map_err(io_err(&self.path))?;
+        }
         drop(file);
         let target = self.blobs.join(actual.hex());
         fs::rename(&self.path, &target).map_err(io_err(&target))?;

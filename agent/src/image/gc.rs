@@ -154,6 +154,14 @@ impl Publish<'_, '_> {
         Ok((digest, size))
     }
 
+    /// [`Publish::commit`] with the store's whole filesystem flushed (see
+    /// [`BlobWriter::commit_syncing_fs`]).
+    pub fn commit_syncing_fs(&self, writer: BlobWriter) -> Result<(Digest, u64), ContentError> {
+        let (digest, size) = writer.commit_syncing_fs()?;
+        self.keep(&digest);
+        Ok((digest, size))
+    }
+
     /// Store a small blob (a document) and keep it.
     pub fn put(&self, data: &[u8]) -> Result<Digest, ContentError> {
         let digest = self.lease.images.content.put(data)?;

@@ -301,7 +301,9 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
                 (tar.hasher.finish(), gz.finish().map_err(internal)?, oci::MEDIA_OCI_LAYER_GZIP)
             }
         };
-        let (digest, size) = lease.publish().commit(blob)?;
+        // One flush for the layer's blob and its snapshot (the snapshot is
+        // committed below as the layer, and must be on disk as the blob is).
+        let (digest, size) = lease.publish().commit_syncing_fs(blob)?;
         let desc = Descriptor { media_type: media_type.to_owned(), digest, size, annotations: Default::default(), platform: None };
         Some(Layer { desc, diff_id })
     } else {
