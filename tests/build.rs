@@ -660,3 +660,21 @@ COPY --from=broken /bin/busybox /b
     assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the sleeping stage was waited for: {:?}", t0.elapsed());
     assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "", "a stage's container was left");
 }
+
+#[test]
+fn source_date_epoch_on_the_native_snapshotter_clamps_only_what_changed() {
+    let d = Daemon::start_with(&["--snapshotter", "native"]);
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN mkdir -p /data && echo fixed > /data/file
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let one = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "native:1"]);
+    let two = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "native:2"]);
+    assert_eq!(one["digest"], two["digest"]);
+    // The last layer holds /data, not the inherited busybox again.
+    let i = d.inspect("default", "native:1");
+    let last = i["layers"].as_array().unwrap().last().unwrap()["size"].as_u64().unwrap();
+    assert!(last < 100_000, "the last layer is {last} bytes: inherited files were taken for changes");
+}

@@ -21,6 +21,7 @@ pub mod overlay;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -528,9 +529,45 @@ impl Snapshots {
 
     /// Clamp the times of snapshot `key`'s own files to `clamp` (seconds), so
     /// that they match a layer written from it with that clamp.
+    ///
+    /// An overlay snapshot's own directory holds its changes only: all of it
+    /// is clamped. A native snapshot is a whole copy: only what changed is
+    /// (clamping the rest would make every inherited file a change).
     pub fn clamp_times(&self, ns: &str, key: &str, clamp: i64) -> Result<(), ChangesError> {
         let (dir, _) = self.diff_sides(ns, key)?;
-        Ok(diff::clamp_times(&dir, clamp)?)
+        if self.sn.whiteout_mode() == WhiteoutMode::Overlay {
+            return Ok(diff::clamp_times(&dir, clamp)?);
+        }
+        use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+        let root = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| SnapshotError::Io { path: dir.clone(), source: e.into() })?;
+        let t = Timespec { tv_sec: clamp, tv_nsec: 0 };
+        let times = Timestamps { last_access: t, last_modification: t };
+        for c in self.changes(ns, key)? {
+            if c.kind == diff::ChangeKind::Deleted {
+                continue;
+            }
+            let rel = c.path.trim_start_matches('/');
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            // The parent is reached without following any link the container made.
+            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let pfd = if parent.is_empty() {
+                None
+            } else {
+                match rustix::fs::openat2(&root, parent, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve) {
+                    Ok(fd) => Some(fd),
+                    Err(_) => continue,
+                }
+            };
+            let at = pfd.as_ref().map_or(root.as_fd(), |f| f.as_fd());
+            if let Ok(st) = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW) {
+                if st.st_mtime > clamp || st.st_atime > clamp {
+                    rustix::fs::utimensat(at, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| SnapshotError::Io { path: dir.join(rel), source: e.into() })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The own directory of snapshot `key` and the directories below it.
