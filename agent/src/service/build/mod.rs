@@ -1039,7 +1039,8 @@ impl Run {
             }
         }
         self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let next = Next { created, text: ins.text.clone(), key, epoch: self.epoch };
+        // The history never keeps a URL's credentials (ADD https://user:pass@...).
+        let next = Next { created, text: without_userinfo(&ins.text), key, epoch: self.epoch };
         let result = match work {
             Work::Mkdir(dir) => self.in_snapshot(state, Change::Mkdir(dir), next).await,
             Work::Copy { from, sources, dest, dest_slash, own, extract, rules } => {
@@ -1207,6 +1208,22 @@ impl Run {
     }
 }
 
+/// `text` with the `user:password@` of every URL in it removed.
+fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The parent's key of a state: the state's own key (metadata steps chain on it).
 fn state_parent_key(state: &State) -> String {
     state.key.clone()
@@ -1292,4 +1309,16 @@ fn healthcheck(h: Option<&dockerfile::Healthcheck>, state: &State) -> Result<Val
         v["Retries"] = json!(r.parse::<u32>().map_err(|_| Error::InvalidArgument(format!("--retries={r:?}: not a number")))?);
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_the_history_lose_their_credentials() {
+        assert_eq!(without_userinfo("ADD https://me:secret@host/x.tar /"), "ADD https://host/x.tar /");
+        assert_eq!(without_userinfo("ADD http://host:80/a@b /"), "ADD http://host:80/a@b /");
+        assert_eq!(without_userinfo("RUN echo a@b"), "RUN echo a@b");
+    }
 }
