@@ -351,6 +351,11 @@ CMD [\"cat\", \"/cache-seen\", \"/secret-size\", \"/env-seen\", \"/tmpfs-seen\",
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let seen = d.ok(&["run", "--rm", "mounts:2", "cat", "/cache-seen"]);
     assert!(seen.starts_with("run 1\n") && seen.ends_with("run 2\n"), "{seen}");
+    // `builder prune -a` empties the cache mounts too.
+    assert!(d.ok(&["builder", "prune", "-a"]).contains("1 cache mounts"));
+    let out = build(&d, &dir, &["-t", "mounts:3", "--secret", &src, "--build-arg", "RUNS=3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "mounts:3", "cat", "/cache-seen"]), "run 3\n");
     d.assert_healthy();
 }
 

@@ -102,7 +102,7 @@ pub enum BuilderCommand {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every cache entry (default: those unused for 48 hours)
+    /// Remove every cache entry and every cache mount's files (default: entries unused for 48 hours)
     #[arg(short, long)]
     pub all: bool,
     /// Accepted for docker's habit; prune never asks
@@ -583,11 +583,12 @@ pub async fn builder(conn: &Conn, c: BuilderCommand) -> Result<i32> {
             if conn.format == Format::Json {
                 crate::output::json(&serde_json::json!({
                     "entries": r.entries_removed, "blobs": r.blobs_removed, "snapshots": r.snapshots_removed, "contexts": r.contexts_removed,
+                    "cache_mounts": r.cache_mounts_removed,
                 }));
             } else {
                 println!(
-                    "removed {} cache entries, {} blobs, {} snapshots, {} build contexts",
-                    r.entries_removed, r.blobs_removed, r.snapshots_removed, r.contexts_removed
+                    "removed {} cache entries, {} blobs, {} snapshots, {} build contexts, {} cache mounts",
+                    r.entries_removed, r.blobs_removed, r.snapshots_removed, r.contexts_removed, r.cache_mounts_removed
                 );
             }
             Ok(0)

@@ -209,6 +209,7 @@ impl v1::builder_server::Builder for BuilderApi {
             blobs_removed: p.blobs as i64,
             snapshots_removed: p.snapshots as i64,
             contexts_removed: p.contexts as i64,
+            cache_mounts_removed: p.cache_mounts as i64,
         }))
     }
 }

@@ -130,6 +130,8 @@ pub struct Pruned {
     pub blobs: u64,
     pub snapshots: u64,
     pub contexts: u64,
+    /// Cache mounts' directories removed (with `all` only).
+    pub cache_mounts: u64,
 }
 
 #[derive(Clone)]
@@ -139,6 +141,8 @@ pub struct BuildService {
     contexts: Arc<Contexts>,
     /// Cache mounts in use by a RUN step with `sharing=locked` (or private), by directory.
     cache_locks: run::CacheLocks,
+    /// Cache mounts any running step uses.
+    cache_in_use: run::CacheInUse,
 }
 
 /// One running build: what every stage and step shares.
@@ -154,6 +158,7 @@ struct Run {
     /// What the client sends after the context (answers to secret requests).
     input: tokio::sync::Mutex<mpsc::Receiver<BuildInput>>,
     cache_locks: run::CacheLocks,
+    cache_in_use: run::CacheInUse,
     /// Meta args (before the first FROM), as given or defaulted.
     meta: BTreeMap<String, String>,
     total: std::sync::atomic::AtomicU32,
@@ -195,7 +200,7 @@ fn rfc3339(secs: i64) -> String {
 impl BuildService {
     pub(crate) fn new(core: Arc<Core>, images: ImageService) -> Self {
         let contexts = Arc::new(Contexts::new(core.config.root.join("build").join("contexts")));
-        BuildService { core, images, contexts, cache_locks: Default::default() }
+        BuildService { core, images, contexts, cache_locks: Default::default(), cache_in_use: Default::default() }
     }
 
     /// Remove what builds left behind when the agent stopped mid-build:
@@ -379,6 +384,7 @@ impl BuildService {
             events,
             input: tokio::sync::Mutex::new(input),
             cache_locks: self.cache_locks.clone(),
+            cache_in_use: self.cache_in_use.clone(),
             meta,
             total: total.into(),
             counter: Default::default(),
@@ -441,8 +447,20 @@ impl BuildService {
     /// Remove build cache entries (all, or those unused for `keep`), the
     /// context mirrors no build uses, and then what no image needs.
     pub async fn prune(&self, all: bool, keep: std::time::Duration) -> Result<Pruned, Error> {
-        let (core, contexts) = (self.core.clone(), self.contexts.clone());
+        let (core, contexts, in_use) = (self.core.clone(), self.contexts.clone(), self.cache_in_use.clone());
         blocking(move || {
+            // With `all`, the cache mounts' directories go too (those no running step mounts).
+            let mut mounts = 0u64;
+            if all {
+                let used = in_use.lock().unwrap_or_else(|e| e.into_inner());
+                if let Ok(dirs) = std::fs::read_dir(core.config.root.join("build").join("cache")) {
+                    for d in dirs.flatten().filter(|d| !used.contains_key(&d.path())) {
+                        if std::fs::remove_dir_all(d.path()).is_ok() {
+                            mounts += 1;
+                        }
+                    }
+                }
+            }
             let cutoff = crate::metadata::now_nanos() - keep.as_nanos() as i64;
             let doomed: Vec<(String, String)> = core
                 .meta
@@ -454,7 +472,7 @@ impl BuildService {
             let entries = core.meta.remove_build_cache(&doomed)? as u64;
             let contexts = contexts.prune().map_err(|e| Error::Internal(e.to_string()))? as u64;
             let stats = core.images.gc()?;
-            Ok(Pruned { entries, blobs: stats.blobs_removed, snapshots: stats.snapshots_removed, contexts })
+            Ok(Pruned { entries, blobs: stats.blobs_removed, snapshots: stats.snapshots_removed, contexts, cache_mounts: mounts })
         })
         .await
     }

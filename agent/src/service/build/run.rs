@@ -26,6 +26,9 @@ use crate::service::Error;
 
 /// Locks of cache directories used with `sharing=locked` or `private`.
 pub(super) type CacheLocks = Arc<std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>;
+/// Cache directories mounted by running steps, with how many mount each
+/// (`builder prune -a` removes only the others).
+pub(super) type CacheInUse = Arc<std::sync::Mutex<HashMap<PathBuf, usize>>>;
 
 /// How long a build waits for the client's answer to a secret request.
 const SECRET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,6 +112,9 @@ struct Prepared {
     views: Vec<(PathBuf, String, String)>,
     locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
     core: Option<Arc<crate::service::Core>>,
+    /// Cache directories this step counts as in use.
+    in_use: Vec<PathBuf>,
+    in_use_map: Option<CacheInUse>,
 }
 
 impl Drop for Prepared {
@@ -127,6 +133,17 @@ impl Drop for Prepared {
         }
         for p in &self.scratch {
             let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+        }
+        if let Some(map) = &self.in_use_map {
+            let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+            for d in &self.in_use {
+                if let Some(n) = m.get_mut(d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(d);
+                    }
+                }
+            }
         }
     }
 }
@@ -257,6 +274,7 @@ impl Run {
     async fn prepare_mounts(&self, mounts: &[RunMount], workdir: &str) -> Result<Prepared, Error> {
         let mut p = Prepared::default();
         p.core = Some(self.core.clone());
+        p.in_use_map = Some(self.cache_in_use.clone());
         let build_dir = self.core.config.root.join("build");
         let mut to_lock = Vec::new();
         for m in mounts {
@@ -264,6 +282,12 @@ impl Run {
                 RunMount::Cache { target, id, readonly, mode, uid, gid, exclusive } => {
                     let name = hex::encode(sha2::Sha256::digest(format!("{}\0{id}", self.ns).as_bytes()));
                     let dir = build_dir.join("cache").join(name);
+                    // Counted in use before it is made, so a prune cannot remove it under the step.
+                    {
+                        let mut m = self.cache_in_use.lock().unwrap_or_else(|e| e.into_inner());
+                        *m.entry(dir.clone()).or_default() += 1;
+                        p.in_use.push(dir.clone());
+                    }
                     if !dir.exists() {
                         std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
                         let set = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(*mode))
