@@ -31,11 +31,13 @@ impl Run {
             let result = (|| {
                 let mnt = core.config.root.join("build").join("mnt").join(&key);
                 std::fs::create_dir_all(&mnt).map_err(|e| Error::Internal(format!("{}: {e}", mnt.display())))?;
+                let t0 = std::time::Instant::now();
                 let applied = with_source(&core, &ns, &key, &change, mirror, |source| {
                     core.snapshots.with_mounted(&ns, &key, &mnt, |root| apply_change(&core, root, source, &change))
                 });
                 let _ = std::fs::remove_dir(&mnt);
                 applied???;
+                tracing::debug!(applied = ?t0.elapsed(), "files copied into the snapshot");
                 conclude(&core, &ns, &key, state, next, &pins)
             })();
             // The snapshot is the layer's now, unless the step failed or changed nothing.
@@ -251,19 +253,27 @@ fn copy_into(
     items: &[Item],
     plan: &copy::TarPlan<'_>,
 ) -> Result<(), Error> {
-    let scratch = core.content.scratch()?;
-    copy::write_tar(entries, items, plan, &scratch.file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let mut file = &scratch.file;
-    std::io::Seek::rewind(&mut file).map_err(|e| Error::Internal(e.to_string()))?;
     let opts = crate::archive::apply::ApplyOptions {
         whiteouts: crate::archive::whiteout::WhiteoutMode::Overlay,
         lowers: Vec::new(),
         max_entries: core.images.limits.max_layer_entries,
         ..Default::default()
     };
-    crate::archive::apply::apply_tar(std::io::BufReader::with_capacity(1 << 20, file), root, &opts)
-        .map_err(|e| Error::InvalidArgument(format!("copying into the image: {e}")))?;
-    Ok(())
+    // The tar streams into the applier through a pipe: written once, never stored.
+    let (reader, writer) = std::io::pipe().map_err(|e| Error::Internal(format!("a pipe: {e}")))?;
+    std::thread::scope(|s| {
+        let applier = s.spawn(move || crate::archive::apply::apply_tar(std::io::BufReader::with_capacity(1 << 20, reader), root, &opts));
+        // The writer is dropped when the tar ends (or fails), which ends the applier's input.
+        let written = copy::write_tar(entries, items, plan, std::io::BufWriter::with_capacity(1 << 20, writer));
+        let applied = applier.join().map_err(|_| Error::Internal("the layer applier panicked".into()))?;
+        match (applied, written) {
+            (Ok(_), Ok(_)) => Ok(()),
+            // A writer that failed reading a file cut the tar short: its error is the cause.
+            (_, Err(w)) if !w.to_string().contains("Broken pipe") => Err(Error::InvalidArgument(w.to_string())),
+            (Err(a), _) => Err(Error::InvalidArgument(format!("copying into the image: {a}"))),
+            (Ok(_), Err(w)) => Err(Error::InvalidArgument(w.to_string())),
+        }
+    })
 }
 
 /// The end of a filesystem step: the changes of active snapshot `key`
@@ -274,7 +284,9 @@ fn copy_into(
 /// history entry and leaves the snapshot to its caller.
 pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next, pins: &super::Pins) -> Result<State, Error> {
     let lease = core.images.lease();
+    let t0 = std::time::Instant::now();
     let changed = !core.snapshots.changes(ns, key).map_err(|e| Error::Internal(e.to_string()))?.is_empty();
+    let t_changes = t0.elapsed();
     let parent = state.top_chain();
     if let (true, Some(epoch)) = (changed, next.epoch) {
         core.snapshots.clamp_times(ns, key, epoch).map_err(|e| Error::Internal(e.to_string()))?;
@@ -303,7 +315,9 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
         };
         // One flush for the layer's blob and its snapshot (the snapshot is
         // committed below as the layer, and must be on disk as the blob is).
+        let t_written = t0.elapsed();
         let (digest, size) = lease.publish().commit_syncing_fs(blob)?;
+        tracing::debug!(step = %next.text, changes = ?t_changes, written = ?t_written, flushed = ?t0.elapsed(), "layer written");
         let desc = Descriptor { media_type: media_type.to_owned(), digest, size, annotations: Default::default(), platform: None };
         Some(Layer { desc, diff_id })
     } else {
