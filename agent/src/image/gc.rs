@@ -286,10 +286,7 @@ impl Images {
         // image does (a cached step is reused without unpacking), and so does
         // every state a running build uses.
         let images = self.meta.all_images()?.into_iter().map(|(ns, rec)| (ns, target_descriptor(&rec)));
-        let cache = self.meta.all_build_cache()?.into_iter().map(|(ns, _, rec)| {
-            let m = rec.manifest;
-            (ns, Descriptor { media_type: m.media_type, digest: m.digest, size: m.size, annotations: Default::default(), platform: None })
-        });
+        let cache = self.meta.all_build_cache()?.into_iter().map(|(ns, _, rec)| (ns, super::descriptor_of(&rec.manifest)));
         let pinned: Vec<(String, Descriptor)> = self.collector.pins.lock().map(|p| p.values().cloned().collect()).unwrap_or_default();
         for (ns, desc) in images.chain(cache).chain(pinned) {
             let mut seen = HashSet::new();
@@ -303,13 +300,7 @@ impl Images {
         // A container keeps the content of the image it was made from (commit
         // needs it), even after the image's names are gone.
         for (_, c) in self.meta.all_containers()? {
-            let desc = Descriptor {
-                media_type: c.image_target.media_type.clone(),
-                digest: c.image_target.digest.clone(),
-                size: c.image_target.size,
-                annotations: Default::default(),
-                platform: None,
-            };
+            let desc = super::descriptor_of(&c.image_target);
             let mut seen = HashSet::new();
             self.walk(&desc, &mut seen, &mut Vec::new(), 0)?;
             blobs.extend(seen);

@@ -139,13 +139,17 @@ pub enum Progress {
 
 /// The descriptor an image record points at.
 pub fn target_descriptor(rec: &ImageRecord) -> Descriptor {
-    Descriptor {
-        media_type: rec.target.media_type.clone(),
-        digest: rec.target.digest.clone(),
-        size: rec.target.size,
-        annotations: Default::default(),
-        platform: None,
-    }
+    descriptor_of(&rec.target)
+}
+
+/// A stored descriptor as an OCI one (no annotations, no platform).
+pub fn descriptor_of(d: &DescriptorRecord) -> Descriptor {
+    Descriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, annotations: Default::default(), platform: None }
+}
+
+/// An OCI descriptor as records store it.
+pub fn record_of(d: &Descriptor) -> DescriptorRecord {
+    DescriptorRecord { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size }
 }
 
 pub struct Images {
@@ -404,13 +408,7 @@ impl Images {
         labels: &BTreeMap<String, String>,
     ) -> Result<(ImageRecord, bool), ImageError> {
         let now = now_nanos();
-        let rec = ImageRecord {
-            name: name.to_owned(),
-            target: DescriptorRecord { media_type: target.media_type.clone(), digest: target.digest.clone(), size: target.size },
-            labels: labels.clone(),
-            created: now,
-            updated: now,
-        };
+        let rec = ImageRecord { name: name.to_owned(), target: record_of(target), labels: labels.clone(), created: now, updated: now };
         let prev = self.meta.put_image(ns, &rec, true)?;
         Ok((rec, prev.is_some()))
     }

@@ -491,6 +491,25 @@ impl Snapshots {
     /// container sees it (a build's COPY); containers are mounted by their
     /// runtime.
     pub fn with_mounted<T>(&self, ns: &str, key: &str, at: &Path, f: impl FnOnce(&Path) -> T) -> Result<T, SnapshotError> {
+        use rustix::mount::{unmount, UnmountFlags};
+        self.mount_at(ns, key, at)?;
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                if let Err(e) = unmount(self.0, UnmountFlags::empty()) {
+                    tracing::debug!(path = %self.0.display(), error = %e, "unmounting lazily");
+                    let _ = unmount(self.0, UnmountFlags::DETACH);
+                }
+            }
+        }
+        let _mounted = Unmount(at);
+        Ok(f(at))
+    }
+
+    /// Mount snapshot `key` at the empty directory `at` (a view or committed
+    /// snapshot read-only), for the agent's own use; the caller unmounts it.
+    /// [`Snapshots::with_mounted`] is the scoped form.
+    pub fn mount_at(&self, ns: &str, key: &str, at: &Path) -> Result<(), SnapshotError> {
         use rustix::mount::{mount, mount_bind_recursive, unmount, MountFlags, UnmountFlags};
         let mounts = self.mounts(ns, key)?;
         let [m] = mounts.as_slice() else {
@@ -514,17 +533,7 @@ impl Snapshots {
                 }
             }
         }
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                if let Err(e) = unmount(self.0, UnmountFlags::empty()) {
-                    tracing::debug!(path = %self.0.display(), error = %e, "unmounting lazily");
-                    let _ = unmount(self.0, UnmountFlags::DETACH);
-                }
-            }
-        }
-        let _mounted = Unmount(at);
-        Ok(f(at))
+        Ok(())
     }
 
     /// Clamp the times of snapshot `key`'s own files to `clamp` (seconds), so

@@ -14,7 +14,7 @@ use crate::build::LABEL_BUILD;
 use crate::content::random_hex;
 use crate::digest::HashingWriter;
 use crate::image::oci::{self, Descriptor};
-use crate::metadata::{BuildCacheRecord, DescriptorRecord};
+use crate::metadata::BuildCacheRecord;
 use crate::service::{Core, Error};
 
 impl Run {
@@ -103,29 +103,20 @@ fn with_source<T>(
     }
 }
 
+/// Where `path` leads inside the root (links followed inside it), if anywhere.
+fn resolved_in(root: &std::path::Path, path: &str) -> Option<std::path::PathBuf> {
+    let real = crate::build::source::resolve(root, path).ok()??;
+    Some(root.canonicalize().ok()?.join(real))
+}
+
 /// Whether `path` (relative to the root, links followed inside it) is a directory.
 fn is_dir_in(root: &std::path::Path, path: &str) -> bool {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    if path.is_empty() {
-        return true;
-    }
-    let Ok(rootfd) = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else { return false };
-    rustix::fs::openat2(
-        &rootfd,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .is_ok()
+    resolved_in(root, path).is_some_and(|p| p.is_dir())
 }
 
 /// Whether anything is at `path` (links followed inside the root).
 fn exists_in(root: &std::path::Path, path: &str) -> bool {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let Ok(rootfd) = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else { return false };
-    rustix::fs::openat2(&rootfd, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
-        .is_ok()
+    resolved_in(root, path).is_some()
 }
 
 /// Apply a COPY (or a WORKDIR's directories) to the mounted root.
@@ -198,28 +189,13 @@ fn is_archive(source: &dyn Source, path: &str) -> bool {
 /// mounted root (made when missing), through the layer applier: resolved
 /// inside the root, never through a link out of it.
 fn extract_into(core: &Core, root: &std::path::Path, dest: &str, source: &dyn Source, path: &str) -> Result<(), Error> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let rootfd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::Internal(format!("{}: {e}", root.display())))?;
-    let target = if dest.is_empty() {
-        root.to_owned()
-    } else {
-        let fd = rustix::fs::openat2(
-            &rootfd,
-            dest,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| Error::InvalidArgument(format!("ADD {path}: the destination /{dest} is not a directory: {e}")))?;
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let canonical = root.canonicalize().map_err(|e| Error::Internal(e.to_string()))?;
-        if !real.starts_with(&canonical) {
-            return Err(Error::InvalidArgument(format!("ADD {path}: the destination leads out of the image")));
-        }
-        real
-    };
+    let not_dir = || Error::InvalidArgument(format!("ADD {path}: the destination /{dest} is not a directory"));
+    let real =
+        crate::build::source::resolve(root, dest).map_err(|e| Error::InvalidArgument(format!("ADD {path}: {e}")))?.ok_or_else(not_dir)?;
+    let target = root.canonicalize().map_err(|e| Error::Internal(e.to_string()))?.join(real);
+    if !target.is_dir() {
+        return Err(not_dir());
+    }
     let f = source.open(path).map_err(|e| Error::Internal(format!("{path}: {e}")))?;
     let r = crate::image::unpack::decompress(f).map_err(|e| Error::InvalidArgument(format!("ADD {path}: {e}")))?;
     // Bounded as a layer is: a small archive that unpacks to the disk's size is refused.
@@ -285,42 +261,31 @@ fn copy_into(
 pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next, pins: &super::Pins) -> Result<State, Error> {
     let lease = core.images.lease();
     let t0 = std::time::Instant::now();
-    let changed = !core.snapshots.changes(ns, key).map_err(|e| Error::Internal(e.to_string()))?.is_empty();
-    let t_changes = t0.elapsed();
-    let parent = state.top_chain();
-    if let (true, Some(epoch)) = (changed, next.epoch) {
+    if let Some(epoch) = next.epoch {
         core.snapshots.clamp_times(ns, key, epoch).map_err(|e| Error::Internal(e.to_string()))?;
     }
+    // One walk of the changes: written as the layer; none written, no layer.
+    let internal = |e: std::io::Error| Error::Internal(e.to_string());
+    let blob = core.content.writer(None, None)?;
+    let (compressor, media_type) = Compressor::new(core.config.build_layer_compression, blob).map_err(internal)?;
+    let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, compressor), hasher: Default::default() };
+    let entries = core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+    let changed = entries > 0;
     let layer = if changed {
         if state.layers.len() >= oci::MAX_LAYERS {
             return Err(Error::FailedPrecondition(format!("the image would have more than {} layers", oci::MAX_LAYERS)));
         }
-        let blob = core.content.writer(None, None)?;
-        let internal = |e: std::io::Error| Error::Internal(e.to_string());
-        let (diff_id, blob, media_type) = match core.config.build_layer_compression {
-            crate::config::LayerCompression::Zstd => {
-                let z = zstd::stream::write::Encoder::new(blob, 1).map_err(internal)?;
-                let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, z), hasher: Default::default() };
-                core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
-                let z = tar.inner.into_inner().map_err(|e| internal(e.into_error()))?;
-                (tar.hasher.finish(), z.finish().map_err(internal)?, oci::MEDIA_OCI_LAYER_ZSTD)
-            }
-            crate::config::LayerCompression::Gzip => {
-                let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
-                let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, gz), hasher: Default::default() };
-                core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
-                let gz = tar.inner.into_inner().map_err(|e| internal(e.into_error()))?;
-                (tar.hasher.finish(), gz.finish().map_err(internal)?, oci::MEDIA_OCI_LAYER_GZIP)
-            }
-        };
+        let diff_id = tar.hasher.finish();
+        let blob = tar.inner.into_inner().map_err(|e| internal(e.into_error()))?.finish().map_err(internal)?;
+        let t_written = t0.elapsed();
         // One flush for the layer's blob and its snapshot (the snapshot is
         // committed below as the layer, and must be on disk as the blob is).
-        let t_written = t0.elapsed();
         let (digest, size) = lease.publish().commit_syncing_fs(blob)?;
-        tracing::debug!(step = %next.text, changes = ?t_changes, written = ?t_written, flushed = ?t0.elapsed(), "layer written");
+        tracing::debug!(step = %next.text, written = ?t_written, flushed = ?t0.elapsed(), "layer written");
         let desc = Descriptor { media_type: media_type.to_owned(), digest, size, annotations: Default::default(), platform: None };
         Some(Layer { desc, diff_id })
     } else {
+        // The unfinished blob is removed with its writer.
         None
     };
     state.add_history(&next.created, &next.text, layer);
@@ -331,7 +296,6 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
     let _hold = core.images.hold_gc();
     if changed {
         let chain = state.top_chain().expect("a layer was added");
-        let _ = parent;
         let labels = BTreeMap::from([(crate::snapshot::LABEL_MANAGED.to_owned(), "image".to_owned())]);
         match core.snapshots.commit(ns, chain.as_str(), key, labels) {
             Ok(()) => {}
@@ -341,11 +305,50 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
         }
     }
     let now = crate::metadata::now_nanos();
-    let rec = BuildCacheRecord {
-        manifest: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
-        created: now,
-        last_used: now,
-    };
+    let rec = BuildCacheRecord { manifest: crate::image::record_of(&desc), created: now, last_used: now };
     core.meta.put_build_cache(ns, &[(next.key, rec)], &[])?;
     Ok(state)
+}
+
+/// The compressor of a build layer's blob.
+enum Compressor {
+    Zstd(zstd::stream::write::Encoder<'static, crate::content::BlobWriter>),
+    Gzip(flate2::write::GzEncoder<crate::content::BlobWriter>),
+}
+
+impl Compressor {
+    fn new(kind: crate::config::LayerCompression, blob: crate::content::BlobWriter) -> std::io::Result<(Compressor, &'static str)> {
+        Ok(match kind {
+            crate::config::LayerCompression::Zstd => {
+                (Compressor::Zstd(zstd::stream::write::Encoder::new(blob, 1)?), oci::MEDIA_OCI_LAYER_ZSTD)
+            }
+            crate::config::LayerCompression::Gzip => {
+                (Compressor::Gzip(flate2::write::GzEncoder::new(blob, flate2::Compression::fast())), oci::MEDIA_OCI_LAYER_GZIP)
+            }
+        })
+    }
+
+    /// End the stream; the blob, ready to commit.
+    fn finish(self) -> std::io::Result<crate::content::BlobWriter> {
+        match self {
+            Compressor::Zstd(z) => z.finish(),
+            Compressor::Gzip(g) => g.finish(),
+        }
+    }
+}
+
+impl std::io::Write for Compressor {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Compressor::Zstd(z) => z.write(buf),
+            Compressor::Gzip(g) => g.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Compressor::Zstd(z) => z.flush(),
+            Compressor::Gzip(g) => g.flush(),
+        }
+    }
 }

@@ -39,7 +39,7 @@ use crate::content::random_hex;
 use crate::digest::Digest;
 use crate::image::oci::{self, Descriptor, Platform};
 use crate::image::Progress;
-use crate::metadata::{BuildCacheRecord, DescriptorRecord, ImageRecord, SnapshotKind};
+use crate::metadata::{BuildCacheRecord, ImageRecord, SnapshotKind};
 use crate::registry::{Credentials, PullOptions};
 
 mod layer;
@@ -1176,13 +1176,7 @@ impl Run {
             let _hold = core.images.hold_gc();
             let Some(rec) = core.meta.build_cache(&ns, &key2)? else { return Ok(None) };
             let m = &rec.manifest;
-            let desc = Descriptor {
-                media_type: m.media_type.clone(),
-                digest: m.digest.clone(),
-                size: m.size,
-                annotations: Default::default(),
-                platform: None,
-            };
+            let desc = crate::image::descriptor_of(m);
             pin(&core, &pins, &ns, &desc);
             let record = ImageRecord {
                 name: format!("build cache {key2}"),
@@ -1214,11 +1208,7 @@ impl Run {
             let (desc, _) = store_state(&lease, &state)?;
             pin(&core, &pins, &ns, &desc);
             let now = crate::metadata::now_nanos();
-            let rec = BuildCacheRecord {
-                manifest: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
-                created: now,
-                last_used: now,
-            };
+            let rec = BuildCacheRecord { manifest: crate::image::record_of(&desc), created: now, last_used: now };
             core.meta.put_build_cache(&ns, &[(key, rec)], &[])?;
             Ok(state)
         })

@@ -20,7 +20,7 @@ use crate::container::config::{ContainerConfig, MountKind, MountSpec, NetworkMod
 use crate::container::CreateRequest;
 use crate::content::random_hex;
 use crate::image::oci::Platform;
-use crate::metadata::{DescriptorRecord, ImageRecord};
+use crate::metadata::ImageRecord;
 use crate::runtime::{AttachOutput, Proc};
 use crate::service::Error;
 
@@ -171,7 +171,7 @@ impl Run {
             let (desc, _) = store_state(&lease, &st)?;
             let record = ImageRecord {
                 name: "build".into(),
-                target: DescriptorRecord { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size },
+                target: crate::image::record_of(&desc),
                 labels: Default::default(),
                 created: 0,
                 updated: 0,
@@ -357,7 +357,6 @@ impl Run {
         let dir = core.config.root.join("build").join("mnt").join(format!("bind-{}-{}", self.id, random_hex(6)));
         std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
         let clean = crate::build::copy::clean_source(source).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let internal = |e: rustix::io::Errno| Error::Internal(format!("{}: {e}", dir.display()));
         match from {
             From::Context | From::Heredocs(_) | From::Fetched(..) => {
                 p.scratch.push(dir.clone());
@@ -377,21 +376,8 @@ impl Run {
                 let labels = BTreeMap::from([(LABEL_BUILD.to_owned(), "view".to_owned())]);
                 core.snapshots.view(&self.ns, &view, top.as_str(), labels)?;
                 p.views.push((dir.clone(), self.ns.clone(), view.clone()));
-                let mounts = core.snapshots.mounts(&self.ns, &view)?;
-                let m = mounts.first().ok_or_else(|| Error::Internal("a view with no mount".into()))?;
-                use rustix::mount::MountFlags;
-                match m.kind.as_str() {
-                    "overlay" => {
-                        let data =
-                            std::ffi::CString::new(m.options.join(",")).map_err(|_| Error::Internal("NUL in mount options".into()))?;
-                        rustix::mount::mount("overlay", &dir, "overlay", MountFlags::RDONLY, Some(data.as_c_str())).map_err(internal)?;
-                    }
-                    _ => {
-                        // A bind of a committed layer's own directory: read-only, always.
-                        rustix::mount::mount_bind_recursive(m.source.as_str(), &dir).map_err(internal)?;
-                        rustix::mount::mount_remount(&dir, MountFlags::BIND | MountFlags::RDONLY, "").map_err(internal)?;
-                    }
-                }
+                // Read-only: a bind view is remounted so, an overlay view has no upper layer.
+                core.snapshots.mount_at(&self.ns, &view, &dir)?;
                 // The source resolved inside the view, never out of it.
                 let real = crate::build::source::resolve(&dir, &clean)
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?
@@ -415,7 +401,7 @@ impl Run {
                 let merged = scratch.join("merged");
                 p.views.push((merged.clone(), String::new(), String::new()));
                 p.scratch.push(scratch.clone());
-                rustix::mount::mount("overlay", &merged, "overlay", MountFlags::empty(), Some(data.as_c_str()))
+                rustix::mount::mount("overlay", &merged, "overlay", rustix::mount::MountFlags::empty(), Some(data.as_c_str()))
                     .map_err(|e| Error::Internal(format!("{}: {e}", merged.display())))?;
                 Ok(merged)
             }
