@@ -18,6 +18,7 @@ pub mod config;
 pub mod container;
 pub mod content;
 pub mod digest;
+pub mod disk;
 pub mod events;
 pub mod image;
 pub mod metadata;

@@ -135,6 +135,7 @@ impl Contexts {
     /// empty). Waits while another build uses the same mirror.
     pub fn open(&self, key: &str) -> Result<Mirror, ContextError> {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        crate::disk::spread_subdirs(&self.dir);
         let (name, temporary) = if key.is_empty() {
             (format!("tmp-{}", crate::content::random_hex(8)), true)
         } else {
@@ -154,6 +155,19 @@ impl Contexts {
         }
         let held = Held { busy: self.busy.clone(), name: name.clone() };
         let dir = self.dir.join(&name);
+        if !dir.is_dir() {
+            // Made under a name of its own, then renamed: ext4 places a
+            // new directory below a top directory by a hash of its name,
+            // and a mirror made again under the same name would land in
+            // the block group its pruned predecessor just emptied (see
+            // `disk::spread_subdirs`).
+            let fresh = self.dir.join(format!("{name}.new-{}", crate::content::random_hex(8)));
+            fs::create_dir_all(fresh.join("files")).map_err(io(&fresh))?;
+            if let Err(e) = fs::rename(&fresh, &dir) {
+                let _ = fs::remove_dir_all(&fresh);
+                return Err(ContextError::Io { path: dir, source: e });
+            }
+        }
         fs::create_dir_all(dir.join("files")).map_err(io(&dir))?;
         let index = match fs::read(dir.join("index.json")) {
             Ok(data) => serde_json::from_slice(&data).unwrap_or_default(),
@@ -168,7 +182,9 @@ impl Contexts {
         let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(0) };
         let busy = self.busy.0.lock().unwrap_or_else(|e| e.into_inner());
         for e in entries.flatten() {
-            if busy.contains(&*e.file_name().to_string_lossy()) {
+            // A mirror in use, or one being made for a build (`<name>.new-*`).
+            let name = e.file_name().to_string_lossy().into_owned();
+            if busy.contains(name.split('.').next().unwrap_or_default()) {
                 continue;
             }
             fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;

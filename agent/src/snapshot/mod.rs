@@ -152,6 +152,7 @@ pub(crate) struct Dirs {
 impl Dirs {
     pub fn new(base: PathBuf) -> Result<Self, SnapshotError> {
         fs::create_dir_all(&base).map_err(io_err(&base))?;
+        crate::disk::spread_subdirs(&base);
         Ok(Self { base })
     }
 
