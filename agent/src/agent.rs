@@ -37,6 +37,8 @@ pub enum AgentError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// Create `path` (and its parents) and set its mode.
@@ -97,7 +99,9 @@ impl Agent {
             tracing::info!(removed = orphans, "removed writable layers and files of containers that no longer exist");
         }
         let events = Events::new();
-        let tasks = Tasks::new(&config.state, config.runtime.clone(), containers.clone(), snapshots.clone(), events.clone());
+        let networks = crate::network::Networks::new(config.network.clone(), &config.state)?;
+        let tasks =
+            Tasks::new(&config.state, config.runtime.clone(), containers.clone(), snapshots.clone(), networks.clone(), events.clone());
         // A collection that fails (an unreadable blob) must not keep the agent from starting.
         match images.gc() {
             Ok(gc) => tracing::info!(
@@ -123,6 +127,7 @@ impl Agent {
             images,
             containers,
             tasks,
+            networks,
             events,
             registries,
             snapshotter_reason,
@@ -158,6 +163,15 @@ impl Agent {
         }
         self.services.start_background();
         let found = self.core.tasks.recover(&known).await;
+        // Attachments whose task is gone (it ended, or its container was
+        // removed, while the agent was down) are released.
+        let tasks = self.core.tasks.clone();
+        let released = self.core.networks.reconcile(&|ns, id| tasks.has_task(ns, id)).await;
+        if released > 0 {
+            tracing::info!(released, "released the networks of tasks that ended while the agent was down");
+        }
+        let networks = self.core.networks.clone();
+        tokio::task::spawn_blocking(move || networks.sync_firewall());
         // Once the tasks are found (a build's RUN step among them, its shim
         // adopted so it can be killed) and before anything is served.
         self.services.build.recover().await;

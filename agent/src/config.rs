@@ -99,6 +99,26 @@ pub struct FileConfig {
     /// Compression of the layers builds make: "zstd" (default: fast) or
     /// "gzip" (for clients older than docker 23 or containerd 1.5).
     pub build_layer_compression: Option<String>,
+    /// Container networks: `[network]` with `conf_dir`, `plugin_dirs`,
+    /// `default_bridge`, `default_subnet`.
+    #[serde(default)]
+    pub network: NetworkFile,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    /// CNI configuration lists [default: /etc/berth/cni/net.d].
+    pub conf_dir: Option<PathBuf>,
+    /// Where CNI plugins are looked for [default: /usr/lib/cni, /opt/cni/bin].
+    pub plugin_dirs: Option<Vec<PathBuf>>,
+    /// The default network's bridge interface [default: berth0].
+    pub default_bridge: Option<String>,
+    /// The default network's subnet [default: 10.77.0.0/16].
+    pub default_subnet: Option<String>,
+    /// Where the agent's networks keep their address allocations [default: /run/berth/ipam].
+    pub ipam_dir: Option<PathBuf>,
 }
 
 /// How containers run.
@@ -153,6 +173,7 @@ pub struct Config {
     pub registry_stall_timeout: std::time::Duration,
     /// How build layers are compressed.
     pub build_layer_compression: LayerCompression,
+    pub network: crate::network::NetworkConfig,
 }
 
 /// How the layers builds make are compressed.
@@ -189,6 +210,7 @@ impl Config {
             registries: Default::default(),
             registry_stall_timeout: crate::registry::client::STALL_TIMEOUT,
             build_layer_compression: LayerCompression::default(),
+            network: crate::network::NetworkConfig::default(),
         }
     }
 
@@ -242,6 +264,23 @@ impl Config {
             Some("gzip") => LayerCompression::Gzip,
             Some(o) => return Err(ConfigError::Invalid(format!("build_layer_compression {o:?}: use zstd or gzip"))),
         };
+        let n = file.network;
+        if let Some(d) = n.conf_dir {
+            c.network.conf_dir = d;
+        }
+        if let Some(d) = n.plugin_dirs {
+            c.network.plugin_dirs = d;
+        }
+        if let Some(d) = n.ipam_dir {
+            c.network.ipam_dir = d;
+        }
+        if let Some(b) = n.default_bridge {
+            c.network.default_bridge = b;
+        }
+        if let Some(s) = n.default_subnet {
+            crate::network::subnet::Subnet::parse(&s).map_err(|e| ConfigError::Invalid(format!("network.default_subnet: {e}")))?;
+            c.network.default_subnet = s;
+        }
         if let Some(r) = args.runtime.or(file.default_runtime) {
             c.runtime.default_runtime = r;
         }

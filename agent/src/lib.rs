@@ -22,6 +22,7 @@ pub mod disk;
 pub mod events;
 pub mod image;
 pub mod metadata;
+pub mod network;
 pub mod process;
 pub mod registry;
 pub mod runtime;

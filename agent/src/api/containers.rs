@@ -42,10 +42,47 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         }
     }
     let network = match c.network.as_str() {
-        "" | "none" => NetworkMode::None,
+        "" | "bridge" | "default" => NetworkMode::Networks,
+        "none" => NetworkMode::None,
         "host" => NetworkMode::Host,
-        other => return Err(Status::invalid_argument(format!("unknown network mode {other:?}: use none or host"))),
+        other => match other.strip_prefix("container:") {
+            Some(target) if !target.is_empty() => NetworkMode::Container(target.to_owned()),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown network mode {other:?}: use none, host, container:NAME, or networks by name"
+                )))
+            }
+        },
     };
+    if network != NetworkMode::Networks && !c.networks.is_empty() {
+        return Err(Status::invalid_argument(format!("--net {} cannot be combined with networks", c.network)));
+    }
+    let networks = c
+        .networks
+        .into_iter()
+        .map(|e| {
+            if e.network.is_empty() {
+                return Err(Status::invalid_argument("a network endpoint names no network"));
+            }
+            Ok(crate::network::EndpointSpec { network: e.network, aliases: e.aliases, ip: e.ipv4_address })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    let ports = c
+        .ports
+        .into_iter()
+        .map(|p| {
+            let port = |v: u32, what: &str| {
+                u16::try_from(v).map_err(|_| Status::invalid_argument(format!("{what} port {v} is not 0 to 65535")))
+            };
+            let protocol = if p.protocol.is_empty() { "tcp".to_owned() } else { p.protocol.to_ascii_lowercase() };
+            Ok(crate::network::PortSpec {
+                host_ip: p.host_ip,
+                host_port: port(p.host_port, "host")?,
+                container_port: port(p.container_port, "container")?,
+                protocol,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
     let some = |s: String| (!s.is_empty()).then_some(s);
     Ok(ContainerConfig {
         command: c.command_set.then_some(c.command),
@@ -68,7 +105,23 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         cap_add: c.cap_add,
         cap_drop: c.cap_drop,
         auto_remove: c.auto_remove,
+        networks,
+        ports,
+        publish_all: c.publish_all,
+        dns: c.dns,
+        dns_search: c.dns_search,
+        dns_options: c.dns_options,
+        extra_hosts: c.extra_hosts,
     })
+}
+
+fn port_message(p: &crate::network::PortSpec) -> v1::PortMapping {
+    v1::PortMapping {
+        host_ip: p.host_ip.clone(),
+        host_port: p.host_port.into(),
+        container_port: p.container_port.into(),
+        protocol: p.protocol.clone(),
+    }
 }
 
 fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
@@ -101,11 +154,12 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
             cpu_millis: c.resources.cpu_millis.unwrap_or(0) as i64,
             pids_limit: c.resources.pids_limit.unwrap_or(0),
         }),
-        network: match c.network {
-            NetworkMode::None => "none",
-            NetworkMode::Host => "host",
-        }
-        .into(),
+        network: match &c.network {
+            NetworkMode::None => "none".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::Container(id) => format!("container:{id}"),
+            NetworkMode::Networks => String::new(),
+        },
         tty: c.tty,
         stdin: c.stdin,
         read_only: c.read_only,
@@ -113,6 +167,17 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
         cap_add: c.cap_add.clone(),
         cap_drop: c.cap_drop.clone(),
         auto_remove: c.auto_remove,
+        networks: c
+            .networks
+            .iter()
+            .map(|e| v1::NetworkEndpoint { network: e.network.clone(), aliases: e.aliases.clone(), ipv4_address: e.ip.clone() })
+            .collect(),
+        ports: c.ports.iter().map(port_message).collect(),
+        publish_all: c.publish_all,
+        dns: c.dns.clone(),
+        dns_search: c.dns_search.clone(),
+        dns_options: c.dns_options.clone(),
+        extra_hosts: c.extra_hosts.clone(),
     }
 }
 
@@ -144,6 +209,21 @@ fn container_message(v: &ContainerView) -> v1::Container {
         snapshot_key: rec.snapshot_key.clone(),
         spec: serde_json::to_vec(&rec.spec).unwrap_or_default(),
         status: Some(status_message(status)),
+        endpoints: v
+            .network
+            .iter()
+            .flat_map(|a| a.endpoints.iter())
+            .map(|e| v1::EndpointStatus {
+                network: e.network.clone(),
+                network_id: e.network_id.clone(),
+                interface: e.ifname.clone(),
+                addresses: e.addresses.ips.clone(),
+                gateway: e.addresses.gateway.clone(),
+                mac_address: e.addresses.mac.clone(),
+                aliases: e.aliases.clone(),
+            })
+            .collect(),
+        ports: v.network.iter().flat_map(|a| a.ports.iter()).map(port_message).collect(),
     }
 }
 

@@ -163,6 +163,21 @@ pub fn service_code(e: &ServiceError) -> Code {
         ServiceError::Container(c) => container_code(c),
         ServiceError::Task(t) => task_code(t),
         ServiceError::Registry(r) => registry_code(r),
+        ServiceError::Network(n) => network_code(n),
+    }
+}
+
+pub fn network_code(e: &crate::network::NetworkError) -> Code {
+    use crate::network::cni::CniError;
+    use crate::network::NetworkError as N;
+    match e {
+        N::NotFound(_) => Code::NotFound,
+        N::AlreadyExists(_) | N::Conflict(_) => Code::AlreadyExists,
+        N::Invalid(_) => Code::InvalidArgument,
+        N::InUse(_) => Code::FailedPrecondition,
+        N::Cni(CniError::Timeout { .. }) => Code::DeadlineExceeded,
+        N::Cni(_) => Code::FailedPrecondition,
+        N::Io { source, .. } => io_code(source),
     }
 }
 

@@ -182,8 +182,15 @@ impl Containers {
         Ok(())
     }
 
-    fn create_resolved(&self, ns: &str, req: CreateRequest, resolved: &crate::image::Resolved) -> Result<ContainerRecord, ContainerError> {
+    fn create_resolved(&self, ns: &str, mut req: CreateRequest, resolved: &crate::image::Resolved) -> Result<ContainerRecord, ContainerError> {
         let image = &resolved.record;
+        if req.config.publish_all {
+            for (port, protocol) in exposed_ports(&resolved.config_json) {
+                if !req.config.ports.iter().any(|p| p.container_port == port && p.protocol == protocol) {
+                    req.config.ports.push(crate::network::PortSpec { host_ip: String::new(), host_port: 0, container_port: port, protocol });
+                }
+            }
+        }
         let runtime = if req.runtime.is_empty() { self.default_runtime.clone() } else { req.runtime.clone() };
         if !self.images.is_unpacked(ns, resolved) {
             return Err(ContainerError::NotUnpacked {
@@ -532,4 +539,19 @@ mod tests {
         assert_eq!(generated_name("localhost:5000/team/app@sha256:abc", &id), "app-3fa9c1");
         assert!(validate_name(&generated_name("x/_weird:tag", &id)).is_ok());
     }
+}
+
+/// The image config's `ExposedPorts` (`"80/tcp"`, `"53/udp"`, `"8080"`), as (port, protocol).
+pub fn exposed_ports(config_json: &[u8]) -> Vec<(u16, String)> {
+    let doc: serde_json::Value = serde_json::from_slice(config_json).unwrap_or_default();
+    let Some(ports) = doc.pointer("/config/ExposedPorts").and_then(serde_json::Value::as_object) else { return Vec::new() };
+    ports
+        .keys()
+        .filter_map(|k| {
+            let (port, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
+            let proto = proto.to_ascii_lowercase();
+            (proto == "tcp" || proto == "udp").then_some(())?;
+            Some((port.parse().ok().filter(|p| *p > 0)?, proto))
+        })
+        .collect()
 }

@@ -4,14 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 /// Network mode of a container.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// A network namespace of its own holding only `lo` (the default).
+    /// A network namespace of its own holding only `lo`.
     #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// The network namespace of another container (its id).
+    Container(String),
+    /// A namespace of its own attached to `ContainerConfig::networks` (the
+    /// default network when that is empty): what `run` does without `--net`.
+    Networks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,4 +86,16 @@ pub struct ContainerConfig {
     pub cap_drop: Vec<String>,
     /// Delete the container when its main process exits.
     pub auto_remove: bool,
+    /// The networks joined (`--net NAME`, with aliases and a fixed address), in order.
+    pub networks: Vec<crate::network::EndpointSpec>,
+    /// Published ports (`-p`, and `-P` resolved against the image's exposed ports).
+    pub ports: Vec<crate::network::PortSpec>,
+    /// `-P`: every port the image exposes is added to `ports` at create.
+    pub publish_all: bool,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `--add-host NAME:IP`.
+    pub extra_hosts: Vec<String>,
 }

@@ -9,6 +9,7 @@
 //! An exited container therefore costs no process.
 
 pub mod cgroups;
+mod network;
 mod process;
 pub mod procs;
 mod shim_client;
@@ -170,6 +171,7 @@ pub struct Tasks {
     cfg: RuntimeConfig,
     containers: Arc<Containers>,
     snapshots: Arc<Snapshots>,
+    networks: Arc<crate::network::Networks>,
     events: Events,
     live: Mutex<HashMap<Key, Arc<Task>>>,
     /// One lock per container while its task is being made, so that two
@@ -181,13 +183,21 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    pub fn new(state: &Path, cfg: RuntimeConfig, containers: Arc<Containers>, snapshots: Arc<Snapshots>, events: Events) -> Arc<Self> {
+    pub fn new(
+        state: &Path,
+        cfg: RuntimeConfig,
+        containers: Arc<Containers>,
+        snapshots: Arc<Snapshots>,
+        networks: Arc<crate::network::Networks>,
+        events: Events,
+    ) -> Arc<Self> {
         let (ended, ended_rx) = mpsc::unbounded_channel();
         Arc::new(Tasks {
             state: state.to_owned(),
             cfg,
             containers,
             snapshots,
+            networks,
             events,
             live: Mutex::new(HashMap::new()),
             making: Mutex::new(HashMap::new()),
@@ -304,6 +314,7 @@ impl Tasks {
                 .map_err(|e| TaskError::Internal(e.to_string()))?
                 .map_err(|e| TaskError::Container(e.into()))?
         };
+        let spec = self.network_spec(ns, rec).await?;
         let log_path = self.containers.log_path(ns, &rec.id);
         let cfg = ShimConfig {
             id: rec.id.clone(),
@@ -321,7 +332,7 @@ impl Tasks {
         };
         let prepare = {
             let bundle = bundle.clone();
-            let spec = serde_json::to_vec(&rec.spec).unwrap_or_default();
+            let spec = serde_json::to_vec(&spec).unwrap_or_default();
             let shim_cfg = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
             let log_dir = log_path.parent().map(Path::to_owned);
             let runtime_root = PathBuf::from(&runtime.root);
@@ -338,9 +349,14 @@ impl Tasks {
                 Ok(())
             }
         };
-        tokio::task::spawn_blocking(prepare).await.map_err(|e| TaskError::Internal(e.to_string()))??;
+        let prepared = tokio::task::spawn_blocking(prepare).await.map_err(|e| TaskError::Internal(e.to_string())).and_then(|r| r);
+        if let Err(e) = prepared {
+            self.release_network(ns, &rec.id);
+            return Err(e);
+        }
         if let Err(e) = self.spawn_shim(&bundle).await {
             let _ = fs::remove_dir_all(&bundle);
+            self.release_network(ns, &rec.id);
             return Err(e);
         }
         let task = self.adopt(ns, rec, bundle, runtime).await?;
@@ -535,6 +551,7 @@ impl Tasks {
         }
         let bundle = task.bundle.clone();
         let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(&bundle)).await;
+        self.release_network(&task.ns, &task.id);
         task.gone.send_replace(true);
         self.events.publish(&task.ns, "/tasks/delete", &task.id, &[]);
         by_shim

@@ -27,6 +27,8 @@ const FILTER_KEYS: &str = "name, id, image, status or label.KEY";
 pub struct ContainerView {
     pub record: ContainerRecord,
     pub status: Status,
+    /// Its networks and published ports, while its task exists.
+    pub network: Option<crate::network::Attachment>,
 }
 
 /// What to create.
@@ -97,18 +99,73 @@ impl ContainerService {
         validate_labels(&new.labels)?;
         let runtime = if new.runtime.is_empty() { self.core.tasks.config().default_runtime.clone() } else { new.runtime };
         self.core.tasks.check_runtime(&runtime)?;
-        let req = CreateRequest { image: new.image, name: new.name, config: new.config, labels: new.labels, runtime };
+        let mut config = new.config;
+        self.check_network(ns, &mut config).await?;
+        let req = CreateRequest { image: new.image, name: new.name, config, labels: new.labels, runtime };
         let (core, ns2) = (self.core.clone(), ns.to_owned());
         let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
         self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
         let status = Status { state: TaskState::Created, ..Default::default() };
-        Ok(ContainerView { record: rec, status })
+        Ok(ContainerView { record: rec, status, network: None })
+    }
+
+    /// The network a new container asks for: `container:NAME` made an id,
+    /// networks and plugins there, addresses and names well formed.
+    async fn check_network(&self, ns: &str, config: &mut ContainerConfig) -> Result<(), Error> {
+        use crate::container::config::NetworkMode;
+        match &config.network {
+            NetworkMode::Container(target) => {
+                let t = find(&self.core, ns, target).await?;
+                config.network = NetworkMode::Container(t.id);
+                if !config.ports.is_empty() {
+                    return Err(Error::InvalidArgument("ports are published by the container whose network is shared".into()));
+                }
+            }
+            NetworkMode::Networks => {
+                let endpoints = if config.networks.is_empty() {
+                    vec![crate::network::EndpointSpec { network: crate::network::DEFAULT_NETWORK.into(), ..Default::default() }]
+                } else {
+                    config.networks.clone()
+                };
+                for e in &endpoints {
+                    for a in &e.aliases {
+                        if a.is_empty() || a.len() > 253 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+                            return Err(Error::InvalidArgument(format!("network alias {a:?} is not a host name")));
+                        }
+                    }
+                }
+                let (networks, ports) = (self.core.networks.clone(), config.ports.clone());
+                blocking(move || Ok(networks.check(&endpoints, &ports)?)).await?;
+                // Networks by name as the user wrote them, ids resolved.
+                for e in config.networks.iter_mut() {
+                    e.network = self.core.networks.get(&e.network)?.name;
+                }
+            }
+            NetworkMode::None | NetworkMode::Host => {
+                if !config.ports.is_empty() {
+                    return Err(Error::InvalidArgument("ports are published on a network: not with --net none or host".into()));
+                }
+            }
+        }
+        for h in &config.extra_hosts {
+            let ok = h.split_once(':').is_some_and(|(n, ip)| !n.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+            if !ok {
+                return Err(Error::InvalidArgument(format!("extra host {h:?} is not NAME:IP")));
+            }
+        }
+        for d in &config.dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::InvalidArgument(format!("--dns {d:?} is not an IP address")));
+            }
+        }
+        Ok(())
     }
 
     pub async fn get(&self, ns: &str, id: &str) -> Result<ContainerView, Error> {
         let rec = self.find(ns, id).await?;
         let status = self.core.tasks.status(ns, &rec).await;
-        Ok(ContainerView { record: rec, status })
+        let network = self.core.networks.attachment(ns, &rec.id);
+        Ok(ContainerView { record: rec, status, network })
     }
 
     pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
@@ -137,7 +194,11 @@ impl ContainerService {
                 _ => f.matches_label(&rec.labels).unwrap_or(false),
             })
         };
-        Ok(recs.into_iter().zip(statuses).filter(|(r, s)| keep(r, s)).map(|(record, status)| ContainerView { record, status }).collect())
+        Ok(recs.into_iter().zip(statuses).filter(|(r, s)| keep(r, s)).map(|(record, status)| {
+                let network = self.core.networks.attachment(ns, &record.id);
+                ContainerView { record, status, network }
+            })
+            .collect())
     }
 
     pub async fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerView, Error> {
@@ -147,7 +208,8 @@ impl ContainerService {
         let rec = blocking(move || Ok(core.containers.update_labels(&ns2, &id, labels)?)).await?;
         self.core.events.publish(ns, "/containers/update", &rec.id, &[]);
         let status = self.core.tasks.status(ns, &rec).await;
-        Ok(ContainerView { record: rec, status })
+        let network = self.core.networks.attachment(ns, &rec.id);
+        Ok(ContainerView { record: rec, status, network })
     }
 
     /// Remove a container: its task (refused while it runs unless `force`),

@@ -24,6 +24,7 @@ pub struct Core {
     pub(crate) images: Arc<Images>,
     pub(crate) containers: Arc<Containers>,
     pub(crate) tasks: Arc<Tasks>,
+    pub(crate) networks: Arc<crate::network::Networks>,
     pub(crate) events: Events,
     pub(crate) registries: Arc<Registries>,
     pub(crate) snapshotter_reason: String,

@@ -42,4 +42,6 @@ pub enum Error {
     Task(#[from] TaskError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }

@@ -45,6 +45,7 @@ pub enum ContainerCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
@@ -91,12 +92,41 @@ pub struct RunArgs {
     /// Maximum number of processes
     #[arg(long)]
     pub pids_limit: Option<i64>,
-    /// Network: none (own namespace with only lo) or host
-    #[arg(long = "net", alias = "network", default_value = "none")]
-    pub net: String,
+    /// Network to join (repeatable): a network's name, or none (only lo),
+    /// host, or container:NAME (share another container's) [default: bridge]
+    #[arg(long = "net", alias = "network", value_name = "NETWORK")]
+    pub net: Vec<String>,
+    /// Another name the container has on its (first) network (repeatable)
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// Fixed IPv4 address on the (first) network
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Publish a port: [IP:]HOST:CONTAINER[/tcp|udp], or CONTAINER[/PROTO]
+    /// for a free host port (see `berthctl port`) (repeatable)
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes, each on a free host port
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Nameserver for /etc/resolv.conf (repeatable)
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Search domain for /etc/resolv.conf (repeatable)
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// Resolver option for /etc/resolv.conf (repeatable)
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    pub dns_option: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Host name inside the container [default: first 12 characters of the id]
-    #[arg(long, short = 'H')]
+    #[arg(long, short = 'h')]
     pub hostname: Option<String>,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Label to set (KEY=VALUE, repeatable)
     #[arg(short, long = "label")]
     pub label: Vec<String>,

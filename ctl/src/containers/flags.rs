@@ -104,6 +104,7 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
     if a.pids_limit.is_some_and(|p| p <= 0) {
         bail!("--pids-limit must be positive");
     }
+    let (network, networks) = network_flags(a)?;
     let entrypoint = a.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] });
     let config = v1::ContainerConfig {
         command_set: !a.command.is_empty(),
@@ -116,7 +117,14 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         hostname: a.hostname.clone().unwrap_or_default(),
         mounts,
         resources: Some(v1::Resources { memory_bytes: memory, cpu_millis, pids_limit: a.pids_limit.unwrap_or(0) }),
-        network: a.net.clone(),
+        network,
+        networks,
+        ports: a.publish.iter().map(|p| parse_publish(p)).collect::<Result<Vec<_>>>()?,
+        publish_all: a.publish_all,
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_options: a.dns_option.clone(),
+        extra_hosts: a.add_host.iter().map(|h| parse_add_host(h)).collect::<Result<Vec<_>>>()?,
         tty: a.tty,
         stdin: a.interactive,
         read_only: a.read_only,
@@ -133,6 +141,75 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         labels: berth_common::labels::parse_all(a.label.iter().map(String::as_str))?,
         runtime: a.runtime.clone().unwrap_or_default(),
     })
+}
+
+/// `--net` values: a mode (none, host, container:NAME: alone) or networks
+/// by name, the first one taking `--network-alias` and `--ip`.
+fn network_flags(a: &RunArgs) -> Result<(String, Vec<v1::NetworkEndpoint>)> {
+    let is_mode = |n: &str| matches!(n, "none" | "host") || n.starts_with("container:");
+    if let Some(mode) = a.net.iter().find(|n| is_mode(n)) {
+        if a.net.len() > 1 {
+            bail!("--net {mode} cannot be combined with other networks");
+        }
+        if !a.network_alias.is_empty() || a.ip.is_some() || !a.publish.is_empty() || a.publish_all {
+            bail!("--net {mode} takes no --network-alias, --ip or published ports");
+        }
+        return Ok((mode.clone(), Vec::new()));
+    }
+    let mut names = a.net.clone();
+    if names.is_empty() && (!a.network_alias.is_empty() || a.ip.is_some()) {
+        names.push("bridge".into());
+    }
+    let endpoints = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, network)| v1::NetworkEndpoint {
+            network,
+            aliases: if i == 0 { a.network_alias.clone() } else { Vec::new() },
+            ipv4_address: if i == 0 { a.ip.clone().unwrap_or_default() } else { String::new() },
+        })
+        .collect();
+    Ok((String::new(), endpoints))
+}
+
+/// `-p`: `[IP:][HOST:]CONTAINER[/PROTO]`.
+pub fn parse_publish(s: &str) -> Result<v1::PortMapping> {
+    let bad = |why: &str| anyhow::anyhow!("invalid -p {s:?}: {why} (use [IP:]HOST:CONTAINER[/tcp|udp], or CONTAINER)");
+    let (spec, protocol) = match s.rsplit_once('/') {
+        Some((spec, p)) => (spec, p.to_ascii_lowercase()),
+        None => (s, "tcp".to_owned()),
+    };
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(bad("the protocol is tcp or udp"));
+    }
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [ip, h, c] => (*ip, *h, *c),
+        _ => return Err(bad("too many ':'")),
+    };
+    if !ip.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(bad("the host address is not an IPv4 address"));
+    }
+    let port = |p: &str, what: &str| -> Result<u32> {
+        p.parse::<u16>().ok().filter(|v| *v > 0).map(u32::from).ok_or_else(|| bad(&format!("the {what} port is not 1 to 65535")))
+    };
+    Ok(v1::PortMapping {
+        host_ip: ip.to_owned(),
+        host_port: if host.is_empty() { 0 } else { port(host, "host")? },
+        container_port: port(container, "container")?,
+        protocol,
+    })
+}
+
+/// `--add-host NAME:IP` (docker's `NAME=IP` too).
+fn parse_add_host(s: &str) -> Result<String> {
+    let (name, ip) = s.split_once([':', '=']).ok_or_else(|| anyhow::anyhow!("invalid --add-host {s:?}: use NAME:IP"))?;
+    if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("invalid --add-host {s:?}: use NAME:IP with an IP address");
+    }
+    Ok(format!("{name}:{ip}"))
 }
 
 /// A time flag: RFC 3339, a date, Unix seconds, or a duration before now.

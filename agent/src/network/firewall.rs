@@ -1,0 +1,93 @@
+//! Isolation between the agent's bridge networks, as docker has it: a
+//! container on one network does not reach one on another, and an internal
+//! network reaches nothing beyond its bridge. One iptables chain per conf dir
+//! (`BERTH-ISO-<hash>`), jumped to first from `FORWARD`, rebuilt whole from
+//! the networks whenever one is made or removed, and at start.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::Network;
+
+/// Longest one iptables call may take (it waits for the xtables lock within this).
+const IPTABLES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The chain of the networks configured in `conf_dir`.
+pub fn chain(conf_dir: &Path) -> String {
+    let h = <sha2::Sha256 as sha2::Digest>::digest(conf_dir.as_os_str().as_encoded_bytes());
+    format!("BERTH-ISO-{}", &hex::encode(h)[..8])
+}
+
+/// The rules for `nets` (the agent's bridge networks), each as iptables arguments after `-A CHAIN`.
+pub fn rules(nets: &[Network]) -> Vec<Vec<String>> {
+    let bridges: Vec<(&str, bool)> = nets
+        .iter()
+        .filter(|n| n.managed && n.driver == "bridge")
+        .filter_map(|n| bridge_of(n).map(|b| (b, n.internal)))
+        .collect();
+    let mut out = Vec::new();
+    for (b, internal) in &bridges {
+        if *internal {
+            out.push(vec!["-i".into(), b.to_string(), "!".into(), "-o".into(), b.to_string(), "-j".into(), "DROP".into()]);
+            out.push(vec!["-o".into(), b.to_string(), "!".into(), "-i".into(), b.to_string(), "-j".into(), "DROP".into()]);
+        }
+        for (other, _) in &bridges {
+            if other != b {
+                out.push(vec!["-i".into(), b.to_string(), "-o".into(), other.to_string(), "-j".into(), "DROP".into()]);
+            }
+        }
+    }
+    out
+}
+
+fn bridge_of(n: &Network) -> Option<&str> {
+    Some(n.bridge.as_str()).filter(|b| !b.is_empty())
+}
+
+/// Make the chain hold exactly the rules for `nets`, and `FORWARD` jump to it.
+pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
+    let ch = chain(conf_dir);
+    let _ = iptables(&["-N", &ch]);
+    iptables(&["-F", &ch])?;
+    for r in rules(nets) {
+        let mut args: Vec<&str> = vec!["-A", &ch];
+        args.extend(r.iter().map(String::as_str));
+        iptables(&args)?;
+    }
+    if iptables(&["-C", "FORWARD", "-j", &ch]).is_err() {
+        iptables(&["-I", "FORWARD", "1", "-j", &ch])?;
+    }
+    Ok(())
+}
+
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let mut child = Command::new("iptables")
+        .arg("-w")
+        .arg("5")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running iptables: {e} (install Debian's iptables)"))?;
+    let t0 = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(_)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("iptables {}: {}", args.join(" "), err.trim()));
+            }
+            Ok(None) if t0.elapsed() < IPTABLES_TIMEOUT => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("iptables {} did not finish within {IPTABLES_TIMEOUT:?}", args.join(" ")));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

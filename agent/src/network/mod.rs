@@ -1,0 +1,797 @@
+//! Container networks through CNI: the networks are configuration lists in
+//! a conf dir (those the agent writes carry a `berth` key with its own
+//! fields, as nerdctl does with its own), and a container on networks gets a
+//! named network namespace under `<state>/netns/` that the agent attaches to
+//! each of them with the plugins' `ADD` before its task starts, and detaches
+//! with `DEL` when the task is deleted.
+//!
+//! What an attachment did (its namespace, each network's result, the ports)
+//! is kept in `<state>/netns/<ns>/<id>.json`, written before the first
+//! plugin runs: after a crash the agent finds every attachment it began and
+//! releases those no running container owns ([`Networks::reconcile`]).
+
+pub mod cni;
+pub mod files;
+pub mod firewall;
+pub mod netns;
+pub mod subnet;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use cni::{Addresses, Call, Cni, CniError, ConfList, PortMapping, RuntimeArgs};
+use subnet::Subnet;
+
+/// The network `run` uses without `--net`.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network {0:?} not found")]
+    NotFound(String),
+    #[error("network {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error(transparent)]
+    Cni(#[from] CniError),
+    #[error("network state {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetworkError + '_ {
+    move |source| NetworkError::Io { path: path.to_owned(), source }
+}
+
+/// Where networks are configured and how the default one looks.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// CNI configuration lists (`/etc/berth/cni/net.d`).
+    pub conf_dir: PathBuf,
+    /// Where plugins are looked for, in order.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The default network's bridge interface (`berth0`).
+    pub default_bridge: String,
+    /// The default network's subnet.
+    pub default_subnet: String,
+    /// Where host-local keeps the addresses it hands out on the agent's
+    /// networks (written into each list the agent makes): volatile, as
+    /// the namespaces are, so a reboot leaves no stale allocation.
+    pub ipam_dir: PathBuf,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            conf_dir: PathBuf::from("/etc/berth/cni/net.d"),
+            plugin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            default_bridge: "berth0".into(),
+            default_subnet: "10.77.0.0/16".into(),
+            ipam_dir: PathBuf::from("/run/berth/ipam"),
+        }
+    }
+}
+
+/// The agent's own fields of a network it made (the `berth` key of the list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub id: String,
+    pub driver: String,
+    #[serde(default)]
+    pub subnet: String,
+    #[serde(default)]
+    pub gateway: String,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub bridge: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Nanoseconds since the epoch.
+    #[serde(default)]
+    pub created: i64,
+}
+
+/// A network as the API shows it.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    /// The agent's id; for a list the user dropped in, the sha256 of its name.
+    pub id: String,
+    /// `bridge`, `macvlan`, or for a foreign list its first plugin's type.
+    pub driver: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub created: i64,
+    /// Whether the agent wrote it (else the user dropped it in the conf dir).
+    pub managed: bool,
+    pub plugins: Vec<String>,
+    pub path: PathBuf,
+    /// The bridge interface, for bridge networks.
+    pub bridge: String,
+    /// Whether names resolve on it (networks the agent made, other than the default).
+    pub dns: bool,
+}
+
+impl Network {
+    fn of(list: &ConfList) -> Network {
+        let meta: Option<Meta> = list.doc.get("berth").and_then(|v| serde_json::from_value(v.clone()).ok());
+        let plugins: Vec<String> =
+            list.plugins.iter().map(|p| p.get("type").and_then(Value::as_str).unwrap_or_default().to_owned()).collect();
+        match meta {
+            Some(m) => Network {
+                name: list.name.clone(),
+                id: m.id,
+                driver: m.driver,
+                subnet: m.subnet,
+                gateway: m.gateway,
+                internal: m.internal,
+                options: m.options,
+                labels: m.labels,
+                created: m.created,
+                managed: true,
+                dns: list.name != DEFAULT_NETWORK,
+                bridge: m.bridge,
+                plugins,
+                path: list.path.clone(),
+            },
+            None => {
+                let (subnet, gateway) = foreign_range(list);
+                let bridge = list.plugins.first().and_then(|p| p.get("bridge")).and_then(Value::as_str).unwrap_or_default().to_owned();
+                Network {
+                    bridge,
+                    name: list.name.clone(),
+                    id: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(list.name.as_bytes())),
+                    driver: plugins.first().cloned().unwrap_or_default(),
+                    subnet,
+                    gateway,
+                    internal: false,
+                    options: BTreeMap::new(),
+                    labels: BTreeMap::new(),
+                    created: 0,
+                    managed: false,
+                    dns: false,
+                    plugins,
+                    path: list.path.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// The first subnet and gateway of a list's host-local ranges, if it has them.
+fn foreign_range(list: &ConfList) -> (String, String) {
+    for p in &list.plugins {
+        let Some(ipam) = p.get("ipam") else { continue };
+        if let Some(r) = ipam.pointer("/ranges/0/0") {
+            let s = r.get("subnet").and_then(Value::as_str).unwrap_or_default();
+            let g = r.get("gateway").and_then(Value::as_str).unwrap_or_default();
+            return (s.to_owned(), g.to_owned());
+        }
+        if let Some(s) = ipam.get("subnet").and_then(Value::as_str) {
+            return (s.to_owned(), ipam.get("gateway").and_then(Value::as_str).unwrap_or_default().to_owned());
+        }
+    }
+    (String::new(), String::new())
+}
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewNetwork {
+    pub name: String,
+    /// `bridge` (default) or `macvlan`.
+    pub driver: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One network a container joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    pub network: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A fixed IPv4 address (`--ip`).
+    #[serde(default)]
+    pub ip: String,
+}
+
+/// A port to publish (`-p`); host port 0 is picked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    #[serde(default)]
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// One network a container is attached to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub network_id: String,
+    pub ifname: String,
+    /// The container id the plugins know it by.
+    pub cni_id: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub args: RuntimeArgs,
+    /// The list as it was when attached (a detach uses it even if the network changed or went).
+    pub conflist: Map<String, Value>,
+    /// The last plugin's `ADD` result, once it came.
+    #[serde(default)]
+    pub result: Option<Value>,
+    #[serde(default)]
+    pub addresses: Addresses,
+}
+
+/// A container's network namespace and its networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub netns: PathBuf,
+    pub endpoints: Vec<Endpoint>,
+    /// Published ports, host ports picked.
+    pub ports: Vec<PortSpec>,
+    /// Whether every `ADD` came back.
+    pub complete: bool,
+}
+
+impl Attachment {
+    /// The first IPv4 address (no prefix), if any.
+    pub fn first_ip(&self) -> Option<Ipv4Addr> {
+        self.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).find_map(|a| a.split('/').next()?.parse().ok())
+    }
+}
+
+type Key = (String, String);
+
+/// The networks of one agent.
+pub struct Networks {
+    cfg: NetworkConfig,
+    cni: Cni,
+    /// `<state>/netns`: namespaces and attachment records.
+    dir: PathBuf,
+    /// Attachments by container.
+    attached: Mutex<HashMap<Key, Attachment>>,
+    /// One attach or detach at a time per container.
+    locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// One change of the conf dir at a time.
+    conf_lock: Mutex<()>,
+}
+
+impl Networks {
+    /// Networks configured by `cfg`, their runtime state under `state`.
+    pub fn new(cfg: NetworkConfig, state: &Path) -> Result<Arc<Networks>, NetworkError> {
+        let dir = state.join("netns");
+        netns::prepare_dir(&dir).map_err(io(&dir))?;
+        std::fs::create_dir_all(&cfg.conf_dir).map_err(io(&cfg.conf_dir))?;
+        let cni = Cni { plugin_dirs: cfg.plugin_dirs.clone() };
+        let mut attached = HashMap::new();
+        for (key, a) in read_attachments(&dir) {
+            attached.insert(key, a);
+        }
+        let this = Arc::new(Networks {
+            cfg,
+            cni,
+            dir,
+            attached: Mutex::new(attached),
+            locks: Mutex::default(),
+            conf_lock: Mutex::new(()),
+        });
+        this.ensure_default()?;
+        Ok(this)
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.cfg
+    }
+
+    /// The default network's list, written when missing.
+    fn ensure_default(&self) -> Result<(), NetworkError> {
+        let _g = self.conf_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if ConfList::load_dir(&self.cfg.conf_dir).contains_key(DEFAULT_NETWORK) {
+            return Ok(());
+        }
+        let subnet = Subnet::parse(&self.cfg.default_subnet).map_err(NetworkError::Invalid)?;
+        let meta = Meta {
+            id: crate::content::random_hex(32),
+            driver: "bridge".into(),
+            subnet: subnet.to_string(),
+            gateway: subnet.host(1).to_string(),
+            internal: false,
+            bridge: self.cfg.default_bridge.clone(),
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            created: crate::metadata::now_nanos(),
+        };
+        self.write_list(DEFAULT_NETWORK, &meta)
+    }
+
+    /// Every network of the conf dir.
+    pub fn list(&self) -> Vec<Network> {
+        ConfList::load_dir(&self.cfg.conf_dir).values().map(Network::of).collect()
+    }
+
+    /// A network by name, id or unique id prefix.
+    pub fn get(&self, name: &str) -> Result<Network, NetworkError> {
+        let all = self.list();
+        if let Some(n) = all.iter().find(|n| n.name == name || n.id == name) {
+            return Ok(n.clone());
+        }
+        let by_prefix: Vec<&Network> = all.iter().filter(|n| name.len() >= 3 && n.id.starts_with(name)).collect();
+        match by_prefix.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(NetworkError::NotFound(name.to_owned())),
+            _ => Err(NetworkError::Invalid(format!("network id prefix {name:?} is ambiguous"))),
+        }
+    }
+
+    /// Make a network: its list written in the conf dir.
+    pub fn create(&self, req: NewNetwork) -> Result<Network, NetworkError> {
+        check_name(&req.name)?;
+        let _g = self.conf_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let existing = self.list();
+        if existing.iter().any(|n| n.name == req.name) {
+            return Err(NetworkError::AlreadyExists(req.name));
+        }
+        let driver = if req.driver.is_empty() { "bridge".to_owned() } else { req.driver.clone() };
+        if driver != "bridge" && driver != "macvlan" {
+            return Err(NetworkError::Invalid(format!("network driver {driver:?} is not supported (bridge or macvlan)")));
+        }
+        let mut options = req.options.clone();
+        let mut bridge = options.remove("com.docker.network.bridge.name").unwrap_or_default();
+        let mtu = options.remove("mtu").or_else(|| options.remove("com.docker.network.driver.mtu"));
+        let parent = options.remove("parent").or_else(|| options.remove("macvlan_parent"));
+        if let Some(k) = options.keys().next() {
+            return Err(NetworkError::Invalid(format!("network option {k:?} is not known (known: com.docker.network.bridge.name, mtu, parent)")));
+        }
+        if let Some(m) = &mtu {
+            if !m.parse::<u32>().is_ok_and(|v| (576..=65535).contains(&v)) {
+                return Err(NetworkError::Invalid(format!("mtu {m:?} is not a number from 576 to 65535")));
+            }
+        }
+        let taken: Vec<Subnet> = existing.iter().filter_map(|n| Subnet::parse(&n.subnet).ok()).collect();
+        let host = subnet::host_routes();
+        let subnet = if req.subnet.is_empty() {
+            subnet::pick(&taken, &host).ok_or_else(|| NetworkError::Conflict("no free private subnet left to pick: give --subnet".into()))?
+        } else {
+            let s = Subnet::parse(&req.subnet).map_err(NetworkError::Invalid)?;
+            if s.prefix > 30 {
+                return Err(NetworkError::Invalid(format!("subnet {s} is too small (a /30 at most)")));
+            }
+            if let Some(n) = existing.iter().find(|n| Subnet::parse(&n.subnet).is_ok_and(|t| t.overlaps(&s))) {
+                return Err(NetworkError::Conflict(format!("subnet {s} overlaps network {:?} ({})", n.name, n.subnet)));
+            }
+            if let Some((iface, r)) = host.iter().find(|(_, r)| r.overlaps(&s) && r.prefix > 0) {
+                return Err(NetworkError::Conflict(format!("subnet {s} overlaps the host's route {r} on {iface}")));
+            }
+            s
+        };
+        let gateway = if req.gateway.is_empty() {
+            subnet.host(1)
+        } else {
+            let g: Ipv4Addr = req.gateway.parse().map_err(|_| NetworkError::Invalid(format!("gateway {:?} is not an IPv4 address", req.gateway)))?;
+            if !subnet.contains(g) || g == subnet.network() || g == subnet.broadcast() {
+                return Err(NetworkError::Invalid(format!("gateway {g} is not a host address of subnet {subnet}")));
+            }
+            g
+        };
+        let id = crate::content::random_hex(32);
+        if driver == "bridge" && bridge.is_empty() {
+            bridge = format!("berth-{}", &id[..8]);
+        }
+        if bridge.len() > 15 || bridge.contains(['/', ' ', ':']) {
+            return Err(NetworkError::Invalid(format!("bridge name {bridge:?} is not an interface name (15 characters at most)")));
+        }
+        let mut opts = BTreeMap::new();
+        if let Some(m) = mtu {
+            opts.insert("mtu".to_owned(), m);
+        }
+        if let Some(p) = parent {
+            opts.insert("parent".to_owned(), p);
+        }
+        let meta = Meta {
+            id,
+            driver,
+            subnet: subnet.to_string(),
+            gateway: gateway.to_string(),
+            internal: req.internal,
+            bridge,
+            options: opts,
+            labels: req.labels,
+            created: crate::metadata::now_nanos(),
+        };
+        self.write_list(&req.name, &meta)?;
+        let net = self.get(&req.name)?;
+        self.sync_firewall();
+        Ok(net)
+    }
+
+    /// Write the list of an agent-made network (atomically).
+    fn write_list(&self, name: &str, meta: &Meta) -> Result<(), NetworkError> {
+        let ipam = json!({
+            "type": "host-local",
+            "ranges": [[{"subnet": meta.subnet, "gateway": meta.gateway}]],
+            "routes": if meta.internal { json!([]) } else { json!([{"dst": "0.0.0.0/0"}]) },
+            "dataDir": self.cfg.ipam_dir,
+        });
+        let mut first = match meta.driver.as_str() {
+            "macvlan" => {
+                let master = meta.options.get("parent").cloned().unwrap_or_else(subnet::default_route_interface);
+                json!({"type": "macvlan", "master": master, "mode": "bridge", "ipam": ipam})
+            }
+            _ => json!({
+                "type": "bridge",
+                "bridge": meta.bridge,
+                "isGateway": true,
+                "ipMasq": !meta.internal,
+                "hairpinMode": true,
+                "ipam": ipam,
+            }),
+        };
+        first["capabilities"] = json!({"ips": true});
+        if let Some(m) = meta.options.get("mtu").and_then(|m| m.parse::<u32>().ok()) {
+            first["mtu"] = json!(m);
+        }
+        let mut plugins = vec![first];
+        if meta.driver == "bridge" {
+            plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+            plugins.push(json!({"type": "firewall"}));
+        }
+        let doc = json!({"cniVersion": "1.0.0", "name": name, "berth": meta, "plugins": plugins});
+        let path = self.cfg.conf_dir.join(format!("berth-{name}.conflist"));
+        let tmp = self.cfg.conf_dir.join(format!(".berth-{name}.conflist.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).expect("encodes")).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Remove a network the agent made; refused while a container is attached to it.
+    pub fn remove(&self, name: &str) -> Result<Network, NetworkError> {
+        let net = self.get(name)?;
+        if net.name == DEFAULT_NETWORK {
+            return Err(NetworkError::InUse(format!("network {DEFAULT_NETWORK:?} is the default network and cannot be removed")));
+        }
+        let users = self.users(&net.name);
+        if !users.is_empty() {
+            return Err(NetworkError::InUse(format!("network {:?} has containers attached: {}", net.name, users.join(", "))));
+        }
+        let _g = self.conf_lock.lock().unwrap_or_else(|e| e.into_inner());
+        std::fs::remove_file(&net.path).map_err(io(&net.path))?;
+        drop(_g);
+        self.sync_firewall();
+        Ok(net)
+    }
+
+    /// Containers (`ns/id`) attached to network `name`.
+    pub fn users(&self, name: &str) -> Vec<String> {
+        let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = attached
+            .iter()
+            .filter(|(_, a)| a.endpoints.iter().any(|e| e.network == name))
+            .map(|((ns, id), _)| format!("{ns}/{}", &id[..id.len().min(12)]))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The namespace path a container on networks runs in.
+    pub fn netns_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.dir.join(ns).join(id)
+    }
+
+    fn record_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.dir.join(ns).join(format!("{id}.json"))
+    }
+
+    /// A container's attachment, if it has one.
+    pub fn attachment(&self, ns: &str, id: &str) -> Option<Attachment> {
+        self.attached.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())).cloned()
+    }
+
+    fn lock_of(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry((ns.to_owned(), id.to_owned())).or_default().clone()
+    }
+
+    /// Check what an attachment would need, without doing it: the networks
+    /// exist and their plugins are installed, the ports are well formed.
+    pub fn check(&self, endpoints: &[EndpointSpec], ports: &[PortSpec]) -> Result<(), NetworkError> {
+        let lists = ConfList::load_dir(&self.cfg.conf_dir);
+        for e in endpoints {
+            let net = self.get(&e.network)?;
+            let list = lists.get(&net.name).ok_or_else(|| NetworkError::NotFound(e.network.clone()))?;
+            self.cni.check(list)?;
+            if !e.ip.is_empty() {
+                let ip: Ipv4Addr = e.ip.parse().map_err(|_| NetworkError::Invalid(format!("--ip {:?} is not an IPv4 address", e.ip)))?;
+                if let Ok(s) = Subnet::parse(&net.subnet) {
+                    if !s.contains(ip) {
+                        return Err(NetworkError::Invalid(format!("--ip {ip} is not in network {:?}'s subnet {s}", net.name)));
+                    }
+                }
+            }
+        }
+        for p in ports {
+            if p.container_port == 0 {
+                return Err(NetworkError::Invalid("a published container port cannot be 0".into()));
+            }
+            if p.protocol != "tcp" && p.protocol != "udp" {
+                return Err(NetworkError::Invalid(format!("protocol {:?} is not tcp or udp", p.protocol)));
+            }
+            if !p.host_ip.is_empty() && p.host_ip.parse::<Ipv4Addr>().is_err() {
+                return Err(NetworkError::Invalid(format!("host address {:?} is not an IPv4 address", p.host_ip)));
+            }
+        }
+        if !ports.is_empty() && endpoints.is_empty() {
+            return Err(NetworkError::Invalid("ports are published on a network: not with --net none or host".into()));
+        }
+        Ok(())
+    }
+
+    /// Attach container `id` to `endpoints`, publishing `ports` on the first
+    /// one: its namespace made, every network's `ADD` run. On failure
+    /// nothing is left: what was added is deleted again.
+    pub async fn attach(&self, ns: &str, id: &str, endpoints: &[EndpointSpec], ports: &[PortSpec]) -> Result<Attachment, NetworkError> {
+        let lock = self.lock_of(ns, id);
+        let _g = lock.lock().await;
+        if self.attachment(ns, id).is_some() || self.record_path(ns, id).exists() {
+            // Left by a task that ended while the agent was down.
+            self.detach_locked(ns, id).await;
+        }
+        let lists = ConfList::load_dir(&self.cfg.conf_dir);
+        let ports = self.assign_ports(ns, id, ports)?;
+        let mut eps = Vec::new();
+        for (i, e) in endpoints.iter().enumerate() {
+            let net = self.get(&e.network)?;
+            let list = lists.get(&net.name).ok_or_else(|| NetworkError::NotFound(e.network.clone()))?;
+            self.cni.check(list)?;
+            let port_mappings = if i == 0 {
+                ports
+                    .iter()
+                    .map(|p| PortMapping {
+                        host_port: p.host_port,
+                        container_port: p.container_port,
+                        protocol: p.protocol.clone(),
+                        host_ip: p.host_ip.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            eps.push(Endpoint {
+                network: net.name.clone(),
+                network_id: net.id.clone(),
+                ifname: format!("eth{i}"),
+                cni_id: id.to_owned(),
+                aliases: e.aliases.clone(),
+                args: RuntimeArgs { port_mappings, ips: if e.ip.is_empty() { vec![] } else { vec![e.ip.clone()] } },
+                conflist: list.doc.clone(),
+                result: None,
+                addresses: Addresses::default(),
+            });
+        }
+        let path = self.netns_path(ns, id);
+        let mut att = Attachment { netns: path.clone(), endpoints: eps, ports, complete: false };
+        self.save(ns, id, &att)?;
+        let made = {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(d) = p.parent() {
+                    std::fs::create_dir_all(d)?;
+                }
+                netns::create(&p)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        if let Err(e) = made {
+            self.detach_locked(ns, id).await;
+            return Err(NetworkError::Io { path, source: e });
+        }
+        for i in 0..att.endpoints.len() {
+            let ep = &att.endpoints[i];
+            let list = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes"))?;
+            let call = Call { container_id: &ep.cni_id, netns: &path, ifname: &ep.ifname, args: &ep.args };
+            match self.cni.add(&list, &call).await {
+                Ok(result) => {
+                    let ep = &mut att.endpoints[i];
+                    ep.addresses = cni::addresses(&result, &ep.ifname);
+                    ep.result = Some(result);
+                    self.save(ns, id, &att)?;
+                }
+                Err(e) => {
+                    self.detach_locked(ns, id).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        att.complete = true;
+        self.save(ns, id, &att)?;
+        Ok(att)
+    }
+
+    /// Host ports for `ports`: 0 picked, the others checked free.
+    fn assign_ports(&self, ns: &str, id: &str, ports: &[PortSpec]) -> Result<Vec<PortSpec>, NetworkError> {
+        let published: Vec<(String, PortSpec)> = {
+            let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+            attached
+                .iter()
+                .filter(|((n, i), _)| !(n == ns && i == id))
+                .flat_map(|((_, i), a)| a.ports.iter().map(move |p| (i.clone(), p.clone())))
+                .collect()
+        };
+        let mut out: Vec<PortSpec> = Vec::new();
+        for p in ports {
+            let mut p = p.clone();
+            let ip: Ipv4Addr = if p.host_ip.is_empty() { Ipv4Addr::UNSPECIFIED } else { p.host_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED) };
+            let clash = |q: &PortSpec| {
+                q.protocol == p.protocol && q.host_port == p.host_port && (q.host_ip.is_empty() || p.host_ip.is_empty() || q.host_ip == p.host_ip)
+            };
+            if p.host_port == 0 {
+                p.host_port = free_port(ip, &p.protocol).map_err(|e| NetworkError::Conflict(format!("picking a free host port: {e}")))?;
+            } else {
+                if let Some((other, _)) = published.iter().find(|(_, q)| clash(q)) {
+                    return Err(NetworkError::Conflict(format!(
+                        "host port {}/{} is already published by container {}",
+                        p.host_port,
+                        p.protocol,
+                        &other[..other.len().min(12)]
+                    )));
+                }
+                if out.iter().any(clash) {
+                    return Err(NetworkError::Invalid(format!("host port {}/{} is published twice", p.host_port, p.protocol)));
+                }
+                if let Err(e) = port_free(ip, p.host_port, &p.protocol) {
+                    return Err(NetworkError::InUse(format!("host port {ip}:{}/{} is in use: {e}", p.host_port, p.protocol)));
+                }
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn save(&self, ns: &str, id: &str, att: &Attachment) -> Result<(), NetworkError> {
+        let path = self.record_path(ns, id);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(io(d))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(att).expect("encodes")).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.attached.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()), att.clone());
+        Ok(())
+    }
+
+    /// Detach a container from its networks and remove its namespace.
+    /// Failures are logged: what can be released is.
+    pub async fn detach(&self, ns: &str, id: &str) {
+        let lock = self.lock_of(ns, id);
+        let _g = lock.lock().await;
+        self.detach_locked(ns, id).await;
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+    }
+
+    async fn detach_locked(&self, ns: &str, id: &str) {
+        let record = self.record_path(ns, id);
+        let att = self
+            .attachment(ns, id)
+            .or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
+        let path = self.netns_path(ns, id);
+        if let Some(att) = &att {
+            for ep in att.endpoints.iter().rev() {
+                let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else { continue };
+                let call = Call { container_id: &ep.cni_id, netns: &path, ifname: &ep.ifname, args: &ep.args };
+                if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
+                    tracing::warn!(container = %id, network = %ep.network, error = %e, "detaching from a network");
+                }
+            }
+        }
+        let p = path.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || netns::remove(&p)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+            tracing::warn!(path = %path.display(), error = %e, "removing a network namespace");
+        }
+        let _ = std::fs::remove_file(&record);
+        self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+    }
+
+    /// After a restart: detach every container `keep` does not name (its
+    /// task is gone); returns how many were released.
+    pub async fn reconcile(&self, keep: &dyn Fn(&str, &str) -> bool) -> usize {
+        let mut stale: Vec<Key> = read_attachments(&self.dir).into_iter().map(|(k, _)| k).filter(|(ns, id)| !keep(ns, id)).collect();
+        // Namespaces with no record (the record is written first, so only a crash inside `remove` leaves these).
+        if let Ok(nss) = std::fs::read_dir(&self.dir) {
+            for ns in nss.flatten().filter(|e| e.path().is_dir()) {
+                let nsname = ns.file_name().to_string_lossy().into_owned();
+                for f in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if !name.contains('.') && !keep(&nsname, &name) && !stale.iter().any(|(n, i)| n == &nsname && i == &name) {
+                        stale.push((nsname.clone(), name));
+                    }
+                }
+            }
+        }
+        for (ns, id) in &stale {
+            self.detach(ns, id).await;
+        }
+        stale.len()
+    }
+
+    /// Keep the firewall's isolation rules in line with the networks.
+    pub fn sync_firewall(&self) {
+        let nets = self.list();
+        if let Err(e) = firewall::sync(&self.cfg.conf_dir, &nets) {
+            tracing::warn!(error = %e, "setting the isolation rules of the networks");
+        }
+    }
+}
+
+/// Attachment records under `dir` (`<ns>/<id>.json`).
+fn read_attachments(dir: &Path) -> Vec<(Key, Attachment)> {
+    let mut out = Vec::new();
+    let Ok(nss) = std::fs::read_dir(dir) else { return out };
+    for ns in nss.flatten().filter(|e| e.path().is_dir()) {
+        let nsname = ns.file_name().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json") else { continue };
+            match std::fs::read(f.path()).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()) {
+                Some(a) => out.push(((nsname.clone(), id.to_owned()), a)),
+                None => tracing::warn!(path = %f.path().display(), "an unreadable network attachment record"),
+            }
+        }
+    }
+    out
+}
+
+/// A network name: as docker takes them.
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(NetworkError::Invalid(format!(
+            "network name {:?} is not valid: [a-zA-Z0-9][a-zA-Z0-9_.-]*, 64 characters at most",
+            berth_common::text::printable(name)
+        )));
+    }
+    if matches!(name, "none" | "host" | "default") {
+        return Err(NetworkError::Invalid(format!("{name:?} is a network mode, not a network name")));
+    }
+    Ok(())
+}
+
+/// A free host port (picked by the kernel).
+fn free_port(ip: Ipv4Addr, protocol: &str) -> std::io::Result<u16> {
+    if protocol == "udp" {
+        Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+    } else {
+        Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+    }
+}
+
+/// Whether a host port can be bound now.
+fn port_free(ip: Ipv4Addr, port: u16, protocol: &str) -> std::io::Result<()> {
+    if protocol == "udp" {
+        std::net::UdpSocket::bind((ip, port)).map(drop)
+    } else {
+        std::net::TcpListener::bind((ip, port)).map(drop)
+    }
+}
