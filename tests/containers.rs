@@ -138,7 +138,7 @@ fn removing_a_container_discards_its_writable_layer_and_commit_keeps_it() {
     }
     assert!(!diff.contains("/bin/busybox"), "{diff}");
     // The runtime's mount points are not the user's changes.
-    for hidden in ["A /proc", "A /dev", "A /sys"] {
+    for hidden in ["A /proc", "A /dev", "A /sys", "A /etc/hosts", "A /etc/resolv.conf", "A /etc/hostname"] {
         assert!(!lines.contains(hidden), "{hidden} listed:\n{diff}");
     }
     let id = d.ok(&["commit", "-m", "add f", "w", "withfile:v1"]).trim().to_owned();
@@ -263,10 +263,12 @@ async fn api_errors_carry_the_right_status() {
 #[test]
 fn isolation_resources_and_mounts_reach_the_container() {
     let d = daemon_with_busybox(&[]);
-    // Network none (the default): only lo. Host: the host's interfaces.
-    let own = d.ok(&["run", "--rm", "busybox", "cat", "/proc/net/dev"]);
+    // Network none: only lo. The default network: lo and eth0. Host: the host's interfaces.
+    let own = d.ok(&["run", "--rm", "--net", "none", "busybox", "cat", "/proc/net/dev"]);
     let ifaces = |s: &str| s.lines().skip(2).filter_map(|l| l.split(':').next()).map(|n| n.trim().to_owned()).collect::<Vec<_>>();
     assert_eq!(ifaces(&own), vec!["lo"], "{own}");
+    let bridged = d.ok(&["run", "--rm", "busybox", "cat", "/proc/net/dev"]);
+    assert_eq!(ifaces(&bridged), vec!["lo", "eth0"], "{bridged}");
     let host = d.ok(&["run", "--rm", "--net", "host", "busybox", "cat", "/proc/net/dev"]);
     assert_eq!(ifaces(&host).len(), ifaces(&std::fs::read_to_string("/proc/net/dev").unwrap()).len());
     // Bind mounts, read-only and not; tmpfs; a read-only root.

@@ -5,6 +5,7 @@ mod containers;
 mod content;
 mod events;
 mod images;
+mod networks;
 mod output;
 mod registry;
 mod snapshots;
@@ -144,6 +145,11 @@ enum Command {
     /// Inspect the content store (blobs by digest)
     #[command(subcommand)]
     Content(content::ContentCommand),
+    /// Manage networks (CNI configuration lists)
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
+    /// List a container's published ports
+    Port(networks::PortArgs),
     /// Show the client's and the agent's versions
     Version,
     /// Show how the agent is configured and what it holds
@@ -183,6 +189,9 @@ impl Conn {
     }
     pub fn builder(&self) -> v1::builder_client::BuilderClient<Svc> {
         v1::builder_client::BuilderClient::with_interceptor(self.channel.clone(), self.ns.clone()).max_decoding_message_size(64 << 20)
+    }
+    pub fn networks(&self) -> v1::networks_client::NetworksClient<Svc> {
+        v1::networks_client::NetworksClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
     pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
         v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())
@@ -239,6 +248,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Rmi(a) => images::rm(&conn, a).await,
         Command::Snapshot(c) => snapshots::run(&conn, c).await,
         Command::Content(c) => content::run(&conn, c).await,
+        Command::Network(c) => networks::run(&conn, c).await,
+        Command::Port(a) => networks::port(&conn, a).await,
         Command::Version => system::version(&conn).await,
         Command::Info => system::info(&conn).await,
     }

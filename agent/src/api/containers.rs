@@ -71,9 +71,8 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         .ports
         .into_iter()
         .map(|p| {
-            let port = |v: u32, what: &str| {
-                u16::try_from(v).map_err(|_| Status::invalid_argument(format!("{what} port {v} is not 0 to 65535")))
-            };
+            let port =
+                |v: u32, what: &str| u16::try_from(v).map_err(|_| Status::invalid_argument(format!("{what} port {v} is not 0 to 65535")));
             let protocol = if p.protocol.is_empty() { "tcp".to_owned() } else { p.protocol.to_ascii_lowercase() };
             Ok(crate::network::PortSpec {
                 host_ip: p.host_ip,

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod images;
+pub mod networks;
 pub mod registry;
 pub mod snapshots;
 pub mod tasks;

@@ -182,12 +182,22 @@ impl Containers {
         Ok(())
     }
 
-    fn create_resolved(&self, ns: &str, mut req: CreateRequest, resolved: &crate::image::Resolved) -> Result<ContainerRecord, ContainerError> {
+    fn create_resolved(
+        &self,
+        ns: &str,
+        mut req: CreateRequest,
+        resolved: &crate::image::Resolved,
+    ) -> Result<ContainerRecord, ContainerError> {
         let image = &resolved.record;
         if req.config.publish_all {
             for (port, protocol) in exposed_ports(&resolved.config_json) {
                 if !req.config.ports.iter().any(|p| p.container_port == port && p.protocol == protocol) {
-                    req.config.ports.push(crate::network::PortSpec { host_ip: String::new(), host_port: 0, container_port: port, protocol });
+                    req.config.ports.push(crate::network::PortSpec {
+                        host_ip: String::new(),
+                        host_port: 0,
+                        container_port: port,
+                        protocol,
+                    });
                 }
             }
         }
@@ -374,19 +384,31 @@ pub struct Committed {
     pub config: Digest,
 }
 
+/// The files every container has bind-mounted over its image's, whose mount
+/// points the runtime makes in the writable layer when the image lacks them.
+const NETWORK_FILES: [&str; 3] = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"];
+
 impl Containers {
     /// docker diff: what changed in the container's writable layer. The
     /// empty directories the runtime made as mount points (`/proc`, `/dev`,
     /// ...) are not changes the user made and are left out, as docker does.
     pub fn changes(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<diff::Change>, ContainerError> {
         let changes = self.snapshots.changes(ns, &rec.snapshot_key)?;
-        let destinations: Vec<&str> = rec.spec.mounts().iter().flatten().filter_map(|m| m.destination().to_str()).collect();
+        // The spec's mounts, and the files networking binds over the image's (see runtime/network.rs).
+        let mut destinations: Vec<&str> = rec.spec.mounts().iter().flatten().filter_map(|m| m.destination().to_str()).collect();
+        destinations.extend(NETWORK_FILES);
         // A mount point, or a directory on the way to one.
         let on_mount_path = |p: &str| destinations.iter().any(|d| *d == p || d.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')));
         // An added directory that holds nothing but such paths. Changes are sorted by path, so
         // those below a directory are one run.
         let mount_point = |c: &diff::Change| {
-            if c.kind != diff::ChangeKind::Added || !c.is_dir || !on_mount_path(&c.path) {
+            // The empty file the runtime made to bind one of the network files over.
+            if c.kind == diff::ChangeKind::Added && !c.is_dir && NETWORK_FILES.contains(&c.path.as_str()) {
+                return true;
+            }
+            // A directory changed only by those files being made in it.
+            let made_for_mounts = c.kind == diff::ChangeKind::Added || (c.kind == diff::ChangeKind::Modified && c.path == "/etc");
+            if !made_for_mounts || !c.is_dir || !on_mount_path(&c.path) {
                 return false;
             }
             let prefix = format!("{}/", c.path);
@@ -518,6 +540,21 @@ fn generated_name(image: &str, id: &str) -> String {
     format!("{}-{}", base.chars().take(60).collect::<String>(), &id[..6])
 }
 
+/// The image config's `ExposedPorts` (`"80/tcp"`, `"53/udp"`, `"8080"`), as (port, protocol).
+pub fn exposed_ports(config_json: &[u8]) -> Vec<(u16, String)> {
+    let doc: serde_json::Value = serde_json::from_slice(config_json).unwrap_or_default();
+    let Some(ports) = doc.pointer("/config/ExposedPorts").and_then(serde_json::Value::as_object) else { return Vec::new() };
+    ports
+        .keys()
+        .filter_map(|k| {
+            let (port, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
+            let proto = proto.to_ascii_lowercase();
+            (proto == "tcp" || proto == "udp").then_some(())?;
+            Some((port.parse().ok().filter(|p| *p > 0)?, proto))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,19 +576,4 @@ mod tests {
         assert_eq!(generated_name("localhost:5000/team/app@sha256:abc", &id), "app-3fa9c1");
         assert!(validate_name(&generated_name("x/_weird:tag", &id)).is_ok());
     }
-}
-
-/// The image config's `ExposedPorts` (`"80/tcp"`, `"53/udp"`, `"8080"`), as (port, protocol).
-pub fn exposed_ports(config_json: &[u8]) -> Vec<(u16, String)> {
-    let doc: serde_json::Value = serde_json::from_slice(config_json).unwrap_or_default();
-    let Some(ports) = doc.pointer("/config/ExposedPorts").and_then(serde_json::Value::as_object) else { return Vec::new() };
-    ports
-        .keys()
-        .filter_map(|k| {
-            let (port, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
-            let proto = proto.to_ascii_lowercase();
-            (proto == "tcp" || proto == "udp").then_some(())?;
-            Some((port.parse().ok().filter(|p| *p > 0)?, proto))
-        })
-        .collect()
 }

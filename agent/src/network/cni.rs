@@ -321,11 +321,20 @@ mod tests {
     #[test]
     fn lists_and_single_plugins_parse_and_bad_ones_are_refused() {
         let p = Path::new("x.conflist");
-        let l = ConfList::parse(p, br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#).unwrap();
+        let l = ConfList::parse(
+            p,
+            br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+        )
+        .unwrap();
         assert_eq!((l.name.as_str(), l.plugins.len()), ("n", 2));
         let one = ConfList::parse(p, br#"{"cniVersion":"0.4.0","name":"m","type":"macvlan"}"#).unwrap();
         assert_eq!(plugin_type(&one.plugins[0]), "macvlan");
-        for bad in [&br#"{"plugins":[{"type":"bridge"}]}"#[..], br#"{"name":"n","plugins":[]}"#, br#"{"name":"n","plugins":[{"type":"../../bin/sh"}]}"#, b"nope"] {
+        for bad in [
+            &br#"{"plugins":[{"type":"bridge"}]}"#[..],
+            br#"{"name":"n","plugins":[]}"#,
+            br#"{"name":"n","plugins":[{"type":"../../bin/sh"}]}"#,
+            b"nope",
+        ] {
             assert!(ConfList::parse(p, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
@@ -362,7 +371,10 @@ mod tests {
     fn a_plugin_error_reads_as_its_message() {
         use std::os::unix::process::ExitStatusExt;
         let s = std::process::ExitStatus::from_raw(256);
-        assert_eq!(error_text(br#"{"code":7,"msg":"no IP addresses available","details":"range full"}"#, b"", s), "no IP addresses available: range full");
+        assert_eq!(
+            error_text(br#"{"code":7,"msg":"no IP addresses available","details":"range full"}"#, b"", s),
+            "no IP addresses available: range full"
+        );
         assert_eq!(error_text(b"", b"boom\n", s), "boom");
         assert!(error_text(b"", b"", s).contains("exit"));
     }

@@ -21,11 +21,8 @@ pub fn chain(conf_dir: &Path) -> String {
 
 /// The rules for `nets` (the agent's bridge networks), each as iptables arguments after `-A CHAIN`.
 pub fn rules(nets: &[Network]) -> Vec<Vec<String>> {
-    let bridges: Vec<(&str, bool)> = nets
-        .iter()
-        .filter(|n| n.managed && n.driver == "bridge")
-        .filter_map(|n| bridge_of(n).map(|b| (b, n.internal)))
-        .collect();
+    let bridges: Vec<(&str, bool)> =
+        nets.iter().filter(|n| n.managed && n.driver == "bridge").filter_map(|n| bridge_of(n).map(|b| (b, n.internal))).collect();
     let mut out = Vec::new();
     for (b, internal) in &bridges {
         if *internal {
@@ -47,6 +44,16 @@ fn bridge_of(n: &Network) -> Option<&str> {
 
 /// Make the chain hold exactly the rules for `nets`, and `FORWARD` jump to it.
 pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
+    // Agents sharing a conf dir share the chain: one rebuilds it at a time
+    // (each holder's iptables calls are bounded, so the wait is too).
+    let lock_path = conf_dir.join(".berth-firewall.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
     let ch = chain(conf_dir);
     let _ = iptables(&["-N", &ch]);
     iptables(&["-F", &ch])?;

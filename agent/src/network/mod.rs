@@ -289,14 +289,7 @@ impl Networks {
         for (key, a) in read_attachments(&dir) {
             attached.insert(key, a);
         }
-        let this = Arc::new(Networks {
-            cfg,
-            cni,
-            dir,
-            attached: Mutex::new(attached),
-            locks: Mutex::default(),
-            conf_lock: Mutex::new(()),
-        });
+        let this = Arc::new(Networks { cfg, cni, dir, attached: Mutex::new(attached), locks: Mutex::default(), conf_lock: Mutex::new(()) });
         this.ensure_default()?;
         Ok(this)
     }
@@ -362,7 +355,9 @@ impl Networks {
         let mtu = options.remove("mtu").or_else(|| options.remove("com.docker.network.driver.mtu"));
         let parent = options.remove("parent").or_else(|| options.remove("macvlan_parent"));
         if let Some(k) = options.keys().next() {
-            return Err(NetworkError::Invalid(format!("network option {k:?} is not known (known: com.docker.network.bridge.name, mtu, parent)")));
+            return Err(NetworkError::Invalid(format!(
+                "network option {k:?} is not known (known: com.docker.network.bridge.name, mtu, parent)"
+            )));
         }
         if let Some(m) = &mtu {
             if !m.parse::<u32>().is_ok_and(|v| (576..=65535).contains(&v)) {
@@ -372,7 +367,8 @@ impl Networks {
         let taken: Vec<Subnet> = existing.iter().filter_map(|n| Subnet::parse(&n.subnet).ok()).collect();
         let host = subnet::host_routes();
         let subnet = if req.subnet.is_empty() {
-            subnet::pick(&taken, &host).ok_or_else(|| NetworkError::Conflict("no free private subnet left to pick: give --subnet".into()))?
+            subnet::pick(&taken, &host)
+                .ok_or_else(|| NetworkError::Conflict("no free private subnet left to pick: give --subnet".into()))?
         } else {
             let s = Subnet::parse(&req.subnet).map_err(NetworkError::Invalid)?;
             if s.prefix > 30 {
@@ -389,7 +385,8 @@ impl Networks {
         let gateway = if req.gateway.is_empty() {
             subnet.host(1)
         } else {
-            let g: Ipv4Addr = req.gateway.parse().map_err(|_| NetworkError::Invalid(format!("gateway {:?} is not an IPv4 address", req.gateway)))?;
+            let g: Ipv4Addr =
+                req.gateway.parse().map_err(|_| NetworkError::Invalid(format!("gateway {:?} is not an IPv4 address", req.gateway)))?;
             if !subnet.contains(g) || g == subnet.network() || g == subnet.broadcast() {
                 return Err(NetworkError::Invalid(format!("gateway {g} is not a host address of subnet {subnet}")));
             }
@@ -640,9 +637,12 @@ impl Networks {
         let mut out: Vec<PortSpec> = Vec::new();
         for p in ports {
             let mut p = p.clone();
-            let ip: Ipv4Addr = if p.host_ip.is_empty() { Ipv4Addr::UNSPECIFIED } else { p.host_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED) };
+            let ip: Ipv4Addr =
+                if p.host_ip.is_empty() { Ipv4Addr::UNSPECIFIED } else { p.host_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED) };
             let clash = |q: &PortSpec| {
-                q.protocol == p.protocol && q.host_port == p.host_port && (q.host_ip.is_empty() || p.host_ip.is_empty() || q.host_ip == p.host_ip)
+                q.protocol == p.protocol
+                    && q.host_port == p.host_port
+                    && (q.host_ip.is_empty() || p.host_ip.is_empty() || q.host_ip == p.host_ip)
             };
             if p.host_port == 0 {
                 p.host_port = free_port(ip, &p.protocol).map_err(|e| NetworkError::Conflict(format!("picking a free host port: {e}")))?;
@@ -690,13 +690,14 @@ impl Networks {
 
     async fn detach_locked(&self, ns: &str, id: &str) {
         let record = self.record_path(ns, id);
-        let att = self
-            .attachment(ns, id)
-            .or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
+        let att =
+            self.attachment(ns, id).or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
         let path = self.netns_path(ns, id);
         if let Some(att) = &att {
             for ep in att.endpoints.iter().rev() {
-                let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else { continue };
+                let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else {
+                    continue;
+                };
                 let call = Call { container_id: &ep.cni_id, netns: &path, ifname: &ep.ifname, args: &ep.args };
                 if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
                     tracing::warn!(container = %id, network = %ep.network, error = %e, "detaching from a network");
@@ -704,7 +705,9 @@ impl Networks {
             }
         }
         let p = path.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || netns::remove(&p)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || netns::remove(&p)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        {
             tracing::warn!(path = %path.display(), error = %e, "removing a network namespace");
         }
         let _ = std::fs::remove_file(&record);

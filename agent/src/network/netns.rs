@@ -143,13 +143,9 @@ mod tests {
         let p = ns.clone();
         let up = std::thread::spawn(move || {
             let f = std::fs::File::open(&p).unwrap();
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap();
-            std::fs::read_to_string("/sys/class/net/lo/operstate").ok();
-            let flags = std::fs::read_to_string("/proc/net/dev").unwrap();
+            rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network))
+                .unwrap();
+            let flags = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
             let sock = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::DGRAM, None).unwrap();
             let mut req = IfreqFlags { name: [0; 16], flags: 0, _pad: [0; 22] };
             req.name[..2].copy_from_slice(b"lo");

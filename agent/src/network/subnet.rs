@@ -90,7 +90,10 @@ pub fn default_route_interface() -> String {
 /// The first /24 of 10.78.0.0/15 and then of 172.30.0.0/15 that overlaps
 /// neither a network's subnet nor a host route.
 pub fn pick(taken: &[Subnet], host: &[(String, Subnet)]) -> Option<Subnet> {
-    let pools = [Subnet { addr: u32::from(Ipv4Addr::new(10, 78, 0, 0)), prefix: 15 }, Subnet { addr: u32::from(Ipv4Addr::new(172, 30, 0, 0)), prefix: 15 }];
+    let pools = [
+        Subnet { addr: u32::from(Ipv4Addr::new(10, 78, 0, 0)), prefix: 15 },
+        Subnet { addr: u32::from(Ipv4Addr::new(172, 30, 0, 0)), prefix: 15 },
+    ];
     for pool in pools {
         let count = 1u32 << (24 - pool.prefix);
         for i in 0..count {

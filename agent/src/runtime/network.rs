@@ -49,7 +49,8 @@ impl Tasks {
             NetworkMode::None => (None, own_dir, Vec::new(), true),
             NetworkMode::Networks => {
                 let att = self.networks.attach(ns, &rec.id, &endpoints(rec), &rec.config.ports).await?;
-                let ips = att.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+                let ips =
+                    att.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).filter_map(|a| a.split('/').next()?.parse().ok()).collect();
                 (Some(att.netns), own_dir, ips, true)
             }
             NetworkMode::Container(target) => {
@@ -61,7 +62,8 @@ impl Tasks {
         let joined = !matches!(rec.config.network, NetworkMode::Container(_));
         if joined {
             let (servers, search) = files::host_resolvers(own_netns);
-            let extra_hosts = rec.config.extra_hosts.iter().filter_map(|h| h.split_once(':').map(|(n, i)| (n.to_owned(), i.to_owned()))).collect();
+            let extra_hosts =
+                rec.config.extra_hosts.iter().filter_map(|h| h.split_once(':').map(|(n, i)| (n.to_owned(), i.to_owned()))).collect();
             let input = files::Input {
                 hostname,
                 ips,
@@ -73,7 +75,8 @@ impl Tasks {
                 default_search: search,
             };
             let dir = files_dir.clone();
-            let written = tokio::task::spawn_blocking(move || files::write(&dir, &input)).await.map_err(|e| TaskError::Internal(e.to_string()))?;
+            let written =
+                tokio::task::spawn_blocking(move || files::write(&dir, &input)).await.map_err(|e| TaskError::Internal(e.to_string()))?;
             if let Err(e) = written {
                 self.release_network(ns, &rec.id);
                 return Err(TaskError::Io { path: files_dir, source: e });
@@ -90,7 +93,8 @@ impl Tasks {
             return Ok(att.netns);
         }
         let task = self.live_task(ns, target).filter(|t| t.exit.borrow().is_none());
-        let not_running = || TaskError::FailedPrecondition(format!("cannot join the network of container {}: it is not running", short(target)));
+        let not_running =
+            || TaskError::FailedPrecondition(format!("cannot join the network of container {}: it is not running", short(target)));
         let task = task.ok_or_else(not_running)?;
         let state = self.shim_state(&task).await?;
         if state.init.pid == 0 || state.init.status != super::ProcessStatus::Running {

@@ -116,6 +116,10 @@ impl ContainerService {
         match &config.network {
             NetworkMode::Container(target) => {
                 let t = find(&self.core, ns, target).await?;
+                // Its /etc/hosts and /etc/hostname are shared: so is its name, as docker does.
+                if config.hostname.is_none() {
+                    config.hostname = t.spec.hostname().clone();
+                }
                 config.network = NetworkMode::Container(t.id);
                 if !config.ports.is_empty() {
                     return Err(Error::InvalidArgument("ports are published by the container whose network is shared".into()));
@@ -129,7 +133,8 @@ impl ContainerService {
                 };
                 for e in &endpoints {
                     for a in &e.aliases {
-                        if a.is_empty() || a.len() > 253 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+                        if a.is_empty() || a.len() > 253 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                        {
                             return Err(Error::InvalidArgument(format!("network alias {a:?} is not a host name")));
                         }
                     }
@@ -194,7 +199,11 @@ impl ContainerService {
                 _ => f.matches_label(&rec.labels).unwrap_or(false),
             })
         };
-        Ok(recs.into_iter().zip(statuses).filter(|(r, s)| keep(r, s)).map(|(record, status)| {
+        Ok(recs
+            .into_iter()
+            .zip(statuses)
+            .filter(|(r, s)| keep(r, s))
+            .map(|(record, status)| {
                 let network = self.core.networks.attachment(ns, &record.id);
                 ContainerView { record, status, network }
             })

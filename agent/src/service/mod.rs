@@ -14,6 +14,7 @@ mod core;
 mod error;
 pub mod events;
 pub mod images;
+pub mod networks;
 pub mod snapshots;
 pub mod system;
 pub mod tasks;
@@ -37,6 +38,7 @@ pub struct Services {
     pub containers: containers::ContainerService,
     pub tasks: tasks::TaskService,
     pub events: events::EventService,
+    pub networks: networks::NetworkService,
     pub system: system::SystemService,
 }
 
@@ -51,6 +53,7 @@ impl Services {
             containers: containers::ContainerService::new(core.clone()),
             tasks: tasks::TaskService::new(core.clone()),
             events: events::EventService::new(core.clone()),
+            networks: networks::NetworkService::new(core.clone()),
             system: system::SystemService::new(core),
         }
     }

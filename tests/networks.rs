@@ -1,0 +1,232 @@
+//! Container networks through the CNI plugins: the default bridge,
+//! published ports reached from the host, user networks that isolate, a
+//! container sharing another's network, and nothing left behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn daemon_with_busybox() -> Daemon {
+    require_tool("runc", "runc");
+    require_tool("iptables", "iptables");
+    assert!(
+        std::path::Path::new("/usr/lib/cni/bridge").exists(),
+        "the CNI plugins are missing: install Debian's containernetworking-plugins (scripts/install-test-deps.sh)"
+    );
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    d
+}
+
+/// `GET /index.html` on 127.0.0.1:`port`, retried for up to 10 s (the server starts).
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })();
+        match attempt {
+            Ok(b) if b.contains("200 OK") => return b,
+            other => assert!(Instant::now() < deadline, "no page from 127.0.0.1:{port}: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A directory with the page the servers serve.
+fn www(d: &Daemon) -> String {
+    let dir = d.dir.path().join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "hello from berth\n").unwrap();
+    format!("{}:/www:ro", dir.display())
+}
+
+/// Whatever a container's networks leave on the machine, named by its id:
+/// its namespace and record, address allocations, NAT rules.
+fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(d.state.join("netns/default")).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(id) {
+            found.push(e.path().display().to_string());
+        }
+    }
+    for net in std::fs::read_dir("/run/berth/ipam").into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            if std::fs::read_to_string(f.path()).unwrap_or_default().contains(id) {
+                found.push(f.path().display().to_string());
+            }
+        }
+    }
+    let nat = std::process::Command::new("iptables-save").arg("-t").arg("nat").output().unwrap();
+    for l in String::from_utf8_lossy(&nat.stdout).lines().filter(|l| l.contains(id)) {
+        found.push(l.to_owned());
+    }
+    found
+}
+
+fn wait_no_leftovers(d: &Daemon, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = leftovers(d, id);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left behind by {id}: {left:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn id_of(d: &Daemon, name: &str) -> String {
+    d.ok(&["ps", "-a", "-q", "--no-trunc", "--filter", &format!("name=={name}")]).trim().to_owned()
+}
+
+#[test]
+fn published_ports_reach_the_container_and_nothing_is_left() {
+    let d = daemon_with_busybox();
+    let www = www(&d);
+    // The default network: an address on eth0, the files written by the agent.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-h",
+        "box1",
+        "--add-host",
+        "db:10.9.9.9",
+        "--dns",
+        "10.1.1.1",
+        "busybox",
+        "sh",
+        "-c",
+        "busybox ip -4 -o addr show eth0; cat /etc/hostname /etc/hosts /etc/resolv.conf",
+    ]);
+    assert!(out.contains("eth0") && out.contains("inet 10.77."), "{out}");
+    assert!(out.contains("box1\n") && out.contains("10.9.9.9\tdb") && out.contains("nameserver 10.1.1.1"), "{out}");
+
+    // A fixed host port, on the host's loopback.
+    let port = free_port();
+    let p = format!("127.0.0.1:{port}:8080");
+    d.ok(&["run", "-d", "--name", "web", "-p", &p, "-v", &www, "busybox", "busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]);
+    assert!(http_get(port).contains("hello from berth"));
+    // A picked host port, shown by `port`.
+    d.ok(&["run", "-d", "--name", "web2", "-p", "8080", "-v", &www, "busybox", "busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]);
+    let shown = d.ok(&["port", "web2", "8080"]);
+    let picked: u16 = shown.trim().rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("{shown}"));
+    assert!(http_get(picked).contains("hello from berth"));
+    assert!(d.ok(&["port", "web2"]).contains(&format!("8080/tcp -> 0.0.0.0:{picked}")));
+
+    // Bad input: one clear line each, nothing made.
+    let taken = d.ctl(&["run", "-d", "--name", "web3", "-p", &p, "busybox", "sleep", "30"]);
+    assert!(!taken.status.success());
+    let err = String::from_utf8_lossy(&taken.stderr).into_owned();
+    assert!(err.contains("already published"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for bad in ["80:", "x:80", "1.2.3:80:80", "80/sctp", "70000"] {
+        let o = d.ctl(&["run", "--rm", "-p", bad, "busybox", "true"]);
+        assert!(!o.status.success(), "-p {bad} accepted");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("invalid -p"), "{bad}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let unknown = d.ctl(&["run", "--rm", "--net", "no-such-net", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"), "{}", String::from_utf8_lossy(&unknown.stderr));
+
+    let ids = [id_of(&d, "web"), id_of(&d, "web2")];
+    d.ok(&["rm", "-f", "web", "web2"]);
+    for id in &ids {
+        wait_no_leftovers(&d, id);
+    }
+}
+
+#[test]
+fn user_networks_isolate_and_a_container_can_share_another_s_network() {
+    let d = daemon_with_busybox();
+    let www = www(&d);
+    let tag = std::process::id() % 200;
+    let (a, b) = (format!("tnet{tag}a"), format!("tnet{tag}b"));
+    let (sa, sb) = (format!("10.201.{tag}.0/24"), format!("10.202.{tag}.0/24"));
+    d.ok(&["network", "create", "--subnet", &sa, &a]);
+    d.ok(&["network", "create", "--subnet", &sb, &b]);
+    let ls = d.ok(&["network", "ls"]);
+    assert!(ls.contains(&a) && ls.contains(&sa) && ls.contains("bridge"), "{ls}");
+    // Overlap and a taken name: refused.
+    let o = d.ctl(&["network", "create", "--subnet", &format!("10.201.{tag}.128/25"), "tnet-overlap"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overlaps"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!d.ctl(&["network", "create", &a]).status.success());
+
+    d.ok(&["run", "-d", "--name", "srv", "--net", &a, "-v", &www, "busybox", "busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]);
+    let ip = d.ok(&["exec", "srv", "busybox", "hostname", "-i"]).trim().to_owned();
+    assert!(ip.starts_with(&format!("10.201.{tag}.")), "{ip}");
+    // busybox-static's wget crashes (a glibc NSS lookup in a static binary): nc speaks HTTP here.
+    let get = format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {ip} 8080");
+    // Same network: reached (the server may take a moment to listen).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = d.ctl(&["run", "--rm", "--net", &a, "busybox", "sh", "-c", &get]);
+        if String::from_utf8_lossy(&o.stdout).contains("200 OK") {
+            assert!(String::from_utf8_lossy(&o.stdout).contains("hello from berth"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reached on its own network: {}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Another network: not reached.
+    let o = d.ctl(&["run", "--rm", "--net", &b, "busybox", "sh", "-c", &get]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("200 OK"), "reached from another network");
+    // Sharing srv's network: same address, its server on localhost.
+    let o = d.ok(&[
+        "run",
+        "--rm",
+        "--net",
+        "container:srv",
+        "busybox",
+        "sh",
+        "-c",
+        "busybox hostname -i; printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 127.0.0.1 8080",
+    ]);
+    assert!(o.contains(&ip) && o.contains("hello from berth"), "{o}");
+
+    // In use: refused; then removed.
+    let o = d.ctl(&["network", "rm", &a]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("containers attached"), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = id_of(&d, "srv");
+    d.ok(&["rm", "-f", "srv"]);
+    wait_no_leftovers(&d, &id);
+    d.ok(&["network", "rm", &a, &b]);
+    assert!(!d.ok(&["network", "ls", "-q"]).contains(&a));
+}
+
+#[test]
+fn a_container_keeps_its_address_and_port_across_an_agent_crash() {
+    let mut d = daemon_with_busybox();
+    let www = www(&d);
+    let port = free_port();
+    let p = format!("127.0.0.1:{port}:8080");
+    d.ok(&["run", "-d", "--name", "web", "-p", &p, "-v", &www, "busybox", "busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]);
+    d.ok(&["run", "-d", "--name", "short", "busybox", "sleep", "1"]);
+    let ip = d.ok(&["exec", "web", "busybox", "hostname", "-i"]).trim().to_owned();
+    let short = id_of(&d, "short");
+    d.kill9();
+    // `short` exits and is... left for the agent to find when it is back.
+    std::thread::sleep(Duration::from_millis(1500));
+    d.spawn();
+    assert!(http_get(port).contains("hello from berth"));
+    assert_eq!(d.ok(&["exec", "web", "busybox", "hostname", "-i"]).trim(), ip);
+    assert!(d.ok(&["port", "web"]).contains(&port.to_string()));
+    // The one that ended while the agent was down gave its network back.
+    wait_no_leftovers(&d, &short);
+    let web = id_of(&d, "web");
+    d.ok(&["rm", "-f", "web", "short"]);
+    wait_no_leftovers(&d, &web);
+}
