@@ -273,7 +273,7 @@ fn isolation_resources_and_mounts_reach_the_container() {
     // Veths of other tests' containers come and go: the host's lasting interfaces are there.
     let mine = ifaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
     let theirs = ifaces(&host);
-    for i in mine.iter().filter(|i| !i.starts_with("veth")) {
+    for i in mine.iter().filter(|i| !i.starts_with("veth") && !i.starts_with("berth")) {
         assert!(theirs.contains(i), "{i} missing from {theirs:?}");
     }
     // Bind mounts, read-only and not; tmpfs; a read-only root.
