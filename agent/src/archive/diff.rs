@@ -111,10 +111,18 @@ pub fn changes(dir: &Path, mode: WhiteoutMode, base: &[PathBuf]) -> Result<Vec<C
 
 /// Writes the changes of `dir` (see [`changes`]) to `out` as an uncompressed layer tar; returns
 /// the number of entries written. See [`write_overlay_layer`] and [`write_native_layer`].
-pub fn write_layer<W: Write>(dir: &Path, mode: WhiteoutMode, base: &[PathBuf], mtime_clamp: Option<i64>, out: W) -> Result<u64, DiffError> {
+/// Empty regular files at the paths of `leave_out` (`/etc/hosts`) are not written.
+pub fn write_layer<W: Write>(
+    dir: &Path,
+    mode: WhiteoutMode,
+    base: &[PathBuf],
+    mtime_clamp: Option<i64>,
+    leave_out: &[&str],
+    out: W,
+) -> Result<u64, DiffError> {
     match mode {
-        WhiteoutMode::Overlay => write_overlay_layer(dir, mtime_clamp, out),
-        WhiteoutMode::Native => write_native_layer(dir, base.first().map(PathBuf::as_path), mtime_clamp, out),
+        WhiteoutMode::Overlay => write_overlay_layer(dir, mtime_clamp, leave_out, out),
+        WhiteoutMode::Native => write_native_layer(dir, base.first().map(PathBuf::as_path), mtime_clamp, leave_out, out),
     }
 }
 
@@ -161,8 +169,8 @@ pub fn native_changes(dir: &Path, parent: Option<&Path>) -> Result<Vec<Change>, 
 /// `security.capability` are kept (never overlayfs' own). Sockets are skipped.
 ///
 /// On error, `out` holds part of an archive; discard it.
-pub fn write_overlay_layer<W: Write>(upper: &Path, mtime_clamp: Option<i64>, out: W) -> Result<u64, DiffError> {
-    let mut w = LayerWriter::new(out, upper).clamp_mtimes(mtime_clamp);
+pub fn write_overlay_layer<W: Write>(upper: &Path, mtime_clamp: Option<i64>, leave_out: &[&str], out: W) -> Result<u64, DiffError> {
+    let mut w = LayerWriter::new(out, upper).clamp_mtimes(mtime_clamp).leave_out_empty_files(leave_out);
     walk::walk(open_tree(upper)?, None, walk_options(), &mut OverlayTar { upper, w: &mut w })?;
     w.finish()
 }
@@ -173,8 +181,14 @@ pub fn write_overlay_layer<W: Write>(upper: &Path, mtime_clamp: Option<i64>, out
 /// file for each Deleted one.
 ///
 /// On error, `out` holds part of an archive; discard it.
-pub fn write_native_layer<W: Write>(dir: &Path, parent: Option<&Path>, mtime_clamp: Option<i64>, out: W) -> Result<u64, DiffError> {
-    let mut w = LayerWriter::new(out, dir).clamp_mtimes(mtime_clamp);
+pub fn write_native_layer<W: Write>(
+    dir: &Path,
+    parent: Option<&Path>,
+    mtime_clamp: Option<i64>,
+    leave_out: &[&str],
+    out: W,
+) -> Result<u64, DiffError> {
+    let mut w = LayerWriter::new(out, dir).clamp_mtimes(mtime_clamp).leave_out_empty_files(leave_out);
     native_walk(dir, parent, &mut w)?;
     w.finish()
 }
@@ -810,11 +824,27 @@ mod tests {
     }
 
     #[test]
+    fn the_mount_points_of_bound_files_are_left_out_of_a_layer_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        write(&upper.join("etc/hosts"), b"");
+        write(&upper.join("etc/hostname"), b"");
+        write(&upper.join("etc/resolv.conf"), b"nameserver 1.1.1.1\n");
+        write(&upper.join("tmp/hosts"), b"");
+        let leave_out = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+        let mut buf = Vec::new();
+        write_overlay_layer(&upper, None, &leave_out, &mut buf).unwrap();
+        let names: Vec<String> = read_tar(&buf).into_iter().map(|e| e.name).collect();
+        // The empty mount points go; a file with content at such a path, and an empty file elsewhere, stay.
+        assert_eq!(names, ["etc/", "etc/resolv.conf", "tmp/", "tmp/hosts"]);
+    }
+
+    #[test]
     fn an_overlay_layer_holds_whiteouts_opaque_markers_links_and_metadata() {
         let tmp = tempfile::tempdir().unwrap();
         let (upper, long) = tar_upper(tmp.path());
         let mut buf = Vec::new();
-        let count = write_overlay_layer(&upper, None, &mut buf).unwrap();
+        let count = write_overlay_layer(&upper, None, &[], &mut buf).unwrap();
         let entries = read_tar(&buf);
         let (long_dir, long_file) = (format!("{long}/"), format!("{long}/f"));
         let expected = [
@@ -881,9 +911,9 @@ mod tests {
         write(&upper.join("etc/.wh.passwd"), b"not a whiteout");
         // Listing is fine; a layer cannot say it.
         assert_eq!(shown(&overlay_changes(&upper, &[]).unwrap()), ["A /etc", "A /etc/.wh.passwd"]);
-        let r = write_overlay_layer(&upper, None, Vec::new());
+        let r = write_overlay_layer(&upper, None, &[], Vec::new());
         assert!(matches!(&r, Err(DiffError::Unsupported { path, .. }) if path.ends_with("etc/.wh.passwd")), "{r:?}");
-        let r = write_native_layer(&upper, None, None, Vec::new());
+        let r = write_native_layer(&upper, None, None, &[], Vec::new());
         assert!(matches!(r, Err(DiffError::Unsupported { .. })), "{r:?}");
     }
 
@@ -971,7 +1001,7 @@ mod tests {
     fn a_native_layer_applied_to_the_parent_gives_the_container_tree() {
         let fx = native_fixture();
         let mut buf = Vec::new();
-        let count = write_native_layer(&fx.dir, Some(&fx.parent), None, &mut buf).unwrap();
+        let count = write_native_layer(&fx.dir, Some(&fx.parent), None, &[], &mut buf).unwrap();
         let entries = read_tar(&buf);
         let expected = [
             "etc/",
@@ -1006,7 +1036,7 @@ mod tests {
 
         // Without a parent, the layer is the whole tree.
         let mut buf = Vec::new();
-        let count = write_native_layer(&fx.dir, None, None, &mut buf).unwrap();
+        let count = write_native_layer(&fx.dir, None, None, &[], &mut buf).unwrap();
         let empty = fx.parent.with_file_name("empty");
         fs::create_dir(&empty).unwrap();
         assert_eq!(apply(&buf, &empty, WhiteoutMode::Native), count);
@@ -1033,7 +1063,7 @@ mod tests {
         let changes = overlay_changes(&upper, &[]).unwrap();
         assert_eq!(changes.len(), 2 * levels);
         let mut buf = Vec::new();
-        assert_eq!(write_overlay_layer(&upper, None, &mut buf).unwrap(), 2 * levels as u64);
+        assert_eq!(write_overlay_layer(&upper, None, &[], &mut buf).unwrap(), 2 * levels as u64);
         let entries = read_tar(&buf);
         // Walk order: each level's `d` subtree, then its `f` (climbing back through the window).
         assert_eq!(entries.last().unwrap().name, "f");
@@ -1069,7 +1099,7 @@ mod tests {
         write(&bottom.join("x"), b"one level too deep");
         let r = overlay_changes(&upper, &[]);
         assert!(matches!(&r, Err(DiffError::TooDeep { path, max: MAX_DEPTH }) if path.ends_with("d/x")), "{r:?}");
-        assert!(matches!(write_overlay_layer(&upper, None, Vec::new()), Err(DiffError::TooDeep { .. })));
+        assert!(matches!(write_overlay_layer(&upper, None, &[], Vec::new()), Err(DiffError::TooDeep { .. })));
         assert!(matches!(native_changes(&upper, None), Err(DiffError::TooDeep { .. })));
     }
 
@@ -1157,7 +1187,7 @@ mod tests {
         assert_eq!(shown(&changes), expected);
 
         let mut buf = Vec::new();
-        let count = write_overlay_layer(&upper, None, &mut buf).unwrap();
+        let count = write_overlay_layer(&upper, None, &[], &mut buf).unwrap();
         let entries = read_tar(&buf);
         let names = names(&entries);
         for name in ["usr/bin/.wh.tool", "var/cache/", "var/cache/.wh..wh..opq", "var/cache/c", "etc/new"] {

@@ -45,6 +45,8 @@ pub(crate) struct LayerWriter<W: Write> {
     links: HashMap<Ident, Vec<u8>>,
     /// Latest mtime written (SOURCE_DATE_EPOCH): later ones are written as it.
     mtime_clamp: Option<u64>,
+    /// Paths (relative) whose empty regular files are not written.
+    leave_out: Vec<Vec<u8>>,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -54,7 +56,14 @@ impl<W: Write> LayerWriter<W> {
         // settings only keep those helpers faithful and inside the tree should they be used.
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
-        Self { tar, root: root.to_owned(), entries: 0, links: HashMap::new(), mtime_clamp: None }
+        Self { tar, root: root.to_owned(), entries: 0, links: HashMap::new(), mtime_clamp: None, leave_out: Vec::new() }
+    }
+
+    /// Write no empty regular file at these paths (relative, `etc/hosts`):
+    /// the mount points a runtime made for files bound over the image's.
+    pub fn leave_out_empty_files(mut self, rels: &[&str]) -> Self {
+        self.leave_out = rels.iter().map(|r| r.trim_start_matches('/').as_bytes().to_vec()).collect();
+        self
     }
 
     /// Write no mtime later than `clamp` (seconds), for reproducible layers.
@@ -117,6 +126,9 @@ impl<W: Write> LayerWriter<W> {
 
     /// A non-directory `name` (at `rel`) in directory `parent`, found as `st`.
     pub fn node(&mut self, rel: &[u8], name: &[u8], st: &Stat, parent: BorrowedFd<'_>) -> Result<(), DiffError> {
+        if st.st_size == 0 && file_type(st) == FileType::RegularFile && self.leave_out.iter().any(|p| p == rel) {
+            return Ok(());
+        }
         self.check_name(rel)?;
         let id = stat_ident(st);
         let linked = to_u64(st.st_nlink) > 1;

@@ -386,7 +386,7 @@ pub struct Committed {
 
 /// The files every container has bind-mounted over its image's, whose mount
 /// points the runtime makes in the writable layer when the image lacks them.
-const NETWORK_FILES: [&str; 3] = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"];
+pub const NETWORK_FILES: [&str; 3] = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"];
 
 impl Containers {
     /// docker diff: what changed in the container's writable layer. The
@@ -431,7 +431,7 @@ impl Containers {
         let scratch = self.content.scratch().map_err(ImageError::from)?;
         let diff_id = {
             let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, &scratch.file), hasher: Default::default() };
-            self.snapshots.write_changes(ns, &rec.snapshot_key, None, &mut tar)?;
+            self.snapshots.write_changes(ns, &rec.snapshot_key, None, &NETWORK_FILES, &mut tar)?;
             let io = |source| ContainerError::Io { path: PathBuf::from(&rec.snapshot_key), source };
             std::io::Write::flush(&mut tar.inner).map_err(io)?;
             tar.hasher.finish()

@@ -481,9 +481,17 @@ impl Snapshots {
     /// `out` as an uncompressed OCI layer tar; returns the number of entries.
     /// On error, `out` holds part of an archive: discard it.
     /// No mtime later than `mtime_clamp` (seconds) is written, when given.
-    pub fn write_changes(&self, ns: &str, key: &str, mtime_clamp: Option<i64>, out: impl Write) -> Result<u64, ChangesError> {
+    /// Empty regular files at the paths of `leave_out` are not written.
+    pub fn write_changes(
+        &self,
+        ns: &str,
+        key: &str,
+        mtime_clamp: Option<i64>,
+        leave_out: &[&str],
+        out: impl Write,
+    ) -> Result<u64, ChangesError> {
         let (dir, base) = self.diff_sides(ns, key)?;
-        Ok(diff::write_layer(&dir, self.sn.whiteout_mode(), &base, mtime_clamp, out)?)
+        Ok(diff::write_layer(&dir, self.sn.whiteout_mode(), &base, mtime_clamp, leave_out, out)?)
     }
 
     /// Mount snapshot `key` (active: read-write) at the empty directory
@@ -821,7 +829,7 @@ mod tests {
             assert_eq!(shown, ["C /etc true", "D /etc/hosts false", "A /etc/motd false", "C /etc/passwd false"], "{name}");
 
             let mut tar = Vec::new();
-            fx.snaps.write_changes(NS, "ctr", None, &mut tar).unwrap();
+            fx.snaps.write_changes(NS, "ctr", None, &[], &mut tar).unwrap();
             // Applied on the image, the layer gives what the container saw.
             fx.snaps.prepare_record(NS, "commit", &image, BTreeMap::new()).unwrap();
             fx.snaps.apply_layer(NS, "commit", &tar[..], u64::MAX).unwrap();

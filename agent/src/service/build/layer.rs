@@ -38,7 +38,7 @@ impl Run {
                 let _ = std::fs::remove_dir(&mnt);
                 applied???;
                 tracing::debug!(applied = ?t0.elapsed(), "files copied into the snapshot");
-                conclude(&core, &ns, &key, state, next, &pins)
+                conclude(&core, &ns, &key, state, next, &pins, &[])
             })();
             // The snapshot is the layer's now, unless the step failed or changed nothing.
             if core.snapshots.stat(&ns, &key).is_ok() {
@@ -258,7 +258,16 @@ fn copy_into(
 /// stored and cached; and the snapshot is committed under the layer's chain
 /// id, as if the layer had been unpacked. A step that changed nothing adds a
 /// history entry and leaves the snapshot to its caller.
-pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next: Next, pins: &super::Pins) -> Result<State, Error> {
+/// Empty files at `leave_out` are not the step's (a RUN container's mount points).
+pub(super) fn conclude(
+    core: &Core,
+    ns: &str,
+    key: &str,
+    mut state: State,
+    next: Next,
+    pins: &super::Pins,
+    leave_out: &[&str],
+) -> Result<State, Error> {
     let lease = core.images.lease();
     let t0 = std::time::Instant::now();
     if let Some(epoch) = next.epoch {
@@ -269,7 +278,7 @@ pub(super) fn conclude(core: &Core, ns: &str, key: &str, mut state: State, next:
     let blob = core.content.writer(None, None)?;
     let (compressor, media_type) = Compressor::new(core.config.build_layer_compression, blob).map_err(internal)?;
     let mut tar = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, compressor), hasher: Default::default() };
-    let entries = core.snapshots.write_changes(ns, key, next.epoch, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
+    let entries = core.snapshots.write_changes(ns, key, next.epoch, leave_out, &mut tar).map_err(|e| Error::Internal(e.to_string()))?;
     let changed = entries > 0;
     let layer = if changed {
         if state.layers.len() >= oci::MAX_LAYERS {

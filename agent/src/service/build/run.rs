@@ -201,7 +201,8 @@ impl Run {
                 stubs.extend(r.spec.mounts().iter().flatten().map(|m| m.destination().to_string_lossy().into_owned()));
                 blocking(move || {
                     remove_stubs(&c, &n, &r.snapshot_key, &stubs)?;
-                    conclude(&c, &n, &r.snapshot_key, state, next, &pins)
+                    // The files its container had bound over /etc are not the step's.
+                    conclude(&c, &n, &r.snapshot_key, state, next, &pins, &crate::container::NETWORK_FILES)
                 })
                 .await
             }
