@@ -156,6 +156,8 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     let tag = std::process::id() % 200;
     let (a, b) = (format!("tnet{tag}a"), format!("tnet{tag}b"));
     let (sa, sb) = (format!("10.201.{tag}.0/24"), format!("10.202.{tag}.0/24"));
+    // Left by an earlier run of this test that failed half-way, if any.
+    let _ = d.ctl(&["network", "rm", &a, &b]);
     d.ok(&["network", "create", "--subnet", &sa, &a]);
     d.ok(&["network", "create", "--subnet", &sb, &b]);
     let ls = d.ok(&["network", "ls"]);

@@ -508,7 +508,57 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         self.kill_containers();
+        self.release_networks();
     }
+}
+
+impl Daemon {
+    /// After the containers are killed: the networks they were attached to
+    /// are released as after a crash, by an agent started on the same root
+    /// (it releases, before it serves, every attachment whose task is gone),
+    /// then the namespaces' directory is unmounted.
+    fn release_networks(&mut self) {
+        let netns = self.state.join("netns");
+        if attached_records(&netns) {
+            let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
+                .arg("--root")
+                .arg(&self.root)
+                .arg("--state")
+                .arg(&self.state)
+                .args(&self.extra_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            if let Ok(mut c) = child {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline && std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+                    if c.try_wait().ok().flatten().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // Tasks found dead are deleted, and their networks released, in the background.
+                while Instant::now() < deadline && attached_records(&netns) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if netns.exists() {
+            let _ = Command::new("umount").arg("-R").arg("-l").arg(&netns).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// Whether a network attachment record is left under `netns` (`<ns>/<id>.json`).
+fn attached_records(netns: &Path) -> bool {
+    std::fs::read_dir(netns)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten().any(|f| f.file_name().to_string_lossy().ends_with(".json")))
 }
 
 /// Wait for a child with a bound; kill it past the bound.
