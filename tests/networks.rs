@@ -167,8 +167,38 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("overlaps"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!d.ctl(&["network", "create", &a]).status.success());
 
-    d.ok(&["run", "-d", "--name", "srv", "--net", &a, "-v", &www, "busybox", "busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--net",
+        &a,
+        "--network-alias",
+        "db",
+        "-v",
+        &www,
+        "busybox",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ]);
     let ip = d.ok(&["exec", "srv", "busybox", "hostname", "-i"]).trim().to_owned();
+    // Its name, its alias and its short id resolve on its network (the agent's server on the gateway)...
+    let short = id_of(&d, "srv")[..12].to_owned();
+    for name in ["srv", "db", short.as_str()] {
+        let o = d.ok(&["run", "--rm", "--net", &a, "busybox", "busybox", "nslookup", name]);
+        assert!(o.contains(&format!("Address: {ip}")), "{name}: {o}");
+    }
+    let o = d.ok(&["run", "--rm", "--net", &a, "busybox", "busybox", "ping", "-c", "1", "-W", "2", "db"]);
+    assert!(o.contains("1 packets received"), "{o}");
+    // ... and not on another.
+    let o = d.ctl(&["run", "--rm", "--net", &b, "busybox", "busybox", "nslookup", "srv"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&ip), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(ip.starts_with(&format!("10.201.{tag}.")), "{ip}");
     // busybox-static's wget crashes (a glibc NSS lookup in a static binary): nc speaks HTTP here.
     let get = format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {ip} 8080");

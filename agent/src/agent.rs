@@ -170,6 +170,8 @@ impl Agent {
         if released > 0 {
             tracing::info!(released, "released the networks of tasks that ended while the agent was down");
         }
+        // The name servers of the networks whose containers run on.
+        self.core.networks.update_dns().await;
         let networks = self.core.networks.clone();
         tokio::task::spawn_blocking(move || networks.sync_firewall());
         // Once the tasks are found (a build's RUN step among them, its shim

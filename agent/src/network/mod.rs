@@ -11,6 +11,7 @@
 //! releases those no running container owns ([`Networks::reconcile`]).
 
 pub mod cni;
+pub mod dns;
 pub mod files;
 pub mod firewall;
 pub mod netns;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use cni::{Addresses, Call, Cni, CniError, ConfList, PortMapping, RuntimeArgs};
+use dns::Names;
 use subnet::Subnet;
 
 /// The network `run` uses without `--net`.
@@ -234,6 +236,10 @@ pub struct Endpoint {
     pub cni_id: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The names it answers to on the network (its container's name and
+    /// short id, and the aliases), when the network resolves names.
+    #[serde(default)]
+    pub names: Vec<String>,
     pub args: RuntimeArgs,
     /// The list as it was when attached (a detach uses it even if the network changed or went).
     pub conflist: Map<String, Value>,
@@ -276,6 +282,22 @@ pub struct Networks {
     locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// One change of the conf dir at a time.
     conf_lock: Mutex<()>,
+    /// The name servers of the networks that resolve names, by network name.
+    dns: Mutex<HashMap<String, DnsServer>>,
+}
+
+/// One network's name server.
+struct DnsServer {
+    zone: Arc<dns::Zone>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
 }
 
 impl Networks {
@@ -289,7 +311,15 @@ impl Networks {
         for (key, a) in read_attachments(&dir) {
             attached.insert(key, a);
         }
-        let this = Arc::new(Networks { cfg, cni, dir, attached: Mutex::new(attached), locks: Mutex::default(), conf_lock: Mutex::new(()) });
+        let this = Arc::new(Networks {
+            cfg,
+            cni,
+            dir,
+            attached: Mutex::new(attached),
+            locks: Mutex::default(),
+            conf_lock: Mutex::new(()),
+            dns: Mutex::default(),
+        });
         this.ensure_default()?;
         Ok(this)
     }
@@ -545,7 +575,16 @@ impl Networks {
     /// Attach container `id` to `endpoints`, publishing `ports` on the first
     /// one: its namespace made, every network's `ADD` run. On failure
     /// nothing is left: what was added is deleted again.
-    pub async fn attach(&self, ns: &str, id: &str, endpoints: &[EndpointSpec], ports: &[PortSpec]) -> Result<Attachment, NetworkError> {
+    /// `names` are what the container answers to on networks that resolve
+    /// names (its name and short id), with each endpoint's aliases.
+    pub async fn attach(
+        &self,
+        ns: &str,
+        id: &str,
+        names: &[String],
+        endpoints: &[EndpointSpec],
+        ports: &[PortSpec],
+    ) -> Result<Attachment, NetworkError> {
         let lock = self.lock_of(ns, id);
         let _g = lock.lock().await;
         if self.attachment(ns, id).is_some() || self.record_path(ns, id).exists() {
@@ -578,6 +617,7 @@ impl Networks {
                 ifname: format!("eth{i}"),
                 cni_id: id.to_owned(),
                 aliases: e.aliases.clone(),
+                names: if net.dns { names.iter().chain(&e.aliases).map(|n| n.to_ascii_lowercase()).collect() } else { Vec::new() },
                 args: RuntimeArgs { port_mappings, ips: if e.ip.is_empty() { vec![] } else { vec![e.ip.clone()] } },
                 conflist: list.doc.clone(),
                 result: None,
@@ -621,6 +661,7 @@ impl Networks {
         }
         att.complete = true;
         self.save(ns, id, &att)?;
+        self.update_dns().await;
         Ok(att)
     }
 
@@ -712,6 +753,48 @@ impl Networks {
         }
         let _ = std::fs::remove_file(&record);
         self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+        self.update_dns().await;
+    }
+
+    /// Bring every name server in line with the attachments: each network
+    /// that resolves names and has a container gets a server on its
+    /// gateway, holding the names of its containers; the others none.
+    pub async fn update_dns(&self) {
+        let mut zones: HashMap<String, Names> = HashMap::new();
+        for a in self.attached.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            for e in a.endpoints.iter().filter(|e| !e.names.is_empty()) {
+                let ips: Vec<Ipv4Addr> = e.addresses.ips.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+                let zone = zones.entry(e.network.clone()).or_default();
+                for n in &e.names {
+                    zone.entry(n.clone()).or_default().extend(&ips);
+                }
+            }
+        }
+        let mut to_start = Vec::new();
+        {
+            let mut servers = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+            servers.retain(|net, _| zones.contains_key(net));
+            for (net, names) in zones {
+                match servers.get(&net) {
+                    Some(s) => *s.zone.names.lock().unwrap_or_else(|e| e.into_inner()) = names,
+                    None => to_start.push((net, names)),
+                }
+            }
+        }
+        for (net, names) in to_start {
+            let Ok(n) = self.get(&net) else { continue };
+            let Ok(gateway) = n.gateway.parse::<Ipv4Addr>() else { continue };
+            let upstream = if n.internal { Vec::new() } else { dns::host_upstream() };
+            let zone = Arc::new(dns::Zone { names: Mutex::new(names), upstream });
+            let task = match dns::serve(gateway, zone.clone()).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(network = %net, address = %gateway, error = %e, "cannot serve container names on the network's gateway");
+                    None
+                }
+            };
+            self.dns.lock().unwrap_or_else(|e| e.into_inner()).insert(net, DnsServer { zone, task });
+        }
     }
 
     /// After a restart: detach every container `keep` does not name (its

@@ -44,13 +44,18 @@ impl Tasks {
         let mut spec = serde_json::to_value(&rec.spec).map_err(|e| TaskError::Internal(format!("encoding the spec: {e}")))?;
         let hostname = rec.spec.hostname().clone().unwrap_or_default();
         let own_dir = self.containers.dir(ns, &rec.id);
+        let mut resolver: Option<String> = None;
         let (netns, files_dir, ips, own_netns): (Option<PathBuf>, PathBuf, Vec<Ipv4Addr>, bool) = match &rec.config.network {
             NetworkMode::Host => (None, own_dir, Vec::new(), false),
             NetworkMode::None => (None, own_dir, Vec::new(), true),
             NetworkMode::Networks => {
-                let att = self.networks.attach(ns, &rec.id, &endpoints(rec), &rec.config.ports).await?;
+                let names = [rec.name.clone(), short(&rec.id).to_owned()];
+                let att = self.networks.attach(ns, &rec.id, &names, &endpoints(rec), &rec.config.ports).await?;
                 let ips =
                     att.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+                // On a network that resolves names, the agent's server on its gateway is the container's resolver.
+                resolver =
+                    att.endpoints.first().filter(|e| !e.names.is_empty()).map(|e| e.addresses.gateway.clone()).filter(|g| !g.is_empty());
                 (Some(att.netns), own_dir, ips, true)
             }
             NetworkMode::Container(target) => {
@@ -61,7 +66,10 @@ impl Tasks {
         };
         let joined = !matches!(rec.config.network, NetworkMode::Container(_));
         if joined {
-            let (servers, search) = files::host_resolvers(own_netns);
+            let (mut servers, search) = files::host_resolvers(own_netns);
+            if let Some(r) = resolver {
+                servers = vec![r];
+            }
             let extra_hosts =
                 rec.config.extra_hosts.iter().filter_map(|h| h.split_once(':').map(|(n, i)| (n.to_owned(), i.to_owned()))).collect();
             let input = files::Input {
