@@ -299,7 +299,7 @@ fn isolation_resources_and_mounts_reach_the_container() {
         "GREETING=hi there",
         "-w",
         "/tmp",
-        "-H",
+        "-h",
         "box",
         "busybox",
         "sh",

@@ -229,6 +229,19 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     ]);
     assert!(o.contains(&ip) && o.contains("hello from berth"), "{o}");
 
+    // connect adds an interface to a running container, disconnect takes it away; the last network stays.
+    d.ok(&["network", "connect", "--alias", "two", &b, "srv"]);
+    let addrs = d.ok(&["exec", "srv", "busybox", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.contains("eth1") && addrs.contains(&format!("10.202.{tag}.")), "{addrs}");
+    let o = d.ok(&["run", "--rm", "--net", &b, "busybox", "busybox", "nslookup", "two"]);
+    assert!(o.contains(&format!("Address: 10.202.{tag}.")), "{o}");
+    assert!(!d.ctl(&["network", "connect", &b, "srv"]).status.success(), "connected twice");
+    d.ok(&["network", "disconnect", &b, "srv"]);
+    let addrs = d.ok(&["exec", "srv", "busybox", "ip", "-o", "-4", "addr"]);
+    assert!(!addrs.contains("eth1"), "{addrs}");
+    let o = d.ctl(&["network", "disconnect", &a, "srv"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("last network"), "{}", String::from_utf8_lossy(&o.stderr));
+
     // In use: refused; then removed.
     let o = d.ctl(&["network", "rm", &a]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("containers attached"), "{}", String::from_utf8_lossy(&o.stderr));

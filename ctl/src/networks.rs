@@ -22,6 +22,28 @@ pub enum NetworkCommand {
     Rm(NamesArgs),
     /// Remove every network the agent made that no container uses
     Prune,
+    /// Join a container to a network (a running one gets an interface now)
+    Connect(ConnectArgs),
+    /// Take a container off a network
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Another name the container has on the network (repeatable)
+    #[arg(long = "alias")]
+    pub alias: Vec<String>,
+    /// Fixed IPv4 address on the network
+    #[arg(long)]
+    pub ip: Option<String>,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    pub network: String,
+    pub container: String,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +99,20 @@ pub async fn run(conn: &Conn, cmd: NetworkCommand) -> Result<i32> {
         NetworkCommand::Inspect(a) => inspect(conn, a).await,
         NetworkCommand::Rm(a) => rm(conn, a).await,
         NetworkCommand::Prune => prune(conn).await,
+        NetworkCommand::Connect(a) => {
+            let req = v1::ConnectNetworkRequest {
+                network: a.network,
+                container: a.container,
+                aliases: a.alias,
+                ipv4_address: a.ip.unwrap_or_default(),
+            };
+            conn.networks().connect(req).await?;
+            Ok(0)
+        }
+        NetworkCommand::Disconnect(a) => {
+            conn.networks().disconnect(v1::DisconnectNetworkRequest { network: a.network, container: a.container }).await?;
+            Ok(0)
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use berth_api::v1::{self, networks_server::NetworksServer};
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, namespace};
 use crate::network::NewNetwork;
 use crate::service::networks::NetworkView;
 use crate::service::Services;
@@ -74,5 +74,19 @@ impl v1::networks_server::Networks for NetworksApi {
     async fn prune(&self, _req: Request<v1::PruneNetworksRequest>) -> Result<Response<v1::PruneNetworksResponse>, Status> {
         let removed = self.services.networks.prune().await?;
         Ok(Response::new(v1::PruneNetworksResponse { removed }))
+    }
+
+    async fn connect(&self, req: Request<v1::ConnectNetworkRequest>) -> Result<Response<v1::ConnectNetworkResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.services.networks.connect(&ns, &r.network, &r.container, r.aliases, r.ipv4_address).await?;
+        Ok(Response::new(v1::ConnectNetworkResponse {}))
+    }
+
+    async fn disconnect(&self, req: Request<v1::DisconnectNetworkRequest>) -> Result<Response<v1::DisconnectNetworkResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.services.networks.disconnect(&ns, &r.network, &r.container).await?;
+        Ok(Response::new(v1::DisconnectNetworkResponse {}))
     }
 }

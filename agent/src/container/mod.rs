@@ -316,6 +316,11 @@ impl Containers {
         Ok(self.meta.update_container(ns, &rec.id, |c| c.labels = labels)?)
     }
 
+    /// Replace the networks the container joins (`network connect`/`disconnect`).
+    pub fn set_networks(&self, ns: &str, id: &str, networks: Vec<crate::network::EndpointSpec>) -> Result<ContainerRecord, ContainerError> {
+        Ok(self.meta.update_container(ns, id, |c| c.config.networks = networks)?)
+    }
+
     /// Record how the container's task ended.
     pub fn record_exit(&self, ns: &str, id: &str, exit: crate::metadata::ExitInfo) -> Result<ContainerRecord, ContainerError> {
         Ok(self.meta.update_container(ns, id, |c| c.last_exit = Some(exit))?)

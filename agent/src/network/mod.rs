@@ -665,6 +665,72 @@ impl Networks {
         Ok(att)
     }
 
+    /// Add one network to a running container's attachment (interface
+    /// `ethN`, N one past the highest); returns its endpoint.
+    pub async fn attach_one(&self, ns: &str, id: &str, names: &[String], spec: &EndpointSpec) -> Result<Endpoint, NetworkError> {
+        let lock = self.lock_of(ns, id);
+        let _g = lock.lock().await;
+        let mut att =
+            self.attachment(ns, id).ok_or_else(|| NetworkError::InUse(format!("container {} is not running on networks", short(id))))?;
+        let net = self.get(&spec.network)?;
+        if att.endpoints.iter().any(|e| e.network == net.name) {
+            return Err(NetworkError::AlreadyExists(format!("container {} is already on network {:?}", short(id), net.name)));
+        }
+        let lists = ConfList::load_dir(&self.cfg.conf_dir);
+        let list = lists.get(&net.name).ok_or_else(|| NetworkError::NotFound(spec.network.clone()))?;
+        self.cni.check(list)?;
+        let next = att.endpoints.iter().filter_map(|e| e.ifname.strip_prefix("eth")?.parse::<u32>().ok()).max().map_or(0, |n| n + 1);
+        let mut ep = Endpoint {
+            network: net.name.clone(),
+            network_id: net.id.clone(),
+            ifname: format!("eth{next}"),
+            cni_id: id.to_owned(),
+            aliases: spec.aliases.clone(),
+            names: if net.dns { names.iter().chain(&spec.aliases).map(|n| n.to_ascii_lowercase()).collect() } else { Vec::new() },
+            args: RuntimeArgs { port_mappings: Vec::new(), ips: if spec.ip.is_empty() { vec![] } else { vec![spec.ip.clone()] } },
+            conflist: list.doc.clone(),
+            result: None,
+            addresses: Addresses::default(),
+        };
+        // Recorded before the plugins run, so a crash in between is undone at the next start.
+        att.endpoints.push(ep.clone());
+        self.save(ns, id, &att)?;
+        let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
+        match self.cni.add(list, &call).await {
+            Ok(result) => {
+                ep.addresses = cni::addresses(&result, &ep.ifname);
+                ep.result = Some(result);
+                *att.endpoints.last_mut().expect("pushed above") = ep.clone();
+                self.save(ns, id, &att)?;
+                self.update_dns().await;
+                Ok(ep)
+            }
+            Err(e) => {
+                let _ = self.cni.del(list, &call, None).await;
+                att.endpoints.pop();
+                self.save(ns, id, &att)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Take one network off a running container's attachment.
+    pub async fn detach_one(&self, ns: &str, id: &str, network: &str) -> Result<(), NetworkError> {
+        let lock = self.lock_of(ns, id);
+        let _g = lock.lock().await;
+        let Some(mut att) = self.attachment(ns, id) else { return Ok(()) };
+        let Some(i) = att.endpoints.iter().position(|e| e.network == network) else { return Ok(()) };
+        let ep = att.endpoints.remove(i);
+        let list = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes"))?;
+        let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
+        if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
+            tracing::warn!(container = %id, network = %ep.network, error = %e, "detaching from a network");
+        }
+        self.save(ns, id, &att)?;
+        self.update_dns().await;
+        Ok(())
+    }
+
     /// Host ports for `ports`: 0 picked, the others checked free.
     fn assign_ports(&self, ns: &str, id: &str, ports: &[PortSpec]) -> Result<Vec<PortSpec>, NetworkError> {
         let published: Vec<(String, PortSpec)> = {
@@ -862,6 +928,10 @@ fn check_name(name: &str) -> Result<(), NetworkError> {
         return Err(NetworkError::Invalid(format!("{name:?} is a network mode, not a network name")));
     }
     Ok(())
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// A free host port (picked by the kernel).

@@ -11,6 +11,7 @@
 pub mod cgroups;
 mod network;
 mod process;
+pub use network::endpoints as network_endpoints;
 pub mod procs;
 mod shim_client;
 

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use super::containers::find;
 use super::{blocking, validate_labels, Core, Error};
-use crate::network::{Network, NewNetwork};
+use crate::container::config::NetworkMode;
+use crate::network::{EndpointSpec, Network, NewNetwork};
 
 /// A network with the containers attached to it now.
 #[derive(Debug, Clone)]
@@ -70,5 +72,60 @@ impl NetworkService {
             }
         }
         Ok(removed)
+    }
+
+    /// Join container `container` (of namespace `ns`) to `network`: now if
+    /// it runs, and in its record for every later run.
+    pub async fn connect(&self, ns: &str, network: &str, container: &str, aliases: Vec<String>, ip: String) -> Result<(), Error> {
+        let rec = find(&self.core, ns, container).await?;
+        if rec.config.network != NetworkMode::Networks {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has --net none, host or container: and joins no network",
+                rec.name
+            )));
+        }
+        let net = self.core.networks.get(network)?;
+        let mut list = crate::runtime::network_endpoints(&rec);
+        if list.iter().any(|e| self.core.networks.get(&e.network).is_ok_and(|n| n.name == net.name)) {
+            return Err(Error::Network(crate::network::NetworkError::AlreadyExists(format!(
+                "container {} is already on network {:?}",
+                rec.name, net.name
+            ))));
+        }
+        let spec = EndpointSpec { network: net.name.clone(), aliases, ip };
+        let (networks, endpoint) = (self.core.networks.clone(), spec.clone());
+        blocking(move || Ok(networks.check(&[endpoint], &[])?)).await?;
+        if self.core.networks.attachment(ns, &rec.id).is_some() {
+            let names = [rec.name.clone(), rec.id[..12].to_owned()];
+            self.core.networks.attach_one(ns, &rec.id, &names, &spec).await?;
+        }
+        list.push(spec);
+        let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
+        blocking(move || Ok(core.containers.set_networks(&ns2, &id, list)?)).await?;
+        self.core.events.publish(ns, "/networks/connect", &rec.id, &[("network", net.name)]);
+        Ok(())
+    }
+
+    /// Take container `container` off `network`: now if it runs, and from its record.
+    pub async fn disconnect(&self, ns: &str, network: &str, container: &str) -> Result<(), Error> {
+        let rec = find(&self.core, ns, container).await?;
+        let net = self.core.networks.get(network)?;
+        let mut list = crate::runtime::network_endpoints(&rec);
+        let before = list.len();
+        list.retain(|e| self.core.networks.get(&e.network).map_or(e.network != net.name, |n| n.name != net.name));
+        if rec.config.network != NetworkMode::Networks || list.len() == before {
+            return Err(Error::NotFound(format!("container {} is not on network {:?}", rec.name, net.name)));
+        }
+        if list.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "network {:?} is the last network of container {}: a container on no network runs with --net none",
+                net.name, rec.name
+            )));
+        }
+        self.core.networks.detach_one(ns, &rec.id, &net.name).await?;
+        let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
+        blocking(move || Ok(core.containers.set_networks(&ns2, &id, list)?)).await?;
+        self.core.events.publish(ns, "/networks/disconnect", &rec.id, &[("network", net.name)]);
+        Ok(())
     }
 }

@@ -122,7 +122,7 @@ pub struct RunArgs {
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_host: Vec<String>,
     /// Host name inside the container [default: first 12 characters of the id]
-    #[arg(long, short = 'h')]
+    #[arg(long, short = 'h', short_alias = 'H')]
     pub hostname: Option<String>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
