@@ -229,6 +229,22 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     ]);
     assert!(o.contains(&ip) && o.contains("hello from berth"), "{o}");
 
+    // A build's RUN steps: on the default network, on none, and on this one, where srv's name resolves.
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN busybox ip -o -4 addr > /addrs && busybox nslookup srv > /srv || true\n")
+        .unwrap();
+    let ctx = ctx.to_str().unwrap();
+    d.ok(&["build", "-q", "--network", &a, "-t", "onnet", ctx]);
+    let o = d.ok(&["run", "--rm", "--net", "none", "onnet", "cat", "/addrs", "/srv"]);
+    assert!(o.contains("eth0") && o.contains(&format!("Address: {ip}")), "{o}");
+    d.ok(&["build", "-q", "--network", "none", "-t", "nonet", ctx]);
+    let o = d.ok(&["run", "--rm", "--net", "none", "nonet", "cat", "/addrs"]);
+    assert!(!o.contains("eth0"), "{o}");
+    d.ok(&["build", "-q", "-t", "defnet", ctx]);
+    let o = d.ok(&["run", "--rm", "--net", "none", "defnet", "cat", "/addrs"]);
+    assert!(o.contains("eth0") && o.contains("inet 10.77."), "{o}");
+
     // connect adds an interface to a running container, disconnect takes it away; the last network stays.
     d.ok(&["network", "connect", "--alias", "two", &b, "srv"]);
     let addrs = d.ok(&["exec", "srv", "busybox", "ip", "-o", "-4", "addr"]);

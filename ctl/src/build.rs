@@ -63,7 +63,7 @@ pub struct BuildArgs {
     /// or id=ID,env=VAR; never stored in the image or the cache; repeatable
     #[arg(long)]
     pub secret: Vec<String>,
-    /// Network of RUN steps: default, none or host
+    /// Network of RUN steps: default (the default network), none, host, or a network's name
     #[arg(long, default_value = "default")]
     pub network: String,
     /// Write the image id to this file

@@ -1024,10 +1024,15 @@ impl Run {
                     mounts.push(self.plan_mount(m, vars.stage, inputs).await.map_err(at)?);
                 }
                 let network = r.network.clone().unwrap_or_else(|| self.opts.network.clone());
-                let network = match network.as_str() {
-                    "" | "default" | "none" => NetworkMode::None,
-                    "host" => NetworkMode::Host,
-                    n => return Err(at(Error::InvalidArgument(format!("network {n:?}: use default, none or host")))),
+                // As docker's: "default" is the default network; a name, that network.
+                let (network, networks) = match network.as_str() {
+                    "" | "default" => (NetworkMode::Networks, Vec::new()),
+                    "none" => (NetworkMode::None, Vec::new()),
+                    "host" => (NetworkMode::Host, Vec::new()),
+                    n => {
+                        let net = self.core.networks.get(n).map_err(|e| at(e.into()))?;
+                        (NetworkMode::Networks, vec![crate::network::EndpointSpec { network: net.name, ..Default::default() }])
+                    }
                 };
                 let args: Vec<String> = vars
                     .args
@@ -1041,11 +1046,11 @@ impl Run {
                     ("step", "RUN"),
                     ("argv", &argv.join("\0")),
                     ("args", &args.join("\0")),
-                    ("network", &format!("{network:?}")),
+                    ("network", &format!("{network:?}{}", networks.iter().map(|e| format!(" {}", e.network)).collect::<String>())),
                     ("mounts", &mounts.iter().map(run::RunMount::key).collect::<Vec<_>>().join("\0")),
                     ("config", &state.config["config"].to_string()),
                 ]);
-                (key, Work::Run { argv, args, network, mounts })
+                (key, Work::Run { argv, args, network, networks, mounts })
             }
             _ => unreachable!("metadata instructions returned above"),
         };
@@ -1064,8 +1069,8 @@ impl Run {
             Work::Copy { from, sources, dest, dest_slash, own, extract, rules } => {
                 self.in_snapshot(state, Change::Copy { from, sources, dest, dest_slash, own, extract, rules }, next).await
             }
-            Work::Run { argv, args, network, mounts } => {
-                let step = run::RunStep { argv, args, network, mounts };
+            Work::Run { argv, args, network, networks, mounts } => {
+                let step = run::RunStep { argv, args, network, networks, mounts };
                 self.run(sname, index, state, step, next).await
             }
         };
@@ -1276,8 +1281,22 @@ impl Drop for ScratchDir {
 /// What a filesystem step does.
 enum Work {
     Mkdir(String),
-    Copy { from: From, sources: Vec<String>, dest: String, dest_slash: bool, own: Ownership, extract: bool, rules: copy::Rules },
-    Run { argv: Vec<String>, args: Vec<String>, network: NetworkMode, mounts: Vec<run::RunMount> },
+    Copy {
+        from: From,
+        sources: Vec<String>,
+        dest: String,
+        dest_slash: bool,
+        own: Ownership,
+        extract: bool,
+        rules: copy::Rules,
+    },
+    Run {
+        argv: Vec<String>,
+        args: Vec<String>,
+        network: NetworkMode,
+        networks: Vec<crate::network::EndpointSpec>,
+        mounts: Vec<run::RunMount>,
+    },
 }
 
 /// A change applied to a mounted snapshot.

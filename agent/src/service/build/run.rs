@@ -40,6 +40,8 @@ pub(super) struct RunStep {
     pub argv: Vec<String>,
     pub args: Vec<String>,
     pub network: NetworkMode,
+    /// With `NetworkMode::Networks`: the network (none: the default one).
+    pub networks: Vec<crate::network::EndpointSpec>,
     pub mounts: Vec<RunMount>,
 }
 
@@ -163,6 +165,7 @@ impl Run {
             command: Some(Vec::new()),
             env,
             network: step.network,
+            networks: step.networks,
             mounts: prepared.specs.clone(),
             ..Default::default()
         };
