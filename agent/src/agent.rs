@@ -170,6 +170,14 @@ impl Agent {
         if released > 0 {
             tracing::info!(released, "released the networks of tasks that ended while the agent was down");
         }
+        // Say now what containers on the default network will lack.
+        let default = [crate::network::EndpointSpec { network: crate::network::DEFAULT_NETWORK.into(), ..Default::default() }];
+        if let Err(e) = self.core.networks.check(&default, &[]) {
+            tracing::warn!(error = %e, "containers on the default network cannot start");
+        }
+        if crate::runtime::find_binary("iptables").is_none() {
+            tracing::warn!("iptables not found: networks are not isolated from one another and ports cannot be published (apt-get install iptables)");
+        }
         // The name servers of the networks whose containers run on.
         self.core.networks.update_dns().await;
         let networks = self.core.networks.clone();
