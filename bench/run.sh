@@ -7,7 +7,12 @@
 #   fan-out    FANOUT containers running `sleep` started one after another:
 #              time until all run, memory of the agent plus its shims (RSS and
 #              PSS), disk used by the containers' writable layers.
-# Prints medians and ratios.
+#   networks   the run cycle on the default network (`berthctl run --rm`,
+#              CNI bridge) beside berthd's own `--net none` cycle and, when
+#              Debian's podman is installed, `podman run --rm` on its default
+#              network (CNI bridge too).
+# Against containerd (whose `ctr run` joins no network) berthd runs with
+# `--net none`. Prints medians and ratios.
 #
 # usage: bench/run.sh [RUNS] [FANOUT]     (root; builds berthd in release mode)
 set -euo pipefail
@@ -68,7 +73,7 @@ fi
 
 # ---------------- run cycle, the two agents taking turns ----------------
 for i in 1 2 3; do
-    $B run --rm $REF true
+    $B run --rm --net none $REF true
     [ -z "$HAVE_CTRD" ] || $C run --rm $REF "warm$i" true
 done
 : > "$WORK/berth.cycle"
@@ -88,10 +93,47 @@ if [ -n "$HAVE_CTRD" ]; then
     printf 'containerd run cycle: median %.1f ms over %d runs\n' "$CTRD_CYCLE" "$RUNS"
 fi
 
+# ---------------- run cycle on the default network ----------------
+# berthd: the CNI bridge (the first run fills the pool of namespaces attached
+# ahead of time) beside its own --net none; podman: its default network.
+HAVE_PODMAN=
+if command -v podman >/dev/null; then
+    HAVE_PODMAN=1
+    # This machine lacks CAP_SYS_RESOURCE: podman's default ulimits cannot be set.
+    printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n' > "$WORK/containers.conf"
+    P="env CONTAINERS_CONF=$WORK/containers.conf podman --root $WORK/podman-root --runroot $WORK/podman-runroot --storage-driver overlay"
+    $P load -q -i "$IMG" >/dev/null
+else
+    echo "podman not installed (apt-get install podman): no podman figures"
+fi
+for i in 1 2 3; do
+    $B run --rm $REF true
+    [ -z "$HAVE_PODMAN" ] || $P run --rm $REF true
+done
+: > "$WORK/berth.bridge"; : > "$WORK/berth.none"; : > "$WORK/podman.bridge"
+for i in $(seq 1 "$RUNS"); do
+    t0=$(now); $B run --rm $REF true; t1=$(now)
+    echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/berth.bridge"
+    t0=$(now); $B run --rm --net none $REF true; t1=$(now)
+    echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/berth.none"
+    if [ -n "$HAVE_PODMAN" ]; then
+        t0=$(now); $P run --rm $REF true; t1=$(now)
+        echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/podman.bridge"
+    fi
+done
+BRIDGE=$(median < "$WORK/berth.bridge")
+NONE=$(median < "$WORK/berth.none")
+printf 'berthd     run cycle, default network: median %.1f ms; --net none %.1f ms; the network costs %.1f ms\n' \
+    "$BRIDGE" "$NONE" "$(echo "$BRIDGE - $NONE" | bc -l)"
+if [ -n "$HAVE_PODMAN" ]; then
+    PODMAN=$(median < "$WORK/podman.bridge")
+    printf 'podman     run cycle, default network: median %.1f ms; ratio %.2fx\n' "$PODMAN" "$(echo "$PODMAN / $BRIDGE" | bc -l)"
+fi
+
 # ---------------- fan-out: berthd ----------------
 disk0=$(du -sk "$WORK/berth-root/snapshots" | cut -f1)
 t0=$(now)
-for i in $(seq 1 "$FANOUT"); do $B run -d --name "f$i" $REF sleep 600 >/dev/null; done
+for i in $(seq 1 "$FANOUT"); do $B run -d --net none --name "f$i" $REF sleep 600 >/dev/null; done
 until [ "$($B ps -q | wc -l)" -eq "$FANOUT" ]; do sleep 0.01; done
 t1=$(now)
 BERTH_FAN=$(echo "$t1 - $t0" | bc -l)

@@ -116,6 +116,28 @@ fn published_ports_reach_the_container_and_nothing_is_left() {
     assert!(out.contains("eth0") && out.contains("inet 10.77."), "{out}");
     assert!(out.contains("box1\n") && out.contains("10.9.9.9\tdb") && out.contains("nameserver 10.1.1.1"), "{out}");
 
+    // The first run on the default network fills the pool of namespaces attached ahead of
+    // time; later runs take one and give it back when they end.
+    let pool = |d: &Daemon| {
+        std::fs::read_dir(d.state.join("netns/.pool"))
+            .map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool(&d) < 4 {
+        assert!(Instant::now() < deadline, "the pool did not fill: {}\n{}", pool(&d), d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        let o = d.ok(&["run", "--rm", "busybox", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"]);
+        assert!(o.contains("inet 10.77."), "{o}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool(&d) != 4 {
+        assert!(Instant::now() < deadline, "the pool holds {} after the runs", pool(&d));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // A fixed host port, on the host's loopback.
     let port = free_port();
     let p = format!("127.0.0.1:{port}:8080");

@@ -176,8 +176,11 @@ impl Agent {
             tracing::warn!(error = %e, "containers on the default network cannot start");
         }
         if crate::runtime::find_binary("iptables").is_none() {
-            tracing::warn!("iptables not found: networks are not isolated from one another and ports cannot be published (apt-get install iptables)");
+            tracing::warn!(
+                "iptables not found: networks are not isolated from one another and ports cannot be published (apt-get install iptables)"
+            );
         }
+        self.core.networks.start_pool();
         // The name servers of the networks whose containers run on.
         self.core.networks.update_dns().await;
         let networks = self.core.networks.clone();

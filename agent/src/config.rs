@@ -119,6 +119,8 @@ pub struct NetworkFile {
     pub default_subnet: Option<String>,
     /// Where the agent's networks keep their address allocations [default: /run/berth/ipam].
     pub ipam_dir: Option<PathBuf>,
+    /// Namespaces kept attached to the default network ahead of time [default: 4; 0: none].
+    pub pool_size: Option<usize>,
 }
 
 /// How containers run.
@@ -270,6 +272,9 @@ impl Config {
         }
         if let Some(d) = n.plugin_dirs {
             c.network.plugin_dirs = d;
+        }
+        if let Some(p) = n.pool_size {
+            c.network.pool_size = p.min(64);
         }
         if let Some(d) = n.ipam_dir {
             c.network.ipam_dir = d;

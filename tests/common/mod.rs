@@ -520,12 +520,16 @@ impl Daemon {
     fn release_networks(&mut self) {
         let netns = self.state.join("netns");
         if attached_records(&netns) {
+            // With no pool: the namespaces it kept attached ahead of time are released too.
+            let config = self.dir.path().join("release-networks.toml");
+            let _ = std::fs::write(&config, "[network]\npool_size = 0\n");
             let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
                 .arg("--root")
                 .arg(&self.root)
                 .arg("--state")
                 .arg(&self.state)
-                .args(&self.extra_args)
+                .arg("--config")
+                .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

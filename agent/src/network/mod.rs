@@ -32,6 +32,12 @@ use subnet::Subnet;
 /// The network `run` uses without `--net`.
 pub const DEFAULT_NETWORK: &str = "bridge";
 
+/// The records of namespaces attached ahead of time to the default
+/// network, under `<state>/netns/.pool/`: a `run` on it takes one instead of
+/// waiting for the plugins, and gives it back when its task ends (see
+/// [`Networks::attach`]).
+const POOL_NS: &str = ".pool";
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("network {0:?} not found")]
@@ -69,6 +75,9 @@ pub struct NetworkConfig {
     /// networks (written into each list the agent makes): volatile, as
     /// the namespaces are, so a reboot leaves no stale allocation.
     pub ipam_dir: PathBuf,
+    /// How many namespaces are kept attached to the default network ahead
+    /// of time (0: none; each holds an address).
+    pub pool_size: usize,
 }
 
 impl Default for NetworkConfig {
@@ -79,6 +88,7 @@ impl Default for NetworkConfig {
             default_bridge: "berth0".into(),
             default_subnet: "10.77.0.0/16".into(),
             ipam_dir: PathBuf::from("/run/berth/ipam"),
+            pool_size: 4,
         }
     }
 }
@@ -259,6 +269,11 @@ pub struct Attachment {
     pub ports: Vec<PortSpec>,
     /// Whether every `ADD` came back.
     pub complete: bool,
+    /// Whether its namespace may serve another container once this one's
+    /// task is gone (it came from the pool, and the container could not
+    /// change its network: no NET_ADMIN).
+    #[serde(default)]
+    pub recyclable: bool,
 }
 
 impl Attachment {
@@ -284,6 +299,8 @@ pub struct Networks {
     conf_lock: Mutex<()>,
     /// The name servers of the networks that resolve names, by network name.
     dns: Mutex<HashMap<String, DnsServer>>,
+    /// Wakes the pool's filler.
+    refill: tokio::sync::Notify,
 }
 
 /// One network's name server.
@@ -319,6 +336,7 @@ impl Networks {
             locks: Mutex::default(),
             conf_lock: Mutex::new(()),
             dns: Mutex::default(),
+            refill: tokio::sync::Notify::new(),
         });
         this.ensure_default()?;
         Ok(this)
@@ -513,7 +531,7 @@ impl Networks {
         let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<String> = attached
             .iter()
-            .filter(|(_, a)| a.endpoints.iter().any(|e| e.network == name))
+            .filter(|((ns, _), a)| ns != POOL_NS && a.endpoints.iter().any(|e| e.network == name))
             .map(|((ns, id), _)| format!("{ns}/{}", &id[..id.len().min(12)]))
             .collect();
         out.sort();
@@ -584,12 +602,25 @@ impl Networks {
         names: &[String],
         endpoints: &[EndpointSpec],
         ports: &[PortSpec],
+        recyclable: bool,
     ) -> Result<Attachment, NetworkError> {
         let lock = self.lock_of(ns, id);
         let _g = lock.lock().await;
         if self.attachment(ns, id).is_some() || self.record_path(ns, id).exists() {
             // Left by a task that ended while the agent was down.
             self.detach_locked(ns, id).await;
+        }
+        // The default network alone, nothing published, no fixed address: one from the pool.
+        let plain =
+            |e: &EndpointSpec| e.ip.is_empty() && e.aliases.is_empty() && self.get(&e.network).is_ok_and(|n| n.name == DEFAULT_NETWORK);
+        if ns != POOL_NS && ports.is_empty() && endpoints.len() == 1 && plain(&endpoints[0]) {
+            if let Some(mut att) = self.take_pooled() {
+                att.recyclable = recyclable;
+                self.save(ns, id, &att)?;
+                self.refill.notify_one();
+                return Ok(att);
+            }
+            self.refill.notify_one();
         }
         let lists = ConfList::load_dir(&self.cfg.conf_dir);
         let ports = self.assign_ports(ns, id, ports)?;
@@ -625,7 +656,7 @@ impl Networks {
             });
         }
         let path = self.netns_path(ns, id);
-        let mut att = Attachment { netns: path.clone(), endpoints: eps, ports, complete: false };
+        let mut att = Attachment { netns: path.clone(), endpoints: eps, ports, complete: false, recyclable: false };
         self.save(ns, id, &att)?;
         let made = {
             let p = path.clone();
@@ -774,6 +805,55 @@ impl Networks {
         Ok(out)
     }
 
+    /// The pool's ids.
+    fn pooled(&self) -> Vec<String> {
+        let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        attached.iter().filter(|((ns, _), a)| ns == POOL_NS && a.complete).map(|((_, id), _)| id.clone()).collect()
+    }
+
+    /// Take an attachment from the pool (its record leaves it).
+    fn take_pooled(&self) -> Option<Attachment> {
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let key = attached.iter().find(|((ns, _), a)| ns == POOL_NS && a.complete).map(|(k, _)| k.clone())?;
+        let att = attached.remove(&key)?;
+        let _ = std::fs::remove_file(self.record_path(POOL_NS, &key.1));
+        // Only a namespace that is still there.
+        netns::exists(&att.netns).then_some(att)
+    }
+
+    /// Keep the pool full, in the background, from the first time a
+    /// container joins the default network (or at start, if it was kept).
+    pub fn start_pool(self: &Arc<Self>) {
+        let default = [EndpointSpec { network: DEFAULT_NETWORK.into(), ..Default::default() }];
+        if self.check(&default, &[]).is_err() {
+            return;
+        }
+        let n = self.clone();
+        tokio::spawn(async move {
+            // An agent whose containers never use the default network keeps no pool: it fills at the first use.
+            if n.pooled().is_empty() {
+                n.refill.notified().await;
+            }
+            loop {
+                while n.pooled().len() < n.cfg.pool_size {
+                    let pid = crate::content::random_hex(8);
+                    if let Err(e) = n.attach(POOL_NS, &pid, &[], &default, &[], false).await {
+                        tracing::warn!(error = %e, "attaching a namespace to the default network ahead of time");
+                        break;
+                    }
+                }
+                // A namespace given back while one was being made: one too many.
+                while n.pooled().len() > n.cfg.pool_size {
+                    let Some(extra) = n.pooled().pop() else { break };
+                    n.detach(POOL_NS, &extra).await;
+                }
+                let notified = n.refill.notified();
+                // Also now and then, should a fill have failed.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), notified).await;
+            }
+        });
+    }
+
     fn save(&self, ns: &str, id: &str, att: &Attachment) -> Result<(), NetworkError> {
         let path = self.record_path(ns, id);
         if let Some(d) = path.parent() {
@@ -799,7 +879,21 @@ impl Networks {
         let record = self.record_path(ns, id);
         let att =
             self.attachment(ns, id).or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
-        let path = self.netns_path(ns, id);
+        let path = att.as_ref().map_or_else(|| self.netns_path(ns, id), |a| a.netns.clone());
+        if let Some(a) = att.as_ref().filter(|a| a.recyclable && a.complete && ns != POOL_NS) {
+            if self.pooled().len() < self.cfg.pool_size && netns::exists(&a.netns) {
+                // Back to the pool, as it was: its container is gone and changed nothing of it.
+                let pid = a.netns.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let mut back = a.clone();
+                back.recyclable = false;
+                if self.save(POOL_NS, &pid, &back).is_ok() {
+                    let _ = std::fs::remove_file(&record);
+                    self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+                    self.refill.notify_one();
+                    return;
+                }
+            }
+        }
         if let Some(att) = &att {
             for ep in att.endpoints.iter().rev() {
                 let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else {
@@ -866,14 +960,30 @@ impl Networks {
     /// After a restart: detach every container `keep` does not name (its
     /// task is gone); returns how many were released.
     pub async fn reconcile(&self, keep: &dyn Fn(&str, &str) -> bool) -> usize {
-        let mut stale: Vec<Key> = read_attachments(&self.dir).into_iter().map(|(k, _)| k).filter(|(ns, id)| !keep(ns, id)).collect();
+        // The pool's whole entries stay (as many as it holds); the others whose task is gone go.
+        let mut pooled = 0;
+        let mut stale: Vec<Key> = read_attachments(&self.dir)
+            .into_iter()
+            .filter(|((ns, id), a)| {
+                if ns == POOL_NS {
+                    let whole = a.complete && netns::exists(&a.netns) && pooled < self.cfg.pool_size;
+                    pooled += usize::from(whole);
+                    !whole
+                } else {
+                    !keep(ns, id)
+                }
+            })
+            .map(|(k, _)| k)
+            .collect();
         // Namespaces with no record (the record is written first, so only a crash inside `remove` leaves these).
         if let Ok(nss) = std::fs::read_dir(&self.dir) {
             for ns in nss.flatten().filter(|e| e.path().is_dir()) {
                 let nsname = ns.file_name().to_string_lossy().into_owned();
                 for f in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
                     let name = f.file_name().to_string_lossy().into_owned();
-                    if !name.contains('.') && !keep(&nsname, &name) && !stale.iter().any(|(n, i)| n == &nsname && i == &name) {
+                    let known = self.attached.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(nsname.clone(), name.clone()));
+                    let kept = if nsname == POOL_NS { known } else { keep(&nsname, &name) };
+                    if !name.contains('.') && !kept && !stale.iter().any(|(n, i)| n == &nsname && i == &name) {
                         stale.push((nsname.clone(), name));
                     }
                 }

@@ -50,7 +50,11 @@ impl Tasks {
             NetworkMode::None => (None, own_dir, Vec::new(), true),
             NetworkMode::Networks => {
                 let names = [rec.name.clone(), short(&rec.id).to_owned()];
-                let att = self.networks.attach(ns, &rec.id, &names, &endpoints(rec), &rec.config.ports).await?;
+                // A container that can change its network (NET_ADMIN) does not give its namespace back to the pool.
+                let caps =
+                    |list: &[String]| list.iter().any(|c| matches!(c.to_ascii_uppercase().trim_start_matches("CAP_"), "NET_ADMIN" | "ALL"));
+                let recyclable = !rec.config.privileged && !caps(&rec.config.cap_add);
+                let att = self.networks.attach(ns, &rec.id, &names, &endpoints(rec), &rec.config.ports, recyclable).await?;
                 let ips =
                     att.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).filter_map(|a| a.split('/').next()?.parse().ok()).collect();
                 // On a network that resolves names, the agent's server on its gateway is the container's resolver.
