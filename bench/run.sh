@@ -14,13 +14,15 @@
 # Against containerd (whose `ctr run` joins no network) berthd runs with
 # `--net none`. Prints medians and ratios.
 #
-# usage: bench/run.sh [RUNS] [FANOUT]     (root; builds berthd in release mode)
+# usage: bench/run.sh [RUNS] [FANOUT]     (root; builds berthd in release mode,
+#        or takes berthd and berthctl from $BERTH_BIN when it is set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 FANOUT=${2:-50}
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
-B=target/release/berthctl
+BIN=${BERTH_BIN:-target/release}
+B=$BIN/berthctl
 cleanup() {
     if [ -n "${BERTHD_PID:-}" ]; then
         $B rm -f $($B ps -aq 2>/dev/null) >/dev/null 2>&1 || true
@@ -35,13 +37,16 @@ cleanup() {
         kill "$CTRD_PID" 2>/dev/null || true
     fi
     wait 2>/dev/null || true
-    umount -R "$WORK"/ctrd-root 2>/dev/null || true
+    # Whatever either agent left mounted under the work dir, deepest first.
+    awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 for t in runc python3 bc; do command -v $t >/dev/null || { echo "$t is needed (scripts/install-test-deps.sh)" >&2; exit 1; }; done
-cargo build --release --bins -q
+[ -n "${BERTH_BIN:-}" ] || cargo build --release --bins -q
 IMG=$WORK/busybox.tar
 REF=docker.io/bench/busybox:latest
 python3 bench/mkimage.py "$IMG" --layers 0 --name $REF
@@ -58,7 +63,7 @@ mem_kb() {
 }
 
 # ---------------- both agents, up side by side ----------------
-target/release/berthd --root "$WORK/berth-root" --state "$WORK/berth-state" --log-level warn &
+"$BIN/berthd" --root "$WORK/berth-root" --state "$WORK/berth-state" --log-level warn &
 BERTHD_PID=$!
 wait_sock "$WORK/berth-state/berthd.sock"
 export BERTH_ADDRESS=$WORK/berth-state/berthd.sock

@@ -169,6 +169,30 @@ fn published_ports_reach_the_container_and_nothing_is_left() {
     for id in &ids {
         wait_no_leftovers(&d, id);
     }
+
+    // A graceful stop releases the pool: its namespaces, records and addresses.
+    let pooled: Vec<String> = std::fs::read_dir(d.state.join("netns/.pool"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_owned))
+        .collect();
+    assert!(!pooled.is_empty());
+    let mut d = d;
+    let mut child = d.child.take().unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "berthd did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in &pooled {
+        let left = leftovers(&d, p);
+        let pool_left: Vec<String> = left
+            .into_iter()
+            .chain(std::fs::read_dir(d.state.join("netns/.pool")).unwrap().flatten().map(|e| e.path().display().to_string()))
+            .collect();
+        assert!(pool_left.is_empty(), "the pool is not released: {pool_left:?}");
+    }
 }
 
 #[test]

@@ -137,6 +137,14 @@ impl Agent {
         Ok(Agent { core, services })
     }
 
+    /// What a graceful stop releases: the pool of namespaces attached
+    /// ahead of time (bounded; containers keep theirs).
+    pub async fn stop(&self) {
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.core.networks.release_pool()).await.is_err() {
+            tracing::warn!("releasing the pooled network namespaces took too long");
+        }
+    }
+
     /// The services every API surface calls.
     pub fn services(&self) -> Arc<Services> {
         self.services.clone()

@@ -155,6 +155,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         }
     };
     let _ = fs::remove_file(&address);
+    // The namespaces kept ahead of time hold addresses for nobody once the agent is gone.
+    agent.stop().await;
     tracing::info!("berthd stopped");
     result.map_err(Into::into)
 }

@@ -821,6 +821,14 @@ impl Networks {
         netns::exists(&att.netns).then_some(att)
     }
 
+    /// Detach every namespace of the pool (at a graceful stop); a filler
+    /// started afterwards finds none.
+    pub async fn release_pool(&self) {
+        for id in self.pooled() {
+            self.detach(POOL_NS, &id).await;
+        }
+    }
+
     /// Keep the pool full, in the background, from the first time a
     /// container joins the default network (or at start, if it was kept).
     pub fn start_pool(self: &Arc<Self>) {
