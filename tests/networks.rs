@@ -150,7 +150,54 @@ fn published_ports_reach_the_container_and_nothing_is_left() {
     assert!(http_get(picked).contains("hello from berth"));
     assert!(d.ok(&["port", "web2"]).contains(&format!("8080/tcp -> 0.0.0.0:{picked}")));
 
+    // ps and inspect show the ports and the address.
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("PORTS") && ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
+    let j: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "web"])).unwrap();
+    let j = if j.is_array() { j[0].clone() } else { j };
+    assert!(j["NetworkSettings"]["Networks"]["bridge"]["IPAddress"].as_str().unwrap().starts_with("10.77."), "{j}");
+    assert_eq!(j["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"], port.to_string());
+
+    // UDP: a datagram sent to the host port reaches the container's namespace
+    // (busybox's nc has no UDP: the test listens there itself).
+    let uport = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let up = format!("127.0.0.1:{uport}:9999/udp");
+    d.ok(&["run", "-d", "--name", "udp", "-p", &up, "busybox", "sleep", "600"]);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.state.join("netns/default").join(format!("{}.json", id_of(&d, "udp")))).unwrap()).unwrap();
+    let netns = std::path::PathBuf::from(record["netns"].as_str().unwrap());
+    let inside = std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        let f = std::fs::File::open(&netns).unwrap();
+        rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+        std::net::UdpSocket::bind("0.0.0.0:9999").unwrap()
+    })
+    .join()
+    .unwrap();
+    inside.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"over udp", ("127.0.0.1", uport)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = inside.recv_from(&mut buf).expect("no datagram reached the container");
+    assert_eq!(&buf[..n], b"over udp");
+    d.ok(&["rm", "-f", "udp"]);
+
+    // A container on the default network reaches a server on the host's address (its gateway).
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let hport = host.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = host.accept().unwrap();
+        c.write_all(b"from the host\n").unwrap();
+    });
+    let o = d.ok(&["run", "--rm", "busybox", "sh", "-c", &format!("busybox nc -w 3 10.77.0.1 {hport}")]);
+    assert!(o.contains("from the host"), "{o}");
+    server.join().unwrap();
+
     // Bad input: one clear line each, nothing made.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = format!("127.0.0.1:{}:80", busy.local_addr().unwrap().port());
+    let o = d.ctl(&["run", "--rm", "-p", &busy_port, "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use"), "{}", String::from_utf8_lossy(&o.stderr));
     let taken = d.ctl(&["run", "-d", "--name", "web3", "-p", &p, "busybox", "sleep", "30"]);
     assert!(!taken.status.success());
     let err = String::from_utf8_lossy(&taken.stderr).into_owned();
@@ -303,6 +350,18 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     assert!(!addrs.contains("eth1"), "{addrs}");
     let o = d.ctl(&["network", "disconnect", &a, "srv"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("last network"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // An internal network: no route out, not even to the host's other networks.
+    let i = format!("tnet{tag}i");
+    let _ = d.ctl(&["network", "rm", &i]);
+    d.ok(&["network", "create", "--internal", "--subnet", &format!("10.203.{tag}.0/24"), &i]);
+    // A server on the host's address: reached from the default network (above), not from here.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let probe = format!("busybox ip route; busybox nc -w 2 10.77.0.1 {} </dev/null && echo REACHED", listener.local_addr().unwrap().port());
+    let o = d.ctl(&["run", "--rm", "--net", &i, "busybox", "sh", "-c", &probe]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("default") && !out.contains("REACHED"), "{out}");
+    d.ok(&["network", "rm", &i]);
 
     // In use: refused; then removed.
     let o = d.ctl(&["network", "rm", &a]);

@@ -301,6 +301,8 @@ pub struct Networks {
     dns: Mutex<HashMap<String, DnsServer>>,
     /// Wakes the pool's filler.
     refill: tokio::sync::Notify,
+    /// Attachments being released in the background (their tasks are gone).
+    releasing: Mutex<std::collections::HashSet<Key>>,
 }
 
 /// One network's name server.
@@ -337,6 +339,7 @@ impl Networks {
             conf_lock: Mutex::new(()),
             dns: Mutex::default(),
             refill: tokio::sync::Notify::new(),
+            releasing: Mutex::default(),
         });
         this.ensure_default()?;
         Ok(this)
@@ -519,6 +522,11 @@ impl Networks {
         if !users.is_empty() {
             return Err(NetworkError::InUse(format!("network {:?} has containers attached: {}", net.name, users.join(", "))));
         }
+        // Those being released: their plugins run once more with the list, so it waits for them (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline && self.attached_to(&net.name) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _g = self.conf_lock.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::remove_file(&net.path).map_err(io(&net.path))?;
         drop(_g);
@@ -526,16 +534,30 @@ impl Networks {
         Ok(net)
     }
 
-    /// Containers (`ns/id`) attached to network `name`.
+    /// Mark a container's attachment as being released (its task is gone):
+    /// it no longer keeps its networks from being removed.
+    pub fn releasing(&self, ns: &str, id: &str) {
+        self.releasing.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()));
+    }
+
+    /// Containers (`ns/id`) attached to network `name` (not those being released).
     pub fn users(&self, name: &str) -> Vec<String> {
+        let releasing = self.releasing.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<String> = attached
             .iter()
+            .filter(|(k, _)| !releasing.contains(*k))
             .filter(|((ns, _), a)| ns != POOL_NS && a.endpoints.iter().any(|e| e.network == name))
             .map(|((ns, id), _)| format!("{ns}/{}", &id[..id.len().min(12)]))
             .collect();
         out.sort();
         out
+    }
+
+    /// Whether any attachment (outside the pool) is on network `name`.
+    fn attached_to(&self, name: &str) -> bool {
+        let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        attached.iter().any(|((ns, _), a)| ns != POOL_NS && a.endpoints.iter().any(|e| e.network == name))
     }
 
     /// The namespace path a container on networks runs in.
@@ -897,6 +919,7 @@ impl Networks {
                 if self.save(POOL_NS, &pid, &back).is_ok() {
                     let _ = std::fs::remove_file(&record);
                     self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+                    self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
                     self.refill.notify_one();
                     return;
                 }
@@ -921,6 +944,7 @@ impl Networks {
         }
         let _ = std::fs::remove_file(&record);
         self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+        self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
         self.update_dns().await;
     }
 

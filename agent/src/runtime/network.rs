@@ -120,6 +120,7 @@ impl Tasks {
         if self.networks.attachment(ns, id).is_none() {
             return;
         }
+        self.networks.releasing(ns, id);
         let (networks, ns, id) = (self.networks.clone(), ns.to_owned(), id.to_owned());
         tokio::spawn(async move { networks.detach(&ns, &id).await });
     }

@@ -50,12 +50,59 @@ pub fn container_json(c: &v1::Container) -> serde_json::Value {
         "Config": {
             "Env": cfg.env, "WorkingDir": cfg.workdir, "User": cfg.user, "Hostname": cfg.hostname,
             "Tty": cfg.tty, "OpenStdin": cfg.stdin, "ReadOnly": cfg.read_only, "Privileged": cfg.privileged,
-            "Network": cfg.network, "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop, "AutoRemove": cfg.auto_remove,
+            "Network": if cfg.network.is_empty() { "networks" } else { &cfg.network },
+            "Networks": cfg.networks.iter().map(|e| json!({"Network": e.network, "Aliases": e.aliases, "IPv4Address": e.ipv4_address})).collect::<Vec<_>>(),
+            "PublishedPorts": cfg.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port, "Protocol": p.protocol})).collect::<Vec<_>>(),
+            "PublishAll": cfg.publish_all, "Dns": cfg.dns, "DnsSearch": cfg.dns_search, "DnsOptions": cfg.dns_options, "ExtraHosts": cfg.extra_hosts,
+            "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop, "AutoRemove": cfg.auto_remove,
             "Mounts": cfg.mounts.iter().map(|m| json!({"Type": m.r#type, "Source": m.source, "Destination": m.destination, "ReadOnly": m.readonly, "Options": m.options})).collect::<Vec<_>>(),
             "Resources": cfg.resources.map(|r| json!({"Memory": r.memory_bytes, "CpuMillis": r.cpu_millis, "PidsLimit": r.pids_limit})),
         },
+        "NetworkSettings": network_settings(c),
         "Spec": spec,
     })
+}
+
+/// docker's `NetworkSettings`: the container's address on each network, and
+/// its published ports by container port.
+fn network_settings(c: &v1::Container) -> serde_json::Value {
+    let mut networks = serde_json::Map::new();
+    for e in &c.endpoints {
+        let (ip, prefix) = e.addresses.first().and_then(|a| a.split_once('/')).unwrap_or(("", ""));
+        networks.insert(
+            e.network.clone(),
+            json!({
+                "NetworkID": e.network_id, "IPAddress": ip, "IPPrefixLen": prefix.parse::<u32>().unwrap_or(0),
+                "Gateway": e.gateway, "MacAddress": e.mac_address, "Aliases": e.aliases, "Interface": e.interface,
+            }),
+        );
+    }
+    let mut ports = serde_json::Map::new();
+    for p in &c.ports {
+        let host = json!({"HostIp": if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip }, "HostPort": p.host_port.to_string()});
+        match ports.entry(format!("{}/{}", p.container_port, p.protocol)).or_insert_with(|| json!([])) {
+            serde_json::Value::Array(list) => list.push(host),
+            _ => unreachable!("made a list above"),
+        }
+    }
+    let first = c.endpoints.first();
+    json!({
+        "IPAddress": first.and_then(|e| e.addresses.first()).map(|a| a.split('/').next().unwrap_or_default()).unwrap_or_default(),
+        "Gateway": first.map(|e| e.gateway.as_str()).unwrap_or_default(),
+        "Networks": networks,
+        "Ports": ports,
+    })
+}
+
+/// docker's PORTS column: `0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp`.
+pub fn ports_text(c: &v1::Container) -> String {
+    c.ports
+        .iter()
+        .map(|p| {
+            format!("{}:{}->{}/{}", if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip }, p.host_port, p.container_port, p.protocol)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn shell_join(args: &[String]) -> String {
@@ -71,7 +118,7 @@ pub fn short_id(id: &str, no_trunc: bool) -> String {
     }
 }
 
-pub const PS_HEADER: [&str; 6] = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"];
+pub const PS_HEADER: [&str; 7] = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
 
 /// A `ps` row: the command cut at 20 characters and the image without
 /// `:latest`, unless `no_trunc`.
@@ -86,6 +133,7 @@ pub fn ps_row(c: &v1::Container, no_trunc: bool) -> Vec<String> {
         format!("\"{cmd}\""),
         ago(secs(&c.created_at)),
         status_text(&c.status.clone().unwrap_or_default()),
+        ports_text(c),
         c.name.clone(),
     ]
 }
@@ -147,7 +195,15 @@ mod tests {
         assert_eq!(row[0], "0123456789ab");
         assert_eq!(row[1], "busybox");
         assert_eq!(row[2], "\"sh -c while true; d…\"");
-        assert_eq!((row[3].as_str(), row[4].as_str(), row[5].as_str()), ("N/A", "Created", "web"));
+        assert_eq!((row[3].as_str(), row[4].as_str(), row[5].as_str(), row[6].as_str()), ("N/A", "Created", "", "web"));
+        let ports = vec![
+            v1::PortMapping { host_ip: String::new(), host_port: 18080, container_port: 80, protocol: "tcp".into() },
+            v1::PortMapping { host_ip: "127.0.0.1".into(), host_port: 5353, container_port: 53, protocol: "udp".into() },
+        ];
+        let with_ports = v1::Container { ports, ..c.clone() };
+        assert_eq!(ps_row(&with_ports, false)[5], "0.0.0.0:18080->80/tcp, 127.0.0.1:5353->53/udp");
+        let j = container_json(&with_ports);
+        assert_eq!(j["NetworkSettings"]["Ports"]["53/udp"][0]["HostPort"], "5353");
         let row = ps_row(&v1::Container { image: "localhost:5000/a:v1".into(), ..c.clone() }, true);
         assert_eq!(row[0], c.id);
         assert_eq!(row[1], "localhost:5000/a:v1");
