@@ -116,6 +116,14 @@ fn fifty_containers_share_the_image_layers_and_each_writes_only_its_own() {
         let other = d.ctl(&["exec", nb, "cat", &format!("/tmp/{na}")]);
         assert_eq!(code(&other), 1, "{nb} sees {na}'s file");
     }
+    // Each is on the default network, in a namespace of its own.
+    let ids: Vec<String> = d.ok(&["ps", "-q", "--no-trunc"]).lines().map(str::to_owned).collect();
+    let records = |d: &Daemon| {
+        std::fs::read_dir(d.state.join("netns/default"))
+            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(records(&d).iter().filter(|n| n.ends_with(".json")).count(), 50);
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
     d.ok(&args);
@@ -123,6 +131,16 @@ fn fifty_containers_share_the_image_layers_and_each_writes_only_its_own() {
     // The image is intact and no writable layer is left behind.
     assert_eq!(d.snapshot_dirs("overlayfs"), image_dirs);
     wait_until("all shims exit", Duration::from_secs(20), || d.shim_pids().is_empty() && bundles(&d).is_empty());
+    // Nor any network: no namespace or record, no address held, no NAT rule, under their ids
+    // (those that came from the pool went back to it, under the pool's own).
+    wait_until("the networks are released", Duration::from_secs(30), || records(&d).is_empty());
+    let allocations: String = std::fs::read_dir("/run/berth/ipam/bridge")
+        .map(|r| r.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect())
+        .unwrap_or_default();
+    let nat = String::from_utf8_lossy(&std::process::Command::new("iptables-save").output().unwrap().stdout).into_owned();
+    for id in &ids {
+        assert!(!allocations.contains(id.as_str()) && !nat.contains(id.as_str()), "{id} left an address or a rule");
+    }
     assert_eq!(d.ok(&["run", "--rm", "busybox", "echo", "still here"]), "still here\n");
 }
 

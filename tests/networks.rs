@@ -396,3 +396,76 @@ fn a_container_keeps_its_address_and_port_across_an_agent_crash() {
     d.ok(&["rm", "-f", "web", "short"]);
     wait_no_leftovers(&d, &web);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_errors_carry_the_right_status() {
+    use berth_api::v1::{self, containers_client::ContainersClient, networks_client::NetworksClient, tasks_client::TasksClient};
+    use tonic::Code;
+    let d = tokio::task::spawn_blocking(daemon_with_busybox).await.unwrap();
+    let ch = d.channel().await;
+    let mut n = NetworksClient::new(ch.clone());
+    let mut c = ContainersClient::new(ch.clone());
+    let mut t = TasksClient::new(ch);
+    let tag = std::process::id() % 200;
+    let name = format!("tnet{tag}e");
+    let _ = n.remove(v1::RemoveNetworkRequest { name: name.clone() }).await;
+    let create = |name: &str, subnet: &str| v1::CreateNetworkRequest { name: name.into(), subnet: subnet.into(), ..Default::default() };
+    n.create(create(&name, &format!("10.204.{tag}.0/24"))).await.unwrap();
+    let code = |r: Result<tonic::Response<v1::CreateNetworkResponse>, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(code(n.create(create(&name, "")).await), Code::AlreadyExists, "a taken name");
+    assert_eq!(code(n.create(create("tnet-o", &format!("10.204.{tag}.0/25"))).await), Code::AlreadyExists, "an overlap");
+    assert_eq!(code(n.create(create("bad name", "")).await), Code::InvalidArgument);
+    assert_eq!(code(n.create(create("tnet-x", "10.0.0.1/8")).await), Code::InvalidArgument, "host bits");
+    assert_eq!(code(n.create(create("host", "")).await), Code::InvalidArgument, "a mode's name");
+    assert_eq!(n.get(v1::GetNetworkRequest { name: "nosuch".into() }).await.unwrap_err().code(), Code::NotFound);
+    let rm_default = n.remove(v1::RemoveNetworkRequest { name: "bridge".into() }).await;
+    assert_eq!(rm_default.unwrap_err().code(), Code::FailedPrecondition);
+
+    let container = |name: &str, config: v1::ContainerConfig| v1::CreateContainerRequest {
+        image: "busybox".into(),
+        name: name.into(),
+        config: Some(v1::ContainerConfig { command: vec!["sleep".into(), "300".into()], command_set: true, ..config }),
+        ..Default::default()
+    };
+    let on = |net: &str| v1::ContainerConfig {
+        networks: vec![v1::NetworkEndpoint { network: net.into(), ..Default::default() }],
+        ..Default::default()
+    };
+    assert_eq!(c.create(container("", on("nosuch"))).await.unwrap_err().code(), Code::NotFound);
+    let bad_mode = v1::ContainerConfig { network: "bogus:x".into(), ..Default::default() };
+    assert_eq!(c.create(container("", bad_mode)).await.unwrap_err().code(), Code::InvalidArgument);
+    let none_port = v1::ContainerConfig {
+        network: "none".into(),
+        ports: vec![v1::PortMapping { container_port: 80, ..Default::default() }],
+        ..Default::default()
+    };
+    assert_eq!(c.create(container("", none_port)).await.unwrap_err().code(), Code::InvalidArgument);
+    let out_of_subnet = v1::ContainerConfig {
+        networks: vec![v1::NetworkEndpoint { network: name.clone(), ipv4_address: "10.99.99.9".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    assert_eq!(c.create(container("", out_of_subnet)).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // A host port another container publishes: the second start is refused, and nothing of it stays.
+    let port = free_port();
+    let publish = |p: u16| v1::ContainerConfig {
+        ports: vec![v1::PortMapping { host_ip: "127.0.0.1".into(), host_port: p.into(), container_port: 80, protocol: "tcp".into() }],
+        ..Default::default()
+    };
+    let first = c.create(container("p1", publish(port))).await.unwrap().into_inner().container.unwrap();
+    let second = c.create(container("p2", publish(port))).await.unwrap().into_inner().container.unwrap();
+    let start = |id: &str| v1::StartTaskRequest { container_id: id.into(), exec_id: String::new() };
+    t.start(start(&first.id)).await.unwrap();
+    assert_eq!(t.start(start(&second.id)).await.unwrap_err().code(), Code::AlreadyExists);
+    let d2 = &d;
+    assert!(leftovers(d2, &second.id).is_empty(), "{:?}", leftovers(d2, &second.id));
+    // In use: FailedPrecondition.
+    let on_net = c.create(container("onnet", on(&name))).await.unwrap().into_inner().container.unwrap();
+    t.start(start(&on_net.id)).await.unwrap();
+    assert_eq!(n.remove(v1::RemoveNetworkRequest { name: name.clone() }).await.unwrap_err().code(), Code::FailedPrecondition);
+    for id in [&first.id, &second.id, &on_net.id] {
+        c.delete(v1::DeleteContainerRequest { id: id.clone(), force: true }).await.unwrap();
+    }
+    n.remove(v1::RemoveNetworkRequest { name }).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(d)).await.unwrap();
+}
