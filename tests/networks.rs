@@ -363,6 +363,16 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     assert!(!out.contains("default") && !out.contains("REACHED"), "{out}");
     d.ok(&["network", "rm", &i]);
 
+    // A macvlan network (on the interface of the default route): an address, no published port.
+    let mv = format!("tnet{tag}m");
+    let _ = d.ctl(&["network", "rm", &mv]);
+    d.ok(&["network", "create", "-d", "macvlan", "--subnet", &format!("10.205.{tag}.0/24"), &mv]);
+    let o = d.ok(&["run", "--rm", "--net", &mv, "busybox", "busybox", "ip", "-o", "-4", "addr"]);
+    assert!(o.contains(&format!("inet 10.205.{tag}.")), "{o}");
+    let o = d.ctl(&["run", "--rm", "--net", &mv, "-p", "8080", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("publishes no port"), "{}", String::from_utf8_lossy(&o.stderr));
+    d.ok(&["network", "rm", &mv]);
+
     // In use: refused; then removed.
     let o = d.ctl(&["network", "rm", &a]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("containers attached"), "{}", String::from_utf8_lossy(&o.stderr));

@@ -145,22 +145,26 @@ impl Network {
         let plugins: Vec<String> =
             list.plugins.iter().map(|p| p.get("type").and_then(Value::as_str).unwrap_or_default().to_owned()).collect();
         match meta {
-            Some(m) => Network {
-                name: list.name.clone(),
-                id: m.id,
-                driver: m.driver,
-                subnet: m.subnet,
-                gateway: m.gateway,
-                internal: m.internal,
-                options: m.options,
-                labels: m.labels,
-                created: m.created,
-                managed: true,
-                dns: list.name != DEFAULT_NETWORK,
-                bridge: m.bridge,
-                plugins,
-                path: list.path.clone(),
-            },
+            Some(m) => {
+                let bridged = m.driver == "bridge";
+                Network {
+                    name: list.name.clone(),
+                    id: m.id,
+                    driver: m.driver,
+                    subnet: m.subnet,
+                    gateway: m.gateway,
+                    internal: m.internal,
+                    options: m.options,
+                    labels: m.labels,
+                    created: m.created,
+                    managed: true,
+                    // A bridge's gateway is the host's address there, where the agent can answer.
+                    dns: list.name != DEFAULT_NETWORK && bridged,
+                    bridge: m.bridge,
+                    plugins,
+                    path: list.path.clone(),
+                }
+            }
             None => {
                 let (subnet, gateway) = foreign_range(list);
                 let bridge = list.plugins.first().and_then(|p| p.get("bridge")).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -608,6 +612,15 @@ impl Networks {
         }
         if !ports.is_empty() && endpoints.is_empty() {
             return Err(NetworkError::Invalid("ports are published on a network: not with --net none or host".into()));
+        }
+        if let Some(first) = endpoints.first().filter(|_| !ports.is_empty()) {
+            let net = self.get(&first.network)?;
+            if !net.plugins.iter().any(|p| p == "portmap") {
+                return Err(NetworkError::Invalid(format!(
+                    "network {:?} publishes no port (its CNI list has no portmap plugin)",
+                    net.name
+                )));
+            }
         }
         Ok(())
     }
