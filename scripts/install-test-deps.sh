@@ -7,7 +7,7 @@
 #   openssl         makes the certificates of the TLS registry test
 #   python3         Debian's, which any user can run (a test reads the agent's files as nobody)
 #   python3-grpcio  grpcio for Debian's python3: a client of another gRPC stack, on the real socket
-#   containernetworking-plugins, iptables  the CNI plugins container networks run (bridge, portmap, firewall)
+#   containernetworking-plugins, iptables, iproute2  the CNI plugins container networks run (bridge, portmap, firewall), and what the agent calls beside them
 #   curl            reaches published ports from the host in the network tests
 # Needs root (or sudo) and Debian's package archive.
 set -eu
@@ -15,7 +15,7 @@ set -eu
 need=""
 for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci runc:/usr/sbin/runc crun:/usr/bin/crun docker-registry:/usr/bin/docker-registry openssl:/usr/bin/openssl \
     python3:/usr/bin/python3 python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py \
-    containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables curl:/usr/bin/curl; do
+    containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables iproute2:/usr/sbin/ip curl:/usr/bin/curl; do
     pkg=${pair%%:*}
     file=${pair#*:}
     [ -e "$file" ] || need="$need $pkg"
@@ -30,4 +30,4 @@ if [ -n "$need" ]; then
     # shellcheck disable=SC2086
     $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-echo "test dependencies present: busybox-static skopeo umoci runc crun docker-registry openssl python3 python3-grpcio containernetworking-plugins iptables curl"
+echo "test dependencies present: busybox-static skopeo umoci runc crun docker-registry openssl python3 python3-grpcio containernetworking-plugins iptables iproute2 curl"

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Start berthd on a fresh Debian 12: install what it needs at run time when
-# it is missing (runc, the CNI plugins containers' networks use, iptables),
+# it is missing (runc, the CNI plugins containers' networks use, iptables, iproute2),
 # build the release binaries, and start the agent in the foreground.
 # Arguments go to berthd (see `target/release/berthd --help`). Run as root.
 set -eu
 cd "$(dirname "$0")/.."
 need=""
-for pair in runc:/usr/sbin/runc containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables; do
+for pair in runc:/usr/sbin/runc containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables iproute2:/usr/sbin/ip; do
     pkg=${pair%%:*}
     file=${pair#*:}
     [ -e "$file" ] || need="$need $pkg"

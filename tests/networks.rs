@@ -379,7 +379,15 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     let id = id_of(&d, "srv");
     d.ok(&["rm", "-f", "srv"]);
     wait_no_leftovers(&d, &id);
+    let bridge_of = |n: &str| {
+        let j: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", n])).unwrap();
+        j[0]["Bridge"].as_str().unwrap().to_owned()
+    };
+    let bridges = [bridge_of(&a), bridge_of(&b)];
     d.ok(&["network", "rm", &a, &b]);
+    for br in &bridges {
+        assert!(!std::path::Path::new("/sys/class/net").join(br).exists(), "bridge {br} stays");
+    }
     assert!(!d.ok(&["network", "ls", "-q"]).contains(&a));
 }
 

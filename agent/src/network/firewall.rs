@@ -69,14 +69,19 @@ pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
 }
 
 fn iptables(args: &[&str]) -> Result<(), String> {
-    let mut child = Command::new("iptables")
-        .arg("-w")
-        .arg("5")
+    let mut all = vec!["-w", "5"];
+    all.extend_from_slice(args);
+    run("iptables", &all)
+}
+
+/// Run a host networking tool (iptables, ip), bounded; its stderr is the error.
+pub(super) fn run(tool: &str, args: &[&str]) -> Result<(), String> {
+    let mut child = Command::new(tool)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running iptables: {e} (install Debian's iptables)"))?;
+        .map_err(|e| format!("running {tool}: {e}"))?;
     let t0 = std::time::Instant::now();
     loop {
         match child.try_wait() {
@@ -86,13 +91,13 @@ fn iptables(args: &[&str]) -> Result<(), String> {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut e, &mut err);
                 }
-                return Err(format!("iptables {}: {}", args.join(" "), err.trim()));
+                return Err(format!("{tool} {}: {}", args.join(" "), err.trim()));
             }
             Ok(None) if t0.elapsed() < IPTABLES_TIMEOUT => std::thread::sleep(Duration::from_millis(2)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("iptables {} did not finish within {IPTABLES_TIMEOUT:?}", args.join(" ")));
+                return Err(format!("{tool} {} did not finish within {IPTABLES_TIMEOUT:?}", args.join(" ")));
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -535,6 +535,12 @@ impl Networks {
         std::fs::remove_file(&net.path).map_err(io(&net.path))?;
         drop(_g);
         self.sync_firewall();
+        // The bridge the plugin made stays otherwise (with its address, a route the next subnet would avoid).
+        if net.managed && net.driver == "bridge" && !net.bridge.is_empty() && Path::new("/sys/class/net").join(&net.bridge).exists() {
+            if let Err(e) = firewall::run("ip", &["link", "delete", &net.bridge]) {
+                tracing::warn!(bridge = %net.bridge, error = %e, "removing a network's bridge");
+            }
+        }
         Ok(net)
     }
 
