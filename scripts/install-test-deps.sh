@@ -8,26 +8,13 @@
 #   python3         Debian's, which any user can run (a test reads the agent's files as nobody)
 #   python3-grpcio  grpcio for Debian's python3: a client of another gRPC stack, on the real socket
 #   containernetworking-plugins, iptables, iproute2  the CNI plugins container networks run (bridge, portmap, firewall), and what the agent calls beside them
-#   curl            reaches published ports from the host in the network tests
 # Needs root (or sudo) and Debian's package archive.
 set -eu
 
-need=""
-for pair in busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci runc:/usr/sbin/runc crun:/usr/bin/crun docker-registry:/usr/bin/docker-registry openssl:/usr/bin/openssl \
-    python3:/usr/bin/python3 python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py \
-    containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables iproute2:/usr/sbin/ip curl:/usr/bin/curl; do
-    pkg=${pair%%:*}
-    file=${pair#*:}
-    [ -e "$file" ] || need="$need $pkg"
-done
-
-if [ -n "$need" ]; then
-    echo "installing:$need"
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
-fi
-echo "test dependencies present: busybox-static skopeo umoci runc crun docker-registry openssl python3 python3-grpcio containernetworking-plugins iptables iproute2 curl"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+install_missing busybox-static:/bin/busybox skopeo:/usr/bin/skopeo umoci:/usr/bin/umoci runc:/usr/sbin/runc crun:/usr/bin/crun \
+    docker-registry:/usr/bin/docker-registry openssl:/usr/bin/openssl python3:/usr/bin/python3 \
+    python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py containernetworking-plugins:/usr/lib/cni/bridge \
+    iptables:/usr/sbin/iptables iproute2:/usr/sbin/ip
+echo "test dependencies present: busybox-static skopeo umoci runc crun docker-registry openssl python3 python3-grpcio containernetworking-plugins iptables iproute2"

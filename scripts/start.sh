@@ -5,20 +5,8 @@
 # Arguments go to berthd (see `target/release/berthd --help`). Run as root.
 set -eu
 cd "$(dirname "$0")/.."
-need=""
-for pair in runc:/usr/sbin/runc containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables iproute2:/usr/sbin/ip; do
-    pkg=${pair%%:*}
-    file=${pair#*:}
-    [ -e "$file" ] || need="$need $pkg"
-done
-if [ -n "$need" ]; then
-    echo "installing:$need"
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
-fi
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+install_missing runc:/usr/sbin/runc containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables iproute2:/usr/sbin/ip
 cargo build --release --locked
 exec target/release/berthd "$@"
