@@ -150,6 +150,16 @@ fn published_ports_reach_the_container_and_nothing_is_left() {
     assert!(http_get(picked).contains("hello from berth"));
     assert!(d.ok(&["port", "web2"]).contains(&format!("8080/tcp -> 0.0.0.0:{picked}")));
 
+    // -P: every port the image exposes, each on a free host port.
+    let ctx = d.dir.path().join("exposing");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nEXPOSE 8080 9090/udp\n").unwrap();
+    d.ok(&["build", "-q", "-t", "exposing", ctx.to_str().unwrap()]);
+    d.ok(&["run", "-d", "--name", "pall", "-P", "exposing", "sleep", "600"]);
+    let all = d.ok(&["port", "pall"]);
+    assert!(all.contains("8080/tcp -> 0.0.0.0:") && all.contains("9090/udp -> 0.0.0.0:"), "{all}");
+    d.ok(&["rm", "-f", "pall"]);
+
     // ps and inspect show the ports and the address.
     let ps = d.ok(&["ps"]);
     assert!(ps.contains("PORTS") && ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
