@@ -383,6 +383,21 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("publishes no port"), "{}", String::from_utf8_lossy(&o.stderr));
     d.ok(&["network", "rm", &mv]);
 
+    // A CNI list dropped in the conf dir is a network, used by its name (and not removed by the agent).
+    let own = format!("tnet{tag}own");
+    let file = std::path::Path::new("/etc/berth/cni/net.d").join(format!("{own}.conflist"));
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": own, "plugins": [{"type": "bridge", "bridge": format!("tb{tag}own"),
+        "isGateway": true, "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.206.{tag}.0/24")}]]}}]});
+    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
+    let ls = d.ok(&["network", "ls"]);
+    assert!(ls.contains(&own) && ls.contains(&format!("10.206.{tag}.0/24")), "{ls}");
+    let o = d.ok(&["run", "--rm", "--net", &own, "busybox", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(o.contains(&format!("inet 10.206.{tag}.")), "{o}");
+    let o = d.ctl(&["network", "rm", &own]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did not make"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&file).unwrap();
+    let _ = std::process::Command::new("ip").args(["link", "delete", &format!("tb{tag}own")]).status();
+
     // In use: refused; then removed.
     let o = d.ctl(&["network", "rm", &a]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("containers attached"), "{}", String::from_utf8_lossy(&o.stderr));

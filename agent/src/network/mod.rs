@@ -522,6 +522,13 @@ impl Networks {
         if net.name == DEFAULT_NETWORK {
             return Err(NetworkError::InUse(format!("network {DEFAULT_NETWORK:?} is the default network and cannot be removed")));
         }
+        if !net.managed {
+            return Err(NetworkError::InUse(format!(
+                "network {:?} is a CNI list the agent did not make: remove its file, {}",
+                net.name,
+                net.path.display()
+            )));
+        }
         let users = self.users(&net.name);
         if !users.is_empty() {
             return Err(NetworkError::InUse(format!("network {:?} has containers attached: {}", net.name, users.join(", "))));
