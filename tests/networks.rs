@@ -512,3 +512,65 @@ async fn network_errors_carry_the_right_status() {
     n.remove(v1::RemoveNetworkRequest { name }).await.unwrap();
     tokio::task::spawn_blocking(move || drop(d)).await.unwrap();
 }
+
+/// The namespace a container's attachment record names.
+fn netns_of(d: &Daemon, name: &str) -> String {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.state.join("netns/default").join(format!("{}.json", id_of(d, name)))).unwrap()).unwrap();
+    record["netns"].as_str().unwrap().to_owned()
+}
+
+/// The namespaces the pool's records name.
+fn pool_namespaces(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(d.state.join("netns/.pool"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).ok()?).ok())
+        .filter_map(|v| v["netns"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_namespace_goes_back_to_the_pool_only_as_it_came() {
+    let mut d = daemon_with_busybox();
+    let tag = std::process::id() % 200;
+    // Fill the pool.
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool_namespaces(&d).len() < 4 {
+        assert!(Instant::now() < deadline, "the pool did not fill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A plain container comes from the pool and goes back to it.
+    d.ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "600"]);
+    let plain = netns_of(&d, "plain");
+    assert!(plain.contains("/.pool/"), "{plain}");
+    // Shared with another container: not given back while that one runs in it.
+    d.ok(&["run", "-d", "--name", "owner", "busybox", "sleep", "600"]);
+    d.ok(&["run", "-d", "--name", "joiner", "--net", "container:owner", "busybox", "sleep", "600"]);
+    let owner = netns_of(&d, "owner");
+    // Connected to another network: not given back either.
+    let x = format!("tnet{tag}p");
+    let _ = d.ctl(&["network", "rm", &x]);
+    d.ok(&["network", "create", "--subnet", &format!("10.207.{tag}.0/24"), &x]);
+    d.ok(&["run", "-d", "--name", "connected", "busybox", "sleep", "600"]);
+    let connected = netns_of(&d, "connected");
+    d.ok(&["network", "connect", &x, "connected"]);
+    d.ok(&["rm", "-f", "owner", "connected"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let pool = pool_namespaces(&d);
+    assert!(!pool.contains(&owner), "a shared namespace went back to the pool");
+    assert!(!pool.contains(&connected), "a namespace on another network went back to the pool");
+    // The joiner runs on (its namespace's networks went with their owner, as with docker).
+    assert!(d.ok(&["ps"]).contains("joiner"));
+    // After a crash and a restart, a running container's pooled namespace stays its own.
+    d.kill9();
+    d.spawn();
+    assert!(std::path::Path::new(&plain).exists(), "{plain} was removed at the restart");
+    let o = d.ok(&["run", "--rm", "--net", "container:plain", "busybox", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(o.contains("inet 10.77."), "{o}");
+    d.ok(&["rm", "-f", "plain", "joiner"]);
+    d.ok(&["network", "rm", &x]);
+}

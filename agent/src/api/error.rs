@@ -175,6 +175,7 @@ pub fn network_code(e: &crate::network::NetworkError) -> Code {
         N::AlreadyExists(_) | N::Conflict(_) => Code::AlreadyExists,
         N::Invalid(_) => Code::InvalidArgument,
         N::InUse(_) => Code::FailedPrecondition,
+        N::Exhausted(_) => Code::ResourceExhausted,
         N::Cni(CniError::Timeout { .. }) => Code::DeadlineExceeded,
         N::Cni(_) => Code::FailedPrecondition,
         N::Io { source, .. } => io_code(source),

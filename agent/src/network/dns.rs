@@ -116,6 +116,21 @@ pub struct Zone {
     pub names: Mutex<Names>,
     /// The host's resolvers; empty: nothing is forwarded (an internal network).
     pub upstream: Vec<SocketAddr>,
+    /// Who is answered: the network's own subnet (the server's address is
+    /// the host's, reachable from elsewhere too).
+    pub clients: Option<super::subnet::Subnet>,
+}
+
+/// Most questions one server works on at once; more are dropped (clients retry).
+const MAX_IN_FLIGHT: usize = 256;
+
+impl Zone {
+    fn answers(&self, peer: SocketAddr) -> bool {
+        match (peer.ip(), &self.clients) {
+            (IpAddr::V4(ip), Some(s)) => s.contains(ip),
+            _ => false,
+        }
+    }
 }
 
 impl Zone {
@@ -158,14 +173,26 @@ async fn forward(msg: &[u8], server: SocketAddr) -> Option<Vec<u8>> {
 pub async fn serve(addr: Ipv4Addr, zone: Arc<Zone>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let udp = Arc::new(UdpSocket::bind((addr, 53)).await?);
     let tcp = TcpListener::bind((addr, 53)).await?;
+    let busy = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     Ok(tokio::spawn(async move {
-        let z = zone.clone();
+        let (z, b) = (zone.clone(), busy.clone());
         let udp_loop = async move {
             let mut buf = vec![0u8; 4096];
             loop {
-                let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
+                let (n, peer) = match udp.recv_from(&mut buf).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                if !z.answers(peer) {
+                    continue;
+                }
+                let Ok(permit) = b.clone().try_acquire_owned() else { continue };
                 let (msg, udp, z) = (buf[..n].to_vec(), udp.clone(), z.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Some(mut r) = z.reply(&msg).await {
                         // Over UDP a reply is at most 512 bytes unless the client said more (EDNS): truncate.
                         if r.len() > 4096 {
@@ -179,9 +206,21 @@ pub async fn serve(addr: Ipv4Addr, zone: Arc<Zone>) -> std::io::Result<tokio::ta
         };
         let tcp_loop = async move {
             loop {
-                let Ok((mut conn, _)) = tcp.accept().await else { continue };
+                let (mut conn, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    // Out of descriptors, say: not a busy loop.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if !zone.answers(peer) {
+                    continue;
+                }
+                let Ok(permit) = busy.clone().try_acquire_owned() else { continue };
                 let z = zone.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let read = async {
                         let len = conn.read_u16().await? as usize;
                         let mut msg = vec![0u8; len];
@@ -269,7 +308,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_internal_zone_answers_what_it_knows_and_refuses_the_rest() {
-        let zone = Zone { names: Mutex::new(HashMap::from([("db".to_owned(), vec![Ipv4Addr::new(10, 0, 0, 9)])])), upstream: vec![] };
+        let zone = Zone {
+            names: Mutex::new(HashMap::from([("db".to_owned(), vec![Ipv4Addr::new(10, 0, 0, 9)])])),
+            upstream: vec![],
+            clients: super::super::subnet::Subnet::parse("10.0.0.0/24").ok(),
+        };
+        assert!(zone.answers("10.0.0.7:5353".parse().unwrap()));
+        assert!(!zone.answers("10.1.0.7:5353".parse().unwrap()), "another network");
         let r = zone.reply(&query("db", TYPE_A)).await.unwrap();
         assert_eq!(&r[r.len() - 4..], &[10, 0, 0, 9]);
         let r = zone.reply(&query("nope", TYPE_A)).await.unwrap();

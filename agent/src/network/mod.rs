@@ -50,6 +50,8 @@ pub enum NetworkError {
     Conflict(String),
     #[error("{0}")]
     InUse(String),
+    #[error("{0}")]
+    Exhausted(String),
     #[error(transparent)]
     Cni(#[from] CniError),
     #[error("network state {path}: {source}")]
@@ -278,6 +280,10 @@ pub struct Attachment {
     /// change its network: no NET_ADMIN).
     #[serde(default)]
     pub recyclable: bool,
+    /// Which attachment of the container this is (a release issued for an
+    /// earlier one leaves a later one alone).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl Attachment {
@@ -305,6 +311,10 @@ pub struct Networks {
     dns: Mutex<HashMap<String, DnsServer>>,
     /// Wakes the pool's filler.
     refill: tokio::sync::Notify,
+    /// One update of the name servers at a time.
+    dns_update: tokio::sync::Mutex<()>,
+    /// Held from picking a container's host ports to recording them.
+    ports_lock: Mutex<()>,
     /// Attachments being released in the background (their tasks are gone).
     releasing: Mutex<std::collections::HashSet<Key>>,
 }
@@ -343,6 +353,8 @@ impl Networks {
             conf_lock: Mutex::new(()),
             dns: Mutex::default(),
             refill: tokio::sync::Notify::new(),
+            dns_update: tokio::sync::Mutex::new(()),
+            ports_lock: Mutex::new(()),
             releasing: Mutex::default(),
         });
         this.ensure_default()?;
@@ -423,7 +435,7 @@ impl Networks {
         let host = subnet::host_routes();
         let subnet = if req.subnet.is_empty() {
             subnet::pick(&taken, &host)
-                .ok_or_else(|| NetworkError::Conflict("no free private subnet left to pick: give --subnet".into()))?
+                .ok_or_else(|| NetworkError::Exhausted("no free private subnet left to pick: give --subnet".into()))?
         } else {
             let s = Subnet::parse(&req.subnet).map_err(NetworkError::Invalid)?;
             if s.prefix > 30 {
@@ -451,8 +463,23 @@ impl Networks {
         if driver == "bridge" && bridge.is_empty() {
             bridge = format!("berth-{}", &id[..8]);
         }
-        if bridge.len() > 15 || bridge.contains(['/', ' ', ':']) {
-            return Err(NetworkError::Invalid(format!("bridge name {bridge:?} is not an interface name (15 characters at most)")));
+        if driver == "bridge" {
+            let ok = !bridge.is_empty()
+                && bridge.len() <= 15
+                && !bridge.starts_with(['-', '.'])
+                && bridge.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !ok {
+                return Err(NetworkError::Invalid(format!(
+                    "bridge name {bridge:?} is not an interface name: [a-zA-Z0-9_.-], 15 characters at most"
+                )));
+            }
+            if let Some(n) = existing.iter().find(|n| n.bridge == bridge) {
+                return Err(NetworkError::Conflict(format!("bridge {bridge} is network {:?}'s", n.name)));
+            }
+            let sys = Path::new("/sys/class/net").join(&bridge);
+            if sys.exists() && !sys.join("bridge").exists() {
+                return Err(NetworkError::Conflict(format!("{bridge} is an interface of the host, not a bridge")));
+            }
         }
         let mut opts = BTreeMap::new();
         if let Some(m) = mtu {
@@ -543,7 +570,11 @@ impl Networks {
         drop(_g);
         self.sync_firewall();
         // The bridge the plugin made stays otherwise (with its address, a route the next subnet would avoid).
-        if net.managed && net.driver == "bridge" && !net.bridge.is_empty() && Path::new("/sys/class/net").join(&net.bridge).exists() {
+        if net.managed
+            && net.driver == "bridge"
+            && !net.bridge.is_empty()
+            && Path::new("/sys/class/net").join(&net.bridge).join("bridge").exists()
+        {
             if let Err(e) = firewall::run("ip", &["link", "delete", &net.bridge]) {
                 tracing::warn!(bridge = %net.bridge, error = %e, "removing a network's bridge");
             }
@@ -662,8 +693,9 @@ impl Networks {
         let plain =
             |e: &EndpointSpec| e.ip.is_empty() && e.aliases.is_empty() && self.get(&e.network).is_ok_and(|n| n.name == DEFAULT_NETWORK);
         if ns != POOL_NS && ports.is_empty() && endpoints.len() == 1 && plain(&endpoints[0]) {
-            if let Some(mut att) = self.take_pooled() {
+            if let Some(mut att) = self.take_pooled().await {
                 att.recyclable = recyclable;
+                att.generation = next_generation();
                 self.save(ns, id, &att)?;
                 self.refill.notify_one();
                 return Ok(att);
@@ -671,6 +703,8 @@ impl Networks {
             self.refill.notify_one();
         }
         let lists = ConfList::load_dir(&self.cfg.conf_dir);
+        // Ports are picked and recorded under one lock: two attaches cannot take the same one.
+        let ports_held = self.ports_lock.lock().unwrap_or_else(|e| e.into_inner());
         let ports = self.assign_ports(ns, id, ports)?;
         let mut eps = Vec::new();
         for (i, e) in endpoints.iter().enumerate() {
@@ -704,8 +738,10 @@ impl Networks {
             });
         }
         let path = self.netns_path(ns, id);
-        let mut att = Attachment { netns: path.clone(), endpoints: eps, ports, complete: false, recyclable: false };
+        let mut att =
+            Attachment { netns: path.clone(), endpoints: eps, ports, complete: false, recyclable: false, generation: next_generation() };
         self.save(ns, id, &att)?;
+        drop(ports_held);
         let made = {
             let p = path.clone();
             tokio::task::spawn_blocking(move || {
@@ -730,7 +766,10 @@ impl Networks {
                     let ep = &mut att.endpoints[i];
                     ep.addresses = cni::addresses(&result, &ep.ifname);
                     ep.result = Some(result);
-                    self.save(ns, id, &att)?;
+                    if let Err(e) = self.save(ns, id, &att) {
+                        self.detach_locked(ns, id).await;
+                        return Err(e);
+                    }
                 }
                 Err(e) => {
                     self.detach_locked(ns, id).await;
@@ -739,7 +778,10 @@ impl Networks {
             }
         }
         att.complete = true;
-        self.save(ns, id, &att)?;
+        if let Err(e) = self.save(ns, id, &att) {
+            self.detach_locked(ns, id).await;
+            return Err(e);
+        }
         self.update_dns().await;
         Ok(att)
     }
@@ -773,6 +815,7 @@ impl Networks {
         };
         // Recorded before the plugins run, so a crash in between is undone at the next start.
         att.endpoints.push(ep.clone());
+        att.recyclable = false;
         self.save(ns, id, &att)?;
         let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
         match self.cni.add(list, &call).await {
@@ -800,6 +843,7 @@ impl Networks {
         let Some(mut att) = self.attachment(ns, id) else { return Ok(()) };
         let Some(i) = att.endpoints.iter().position(|e| e.network == network) else { return Ok(()) };
         let ep = att.endpoints.remove(i);
+        att.recyclable = false;
         let list = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes"))?;
         let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
         if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
@@ -831,7 +875,22 @@ impl Networks {
                     && (q.host_ip.is_empty() || p.host_ip.is_empty() || q.host_ip == p.host_ip)
             };
             if p.host_port == 0 {
-                p.host_port = free_port(ip, &p.protocol).map_err(|e| NetworkError::Conflict(format!("picking a free host port: {e}")))?;
+                // The kernel's pick, unless another container publishes it (portmap holds no socket).
+                let mut tries = 0;
+                loop {
+                    let picked = free_port(ip, &p.protocol).map_err(|e| port_error(ip, 0, &p.protocol, e))?;
+                    let q = PortSpec { host_port: picked, ..p.clone() };
+                    if !published.iter().any(|(_, o)| o.protocol == q.protocol && o.host_port == picked)
+                        && !out.iter().any(|o| o.protocol == q.protocol && o.host_port == picked)
+                    {
+                        p.host_port = picked;
+                        break;
+                    }
+                    tries += 1;
+                    if tries > 64 {
+                        return Err(NetworkError::InUse("no free host port found".into()));
+                    }
+                }
             } else {
                 if let Some((other, _)) = published.iter().find(|(_, q)| clash(q)) {
                     return Err(NetworkError::Conflict(format!(
@@ -845,7 +904,7 @@ impl Networks {
                     return Err(NetworkError::Invalid(format!("host port {}/{} is published twice", p.host_port, p.protocol)));
                 }
                 if let Err(e) = port_free(ip, p.host_port, &p.protocol) {
-                    return Err(NetworkError::InUse(format!("host port {ip}:{}/{} is in use: {e}", p.host_port, p.protocol)));
+                    return Err(port_error(ip, p.host_port, &p.protocol, e));
                 }
             }
             out.push(p);
@@ -859,21 +918,73 @@ impl Networks {
         attached.iter().filter(|((ns, _), a)| ns == POOL_NS && a.complete).map(|((_, id), _)| id.clone()).collect()
     }
 
-    /// Take an attachment from the pool (its record leaves it).
-    fn take_pooled(&self) -> Option<Attachment> {
+    /// Claim one entry of the pool, atomically: out of the map and its
+    /// record gone, so nothing else can take or release it.
+    fn claim_pooled(&self) -> Option<Attachment> {
         let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let key = attached.iter().find(|((ns, _), a)| ns == POOL_NS && a.complete).map(|(k, _)| k.clone())?;
         let att = attached.remove(&key)?;
         let _ = std::fs::remove_file(self.record_path(POOL_NS, &key.1));
-        // Only a namespace that is still there.
-        netns::exists(&att.netns).then_some(att)
+        Some(att)
     }
 
-    /// Detach every namespace of the pool (at a graceful stop); a filler
-    /// started afterwards finds none.
+    /// Take an attachment from the pool; one whose namespace is gone is released.
+    async fn take_pooled(&self) -> Option<Attachment> {
+        while let Some(att) = self.claim_pooled() {
+            if netns::exists(&att.netns) {
+                return Some(att);
+            }
+            self.release(&att).await;
+        }
+        None
+    }
+
+    /// Run the plugins' `DEL` for every network of a claimed attachment and
+    /// remove its namespace (its record is the caller's business).
+    async fn release(&self, att: &Attachment) {
+        for ep in att.endpoints.iter().rev() {
+            let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else {
+                continue;
+            };
+            let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
+            if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
+                tracing::warn!(id = %ep.cni_id, network = %ep.network, error = %e, "detaching from a network");
+            }
+        }
+        let p = att.netns.clone();
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || netns::remove(&p)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        {
+            tracing::warn!(path = %att.netns.display(), error = %e, "removing a network namespace");
+        }
+    }
+
+    /// Detach every namespace of the pool (at a graceful stop).
     pub async fn release_pool(&self) {
-        for id in self.pooled() {
-            self.detach(POOL_NS, &id).await;
+        while let Some(att) = self.claim_pooled() {
+            self.release(&att).await;
+        }
+    }
+
+    /// Whether a container's attachment may go back to the pool: it came
+    /// from it, is still as it came (the default network alone, no names,
+    /// no port), and nothing marked it otherwise.
+    fn recyclable(&self, att: &Attachment) -> bool {
+        att.recyclable
+            && att.complete
+            && att.ports.is_empty()
+            && att.netns.parent() == Some(self.dir.join(POOL_NS).as_path())
+            && matches!(att.endpoints.as_slice(), [e] if e.network == DEFAULT_NETWORK && e.names.is_empty())
+    }
+
+    /// Keep a container's namespace out of the pool: another container
+    /// joined it (`--net container:`), or its networks changed.
+    pub fn keep_out_of_pool(&self, ns: &str, id: &str) {
+        if let Some(mut att) = self.attachment(ns, id).filter(|a| a.recyclable) {
+            att.recyclable = false;
+            if let Err(e) = self.save(ns, id, &att) {
+                tracing::warn!(container = %id, error = %e, "keeping a namespace out of the pool");
+            }
         }
     }
 
@@ -900,8 +1011,8 @@ impl Networks {
                 }
                 // A namespace given back while one was being made: one too many.
                 while n.pooled().len() > n.cfg.pool_size {
-                    let Some(extra) = n.pooled().pop() else { break };
-                    n.detach(POOL_NS, &extra).await;
+                    let Some(extra) = n.claim_pooled() else { break };
+                    n.release(&extra).await;
                 }
                 let notified = n.refill.notified();
                 // Also now and then, should a fill have failed.
@@ -925,18 +1036,44 @@ impl Networks {
     /// Detach a container from its networks and remove its namespace.
     /// Failures are logged: what can be released is.
     pub async fn detach(&self, ns: &str, id: &str) {
+        self.detach_generation(ns, id, None).await;
+    }
+
+    /// [`Networks::detach`] of attachment `generation` only (when given): a
+    /// release issued when a task ended leaves alone the attachment of the
+    /// container's next task, made meanwhile.
+    pub async fn detach_generation(&self, ns: &str, id: &str, generation: Option<u64>) {
         let lock = self.lock_of(ns, id);
-        let _g = lock.lock().await;
-        self.detach_locked(ns, id).await;
-        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+        {
+            let _g = lock.lock().await;
+            let current = self.attachment(ns, id).map(|a| a.generation);
+            if generation.is_none() || current.is_none() || current == generation {
+                self.detach_locked(ns, id).await;
+            } else {
+                // The container's next attachment: not being released.
+                self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+            }
+        }
+        drop(lock);
+        // The lock goes with its last user.
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (ns.to_owned(), id.to_owned());
+        if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&key);
+        }
     }
 
     async fn detach_locked(&self, ns: &str, id: &str) {
         let record = self.record_path(ns, id);
         let att =
             self.attachment(ns, id).or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
-        let path = att.as_ref().map_or_else(|| self.netns_path(ns, id), |a| a.netns.clone());
-        if let Some(a) = att.as_ref().filter(|a| a.recyclable && a.complete && ns != POOL_NS) {
+        let path = match &att {
+            Some(a) => a.netns.clone(),
+            // A pool entry nobody knows any more may be a container's namespace now: left alone.
+            None if ns == POOL_NS => return,
+            None => self.netns_path(ns, id),
+        };
+        if let Some(a) = att.as_ref().filter(|a| ns != POOL_NS && self.recyclable(a)) {
             if self.pooled().len() < self.cfg.pool_size && netns::exists(&a.netns) {
                 // Back to the pool, as it was: its container is gone and changed nothing of it.
                 let pid = a.netns.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -978,6 +1115,7 @@ impl Networks {
     /// that resolves names and has a container gets a server on its
     /// gateway, holding the names of its containers; the others none.
     pub async fn update_dns(&self) {
+        let _one = self.dns_update.lock().await;
         let mut zones: HashMap<String, Names> = HashMap::new();
         for a in self.attached.lock().unwrap_or_else(|e| e.into_inner()).values() {
             for e in a.endpoints.iter().filter(|e| !e.names.is_empty()) {
@@ -994,8 +1132,9 @@ impl Networks {
             servers.retain(|net, _| zones.contains_key(net));
             for (net, names) in zones {
                 match servers.get(&net) {
-                    Some(s) => *s.zone.names.lock().unwrap_or_else(|e| e.into_inner()) = names,
-                    None => to_start.push((net, names)),
+                    // A server that could not bind before is tried again.
+                    Some(s) if s.task.is_some() => *s.zone.names.lock().unwrap_or_else(|e| e.into_inner()) = names,
+                    _ => to_start.push((net, names)),
                 }
             }
         }
@@ -1003,7 +1142,8 @@ impl Networks {
             let Ok(n) = self.get(&net) else { continue };
             let Ok(gateway) = n.gateway.parse::<Ipv4Addr>() else { continue };
             let upstream = if n.internal { Vec::new() } else { dns::host_upstream() };
-            let zone = Arc::new(dns::Zone { names: Mutex::new(names), upstream });
+            let subnet = Subnet::parse(&n.subnet).ok();
+            let zone = Arc::new(dns::Zone { names: Mutex::new(names), upstream, clients: subnet });
             let task = match dns::serve(gateway, zone.clone()).await {
                 Ok(t) => Some(t),
                 Err(e) => {
@@ -1020,7 +1160,7 @@ impl Networks {
     pub async fn reconcile(&self, keep: &dyn Fn(&str, &str) -> bool) -> usize {
         // The pool's whole entries stay (as many as it holds); the others whose task is gone go.
         let mut pooled = 0;
-        let mut stale: Vec<Key> = read_attachments(&self.dir)
+        let stale: Vec<Key> = read_attachments(&self.dir)
             .into_iter()
             .filter(|((ns, id), a)| {
                 if ns == POOL_NS {
@@ -1033,16 +1173,24 @@ impl Networks {
             })
             .map(|(k, _)| k)
             .collect();
-        // Namespaces with no record (the record is written first, so only a crash inside `remove` leaves these).
+        // Namespaces no record names (records are written first, so only a crash while one is removed leaves these).
         if let Ok(nss) = std::fs::read_dir(&self.dir) {
             for ns in nss.flatten().filter(|e| e.path().is_dir()) {
                 let nsname = ns.file_name().to_string_lossy().into_owned();
                 for f in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
                     let name = f.file_name().to_string_lossy().into_owned();
-                    let known = self.attached.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(nsname.clone(), name.clone()));
-                    let kept = if nsname == POOL_NS { known } else { keep(&nsname, &name) };
-                    if !name.contains('.') && !kept && !stale.iter().any(|(n, i)| n == &nsname && i == &name) {
-                        stale.push((nsname.clone(), name));
+                    // A namespace a record names (a pool entry's may serve a container under another name).
+                    let known = self.attached.lock().unwrap_or_else(|e| e.into_inner()).values().any(|a| a.netns == f.path());
+                    if name.contains('.') || known {
+                        continue;
+                    }
+                    // No record names it: nothing to run the plugins with; the namespace goes
+                    // (unless a task still runs in it).
+                    if nsname == POOL_NS || !keep(&nsname, &name) {
+                        let p = f.path();
+                        if let Err(e) = netns::remove(&p) {
+                            tracing::warn!(path = %p.display(), error = %e, "removing a network namespace no record names");
+                        }
                     }
                 }
             }
@@ -1098,8 +1246,32 @@ fn check_name(name: &str) -> Result<(), NetworkError> {
     Ok(())
 }
 
+/// A new attachment's generation: unique within the agent's life and across restarts.
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// Why a host port cannot be had: an address the host does not have is the
+/// caller's mistake; a port taken is the machine's state.
+fn port_error(ip: Ipv4Addr, port: u16, protocol: &str, e: std::io::Error) -> NetworkError {
+    if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+        return NetworkError::Invalid(format!("host address {ip} is not an address of this machine"));
+    }
+    NetworkError::InUse(format!("host port {ip}:{port}/{protocol} is in use: {e}"))
 }
 
 /// A free host port (picked by the kernel).

@@ -360,7 +360,13 @@ impl Tasks {
             self.release_network(ns, &rec.id);
             return Err(e);
         }
-        let task = self.adopt(ns, rec, bundle, runtime).await?;
+        let task = match self.adopt(ns, rec, bundle, runtime).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.release_network(ns, &rec.id);
+                return Err(e);
+            }
+        };
         self.events.publish(ns, "/tasks/create", &rec.id, &[]);
         Ok(task)
     }

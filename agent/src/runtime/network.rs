@@ -22,6 +22,8 @@ impl From<NetworkError> for TaskError {
             NetworkError::AlreadyExists(_) | NetworkError::Conflict(_) => TaskError::AlreadyExists(e.to_string()),
             NetworkError::Invalid(_) => TaskError::InvalidArgument(e.to_string()),
             NetworkError::InUse(_) => TaskError::FailedPrecondition(e.to_string()),
+            NetworkError::Cni(crate::network::cni::CniError::Timeout { .. }) => TaskError::Timeout(e.to_string()),
+            NetworkError::Io { path, source } => TaskError::Io { path, source },
             e => TaskError::Runtime(e.to_string()),
         }
     }
@@ -64,6 +66,8 @@ impl Tasks {
             }
             NetworkMode::Container(target) => {
                 let path = self.netns_of(ns, target).await?;
+                // Shared now: the namespace is not the pool's to take back when its owner ends.
+                self.networks.keep_out_of_pool(ns, target);
                 // The files of the container whose network it shares, as docker does.
                 (Some(path), self.containers.dir(ns, target), Vec::new(), true)
             }
@@ -120,9 +124,10 @@ impl Tasks {
         if self.networks.attachment(ns, id).is_none() {
             return;
         }
+        let generation = self.networks.attachment(ns, id).map(|a| a.generation);
         self.networks.releasing(ns, id);
         let (networks, ns, id) = (self.networks.clone(), ns.to_owned(), id.to_owned());
-        tokio::spawn(async move { networks.detach(&ns, &id).await });
+        tokio::spawn(async move { networks.detach_generation(&ns, &id, generation).await });
     }
 }
 
