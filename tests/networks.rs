@@ -574,3 +574,30 @@ fn a_namespace_goes_back_to_the_pool_only_as_it_came() {
     d.ok(&["rm", "-f", "plain", "joiner"]);
     d.ok(&["network", "rm", &x]);
 }
+
+#[test]
+fn a_chosen_gateway_and_prune() {
+    require_tool("runc", "runc");
+    // A conf dir of its own: prune must not take other tests' networks.
+    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
+    let conf = dir.path().join("net.d");
+    let d = Daemon::start_with_config(&format!("[network]\nconf_dir = {:?}\n", conf.display().to_string()));
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    let tag = std::process::id() % 200;
+    let (kept, gone) = (format!("tnet{tag}k"), format!("tnet{tag}g"));
+    d.ok(&["network", "create", "--subnet", &format!("10.209.{tag}.0/24"), &kept]);
+    d.ok(&["run", "-d", "--name", "user", "--net", &kept, "busybox", "sleep", "600"]);
+    // A gateway of one's choosing.
+    d.ok(&["network", "create", "--subnet", &format!("10.208.{tag}.0/24"), "--gateway", &format!("10.208.{tag}.254"), &gone]);
+    let o = d.ok(&["run", "--rm", "--net", &gone, "busybox", "busybox", "ip", "route"]);
+    assert!(o.contains(&format!("default via 10.208.{tag}.254")), "{o}");
+    // prune: the unused networks the agent made go; one in use and the default stay.
+    let pruned = d.ok(&["network", "prune"]);
+    assert!(pruned.contains(&gone) && !pruned.contains(&kept), "{pruned}");
+    let ls = d.ok(&["network", "ls", "-q"]);
+    assert!(!ls.contains(&gone) && ls.contains(&kept) && ls.contains("bridge"), "{ls}");
+    d.ok(&["rm", "-f", "user"]);
+    d.ok(&["network", "rm", &kept]);
+}
