@@ -359,6 +359,8 @@ impl Daemon {
 
     /// Start (again) on the same root and wait until it answers.
     pub fn spawn(&mut self) {
+        // A socket left by an agent that was killed: ready means this one's.
+        let _ = std::fs::remove_file(&self.socket);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
             .arg("--root")
