@@ -338,7 +338,10 @@ impl Networks {
     pub fn new(cfg: NetworkConfig, state: &Path) -> Result<Arc<Networks>, NetworkError> {
         let dir = state.join("netns");
         netns::prepare_dir(&dir).map_err(io(&dir))?;
-        std::fs::create_dir_all(&cfg.conf_dir).map_err(io(&cfg.conf_dir))?;
+        // Without its conf dir the agent still serves: containers on networks then fail with the reason.
+        if let Err(e) = std::fs::create_dir_all(&cfg.conf_dir) {
+            tracing::warn!(conf_dir = %cfg.conf_dir.display(), error = %e, "the networks' conf dir cannot be made");
+        }
         let cni = Cni { plugin_dirs: cfg.plugin_dirs.clone() };
         let mut attached = HashMap::new();
         for (key, a) in read_attachments(&dir) {
@@ -357,7 +360,9 @@ impl Networks {
             ports_lock: Mutex::new(()),
             releasing: Mutex::default(),
         });
-        this.ensure_default()?;
+        if let Err(e) = this.ensure_default() {
+            tracing::warn!(error = %e, "the default network cannot be written: containers need --net none or host");
+        }
         Ok(this)
     }
 
