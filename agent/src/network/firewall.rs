@@ -55,17 +55,23 @@ pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
     let ch = chain(conf_dir);
-    let _ = iptables(&["-N", &ch]);
-    iptables(&["-F", &ch])?;
-    for r in rules(nets) {
-        let mut args: Vec<&str> = vec!["-A", &ch];
-        args.extend(r.iter().map(String::as_str));
-        iptables(&args)?;
-    }
+    // One commit of iptables-restore: the chain is never seen half-filled
+    // (declared, it is made or emptied; the rules follow in the same commit).
+    run_with_input("iptables-restore", &["-w", "5", "--noflush"], restore_input(&ch, nets).as_bytes())?;
     if iptables(&["-C", "FORWARD", "-j", &ch]).is_err() {
         iptables(&["-I", "FORWARD", "1", "-j", &ch])?;
     }
     Ok(())
+}
+
+/// The iptables-restore text that sets chain `ch` to the rules for `nets`.
+fn restore_input(ch: &str, nets: &[Network]) -> String {
+    let mut text = format!("*filter\n:{ch} - [0:0]\n");
+    for r in rules(nets) {
+        text.push_str(&format!("-A {ch} {}\n", r.join(" ")));
+    }
+    text.push_str("COMMIT\n");
+    text
 }
 
 fn iptables(args: &[&str]) -> Result<(), String> {
@@ -76,12 +82,22 @@ fn iptables(args: &[&str]) -> Result<(), String> {
 
 /// Run a host networking tool (iptables, ip), bounded; its stderr is the error.
 pub(super) fn run(tool: &str, args: &[&str]) -> Result<(), String> {
+    run_with_input(tool, args, &[])
+}
+
+/// [`run`], with `input` on its standard input.
+fn run_with_input(tool: &str, args: &[&str], input: &[u8]) -> Result<(), String> {
     let mut child = Command::new(tool)
         .args(args)
+        .stdin(if input.is_empty() { std::process::Stdio::null() } else { std::process::Stdio::piped() })
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("running {tool}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A few kilobytes at most: within the pipe's buffer, so this does not wait on the tool.
+        let _ = std::io::Write::write_all(&mut stdin, input);
+    }
     let t0 = std::time::Instant::now();
     loop {
         match child.try_wait() {
@@ -101,5 +117,44 @@ pub(super) fn run(tool: &str, args: &[&str]) -> Result<(), String> {
             }
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge(name: &str, bridge: &str, internal: bool) -> Network {
+        Network {
+            name: name.into(),
+            id: String::new(),
+            driver: "bridge".into(),
+            subnet: String::new(),
+            gateway: String::new(),
+            internal,
+            options: Default::default(),
+            labels: Default::default(),
+            created: 0,
+            managed: true,
+            plugins: vec![],
+            path: Default::default(),
+            bridge: bridge.into(),
+            dns: true,
+        }
+    }
+
+    #[test]
+    fn the_chain_is_set_in_one_commit_isolating_each_bridge_from_the_others() {
+        let nets = [bridge("a", "berth-a", false), bridge("i", "berth-i", true)];
+        let text = restore_input("BERTH-ISO-x", &nets);
+        assert_eq!(
+            text,
+            "*filter\n:BERTH-ISO-x - [0:0]\n\
+             -A BERTH-ISO-x -i berth-a -o berth-i -j DROP\n\
+             -A BERTH-ISO-x -i berth-i ! -o berth-i -j DROP\n\
+             -A BERTH-ISO-x -o berth-i ! -i berth-i -j DROP\n\
+             -A BERTH-ISO-x -i berth-i -o berth-a -j DROP\n\
+             COMMIT\n"
+        );
     }
 }
