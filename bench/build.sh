@@ -16,6 +16,8 @@
 # otherwise berthd is built in release mode (under $CARGO_TARGET_DIR if set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 RUNS=${1:-5}
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 LIMIT=300   # seconds any one build, untimed or timed, may take
@@ -37,11 +39,8 @@ cleanup() {
         timeout 60 $BUILDAH rmi -a -f >/dev/null 2>&1 || true
     fi
     wait 2>/dev/null || true
-    # Whatever either tool left mounted under the work dir, deepest first.
-    awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
-        umount -l "$m" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
+    # With whatever either tool left mounted there.
+    remove_work "$WORK"
 }
 trap cleanup EXIT
 
@@ -55,8 +54,6 @@ else
 fi
 for b in berthd berthctl; do [ -x "$BIN/$b" ] || { echo "no $BIN/$b" >&2; exit 1; }; done
 B=$BIN/berthctl
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 # Run a build command, bounded; on failure show its output and stop the script.
 must() {

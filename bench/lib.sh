@@ -2,6 +2,13 @@
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# Unmount whatever is left mounted under $1 (deepest first), then remove it.
+remove_work() {
+    awk -v w="$1" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf "$1"
+}
 wait_sock() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.02; done; echo "no socket $1" >&2; return 1; }
 
 # Start a containerd of its own under $1 (root, state, socket $1/ctrd.sock);

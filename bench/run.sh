@@ -18,6 +18,8 @@
 #        or takes berthd and berthctl from $BERTH_BIN when it is set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 RUNS=${1:-20}
 FANOUT=${2:-50}
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
@@ -37,11 +39,8 @@ cleanup() {
         kill "$CTRD_PID" 2>/dev/null || true
     fi
     wait 2>/dev/null || true
-    # Whatever either agent left mounted under the work dir, deepest first.
-    awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
-        umount -l "$m" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
+    # With whatever either agent left mounted there.
+    remove_work "$WORK"
 }
 trap cleanup EXIT
 
@@ -51,7 +50,6 @@ IMG=$WORK/busybox.tar
 REF=docker.io/bench/busybox:latest
 python3 bench/mkimage.py "$IMG" --layers 0 --name $REF
 
-. bench/lib.sh
 # Sums of RSS and PSS (kB) over pids.
 mem_kb() {
     local rss=0 pss=0 p

@@ -289,6 +289,13 @@ pub struct Addresses {
     pub mac: String,
 }
 
+impl Addresses {
+    /// The IPv4 addresses, without their prefix length.
+    pub fn ipv4(&self) -> Vec<std::net::Ipv4Addr> {
+        self.ips.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect()
+    }
+}
+
 /// The container's addresses in a CNI result (0.4 or 1.0 form).
 pub fn addresses(result: &Value, ifname: &str) -> Addresses {
     let interfaces = result.get("interfaces").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -241,15 +241,8 @@ pub async fn serve(addr: Ipv4Addr, zone: Arc<Zone>) -> std::io::Result<tokio::ta
 
 /// The host's resolvers as socket addresses (loopback ones included: the agent runs on the host).
 pub fn host_upstream() -> Vec<SocketAddr> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some("nameserver")).then_some(())?;
-            let ip: IpAddr = w.next()?.split('%').next()?.parse().ok()?;
-            Some(SocketAddr::new(ip, 53))
-        })
-        .collect()
+    let (servers, _) = super::files::host_resolvers(false);
+    servers.iter().filter_map(|s| Some(SocketAddr::new(s.split('%').next()?.parse::<IpAddr>().ok()?, 53))).collect()
 }
 
 #[cfg(test)]

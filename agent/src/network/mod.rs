@@ -286,10 +286,10 @@ pub struct Attachment {
     pub generation: u64,
 }
 
-impl Attachment {
-    /// The first IPv4 address (no prefix), if any.
-    pub fn first_ip(&self) -> Option<Ipv4Addr> {
-        self.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).find_map(|a| a.split('/').next()?.parse().ok())
+impl Endpoint {
+    /// The list it was attached with.
+    fn list(&self) -> Result<ConfList, CniError> {
+        ConfList::parse(Path::new(&self.network), &serde_json::to_vec(&self.conflist).expect("JSON values encode"))
     }
 }
 
@@ -764,7 +764,7 @@ impl Networks {
         }
         for i in 0..att.endpoints.len() {
             let ep = &att.endpoints[i];
-            let list = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes"))?;
+            let list = ep.list()?;
             let call = Call { container_id: &ep.cni_id, netns: &path, ifname: &ep.ifname, args: &ep.args };
             match self.cni.add(&list, &call).await {
                 Ok(result) => {
@@ -849,7 +849,7 @@ impl Networks {
         let Some(i) = att.endpoints.iter().position(|e| e.network == network) else { return Ok(()) };
         let ep = att.endpoints.remove(i);
         att.recyclable = false;
-        let list = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes"))?;
+        let list = ep.list()?;
         let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
         if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
             tracing::warn!(container = %id, network = %ep.network, error = %e, "detaching from a network");
@@ -948,9 +948,7 @@ impl Networks {
     /// remove its namespace (its record is the caller's business).
     async fn release(&self, att: &Attachment) {
         for ep in att.endpoints.iter().rev() {
-            let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else {
-                continue;
-            };
+            let Ok(list) = ep.list() else { continue };
             let call = Call { container_id: &ep.cni_id, netns: &att.netns, ifname: &ep.ifname, args: &ep.args };
             if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
                 tracing::warn!(id = %ep.cni_id, network = %ep.network, error = %e, "detaching from a network");
@@ -1082,38 +1080,32 @@ impl Networks {
             if self.pooled().len() < self.cfg.pool_size && netns::exists(&a.netns) {
                 // Back to the pool, as it was: its container is gone and changed nothing of it.
                 let pid = a.netns.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let mut back = a.clone();
-                back.recyclable = false;
+                let back = Attachment { recyclable: false, ..a.clone() };
                 if self.save(POOL_NS, &pid, &back).is_ok() {
-                    let _ = std::fs::remove_file(&record);
-                    self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
-                    self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+                    self.forget(ns, id);
                     self.refill.notify_one();
                     return;
                 }
             }
         }
-        if let Some(att) = &att {
-            for ep in att.endpoints.iter().rev() {
-                let Ok(list) = ConfList::parse(Path::new(&ep.network), &serde_json::to_vec(&ep.conflist).expect("encodes")) else {
-                    continue;
-                };
-                let call = Call { container_id: &ep.cni_id, netns: &path, ifname: &ep.ifname, args: &ep.args };
-                if let Err(e) = self.cni.del(&list, &call, ep.result.as_ref()).await {
-                    tracing::warn!(container = %id, network = %ep.network, error = %e, "detaching from a network");
+        match &att {
+            Some(att) => self.release(att).await,
+            None => {
+                if let Err(e) = netns::remove(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a network namespace");
                 }
             }
         }
-        let p = path.clone();
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || netns::remove(&p)).await.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-        {
-            tracing::warn!(path = %path.display(), error = %e, "removing a network namespace");
-        }
-        let _ = std::fs::remove_file(&record);
-        self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
-        self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.to_owned(), id.to_owned()));
+        self.forget(ns, id);
         self.update_dns().await;
+    }
+
+    /// Drop a container's attachment record, in memory and on disk.
+    fn forget(&self, ns: &str, id: &str) {
+        let _ = std::fs::remove_file(self.record_path(ns, id));
+        let key = (ns.to_owned(), id.to_owned());
+        self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 
     /// Bring every name server in line with the attachments: each network
@@ -1124,7 +1116,7 @@ impl Networks {
         let mut zones: HashMap<String, Names> = HashMap::new();
         for a in self.attached.lock().unwrap_or_else(|e| e.into_inner()).values() {
             for e in a.endpoints.iter().filter(|e| !e.names.is_empty()) {
-                let ips: Vec<Ipv4Addr> = e.addresses.ips.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+                let ips = e.addresses.ipv4();
                 let zone = zones.entry(e.network.clone()).or_default();
                 for n in &e.names {
                     zone.entry(n.clone()).or_default().extend(&ips);
@@ -1266,7 +1258,7 @@ fn next_generation() -> u64 {
     }
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 

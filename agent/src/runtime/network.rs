@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{TaskError, Tasks};
 use crate::container::config::NetworkMode;
 use crate::metadata::ContainerRecord;
-use crate::network::{files, EndpointSpec, NetworkError, DEFAULT_NETWORK};
+use crate::network::{files, short, EndpointSpec, NetworkError, DEFAULT_NETWORK};
 
 impl From<NetworkError> for TaskError {
     fn from(e: NetworkError) -> Self {
@@ -57,8 +57,7 @@ impl Tasks {
                     |list: &[String]| list.iter().any(|c| matches!(c.to_ascii_uppercase().trim_start_matches("CAP_"), "NET_ADMIN" | "ALL"));
                 let recyclable = !rec.config.privileged && !caps(&rec.config.cap_add);
                 let att = self.networks.attach(ns, &rec.id, &names, &endpoints(rec), &rec.config.ports, recyclable).await?;
-                let ips =
-                    att.endpoints.iter().flat_map(|e| e.addresses.ips.iter()).filter_map(|a| a.split('/').next()?.parse().ok()).collect();
+                let ips = att.endpoints.iter().flat_map(|e| e.addresses.ipv4()).collect();
                 // On a network that resolves names, the agent's server on its gateway is the container's resolver.
                 resolver =
                     att.endpoints.first().filter(|e| !e.names.is_empty()).map(|e| e.addresses.gateway.clone()).filter(|g| !g.is_empty());
@@ -129,10 +128,6 @@ impl Tasks {
         let (networks, ns, id) = (self.networks.clone(), ns.to_owned(), id.to_owned());
         tokio::spawn(async move { networks.detach_generation(&ns, &id, generation).await });
     }
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 /// Name the namespace (when the container joins one made for it) and bind
