@@ -256,11 +256,9 @@ fn published_ports_reach_the_container_and_nothing_is_left() {
 fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     let d = daemon_with_busybox();
     let www = www(&d);
-    let tag = std::process::id() % 200;
+    let tag = free_subnet_tag(&[201, 202, 203, 205, 206]);
     let (a, b) = (format!("tnet{tag}a"), format!("tnet{tag}b"));
     let (sa, sb) = (format!("10.201.{tag}.0/24"), format!("10.202.{tag}.0/24"));
-    // Left by an earlier run of this test that failed half-way, if any.
-    let _ = d.ctl(&["network", "rm", &a, &b]);
     d.ok(&["network", "create", "--subnet", &sa, &a]);
     d.ok(&["network", "create", "--subnet", &sb, &b]);
     let ls = d.ok(&["network", "ls"]);
@@ -385,7 +383,7 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
 
     // A CNI list dropped in the conf dir is a network, used by its name (and not removed by the agent).
     let own = format!("tnet{tag}own");
-    let file = std::path::Path::new("/etc/berth/cni/net.d").join(format!("{own}.conflist"));
+    let file = d.net_conf.join(format!("{own}.conflist"));
     let list = serde_json::json!({"cniVersion": "1.0.0", "name": own, "plugins": [{"type": "bridge", "bridge": format!("tb{tag}own"),
         "isGateway": true, "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.206.{tag}.0/24")}]]}}]});
     std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
@@ -449,7 +447,7 @@ async fn network_errors_carry_the_right_status() {
     let mut n = NetworksClient::new(ch.clone());
     let mut c = ContainersClient::new(ch.clone());
     let mut t = TasksClient::new(ch);
-    let tag = std::process::id() % 200;
+    let tag = free_subnet_tag(&[204]);
     let name = format!("tnet{tag}e");
     let _ = n.remove(v1::RemoveNetworkRequest { name: name.clone() }).await;
     let create = |name: &str, subnet: &str| v1::CreateNetworkRequest { name: name.into(), subnet: subnet.into(), ..Default::default() };
@@ -535,7 +533,7 @@ fn pool_namespaces(d: &Daemon) -> Vec<String> {
 #[test]
 fn a_namespace_goes_back_to_the_pool_only_as_it_came() {
     let mut d = daemon_with_busybox();
-    let tag = std::process::id() % 200;
+    let tag = free_subnet_tag(&[207]);
     // Fill the pool.
     d.ok(&["run", "--rm", "busybox", "true"]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -578,14 +576,12 @@ fn a_namespace_goes_back_to_the_pool_only_as_it_came() {
 #[test]
 fn a_chosen_gateway_and_prune() {
     require_tool("runc", "runc");
-    // A conf dir of its own: prune must not take other tests' networks.
-    let dir = tempfile::tempdir_in(test_tmp()).unwrap();
-    let conf = dir.path().join("net.d");
-    let d = Daemon::start_with_config(&format!("[network]\nconf_dir = {:?}\n", conf.display().to_string()));
+    // The daemon's conf dir is its own: prune cannot take other tests' networks.
+    let d = Daemon::start();
     let spec = ImageSpec::new(vec![busybox_layer()]);
     let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
     d.ok(&["load", "-i", path.to_str().unwrap()]);
-    let tag = std::process::id() % 200;
+    let tag = free_subnet_tag(&[208, 209]);
     let (kept, gone) = (format!("tnet{tag}k"), format!("tnet{tag}g"));
     d.ok(&["network", "create", "--subnet", &format!("10.209.{tag}.0/24"), &kept]);
     d.ok(&["run", "-d", "--name", "user", "--net", &kept, "busybox", "sleep", "600"]);

@@ -281,6 +281,10 @@ pub struct Daemon {
     pub state: PathBuf,
     pub socket: PathBuf,
     pub extra_args: Vec<String>,
+    /// The CNI conf dir of this daemon's networks: its own (in `dir`) unless a
+    /// test's config names another, so that networks a test makes are removed
+    /// with the test (`release_networks`) and no two tests share a list.
+    pub net_conf: PathBuf,
 }
 
 impl Daemon {
@@ -301,12 +305,24 @@ impl Daemon {
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let socket = state.join("berthd.sock");
-        Self { child: None, dir, root, state, socket, extra_args: args.iter().map(|s| s.to_string()).collect() }
+        let net_conf = dir.path().join("net.d");
+        let mut d = Self { child: None, dir, root, state, socket, extra_args: Vec::new(), net_conf };
+        // A config naming the daemon's own conf dir; a test's own --config replaces it.
+        let config = d.file("berthd.toml", d.network_toml().as_bytes());
+        d.extra_args = ["--config".to_string(), config.display().to_string()].into_iter().chain(args.iter().map(|s| s.to_string())).collect();
+        d
     }
 
-    /// Start a daemon whose `--config` file holds `toml`.
+    /// The `[network]` table that gives this daemon its own conf dir.
+    pub fn network_toml(&self) -> String {
+        format!("[network]\nconf_dir = {:?}\n", self.net_conf.display().to_string())
+    }
+
+    /// Start a daemon whose `--config` file holds `toml` (and, unless it has
+    /// a `[network]` table, the daemon's own conf dir).
     pub fn start_with_config(toml: &str) -> Self {
         let mut d = Self::unstarted(&[]);
+        let toml = if toml.contains("[network]") { toml.to_string() } else { format!("{toml}\n{}", d.network_toml()) };
         let path = d.file("berthd.toml", toml.as_bytes());
         d.extra_args = vec!["--config".into(), path.display().to_string()];
         d.spawn();
@@ -524,7 +540,7 @@ impl Daemon {
         if attached_records(&netns) {
             // With no pool: the namespaces it kept attached ahead of time are released too.
             let config = self.dir.path().join("release-networks.toml");
-            let _ = std::fs::write(&config, "[network]\npool_size = 0\n");
+            let _ = std::fs::write(&config, format!("{}pool_size = 0\n", self.network_toml()));
             let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
                 .arg("--root")
                 .arg(&self.root)
@@ -555,6 +571,38 @@ impl Daemon {
         if netns.exists() {
             let _ = Command::new("umount").arg("-R").arg("-l").arg(&netns).stderr(Stdio::null()).status();
         }
+        self.remove_bridges();
+    }
+
+    /// The bridges of the networks in the daemon's own conf dir (but the
+    /// default one, shared by every agent on the machine) and its isolation
+    /// chain, as `network rm` would remove them: a test leaves no interface,
+    /// route or rule behind.
+    fn remove_bridges(&self) {
+        if !self.net_conf.starts_with(self.dir.path()) {
+            return;
+        }
+        for entry in std::fs::read_dir(&self.net_conf).into_iter().flatten().flatten() {
+            let Ok(list) = std::fs::read(entry.path()) else { continue };
+            let Ok(list) = serde_json::from_slice::<serde_json::Value>(&list) else { continue };
+            for plugin in list["plugins"].as_array().into_iter().flatten() {
+                match plugin["bridge"].as_str() {
+                    Some(b) if plugin["type"] == "bridge" && b != "berth0" => {
+                        let _ = Command::new("ip").args(["link", "del", b]).stderr(Stdio::null()).status();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let h = Sha256::digest(self.net_conf.as_os_str().as_encoded_bytes());
+        let chain = format!("BERTH-ISO-{}", &hex(&h)[..8]);
+        let iptables = |args: &[&str]| Command::new("iptables").args(["-w", "5"]).args(args).stderr(Stdio::null()).status();
+        let listed = Command::new("iptables").args(["-w", "5", "-n", "-L", &chain]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if listed.is_ok_and(|s| s.success()) {
+            let _ = iptables(&["-D", "FORWARD", "-j", &chain]);
+            let _ = iptables(&["-F", &chain]);
+            let _ = iptables(&["-X", &chain]);
+        }
     }
 }
 
@@ -581,6 +629,18 @@ pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A number `t` in 1..=250 such that no route of the host is in any of
+/// `10.<p>.<t>.0/24` for the `p` of `prefixes`: subnets a test can make
+/// networks on, whatever an earlier run or another program left.
+pub fn free_subnet_tag(prefixes: &[u8]) -> u32 {
+    let routes = Command::new("ip").args(["-4", "route", "show"]).output().map(|o| stdout(&o)).unwrap_or_default();
+    let start = std::process::id() % 250;
+    (0..250)
+        .map(|i| (start + i) % 250 + 1)
+        .find(|t| prefixes.iter().all(|p| !routes.lines().any(|r| r.starts_with(&format!("10.{p}.{t}.")))))
+        .expect("a free 10.x.t.0/24 for the test's networks")
 }
 
 /// Where test roots live: on the real disk (overlayfs needs a non-overlay, non-tmpfs-limited fs).
