@@ -668,3 +668,37 @@ fn diff_escapes_control_characters_in_file_names() {
     assert!(out.lines().any(|l| l == "A /tmp/\\u{1b}[2Jx"), "{out:?}");
     d.ok(&["rm", "esc"]);
 }
+
+#[test]
+fn a_list_asks_no_shim_and_one_that_stops_answering_shows_as_unknown() {
+    require_tool("runc", "runc");
+    let d = Daemon::start_with_config("shim_check_interval = 1\n");
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    let id = d.ok(&["run", "-d", "--net", "none", "--name", "hung", "busybox", "sleep", "300"]).trim().to_owned();
+    d.ok(&["run", "-d", "--net", "none", "--name", "fine", "busybox", "sleep", "300"]);
+    let state = |name: &str| {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).unwrap();
+        let c = v.as_array().unwrap().iter().find(|c| c["Name"] == name).cloned().unwrap_or_default();
+        c["State"]["Status"].as_str().unwrap_or_default().to_owned()
+    };
+    let pid: i32 = std::fs::read_to_string(d.state.join("tasks/default").join(&id).join("shim.pid")).unwrap().trim().parse().unwrap();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    signal("-STOP");
+    // The state is the agent's own: a list does not wait for the frozen shim.
+    assert_eq!(state("hung"), "running");
+    // The background check finds that it does not answer; the others stay as they are.
+    wait_until("the frozen shim shows as unknown", Duration::from_secs(15), || state("hung") == "unknown");
+    assert_eq!(state("fine"), "running");
+    signal("-CONT");
+    wait_until("the shim answers again", Duration::from_secs(15), || state("hung") == "running");
+    // Changes reach the list as they happen.
+    d.ok(&["pause", "hung"]);
+    assert_eq!(state("hung"), "paused");
+    d.ok(&["unpause", "hung"]);
+    assert_eq!(state("hung"), "running");
+    d.ok(&["kill", "hung"]);
+    wait_until("the kill shows", Duration::from_secs(10), || state("hung") == "exited");
+    d.ok(&["rm", "-f", "hung", "fine"]);
+}

@@ -43,7 +43,11 @@ fn a_store_written_by_the_first_release_opens_and_its_containers_work() {
     let created = find("c-created");
     assert_eq!(created["Labels"]["team"], "a", "{created}");
     assert!(created["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "FOO=bar"), "{created}");
-    assert_eq!(created["Spec"]["process"]["args"], serde_json::json!(["/tiny", "sleep"]), "{created}");
+    assert_eq!(created["Args"], serde_json::json!(["/tiny", "sleep"]), "{created}");
+    // The spec, moved out of the record, comes with one container.
+    let inspected: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "c-created"])).unwrap();
+    assert_eq!(inspected[0]["Spec"]["process"]["args"], serde_json::json!(["/tiny", "sleep"]), "{inspected}");
+    assert!(created.get("Spec").is_none(), "a list carries no spec: {created}");
     assert_eq!(d.ok(&["logs", "c-exited"]), "hi\n");
 
     // A container created before the upgrade starts, takes an exec, stops and goes.

@@ -90,6 +90,9 @@ pub struct FileConfig {
     pub log_max_size: Option<u64>,
     /// ... and this many files are kept in all.
     pub log_max_files: Option<u32>,
+    /// Seconds between two checks that every shim answers (default 10); a
+    /// shim that does not shows its container's state as "unknown".
+    pub shim_check_interval: Option<u64>,
     /// Per-registry settings, by host as written in image names:
     /// `[registries."registry.example:5000"]` with `insecure`, `mirrors`, `ca`, `token_hosts`.
     #[serde(default)]
@@ -131,6 +134,8 @@ pub struct RuntimeConfig {
     pub shim_binary: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// How often every shim is asked whether it answers.
+    pub shim_check_interval: std::time::Duration,
 }
 
 impl RuntimeConfig {
@@ -142,7 +147,14 @@ impl RuntimeConfig {
             ("runc".to_owned(), RuntimeEntry { path: "runc".into(), hide_cgroup2: false }),
             ("crun".to_owned(), RuntimeEntry { path: "crun".into(), hide_cgroup2: hybrid }),
         ]);
-        RuntimeConfig { default_runtime: "runc".into(), runtimes, shim_binary: default_shim(), log_max_size: 10 << 20, log_max_files: 3 }
+        RuntimeConfig {
+            default_runtime: "runc".into(),
+            runtimes,
+            shim_binary: default_shim(),
+            log_max_size: 10 << 20,
+            log_max_files: 3,
+            shim_check_interval: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -297,6 +309,9 @@ impl Config {
         }
         if let Some(m) = file.log_max_files {
             c.runtime.log_max_files = m.clamp(1, 100);
+        }
+        if let Some(s) = file.shim_check_interval {
+            c.runtime.shim_check_interval = std::time::Duration::from_secs(s.clamp(1, 3600));
         }
         for p in [&c.root, &c.state, &c.address] {
             if !p.is_absolute() {

@@ -217,6 +217,9 @@ pub enum Event {
     Started {
         exec_id: String,
         pid: u32,
+        /// Nanoseconds since the Unix epoch (0 from a shim before 0.2).
+        #[serde(default)]
+        started_at: i64,
     },
     Exited {
         exec_id: String,

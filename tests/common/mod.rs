@@ -309,7 +309,8 @@ impl Daemon {
         let mut d = Self { child: None, dir, root, state, socket, extra_args: Vec::new(), net_conf };
         // A config naming the daemon's own conf dir; a test's own --config replaces it.
         let config = d.file("berthd.toml", d.network_toml().as_bytes());
-        d.extra_args = ["--config".to_string(), config.display().to_string()].into_iter().chain(args.iter().map(|s| s.to_string())).collect();
+        d.extra_args =
+            ["--config".to_string(), config.display().to_string()].into_iter().chain(args.iter().map(|s| s.to_string())).collect();
         d
     }
 

@@ -194,7 +194,6 @@ pub fn status_message(s: &TaskStatus) -> v1::TaskStatus {
 
 fn container_message(v: &ContainerView) -> v1::Container {
     let (rec, status) = (&v.record, &v.status);
-    let args = rec.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
     v1::Container {
         id: rec.id.clone(),
         name: rec.name.clone(),
@@ -204,9 +203,9 @@ fn container_message(v: &ContainerView) -> v1::Container {
         labels: rec.labels.clone().into_iter().collect(),
         created_at: convert::timestamp(rec.created),
         config: Some(config_message(&rec.config)),
-        args,
+        args: rec.args.clone(),
         snapshot_key: rec.snapshot_key.clone(),
-        spec: serde_json::to_vec(&rec.spec).unwrap_or_default(),
+        spec: v.spec.as_ref().map(|s| serde_json::to_vec(s).unwrap_or_default()).unwrap_or_default(),
         status: Some(status_message(status)),
         endpoints: v
             .network

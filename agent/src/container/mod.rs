@@ -125,21 +125,23 @@ impl Containers {
                 Err(e) => return Err(e.into()),
             }
         }
-        let all = self.meta.containers(ns)?;
-        if let Some(c) = all.iter().find(|c| c.name == what) {
-            return Ok(c.clone());
+        if let Some(id) = self.meta.container_id_by_name(ns, what)? {
+            return Ok(self.meta.container(ns, &id)?);
         }
         let hexlike = !what.is_empty() && what.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         if hexlike {
-            let mut found = all.into_iter().filter(|c| c.id.starts_with(what));
-            if let Some(c) = found.next() {
-                if found.next().is_some() {
-                    return Err(ContainerError::Ambiguous(what.to_owned()));
-                }
-                return Ok(c);
+            match &self.meta.container_ids_with_prefix(ns, what, 2)?[..] {
+                [id] => return Ok(self.meta.container(ns, id)?),
+                [_, _] => return Err(ContainerError::Ambiguous(what.to_owned())),
+                _ => {}
             }
         }
         Err(ContainerError::NotFound(what.chars().take(140).collect()))
+    }
+
+    /// The runtime spec of a container.
+    pub fn spec(&self, ns: &str, id: &str) -> Result<oci_spec::runtime::Spec, ContainerError> {
+        Ok(self.meta.container_spec(ns, id)?)
     }
 
     pub fn list(&self, ns: &str) -> Result<Vec<ContainerRecord>, ContainerError> {
@@ -229,7 +231,7 @@ impl Containers {
         let labels = BTreeMap::from([(LABEL_CONTAINER.to_owned(), id.clone())]);
         let now = now_nanos();
         let target = &image.target;
-        let rec = ContainerRecord {
+        let mut rec = ContainerRecord {
             id: id.clone(),
             name,
             image: image.name.clone(),
@@ -243,15 +245,17 @@ impl Containers {
             snapshot_key: key.clone(),
             runtime,
             config: req.config,
-            spec,
+            cgroups_path: String::new(),
+            args: Vec::new(),
             stop_signal,
             labels: req.labels,
             created: now,
             updated: now,
             last_exit: None,
         };
+        rec.take_from_spec(&spec);
         // The record and its writable snapshot appear together or not at all.
-        match self.snapshots.prepare_for_container(ns, &key, &parent, labels, &rec) {
+        match self.snapshots.prepare_for_container(ns, &key, &parent, labels, (&rec, &spec)) {
             Ok(()) => Ok(rec),
             Err(SnapshotError::Metadata(MetadataError::AlreadyExists { kind: "container name", name })) => {
                 Err(ContainerError::NameTaken(name))
@@ -292,12 +296,12 @@ impl Containers {
         exec: &spec::ExecSpec,
         user: &str,
     ) -> Result<oci_spec::runtime::Process, ContainerError> {
-        let init = rec
-            .spec
+        let stored = self.spec(ns, &rec.id)?;
+        let init = stored
             .process()
             .as_ref()
             .ok_or_else(|| ContainerError::Invalid { what: "stored runtime spec", why: "it has no process".into() })?;
-        let hostname = rec.spec.hostname().as_deref().unwrap_or_default();
+        let hostname = stored.hostname().as_deref().unwrap_or_default();
         let image = match self.content.read_all(&rec.config_digest, crate::image::oci::MAX_DOCUMENT) {
             Ok(config_json) => spec::image_runtime_config(&config_json)?,
             // The image's config was deleted by force: the init's environment
@@ -400,7 +404,8 @@ impl Containers {
     pub fn changes(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<diff::Change>, ContainerError> {
         let changes = self.snapshots.changes(ns, &rec.snapshot_key)?;
         // The spec's mounts, and the files networking binds over the image's (see runtime/network.rs).
-        let mut destinations: Vec<&str> = rec.spec.mounts().iter().flatten().filter_map(|m| m.destination().to_str()).collect();
+        let spec = self.spec(ns, &rec.id)?;
+        let mut destinations: Vec<&str> = spec.mounts().iter().flatten().filter_map(|m| m.destination().to_str()).collect();
         destinations.extend(NETWORK_FILES);
         // A mount point, or a directory on the way to one.
         let on_mount_path = |p: &str| destinations.iter().any(|d| *d == p || d.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')));

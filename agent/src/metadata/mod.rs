@@ -18,6 +18,12 @@ use crate::digest::Digest;
 const IMAGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("images");
 /// Containers by `<namespace>\0<id>`.
 const CONTAINERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("containers");
+/// Containers' runtime specs by `<namespace>\0<id>`: read when a task is
+/// made or a container inspected, never by a list.
+const CONTAINER_SPECS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("container_specs");
+/// Container ids by `<namespace>\0<name>`: a name is found, and checked
+/// free, without reading every record.
+const CONTAINER_NAMES: TableDefinition<'_, &str, &str> = TableDefinition::new("container_names");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
 /// Labels of blobs, by digest (blobs are shared by every namespace).
 const CONTENT_LABELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("content_labels");
@@ -27,7 +33,9 @@ const BUILD_CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("buil
 /// The record layout this version writes, kept under [`SCHEMA_KEY`] in
 /// `counters`. 1: the first releases (no marker). 2: the marker; container
 /// records are read typed (the runtime spec as `oci_spec::runtime::Spec`).
-pub const SCHEMA: u64 = 2;
+/// 3: a container's spec in `container_specs`, apart from its record (which
+/// keeps the spec's cgroups path and command), and the `container_names` index.
+pub const SCHEMA: u64 = 3;
 const SCHEMA_KEY: &str = "schema";
 
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +147,13 @@ pub struct ContainerRecord {
     /// OCI runtime name or path.
     pub runtime: String,
     pub config: container_config::ContainerConfig,
-    /// The generated OCI runtime spec.
-    pub spec: oci_spec::runtime::Spec,
+    /// `linux.cgroupsPath` of its runtime spec (the spec itself is stored
+    /// apart: [`Metadata::container_spec`]).
+    #[serde(default)]
+    pub cgroups_path: String,
+    /// The command its init runs (`process.args` of its spec).
+    #[serde(default)]
+    pub args: Vec<String>,
     /// Signal `stop` sends first (from the image's StopSignal), as a number.
     pub stop_signal: i32,
     #[serde(default)]
@@ -163,29 +176,35 @@ pub struct BuildCacheRecord {
 }
 
 impl ContainerRecord {
-    /// The container's cgroup, as its runtime spec names it (`linux.cgroupsPath`).
-    pub fn cgroups_path(&self) -> String {
-        let path = self.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
-        path.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    /// The fields the record keeps of its spec.
+    pub fn take_from_spec(&mut self, spec: &oci_spec::runtime::Spec) {
+        let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
+        self.cgroups_path = path.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        self.args = spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
     }
 }
 
-/// Insert a container into `t`: its id and its name must both be free in `ns`.
-fn insert_container_in(t: &mut redb::Table<'_, &'static str, &'static [u8]>, ns: &str, rec: &ContainerRecord) -> Result<(), MetadataError> {
+/// Insert a container, its spec and its name in `tx`: its id and its name
+/// must both be free in `ns`.
+fn insert_container_in(
+    tx: &redb::WriteTransaction,
+    ns: &str,
+    rec: &ContainerRecord,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<(), MetadataError> {
     let k = key(ns, &rec.id);
+    let mut t = tx.open_table(CONTAINERS)?;
     if t.get(k.as_str())?.is_some() {
         return Err(MetadataError::AlreadyExists { kind: "container", name: rec.id.clone() });
     }
-    let lo = format!("{ns}\0");
-    let hi = format!("{ns}\u{1}");
-    for item in t.range(lo.as_str()..hi.as_str())? {
-        let (k, v) = item?;
-        let other: ContainerRecord = decode(k.value(), v.value())?;
-        if other.name == rec.name {
-            return Err(MetadataError::AlreadyExists { kind: "container name", name: rec.name.clone() });
-        }
+    let mut names = tx.open_table(CONTAINER_NAMES)?;
+    let nk = key(ns, &rec.name);
+    if names.get(nk.as_str())?.is_some() {
+        return Err(MetadataError::AlreadyExists { kind: "container name", name: rec.name.clone() });
     }
     t.insert(k.as_str(), encode(rec).as_slice())?;
+    names.insert(nk.as_str(), rec.id.as_str())?;
+    tx.open_table(CONTAINER_SPECS)?.insert(k.as_str(), encode(spec).as_slice())?;
     Ok(())
 }
 
@@ -232,18 +251,25 @@ fn migrate(db: &Database) -> Result<(), MetadataError> {
         if found == SCHEMA {
             return Ok(());
         }
-        // 1 → 2: every container record is rewritten through the typed
-        // record, so that one that cannot be read is found now, not when a
-        // user touches the container.
+        // 1 and 2 → 3: every container record is read typed (so that one
+        // that cannot be read is found now, not when a user touches the
+        // container), its spec moved to its own table, its name indexed.
         let mut containers = tx.open_table(CONTAINERS)?;
+        let mut specs = tx.open_table(CONTAINER_SPECS)?;
+        let mut names = tx.open_table(CONTAINER_NAMES)?;
         let mut rewritten = Vec::new();
         for item in containers.iter()? {
             let (k, v) = item?;
-            let rec: ContainerRecord = decode(k.value(), v.value())?;
-            rewritten.push((k.value().to_owned(), encode(&rec)));
+            let mut rec: ContainerRecord = decode(k.value(), v.value())?;
+            let WithSpec { spec } = decode(k.value(), v.value())?;
+            rec.take_from_spec(&spec);
+            rewritten.push((k.value().to_owned(), rec, spec));
         }
-        for (k, v) in &rewritten {
-            containers.insert(k.as_str(), v.as_slice())?;
+        for (k, rec, spec) in &rewritten {
+            containers.insert(k.as_str(), encode(rec).as_slice())?;
+            specs.insert(k.as_str(), encode(spec).as_slice())?;
+            let (ns, _) = split_key(k);
+            names.insert(key(ns, &rec.name).as_str(), rec.id.as_str())?;
         }
         counters.insert(SCHEMA_KEY, SCHEMA)?;
         if marked.is_some() || !rewritten.is_empty() {
@@ -252,6 +278,12 @@ fn migrate(db: &Database) -> Result<(), MetadataError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// A container record of schema 1 or 2, its spec inside.
+#[derive(Deserialize)]
+struct WithSpec {
+    spec: oci_spec::runtime::Spec,
 }
 
 /// A snapshot's parent, if it has one, must be a committed snapshot (checked
@@ -305,6 +337,8 @@ impl Metadata {
         tx.open_table(COUNTERS)?;
         tx.open_table(CONTENT_LABELS)?;
         tx.open_table(CONTAINERS)?;
+        tx.open_table(CONTAINER_SPECS)?;
+        tx.open_table(CONTAINER_NAMES)?;
         tx.open_table(BUILD_CACHE)?;
         tx.commit()?;
         migrate(&db)?;
@@ -447,8 +481,13 @@ impl Metadata {
     }
 
     /// Insert a snapshot and, in the same transaction, the container it is the
-    /// writable layer of (a new id and a free name in `ns`).
-    pub fn insert_snapshot_for(&self, ns: &str, rec: &SnapshotRecord, container: Option<&ContainerRecord>) -> Result<(), MetadataError> {
+    /// writable layer of, with its spec (a new id and a free name in `ns`).
+    pub fn insert_snapshot_for(
+        &self,
+        ns: &str,
+        rec: &SnapshotRecord,
+        container: Option<(&ContainerRecord, &oci_spec::runtime::Spec)>,
+    ) -> Result<(), MetadataError> {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(self.snapshots)?;
@@ -459,9 +498,8 @@ impl Metadata {
             check_parent(&t, ns, &rec.parent)?;
             t.insert(k.as_str(), encode(rec).as_slice())?;
         }
-        if let Some(c) = container {
-            let mut t = tx.open_table(CONTAINERS)?;
-            insert_container_in(&mut t, ns, c)?;
+        if let Some((c, spec)) = container {
+            insert_container_in(&tx, ns, c, spec)?;
         }
         tx.commit()?;
         Ok(())
@@ -629,17 +667,45 @@ impl Metadata {
         Ok(self.scan(CONTAINERS, Some(ns))?.into_iter().map(|(_, r)| r).collect())
     }
 
+    /// The runtime spec of a container.
+    pub fn container_spec(&self, ns: &str, id: &str) -> Result<oci_spec::runtime::Spec, MetadataError> {
+        self.get(CONTAINER_SPECS, "container spec", ns, id)
+    }
+
+    /// The id of the container named `name` in `ns`.
+    pub fn container_id_by_name(&self, ns: &str, name: &str) -> Result<Option<String>, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CONTAINER_NAMES)?;
+        Ok(t.get(key(ns, name).as_str())?.map(|v| v.value().to_owned()))
+    }
+
+    /// Up to `limit` ids of containers in `ns` that start with `prefix`
+    /// (keys only: no record is read).
+    pub fn container_ids_with_prefix(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CONTAINERS)?;
+        let lo = key(ns, prefix);
+        let hi = format!("{ns}\u{1}");
+        let mut out = Vec::new();
+        for item in t.range(lo.as_str()..hi.as_str())? {
+            let (k, _) = item?;
+            let (_, id) = split_key(k.value());
+            if !id.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push(id.to_owned());
+        }
+        Ok(out)
+    }
+
     pub fn all_containers(&self) -> Result<Vec<(String, ContainerRecord)>, MetadataError> {
         self.scan(CONTAINERS, None)
     }
 
-    /// Insert a new container; its id and its name must both be free in `ns`.
-    pub fn insert_container(&self, ns: &str, rec: &ContainerRecord) -> Result<(), MetadataError> {
+    /// Insert a new container and its spec; its id and its name must both be free in `ns`.
+    pub fn insert_container(&self, ns: &str, rec: &ContainerRecord, spec: &oci_spec::runtime::Spec) -> Result<(), MetadataError> {
         let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(CONTAINERS)?;
-            insert_container_in(&mut t, ns, rec)?;
-        }
+        insert_container_in(&tx, ns, rec, spec)?;
         tx.commit()?;
         Ok(())
     }
@@ -662,6 +728,12 @@ impl Metadata {
                 Some(v) => decode::<ContainerRecord>(&k, v.value())?,
                 None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
             };
+            tx.open_table(CONTAINER_SPECS)?.remove(k.as_str())?;
+            let mut names = tx.open_table(CONTAINER_NAMES)?;
+            let nk = key(ns, &rec.name);
+            if names.get(nk.as_str())?.is_some_and(|v| v.value() == id) {
+                names.remove(nk.as_str())?;
+            }
         }
         {
             let mut t = tx.open_table(self.snapshots)?;
@@ -687,8 +759,19 @@ impl Metadata {
                 Some(v) => decode(&k, v.value())?,
                 None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
             };
+            let name = cur.name.clone();
             f(&mut cur);
             cur.updated = now_nanos();
+            if cur.name != name {
+                // A new name: free in `ns`, and the index follows.
+                let mut names = tx.open_table(CONTAINER_NAMES)?;
+                let nk = key(ns, &cur.name);
+                if names.get(nk.as_str())?.is_some() {
+                    return Err(MetadataError::AlreadyExists { kind: "container name", name: cur.name.clone() });
+                }
+                names.remove(key(ns, &name).as_str())?;
+                names.insert(nk.as_str(), cur.id.as_str())?;
+            }
             t.insert(k.as_str(), encode(&cur).as_slice())?;
             rec = cur;
         }
@@ -860,8 +943,19 @@ mod tests {
         }
         let m = Metadata::open(&path, "overlayfs").unwrap();
         let c = m.container("default", "c1").unwrap();
-        assert_eq!(c.cgroups_path(), "/berth/default/c1");
-        assert_eq!(c.spec.process().as_ref().unwrap().args().as_deref(), Some(&["sh".to_owned()][..]));
+        assert_eq!((c.cgroups_path.as_str(), &c.args[..]), ("/berth/default/c1", &["sh".to_owned()][..]));
+        let spec = m.container_spec("default", "c1").unwrap();
+        assert_eq!(spec.hostname().as_deref(), Some("h"));
+        assert_eq!(m.container_id_by_name("default", "web").unwrap().as_deref(), Some("c1"));
+        assert_eq!(m.container_ids_with_prefix("default", "c", 2).unwrap(), vec!["c1".to_string()]);
+        assert!(m.container_ids_with_prefix("default", "d", 2).unwrap().is_empty());
+        // The spec is no longer in the record.
+        let tx = m.db.begin_read().unwrap();
+        let raw: serde_json::Value =
+            serde_json::from_slice(tx.open_table(CONTAINERS).unwrap().get(key("default", "c1").as_str()).unwrap().unwrap().value())
+                .unwrap();
+        assert!(raw.get("spec").is_none(), "{raw}");
+        drop(tx);
         let tx = m.db.begin_read().unwrap();
         assert_eq!(tx.open_table(COUNTERS).unwrap().get(SCHEMA_KEY).unwrap().map(|v| v.value()), Some(SCHEMA));
     }

@@ -7,6 +7,11 @@
 //! record first (so `wait` answers at once) and the task is then deleted in
 //! the background: the runtime's `delete`, the rootfs mount and the shim go.
 //! An exited container therefore costs no process.
+//!
+//! The state of each task's init (created, running, paused; its pid and
+//! start time) is kept here from the shims' answers and events, so that
+//! listing containers asks no shim. A background check asks each shim for
+//! its state now and then and marks one that does not answer `unknown`.
 
 pub mod cgroups;
 mod network;
@@ -46,7 +51,7 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const GONE_TIMEOUT: Duration = Duration::from_secs(150);
 /// In a bundle: a commit froze this container (see [`Tasks::pause_for_commit`]).
 const COMMIT_PAUSED: &str = "commit.paused";
-/// How long `ps` waits for a shim's state before showing "unknown".
+/// How long a shim may take to give its state before it is marked "unknown".
 const STATE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +149,23 @@ pub struct Status {
 /// A container in a namespace: (namespace, id).
 type Key = (String, String);
 
+/// What the agent knows of a live task's init until it exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct InitState {
+    /// Created, Running or Paused.
+    state: TaskState,
+    pid: u32,
+    started_at: i64,
+    /// The last check of the shim got no answer in time.
+    unresponsive: bool,
+}
+
+impl InitState {
+    fn from_shim(s: &protocol::ProcessState) -> Self {
+        InitState { state: s.status.into(), pid: s.pid, started_at: s.started_at, unresponsive: false }
+    }
+}
+
 /// One live task (its bundle exists and its shim may run).
 pub struct Task {
     pub ns: String,
@@ -153,6 +175,8 @@ pub struct Task {
     pub bundle: PathBuf,
     /// Serializes start and delete.
     lifecycle: tokio::sync::Mutex<()>,
+    /// The init's state until it exits.
+    init: Mutex<InitState>,
     /// The init's exit, once known.
     exit: watch::Sender<Option<ExitInfo>>,
     /// Set when the task is gone (shim exited, bundle removed).
@@ -402,15 +426,16 @@ impl Tasks {
         })
     }
 
-    /// Start tracking the task of `bundle`.
-    fn track(&self, ns: &str, rec: &ContainerRecord, bundle: PathBuf, runtime: RuntimeTarget) -> Arc<Task> {
+    /// Start tracking the task of `bundle`, its init in state `init`.
+    fn track(&self, ns: &str, rec: &ContainerRecord, bundle: PathBuf, runtime: RuntimeTarget, init: InitState) -> Arc<Task> {
         let id = &rec.id;
         let task = Arc::new(Task {
             ns: ns.to_owned(),
             id: id.to_owned(),
-            cgroup: rec.cgroups_path(),
+            cgroup: rec.cgroups_path.clone(),
             bundle,
             lifecycle: tokio::sync::Mutex::new(()),
+            init: Mutex::new(init),
             exit: watch::channel(None).0,
             gone: watch::channel(false).0,
             runtime,
@@ -427,34 +452,42 @@ impl Tasks {
         bundle: PathBuf,
         runtime: RuntimeTarget,
     ) -> Result<Arc<Task>, TaskError> {
-        let mut sub = ShimConnection::connect(&bundle).await.map_err(|why| TaskError::ShimGone { id: rec.id.clone(), why })?;
+        let gone = |why| TaskError::ShimGone { id: rec.id.clone(), why };
+        let mut sub = ShimConnection::connect(&bundle).await.map_err(gone)?;
         sub.request(&Request::Subscribe, CALL_TIMEOUT).await?;
-        let task = self.track(ns, rec, bundle, runtime);
+        // The state after subscribing: a change from here on comes as an
+        // event, and an exit that came before is not missed.
+        let mut c = ShimConnection::connect(&bundle).await.map_err(gone)?;
+        let state = c.request(&Request::State, STATE_TIMEOUT).await?.state;
+        let state = state.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))?.init;
+        let exited = (state.status == ProcessStatus::Exited).then_some(ExitInfo {
+            exit_code: state.exit_code,
+            started_at: state.started_at,
+            finished_at: state.exited_at,
+            oom_killed: false,
+        });
+        let task = self.track(ns, rec, bundle, runtime, InitState::from_shim(&state));
         let this = self.clone();
         let t = task.clone();
-        tokio::spawn(async move { this.follow(t, sub).await });
+        tokio::spawn(async move {
+            match exited {
+                Some(exit) => this.init_exited(&t, exit).await,
+                None => this.follow(t, sub).await,
+            }
+        });
         Ok(task)
     }
 
     /// Relay a shim's events until it goes; handle the init's exit.
     async fn follow(self: Arc<Self>, task: Arc<Task>, mut sub: ShimConnection) {
-        // The state after subscribing: an exit that came before is not missed.
-        if let Ok(state) = self.shim_state(&task).await {
-            if state.init.status == ProcessStatus::Exited {
-                let exit = ExitInfo {
-                    exit_code: state.init.exit_code,
-                    started_at: state.init.started_at,
-                    finished_at: state.init.exited_at,
-                    oom_killed: false,
-                };
-                self.init_exited(&task, exit).await;
-                return;
-            }
-        }
         loop {
             match sub.next_line::<ShimEvent>().await {
                 Ok(Some(ev)) => match ev {
-                    ShimEvent::Started { exec_id, pid } => {
+                    ShimEvent::Started { exec_id, pid, started_at } => {
+                        if exec_id.is_empty() {
+                            let started_at = if started_at > 0 { started_at } else { crate::metadata::now_nanos() };
+                            task.set_init(InitState { state: TaskState::Running, pid, started_at, unresponsive: false });
+                        }
                         let topic = if exec_id.is_empty() { "/tasks/start" } else { "/tasks/exec-started" };
                         self.events.publish(&task.ns, topic, &task.id, &[("pid", pid.to_string()), ("exec_id", exec_id)]);
                     }
@@ -477,8 +510,14 @@ impl Tasks {
                         }
                     }
                     ShimEvent::Oom => self.events.publish(&task.ns, "/tasks/oom", &task.id, &[]),
-                    ShimEvent::Paused => self.events.publish(&task.ns, "/tasks/paused", &task.id, &[]),
-                    ShimEvent::Resumed => self.events.publish(&task.ns, "/tasks/resumed", &task.id, &[]),
+                    ShimEvent::Paused => {
+                        task.set_state(TaskState::Paused);
+                        self.events.publish(&task.ns, "/tasks/paused", &task.id, &[]);
+                    }
+                    ShimEvent::Resumed => {
+                        task.set_state(TaskState::Running);
+                        self.events.publish(&task.ns, "/tasks/resumed", &task.id, &[]);
+                    }
                 },
                 Ok(None) | Err(_) => {
                     // The shim is gone without a delete: it crashed or was killed.
@@ -602,6 +641,10 @@ impl Tasks {
         let task = if init { self.live_or_create(ns, rec).await? } else { self.require(ns, rec)? };
         let _guard = if init { Some(task.lifecycle.lock().await) } else { None };
         let resp = self.call(&task, &Request::Start { exec_id: proc.wire() }).await?;
+        // Known as running when the call returns (the event may come later).
+        if let (true, Some(p)) = (init, &resp.process) {
+            task.set_init(InitState::from_shim(p));
+        }
         Ok(resp.process.map(|p| p.pid).unwrap_or(0))
     }
 
@@ -750,6 +793,7 @@ impl Tasks {
     pub async fn pause(&self, ns: &str, rec: &ContainerRecord, pause: bool) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;
         self.call(&task, if pause { &Request::Pause } else { &Request::Resume }).await?;
+        task.set_state(if pause { TaskState::Paused } else { TaskState::Running });
         Ok(())
     }
 
@@ -814,8 +858,8 @@ impl Tasks {
         Ok(c)
     }
 
-    /// What `ps` shows for a container.
-    pub async fn status(&self, ns: &str, rec: &ContainerRecord) -> Status {
+    /// What `ps` shows for a container: from what the agent knows, asking no shim.
+    pub fn status(&self, ns: &str, rec: &ContainerRecord) -> Status {
         let from_exit = |e: &ExitInfo| Status {
             state: TaskState::Exited,
             pid: 0,
@@ -833,18 +877,41 @@ impl Tasks {
                 if let Some(e) = t.exit.borrow().as_ref() {
                     return from_exit(e);
                 }
-                match self.shim_state(&t).await {
-                    Ok(s) => Status {
-                        state: s.init.status.into(),
-                        pid: s.init.pid,
-                        exit_code: s.init.exit_code,
-                        started_at: s.init.started_at,
-                        finished_at: s.init.exited_at,
-                        oom_killed: false,
-                    },
-                    Err(_) => Status { state: TaskState::Unknown, ..Default::default() },
+                let init = *t.init.lock().unwrap_or_else(|e| e.into_inner());
+                if init.unresponsive {
+                    return Status { state: TaskState::Unknown, ..Default::default() };
                 }
+                Status { state: init.state, pid: init.pid, started_at: init.started_at, ..Default::default() }
             }
+        }
+    }
+
+    /// Every `interval`, ask each live task's shim for its state (all at
+    /// once, each bounded): one that does not answer shows as `unknown` until
+    /// it answers again, and a change an event did not bring is taken.
+    pub async fn check_shims(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            let tasks: Vec<Arc<Task>> = self.live.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            let mut set = tokio::task::JoinSet::new();
+            for task in tasks.into_iter().filter(|t| t.exit.borrow().is_none()) {
+                let this = self.clone();
+                set.spawn(async move {
+                    match this.shim_state(&task).await {
+                        // An exit is the follower's to handle.
+                        Ok(s) if s.init.status == ProcessStatus::Exited => {}
+                        Ok(s) => task.set_init(InitState::from_shim(&s.init)),
+                        Err(e) => {
+                            let mut init = task.init.lock().unwrap_or_else(|e| e.into_inner());
+                            if !init.unresponsive && !*task.gone.borrow() {
+                                tracing::warn!(container = %task.id, error = %e, "the shim does not answer");
+                            }
+                            init.unresponsive = true;
+                        }
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
         }
     }
 
@@ -888,7 +955,7 @@ impl Tasks {
                     }
                     Err(_) => {
                         // No shim: record the exit it wrote (or an unknown one) and clean up.
-                        let task = self.track(&ns, rec, bundle, runtime);
+                        let task = self.track(&ns, rec, bundle, runtime, InitState::default());
                         // The shim's record; else one already in the container record (a
                         // crash while the bundle was being removed); else unknown (255).
                         let exit = read_exit_record(&task.bundle).or_else(|| rec.last_exit.clone()).unwrap_or(ExitInfo {
@@ -922,6 +989,19 @@ impl Tasks {
         }
         let _ = fs::remove_dir_all(bundle);
         tracing::info!(container = %id, "removed an orphaned task");
+    }
+}
+
+impl Task {
+    fn set_init(&self, init: InitState) {
+        *self.init.lock().unwrap_or_else(|e| e.into_inner()) = init;
+    }
+
+    /// Running or paused, as a pause or a resume left it.
+    fn set_state(&self, state: TaskState) {
+        let mut init = self.init.lock().unwrap_or_else(|e| e.into_inner());
+        init.state = state;
+        init.unresponsive = false;
     }
 }
 

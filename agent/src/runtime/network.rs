@@ -43,8 +43,15 @@ impl Tasks {
     /// the runtime is to read. Attached networks are released again if a
     /// later step fails ([`Tasks::release_network`]).
     pub(super) async fn network_spec(self: &Arc<Self>, ns: &str, rec: &ContainerRecord) -> Result<Value, TaskError> {
-        let mut spec = serde_json::to_value(&rec.spec).map_err(|e| TaskError::Internal(format!("encoding the spec: {e}")))?;
-        let hostname = rec.spec.hostname().clone().unwrap_or_default();
+        let stored = {
+            let (containers, ns, id) = (self.containers.clone(), ns.to_owned(), rec.id.clone());
+            tokio::task::spawn_blocking(move || containers.spec(&ns, &id))
+                .await
+                .map_err(|e| TaskError::Internal(e.to_string()))?
+                .map_err(TaskError::Container)?
+        };
+        let mut spec = serde_json::to_value(&stored).map_err(|e| TaskError::Internal(format!("encoding the spec: {e}")))?;
+        let hostname = stored.hostname().clone().unwrap_or_default();
         let own_dir = self.containers.dir(ns, &rec.id);
         let mut resolver: Option<String> = None;
         let (netns, files_dir, ips, own_netns): (Option<PathBuf>, PathBuf, Vec<Ipv4Addr>, bool) = match &rec.config.network {

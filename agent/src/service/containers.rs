@@ -29,6 +29,8 @@ pub struct ContainerView {
     pub status: Status,
     /// Its networks and published ports, while its task exists.
     pub network: Option<crate::network::Attachment>,
+    /// Its runtime spec: read for one container (`get`), not for a list.
+    pub spec: Option<oci_spec::runtime::Spec>,
 }
 
 /// What to create.
@@ -106,7 +108,7 @@ impl ContainerService {
         let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
         self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
         let status = Status { state: TaskState::Created, ..Default::default() };
-        Ok(ContainerView { record: rec, status, network: None })
+        Ok(ContainerView { record: rec, status, network: None, spec: None })
     }
 
     /// The network a new container asks for: `container:NAME` made an id,
@@ -118,7 +120,8 @@ impl ContainerService {
                 let t = find(&self.core, ns, target).await?;
                 // Its /etc/hosts and /etc/hostname are shared: so is its name, as docker does.
                 if config.hostname.is_none() {
-                    config.hostname = t.spec.hostname().clone();
+                    let (core, ns2, id) = (self.core.clone(), ns.to_owned(), t.id.clone());
+                    config.hostname = blocking(move || Ok(core.containers.spec(&ns2, &id)?)).await?.hostname().clone();
                 }
                 config.network = NetworkMode::Container(t.id);
                 if !config.ports.is_empty() {
@@ -168,9 +171,11 @@ impl ContainerService {
 
     pub async fn get(&self, ns: &str, id: &str) -> Result<ContainerView, Error> {
         let rec = self.find(ns, id).await?;
-        let status = self.core.tasks.status(ns, &rec).await;
+        let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
-        Ok(ContainerView { record: rec, status, network })
+        let (core, ns2, cid) = (self.core.clone(), ns.to_owned(), rec.id.clone());
+        let spec = blocking(move || Ok(core.containers.spec(&ns2, &cid)?)).await?;
+        Ok(ContainerView { record: rec, status, network, spec: Some(spec) })
     }
 
     pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
@@ -178,16 +183,7 @@ impl ContainerService {
             Filter::parse_all(filters, |k| matches!(k, "name" | "id" | "image" | "status") || k.starts_with("label."), FILTER_KEYS)?;
         let (core, ns2) = (self.core.clone(), ns.to_owned());
         let recs = blocking(move || Ok(core.containers.list(&ns2)?)).await?;
-        // Ask every shim at once: one slow shim does not hold up the list.
-        let mut set = tokio::task::JoinSet::new();
-        for (i, rec) in recs.iter().enumerate() {
-            let (tasks, ns, rec) = (self.core.tasks.clone(), ns.to_owned(), rec.clone());
-            set.spawn(async move { (i, tasks.status(&ns, &rec).await) });
-        }
-        let mut statuses = vec![Status { state: TaskState::Unknown, ..Default::default() }; recs.len()];
-        while let Some(Ok((i, st))) = set.join_next().await {
-            statuses[i] = st;
-        }
+        let statuses: Vec<Status> = recs.iter().map(|rec| self.core.tasks.status(ns, rec)).collect();
         let keep = |rec: &ContainerRecord, status: &Status| {
             filters.iter().all(|f| match f.key.as_str() {
                 "name" => f.matches(Some(&rec.name)),
@@ -205,7 +201,7 @@ impl ContainerService {
             .filter(|(r, s)| keep(r, s))
             .map(|(record, status)| {
                 let network = self.core.networks.attachment(ns, &record.id);
-                ContainerView { record, status, network }
+                ContainerView { record, status, network, spec: None }
             })
             .collect())
     }
@@ -216,9 +212,9 @@ impl ContainerService {
         let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
         let rec = blocking(move || Ok(core.containers.update_labels(&ns2, &id, labels)?)).await?;
         self.core.events.publish(ns, "/containers/update", &rec.id, &[]);
-        let status = self.core.tasks.status(ns, &rec).await;
+        let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
-        Ok(ContainerView { record: rec, status, network })
+        Ok(ContainerView { record: rec, status, network, spec: None })
     }
 
     /// Remove a container: its task (refused while it runs unless `force`),

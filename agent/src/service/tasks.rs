@@ -130,7 +130,7 @@ impl TaskService {
         if !self.core.tasks.is_running(ns, &rec.id) {
             return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
         }
-        let path = rec.cgroups_path();
+        let path = rec.cgroups_path;
         blocking(move || {
             let stats = cgroups::stats(&path).ok_or_else(|| Error::NotFound("the container's cgroup is gone".into()))?;
             Ok(Stats { stats, read_at: SystemTime::now() })

@@ -273,7 +273,7 @@ impl Snapshots {
         parent: &str,
         kind: SnapshotKind,
         labels: BTreeMap<String, String>,
-        container: Option<&ContainerRecord>,
+        container: Option<(&ContainerRecord, &oci_spec::runtime::Spec)>,
     ) -> Result<SnapshotRecord, SnapshotError> {
         validate_key(key)?;
         if self.meta.snapshot(ns, key).is_ok() {
@@ -298,14 +298,14 @@ impl Snapshots {
     }
 
     /// A container's writable snapshot on top of `parent`, stored in one
-    /// transaction with the container's record.
+    /// transaction with the container's record and spec.
     pub fn prepare_for_container(
         &self,
         ns: &str,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
-        container: &ContainerRecord,
+        container: (&ContainerRecord, &oci_spec::runtime::Spec),
     ) -> Result<(), SnapshotError> {
         self.create(ns, key, parent, SnapshotKind::Active, labels, Some(container)).map(|_| ())
     }

@@ -27,9 +27,8 @@ fn status_text(s: &v1::TaskStatus) -> String {
 pub fn container_json(c: &v1::Container) -> serde_json::Value {
     let s = c.status.clone().unwrap_or_default();
     let cfg = c.config.clone().unwrap_or_default();
-    let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or_default();
     let t = |t: &Option<prost_types::Timestamp>| t.as_ref().map(output::rfc3339);
-    json!({
+    let mut v = json!({
         "Id": c.id,
         "Name": c.name,
         "Image": c.image,
@@ -59,8 +58,12 @@ pub fn container_json(c: &v1::Container) -> serde_json::Value {
             "Resources": cfg.resources.map(|r| json!({"Memory": r.memory_bytes, "CpuMillis": r.cpu_millis, "PidsLimit": r.pids_limit})),
         },
         "NetworkSettings": network_settings(c),
-        "Spec": spec,
-    })
+    });
+    // The spec comes with one container (inspect), not with a list (ps).
+    if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&c.spec) {
+        v["Spec"] = spec;
+    }
+    v
 }
 
 /// docker's `NetworkSettings`: the container's address on each network, and

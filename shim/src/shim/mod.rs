@@ -401,7 +401,7 @@ impl Shim {
         };
         let state = self.procs.started(pi, now_nanos());
         self.write_stdin(pi);
-        self.conns.publish(&Event::Started { exec_id: exec_id.to_owned(), pid });
+        self.conns.publish(&Event::Started { exec_id: exec_id.to_owned(), pid, started_at: state.started_at });
         Ok(Response { process: Some(state), ..Default::default() })
     }
 

@@ -201,8 +201,9 @@ impl Run {
             Ok((0, _)) => {
                 let (c, n, r, pins) = (core.clone(), ns.clone(), rec.clone(), self.pins.clone());
                 let mut stubs: Vec<String> = step.mounts.iter().filter_map(RunMount::target).map(|t| clean_target(t, &workdir)).collect();
-                stubs.extend(r.spec.mounts().iter().flatten().map(|m| m.destination().to_string_lossy().into_owned()));
                 blocking(move || {
+                    let spec = c.containers.spec(&n, &r.id)?;
+                    stubs.extend(spec.mounts().iter().flatten().map(|m| m.destination().to_string_lossy().into_owned()));
                     remove_stubs(&c, &n, &r.snapshot_key, &stubs)?;
                     // The files its container had bound over /etc are not the step's.
                     conclude(&c, &n, &r.snapshot_key, state, next, &pins, &crate::container::NETWORK_FILES)
