@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out.join("berth_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // Maps as BTreeMap: no hashing per entry, and a stable order in every reply.
+    tonic_prost_build::configure().btree_map(".").build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

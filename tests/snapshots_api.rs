@@ -253,7 +253,7 @@ fn image_labels_follow_the_one_label_rule() {
     rt().block_on(async {
         let mut c = ImagesClient::new(d.channel().await);
         let one = |k: &str, v: String| [(k.to_string(), v)].into();
-        let many: std::collections::HashMap<String, String> = (0..10_000).map(|i| (format!("k{i}"), String::new())).collect();
+        let many: std::collections::BTreeMap<String, String> = (0..10_000).map(|i| (format!("k{i}"), String::new())).collect();
         for (what, labels) in [
             ("a key the agent reserves", one("berth.io/managed", "x".into())),
             ("a 1 MiB value", one("big", "v".repeat(1 << 20))),

@@ -10,7 +10,7 @@
 //! most [`MAX_VALUE_LEN`] bytes, and nothing under [`RESERVED_PREFIX`], which
 //! the agent keeps for its own labels.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Keys under this prefix belong to the agent; clients may not set them.
 pub const RESERVED_PREFIX: &str = "berth.io/";
@@ -55,7 +55,7 @@ pub fn parse(label: &str) -> Result<(&str, &str), LabelError> {
 }
 
 /// [`parse`] for each item; a key given twice keeps its last value.
-pub fn parse_all<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<HashMap<String, String>, LabelError> {
+pub fn parse_all<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<BTreeMap<String, String>, LabelError> {
     labels.into_iter().map(|l| parse(l).map(|(k, v)| (k.to_owned(), v.to_owned()))).collect()
 }
 
@@ -115,10 +115,10 @@ mod tests {
     #[test]
     fn parse_all_keeps_the_last_value_of_a_key() {
         let got = parse_all(["a=1", "b", "a=2"]).unwrap();
-        let want: HashMap<String, String> = [("a", "2"), ("b", "")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let want: BTreeMap<String, String> = [("a", "2"), ("b", "")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         assert_eq!(got, want);
         assert_eq!(parse_all(["a=1", "=2"]), Err(LabelError::EmptyKey { label: "=2".into() }));
-        assert_eq!(parse_all([]), Ok(HashMap::new()));
+        assert_eq!(parse_all([]), Ok(BTreeMap::new()));
     }
 
     #[test]
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn validation_takes_a_map() {
-        let mut m = HashMap::new();
+        let mut m = BTreeMap::new();
         m.insert("a".to_owned(), "1".to_owned());
         assert_eq!(validate(m.iter().map(|(k, v)| (k.as_str(), v.as_str()))), Ok(()));
         m.insert("berth.io/gc".to_owned(), String::new());

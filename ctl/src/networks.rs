@@ -137,7 +137,7 @@ fn network_json(n: &v1::Network) -> serde_json::Value {
 }
 
 async fn create(conn: &Conn, a: CreateArgs) -> Result<i32> {
-    let mut options = std::collections::HashMap::new();
+    let mut options = std::collections::BTreeMap::new();
     for o in &a.opt {
         let Some((k, v)) = o.split_once('=') else { bail!("invalid -o {o:?}: use KEY=VALUE") };
         options.insert(k.to_owned(), v.to_owned());

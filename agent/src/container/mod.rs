@@ -144,7 +144,7 @@ impl Containers {
         Ok(self.meta.container_spec(ns, id)?)
     }
 
-    pub fn list(&self, ns: &str) -> Result<Vec<ContainerRecord>, ContainerError> {
+    pub fn list(&self, ns: &str) -> Result<Vec<std::sync::Arc<ContainerRecord>>, ContainerError> {
         let mut all = self.meta.containers(ns)?;
         all.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));
         Ok(all)
@@ -169,7 +169,7 @@ impl Containers {
     fn check(&self, ns: &str, req: &CreateRequest) -> Result<(), ContainerError> {
         if !req.name.is_empty() {
             validate_name(&req.name)?;
-            if self.meta.containers(ns)?.iter().any(|c| c.name == req.name) {
+            if self.meta.container_id_by_name(ns, &req.name)?.is_some() {
                 return Err(ContainerError::NameTaken(req.name.clone()));
             }
         }

@@ -6,8 +6,9 @@
 
 pub mod container_config;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -308,8 +309,17 @@ fn check_parent(t: &redb::Table<'_, &'static str, &'static [u8]>, ns: &str, pare
 /// the rest of a block is skipped after a restart.
 const ID_BLOCK: u64 = 64;
 
+/// Container records by namespace and id.
+type ContainerMap = HashMap<String, BTreeMap<String, Arc<ContainerRecord>>>;
+
 pub struct Metadata {
     db: Database,
+    /// Every container record, read from the database at open and kept in
+    /// step with it: lists and finds read no record and decode nothing.
+    containers: RwLock<ContainerMap>,
+    /// Held by a container write from its transaction to the update of
+    /// `containers`, so that two writes reach the map in commit order.
+    container_writes: Mutex<()>,
     /// The next free snapshot id and the end of the block held in memory.
     ids: std::sync::Mutex<(u64, u64)>,
     /// Snapshot records are kept per snapshotter: `snapshots.<name>`.
@@ -342,7 +352,23 @@ impl Metadata {
         tx.open_table(BUILD_CACHE)?;
         tx.commit()?;
         migrate(&db)?;
-        Ok(Self { db, snapshots, ids: std::sync::Mutex::new((0, 0)) })
+        let mut containers = ContainerMap::new();
+        {
+            let tx = db.begin_read()?;
+            for item in tx.open_table(CONTAINERS)?.iter()? {
+                let (k, v) = item?;
+                let rec: ContainerRecord = decode(k.value(), v.value())?;
+                let (ns, id) = split_key(k.value());
+                containers.entry(ns.to_owned()).or_default().insert(id.to_owned(), Arc::new(rec));
+            }
+        }
+        Ok(Self {
+            db,
+            snapshots,
+            ids: std::sync::Mutex::new((0, 0)),
+            containers: RwLock::new(containers),
+            container_writes: Mutex::new(()),
+        })
     }
 
     fn get<T: DeserializeOwned>(
@@ -488,6 +514,7 @@ impl Metadata {
         rec: &SnapshotRecord,
         container: Option<(&ContainerRecord, &oci_spec::runtime::Spec)>,
     ) -> Result<(), MetadataError> {
+        let _w = container.map(|_| self.container_writes.lock().unwrap_or_else(|e| e.into_inner()));
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(self.snapshots)?;
@@ -502,6 +529,9 @@ impl Metadata {
             insert_container_in(&tx, ns, c, spec)?;
         }
         tx.commit()?;
+        if let Some((c, _)) = container {
+            self.cache_container(ns, c.clone());
+        }
         Ok(())
     }
 
@@ -659,12 +689,33 @@ impl Metadata {
 
     // ---- containers ----
 
-    pub fn container(&self, ns: &str, id: &str) -> Result<ContainerRecord, MetadataError> {
-        self.get(CONTAINERS, "container", ns, id)
+    fn cache_container(&self, ns: &str, rec: ContainerRecord) {
+        let mut map = self.containers.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(ns.to_owned()).or_default().insert(rec.id.clone(), Arc::new(rec));
     }
 
-    pub fn containers(&self, ns: &str) -> Result<Vec<ContainerRecord>, MetadataError> {
-        Ok(self.scan(CONTAINERS, Some(ns))?.into_iter().map(|(_, r)| r).collect())
+    fn uncache_container(&self, ns: &str, id: &str) {
+        let mut map = self.containers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.get_mut(ns) {
+            m.remove(id);
+            if m.is_empty() {
+                map.remove(ns);
+            }
+        }
+    }
+
+    pub fn container(&self, ns: &str, id: &str) -> Result<ContainerRecord, MetadataError> {
+        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(ns).and_then(|m| m.get(id)) {
+            Some(rec) => Ok(ContainerRecord::clone(rec)),
+            None => Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
+        }
+    }
+
+    /// The containers of `ns`, shared (no record is copied).
+    pub fn containers(&self, ns: &str) -> Result<Vec<Arc<ContainerRecord>>, MetadataError> {
+        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(ns).map(|m| m.values().cloned().collect()).unwrap_or_default())
     }
 
     /// The runtime spec of a container.
@@ -674,39 +725,29 @@ impl Metadata {
 
     /// The id of the container named `name` in `ns`.
     pub fn container_id_by_name(&self, ns: &str, name: &str) -> Result<Option<String>, MetadataError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(CONTAINER_NAMES)?;
-        Ok(t.get(key(ns, name).as_str())?.map(|v| v.value().to_owned()))
+        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(ns).and_then(|m| m.values().find(|c| c.name == name)).map(|c| c.id.clone()))
     }
 
-    /// Up to `limit` ids of containers in `ns` that start with `prefix`
-    /// (keys only: no record is read).
+    /// Up to `limit` ids of containers in `ns` that start with `prefix`.
     pub fn container_ids_with_prefix(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, MetadataError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(CONTAINERS)?;
-        let lo = key(ns, prefix);
-        let hi = format!("{ns}\u{1}");
-        let mut out = Vec::new();
-        for item in t.range(lo.as_str()..hi.as_str())? {
-            let (k, _) = item?;
-            let (_, id) = split_key(k.value());
-            if !id.starts_with(prefix) || out.len() == limit {
-                break;
-            }
-            out.push(id.to_owned());
-        }
-        Ok(out)
+        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = map.get(ns) else { return Ok(Vec::new()) };
+        Ok(m.range(prefix.to_owned()..).map(|(id, _)| id).take_while(|id| id.starts_with(prefix)).take(limit).cloned().collect())
     }
 
     pub fn all_containers(&self) -> Result<Vec<(String, ContainerRecord)>, MetadataError> {
-        self.scan(CONTAINERS, None)
+        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map.iter().flat_map(|(ns, m)| m.values().map(|c| (ns.clone(), ContainerRecord::clone(c)))).collect())
     }
 
     /// Insert a new container and its spec; its id and its name must both be free in `ns`.
     pub fn insert_container(&self, ns: &str, rec: &ContainerRecord, spec: &oci_spec::runtime::Spec) -> Result<(), MetadataError> {
+        let _w = self.container_writes.lock().unwrap_or_else(|e| e.into_inner());
         let tx = self.db.begin_write()?;
         insert_container_in(&tx, ns, rec, spec)?;
         tx.commit()?;
+        self.cache_container(ns, rec.clone());
         Ok(())
     }
 
@@ -718,6 +759,7 @@ impl Metadata {
         id: &str,
         snapshot_key: &str,
     ) -> Result<(ContainerRecord, Option<SnapshotRecord>), MetadataError> {
+        let _w = self.container_writes.lock().unwrap_or_else(|e| e.into_inner());
         let tx = self.db.begin_write()?;
         let (rec, snap);
         {
@@ -745,11 +787,13 @@ impl Metadata {
             };
         }
         tx.commit()?;
+        self.uncache_container(ns, id);
         Ok((rec, snap))
     }
 
     /// Change a container record in one transaction; `f` sees the current record.
     pub fn update_container(&self, ns: &str, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord, MetadataError> {
+        let _w = self.container_writes.lock().unwrap_or_else(|e| e.into_inner());
         let tx = self.db.begin_write()?;
         let rec;
         {
@@ -776,6 +820,7 @@ impl Metadata {
             rec = cur;
         }
         tx.commit()?;
+        self.cache_container(ns, rec.clone());
         Ok(rec)
     }
 
@@ -958,6 +1003,39 @@ mod tests {
         drop(tx);
         let tx = m.db.begin_read().unwrap();
         assert_eq!(tx.open_table(COUNTERS).unwrap().get(SCHEMA_KEY).unwrap().map(|v| v.value()), Some(SCHEMA));
+    }
+
+    #[test]
+    fn container_records_in_memory_follow_every_write_and_names_stay_unique() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.redb");
+        let m = Metadata::open(&path, "overlayfs").unwrap();
+        let raw = v1_container("c1");
+        let mut rec: ContainerRecord = serde_json::from_slice(&raw).unwrap();
+        let WithSpec { spec } = serde_json::from_slice(&raw).unwrap();
+        rec.take_from_spec(&spec);
+        m.insert_container("default", &rec, &spec).unwrap();
+        let mut other = ContainerRecord { id: "c2".into(), ..rec.clone() };
+        assert!(matches!(m.insert_container("default", &other, &spec), Err(MetadataError::AlreadyExists { kind: "container name", .. })));
+        assert_eq!(m.containers("default").unwrap().len(), 1);
+        // A new name frees the old one.
+        m.update_container("default", "c1", |c| c.name = "web2".into()).unwrap();
+        assert_eq!(m.container_id_by_name("default", "web2").unwrap().as_deref(), Some("c1"));
+        assert_eq!(m.container_id_by_name("default", "web").unwrap(), None);
+        m.insert_container("default", &other, &spec).unwrap();
+        other.name = "web2".into();
+        assert!(m.update_container("default", "c2", |c| c.name = "web2".into()).is_err(), "a taken name");
+        assert_eq!(m.container("default", "c2").unwrap().name, "web", "a refused change leaves the record");
+        m.delete_container_and_snapshot("default", "c1", "container-c1").unwrap();
+        assert!(matches!(m.container("default", "c1"), Err(MetadataError::NotFound { .. })));
+        assert_eq!(m.container_ids_with_prefix("default", "c", 2).unwrap(), vec!["c2".to_string()]);
+        // What the database holds is what was in memory.
+        drop(m);
+        let m = Metadata::open(&path, "overlayfs").unwrap();
+        let names: Vec<(String, String)> = m.all_containers().unwrap().into_iter().map(|(_, c)| (c.id, c.name)).collect();
+        assert_eq!(names, vec![("c2".to_string(), "web".to_string())]);
+        assert_eq!(m.container_id_by_name("default", "web2").unwrap(), None);
+        assert!(m.container_spec("default", "c1").is_err(), "the spec goes with its container");
     }
 
     #[test]

@@ -302,7 +302,8 @@ pub struct Networks {
     /// `<state>/netns`: namespaces and attachment records.
     dir: PathBuf,
     /// Attachments by container.
-    attached: Mutex<HashMap<Key, Attachment>>,
+    /// Shared: a list of containers copies no attachment.
+    attached: Mutex<HashMap<Key, Arc<Attachment>>>,
     /// One attach or detach at a time per container.
     locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// One change of the conf dir at a time.
@@ -345,7 +346,7 @@ impl Networks {
         let cni = Cni { plugin_dirs: cfg.plugin_dirs.clone() };
         let mut attached = HashMap::new();
         for (key, a) in read_attachments(&dir) {
-            attached.insert(key, a);
+            attached.insert(key, Arc::new(a));
         }
         let this = Arc::new(Networks {
             cfg,
@@ -623,8 +624,13 @@ impl Networks {
     }
 
     /// A container's attachment, if it has one.
-    pub fn attachment(&self, ns: &str, id: &str) -> Option<Attachment> {
+    pub fn attachment(&self, ns: &str, id: &str) -> Option<Arc<Attachment>> {
         self.attached.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())).cloned()
+    }
+
+    /// A copy of a container's attachment, to change and save.
+    fn attachment_owned(&self, ns: &str, id: &str) -> Option<Attachment> {
+        self.attachment(ns, id).map(Arc::unwrap_or_clone)
     }
 
     fn lock_of(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -796,8 +802,9 @@ impl Networks {
     pub async fn attach_one(&self, ns: &str, id: &str, names: &[String], spec: &EndpointSpec) -> Result<Endpoint, NetworkError> {
         let lock = self.lock_of(ns, id);
         let _g = lock.lock().await;
-        let mut att =
-            self.attachment(ns, id).ok_or_else(|| NetworkError::InUse(format!("container {} is not running on networks", short(id))))?;
+        let mut att = self
+            .attachment_owned(ns, id)
+            .ok_or_else(|| NetworkError::InUse(format!("container {} is not running on networks", short(id))))?;
         let net = self.get(&spec.network)?;
         if att.endpoints.iter().any(|e| e.network == net.name) {
             return Err(NetworkError::AlreadyExists(format!("container {} is already on network {:?}", short(id), net.name)));
@@ -845,7 +852,7 @@ impl Networks {
     pub async fn detach_one(&self, ns: &str, id: &str, network: &str) -> Result<(), NetworkError> {
         let lock = self.lock_of(ns, id);
         let _g = lock.lock().await;
-        let Some(mut att) = self.attachment(ns, id) else { return Ok(()) };
+        let Some(mut att) = self.attachment_owned(ns, id) else { return Ok(()) };
         let Some(i) = att.endpoints.iter().position(|e| e.network == network) else { return Ok(()) };
         let ep = att.endpoints.remove(i);
         att.recyclable = false;
@@ -923,23 +930,32 @@ impl Networks {
         attached.iter().filter(|((ns, _), a)| ns == POOL_NS && a.complete).map(|((_, id), _)| id.clone()).collect()
     }
 
-    /// Claim one entry of the pool, atomically: out of the map and its
-    /// record gone, so nothing else can take or release it.
-    fn claim_pooled(&self) -> Option<Attachment> {
+    /// Claim one entry of the pool, atomically: out of the map, so nothing
+    /// else can take or release it. Its record stays until the caller
+    /// hands the namespace to a container or has released it, so that an
+    /// agent that dies in between still knows of it.
+    fn claim_pooled(&self) -> Option<(String, Attachment)> {
         let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let key = attached.iter().find(|((ns, _), a)| ns == POOL_NS && a.complete).map(|(k, _)| k.clone())?;
         let att = attached.remove(&key)?;
-        let _ = std::fs::remove_file(self.record_path(POOL_NS, &key.1));
-        Some(att)
+        Some((key.1, Arc::unwrap_or_clone(att)))
+    }
+
+    /// Release a claimed entry of the pool, then drop its record.
+    async fn release_pooled(&self, pid: &str, att: &Attachment) {
+        self.release(att).await;
+        let _ = std::fs::remove_file(self.record_path(POOL_NS, pid));
     }
 
     /// Take an attachment from the pool; one whose namespace is gone is released.
     async fn take_pooled(&self) -> Option<Attachment> {
-        while let Some(att) = self.claim_pooled() {
+        while let Some((pid, att)) = self.claim_pooled() {
             if netns::exists(&att.netns) {
+                // A container's from now on: no longer the pool's to release.
+                let _ = std::fs::remove_file(self.record_path(POOL_NS, &pid));
                 return Some(att);
             }
-            self.release(&att).await;
+            self.release_pooled(&pid, &att).await;
         }
         None
     }
@@ -964,8 +980,8 @@ impl Networks {
 
     /// Detach every namespace of the pool (at a graceful stop).
     pub async fn release_pool(&self) {
-        while let Some(att) = self.claim_pooled() {
-            self.release(&att).await;
+        while let Some((pid, att)) = self.claim_pooled() {
+            self.release_pooled(&pid, &att).await;
         }
     }
 
@@ -983,7 +999,7 @@ impl Networks {
     /// Keep a container's namespace out of the pool: another container
     /// joined it (`--net container:`), or its networks changed.
     pub fn keep_out_of_pool(&self, ns: &str, id: &str) {
-        if let Some(mut att) = self.attachment(ns, id).filter(|a| a.recyclable) {
+        if let Some(mut att) = self.attachment_owned(ns, id).filter(|a| a.recyclable) {
             att.recyclable = false;
             if let Err(e) = self.save(ns, id, &att) {
                 tracing::warn!(container = %id, error = %e, "keeping a namespace out of the pool");
@@ -1014,8 +1030,8 @@ impl Networks {
                 }
                 // A namespace given back while one was being made: one too many.
                 while n.pooled().len() > n.cfg.pool_size {
-                    let Some(extra) = n.claim_pooled() else { break };
-                    n.release(&extra).await;
+                    let Some((pid, extra)) = n.claim_pooled() else { break };
+                    n.release_pooled(&pid, &extra).await;
                 }
                 let notified = n.refill.notified();
                 // Also now and then, should a fill have failed.
@@ -1032,7 +1048,7 @@ impl Networks {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(att).expect("encodes")).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        self.attached.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()), att.clone());
+        self.attached.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()), Arc::new(att.clone()));
         Ok(())
     }
 
@@ -1068,8 +1084,9 @@ impl Networks {
 
     async fn detach_locked(&self, ns: &str, id: &str) {
         let record = self.record_path(ns, id);
-        let att =
-            self.attachment(ns, id).or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
+        let att = self
+            .attachment_owned(ns, id)
+            .or_else(|| std::fs::read(&record).ok().and_then(|d| serde_json::from_slice::<Attachment>(&d).ok()));
         let path = match &att {
             Some(a) => a.netns.clone(),
             // A pool entry nobody knows any more may be a container's namespace now: left alone.

@@ -112,7 +112,7 @@ impl Tasks {
     /// or its running init's.
     async fn netns_of(&self, ns: &str, target: &str) -> Result<PathBuf, TaskError> {
         if let Some(att) = self.networks.attachment(ns, target) {
-            return Ok(att.netns);
+            return Ok(att.netns.clone());
         }
         let task = self.live_task(ns, target).filter(|t| t.exit.borrow().is_none());
         let not_running =

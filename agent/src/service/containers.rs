@@ -25,12 +25,12 @@ const FILTER_KEYS: &str = "name, id, image, status or label.KEY";
 /// A container and the state of its task.
 #[derive(Debug, Clone)]
 pub struct ContainerView {
-    pub record: ContainerRecord,
+    pub record: Arc<ContainerRecord>,
     pub status: Status,
     /// Its networks and published ports, while its task exists.
-    pub network: Option<crate::network::Attachment>,
+    pub network: Option<Arc<crate::network::Attachment>>,
     /// Its runtime spec: read for one container (`get`), not for a list.
-    pub spec: Option<oci_spec::runtime::Spec>,
+    pub spec: Option<Box<oci_spec::runtime::Spec>>,
 }
 
 /// What to create.
@@ -108,7 +108,7 @@ impl ContainerService {
         let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
         self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
         let status = Status { state: TaskState::Created, ..Default::default() };
-        Ok(ContainerView { record: rec, status, network: None, spec: None })
+        Ok(ContainerView { record: Arc::new(rec), status, network: None, spec: None })
     }
 
     /// The network a new container asks for: `container:NAME` made an id,
@@ -175,14 +175,14 @@ impl ContainerService {
         let network = self.core.networks.attachment(ns, &rec.id);
         let (core, ns2, cid) = (self.core.clone(), ns.to_owned(), rec.id.clone());
         let spec = blocking(move || Ok(core.containers.spec(&ns2, &cid)?)).await?;
-        Ok(ContainerView { record: rec, status, network, spec: Some(spec) })
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)) })
     }
 
     pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
         let filters =
             Filter::parse_all(filters, |k| matches!(k, "name" | "id" | "image" | "status") || k.starts_with("label."), FILTER_KEYS)?;
-        let (core, ns2) = (self.core.clone(), ns.to_owned());
-        let recs = blocking(move || Ok(core.containers.list(&ns2)?)).await?;
+        // From memory: nothing to wait for.
+        let recs = self.core.containers.list(ns)?;
         let statuses: Vec<Status> = recs.iter().map(|rec| self.core.tasks.status(ns, rec)).collect();
         let keep = |rec: &ContainerRecord, status: &Status| {
             filters.iter().all(|f| match f.key.as_str() {
@@ -214,7 +214,7 @@ impl ContainerService {
         self.core.events.publish(ns, "/containers/update", &rec.id, &[]);
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
-        Ok(ContainerView { record: rec, status, network, spec: None })
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None })
     }
 
     /// Remove a container: its task (refused while it runs unless `force`),
@@ -343,8 +343,8 @@ pub(crate) async fn find(core: &Arc<Core>, ns: &str, id: &str) -> Result<Contain
     if id.is_empty() {
         return Err(Error::InvalidArgument("a container name or id is required".into()));
     }
-    let (core, ns, id) = (core.clone(), ns.to_owned(), id.to_owned());
-    blocking(move || Ok(core.containers.find(&ns, &id)?)).await
+    // Container records are in memory: nothing to wait for.
+    Ok(core.containers.find(ns, id)?)
 }
 
 /// The one removal: task, then record and storage, then the event.
