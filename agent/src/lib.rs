@@ -21,6 +21,7 @@ pub mod digest;
 pub mod disk;
 pub mod events;
 pub mod image;
+pub mod memory;
 pub mod metadata;
 pub mod network;
 pub mod process;

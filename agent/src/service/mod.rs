@@ -202,6 +202,9 @@ pub(crate) fn queued<T: Send + 'static>(
             let _ = handle.block_on(tokio::time::timeout(RESULT_SEND_TIMEOUT, tx.send(Update::Done(result))));
         })
         .await;
+        // An import, pull, push or export has freed its buffers: they go back to the system.
+        drop(_slot);
+        tokio::task::spawn_blocking(crate::memory::trim);
     });
     rx
 }

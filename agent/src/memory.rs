@@ -1,0 +1,16 @@
+//! Memory given back after large operations. An import or a pull moves
+//! hundreds of megabytes through buffers on several threads; glibc's
+//! allocator keeps what they freed in per-thread arenas, so an idle agent
+//! stayed at twice its size after one. Once such an operation ends, the
+//! free pages of every arena go back to the system (bench/README.md, load).
+
+/// Return the allocator's free memory to the system (glibc's `malloc_trim`).
+pub fn trim() {
+    #[cfg(target_env = "gnu")]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim takes no pointer and only walks the allocator's own
+    // free lists under its locks; it is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
