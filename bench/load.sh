@@ -9,14 +9,18 @@
 #             image inspects and stats, plus 10 event subscriptions and a
 #             churn of run --rm; p50/p99/max per call, errors, the agent's
 #             RSS, descriptors and threads sampled every second, and its
-#             idle RSS before and after. containerd gets the same mix
+#             idle RSS before and after. Twice: each client calling again
+#             as soon as it has its answer (saturation: the clients share
+#             the machine's cores with the agent), then all of them together
+#             at RATE calls a second (a poll). containerd gets the same mix
 #             through its own services (a list is Containers.List plus
 #             Tasks.List, as `ps` needs both), the churn by `ctr run --rm`.
 #   removal   the containers removed one after another (first against last).
 # Containers run with `--net none` (containerd's `ctr run` joins no network).
 #
-# usage: bench/load.sh [CONTAINERS] [CLIENTS] [SECONDS]   (default 200 100 20;
-#        root; builds in release mode, or takes the binaries from $BERTH_BIN)
+# usage: bench/load.sh [CONTAINERS] [CLIENTS] [SECONDS] [RATE]   (default 200
+#        100 20 1000; root; builds in release mode, or takes the binaries from
+#        $BERTH_BIN)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -24,6 +28,7 @@ cd "$(dirname "$0")/.."
 N=${1:-200}
 CLIENTS=${2:-100}
 SECS=${3:-20}
+RATE=${4:-1000}
 WORK=$(mktemp -d /var/tmp/berth-load.XXXXXX)
 BIN=${BERTH_BIN:-target/release}
 B=$BIN/berthctl
@@ -79,6 +84,8 @@ printf 'berthd     ps of %d containers: median %.1f ms\n' "$N" "$(median < "$WOR
 BERTH_IDLE0=$(rss_mb "$BERTHD_PID")
 "$BIN/berth-load" load --berth "$BERTH_ADDRESS" --clients "$CLIENTS" --duration "$SECS" --churn-image $REF --pid "$BERTHD_PID" \
     | tee "$WORK/berth.load"
+"$BIN/berth-load" load --berth "$BERTH_ADDRESS" --clients "$CLIENTS" --duration "$SECS" --rate "$RATE" --churn-image $REF \
+    --pid "$BERTHD_PID" | tee "$WORK/berth.paced"
 sleep 5
 BERTH_IDLE1=$(rss_mb "$BERTHD_PID")
 printf 'berthd     idle RSS %.1f MB before the load, %.1f MB 5 s after it\n' "$BERTH_IDLE0" "$BERTH_IDLE1"
@@ -106,6 +113,8 @@ CTRD_IDLE0=$(rss_mb "$CTRD_PID")
 CHURN_PID=$!
 "$BIN/berth-load" load --containerd "$WORK/ctrd.sock" --namespace bench --clients "$CLIENTS" --duration "$SECS" --pid "$CTRD_PID" \
     | tee "$WORK/ctrd.load"
+"$BIN/berth-load" load --containerd "$WORK/ctrd.sock" --namespace bench --clients "$CLIENTS" --duration "$SECS" --rate "$RATE" \
+    --pid "$CTRD_PID" | tee "$WORK/ctrd.paced"
 kill "$CHURN_PID" 2>/dev/null || true
 wait "$CHURN_PID" 2>/dev/null || true
 CHURN_PID=
@@ -120,8 +129,12 @@ done
 printf 'containerd %d removals: first 20 / last 20 (medians) %s\n' "$N" "$(first_last "$WORK/ctrd.rm")"
 
 # ---------------- ratios ----------------
-for k in list get inspect stats; do
-    b=$(result "$WORK/berth.load" "${k}_p99_ms"); c=$(result "$WORK/ctrd.load" "${k}_p99_ms")
-    printf '%-8s p99 berthd %.1f ms, containerd %.1f ms: %.1fx\n' "$k" "$b" "$c" "$(echo "$c / $b" | bc -l)"
+for run in load paced; do
+    [ $run = load ] && echo "saturation:" || echo "$RATE calls/s:"
+    for k in list get inspect stats; do
+        b=$(result "$WORK/berth.$run" "${k}_p99_ms"); c=$(result "$WORK/ctrd.$run" "${k}_p99_ms")
+        printf '  %-8s p99 berthd %.1f ms, containerd %.1f ms: %.1fx\n' "$k" "$b" "$c" "$(echo "$c / $b" | bc -l)"
+    done
+    printf '  RSS under load: berthd %.1f MB at most, containerd %.1f MB\n' \
+        "$(result "$WORK/berth.$run" rss_max_mb)" "$(result "$WORK/ctrd.$run" rss_max_mb)"
 done
-printf 'RSS under load: berthd %.1f MB at most, containerd %.1f MB\n' "$(result "$WORK/berth.load" rss_max_mb)" "$(result "$WORK/ctrd.load" rss_max_mb)"

@@ -901,13 +901,16 @@ impl Tasks {
                         // An exit is the follower's to handle.
                         Ok(s) if s.init.status == ProcessStatus::Exited => {}
                         Ok(s) => task.set_init(InitState::from_shim(&s.init)),
-                        Err(e) => {
+                        // A shim that is there and does not answer in time. (One
+                        // that is gone closed its events too: its follower handles it.)
+                        Err(e @ TaskError::Timeout(_)) if task.exit.borrow().is_none() && !*task.gone.borrow() => {
                             let mut init = task.init.lock().unwrap_or_else(|e| e.into_inner());
-                            if !init.unresponsive && !*task.gone.borrow() {
+                            if !init.unresponsive {
                                 tracing::warn!(container = %task.id, error = %e, "the shim does not answer");
                             }
                             init.unresponsive = true;
                         }
+                        Err(_) => {}
                     }
                 });
             }
