@@ -813,7 +813,10 @@ impl Metadata {
                 if names.get(nk.as_str())?.is_some() {
                     return Err(MetadataError::AlreadyExists { kind: "container name", name: cur.name.clone() });
                 }
-                names.remove(key(ns, &name).as_str())?;
+                let old = key(ns, &name);
+                if names.get(old.as_str())?.is_some_and(|v| v.value() == id) {
+                    names.remove(old.as_str())?;
+                }
                 names.insert(nk.as_str(), cur.id.as_str())?;
             }
             t.insert(k.as_str(), encode(&cur).as_slice())?;

@@ -17,7 +17,7 @@ pub mod firewall;
 pub mod netns;
 pub mod subnet;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -704,10 +704,16 @@ impl Networks {
         let plain =
             |e: &EndpointSpec| e.ip.is_empty() && e.aliases.is_empty() && self.get(&e.network).is_ok_and(|n| n.name == DEFAULT_NETWORK);
         if ns != POOL_NS && ports.is_empty() && endpoints.len() == 1 && plain(&endpoints[0]) {
-            if let Some(mut att) = self.take_pooled().await {
+            if let Some((pid, mut att)) = self.take_pooled().await {
                 att.recyclable = recyclable;
                 att.generation = next_generation();
-                self.save(ns, id, &att)?;
+                // The container's record first, then the pool's goes: at every
+                // moment a record names the namespace (see `reconcile`).
+                if let Err(e) = self.save(ns, id, &att) {
+                    self.release_pooled(&pid, &att).await;
+                    return Err(e);
+                }
+                let _ = std::fs::remove_file(self.record_path(POOL_NS, &pid));
                 self.refill.notify_one();
                 return Ok(att);
             }
@@ -947,13 +953,12 @@ impl Networks {
         let _ = std::fs::remove_file(self.record_path(POOL_NS, pid));
     }
 
-    /// Take an attachment from the pool; one whose namespace is gone is released.
-    async fn take_pooled(&self) -> Option<Attachment> {
+    /// Claim an attachment of the pool (its id and it; its record stays
+    /// for the caller to drop); one whose namespace is gone is released.
+    async fn take_pooled(&self) -> Option<(String, Attachment)> {
         while let Some((pid, att)) = self.claim_pooled() {
             if netns::exists(&att.netns) {
-                // A container's from now on: no longer the pool's to release.
-                let _ = std::fs::remove_file(self.record_path(POOL_NS, &pid));
-                return Some(att);
+                return Some((pid, att));
             }
             self.release_pooled(&pid, &att).await;
         }
@@ -1174,7 +1179,22 @@ impl Networks {
     pub async fn reconcile(&self, keep: &dyn Fn(&str, &str) -> bool) -> usize {
         // The pool's whole entries stay (as many as it holds); the others whose task is gone go.
         let mut pooled = 0;
-        let stale: Vec<Key> = read_attachments(&self.dir)
+        let records = read_attachments(&self.dir);
+        // A pool entry a container took as the agent stopped: the container's record
+        // names its namespace too. Only the pool's record goes (the namespace is the container's).
+        let taken: HashSet<PathBuf> = records.iter().filter(|((ns, _), _)| ns != POOL_NS).map(|(_, a)| a.netns.clone()).collect();
+        let records: Vec<(Key, Attachment)> = records
+            .into_iter()
+            .filter(|((ns, id), a)| {
+                let stale_copy = ns == POOL_NS && taken.contains(&a.netns);
+                if stale_copy {
+                    self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.clone(), id.clone()));
+                    let _ = std::fs::remove_file(self.record_path(POOL_NS, id));
+                }
+                !stale_copy
+            })
+            .collect();
+        let stale: Vec<Key> = records
             .into_iter()
             .filter(|((ns, id), a)| {
                 if ns == POOL_NS {

@@ -156,13 +156,21 @@ struct InitState {
     state: TaskState,
     pid: u32,
     started_at: i64,
-    /// The last check of the shim got no answer in time.
-    unresponsive: bool,
+    /// Checks in a row the shim did not answer in time.
+    misses: u32,
+    /// Bumped by every change: a check's answer is taken only if nothing
+    /// changed while it was asked (an event or a start's answer is newer).
+    version: u64,
 }
 
 impl InitState {
     fn from_shim(s: &protocol::ProcessState) -> Self {
-        InitState { state: s.status.into(), pid: s.pid, started_at: s.started_at, unresponsive: false }
+        InitState { state: s.status.into(), pid: s.pid, started_at: s.started_at, ..Default::default() }
+    }
+
+    /// Two checks in a row without an answer: the shim shows as unknown.
+    fn unresponsive(&self) -> bool {
+        self.misses >= 2
     }
 }
 
@@ -456,17 +464,25 @@ impl Tasks {
         let mut sub = ShimConnection::connect(&bundle).await.map_err(gone)?;
         sub.request(&Request::Subscribe, CALL_TIMEOUT).await?;
         // The state after subscribing: a change from here on comes as an
-        // event, and an exit that came before is not missed.
+        // event, and an exit that came before is not missed. A shim that is
+        // there but slow to say (it answers one call at a time) is followed
+        // all the same, shown as unknown until the background check hears it.
         let mut c = ShimConnection::connect(&bundle).await.map_err(gone)?;
-        let state = c.request(&Request::State, STATE_TIMEOUT).await?.state;
-        let state = state.ok_or_else(|| TaskError::Internal("the shim sent no state".into()))?.init;
-        let exited = (state.status == ProcessStatus::Exited).then_some(ExitInfo {
-            exit_code: state.exit_code,
-            started_at: state.started_at,
-            finished_at: state.exited_at,
-            oom_killed: false,
-        });
-        let task = self.track(ns, rec, bundle, runtime, InitState::from_shim(&state));
+        let (init, exited) = match c.request(&Request::State, CALL_TIMEOUT).await.map(|r| r.state) {
+            Ok(Some(s)) => {
+                let s = s.init;
+                let exited = (s.status == ProcessStatus::Exited).then_some(ExitInfo {
+                    exit_code: s.exit_code,
+                    started_at: s.started_at,
+                    finished_at: s.exited_at,
+                    oom_killed: false,
+                });
+                (InitState::from_shim(&s), exited)
+            }
+            Err(e @ TaskError::ShimGone { .. }) => return Err(e),
+            Ok(None) | Err(_) => (InitState { misses: 2, ..Default::default() }, None),
+        };
+        let task = self.track(ns, rec, bundle, runtime, init);
         let this = self.clone();
         let t = task.clone();
         tokio::spawn(async move {
@@ -486,7 +502,7 @@ impl Tasks {
                     ShimEvent::Started { exec_id, pid, started_at } => {
                         if exec_id.is_empty() {
                             let started_at = if started_at > 0 { started_at } else { crate::metadata::now_nanos() };
-                            task.set_init(InitState { state: TaskState::Running, pid, started_at, unresponsive: false });
+                            task.set_init(InitState { state: TaskState::Running, pid, started_at, ..Default::default() });
                         }
                         let topic = if exec_id.is_empty() { "/tasks/start" } else { "/tasks/exec-started" };
                         self.events.publish(&task.ns, topic, &task.id, &[("pid", pid.to_string()), ("exec_id", exec_id)]);
@@ -878,7 +894,7 @@ impl Tasks {
                     return from_exit(e);
                 }
                 let init = *t.init.lock().unwrap_or_else(|e| e.into_inner());
-                if init.unresponsive {
+                if init.unresponsive() {
                     return Status { state: TaskState::Unknown, ..Default::default() };
                 }
                 Status { state: init.state, pid: init.pid, started_at: init.started_at, ..Default::default() }
@@ -887,8 +903,9 @@ impl Tasks {
     }
 
     /// Every `interval`, ask each live task's shim for its state (all at
-    /// once, each bounded): one that does not answer shows as `unknown` until
-    /// it answers again, and a change an event did not bring is taken.
+    /// once, each bounded): one that does not answer twice in a row shows as
+    /// `unknown` until it answers again, and a change an event did not bring
+    /// is taken.
     pub async fn check_shims(self: Arc<Self>, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
@@ -897,18 +914,25 @@ impl Tasks {
             for task in tasks.into_iter().filter(|t| t.exit.borrow().is_none()) {
                 let this = self.clone();
                 set.spawn(async move {
-                    match this.shim_state(&task).await {
+                    let asked = task.init.lock().unwrap_or_else(|e| e.into_inner()).version;
+                    let answer = this.shim_state(&task).await;
+                    let mut init = task.init.lock().unwrap_or_else(|e| e.into_inner());
+                    match answer {
                         // An exit is the follower's to handle.
                         Ok(s) if s.init.status == ProcessStatus::Exited => {}
-                        Ok(s) => task.set_init(InitState::from_shim(&s.init)),
+                        // Taken unless something newer came meanwhile.
+                        Ok(s) if init.version == asked => {
+                            let fresh = InitState::from_shim(&s.init);
+                            *init = InitState { version: init.version + 1, ..fresh };
+                        }
+                        Ok(_) => init.misses = 0,
                         // A shim that is there and does not answer in time. (One
                         // that is gone closed its events too: its follower handles it.)
                         Err(e @ TaskError::Timeout(_)) if task.exit.borrow().is_none() && !*task.gone.borrow() => {
-                            let mut init = task.init.lock().unwrap_or_else(|e| e.into_inner());
-                            if !init.unresponsive {
+                            init.misses += 1;
+                            if init.misses == 2 {
                                 tracing::warn!(container = %task.id, error = %e, "the shim does not answer");
                             }
-                            init.unresponsive = true;
                         }
                         Err(_) => {}
                     }
@@ -996,15 +1020,16 @@ impl Tasks {
 }
 
 impl Task {
-    fn set_init(&self, init: InitState) {
-        *self.init.lock().unwrap_or_else(|e| e.into_inner()) = init;
+    /// The init's state, from an event or an answer of its shim.
+    fn set_init(&self, new: InitState) {
+        let mut init = self.init.lock().unwrap_or_else(|e| e.into_inner());
+        *init = InitState { version: init.version + 1, misses: 0, ..new };
     }
 
     /// Running or paused, as a pause or a resume left it.
     fn set_state(&self, state: TaskState) {
         let mut init = self.init.lock().unwrap_or_else(|e| e.into_inner());
-        init.state = state;
-        init.unresponsive = false;
+        *init = InitState { state, version: init.version + 1, misses: 0, ..*init };
     }
 }
 
