@@ -17,6 +17,7 @@
 #             Tasks.List, as `ps` needs both), the churn by `ctr run --rm`.
 #   removal   the containers removed one after another (first against last).
 # Containers run with `--net none` (containerd's `ctr run` joins no network).
+# A load with errors still gives its figures (berth-load then exits 1).
 #
 # usage: bench/load.sh [CONTAINERS] [CLIENTS] [SECONDS] [RATE]   (default 200
 #        100 20 1000; root; builds in release mode, or takes the binaries from
@@ -83,9 +84,9 @@ for i in $(seq 1 20); do t0=$(now); $B ps -q >/dev/null; t1=$(now); ms "$t0" "$t
 printf 'berthd     ps of %d containers: median %.1f ms\n' "$N" "$(median < "$WORK/berth.ps")"
 BERTH_IDLE0=$(rss_mb "$BERTHD_PID")
 "$BIN/berth-load" load --berth "$BERTH_ADDRESS" --clients "$CLIENTS" --duration "$SECS" --churn-image $REF --pid "$BERTHD_PID" \
-    | tee "$WORK/berth.load"
+    | tee "$WORK/berth.load" || true
 "$BIN/berth-load" load --berth "$BERTH_ADDRESS" --clients "$CLIENTS" --duration "$SECS" --rate "$RATE" --churn-image $REF \
-    --pid "$BERTHD_PID" | tee "$WORK/berth.paced"
+    --pid "$BERTHD_PID" | tee "$WORK/berth.paced" || true
 sleep 5
 BERTH_IDLE1=$(rss_mb "$BERTHD_PID")
 printf 'berthd     idle RSS %.1f MB before the load, %.1f MB 5 s after it\n' "$BERTH_IDLE0" "$BERTH_IDLE1"
@@ -112,9 +113,9 @@ CTRD_IDLE0=$(rss_mb "$CTRD_PID")
 ( i=0; while :; do i=$((i + 1)); $C run --rm $REF "churn$i" true >/dev/null 2>&1 || true; done ) &
 CHURN_PID=$!
 "$BIN/berth-load" load --containerd "$WORK/ctrd.sock" --namespace bench --clients "$CLIENTS" --duration "$SECS" --pid "$CTRD_PID" \
-    | tee "$WORK/ctrd.load"
+    | tee "$WORK/ctrd.load" || true
 "$BIN/berth-load" load --containerd "$WORK/ctrd.sock" --namespace bench --clients "$CLIENTS" --duration "$SECS" --rate "$RATE" \
-    --pid "$CTRD_PID" | tee "$WORK/ctrd.paced"
+    --pid "$CTRD_PID" | tee "$WORK/ctrd.paced" || true
 kill "$CHURN_PID" 2>/dev/null || true
 wait "$CHURN_PID" 2>/dev/null || true
 CHURN_PID=

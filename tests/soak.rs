@@ -15,7 +15,8 @@ fn two_hundred_run_and_exec_cycles_leave_nothing_behind() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth-load"))
         .args(["soak", "--berth"])
         .arg(&d.socket)
-        .args(["--image", "busybox", "--runs", "200", "--execs", "200", "--pid", &d.pid().to_string(), "--state"])
+        // (RSS against a bound by bench/soak.sh; here, only a gross leak fails.)
+        .args(["--image", "busybox", "--runs", "200", "--execs", "200", "--rss-slack", "100", "--pid", &d.pid().to_string(), "--state"])
         .arg(&d.state)
         .output()
         .unwrap();
@@ -23,7 +24,7 @@ fn two_hundred_run_and_exec_cycles_leave_nothing_behind() {
     assert!(out.status.success(), "{text}\n{}\nlog:\n{}", stderr(&out), d.log());
     let result: serde_json::Value = serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap()).unwrap();
     assert_eq!(result["errors"], 0, "{text}");
-    assert_eq!(result["shims"], serde_json::json!([0, 0]), "{text}");
-    assert_eq!(result["bundles"], serde_json::json!([0, 0]), "{text}");
+    // The execs' container ran from before the first figures; after, nothing runs.
+    assert_eq!((result["shims"][1].as_u64(), result["bundles"][1].as_u64()), (Some(0), Some(0)), "{text}");
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "", "{text}");
 }

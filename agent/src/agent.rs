@@ -172,6 +172,7 @@ impl Agent {
         self.services.start_background();
         let found = self.core.tasks.recover(&known).await;
         tokio::spawn(self.core.tasks.clone().check_shims(self.core.config.runtime.shim_check_interval));
+        tokio::spawn(crate::memory::trim_now_and_then());
         // Attachments whose task is gone (it ended, or its container was
         // removed, while the agent was down) are released.
         let tasks = self.core.tasks.clone();
