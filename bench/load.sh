@@ -87,9 +87,9 @@ BERTH_IDLE0=$(rss_mb "$BERTHD_PID")
     | tee "$WORK/berth.load" || true
 "$BIN/berth-load" load --berth "$BERTH_ADDRESS" --clients "$CLIENTS" --duration "$SECS" --rate "$RATE" --churn-image $REF \
     --pid "$BERTHD_PID" | tee "$WORK/berth.paced" || true
-sleep 5
+sleep 35
 BERTH_IDLE1=$(rss_mb "$BERTHD_PID")
-printf 'berthd     idle RSS %.1f MB before the load, %.1f MB 5 s after it\n' "$BERTH_IDLE0" "$BERTH_IDLE1"
+printf 'berthd     idle RSS %.1f MB before the load, %.1f MB 35 s after it (the agent trims every 30 s)\n' "$BERTH_IDLE0" "$BERTH_IDLE1"
 : > "$WORK/berth.rm"
 for i in $(seq 1 "$N"); do t0=$(now); $B rm -f "l$i" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$WORK/berth.rm"; done
 printf 'berthd     %d removals: first 20 / last 20 (medians) %s\n' "$N" "$(first_last "$WORK/berth.rm")"
@@ -119,9 +119,9 @@ CHURN_PID=$!
 kill "$CHURN_PID" 2>/dev/null || true
 wait "$CHURN_PID" 2>/dev/null || true
 CHURN_PID=
-sleep 5
+sleep 35
 CTRD_IDLE1=$(rss_mb "$CTRD_PID")
-printf 'containerd idle RSS %.1f MB before the load, %.1f MB 5 s after it\n' "$CTRD_IDLE0" "$CTRD_IDLE1"
+printf 'containerd idle RSS %.1f MB before the load, %.1f MB 35 s after it\n' "$CTRD_IDLE0" "$CTRD_IDLE1"
 : > "$WORK/ctrd.rm"
 for i in $(seq 1 "$N"); do
     t0=$(now); $C t kill -s KILL "l$i" >/dev/null 2>&1 || true; $C t rm -f "l$i" >/dev/null 2>&1 || true; $C c rm "l$i" >/dev/null; t1=$(now)

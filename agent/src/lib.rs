@@ -35,6 +35,7 @@ use clap::Parser;
 
 /// The daemon's `main`: parse flags, set up logging, serve until SIGTERM or SIGINT.
 pub fn main() -> i32 {
+    memory::limit_arenas();
     let args = config::Args::parse();
     let cfg = match config::Config::from_args(args) {
         Ok(c) => c,
