@@ -9,6 +9,26 @@ remove_work() {
     done
     rm -rf "$1"
 }
+# The end of a run: berthd's containers removed (with $B), containerd's
+# (socket $WORK/ctrd.sock, namespace bench), both agents stopped (BERTHD_PID,
+# CTRD_PID, when set), then $WORK removed with whatever either left mounted.
+stop_agents() {
+    if [ -n "${BERTHD_PID:-}" ]; then
+        # shellcheck disable=SC2046 # the ids are words
+        $B rm -f $($B ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+        kill "$BERTHD_PID" 2>/dev/null || true
+    fi
+    if [ -n "${CTRD_PID:-}" ]; then
+        for c in $(ctr -a "$WORK/ctrd.sock" -n bench c ls -q 2>/dev/null); do
+            ctr -a "$WORK/ctrd.sock" -n bench t kill -s KILL "$c" >/dev/null 2>&1 || true
+            ctr -a "$WORK/ctrd.sock" -n bench t rm -f "$c" >/dev/null 2>&1 || true
+            ctr -a "$WORK/ctrd.sock" -n bench c rm "$c" >/dev/null 2>&1 || true
+        done
+        kill "$CTRD_PID" 2>/dev/null || true
+    fi
+    wait 2>/dev/null || true
+    remove_work "$WORK"
+}
 wait_sock() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.02; done; echo "no socket $1" >&2; return 1; }
 
 # Start a containerd of its own under $1 (root, state, socket $1/ctrd.sock);

@@ -35,20 +35,7 @@ BIN=${BERTH_BIN:-target/release}
 B=$BIN/berthctl
 cleanup() {
     [ -z "${CHURN_PID:-}" ] || kill "$CHURN_PID" 2>/dev/null || true
-    if [ -n "${BERTHD_PID:-}" ]; then
-        $B rm -f $($B ps -aq 2>/dev/null) >/dev/null 2>&1 || true
-        kill "$BERTHD_PID" 2>/dev/null || true
-    fi
-    if [ -n "${CTRD_PID:-}" ]; then
-        for c in $(ctr -a "$WORK/ctrd.sock" -n bench c ls -q 2>/dev/null); do
-            ctr -a "$WORK/ctrd.sock" -n bench t kill -s KILL "$c" >/dev/null 2>&1 || true
-            ctr -a "$WORK/ctrd.sock" -n bench t rm -f "$c" >/dev/null 2>&1 || true
-            ctr -a "$WORK/ctrd.sock" -n bench c rm "$c" >/dev/null 2>&1 || true
-        done
-        kill "$CTRD_PID" 2>/dev/null || true
-    fi
-    wait 2>/dev/null || true
-    remove_work "$WORK"
+    stop_agents
 }
 trap cleanup EXIT
 

@@ -25,24 +25,7 @@ FANOUT=${2:-50}
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 BIN=${BERTH_BIN:-target/release}
 B=$BIN/berthctl
-cleanup() {
-    if [ -n "${BERTHD_PID:-}" ]; then
-        $B rm -f $($B ps -aq 2>/dev/null) >/dev/null 2>&1 || true
-        kill "$BERTHD_PID" 2>/dev/null || true
-    fi
-    if [ -n "${CTRD_PID:-}" ]; then
-        for c in $(ctr -a "$WORK/ctrd.sock" -n bench c ls -q 2>/dev/null); do
-            ctr -a "$WORK/ctrd.sock" -n bench t kill -s KILL "$c" >/dev/null 2>&1 || true
-            ctr -a "$WORK/ctrd.sock" -n bench t rm -f "$c" >/dev/null 2>&1 || true
-            ctr -a "$WORK/ctrd.sock" -n bench c rm "$c" >/dev/null 2>&1 || true
-        done
-        kill "$CTRD_PID" 2>/dev/null || true
-    fi
-    wait 2>/dev/null || true
-    # With whatever either agent left mounted there.
-    remove_work "$WORK"
-}
-trap cleanup EXIT
+trap stop_agents EXIT
 
 for t in runc python3 bc; do command -v $t >/dev/null || { echo "$t is needed (scripts/install-test-deps.sh)" >&2; exit 1; }; done
 [ -n "${BERTH_BIN:-}" ] || cargo build --release --bins -q

@@ -14,12 +14,8 @@ RUNS=${1:-5000}
 EXECS=${2:-5000}
 WORK=$(mktemp -d /var/tmp/berth-soak.XXXXXX)
 BIN=${BERTH_BIN:-target/release}
-cleanup() {
-    [ -z "${BERTHD_PID:-}" ] || kill "$BERTHD_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    remove_work "$WORK"
-}
-trap cleanup EXIT
+B="$BIN/berthctl --address $WORK/state/berthd.sock"
+trap stop_agents EXIT
 for t in runc python3; do command -v $t >/dev/null || { echo "$t is needed (scripts/install-test-deps.sh)" >&2; exit 1; }; done
 [ -n "${BERTH_BIN:-}" ] || cargo build --release --bins -q
 REF=docker.io/bench/busybox:latest
@@ -27,6 +23,6 @@ python3 bench/mkimage.py "$WORK/busybox.tar" --layers 0 --name $REF >/dev/null
 "$BIN/berthd" --root "$WORK/root" --state "$WORK/state" --log-level warn &
 BERTHD_PID=$!
 wait_sock "$WORK/state/berthd.sock"
-"$BIN/berthctl" --address "$WORK/state/berthd.sock" load -q -i "$WORK/busybox.tar" >/dev/null
+$B load -q -i "$WORK/busybox.tar" >/dev/null
 "$BIN/berth-load" soak --berth "$WORK/state/berthd.sock" --image $REF --runs "$RUNS" --execs "$EXECS" \
     --pid "$BERTHD_PID" --state "$WORK/state"

@@ -639,6 +639,23 @@ struct Footprint {
     bundles: usize,
 }
 
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let u = &self.usage;
+        write!(
+            f,
+            "RSS {:.1} MB ({:.1} MB anonymous), {} fds, {} threads, {} mounts, {} shims, {} bundles",
+            u.rss_kb as f64 / 1024.0,
+            u.anon_kb as f64 / 1024.0,
+            u.fds,
+            u.threads,
+            self.mounts,
+            self.shims,
+            self.bundles
+        )
+    }
+}
+
 fn footprint(pid: u32, state: &Path) -> Footprint {
     let state_s = state.to_string_lossy();
     // In the agent's mount namespace (a rootfs is mounted in its shim's own).
@@ -770,26 +787,8 @@ async fn soak(sock: &Path, ns: &str, cycles: &Cycles, pid: u32, state: &Path) ->
         execs_took.as_secs_f64()
     );
     let mb = |kb: u64| kb as f64 / 1024.0;
-    println!(
-        "before: RSS {:.1} MB ({:.1} MB anonymous), {} fds, {} threads, {} mounts, {} shims, {} bundles",
-        mb(before.usage.rss_kb),
-        mb(before.usage.anon_kb),
-        before.usage.fds,
-        before.usage.threads,
-        before.mounts,
-        before.shims,
-        before.bundles
-    );
-    println!(
-        "after:  RSS {:.1} MB ({:.1} MB anonymous), {} fds, {} threads, {} mounts, {} shims, {} bundles",
-        mb(after.usage.rss_kb),
-        mb(after.usage.anon_kb),
-        after.usage.fds,
-        after.usage.threads,
-        after.mounts,
-        after.shims,
-        after.bundles
-    );
+    println!("before: {before}");
+    println!("after:  {after}");
     let rss_ok = (after.usage.rss_kb as f64) <= before.usage.rss_kb as f64 * (1.0 + cycles.rss_slack as f64 / 100.0);
     let same = after.usage.fds <= before.usage.fds
         && after.usage.threads <= before.usage.threads
