@@ -761,3 +761,69 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     }
     out
 }
+
+/// A docker-registry process on a free loopback port; killed on drop.
+pub struct Registry {
+    pub child: Child,
+    /// host:port, on loopback.
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    pub fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Self::start_on("127.0.0.1", htpasswd, None)
+    }
+
+    /// On `ip`, optionally serving TLS with (certificate, key) files.
+    pub fn start_on(ip: &str, htpasswd: Option<(&str, &str)>, tls: Option<(PathBuf, PathBuf)>) -> Registry {
+        require_tool("docker-registry", "docker-registry");
+        let dir = tempfile::Builder::new().prefix("registry-").tempdir_in(test_tmp()).unwrap();
+        let port = std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port();
+        let addr = format!("{ip}:{port}");
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = htpasswd {
+            let out = run_ok(Command::new("python3").args([
+                "-c",
+                "import crypt,sys; print(sys.argv[1] + ':' + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+                user,
+                pass,
+            ]));
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", dir.path().join("htpasswd").display()));
+        }
+        if let Some((cert, key)) = tls {
+            cfg = cfg.replace(
+                &format!("  addr: {addr}\n"),
+                &format!("  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()),
+            );
+        }
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, addr, dir };
+        wait_until("the registry answers", Duration::from_secs(20), || std::net::TcpStream::connect(&r.addr).is_ok());
+        r
+    }
+
+    /// The file that holds a blob in the registry's storage.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+}

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use berth_api::v1::{self, registry_server::RegistryServer};
 use tonic::{Request, Response, Status};
 
-use super::images::platform;
-use super::{convert, namespace, updates, MessageStream};
+use super::images::{image_message, platform};
+use super::{namespace, updates, MessageStream};
 use crate::image::Progress;
 use crate::registry::{Credentials, PullOptions, PushOptions};
 use crate::service::Services;
@@ -51,7 +51,7 @@ impl v1::registry_server::Registry for RegistryApi {
         Ok(Response::new(updates(
             rx,
             |p| v1::PullResponse { event: Some(v1::pull_response::Event::Progress(progress_message(p))) },
-            |rec| v1::PullResponse { event: Some(v1::pull_response::Event::Image(convert::image(&rec))) },
+            |info| v1::PullResponse { event: Some(v1::pull_response::Event::Image(image_message(&info))) },
         )))
     }
 

@@ -286,7 +286,7 @@ impl ImageService {
     }
 
     /// Pull an image from its registry: fetch what is missing, verify, unpack, name.
-    pub fn pull(&self, ns: &str, opts: PullOptions) -> Result<mpsc::Receiver<Update<ImageRecord>>, Error> {
+    pub fn pull(&self, ns: &str, opts: PullOptions) -> Result<mpsc::Receiver<Update<ImageInfo>>, Error> {
         if opts.reference.is_empty() {
             return Err(Error::InvalidArgument("an image reference is required".into()));
         }
@@ -299,7 +299,8 @@ impl ImageService {
             Self::collect_after(&svc.core.images, result.is_err(), "pull");
             let rec = result.inspect_err(|e| tracing::warn!(reference = %opts.reference, error = %shown(e), "pull failed"))?;
             svc.created(&ns, &rec);
-            Ok(rec)
+            // The pulled platform's details, as Get and Import give them.
+            Ok(info_for(&svc.core.images, &ns, &rec, &opts.platform).0)
         }))
     }
 

@@ -739,7 +739,7 @@ impl Run {
                         Some(Update::Progress(p)) => {
                             let _ = self.events.try_send(BuildEvent::Pull(p));
                         }
-                        Some(Update::Done(r)) => break r?,
+                        Some(Update::Done(r)) => break r?.record,
                         None => return Err(Error::Internal("the pull stopped without a result".into())),
                     }
                 }
