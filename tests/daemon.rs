@@ -341,6 +341,8 @@ def calls(ch):
     # ServerReflectionRequest { list_services: "" }, on a bidirectional stream.
     out["reflection"] = attempt(lambda: b"".join(
         ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", **raw)(iter([b"\x3a\x00"]), timeout=20)).hex())
+    out["reflection_v1alpha"] = attempt(lambda: b"".join(
+        ch.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", **raw)(iter([b"\x3a\x00"]), timeout=20)).hex())
     # Metadata reaches the agent: an invalid namespace is refused.
     out["namespace"] = attempt(lambda: ch.unary_unary("/berth.v1.Images/List", **raw)(
         b"", metadata=[("berth-namespace", "Not A Namespace")], timeout=20).hex())
@@ -393,6 +395,8 @@ fn grpcio_clients_are_answered_whatever_authority_they_send() {
         let health = tonic_health::pb::HealthCheckResponse::decode(&bytes("health")[..]).unwrap();
         assert_eq!(health.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{label}");
         let reflection = bytes("reflection");
+        assert!(reflection.windows(16).any(|w| w == b"berth.v1.Version"), "{label}: {reflection:?}");
+        let reflection = bytes("reflection_v1alpha");
         assert!(reflection.windows(16).any(|w| w == b"berth.v1.Version"), "{label}: {reflection:?}");
         assert!(text("namespace").starts_with("error: INVALID_ARGUMENT"), "{label}: {}", text("namespace"));
     }

@@ -107,11 +107,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Socket(format!("reflection: {e}")))?;
+    // Reflection in both versions: grpcurl before 1.8.8 and many tools ask v1alpha only.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(berth_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1().map_err(|e| ServerError::Socket(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(|e| ServerError::Socket(format!("reflection: {e}")))?;
 
     tracing::info!(address = %address.display(), root = %config.root.display(), pid = std::process::id(), "berthd serving");
     // Graceful shutdown, bounded: in-flight calls get a few seconds to finish.
@@ -127,6 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .initial_connection_window_size(berth_api::CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(api::version::service(services.clone()))
         .add_service(api::images::service(services.clone()))
         .add_service(api::content::service(services.clone()))
