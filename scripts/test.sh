@@ -18,6 +18,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Generated code is fresh, and the API keeps what the last release had.
 sh scripts/gen-clients.sh --check
 sh scripts/check-api-compat.sh
+# The Python client's types (its package says it is typed).
+(cd clients/python && ../../target/py/bin/python -m mypy --cache-dir ../../target/mypy src/berth examples tests)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import shlex
-from typing import TYPE_CHECKING, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 from .client import Filters, Stream, filter_list, to_datetime
 from .errors import ContainerError
@@ -76,7 +76,7 @@ class Container:
         self.attrs = self.client.containers.get(self.id).attrs
         return self
 
-    def _tasks(self):
+    def _tasks(self) -> Any:
         return self.client.api.tasks
 
     def start(self) -> int:
@@ -91,8 +91,8 @@ class Container:
         return WaitResult(r.exit_code, to_datetime(r.exited_at))
 
     def kill(self, signal: Union[str, int, None] = None, all: bool = False) -> None:
-        """Send a signal (a name such as "KILL" or a number; SIGTERM by default)."""
-        req = tasks_pb2.KillTaskRequest(container_id=self.id, signal="" if signal is None else str(signal), all=all)
+        """Send a signal (a name such as "TERM" or a number; SIGKILL by default, as docker)."""
+        req = tasks_pb2.KillTaskRequest(container_id=self.id, signal="KILL" if signal is None else str(signal), all=all)
         self.client.call(self._tasks().Kill, req)
 
     def wait(self, timeout: Optional[float] = None) -> WaitResult:
@@ -101,6 +101,31 @@ class Container:
         req = tasks_pb2.WaitTaskRequest(container_id=self.id, timeout_ms=int(timeout * 1000) if timeout else 0)
         r = self.client.call(self._tasks().Wait, req, timeout=(timeout + 30) if timeout else 24 * 3600)
         return WaitResult(r.exit_code, to_datetime(r.exited_at))
+
+    @overload
+    def logs(
+        self,
+        stdout: bool = ...,
+        stderr: bool = ...,
+        stream: Literal[False] = ...,
+        follow: bool = ...,
+        tail: Union[int, str, None] = ...,
+        since: Optional[datetime.datetime] = ...,
+        until: Optional[datetime.datetime] = ...,
+    ) -> bytes: ...
+
+    @overload
+    def logs(
+        self,
+        stdout: bool = ...,
+        stderr: bool = ...,
+        *,
+        stream: Literal[True],
+        follow: bool = ...,
+        tail: Union[int, str, None] = ...,
+        since: Optional[datetime.datetime] = ...,
+        until: Optional[datetime.datetime] = ...,
+    ) -> Iterator[bytes]: ...
 
     def logs(
         self,
@@ -264,6 +289,32 @@ class ContainerCollection:
         req = containers_pb2.CreateContainerRequest(image=image, name=name, config=config, labels=labels or {}, runtime=runtime)
         return self._wrap(self.client.call(self.client.api.containers.Create, req).container)
 
+    @overload
+    def run(
+        self,
+        image: str,
+        command: Command = ...,
+        *,
+        detach: Literal[False] = ...,
+        remove: bool = ...,
+        stdout: bool = ...,
+        stderr: bool = ...,
+        **kwargs: Any,
+    ) -> bytes: ...
+
+    @overload
+    def run(
+        self,
+        image: str,
+        command: Command = ...,
+        *,
+        detach: Literal[True],
+        remove: bool = ...,
+        stdout: bool = ...,
+        stderr: bool = ...,
+        **kwargs: Any,
+    ) -> Container: ...
+
     def run(
         self,
         image: str,
@@ -273,7 +324,7 @@ class ContainerCollection:
         remove: bool = False,
         stdout: bool = True,
         stderr: bool = False,
-        **kwargs,
+        **kwargs: Any,
     ) -> Union[Container, bytes]:
         """Create and start a container, as `docker run`.
 
@@ -318,7 +369,7 @@ class ContainerCollection:
         return [c for c in found if c.status in ("running", "paused")]
 
 
-def _run_attached(client: "Client", container_id: str, exec_id: str, stdout: bool, stderr: bool):
+def _run_attached(client: "Client", container_id: str, exec_id: str, stdout: bool, stderr: bool) -> Tuple[int, bytes]:
     """Attach to a created process, start it, and collect its output until
     it exits: (exit code, output)."""
     first = tasks_pb2.AttachRequest(container_id=container_id, exec_id=exec_id)
