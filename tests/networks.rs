@@ -347,6 +347,9 @@ fn user_networks_isolate_and_a_container_can_share_another_s_network() {
     assert!(o.contains("eth0") && o.contains("inet 10.77."), "{o}");
 
     // connect adds an interface to a running container, disconnect takes it away; the last network stays.
+    // An alias that is not a host name is refused, as at create.
+    let bad = d.ctl(&["network", "connect", "--alias", "not a/host", &b, "srv"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("is not a host name"), "{}", stderr(&bad));
     d.ok(&["network", "connect", "--alias", "two", &b, "srv"]);
     let addrs = d.ok(&["exec", "srv", "busybox", "ip", "-o", "-4", "addr"]);
     assert!(addrs.contains("eth1") && addrs.contains(&format!("10.202.{tag}.")), "{addrs}");
@@ -563,10 +566,17 @@ fn a_namespace_goes_back_to_the_pool_only_as_it_came() {
     assert!(!pool.contains(&connected), "a namespace on another network went back to the pool");
     // The joiner runs on (its namespace's networks went with their owner, as with docker).
     assert!(d.ok(&["ps"]).contains("joiner"));
-    // After a crash and a restart, a running container's pooled namespace stays its own.
+    // After a crash and a restart, a running container's pooled namespace stays its own,
+    // even when the crash came as the container took it: its record saved, the pool's
+    // record of that namespace not yet removed (planted here).
+    let record = d.state.join("netns/default").join(format!("{}.json", id_of(&d, "plain")));
     d.kill9();
+    let copy = d.state.join("netns/.pool/crash-copy.json");
+    std::fs::copy(&record, &copy).unwrap();
     d.spawn();
     assert!(std::path::Path::new(&plain).exists(), "{plain} was removed at the restart");
+    assert!(!copy.exists(), "the pool's stale record of a taken namespace stayed");
+    assert!(!pool_namespaces(&d).contains(&plain), "the pool still names {plain}");
     let o = d.ok(&["run", "--rm", "--net", "container:plain", "busybox", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(o.contains("inet 10.77."), "{o}");
     d.ok(&["rm", "-f", "plain", "joiner"]);

@@ -30,14 +30,19 @@ fn import_fails(d: &Daemon, archive: &[u8], needles: &[&str]) -> String {
 
 /// Import through the gRPC API: the final result, or the status the stream ended with.
 fn grpc_import(d: &Daemon, archive: &[u8]) -> Result<v1::ImportResult, tonic::Status> {
+    let mut msgs = vec![v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) }];
+    for c in archive.chunks(1 << 20) {
+        msgs.push(v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(c.to_vec())) });
+    }
+    grpc_import_messages(d, msgs)
+}
+
+/// Import through the gRPC API, these requests as they are.
+fn grpc_import_messages(d: &Daemon, msgs: Vec<v1::ImportRequest>) -> Result<v1::ImportResult, tonic::Status> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let ns = berth_api::NamespaceInterceptor::new("default").unwrap();
         let mut client = v1::images_client::ImagesClient::with_interceptor(d.channel().await, ns);
-        let mut msgs = vec![v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) }];
-        for c in archive.chunks(1 << 20) {
-            msgs.push(v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(c.to_vec())) });
-        }
         let mut stream = client.import(tokio_stream::iter(msgs)).await?.into_inner();
         let mut result = None;
         while let Some(msg) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("import answered within 60s") {
@@ -47,6 +52,21 @@ fn grpc_import(d: &Daemon, archive: &[u8]) -> Result<v1::ImportResult, tonic::St
         }
         Ok(result.expect("a result"))
     })
+}
+
+#[test]
+fn options_sent_again_in_an_upload_are_refused_as_the_callers_mistake() {
+    let d = Daemon::start();
+    let archive = oci_archive(&[("example.com/twice:v1", &two_layer_spec())]);
+    let options = || v1::ImportRequest { payload: Some(v1::import_request::Payload::Options(v1::ImportOptions::default())) };
+    let chunk = |c: &[u8]| v1::ImportRequest { payload: Some(v1::import_request::Payload::Chunk(c.to_vec())) };
+    let half = archive.len() / 2;
+    let msgs = vec![options(), chunk(&archive[..half]), options(), chunk(&archive[half..])];
+    let err = grpc_import_messages(&d, msgs).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("the options came again"), "{}", err.message());
+    d.assert_nothing_left("default");
+    d.assert_healthy();
 }
 
 #[test]

@@ -271,3 +271,26 @@ fn image_labels_follow_the_one_label_rule() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("reserved"), "{}", stderr(&out));
 }
+
+#[test]
+fn an_image_layer_or_a_container_s_writable_layer_cannot_be_removed_through_snapshots() {
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("bb.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    let id = d.ok(&["create", "--net", "none", "busybox", "true"]).trim().to_owned();
+    rt().block_on(async {
+        let mut s = SnapshotsClient::new(d.channel().await);
+        let keys: Vec<String> =
+            s.list(v1::ListSnapshotsRequest::default()).await.unwrap().into_inner().snapshots.into_iter().map(|x| x.key).collect();
+        let layer = keys.iter().find(|k| k.starts_with("sha256:")).expect("the image's layer").clone();
+        let writable = keys.iter().find(|k| k.contains(&id)).expect("the container's layer").clone();
+        for key in [&layer, &writable] {
+            let e = s.remove(v1::RemoveSnapshotRequest { key: key.clone() }).await.unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{key}: {e:?}");
+        }
+    });
+    // Both still work: the container runs.
+    d.ok(&["start", "-a", &id]);
+    d.ok(&["rm", &id]);
+}

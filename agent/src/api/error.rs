@@ -142,6 +142,7 @@ pub fn registry_code(e: &RegistryError) -> Code {
         RegistryError::NotFound(_) => Code::NotFound,
         RegistryError::Unauthorized(_) => Code::PermissionDenied,
         RegistryError::Transport(_) => Code::Unavailable,
+        RegistryError::Refused(_) => Code::FailedPrecondition,
         RegistryError::Protocol(_) | RegistryError::TooLarge(_) | RegistryError::DigestMismatch { .. } => Code::DataLoss,
         RegistryError::Image(i) => image_code(i),
     }
@@ -156,6 +157,7 @@ pub fn service_code(e: &ServiceError) -> Code {
         ServiceError::Internal(_) => Code::Internal,
         ServiceError::Aborted(_) => Code::Aborted,
         ServiceError::Cancelled(_) => Code::Cancelled,
+        ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         ServiceError::Metadata(m) => metadata_code(m),
         ServiceError::Content(c) => content_code(c),
         ServiceError::Snapshot(s) => snapshot_code(s),

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, namespace, non_empty, stream, updates, MessageStream};
 use crate::digest::ChunkReader;
-use crate::image::import::ImportOptions;
+use crate::image::import::{ImportOptions, UploadMisuse};
 use crate::image::oci::Platform;
 use crate::image::Progress;
 use crate::service::images::{ImageInfo, Imported};
@@ -90,7 +90,10 @@ fn upload_reader(mut upload: Streaming<v1::ImportRequest>) -> ChunkReader<impl I
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(m))) => match m.payload {
                     Some(v1::import_request::Payload::Chunk(c)) => Ok(c),
-                    _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "options sent twice")),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        UploadMisuse("the options came again: only the first message carries them, the others the archive's bytes"),
+                    )),
                 },
             };
             let stop = item.is_err();

@@ -44,6 +44,8 @@ pub enum ContextError {
     Missing(String),
     #[error("build context storage {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("another build of this context held it for {} s", BUSY_WAIT.as_secs())]
+    Busy,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
@@ -146,10 +148,7 @@ impl Contexts {
             let set = set.lock().unwrap_or_else(|e| e.into_inner());
             let (mut set, waited) = freed.wait_timeout_while(set, BUSY_WAIT, |s| s.contains(&name)).unwrap_or_else(|e| e.into_inner());
             if waited.timed_out() {
-                return Err(ContextError::Io {
-                    path: self.dir.join(&name),
-                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "another build of this context holds it"),
-                });
+                return Err(ContextError::Busy);
             }
             set.insert(name.clone());
         }

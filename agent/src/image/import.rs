@@ -24,6 +24,19 @@ use crate::content::ContentError;
 use crate::digest::{Digest, LimitedReader};
 use crate::metadata::ImageRecord;
 
+/// An upload's request that breaks its protocol (options sent again), as the
+/// error of the reader the import reads: refused as the caller's mistake.
+#[derive(Debug)]
+pub struct UploadMisuse(pub &'static str);
+
+impl std::fmt::Display for UploadMisuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for UploadMisuse {}
+
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
     /// New name for the first image of the archive.
@@ -432,6 +445,10 @@ fn read_error(what: &str, e: io::Error, offset: u64) -> ImageError {
         io::ErrorKind::TimedOut => ImageError::Stalled(format!("{what}: {e}")),
         io::ErrorKind::ConnectionAborted => ImageError::Cancelled(format!("{what}: {e}")),
         io::ErrorKind::FileTooLarge => ImageError::MessageTooLarge(e.to_string()),
+        // The client broke the upload's protocol (see `UploadMisuse`).
+        io::ErrorKind::InvalidInput if e.get_ref().is_some_and(|r| r.is::<UploadMisuse>()) => {
+            ImageError::InvalidArgument(format!("{what}: {e}"))
+        }
         io::ErrorKind::UnexpectedEof => {
             ImageError::Archive(format!("{what}: the archive ends early, near byte {offset} of its uncompressed stream"))
         }

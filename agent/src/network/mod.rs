@@ -1262,6 +1262,16 @@ fn read_attachments(dir: &Path) -> Vec<(Key, Attachment)> {
     out
 }
 
+/// More names of a container on a network: host names, as its resolver answers them.
+pub fn check_aliases(aliases: &[String]) -> Result<(), NetworkError> {
+    for a in aliases {
+        if a.is_empty() || a.len() > 253 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return Err(NetworkError::Invalid(format!("network alias {:?} is not a host name", berth_common::text::printable(a))));
+        }
+    }
+    Ok(())
+}
+
 /// A network name: as docker takes them.
 fn check_name(name: &str) -> Result<(), NetworkError> {
     let ok = !name.is_empty()

@@ -528,6 +528,7 @@ pub fn error_from(url: &str, mut r: Reply) -> RegistryError {
         StatusCode::NOT_FOUND => RegistryError::NotFound(format!("{url}: {msg}")),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized(format!("{url}: {msg}")),
         s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => RegistryError::Transport(format!("{url} answered {s}: {msg}")),
+        s if s.is_client_error() => RegistryError::Refused(format!("{url} answered {s}: {msg}")),
         s => RegistryError::Protocol(format!("{url} answered {s}: {msg}")),
     }
 }

@@ -41,6 +41,10 @@ pub enum RegistryError {
     Transport(String),
     #[error("registry protocol error: {0}")]
     Protocol(String),
+    /// The registry refused the request (a 4xx other than 401, 403, 404, 429):
+    /// a manifest it finds invalid, a method or a state it does not allow.
+    #[error("the registry refused the request: {0}")]
+    Refused(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]

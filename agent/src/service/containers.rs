@@ -135,12 +135,7 @@ impl ContainerService {
                     config.networks.clone()
                 };
                 for e in &endpoints {
-                    for a in &e.aliases {
-                        if a.is_empty() || a.len() > 253 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-                        {
-                            return Err(Error::InvalidArgument(format!("network alias {a:?} is not a host name")));
-                        }
-                    }
+                    crate::network::check_aliases(&e.aliases)?;
                 }
                 let (networks, ports) = (self.core.networks.clone(), config.ports.clone());
                 blocking(move || Ok(networks.check(&endpoints, &ports)?)).await?;

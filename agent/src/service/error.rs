@@ -28,6 +28,10 @@ pub enum Error {
     /// The caller went away.
     #[error("{0}")]
     Cancelled(String),
+    /// A wait the work needed ran out: the client's next message, a context
+    /// another build holds.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]

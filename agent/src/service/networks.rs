@@ -77,6 +77,7 @@ impl NetworkService {
     /// Join container `container` (of namespace `ns`) to `network`: now if
     /// it runs, and in its record for every later run.
     pub async fn connect(&self, ns: &str, network: &str, container: &str, aliases: Vec<String>, ip: String) -> Result<(), Error> {
+        crate::network::check_aliases(&aliases)?;
         let rec = find(&self.core, ns, container).await?;
         if rec.config.network != NetworkMode::Networks {
             return Err(Error::FailedPrecondition(format!(

@@ -77,10 +77,30 @@ impl SnapshotService {
         blocking(move || Ok(core.snapshots.commit(&ns, &name, &key, labels)?)).await
     }
 
+    /// Remove a snapshot without children. An image's unpacked layer goes
+    /// with its images (Images.Delete and collection), a container's writable
+    /// layer with its container: both are refused here.
     pub async fn remove(&self, ns: &str, key: &str) -> Result<(), Error> {
         required("key", key)?;
+        if key.starts_with("sha256:") {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {key:?} is an unpacked image layer: it goes when no image uses it (remove the images)"
+            )));
+        }
         let (core, ns, key) = (self.core.clone(), ns.to_owned(), key.to_owned());
-        blocking(move || Ok(core.snapshots.remove(&ns, &key)?)).await
+        blocking(move || {
+            let rec = core.snapshots.stat(&ns, &key)?;
+            if let Some(id) = rec.labels.get(crate::container::LABEL_CONTAINER) {
+                if let Ok(c) = core.meta.container(&ns, id) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "snapshot {key:?} is the writable layer of container {}: remove the container",
+                        c.name
+                    )));
+                }
+            }
+            Ok(core.snapshots.remove(&ns, &key)?)
+        })
+        .await
     }
 
     pub async fn mounts(&self, ns: &str, key: &str) -> Result<Vec<Mount>, Error> {

@@ -130,9 +130,11 @@ impl TaskService {
         if !self.core.tasks.is_running(ns, &rec.id) {
             return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
         }
-        let path = rec.cgroups_path;
+        let (path, name) = (rec.cgroups_path, rec.name);
         blocking(move || {
-            let stats = cgroups::stats(&path).ok_or_else(|| Error::NotFound("the container's cgroup is gone".into()))?;
+            // A task created but not started has no cgroup yet; one that just exited, none any more.
+            let stats = cgroups::stats(&path)
+                .ok_or_else(|| Error::FailedPrecondition(format!("container {name} is not running (it has no cgroup)")))?;
             Ok(Stats { stats, read_at: SystemTime::now() })
         })
         .await

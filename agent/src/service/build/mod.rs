@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use super::images::ImageService;
 use super::{blocking, validate_labels, Core, Error, Update};
-use crate::build::context::{Contexts, Entry, Mirror};
+use crate::build::context::{ContextError, Contexts, Entry, Mirror};
 use crate::build::copy::{self, Ownership};
 use crate::build::dockerfile::{self, words, Command, Dockerfile, Instruction, Kind};
 use crate::build::state::State;
@@ -291,7 +291,13 @@ impl BuildService {
         let contexts = self.contexts.clone();
         // Each namespace has its own mirrors.
         let key = if opts.context_key.is_empty() { String::new() } else { format!("{ns}\0{}", opts.context_key) };
-        let mut mirror = blocking(move || contexts.open(&key).map_err(|e| Error::Internal(e.to_string()))).await?;
+        let mut mirror = blocking(move || {
+            contexts.open(&key).map_err(|e| match e {
+                ContextError::Busy => Error::DeadlineExceeded(e.to_string()),
+                e => Error::Internal(e.to_string()),
+            })
+        })
+        .await?;
         let mut ignored_dirs = Vec::new();
         loop {
             match recv(&mut input).await? {
@@ -486,7 +492,7 @@ const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 /// The client's next message, within [`CLIENT_IDLE`].
 async fn recv(input: &mut mpsc::Receiver<BuildInput>) -> Result<Option<BuildInput>, Error> {
     tokio::time::timeout(CLIENT_IDLE, input.recv()).await.map_err(|_| {
-        Error::InvalidArgument(format!("the client sent nothing for {} s while the build waited for it", CLIENT_IDLE.as_secs()))
+        Error::DeadlineExceeded(format!("the client sent nothing for {} s while the build waited for it", CLIENT_IDLE.as_secs()))
     })
 }
 

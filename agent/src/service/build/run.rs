@@ -421,7 +421,7 @@ impl Run {
         let mut input = self.input.lock().await;
         super::send(&self.events, BuildEvent::Secret(id.to_owned())).await?;
         match tokio::time::timeout(SECRET_TIMEOUT, input.recv()).await {
-            Err(_) => Err(Error::InvalidArgument(format!("the client did not answer for secret {id:?} in time"))),
+            Err(_) => Err(Error::DeadlineExceeded(format!("the client did not answer for secret {id:?} in time"))),
             Ok(None) => Err(Error::Cancelled("the client went away".into())),
             Ok(Some(BuildInput::Secret { id: got, data })) if got == id => match data {
                 Some(d) if d.len() > MAX_SECRET => Err(Error::InvalidArgument(format!("secret {id:?} is larger than {MAX_SECRET} bytes"))),

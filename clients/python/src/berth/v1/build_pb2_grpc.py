@@ -73,6 +73,12 @@ class BuilderServicer:
         (a failed RUN: ABORTED, naming the step, its exit code and its last
         output lines). Cancelling the call stops the running step; nothing is
         tagged and nothing is left behind but the cache of finished steps.
+        Errors: INVALID_ARGUMENT (options not first; a bad Dockerfile, instruction, flag, tag,
+        label, context entry or checksum; a missing file, stage or secret), NOT_FOUND (an unknown
+        RUN network), FAILED_PRECONDITION (the runtime refusing a RUN command, too many layers),
+        ABORTED (a RUN step exited non-zero), DEADLINE_EXCEEDED (no options, or a client silent,
+        for 120 s; no secret answer in time; another build holding the same context for 600 s; the
+        call's deadline passed); a base image pull fails as Pull does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,6 +89,7 @@ class BuilderServicer:
         and the context mirrors; with `all`, the directories of cache mounts
         (`RUN --mount=type=cache`) no running step uses; then collect what no
         image uses.
+        Errors: none beyond the common ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

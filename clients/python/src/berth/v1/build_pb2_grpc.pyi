@@ -53,12 +53,19 @@ class BuilderStub:
        (a failed RUN: ABORTED, naming the step, its exit code and its last
        output lines). Cancelling the call stops the running step; nothing is
        tagged and nothing is left behind but the cache of finished steps.
+    Errors: INVALID_ARGUMENT (options not first; a bad Dockerfile, instruction, flag, tag,
+    label, context entry or checksum; a missing file, stage or secret), NOT_FOUND (an unknown
+    RUN network), FAILED_PRECONDITION (the runtime refusing a RUN command, too many layers),
+    ABORTED (a RUN step exited non-zero), DEADLINE_EXCEEDED (no options, or a client silent,
+    for 120 s; no secret answer in time; another build holding the same context for 600 s; the
+    call's deadline passed); a base image pull fails as Pull does.
     """
     Prune: _grpc.UnaryUnaryMultiCallable[_build_pb2.PruneBuildCacheRequest, _build_pb2.PruneBuildCacheResponse]
     """Remove build cache: every entry (all) or those unused for `keep_duration_seconds`,
     and the context mirrors; with `all`, the directories of cache mounts
     (`RUN --mount=type=cache`) no running step uses; then collect what no
     image uses.
+    Errors: none beyond the common ones.
     """
 
 @_typing.type_check_only
@@ -86,12 +93,19 @@ class BuilderAsyncStub(BuilderStub):
        (a failed RUN: ABORTED, naming the step, its exit code and its last
        output lines). Cancelling the call stops the running step; nothing is
        tagged and nothing is left behind but the cache of finished steps.
+    Errors: INVALID_ARGUMENT (options not first; a bad Dockerfile, instruction, flag, tag,
+    label, context entry or checksum; a missing file, stage or secret), NOT_FOUND (an unknown
+    RUN network), FAILED_PRECONDITION (the runtime refusing a RUN command, too many layers),
+    ABORTED (a RUN step exited non-zero), DEADLINE_EXCEEDED (no options, or a client silent,
+    for 120 s; no secret answer in time; another build holding the same context for 600 s; the
+    call's deadline passed); a base image pull fails as Pull does.
     """
     Prune: _aio.UnaryUnaryMultiCallable[_build_pb2.PruneBuildCacheRequest, _build_pb2.PruneBuildCacheResponse]  # type: ignore[assignment]
     """Remove build cache: every entry (all) or those unused for `keep_duration_seconds`,
     and the context mirrors; with `all`, the directories of cache mounts
     (`RUN --mount=type=cache`) no running step uses; then collect what no
     image uses.
+    Errors: none beyond the common ones.
     """
 
 class BuilderServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +136,12 @@ class BuilderServicer(metaclass=_abc_1.ABCMeta):
            (a failed RUN: ABORTED, naming the step, its exit code and its last
            output lines). Cancelling the call stops the running step; nothing is
            tagged and nothing is left behind but the cache of finished steps.
+        Errors: INVALID_ARGUMENT (options not first; a bad Dockerfile, instruction, flag, tag,
+        label, context entry or checksum; a missing file, stage or secret), NOT_FOUND (an unknown
+        RUN network), FAILED_PRECONDITION (the runtime refusing a RUN command, too many layers),
+        ABORTED (a RUN step exited non-zero), DEADLINE_EXCEEDED (no options, or a client silent,
+        for 120 s; no secret answer in time; another build holding the same context for 600 s; the
+        call's deadline passed); a base image pull fails as Pull does.
         """
 
     @_abc_1.abstractmethod
@@ -134,6 +154,7 @@ class BuilderServicer(metaclass=_abc_1.ABCMeta):
         and the context mirrors; with `all`, the directories of cache mounts
         (`RUN --mount=type=cache`) no running step uses; then collect what no
         image uses.
+        Errors: none beyond the common ones.
         """
 
 def add_BuilderServicer_to_server(servicer: BuilderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -92,33 +92,45 @@ class ContainersServicer:
     def Create(self, request, context):
         """Create a container from an image: generate its OCI runtime spec and
         prepare its writable snapshot on top of the image's layers.
+        Errors: NOT_FOUND (unknown image, network or `container:` target; no manifest for this
+        platform), INVALID_ARGUMENT (no or bad image reference; bad name, config, label, user,
+        mount, port or runtime; ambiguous id prefix), ALREADY_EXISTS (name taken),
+        FAILED_PRECONDITION (image not unpacked or its content missing, a network's CNI plugin
+        missing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One container, with its runtime spec and the state of its task.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The containers of the caller's namespace, newest first, optionally filtered (no specs).
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateLabels(self, request, context):
         """Replace the labels of a container.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+        bad label).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Delete a container and discard its writable layer. A container with a
-        live task is refused (FAILED_PRECONDITION) unless `force`, which kills it.
+        """Delete a container and discard its writable layer; `force` kills a live task first.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (its task is running or paused, without force).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +138,7 @@ class ContainersServicer:
 
     def Logs(self, request, context):
         """Stream the container's log (stdout and stderr, kept apart).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +146,7 @@ class ContainersServicer:
 
     def Diff(self, request, context):
         """List the changes in the container's writable layer (docker diff).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +154,8 @@ class ContainersServicer:
 
     def Commit(self, request, context):
         """Store the container's writable layer as a new image (docker commit).
+        Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
+        INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

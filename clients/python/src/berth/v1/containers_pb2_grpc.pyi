@@ -41,21 +41,43 @@ class ContainersStub:
     Create: _grpc.UnaryUnaryMultiCallable[_containers_pb2.CreateContainerRequest, _containers_pb2.CreateContainerResponse]
     """Create a container from an image: generate its OCI runtime spec and
     prepare its writable snapshot on top of the image's layers.
+    Errors: NOT_FOUND (unknown image, network or `container:` target; no manifest for this
+    platform), INVALID_ARGUMENT (no or bad image reference; bad name, config, label, user,
+    mount, port or runtime; ambiguous id prefix), ALREADY_EXISTS (name taken),
+    FAILED_PRECONDITION (image not unpacked or its content missing, a network's CNI plugin
+    missing).
     """
     Get: _grpc.UnaryUnaryMultiCallable[_containers_pb2.GetContainerRequest, _containers_pb2.GetContainerResponse]
+    """One container, with its runtime spec and the state of its task.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+    """
     List: _grpc.UnaryUnaryMultiCallable[_containers_pb2.ListContainersRequest, _containers_pb2.ListContainersResponse]
+    """The containers of the caller's namespace, newest first, optionally filtered (no specs).
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
     UpdateLabels: _grpc.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerLabelsRequest, _containers_pb2.UpdateContainerLabelsResponse]
-    """Replace the labels of a container."""
+    """Replace the labels of a container.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+    bad label).
+    """
     Delete: _grpc.UnaryUnaryMultiCallable[_containers_pb2.DeleteContainerRequest, _containers_pb2.DeleteContainerResponse]
-    """Delete a container and discard its writable layer. A container with a
-    live task is refused (FAILED_PRECONDITION) unless `force`, which kills it.
+    """Delete a container and discard its writable layer; `force` kills a live task first.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (its task is running or paused, without force).
     """
     Logs: _grpc.UnaryStreamMultiCallable[_containers_pb2.LogsRequest, _containers_pb2.LogsResponse]
-    """Stream the container's log (stdout and stderr, kept apart)."""
+    """Stream the container's log (stdout and stderr, kept apart).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+    """
     Diff: _grpc.UnaryUnaryMultiCallable[_containers_pb2.DiffRequest, _containers_pb2.DiffResponse]
-    """List the changes in the container's writable layer (docker diff)."""
+    """List the changes in the container's writable layer (docker diff).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+    """
     Commit: _grpc.UnaryUnaryMultiCallable[_containers_pb2.CommitRequest, _containers_pb2.CommitResponse]
-    """Store the container's writable layer as a new image (docker commit)."""
+    """Store the container's writable layer as a new image (docker commit).
+    Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
+    INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
+    """
 
 @_typing.type_check_only
 class ContainersAsyncStub(ContainersStub):
@@ -70,21 +92,43 @@ class ContainersAsyncStub(ContainersStub):
     Create: _aio.UnaryUnaryMultiCallable[_containers_pb2.CreateContainerRequest, _containers_pb2.CreateContainerResponse]  # type: ignore[assignment]
     """Create a container from an image: generate its OCI runtime spec and
     prepare its writable snapshot on top of the image's layers.
+    Errors: NOT_FOUND (unknown image, network or `container:` target; no manifest for this
+    platform), INVALID_ARGUMENT (no or bad image reference; bad name, config, label, user,
+    mount, port or runtime; ambiguous id prefix), ALREADY_EXISTS (name taken),
+    FAILED_PRECONDITION (image not unpacked or its content missing, a network's CNI plugin
+    missing).
     """
     Get: _aio.UnaryUnaryMultiCallable[_containers_pb2.GetContainerRequest, _containers_pb2.GetContainerResponse]  # type: ignore[assignment]
+    """One container, with its runtime spec and the state of its task.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+    """
     List: _aio.UnaryUnaryMultiCallable[_containers_pb2.ListContainersRequest, _containers_pb2.ListContainersResponse]  # type: ignore[assignment]
+    """The containers of the caller's namespace, newest first, optionally filtered (no specs).
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
     UpdateLabels: _aio.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerLabelsRequest, _containers_pb2.UpdateContainerLabelsResponse]  # type: ignore[assignment]
-    """Replace the labels of a container."""
+    """Replace the labels of a container.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+    bad label).
+    """
     Delete: _aio.UnaryUnaryMultiCallable[_containers_pb2.DeleteContainerRequest, _containers_pb2.DeleteContainerResponse]  # type: ignore[assignment]
-    """Delete a container and discard its writable layer. A container with a
-    live task is refused (FAILED_PRECONDITION) unless `force`, which kills it.
+    """Delete a container and discard its writable layer; `force` kills a live task first.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (its task is running or paused, without force).
     """
     Logs: _aio.UnaryStreamMultiCallable[_containers_pb2.LogsRequest, _containers_pb2.LogsResponse]  # type: ignore[assignment]
-    """Stream the container's log (stdout and stderr, kept apart)."""
+    """Stream the container's log (stdout and stderr, kept apart).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+    """
     Diff: _aio.UnaryUnaryMultiCallable[_containers_pb2.DiffRequest, _containers_pb2.DiffResponse]  # type: ignore[assignment]
-    """List the changes in the container's writable layer (docker diff)."""
+    """List the changes in the container's writable layer (docker diff).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+    """
     Commit: _aio.UnaryUnaryMultiCallable[_containers_pb2.CommitRequest, _containers_pb2.CommitResponse]  # type: ignore[assignment]
-    """Store the container's writable layer as a new image (docker commit)."""
+    """Store the container's writable layer as a new image (docker commit).
+    Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
+    INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
+    """
 
 class ContainersServicer(metaclass=_abc_1.ABCMeta):
     """Containers are the records of containers: the image they come from, the
@@ -102,6 +146,11 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_containers_pb2.CreateContainerResponse, _abc.Awaitable[_containers_pb2.CreateContainerResponse]]:
         """Create a container from an image: generate its OCI runtime spec and
         prepare its writable snapshot on top of the image's layers.
+        Errors: NOT_FOUND (unknown image, network or `container:` target; no manifest for this
+        platform), INVALID_ARGUMENT (no or bad image reference; bad name, config, label, user,
+        mount, port or runtime; ambiguous id prefix), ALREADY_EXISTS (name taken),
+        FAILED_PRECONDITION (image not unpacked or its content missing, a network's CNI plugin
+        missing).
         """
 
     @_abc_1.abstractmethod
@@ -109,14 +158,20 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _containers_pb2.GetContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_containers_pb2.GetContainerResponse, _abc.Awaitable[_containers_pb2.GetContainerResponse]]: ...
+    ) -> _typing.Union[_containers_pb2.GetContainerResponse, _abc.Awaitable[_containers_pb2.GetContainerResponse]]:
+        """One container, with its runtime spec and the state of its task.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+        """
 
     @_abc_1.abstractmethod
     def List(
         self,
         request: _containers_pb2.ListContainersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_containers_pb2.ListContainersResponse, _abc.Awaitable[_containers_pb2.ListContainersResponse]]: ...
+    ) -> _typing.Union[_containers_pb2.ListContainersResponse, _abc.Awaitable[_containers_pb2.ListContainersResponse]]:
+        """The containers of the caller's namespace, newest first, optionally filtered (no specs).
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
 
     @_abc_1.abstractmethod
     def UpdateLabels(
@@ -124,7 +179,10 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.UpdateContainerLabelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_containers_pb2.UpdateContainerLabelsResponse, _abc.Awaitable[_containers_pb2.UpdateContainerLabelsResponse]]:
-        """Replace the labels of a container."""
+        """Replace the labels of a container.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+        bad label).
+        """
 
     @_abc_1.abstractmethod
     def Delete(
@@ -132,8 +190,9 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.DeleteContainerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_containers_pb2.DeleteContainerResponse, _abc.Awaitable[_containers_pb2.DeleteContainerResponse]]:
-        """Delete a container and discard its writable layer. A container with a
-        live task is refused (FAILED_PRECONDITION) unless `force`, which kills it.
+        """Delete a container and discard its writable layer; `force` kills a live task first.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (its task is running or paused, without force).
         """
 
     @_abc_1.abstractmethod
@@ -142,7 +201,9 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.LogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_containers_pb2.LogsResponse], _abc.AsyncIterator[_containers_pb2.LogsResponse]]:
-        """Stream the container's log (stdout and stderr, kept apart)."""
+        """Stream the container's log (stdout and stderr, kept apart).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+        """
 
     @_abc_1.abstractmethod
     def Diff(
@@ -150,7 +211,9 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.DiffRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_containers_pb2.DiffResponse, _abc.Awaitable[_containers_pb2.DiffResponse]]:
-        """List the changes in the container's writable layer (docker diff)."""
+        """List the changes in the container's writable layer (docker diff).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix).
+        """
 
     @_abc_1.abstractmethod
     def Commit(
@@ -158,6 +221,9 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.CommitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_containers_pb2.CommitResponse, _abc.Awaitable[_containers_pb2.CommitResponse]]:
-        """Store the container's writable layer as a new image (docker commit)."""
+        """Store the container's writable layer as a new image (docker commit).
+        Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
+        INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
+        """
 
 def add_ContainersServicer_to_server(servicer: ContainersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -69,27 +69,35 @@ class ContentServicer:
     """
 
     def Info(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A blob's size, creation time and labels, and the images of the caller's namespace that
+        use it.
+        Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every blob of the store, with its labels (`referenced_by` is left empty: see Info).
+        Errors: none beyond the common ones.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Read(self, request, context):
         """Read a blob in chunks, from an offset, up to a size (0 = to the end).
+        Errors: INVALID_ARGUMENT (bad digest, negative offset or size), NOT_FOUND (unknown blob),
+        OUT_OF_RANGE (offset past the end of the blob).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Delete a blob. Refused with FailedPrecondition while an image uses it,
-        unless force is set.
+        """Delete a blob; one that an image (of any namespace) uses only with `force`.
+        Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob), FAILED_PRECONDITION (an
+        image uses it, without force).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +106,7 @@ class ContentServicer:
     def UpdateLabels(self, request, context):
         """Replace the labels of a blob. Labels are shared by every namespace, like
         the blob; keys under "berth.io/" are reserved.
+        Errors: INVALID_ARGUMENT (bad digest or label), NOT_FOUND (unknown blob).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,16 +36,28 @@ class ContentStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ContentAsyncStub: ...
     Info: _grpc.UnaryUnaryMultiCallable[_content_pb2.ContentInfoRequest, _content_pb2.ContentInfoResponse]
+    """A blob's size, creation time and labels, and the images of the caller's namespace that
+    use it.
+    Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob).
+    """
     List: _grpc.UnaryUnaryMultiCallable[_content_pb2.ListContentRequest, _content_pb2.ListContentResponse]
+    """Every blob of the store, with its labels (`referenced_by` is left empty: see Info).
+    Errors: none beyond the common ones.
+    """
     Read: _grpc.UnaryStreamMultiCallable[_content_pb2.ReadContentRequest, _content_pb2.ReadContentResponse]
-    """Read a blob in chunks, from an offset, up to a size (0 = to the end)."""
+    """Read a blob in chunks, from an offset, up to a size (0 = to the end).
+    Errors: INVALID_ARGUMENT (bad digest, negative offset or size), NOT_FOUND (unknown blob),
+    OUT_OF_RANGE (offset past the end of the blob).
+    """
     Delete: _grpc.UnaryUnaryMultiCallable[_content_pb2.DeleteContentRequest, _content_pb2.DeleteContentResponse]
-    """Delete a blob. Refused with FailedPrecondition while an image uses it,
-    unless force is set.
+    """Delete a blob; one that an image (of any namespace) uses only with `force`.
+    Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob), FAILED_PRECONDITION (an
+    image uses it, without force).
     """
     UpdateLabels: _grpc.UnaryUnaryMultiCallable[_content_pb2.UpdateContentLabelsRequest, _content_pb2.UpdateContentLabelsResponse]
     """Replace the labels of a blob. Labels are shared by every namespace, like
     the blob; keys under "berth.io/" are reserved.
+    Errors: INVALID_ARGUMENT (bad digest or label), NOT_FOUND (unknown blob).
     """
 
 @_typing.type_check_only
@@ -56,16 +68,28 @@ class ContentAsyncStub(ContentStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Info: _aio.UnaryUnaryMultiCallable[_content_pb2.ContentInfoRequest, _content_pb2.ContentInfoResponse]  # type: ignore[assignment]
+    """A blob's size, creation time and labels, and the images of the caller's namespace that
+    use it.
+    Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob).
+    """
     List: _aio.UnaryUnaryMultiCallable[_content_pb2.ListContentRequest, _content_pb2.ListContentResponse]  # type: ignore[assignment]
+    """Every blob of the store, with its labels (`referenced_by` is left empty: see Info).
+    Errors: none beyond the common ones.
+    """
     Read: _aio.UnaryStreamMultiCallable[_content_pb2.ReadContentRequest, _content_pb2.ReadContentResponse]  # type: ignore[assignment]
-    """Read a blob in chunks, from an offset, up to a size (0 = to the end)."""
+    """Read a blob in chunks, from an offset, up to a size (0 = to the end).
+    Errors: INVALID_ARGUMENT (bad digest, negative offset or size), NOT_FOUND (unknown blob),
+    OUT_OF_RANGE (offset past the end of the blob).
+    """
     Delete: _aio.UnaryUnaryMultiCallable[_content_pb2.DeleteContentRequest, _content_pb2.DeleteContentResponse]  # type: ignore[assignment]
-    """Delete a blob. Refused with FailedPrecondition while an image uses it,
-    unless force is set.
+    """Delete a blob; one that an image (of any namespace) uses only with `force`.
+    Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob), FAILED_PRECONDITION (an
+    image uses it, without force).
     """
     UpdateLabels: _aio.UnaryUnaryMultiCallable[_content_pb2.UpdateContentLabelsRequest, _content_pb2.UpdateContentLabelsResponse]  # type: ignore[assignment]
     """Replace the labels of a blob. Labels are shared by every namespace, like
     the blob; keys under "berth.io/" are reserved.
+    Errors: INVALID_ARGUMENT (bad digest or label), NOT_FOUND (unknown blob).
     """
 
 class ContentServicer(metaclass=_abc_1.ABCMeta):
@@ -78,14 +102,21 @@ class ContentServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _content_pb2.ContentInfoRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_content_pb2.ContentInfoResponse, _abc.Awaitable[_content_pb2.ContentInfoResponse]]: ...
+    ) -> _typing.Union[_content_pb2.ContentInfoResponse, _abc.Awaitable[_content_pb2.ContentInfoResponse]]:
+        """A blob's size, creation time and labels, and the images of the caller's namespace that
+        use it.
+        Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob).
+        """
 
     @_abc_1.abstractmethod
     def List(
         self,
         request: _content_pb2.ListContentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_content_pb2.ListContentResponse, _abc.Awaitable[_content_pb2.ListContentResponse]]: ...
+    ) -> _typing.Union[_content_pb2.ListContentResponse, _abc.Awaitable[_content_pb2.ListContentResponse]]:
+        """Every blob of the store, with its labels (`referenced_by` is left empty: see Info).
+        Errors: none beyond the common ones.
+        """
 
     @_abc_1.abstractmethod
     def Read(
@@ -93,7 +124,10 @@ class ContentServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.ReadContentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_content_pb2.ReadContentResponse], _abc.AsyncIterator[_content_pb2.ReadContentResponse]]:
-        """Read a blob in chunks, from an offset, up to a size (0 = to the end)."""
+        """Read a blob in chunks, from an offset, up to a size (0 = to the end).
+        Errors: INVALID_ARGUMENT (bad digest, negative offset or size), NOT_FOUND (unknown blob),
+        OUT_OF_RANGE (offset past the end of the blob).
+        """
 
     @_abc_1.abstractmethod
     def Delete(
@@ -101,8 +135,9 @@ class ContentServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.DeleteContentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.DeleteContentResponse, _abc.Awaitable[_content_pb2.DeleteContentResponse]]:
-        """Delete a blob. Refused with FailedPrecondition while an image uses it,
-        unless force is set.
+        """Delete a blob; one that an image (of any namespace) uses only with `force`.
+        Errors: INVALID_ARGUMENT (bad digest), NOT_FOUND (unknown blob), FAILED_PRECONDITION (an
+        image uses it, without force).
         """
 
     @_abc_1.abstractmethod
@@ -113,6 +148,7 @@ class ContentServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_content_pb2.UpdateContentLabelsResponse, _abc.Awaitable[_content_pb2.UpdateContentLabelsResponse]]:
         """Replace the labels of a blob. Labels are shared by every namespace, like
         the blob; keys under "berth.io/" are reserved.
+        Errors: INVALID_ARGUMENT (bad digest or label), NOT_FOUND (unknown blob).
         """
 
 def add_ContentServicer_to_server(servicer: ContentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

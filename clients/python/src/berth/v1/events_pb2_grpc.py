@@ -49,7 +49,9 @@ class EventsServicer:
     """
 
     def Subscribe(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stream the events published from now on that pass the filters, from every namespace.
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -36,6 +36,9 @@ class EventsStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EventsAsyncStub: ...
     Subscribe: _grpc.UnaryStreamMultiCallable[_events_pb2.SubscribeRequest, _events_pb2.Envelope]
+    """Stream the events published from now on that pass the filters, from every namespace.
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
 
 @_typing.type_check_only
 class EventsAsyncStub(EventsStub):
@@ -45,6 +48,9 @@ class EventsAsyncStub(EventsStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Subscribe: _aio.UnaryStreamMultiCallable[_events_pb2.SubscribeRequest, _events_pb2.Envelope]  # type: ignore[assignment]
+    """Stream the events published from now on that pass the filters, from every namespace.
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
 
 class EventsServicer(metaclass=_abc_1.ABCMeta):
     """Events: every change of an image, container, snapshot or task, as it
@@ -56,6 +62,9 @@ class EventsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _events_pb2.SubscribeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.Envelope], _abc.AsyncIterator[_events_pb2.Envelope]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.Envelope], _abc.AsyncIterator[_events_pb2.Envelope]]:
+        """Stream the events published from now on that pass the filters, from every namespace.
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
 
 def add_EventsServicer_to_server(servicer: EventsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

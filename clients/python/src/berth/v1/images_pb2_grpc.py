@@ -92,6 +92,7 @@ class ImagesServicer:
 
     def List(self, request, context):
         """List images, optionally filtered.
+        Errors: INVALID_ARGUMENT (bad filter).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +100,7 @@ class ImagesServicer:
 
     def Get(self, request, context):
         """Get one image by name, digest ("sha256:..."), or unique id prefix.
+        Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +108,9 @@ class ImagesServicer:
 
     def Inspect(self, request, context):
         """Resolve an image to its manifest, config, layers, diff ids and chain ids.
+        Errors: NOT_FOUND (unknown image, no manifest for the platform), INVALID_ARGUMENT (empty or
+        bad name, bad platform, ambiguous id prefix, invalid image documents), FAILED_PRECONDITION
+        (a document of the image missing from the content store).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +118,8 @@ class ImagesServicer:
 
     def Tag(self, request, context):
         """Give an existing image another name (docker tag).
+        Errors: NOT_FOUND (unknown source), INVALID_ARGUMENT (bad source or target name, ambiguous
+        id prefix), ALREADY_EXISTS (the target name is taken, without force).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +127,8 @@ class ImagesServicer:
 
     def UpdateLabels(self, request, context):
         """Replace the labels of an image.
+        Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix,
+        bad label).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +137,8 @@ class ImagesServicer:
     def Delete(self, request, context):
         """Remove image names. Content and snapshots that no image uses any more are
         garbage collected.
+        Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix),
+        FAILED_PRECONDITION (an id or digest that several names point at, without force).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +149,11 @@ class ImagesServicer:
         compressed). The first request carries the options, the following ones
         the bytes of the archive in order. The responses report progress and end
         with the result.
+        Errors: INVALID_ARGUMENT (options not sent first, bad option, an archive that cannot be
+        read, is corrupt or names no image), NOT_FOUND (no manifest for the platform),
+        FAILED_PRECONDITION (a blob the images need is not in the archive), RESOURCE_EXHAUSTED (a
+        message over 8 MiB), DEADLINE_EXCEEDED (nothing received for 120 s), CANCELLED (the client
+        dropped the upload).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +161,9 @@ class ImagesServicer:
 
     def ImportPath(self, request, context):
         """Import an archive from a path on the agent's machine.
+        Errors: INVALID_ARGUMENT (a relative path, a path that is not a readable regular file, bad
+        option, an archive as for Import), NOT_FOUND (no such file, no manifest for the platform),
+        FAILED_PRECONDITION (a blob the images need is not in the archive).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +177,9 @@ class ImagesServicer:
         byte is sent: an unknown one fails the call with NotFound. The responses
         carry the archive's bytes in order; an error after the first of them
         ends the stream with that error (the archive is then incomplete).
+        Errors: INVALID_ARGUMENT (no name, bad name or platform, ambiguous id prefix), NOT_FOUND
+        (unknown image, no manifest for the platform), FAILED_PRECONDITION (the platform's
+        manifest, config or a layer missing from the content store).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

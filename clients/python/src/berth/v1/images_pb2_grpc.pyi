@@ -37,27 +37,52 @@ class ImagesStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ImagesAsyncStub: ...
     List: _grpc.UnaryUnaryMultiCallable[_images_pb2.ListImagesRequest, _images_pb2.ListImagesResponse]
-    """List images, optionally filtered."""
+    """List images, optionally filtered.
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_images_pb2.GetImageRequest, _images_pb2.GetImageResponse]
-    """Get one image by name, digest ("sha256:..."), or unique id prefix."""
+    """Get one image by name, digest ("sha256:..."), or unique id prefix.
+    Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix).
+    """
     Inspect: _grpc.UnaryUnaryMultiCallable[_images_pb2.InspectImageRequest, _images_pb2.InspectImageResponse]
-    """Resolve an image to its manifest, config, layers, diff ids and chain ids."""
+    """Resolve an image to its manifest, config, layers, diff ids and chain ids.
+    Errors: NOT_FOUND (unknown image, no manifest for the platform), INVALID_ARGUMENT (empty or
+    bad name, bad platform, ambiguous id prefix, invalid image documents), FAILED_PRECONDITION
+    (a document of the image missing from the content store).
+    """
     Tag: _grpc.UnaryUnaryMultiCallable[_images_pb2.TagImageRequest, _images_pb2.TagImageResponse]
-    """Give an existing image another name (docker tag)."""
+    """Give an existing image another name (docker tag).
+    Errors: NOT_FOUND (unknown source), INVALID_ARGUMENT (bad source or target name, ambiguous
+    id prefix), ALREADY_EXISTS (the target name is taken, without force).
+    """
     UpdateLabels: _grpc.UnaryUnaryMultiCallable[_images_pb2.UpdateImageLabelsRequest, _images_pb2.UpdateImageLabelsResponse]
-    """Replace the labels of an image."""
+    """Replace the labels of an image.
+    Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix,
+    bad label).
+    """
     Delete: _grpc.UnaryUnaryMultiCallable[_images_pb2.DeleteImageRequest, _images_pb2.DeleteImageResponse]
     """Remove image names. Content and snapshots that no image uses any more are
     garbage collected.
+    Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix),
+    FAILED_PRECONDITION (an id or digest that several names point at, without force).
     """
     Import: _grpc.StreamStreamMultiCallable[_images_pb2.ImportRequest, _images_pb2.ImportResponse]
     """Import an archive (OCI image layout or `docker save` format, optionally
     compressed). The first request carries the options, the following ones
     the bytes of the archive in order. The responses report progress and end
     with the result.
+    Errors: INVALID_ARGUMENT (options not sent first, bad option, an archive that cannot be
+    read, is corrupt or names no image), NOT_FOUND (no manifest for the platform),
+    FAILED_PRECONDITION (a blob the images need is not in the archive), RESOURCE_EXHAUSTED (a
+    message over 8 MiB), DEADLINE_EXCEEDED (nothing received for 120 s), CANCELLED (the client
+    dropped the upload).
     """
     ImportPath: _grpc.UnaryStreamMultiCallable[_images_pb2.ImportPathRequest, _images_pb2.ImportResponse]
-    """Import an archive from a path on the agent's machine."""
+    """Import an archive from a path on the agent's machine.
+    Errors: INVALID_ARGUMENT (a relative path, a path that is not a readable regular file, bad
+    option, an archive as for Import), NOT_FOUND (no such file, no manifest for the platform),
+    FAILED_PRECONDITION (a blob the images need is not in the archive).
+    """
     Export: _grpc.UnaryStreamMultiCallable[_images_pb2.ExportImagesRequest, _images_pb2.ExportImagesResponse]
     """Export images as one uncompressed tar archive: an OCI image layout
     (`oci-layout`, `index.json`, `blobs/sha256/<hex>`) that also carries
@@ -66,6 +91,9 @@ class ImagesStub:
     byte is sent: an unknown one fails the call with NotFound. The responses
     carry the archive's bytes in order; an error after the first of them
     ends the stream with that error (the archive is then incomplete).
+    Errors: INVALID_ARGUMENT (no name, bad name or platform, ambiguous id prefix), NOT_FOUND
+    (unknown image, no manifest for the platform), FAILED_PRECONDITION (the platform's
+    manifest, config or a layer missing from the content store).
     """
 
 @_typing.type_check_only
@@ -77,27 +105,52 @@ class ImagesAsyncStub(ImagesStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     List: _aio.UnaryUnaryMultiCallable[_images_pb2.ListImagesRequest, _images_pb2.ListImagesResponse]  # type: ignore[assignment]
-    """List images, optionally filtered."""
+    """List images, optionally filtered.
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
     Get: _aio.UnaryUnaryMultiCallable[_images_pb2.GetImageRequest, _images_pb2.GetImageResponse]  # type: ignore[assignment]
-    """Get one image by name, digest ("sha256:..."), or unique id prefix."""
+    """Get one image by name, digest ("sha256:..."), or unique id prefix.
+    Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix).
+    """
     Inspect: _aio.UnaryUnaryMultiCallable[_images_pb2.InspectImageRequest, _images_pb2.InspectImageResponse]  # type: ignore[assignment]
-    """Resolve an image to its manifest, config, layers, diff ids and chain ids."""
+    """Resolve an image to its manifest, config, layers, diff ids and chain ids.
+    Errors: NOT_FOUND (unknown image, no manifest for the platform), INVALID_ARGUMENT (empty or
+    bad name, bad platform, ambiguous id prefix, invalid image documents), FAILED_PRECONDITION
+    (a document of the image missing from the content store).
+    """
     Tag: _aio.UnaryUnaryMultiCallable[_images_pb2.TagImageRequest, _images_pb2.TagImageResponse]  # type: ignore[assignment]
-    """Give an existing image another name (docker tag)."""
+    """Give an existing image another name (docker tag).
+    Errors: NOT_FOUND (unknown source), INVALID_ARGUMENT (bad source or target name, ambiguous
+    id prefix), ALREADY_EXISTS (the target name is taken, without force).
+    """
     UpdateLabels: _aio.UnaryUnaryMultiCallable[_images_pb2.UpdateImageLabelsRequest, _images_pb2.UpdateImageLabelsResponse]  # type: ignore[assignment]
-    """Replace the labels of an image."""
+    """Replace the labels of an image.
+    Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix,
+    bad label).
+    """
     Delete: _aio.UnaryUnaryMultiCallable[_images_pb2.DeleteImageRequest, _images_pb2.DeleteImageResponse]  # type: ignore[assignment]
     """Remove image names. Content and snapshots that no image uses any more are
     garbage collected.
+    Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix),
+    FAILED_PRECONDITION (an id or digest that several names point at, without force).
     """
     Import: _aio.StreamStreamMultiCallable[_images_pb2.ImportRequest, _images_pb2.ImportResponse]  # type: ignore[assignment]
     """Import an archive (OCI image layout or `docker save` format, optionally
     compressed). The first request carries the options, the following ones
     the bytes of the archive in order. The responses report progress and end
     with the result.
+    Errors: INVALID_ARGUMENT (options not sent first, bad option, an archive that cannot be
+    read, is corrupt or names no image), NOT_FOUND (no manifest for the platform),
+    FAILED_PRECONDITION (a blob the images need is not in the archive), RESOURCE_EXHAUSTED (a
+    message over 8 MiB), DEADLINE_EXCEEDED (nothing received for 120 s), CANCELLED (the client
+    dropped the upload).
     """
     ImportPath: _aio.UnaryStreamMultiCallable[_images_pb2.ImportPathRequest, _images_pb2.ImportResponse]  # type: ignore[assignment]
-    """Import an archive from a path on the agent's machine."""
+    """Import an archive from a path on the agent's machine.
+    Errors: INVALID_ARGUMENT (a relative path, a path that is not a readable regular file, bad
+    option, an archive as for Import), NOT_FOUND (no such file, no manifest for the platform),
+    FAILED_PRECONDITION (a blob the images need is not in the archive).
+    """
     Export: _aio.UnaryStreamMultiCallable[_images_pb2.ExportImagesRequest, _images_pb2.ExportImagesResponse]  # type: ignore[assignment]
     """Export images as one uncompressed tar archive: an OCI image layout
     (`oci-layout`, `index.json`, `blobs/sha256/<hex>`) that also carries
@@ -106,6 +159,9 @@ class ImagesAsyncStub(ImagesStub):
     byte is sent: an unknown one fails the call with NotFound. The responses
     carry the archive's bytes in order; an error after the first of them
     ends the stream with that error (the archive is then incomplete).
+    Errors: INVALID_ARGUMENT (no name, bad name or platform, ambiguous id prefix), NOT_FOUND
+    (unknown image, no manifest for the platform), FAILED_PRECONDITION (the platform's
+    manifest, config or a layer missing from the content store).
     """
 
 class ImagesServicer(metaclass=_abc_1.ABCMeta):
@@ -120,7 +176,9 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         request: _images_pb2.ListImagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_images_pb2.ListImagesResponse, _abc.Awaitable[_images_pb2.ListImagesResponse]]:
-        """List images, optionally filtered."""
+        """List images, optionally filtered.
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
 
     @_abc_1.abstractmethod
     def Get(
@@ -128,7 +186,9 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         request: _images_pb2.GetImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_images_pb2.GetImageResponse, _abc.Awaitable[_images_pb2.GetImageResponse]]:
-        """Get one image by name, digest ("sha256:..."), or unique id prefix."""
+        """Get one image by name, digest ("sha256:..."), or unique id prefix.
+        Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix).
+        """
 
     @_abc_1.abstractmethod
     def Inspect(
@@ -136,7 +196,11 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         request: _images_pb2.InspectImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_images_pb2.InspectImageResponse, _abc.Awaitable[_images_pb2.InspectImageResponse]]:
-        """Resolve an image to its manifest, config, layers, diff ids and chain ids."""
+        """Resolve an image to its manifest, config, layers, diff ids and chain ids.
+        Errors: NOT_FOUND (unknown image, no manifest for the platform), INVALID_ARGUMENT (empty or
+        bad name, bad platform, ambiguous id prefix, invalid image documents), FAILED_PRECONDITION
+        (a document of the image missing from the content store).
+        """
 
     @_abc_1.abstractmethod
     def Tag(
@@ -144,7 +208,10 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         request: _images_pb2.TagImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_images_pb2.TagImageResponse, _abc.Awaitable[_images_pb2.TagImageResponse]]:
-        """Give an existing image another name (docker tag)."""
+        """Give an existing image another name (docker tag).
+        Errors: NOT_FOUND (unknown source), INVALID_ARGUMENT (bad source or target name, ambiguous
+        id prefix), ALREADY_EXISTS (the target name is taken, without force).
+        """
 
     @_abc_1.abstractmethod
     def UpdateLabels(
@@ -152,7 +219,10 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         request: _images_pb2.UpdateImageLabelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_images_pb2.UpdateImageLabelsResponse, _abc.Awaitable[_images_pb2.UpdateImageLabelsResponse]]:
-        """Replace the labels of an image."""
+        """Replace the labels of an image.
+        Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix,
+        bad label).
+        """
 
     @_abc_1.abstractmethod
     def Delete(
@@ -162,6 +232,8 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_images_pb2.DeleteImageResponse, _abc.Awaitable[_images_pb2.DeleteImageResponse]]:
         """Remove image names. Content and snapshots that no image uses any more are
         garbage collected.
+        Errors: NOT_FOUND (unknown image), INVALID_ARGUMENT (empty or bad name, ambiguous id prefix),
+        FAILED_PRECONDITION (an id or digest that several names point at, without force).
         """
 
     @_abc_1.abstractmethod
@@ -174,6 +246,11 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         compressed). The first request carries the options, the following ones
         the bytes of the archive in order. The responses report progress and end
         with the result.
+        Errors: INVALID_ARGUMENT (options not sent first, bad option, an archive that cannot be
+        read, is corrupt or names no image), NOT_FOUND (no manifest for the platform),
+        FAILED_PRECONDITION (a blob the images need is not in the archive), RESOURCE_EXHAUSTED (a
+        message over 8 MiB), DEADLINE_EXCEEDED (nothing received for 120 s), CANCELLED (the client
+        dropped the upload).
         """
 
     @_abc_1.abstractmethod
@@ -182,7 +259,11 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         request: _images_pb2.ImportPathRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_images_pb2.ImportResponse], _abc.AsyncIterator[_images_pb2.ImportResponse]]:
-        """Import an archive from a path on the agent's machine."""
+        """Import an archive from a path on the agent's machine.
+        Errors: INVALID_ARGUMENT (a relative path, a path that is not a readable regular file, bad
+        option, an archive as for Import), NOT_FOUND (no such file, no manifest for the platform),
+        FAILED_PRECONDITION (a blob the images need is not in the archive).
+        """
 
     @_abc_1.abstractmethod
     def Export(
@@ -197,6 +278,9 @@ class ImagesServicer(metaclass=_abc_1.ABCMeta):
         byte is sent: an unknown one fails the call with NotFound. The responses
         carry the archive's bytes in order; an error after the first of them
         ends the stream with that error (the archive is then incomplete).
+        Errors: INVALID_ARGUMENT (no name, bad name or platform, ambiguous id prefix), NOT_FOUND
+        (unknown image, no manifest for the platform), FAILED_PRECONDITION (the platform's
+        manifest, config or a layer missing from the content store).
         """
 
 def add_ImagesServicer_to_server(servicer: ImagesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

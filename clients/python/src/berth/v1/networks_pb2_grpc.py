@@ -85,25 +85,36 @@ class NetworksServicer:
     """
 
     def Create(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Make a network: write its CNI configuration list to the conf dir.
+        Errors: INVALID_ARGUMENT (bad name, driver, subnet, gateway, option or label),
+        ALREADY_EXISTS (name taken; subnet overlapping a network or a host route; bridge name
+        taken), RESOURCE_EXHAUSTED (no free private subnet left to pick).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One network by name, id or unique id prefix, with the containers attached now.
+        Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every network, each with the containers attached now.
+        Errors: none beyond the common ones.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Remove(self, request, context):
-        """Refused (FailedPrecondition) while a container is attached, and for the default network.
+        """Remove a network the agent made.
+        Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix),
+        FAILED_PRECONDITION (a container is attached, the default network, a list the agent did
+        not make).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +122,7 @@ class NetworksServicer:
 
     def Prune(self, request, context):
         """Remove every network the agent made that no container uses (not the default).
+        Errors: none beyond the common ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +132,10 @@ class NetworksServicer:
         """Join a container (of the call's namespace) to a network: a running one
         gets a new interface now, and every later run has it. Only a container
         on networks (not --net none, host or container:) can.
+        Errors: NOT_FOUND (unknown container or network), INVALID_ARGUMENT (empty container id,
+        ambiguous id prefix, bad `ipv4_address`), ALREADY_EXISTS (already on that network),
+        FAILED_PRECONDITION (a container not on networks, a CNI plugin missing or failing),
+        DEADLINE_EXCEEDED (a CNI plugin timed out).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,7 +143,8 @@ class NetworksServicer:
 
     def Disconnect(self, request, context):
         """Take a container off a network (its interface goes now if it runs).
-        Its last network cannot be taken (FailedPrecondition).
+        Errors: NOT_FOUND (unknown container or network, or one it is not on), INVALID_ARGUMENT
+        (empty container id, ambiguous id prefix), FAILED_PRECONDITION (its last network).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,20 +39,42 @@ class NetworksStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NetworksAsyncStub: ...
     Create: _grpc.UnaryUnaryMultiCallable[_networks_pb2.CreateNetworkRequest, _networks_pb2.CreateNetworkResponse]
+    """Make a network: write its CNI configuration list to the conf dir.
+    Errors: INVALID_ARGUMENT (bad name, driver, subnet, gateway, option or label),
+    ALREADY_EXISTS (name taken; subnet overlapping a network or a host route; bridge name
+    taken), RESOURCE_EXHAUSTED (no free private subnet left to pick).
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_networks_pb2.GetNetworkRequest, _networks_pb2.GetNetworkResponse]
+    """One network by name, id or unique id prefix, with the containers attached now.
+    Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix).
+    """
     List: _grpc.UnaryUnaryMultiCallable[_networks_pb2.ListNetworksRequest, _networks_pb2.ListNetworksResponse]
+    """Every network, each with the containers attached now.
+    Errors: none beyond the common ones.
+    """
     Remove: _grpc.UnaryUnaryMultiCallable[_networks_pb2.RemoveNetworkRequest, _networks_pb2.RemoveNetworkResponse]
-    """Refused (FailedPrecondition) while a container is attached, and for the default network."""
+    """Remove a network the agent made.
+    Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix),
+    FAILED_PRECONDITION (a container is attached, the default network, a list the agent did
+    not make).
+    """
     Prune: _grpc.UnaryUnaryMultiCallable[_networks_pb2.PruneNetworksRequest, _networks_pb2.PruneNetworksResponse]
-    """Remove every network the agent made that no container uses (not the default)."""
+    """Remove every network the agent made that no container uses (not the default).
+    Errors: none beyond the common ones.
+    """
     Connect: _grpc.UnaryUnaryMultiCallable[_networks_pb2.ConnectNetworkRequest, _networks_pb2.ConnectNetworkResponse]
     """Join a container (of the call's namespace) to a network: a running one
     gets a new interface now, and every later run has it. Only a container
     on networks (not --net none, host or container:) can.
+    Errors: NOT_FOUND (unknown container or network), INVALID_ARGUMENT (empty container id,
+    ambiguous id prefix, bad `ipv4_address`), ALREADY_EXISTS (already on that network),
+    FAILED_PRECONDITION (a container not on networks, a CNI plugin missing or failing),
+    DEADLINE_EXCEEDED (a CNI plugin timed out).
     """
     Disconnect: _grpc.UnaryUnaryMultiCallable[_networks_pb2.DisconnectNetworkRequest, _networks_pb2.DisconnectNetworkResponse]
     """Take a container off a network (its interface goes now if it runs).
-    Its last network cannot be taken (FailedPrecondition).
+    Errors: NOT_FOUND (unknown container or network, or one it is not on), INVALID_ARGUMENT
+    (empty container id, ambiguous id prefix), FAILED_PRECONDITION (its last network).
     """
 
 @_typing.type_check_only
@@ -66,20 +88,42 @@ class NetworksAsyncStub(NetworksStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Create: _aio.UnaryUnaryMultiCallable[_networks_pb2.CreateNetworkRequest, _networks_pb2.CreateNetworkResponse]  # type: ignore[assignment]
+    """Make a network: write its CNI configuration list to the conf dir.
+    Errors: INVALID_ARGUMENT (bad name, driver, subnet, gateway, option or label),
+    ALREADY_EXISTS (name taken; subnet overlapping a network or a host route; bridge name
+    taken), RESOURCE_EXHAUSTED (no free private subnet left to pick).
+    """
     Get: _aio.UnaryUnaryMultiCallable[_networks_pb2.GetNetworkRequest, _networks_pb2.GetNetworkResponse]  # type: ignore[assignment]
+    """One network by name, id or unique id prefix, with the containers attached now.
+    Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix).
+    """
     List: _aio.UnaryUnaryMultiCallable[_networks_pb2.ListNetworksRequest, _networks_pb2.ListNetworksResponse]  # type: ignore[assignment]
+    """Every network, each with the containers attached now.
+    Errors: none beyond the common ones.
+    """
     Remove: _aio.UnaryUnaryMultiCallable[_networks_pb2.RemoveNetworkRequest, _networks_pb2.RemoveNetworkResponse]  # type: ignore[assignment]
-    """Refused (FailedPrecondition) while a container is attached, and for the default network."""
+    """Remove a network the agent made.
+    Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix),
+    FAILED_PRECONDITION (a container is attached, the default network, a list the agent did
+    not make).
+    """
     Prune: _aio.UnaryUnaryMultiCallable[_networks_pb2.PruneNetworksRequest, _networks_pb2.PruneNetworksResponse]  # type: ignore[assignment]
-    """Remove every network the agent made that no container uses (not the default)."""
+    """Remove every network the agent made that no container uses (not the default).
+    Errors: none beyond the common ones.
+    """
     Connect: _aio.UnaryUnaryMultiCallable[_networks_pb2.ConnectNetworkRequest, _networks_pb2.ConnectNetworkResponse]  # type: ignore[assignment]
     """Join a container (of the call's namespace) to a network: a running one
     gets a new interface now, and every later run has it. Only a container
     on networks (not --net none, host or container:) can.
+    Errors: NOT_FOUND (unknown container or network), INVALID_ARGUMENT (empty container id,
+    ambiguous id prefix, bad `ipv4_address`), ALREADY_EXISTS (already on that network),
+    FAILED_PRECONDITION (a container not on networks, a CNI plugin missing or failing),
+    DEADLINE_EXCEEDED (a CNI plugin timed out).
     """
     Disconnect: _aio.UnaryUnaryMultiCallable[_networks_pb2.DisconnectNetworkRequest, _networks_pb2.DisconnectNetworkResponse]  # type: ignore[assignment]
     """Take a container off a network (its interface goes now if it runs).
-    Its last network cannot be taken (FailedPrecondition).
+    Errors: NOT_FOUND (unknown container or network, or one it is not on), INVALID_ARGUMENT
+    (empty container id, ambiguous id prefix), FAILED_PRECONDITION (its last network).
     """
 
 class NetworksServicer(metaclass=_abc_1.ABCMeta):
@@ -95,21 +139,32 @@ class NetworksServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _networks_pb2.CreateNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_networks_pb2.CreateNetworkResponse, _abc.Awaitable[_networks_pb2.CreateNetworkResponse]]: ...
+    ) -> _typing.Union[_networks_pb2.CreateNetworkResponse, _abc.Awaitable[_networks_pb2.CreateNetworkResponse]]:
+        """Make a network: write its CNI configuration list to the conf dir.
+        Errors: INVALID_ARGUMENT (bad name, driver, subnet, gateway, option or label),
+        ALREADY_EXISTS (name taken; subnet overlapping a network or a host route; bridge name
+        taken), RESOURCE_EXHAUSTED (no free private subnet left to pick).
+        """
 
     @_abc_1.abstractmethod
     def Get(
         self,
         request: _networks_pb2.GetNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_networks_pb2.GetNetworkResponse, _abc.Awaitable[_networks_pb2.GetNetworkResponse]]: ...
+    ) -> _typing.Union[_networks_pb2.GetNetworkResponse, _abc.Awaitable[_networks_pb2.GetNetworkResponse]]:
+        """One network by name, id or unique id prefix, with the containers attached now.
+        Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix).
+        """
 
     @_abc_1.abstractmethod
     def List(
         self,
         request: _networks_pb2.ListNetworksRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_networks_pb2.ListNetworksResponse, _abc.Awaitable[_networks_pb2.ListNetworksResponse]]: ...
+    ) -> _typing.Union[_networks_pb2.ListNetworksResponse, _abc.Awaitable[_networks_pb2.ListNetworksResponse]]:
+        """Every network, each with the containers attached now.
+        Errors: none beyond the common ones.
+        """
 
     @_abc_1.abstractmethod
     def Remove(
@@ -117,7 +172,11 @@ class NetworksServicer(metaclass=_abc_1.ABCMeta):
         request: _networks_pb2.RemoveNetworkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_networks_pb2.RemoveNetworkResponse, _abc.Awaitable[_networks_pb2.RemoveNetworkResponse]]:
-        """Refused (FailedPrecondition) while a container is attached, and for the default network."""
+        """Remove a network the agent made.
+        Errors: NOT_FOUND (unknown network), INVALID_ARGUMENT (ambiguous id prefix),
+        FAILED_PRECONDITION (a container is attached, the default network, a list the agent did
+        not make).
+        """
 
     @_abc_1.abstractmethod
     def Prune(
@@ -125,7 +184,9 @@ class NetworksServicer(metaclass=_abc_1.ABCMeta):
         request: _networks_pb2.PruneNetworksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_networks_pb2.PruneNetworksResponse, _abc.Awaitable[_networks_pb2.PruneNetworksResponse]]:
-        """Remove every network the agent made that no container uses (not the default)."""
+        """Remove every network the agent made that no container uses (not the default).
+        Errors: none beyond the common ones.
+        """
 
     @_abc_1.abstractmethod
     def Connect(
@@ -136,6 +197,10 @@ class NetworksServicer(metaclass=_abc_1.ABCMeta):
         """Join a container (of the call's namespace) to a network: a running one
         gets a new interface now, and every later run has it. Only a container
         on networks (not --net none, host or container:) can.
+        Errors: NOT_FOUND (unknown container or network), INVALID_ARGUMENT (empty container id,
+        ambiguous id prefix, bad `ipv4_address`), ALREADY_EXISTS (already on that network),
+        FAILED_PRECONDITION (a container not on networks, a CNI plugin missing or failing),
+        DEADLINE_EXCEEDED (a CNI plugin timed out).
         """
 
     @_abc_1.abstractmethod
@@ -145,7 +210,8 @@ class NetworksServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_networks_pb2.DisconnectNetworkResponse, _abc.Awaitable[_networks_pb2.DisconnectNetworkResponse]]:
         """Take a container off a network (its interface goes now if it runs).
-        Its last network cannot be taken (FailedPrecondition).
+        Errors: NOT_FOUND (unknown container or network, or one it is not on), INVALID_ARGUMENT
+        (empty container id, ambiguous id prefix), FAILED_PRECONDITION (its last network).
         """
 
 def add_NetworksServicer_to_server(servicer: NetworksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

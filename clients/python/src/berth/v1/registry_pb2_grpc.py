@@ -63,6 +63,11 @@ class RegistryServicer:
     def Pull(self, request, context):
         """Pull an image: fetch what is missing (each blob once), verify every
         digest and size, name the image, unpack it. Streams progress, then the image.
+        Errors: INVALID_ARGUMENT (empty or bad reference, bad platform, invalid image), NOT_FOUND
+        (a repository, tag, blob or platform the registry lacks), PERMISSION_DENIED (credentials
+        refused or missing), UNAVAILABLE (registry unreachable or failing, after retries),
+        FAILED_PRECONDITION (the registry refused the request with another 4xx), DATA_LOSS
+        (digest or size mismatch, oversized document, protocol violation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,6 +75,11 @@ class RegistryServicer:
 
     def Push(self, request, context):
         """Push an image: the blobs the registry lacks, then the manifests and the tag.
+        Errors: INVALID_ARGUMENT (empty or bad reference), NOT_FOUND (no such local image; a 404
+        from the registry), FAILED_PRECONDITION (a blob of the image missing locally),
+        PERMISSION_DENIED (credentials refused or missing), UNAVAILABLE (registry unreachable or
+        failing, after retries), FAILED_PRECONDITION (the registry refused the request with
+        another 4xx, e.g. a manifest it finds invalid), DATA_LOSS (an unexpected answer).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +87,10 @@ class RegistryServicer:
 
     def CheckLogin(self, request, context):
         """Check credentials against a registry (nothing is stored by the agent).
+        Errors: INVALID_ARGUMENT (no registry or username, not a registry host), PERMISSION_DENIED
+        (credentials refused, or the registry did not ask for them), UNAVAILABLE (registry
+        unreachable or failing), FAILED_PRECONDITION (another 4xx), DATA_LOSS (an unexpected
+        answer).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,11 +39,27 @@ class RegistryStub:
     Pull: _grpc.UnaryStreamMultiCallable[_registry_pb2.PullRequest, _registry_pb2.PullResponse]
     """Pull an image: fetch what is missing (each blob once), verify every
     digest and size, name the image, unpack it. Streams progress, then the image.
+    Errors: INVALID_ARGUMENT (empty or bad reference, bad platform, invalid image), NOT_FOUND
+    (a repository, tag, blob or platform the registry lacks), PERMISSION_DENIED (credentials
+    refused or missing), UNAVAILABLE (registry unreachable or failing, after retries),
+    FAILED_PRECONDITION (the registry refused the request with another 4xx), DATA_LOSS
+    (digest or size mismatch, oversized document, protocol violation).
     """
     Push: _grpc.UnaryStreamMultiCallable[_registry_pb2.PushRequest, _registry_pb2.PushResponse]
-    """Push an image: the blobs the registry lacks, then the manifests and the tag."""
+    """Push an image: the blobs the registry lacks, then the manifests and the tag.
+    Errors: INVALID_ARGUMENT (empty or bad reference), NOT_FOUND (no such local image; a 404
+    from the registry), FAILED_PRECONDITION (a blob of the image missing locally),
+    PERMISSION_DENIED (credentials refused or missing), UNAVAILABLE (registry unreachable or
+    failing, after retries), FAILED_PRECONDITION (the registry refused the request with
+    another 4xx, e.g. a manifest it finds invalid), DATA_LOSS (an unexpected answer).
+    """
     CheckLogin: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CheckLoginRequest, _registry_pb2.CheckLoginResponse]
-    """Check credentials against a registry (nothing is stored by the agent)."""
+    """Check credentials against a registry (nothing is stored by the agent).
+    Errors: INVALID_ARGUMENT (no registry or username, not a registry host), PERMISSION_DENIED
+    (credentials refused, or the registry did not ask for them), UNAVAILABLE (registry
+    unreachable or failing), FAILED_PRECONDITION (another 4xx), DATA_LOSS (an unexpected
+    answer).
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -56,11 +72,27 @@ class RegistryAsyncStub(RegistryStub):
     Pull: _aio.UnaryStreamMultiCallable[_registry_pb2.PullRequest, _registry_pb2.PullResponse]  # type: ignore[assignment]
     """Pull an image: fetch what is missing (each blob once), verify every
     digest and size, name the image, unpack it. Streams progress, then the image.
+    Errors: INVALID_ARGUMENT (empty or bad reference, bad platform, invalid image), NOT_FOUND
+    (a repository, tag, blob or platform the registry lacks), PERMISSION_DENIED (credentials
+    refused or missing), UNAVAILABLE (registry unreachable or failing, after retries),
+    FAILED_PRECONDITION (the registry refused the request with another 4xx), DATA_LOSS
+    (digest or size mismatch, oversized document, protocol violation).
     """
     Push: _aio.UnaryStreamMultiCallable[_registry_pb2.PushRequest, _registry_pb2.PushResponse]  # type: ignore[assignment]
-    """Push an image: the blobs the registry lacks, then the manifests and the tag."""
+    """Push an image: the blobs the registry lacks, then the manifests and the tag.
+    Errors: INVALID_ARGUMENT (empty or bad reference), NOT_FOUND (no such local image; a 404
+    from the registry), FAILED_PRECONDITION (a blob of the image missing locally),
+    PERMISSION_DENIED (credentials refused or missing), UNAVAILABLE (registry unreachable or
+    failing, after retries), FAILED_PRECONDITION (the registry refused the request with
+    another 4xx, e.g. a manifest it finds invalid), DATA_LOSS (an unexpected answer).
+    """
     CheckLogin: _aio.UnaryUnaryMultiCallable[_registry_pb2.CheckLoginRequest, _registry_pb2.CheckLoginResponse]  # type: ignore[assignment]
-    """Check credentials against a registry (nothing is stored by the agent)."""
+    """Check credentials against a registry (nothing is stored by the agent).
+    Errors: INVALID_ARGUMENT (no registry or username, not a registry host), PERMISSION_DENIED
+    (credentials refused, or the registry did not ask for them), UNAVAILABLE (registry
+    unreachable or failing), FAILED_PRECONDITION (another 4xx), DATA_LOSS (an unexpected
+    answer).
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     """Registry moves images between this agent and OCI registries (the OCI
@@ -76,6 +108,11 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.PullResponse], _abc.AsyncIterator[_registry_pb2.PullResponse]]:
         """Pull an image: fetch what is missing (each blob once), verify every
         digest and size, name the image, unpack it. Streams progress, then the image.
+        Errors: INVALID_ARGUMENT (empty or bad reference, bad platform, invalid image), NOT_FOUND
+        (a repository, tag, blob or platform the registry lacks), PERMISSION_DENIED (credentials
+        refused or missing), UNAVAILABLE (registry unreachable or failing, after retries),
+        FAILED_PRECONDITION (the registry refused the request with another 4xx), DATA_LOSS
+        (digest or size mismatch, oversized document, protocol violation).
         """
 
     @_abc_1.abstractmethod
@@ -84,7 +121,13 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.PushRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.PushResponse], _abc.AsyncIterator[_registry_pb2.PushResponse]]:
-        """Push an image: the blobs the registry lacks, then the manifests and the tag."""
+        """Push an image: the blobs the registry lacks, then the manifests and the tag.
+        Errors: INVALID_ARGUMENT (empty or bad reference), NOT_FOUND (no such local image; a 404
+        from the registry), FAILED_PRECONDITION (a blob of the image missing locally),
+        PERMISSION_DENIED (credentials refused or missing), UNAVAILABLE (registry unreachable or
+        failing, after retries), FAILED_PRECONDITION (the registry refused the request with
+        another 4xx, e.g. a manifest it finds invalid), DATA_LOSS (an unexpected answer).
+        """
 
     @_abc_1.abstractmethod
     def CheckLogin(
@@ -92,6 +135,11 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.CheckLoginRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.CheckLoginResponse, _abc.Awaitable[_registry_pb2.CheckLoginResponse]]:
-        """Check credentials against a registry (nothing is stored by the agent)."""
+        """Check credentials against a registry (nothing is stored by the agent).
+        Errors: INVALID_ARGUMENT (no registry or username, not a registry host), PERMISSION_DENIED
+        (credentials refused, or the registry did not ask for them), UNAVAILABLE (registry
+        unreachable or failing), FAILED_PRECONDITION (another 4xx), DATA_LOSS (an unexpected
+        answer).
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

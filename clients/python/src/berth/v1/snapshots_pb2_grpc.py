@@ -89,6 +89,9 @@ class SnapshotsServicer:
 
     def Prepare(self, request, context):
         """Create a writable snapshot on top of a committed parent (or empty).
+        Errors: INVALID_ARGUMENT (empty, bad or reserved `sha256:` key; bad label), ALREADY_EXISTS
+        (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not committed, or
+        with too many ancestors).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +99,9 @@ class SnapshotsServicer:
 
     def View(self, request, context):
         """Create a read-only view of a committed snapshot.
+        Errors: INVALID_ARGUMENT (no parent; empty, bad or reserved `sha256:` key; bad label),
+        ALREADY_EXISTS (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not
+        committed, or with too many ancestors).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,13 +109,18 @@ class SnapshotsServicer:
 
     def Commit(self, request, context):
         """Turn an active snapshot into a committed one under a new name.
+        Errors: INVALID_ARGUMENT (empty key; empty, bad or reserved `sha256:` name; bad label),
+        NOT_FOUND (unknown key), FAILED_PRECONDITION (key not active), ALREADY_EXISTS (name taken).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Remove(self, request, context):
-        """Remove a snapshot. Refused while it has children.
+        """Remove a snapshot. An image's unpacked layer goes with the images that use it, and a
+        container's writable layer with the container: neither is removed here.
+        Errors: INVALID_ARGUMENT (empty key), NOT_FOUND (unknown key), FAILED_PRECONDITION (it has
+        children; an image's layer; a container's writable layer).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,25 +128,31 @@ class SnapshotsServicer:
 
     def Mounts(self, request, context):
         """The mounts that assemble a snapshot's filesystem.
+        Errors: NOT_FOUND (unknown key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stat(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A snapshot's record: its parent, kind, labels and times.
+        Errors: NOT_FOUND (unknown key).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The snapshots of the caller's namespace, optionally filtered.
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Usage(self, request, context):
         """Disk usage of a snapshot's own layer (not its parents).
+        Errors: NOT_FOUND (unknown key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,19 +38,44 @@ class SnapshotsStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SnapshotsAsyncStub: ...
     Prepare: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.PrepareSnapshotRequest, _snapshots_pb2.PrepareSnapshotResponse]
-    """Create a writable snapshot on top of a committed parent (or empty)."""
+    """Create a writable snapshot on top of a committed parent (or empty).
+    Errors: INVALID_ARGUMENT (empty, bad or reserved `sha256:` key; bad label), ALREADY_EXISTS
+    (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not committed, or
+    with too many ancestors).
+    """
     View: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.ViewSnapshotRequest, _snapshots_pb2.ViewSnapshotResponse]
-    """Create a read-only view of a committed snapshot."""
+    """Create a read-only view of a committed snapshot.
+    Errors: INVALID_ARGUMENT (no parent; empty, bad or reserved `sha256:` key; bad label),
+    ALREADY_EXISTS (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not
+    committed, or with too many ancestors).
+    """
     Commit: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.CommitSnapshotRequest, _snapshots_pb2.CommitSnapshotResponse]
-    """Turn an active snapshot into a committed one under a new name."""
+    """Turn an active snapshot into a committed one under a new name.
+    Errors: INVALID_ARGUMENT (empty key; empty, bad or reserved `sha256:` name; bad label),
+    NOT_FOUND (unknown key), FAILED_PRECONDITION (key not active), ALREADY_EXISTS (name taken).
+    """
     Remove: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.RemoveSnapshotRequest, _snapshots_pb2.RemoveSnapshotResponse]
-    """Remove a snapshot. Refused while it has children."""
+    """Remove a snapshot. An image's unpacked layer goes with the images that use it, and a
+    container's writable layer with the container: neither is removed here.
+    Errors: INVALID_ARGUMENT (empty key), NOT_FOUND (unknown key), FAILED_PRECONDITION (it has
+    children; an image's layer; a container's writable layer).
+    """
     Mounts: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.MountsRequest, _snapshots_pb2.MountsResponse]
-    """The mounts that assemble a snapshot's filesystem."""
+    """The mounts that assemble a snapshot's filesystem.
+    Errors: NOT_FOUND (unknown key).
+    """
     Stat: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.StatSnapshotRequest, _snapshots_pb2.StatSnapshotResponse]
+    """A snapshot's record: its parent, kind, labels and times.
+    Errors: NOT_FOUND (unknown key).
+    """
     List: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.ListSnapshotsRequest, _snapshots_pb2.ListSnapshotsResponse]
+    """The snapshots of the caller's namespace, optionally filtered.
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
     Usage: _grpc.UnaryUnaryMultiCallable[_snapshots_pb2.UsageRequest, _snapshots_pb2.UsageResponse]
-    """Disk usage of a snapshot's own layer (not its parents)."""
+    """Disk usage of a snapshot's own layer (not its parents).
+    Errors: NOT_FOUND (unknown key).
+    """
 
 @_typing.type_check_only
 class SnapshotsAsyncStub(SnapshotsStub):
@@ -62,19 +87,44 @@ class SnapshotsAsyncStub(SnapshotsStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Prepare: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.PrepareSnapshotRequest, _snapshots_pb2.PrepareSnapshotResponse]  # type: ignore[assignment]
-    """Create a writable snapshot on top of a committed parent (or empty)."""
+    """Create a writable snapshot on top of a committed parent (or empty).
+    Errors: INVALID_ARGUMENT (empty, bad or reserved `sha256:` key; bad label), ALREADY_EXISTS
+    (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not committed, or
+    with too many ancestors).
+    """
     View: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.ViewSnapshotRequest, _snapshots_pb2.ViewSnapshotResponse]  # type: ignore[assignment]
-    """Create a read-only view of a committed snapshot."""
+    """Create a read-only view of a committed snapshot.
+    Errors: INVALID_ARGUMENT (no parent; empty, bad or reserved `sha256:` key; bad label),
+    ALREADY_EXISTS (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not
+    committed, or with too many ancestors).
+    """
     Commit: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.CommitSnapshotRequest, _snapshots_pb2.CommitSnapshotResponse]  # type: ignore[assignment]
-    """Turn an active snapshot into a committed one under a new name."""
+    """Turn an active snapshot into a committed one under a new name.
+    Errors: INVALID_ARGUMENT (empty key; empty, bad or reserved `sha256:` name; bad label),
+    NOT_FOUND (unknown key), FAILED_PRECONDITION (key not active), ALREADY_EXISTS (name taken).
+    """
     Remove: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.RemoveSnapshotRequest, _snapshots_pb2.RemoveSnapshotResponse]  # type: ignore[assignment]
-    """Remove a snapshot. Refused while it has children."""
+    """Remove a snapshot. An image's unpacked layer goes with the images that use it, and a
+    container's writable layer with the container: neither is removed here.
+    Errors: INVALID_ARGUMENT (empty key), NOT_FOUND (unknown key), FAILED_PRECONDITION (it has
+    children; an image's layer; a container's writable layer).
+    """
     Mounts: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.MountsRequest, _snapshots_pb2.MountsResponse]  # type: ignore[assignment]
-    """The mounts that assemble a snapshot's filesystem."""
+    """The mounts that assemble a snapshot's filesystem.
+    Errors: NOT_FOUND (unknown key).
+    """
     Stat: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.StatSnapshotRequest, _snapshots_pb2.StatSnapshotResponse]  # type: ignore[assignment]
+    """A snapshot's record: its parent, kind, labels and times.
+    Errors: NOT_FOUND (unknown key).
+    """
     List: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.ListSnapshotsRequest, _snapshots_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
+    """The snapshots of the caller's namespace, optionally filtered.
+    Errors: INVALID_ARGUMENT (bad filter).
+    """
     Usage: _aio.UnaryUnaryMultiCallable[_snapshots_pb2.UsageRequest, _snapshots_pb2.UsageResponse]  # type: ignore[assignment]
-    """Disk usage of a snapshot's own layer (not its parents)."""
+    """Disk usage of a snapshot's own layer (not its parents).
+    Errors: NOT_FOUND (unknown key).
+    """
 
 class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
     """Snapshots are the filesystems that containers run on. A committed snapshot
@@ -89,7 +139,11 @@ class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
         request: _snapshots_pb2.PrepareSnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_snapshots_pb2.PrepareSnapshotResponse, _abc.Awaitable[_snapshots_pb2.PrepareSnapshotResponse]]:
-        """Create a writable snapshot on top of a committed parent (or empty)."""
+        """Create a writable snapshot on top of a committed parent (or empty).
+        Errors: INVALID_ARGUMENT (empty, bad or reserved `sha256:` key; bad label), ALREADY_EXISTS
+        (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not committed, or
+        with too many ancestors).
+        """
 
     @_abc_1.abstractmethod
     def View(
@@ -97,7 +151,11 @@ class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
         request: _snapshots_pb2.ViewSnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_snapshots_pb2.ViewSnapshotResponse, _abc.Awaitable[_snapshots_pb2.ViewSnapshotResponse]]:
-        """Create a read-only view of a committed snapshot."""
+        """Create a read-only view of a committed snapshot.
+        Errors: INVALID_ARGUMENT (no parent; empty, bad or reserved `sha256:` key; bad label),
+        ALREADY_EXISTS (key taken), NOT_FOUND (unknown parent), FAILED_PRECONDITION (parent not
+        committed, or with too many ancestors).
+        """
 
     @_abc_1.abstractmethod
     def Commit(
@@ -105,7 +163,10 @@ class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
         request: _snapshots_pb2.CommitSnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_snapshots_pb2.CommitSnapshotResponse, _abc.Awaitable[_snapshots_pb2.CommitSnapshotResponse]]:
-        """Turn an active snapshot into a committed one under a new name."""
+        """Turn an active snapshot into a committed one under a new name.
+        Errors: INVALID_ARGUMENT (empty key; empty, bad or reserved `sha256:` name; bad label),
+        NOT_FOUND (unknown key), FAILED_PRECONDITION (key not active), ALREADY_EXISTS (name taken).
+        """
 
     @_abc_1.abstractmethod
     def Remove(
@@ -113,7 +174,11 @@ class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
         request: _snapshots_pb2.RemoveSnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_snapshots_pb2.RemoveSnapshotResponse, _abc.Awaitable[_snapshots_pb2.RemoveSnapshotResponse]]:
-        """Remove a snapshot. Refused while it has children."""
+        """Remove a snapshot. An image's unpacked layer goes with the images that use it, and a
+        container's writable layer with the container: neither is removed here.
+        Errors: INVALID_ARGUMENT (empty key), NOT_FOUND (unknown key), FAILED_PRECONDITION (it has
+        children; an image's layer; a container's writable layer).
+        """
 
     @_abc_1.abstractmethod
     def Mounts(
@@ -121,21 +186,29 @@ class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
         request: _snapshots_pb2.MountsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_snapshots_pb2.MountsResponse, _abc.Awaitable[_snapshots_pb2.MountsResponse]]:
-        """The mounts that assemble a snapshot's filesystem."""
+        """The mounts that assemble a snapshot's filesystem.
+        Errors: NOT_FOUND (unknown key).
+        """
 
     @_abc_1.abstractmethod
     def Stat(
         self,
         request: _snapshots_pb2.StatSnapshotRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_snapshots_pb2.StatSnapshotResponse, _abc.Awaitable[_snapshots_pb2.StatSnapshotResponse]]: ...
+    ) -> _typing.Union[_snapshots_pb2.StatSnapshotResponse, _abc.Awaitable[_snapshots_pb2.StatSnapshotResponse]]:
+        """A snapshot's record: its parent, kind, labels and times.
+        Errors: NOT_FOUND (unknown key).
+        """
 
     @_abc_1.abstractmethod
     def List(
         self,
         request: _snapshots_pb2.ListSnapshotsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_snapshots_pb2.ListSnapshotsResponse, _abc.Awaitable[_snapshots_pb2.ListSnapshotsResponse]]: ...
+    ) -> _typing.Union[_snapshots_pb2.ListSnapshotsResponse, _abc.Awaitable[_snapshots_pb2.ListSnapshotsResponse]]:
+        """The snapshots of the caller's namespace, optionally filtered.
+        Errors: INVALID_ARGUMENT (bad filter).
+        """
 
     @_abc_1.abstractmethod
     def Usage(
@@ -143,6 +216,8 @@ class SnapshotsServicer(metaclass=_abc_1.ABCMeta):
         request: _snapshots_pb2.UsageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_snapshots_pb2.UsageResponse, _abc.Awaitable[_snapshots_pb2.UsageResponse]]:
-        """Disk usage of a snapshot's own layer (not its parents)."""
+        """Disk usage of a snapshot's own layer (not its parents).
+        Errors: NOT_FOUND (unknown key).
+        """
 
 def add_SnapshotsServicer_to_server(servicer: SnapshotsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

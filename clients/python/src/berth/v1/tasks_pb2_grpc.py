@@ -30,6 +30,8 @@ class TasksStub:
     and the extra processes started with Exec. Each task is watched by one
     berth-shim process, which outlives the agent. `container_id` accepts a
     name, a full id or a unique id prefix; an empty `exec_id` means the init.
+    A call that needs a task's shim fails UNAVAILABLE when the shim is gone and
+    DEADLINE_EXCEEDED when it does not answer in time: the Errors lines leave these out.
     """
 
     def __init__(self, channel):
@@ -110,12 +112,19 @@ class TasksServicer:
     and the extra processes started with Exec. Each task is watched by one
     berth-shim process, which outlives the agent. `container_id` accepts a
     name, a full id or a unique id prefix; an empty `exec_id` means the init.
+    A call that needs a task's shim fails UNAVAILABLE when the shim is gone and
+    DEADLINE_EXCEEDED when it does not answer in time: the Errors lines leave these out.
     """
 
     def Create(self, request, context):
         """Make a task for the container, ready to start: its shim is running, its
         rootfs mounted and its stdio open, so a client can Attach before Start
         and miss no output. The OCI runtime is not called yet.
+        Errors: NOT_FOUND (unknown container, or a network it joins), INVALID_ARGUMENT (empty id,
+        ambiguous id prefix, unknown runtime, a port's host address not on this machine),
+        ALREADY_EXISTS (a live task; a host port another container publishes), FAILED_PRECONDITION
+        (a host port in use, a CNI plugin missing or failing, a `container:` target not running),
+        DEADLINE_EXCEEDED (shim not ready within 10 s, a CNI plugin timed out).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +132,11 @@ class TasksServicer:
 
     def Start(self, request, context):
         """Start the init (creating the task first if needed) or a created exec.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (a process already running, an exec that has
+        run, an exec without a live task, the runtime refusing the process), DEADLINE_EXCEEDED
+        (the runtime timed out); when it makes the task, also Create's network, runtime and shim
+        errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +144,9 @@ class TasksServicer:
 
     def Kill(self, request, context):
         """Send a signal to the init, to all processes, or to an exec.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id or signal, a real-time signal to an exec), FAILED_PRECONDITION (no
+        live task, or the process is not running).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +154,8 @@ class TasksServicer:
 
     def Stop(self, request, context):
         """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (never started), DEADLINE_EXCEEDED (still alive 10 s after SIGKILL).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +163,9 @@ class TasksServicer:
 
     def Wait(self, request, context):
         """Wait for the init or an exec to exit (bounded by `timeout_ms` when set).
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (a container that never ran, an exec without a
+        live task), DEADLINE_EXCEEDED (`timeout_ms` passed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +174,9 @@ class TasksServicer:
     def Delete(self, request, context):
         """Delete an exited task (or an exec): the runtime state, the rootfs mount
         and the shim go away; the container stays, ready to start again.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (a running or paused process, without force; an
+        exec without a live task), DEADLINE_EXCEEDED (the teardown did not finish in time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +184,9 @@ class TasksServicer:
 
     def Exec(self, request, context):
         """Add a process to a running container. Start it with Start(exec_id).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (no args, empty id, ambiguous id
+        prefix, bad exec id, env, workdir or user), ALREADY_EXISTS (exec id taken),
+        FAILED_PRECONDITION (the container is not running).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,19 +194,26 @@ class TasksServicer:
 
     def Pause(self, request, context):
         """Freeze and thaw every process of the container (cgroup freezer).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task, not started, or already paused).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Resume(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Thaw every process of a paused container.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task, or not paused).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPids(self, request, context):
         """Processes of the container.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +221,8 @@ class TasksServicer:
 
     def Stats(self, request, context):
         """CPU, memory and pids usage from the container's cgroups.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task, or one created but not started).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -195,6 +232,8 @@ class TasksServicer:
         """Interactive stdio: the first message names the process; later ones carry
         stdin bytes, terminal resizes and end-of-input. The responses carry the
         process's stdout and stderr, and end when it exits and its output is drained.
+        Errors: INVALID_ARGUMENT (no first message, empty id, ambiguous id prefix, bad exec id),
+        NOT_FOUND (unknown container or exec), FAILED_PRECONDITION (no live task).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,6 +241,8 @@ class TasksServicer:
 
     def Resize(self, request, context):
         """Resize the terminal of the init or an exec.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (no live task).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,6 +329,8 @@ class Tasks:
     and the extra processes started with Exec. Each task is watched by one
     berth-shim process, which outlives the agent. `container_id` accepts a
     name, a full id or a unique id prefix; an empty `exec_id` means the init.
+    A call that needs a task's shim fails UNAVAILABLE when the shim is gone and
+    DEADLINE_EXCEEDED when it does not answer in time: the Errors lines leave these out.
     """
 
     @staticmethod

@@ -31,6 +31,8 @@ class TasksStub:
     and the extra processes started with Exec. Each task is watched by one
     berth-shim process, which outlives the agent. `container_id` accepts a
     name, a full id or a unique id prefix; an empty `exec_id` means the init.
+    A call that needs a task's shim fails UNAVAILABLE when the shim is gone and
+    DEADLINE_EXCEEDED when it does not answer in time: the Errors lines leave these out.
     """
 
     @_typing.overload
@@ -41,35 +43,82 @@ class TasksStub:
     """Make a task for the container, ready to start: its shim is running, its
     rootfs mounted and its stdio open, so a client can Attach before Start
     and miss no output. The OCI runtime is not called yet.
+    Errors: NOT_FOUND (unknown container, or a network it joins), INVALID_ARGUMENT (empty id,
+    ambiguous id prefix, unknown runtime, a port's host address not on this machine),
+    ALREADY_EXISTS (a live task; a host port another container publishes), FAILED_PRECONDITION
+    (a host port in use, a CNI plugin missing or failing, a `container:` target not running),
+    DEADLINE_EXCEEDED (shim not ready within 10 s, a CNI plugin timed out).
     """
     Start: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.StartTaskRequest, _tasks_pb2.StartTaskResponse]
-    """Start the init (creating the task first if needed) or a created exec."""
+    """Start the init (creating the task first if needed) or a created exec.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (a process already running, an exec that has
+    run, an exec without a live task, the runtime refusing the process), DEADLINE_EXCEEDED
+    (the runtime timed out); when it makes the task, also Create's network, runtime and shim
+    errors.
+    """
     Kill: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.KillTaskRequest, _tasks_pb2.KillTaskResponse]
-    """Send a signal to the init, to all processes, or to an exec."""
+    """Send a signal to the init, to all processes, or to an exec.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id or signal, a real-time signal to an exec), FAILED_PRECONDITION (no
+    live task, or the process is not running).
+    """
     Stop: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.StopTaskRequest, _tasks_pb2.WaitTaskResponse]
-    """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status."""
+    """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (never started), DEADLINE_EXCEEDED (still alive 10 s after SIGKILL).
+    """
     Wait: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.WaitTaskRequest, _tasks_pb2.WaitTaskResponse]
-    """Wait for the init or an exec to exit (bounded by `timeout_ms` when set)."""
+    """Wait for the init or an exec to exit (bounded by `timeout_ms` when set).
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (a container that never ran, an exec without a
+    live task), DEADLINE_EXCEEDED (`timeout_ms` passed).
+    """
     Delete: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.DeleteTaskRequest, _tasks_pb2.DeleteTaskResponse]
     """Delete an exited task (or an exec): the runtime state, the rootfs mount
     and the shim go away; the container stays, ready to start again.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (a running or paused process, without force; an
+    exec without a live task), DEADLINE_EXCEEDED (the teardown did not finish in time).
     """
     Exec: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ExecRequest, _tasks_pb2.ExecResponse]
-    """Add a process to a running container. Start it with Start(exec_id)."""
+    """Add a process to a running container. Start it with Start(exec_id).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (no args, empty id, ambiguous id
+    prefix, bad exec id, env, workdir or user), ALREADY_EXISTS (exec id taken),
+    FAILED_PRECONDITION (the container is not running).
+    """
     Pause: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.PauseTaskRequest, _tasks_pb2.PauseTaskResponse]
-    """Freeze and thaw every process of the container (cgroup freezer)."""
+    """Freeze and thaw every process of the container (cgroup freezer).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task, not started, or already paused).
+    """
     Resume: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ResumeTaskRequest, _tasks_pb2.ResumeTaskResponse]
+    """Thaw every process of a paused container.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task, or not paused).
+    """
     ListPids: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListPidsRequest, _tasks_pb2.ListPidsResponse]
-    """Processes of the container."""
+    """Processes of the container.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task).
+    """
     Stats: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.StatsRequest, _tasks_pb2.StatsResponse]
-    """CPU, memory and pids usage from the container's cgroups."""
+    """CPU, memory and pids usage from the container's cgroups.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task, or one created but not started).
+    """
     Attach: _grpc.StreamStreamMultiCallable[_tasks_pb2.AttachRequest, _tasks_pb2.AttachResponse]
     """Interactive stdio: the first message names the process; later ones carry
     stdin bytes, terminal resizes and end-of-input. The responses carry the
     process's stdout and stderr, and end when it exits and its output is drained.
+    Errors: INVALID_ARGUMENT (no first message, empty id, ambiguous id prefix, bad exec id),
+    NOT_FOUND (unknown container or exec), FAILED_PRECONDITION (no live task).
     """
     Resize: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ResizeRequest, _tasks_pb2.ResizeResponse]
-    """Resize the terminal of the init or an exec."""
+    """Resize the terminal of the init or an exec.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (no live task).
+    """
 
 @_typing.type_check_only
 class TasksAsyncStub(TasksStub):
@@ -77,6 +126,8 @@ class TasksAsyncStub(TasksStub):
     and the extra processes started with Exec. Each task is watched by one
     berth-shim process, which outlives the agent. `container_id` accepts a
     name, a full id or a unique id prefix; an empty `exec_id` means the init.
+    A call that needs a task's shim fails UNAVAILABLE when the shim is gone and
+    DEADLINE_EXCEEDED when it does not answer in time: the Errors lines leave these out.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -84,41 +135,90 @@ class TasksAsyncStub(TasksStub):
     """Make a task for the container, ready to start: its shim is running, its
     rootfs mounted and its stdio open, so a client can Attach before Start
     and miss no output. The OCI runtime is not called yet.
+    Errors: NOT_FOUND (unknown container, or a network it joins), INVALID_ARGUMENT (empty id,
+    ambiguous id prefix, unknown runtime, a port's host address not on this machine),
+    ALREADY_EXISTS (a live task; a host port another container publishes), FAILED_PRECONDITION
+    (a host port in use, a CNI plugin missing or failing, a `container:` target not running),
+    DEADLINE_EXCEEDED (shim not ready within 10 s, a CNI plugin timed out).
     """
     Start: _aio.UnaryUnaryMultiCallable[_tasks_pb2.StartTaskRequest, _tasks_pb2.StartTaskResponse]  # type: ignore[assignment]
-    """Start the init (creating the task first if needed) or a created exec."""
+    """Start the init (creating the task first if needed) or a created exec.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (a process already running, an exec that has
+    run, an exec without a live task, the runtime refusing the process), DEADLINE_EXCEEDED
+    (the runtime timed out); when it makes the task, also Create's network, runtime and shim
+    errors.
+    """
     Kill: _aio.UnaryUnaryMultiCallable[_tasks_pb2.KillTaskRequest, _tasks_pb2.KillTaskResponse]  # type: ignore[assignment]
-    """Send a signal to the init, to all processes, or to an exec."""
+    """Send a signal to the init, to all processes, or to an exec.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id or signal, a real-time signal to an exec), FAILED_PRECONDITION (no
+    live task, or the process is not running).
+    """
     Stop: _aio.UnaryUnaryMultiCallable[_tasks_pb2.StopTaskRequest, _tasks_pb2.WaitTaskResponse]  # type: ignore[assignment]
-    """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status."""
+    """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (never started), DEADLINE_EXCEEDED (still alive 10 s after SIGKILL).
+    """
     Wait: _aio.UnaryUnaryMultiCallable[_tasks_pb2.WaitTaskRequest, _tasks_pb2.WaitTaskResponse]  # type: ignore[assignment]
-    """Wait for the init or an exec to exit (bounded by `timeout_ms` when set)."""
+    """Wait for the init or an exec to exit (bounded by `timeout_ms` when set).
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (a container that never ran, an exec without a
+    live task), DEADLINE_EXCEEDED (`timeout_ms` passed).
+    """
     Delete: _aio.UnaryUnaryMultiCallable[_tasks_pb2.DeleteTaskRequest, _tasks_pb2.DeleteTaskResponse]  # type: ignore[assignment]
     """Delete an exited task (or an exec): the runtime state, the rootfs mount
     and the shim go away; the container stays, ready to start again.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (a running or paused process, without force; an
+    exec without a live task), DEADLINE_EXCEEDED (the teardown did not finish in time).
     """
     Exec: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ExecRequest, _tasks_pb2.ExecResponse]  # type: ignore[assignment]
-    """Add a process to a running container. Start it with Start(exec_id)."""
+    """Add a process to a running container. Start it with Start(exec_id).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (no args, empty id, ambiguous id
+    prefix, bad exec id, env, workdir or user), ALREADY_EXISTS (exec id taken),
+    FAILED_PRECONDITION (the container is not running).
+    """
     Pause: _aio.UnaryUnaryMultiCallable[_tasks_pb2.PauseTaskRequest, _tasks_pb2.PauseTaskResponse]  # type: ignore[assignment]
-    """Freeze and thaw every process of the container (cgroup freezer)."""
+    """Freeze and thaw every process of the container (cgroup freezer).
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task, not started, or already paused).
+    """
     Resume: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ResumeTaskRequest, _tasks_pb2.ResumeTaskResponse]  # type: ignore[assignment]
+    """Thaw every process of a paused container.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task, or not paused).
+    """
     ListPids: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListPidsRequest, _tasks_pb2.ListPidsResponse]  # type: ignore[assignment]
-    """Processes of the container."""
+    """Processes of the container.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task).
+    """
     Stats: _aio.UnaryUnaryMultiCallable[_tasks_pb2.StatsRequest, _tasks_pb2.StatsResponse]  # type: ignore[assignment]
-    """CPU, memory and pids usage from the container's cgroups."""
+    """CPU, memory and pids usage from the container's cgroups.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+    FAILED_PRECONDITION (no live task, or one created but not started).
+    """
     Attach: _aio.StreamStreamMultiCallable[_tasks_pb2.AttachRequest, _tasks_pb2.AttachResponse]  # type: ignore[assignment]
     """Interactive stdio: the first message names the process; later ones carry
     stdin bytes, terminal resizes and end-of-input. The responses carry the
     process's stdout and stderr, and end when it exits and its output is drained.
+    Errors: INVALID_ARGUMENT (no first message, empty id, ambiguous id prefix, bad exec id),
+    NOT_FOUND (unknown container or exec), FAILED_PRECONDITION (no live task).
     """
     Resize: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ResizeRequest, _tasks_pb2.ResizeResponse]  # type: ignore[assignment]
-    """Resize the terminal of the init or an exec."""
+    """Resize the terminal of the init or an exec.
+    Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+    prefix, bad exec id), FAILED_PRECONDITION (no live task).
+    """
 
 class TasksServicer(metaclass=_abc_1.ABCMeta):
     """Tasks are the running side of containers: the main process (the "init")
     and the extra processes started with Exec. Each task is watched by one
     berth-shim process, which outlives the agent. `container_id` accepts a
     name, a full id or a unique id prefix; an empty `exec_id` means the init.
+    A call that needs a task's shim fails UNAVAILABLE when the shim is gone and
+    DEADLINE_EXCEEDED when it does not answer in time: the Errors lines leave these out.
     """
 
     @_abc_1.abstractmethod
@@ -130,6 +230,11 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         """Make a task for the container, ready to start: its shim is running, its
         rootfs mounted and its stdio open, so a client can Attach before Start
         and miss no output. The OCI runtime is not called yet.
+        Errors: NOT_FOUND (unknown container, or a network it joins), INVALID_ARGUMENT (empty id,
+        ambiguous id prefix, unknown runtime, a port's host address not on this machine),
+        ALREADY_EXISTS (a live task; a host port another container publishes), FAILED_PRECONDITION
+        (a host port in use, a CNI plugin missing or failing, a `container:` target not running),
+        DEADLINE_EXCEEDED (shim not ready within 10 s, a CNI plugin timed out).
         """
 
     @_abc_1.abstractmethod
@@ -138,7 +243,13 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.StartTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.StartTaskResponse, _abc.Awaitable[_tasks_pb2.StartTaskResponse]]:
-        """Start the init (creating the task first if needed) or a created exec."""
+        """Start the init (creating the task first if needed) or a created exec.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (a process already running, an exec that has
+        run, an exec without a live task, the runtime refusing the process), DEADLINE_EXCEEDED
+        (the runtime timed out); when it makes the task, also Create's network, runtime and shim
+        errors.
+        """
 
     @_abc_1.abstractmethod
     def Kill(
@@ -146,7 +257,11 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.KillTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.KillTaskResponse, _abc.Awaitable[_tasks_pb2.KillTaskResponse]]:
-        """Send a signal to the init, to all processes, or to an exec."""
+        """Send a signal to the init, to all processes, or to an exec.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id or signal, a real-time signal to an exec), FAILED_PRECONDITION (no
+        live task, or the process is not running).
+        """
 
     @_abc_1.abstractmethod
     def Stop(
@@ -154,7 +269,10 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.StopTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.WaitTaskResponse, _abc.Awaitable[_tasks_pb2.WaitTaskResponse]]:
-        """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status."""
+        """SIGTERM (or the image's StopSignal), then SIGKILL after the timeout; returns the exit status.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (never started), DEADLINE_EXCEEDED (still alive 10 s after SIGKILL).
+        """
 
     @_abc_1.abstractmethod
     def Wait(
@@ -162,7 +280,11 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.WaitTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.WaitTaskResponse, _abc.Awaitable[_tasks_pb2.WaitTaskResponse]]:
-        """Wait for the init or an exec to exit (bounded by `timeout_ms` when set)."""
+        """Wait for the init or an exec to exit (bounded by `timeout_ms` when set).
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (a container that never ran, an exec without a
+        live task), DEADLINE_EXCEEDED (`timeout_ms` passed).
+        """
 
     @_abc_1.abstractmethod
     def Delete(
@@ -172,6 +294,9 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tasks_pb2.DeleteTaskResponse, _abc.Awaitable[_tasks_pb2.DeleteTaskResponse]]:
         """Delete an exited task (or an exec): the runtime state, the rootfs mount
         and the shim go away; the container stays, ready to start again.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (a running or paused process, without force; an
+        exec without a live task), DEADLINE_EXCEEDED (the teardown did not finish in time).
         """
 
     @_abc_1.abstractmethod
@@ -180,7 +305,11 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.ExecRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.ExecResponse, _abc.Awaitable[_tasks_pb2.ExecResponse]]:
-        """Add a process to a running container. Start it with Start(exec_id)."""
+        """Add a process to a running container. Start it with Start(exec_id).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (no args, empty id, ambiguous id
+        prefix, bad exec id, env, workdir or user), ALREADY_EXISTS (exec id taken),
+        FAILED_PRECONDITION (the container is not running).
+        """
 
     @_abc_1.abstractmethod
     def Pause(
@@ -188,14 +317,21 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.PauseTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.PauseTaskResponse, _abc.Awaitable[_tasks_pb2.PauseTaskResponse]]:
-        """Freeze and thaw every process of the container (cgroup freezer)."""
+        """Freeze and thaw every process of the container (cgroup freezer).
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task, not started, or already paused).
+        """
 
     @_abc_1.abstractmethod
     def Resume(
         self,
         request: _tasks_pb2.ResumeTaskRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_tasks_pb2.ResumeTaskResponse, _abc.Awaitable[_tasks_pb2.ResumeTaskResponse]]: ...
+    ) -> _typing.Union[_tasks_pb2.ResumeTaskResponse, _abc.Awaitable[_tasks_pb2.ResumeTaskResponse]]:
+        """Thaw every process of a paused container.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task, or not paused).
+        """
 
     @_abc_1.abstractmethod
     def ListPids(
@@ -203,7 +339,10 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.ListPidsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.ListPidsResponse, _abc.Awaitable[_tasks_pb2.ListPidsResponse]]:
-        """Processes of the container."""
+        """Processes of the container.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task).
+        """
 
     @_abc_1.abstractmethod
     def Stats(
@@ -211,7 +350,10 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.StatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.StatsResponse, _abc.Awaitable[_tasks_pb2.StatsResponse]]:
-        """CPU, memory and pids usage from the container's cgroups."""
+        """CPU, memory and pids usage from the container's cgroups.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
+        FAILED_PRECONDITION (no live task, or one created but not started).
+        """
 
     @_abc_1.abstractmethod
     def Attach(
@@ -222,6 +364,8 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         """Interactive stdio: the first message names the process; later ones carry
         stdin bytes, terminal resizes and end-of-input. The responses carry the
         process's stdout and stderr, and end when it exits and its output is drained.
+        Errors: INVALID_ARGUMENT (no first message, empty id, ambiguous id prefix, bad exec id),
+        NOT_FOUND (unknown container or exec), FAILED_PRECONDITION (no live task).
         """
 
     @_abc_1.abstractmethod
@@ -230,6 +374,9 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.ResizeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.ResizeResponse, _abc.Awaitable[_tasks_pb2.ResizeResponse]]:
-        """Resize the terminal of the init or an exec."""
+        """Resize the terminal of the init or an exec.
+        Errors: NOT_FOUND (unknown container or exec), INVALID_ARGUMENT (empty id, ambiguous id
+        prefix, bad exec id), FAILED_PRECONDITION (no live task).
+        """
 
 def add_TasksServicer_to_server(servicer: TasksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -53,6 +53,7 @@ class VersionServicer:
 
     def Version(self, request, context):
         """The agent's version.
+        Errors: none beyond the common ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +61,7 @@ class VersionServicer:
 
     def Info(self, request, context):
         """Configuration and state of the agent: root, snapshotter, counts.
+        Errors: none beyond the common ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,9 +34,13 @@ class VersionStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VersionAsyncStub: ...
     Version: _grpc.UnaryUnaryMultiCallable[_version_pb2.VersionRequest, _version_pb2.VersionResponse]
-    """The agent's version."""
+    """The agent's version.
+    Errors: none beyond the common ones.
+    """
     Info: _grpc.UnaryUnaryMultiCallable[_version_pb2.InfoRequest, _version_pb2.InfoResponse]
-    """Configuration and state of the agent: root, snapshotter, counts."""
+    """Configuration and state of the agent: root, snapshotter, counts.
+    Errors: none beyond the common ones.
+    """
 
 @_typing.type_check_only
 class VersionAsyncStub(VersionStub):
@@ -44,9 +48,13 @@ class VersionAsyncStub(VersionStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Version: _aio.UnaryUnaryMultiCallable[_version_pb2.VersionRequest, _version_pb2.VersionResponse]  # type: ignore[assignment]
-    """The agent's version."""
+    """The agent's version.
+    Errors: none beyond the common ones.
+    """
     Info: _aio.UnaryUnaryMultiCallable[_version_pb2.InfoRequest, _version_pb2.InfoResponse]  # type: ignore[assignment]
-    """Configuration and state of the agent: root, snapshotter, counts."""
+    """Configuration and state of the agent: root, snapshotter, counts.
+    Errors: none beyond the common ones.
+    """
 
 class VersionServicer(metaclass=_abc_1.ABCMeta):
     """Version reports what this agent is and how it is configured."""
@@ -57,7 +65,9 @@ class VersionServicer(metaclass=_abc_1.ABCMeta):
         request: _version_pb2.VersionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_version_pb2.VersionResponse, _abc.Awaitable[_version_pb2.VersionResponse]]:
-        """The agent's version."""
+        """The agent's version.
+        Errors: none beyond the common ones.
+        """
 
     @_abc_1.abstractmethod
     def Info(
@@ -65,6 +75,8 @@ class VersionServicer(metaclass=_abc_1.ABCMeta):
         request: _version_pb2.InfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_version_pb2.InfoResponse, _abc.Awaitable[_version_pb2.InfoResponse]]:
-        """Configuration and state of the agent: root, snapshotter, counts."""
+        """Configuration and state of the agent: root, snapshotter, counts.
+        Errors: none beyond the common ones.
+        """
 
 def add_VersionServicer_to_server(servicer: VersionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
