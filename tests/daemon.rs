@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -401,4 +401,61 @@ fn grpcio_clients_are_answered_whatever_authority_they_send() {
         assert!(text("namespace").starts_with("error: INVALID_ARGUMENT"), "{label}: {}", text("namespace"));
     }
     d.assert_healthy();
+}
+
+/// berthctl as another user (nobody, with group `gid` only).
+fn ctl_as(d: &Daemon, gid: u32, args: &[&str]) -> std::process::Output {
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups", env!("CARGO_BIN_EXE_berthctl")])
+        .args(args)
+        .env("BERTH_ADDRESS", &d.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(30))
+}
+
+#[test]
+fn the_socket_s_group_lets_its_members_in_and_others_are_told_why_not() {
+    require_tool("setpriv", "util-linux");
+    let mut d = Daemon::unstarted(&["--group", "nogroup"]);
+    // The test's own directories let everyone through: only the socket's mode counts.
+    let top = test_tmp();
+    for p in d.dir.path().ancestors() {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode();
+        if mode & 0o001 == 0 {
+            assert!(p.starts_with(&top), "{} is not traversable by other users: set BERTH_TEST_TMP to a directory that is", p.display());
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        }
+    }
+    d.spawn();
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o660, 65534));
+    // A member of the group (nogroup is nobody's) lists containers.
+    let out = ctl_as(&d, 65534, &["ps", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Someone outside it is told what to do, not asked whether berthd runs.
+    let out = ctl_as(&d, 4242, &["ps", "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(said.contains("permission denied on") && said.contains("join group nogroup"), "{said}");
+    // Without --group, the socket is root's only.
+    drop(d);
+    let d = Daemon::start();
+    assert_eq!(std::fs::metadata(&d.socket).unwrap().gid(), 0);
+    // A group that does not exist stops the agent before it makes anything.
+    let root = d.dir.path().join("other-root");
+    let out = Command::new(env!("CARGO_BIN_EXE_berthd"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--state")
+        .arg(d.dir.path().join("other-state"))
+        .args(["--group", "no-such-group-berth"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!root.exists(), "the agent made its root before refusing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-group-berth"), "{}", String::from_utf8_lossy(&out.stderr));
 }

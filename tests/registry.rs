@@ -35,6 +35,42 @@ fn digest_of(d: &Daemon, name: &str) -> String {
 }
 
 #[test]
+fn run_and_create_pull_an_image_that_is_not_here() {
+    let reg = Registry::start(None);
+    let d = daemon_with_image();
+    let name = format!("{}/x/busybox:1", reg.addr);
+    d.ok(&["tag", "busybox", &name]);
+    d.ok(&["push", "-q", &name]);
+    d.ok(&["rmi", &name, "busybox"]);
+    // --pull never refuses, saying why.
+    let out = d.ctl(&["run", "--rm", "--pull", "never", &name, "echo", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--pull never"), "{}", stderr(&out));
+    // The default pulls it (its progress on standard error), then runs it.
+    let out = d.ctl(&["run", "--rm", "--net", "none", &name, "echo", "hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n");
+    assert!(stderr(&out).contains("pulling it"), "{}", stderr(&out));
+    // Present now: nothing is pulled.
+    let out = d.ctl(&["run", "--rm", "--net", "none", &name, "echo", "again"]);
+    assert_eq!(stdout(&out), "again\n");
+    assert_eq!(stderr(&out), "");
+    // --pull always asks the registry each time; -q keeps it quiet.
+    let out = d.ctl(&["create", "-q", "--pull", "always", "--net", "none", &name, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    d.ok(&["rm", stdout(&out).trim()]);
+    // create pulls what is missing too.
+    d.ok(&["rmi", &name]);
+    let id = d.ok(&["create", "--net", "none", &name, "true"]);
+    d.ok(&["rm", id.trim()]);
+    // A name no registry has: the pull's error.
+    let out = d.ctl(&["run", "--rm", &format!("{}/x/nothing:1", reg.addr), "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+#[test]
 fn push_then_pull_gives_the_same_image_and_it_runs() {
     let reg = Registry::start(None);
     let d = daemon_with_image();

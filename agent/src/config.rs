@@ -45,6 +45,10 @@ pub struct Args {
     /// from the config's [runtimes] table, or a path [default: runc]
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Group whose members may use the socket, as docker's "docker" group:
+    /// the socket is then root:GROUP, mode 0660 [default: root only]
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 /// An OCI runtime the agent can use, from the `[runtimes.NAME]` table.
@@ -66,6 +70,8 @@ pub struct FileConfig {
     pub root: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub address: Option<PathBuf>,
+    /// Group whose members may use the socket (root:GROUP, 0660).
+    pub group: Option<String>,
     pub snapshotter: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
@@ -177,6 +183,8 @@ pub struct Config {
     pub root: PathBuf,
     pub state: PathBuf,
     pub address: PathBuf,
+    /// The socket's group (its members may call the agent); None: root only.
+    pub socket_group: Option<String>,
     /// None: detect.
     pub snapshotter: Option<String>,
     pub log_level: Option<String>,
@@ -216,6 +224,7 @@ impl Config {
             root: root.to_owned(),
             state: state.to_owned(),
             address: state.join("berthd.sock"),
+            socket_group: None,
             snapshotter: None,
             log_level: None,
             log_format: "text".into(),
@@ -242,6 +251,7 @@ impl Config {
         if let Some(a) = args.address.or(file.address) {
             c.address = a;
         }
+        c.socket_group = args.group.or(file.group).filter(|g| !g.is_empty());
         c.snapshotter = args.snapshotter.or(file.snapshotter);
         if let Some(s) = &c.snapshotter {
             if s != "overlayfs" && s != "native" {

@@ -54,7 +54,14 @@ fn lock_root(root: &Path) -> Result<fs::File, ServerError> {
 }
 
 /// Bind the socket, refusing a symlink, a non-socket file, or a socket another agent answers on.
-fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
+/// The id of group `name`, from /etc/group.
+fn group_id(name: &str) -> Result<u32, ServerError> {
+    berth_common::groups::gid_of(name)
+        .ok_or_else(|| ServerError::Socket(format!("group {name:?} is not in /etc/group (make it with groupadd {name})")))
+}
+
+/// Listen on `path` (mode 0660; group `gid` when given, else root's).
+fn bind_socket(path: &Path, gid: Option<u32>) -> Result<UnixListener, ServerError> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {
             mkdir(parent, 0o711)?;
@@ -78,6 +85,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
     }
     let listener = UnixListener::bind(path).map_err(io_err(path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(io_err(path))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err(path))?;
+    }
     Ok(listener)
 }
 
@@ -87,6 +97,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // environment, blobs hold images): the root and the state directory are
     // 0700, set again at every start. Only the socket's directory lets
     // others through (0711), so the state directory does when it holds it.
+    // A group that does not exist stops the start before anything is made.
+    let socket_gid = config.socket_group.as_deref().map(group_id).transpose()?;
     mkdir(&config.root, 0o700)?;
     let holds_socket = config.address.parent() == Some(config.state.as_path());
     mkdir(&config.state, if holds_socket { 0o711 } else { 0o700 })?;
@@ -103,7 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         tracing::info!(tasks = found, "tasks found again");
     }
     let services = agent.services();
-    let listener = bind_socket(&address)?;
+    let listener = bind_socket(&address, socket_gid)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesApi>>().await;

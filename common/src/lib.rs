@@ -9,6 +9,7 @@
 //! Only std and thiserror: the shim links this crate, and one shim runs per
 //! container.
 
+pub mod groups;
 pub mod ignore;
 pub mod labels;
 pub mod reference;

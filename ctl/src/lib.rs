@@ -11,9 +11,10 @@ mod registry;
 mod snapshots;
 mod system;
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use berth_api::{v1, NamespaceInterceptor};
 use clap::{Parser, Subcommand, ValueEnum};
 use tonic::service::interceptor::InterceptedService;
@@ -199,11 +200,38 @@ impl Conn {
 }
 
 async fn connect(cli: &Cli) -> Result<Conn> {
-    let channel = berth_api::connect(&cli.address, Duration::from_secs(5))
-        .await
-        .with_context(|| format!("cannot connect to berthd at {} (is berthd running? set --address or BERTH_ADDRESS)", cli.address))?;
+    let channel = match berth_api::connect(&cli.address, Duration::from_secs(5)).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(why) = refused_by_permissions(Path::new(&cli.address)) {
+                bail!("{why}");
+            }
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot connect to berthd at {} (is berthd running? set --address or BERTH_ADDRESS)", cli.address)));
+        }
+    };
     let ns = NamespaceInterceptor::new(&cli.namespace).map_err(|_| anyhow::anyhow!("invalid namespace {:?}", cli.namespace))?;
     Ok(Conn { channel, ns, format: cli.format })
+}
+
+/// Why this user may not use the socket at `path`, when that is why a
+/// connection failed: its permissions, and the group that could.
+fn refused_by_permissions(path: &Path) -> Option<String> {
+    use rustix::fs::{access, stat, Access};
+    let parent_ok = path.parent().is_none_or(|d| d.as_os_str().is_empty() || access(d, Access::EXEC_OK).is_ok());
+    if !parent_ok {
+        return Some(format!("permission denied on {}: its directory is closed to this user (run as root)", path.display()));
+    }
+    let st = stat(path).ok()?;
+    if access(path, Access::READ_OK | Access::WRITE_OK).is_ok() {
+        return None;
+    }
+    let group = berth_common::groups::name_of(st.st_gid).unwrap_or_else(|| st.st_gid.to_string());
+    Some(if st.st_gid == 0 {
+        format!("permission denied on {}: run as root (berthd --group GROUP lets a group's members in)", path.display())
+    } else {
+        format!("permission denied on {}: run as root or join group {group}", path.display())
+    })
 }
 
 async fn run(cli: Cli) -> Result<i32> {

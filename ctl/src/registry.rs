@@ -154,15 +154,23 @@ fn registry_of(reference: &str) -> String {
 }
 
 /// Progress as people read it: a bar per blob on a terminal, plain lines otherwise.
-struct Shown {
+pub(crate) struct Shown {
     quiet: bool,
+    /// Lines go to standard error (a `run`'s pull: standard output is the container's).
+    to_stderr: bool,
     bars: Option<(indicatif::MultiProgress, std::collections::HashMap<String, indicatif::ProgressBar>)>,
 }
 
 impl Shown {
     fn new(quiet: bool) -> Self {
         let bars = (!quiet && std::io::stdout().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
-        Shown { quiet, bars }
+        Shown { quiet, to_stderr: false, bars }
+    }
+
+    /// Progress on standard error (bars when it is a terminal).
+    pub(crate) fn on_stderr(quiet: bool) -> Self {
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
+        Shown { quiet, to_stderr: true, bars }
     }
 
     fn show(&mut self, p: &v1::TransferProgress) {
@@ -174,7 +182,11 @@ impl Shown {
             // Plain lines: one per step, no byte counts.
             if p.status != "transferring" {
                 let size = if p.size > 0 { format!(" ({})", crate::output::size(p.size)) } else { String::new() };
-                println!("{id}: {}{size}", p.status);
+                if self.to_stderr {
+                    eprintln!("{id}: {}{size}", p.status);
+                } else {
+                    println!("{id}: {}{size}", p.status);
+                }
             }
             return;
         };
@@ -211,26 +223,39 @@ pub async fn pull(conn: &Conn, a: PullArgs) -> Result<i32> {
         plain_http: a.transfer.plain_http,
         credentials: credentials(&registry, a.transfer.creds.as_deref())?,
     };
-    let mut stream = conn.registry().pull(req).await?.into_inner();
     let mut shown = Shown::new(a.transfer.quiet || conn.format == Format::Json);
+    let img = pull_image(conn, req, &mut shown).await?;
+    let digest = img.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default();
+    if conn.format == Format::Json {
+        crate::output::json(&serde_json::json!({"name": img.name, "digest": digest}));
+    } else if a.transfer.quiet {
+        println!("{}", img.name);
+    } else {
+        println!("Digest: {digest}\nPulled: {}", img.name);
+    }
+    Ok(0)
+}
+
+/// Pull through the agent, showing its progress; the pulled image.
+pub(crate) async fn pull_image(conn: &Conn, req: v1::PullRequest, shown: &mut Shown) -> Result<v1::Image> {
+    let mut stream = conn.registry().pull(req).await?.into_inner();
     while let Some(msg) = stream.next().await {
         match msg?.event {
             Some(v1::pull_response::Event::Progress(p)) => shown.show(&p),
-            Some(v1::pull_response::Event::Image(img)) => {
-                let digest = img.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default();
-                if conn.format == Format::Json {
-                    crate::output::json(&serde_json::json!({"name": img.name, "digest": digest}));
-                } else if a.transfer.quiet {
-                    println!("{}", img.name);
-                } else {
-                    println!("Digest: {digest}\nPulled: {}", img.name);
-                }
-                return Ok(0);
-            }
+            Some(v1::pull_response::Event::Image(img)) => return Ok(img),
             None => {}
         }
     }
     bail!("the agent ended the pull without a result")
+}
+
+/// The pull `run` and `create` make of their image (the docker config's
+/// credentials for its registry), progress on standard error.
+pub(crate) async fn pull_for_run(conn: &Conn, reference: &str, quiet: bool) -> Result<v1::Image> {
+    let req =
+        v1::PullRequest { reference: reference.to_owned(), credentials: credentials(&registry_of(reference), None)?, ..Default::default() };
+    let mut shown = Shown::on_stderr(quiet);
+    pull_image(conn, req, &mut shown).await
 }
 
 pub async fn push(conn: &Conn, a: PushArgs) -> Result<i32> {

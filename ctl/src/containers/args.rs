@@ -1,6 +1,17 @@
 //! The clap arguments of the container commands: what `--help` shows.
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+
+/// When `run` and `create` pull their image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// When the image is not in the store
+    Missing,
+    /// Every time, for the newest image of the name
+    Always,
+    /// Never: an image not in the store is an error
+    Never,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
@@ -145,6 +156,12 @@ pub struct RunArgs {
     /// OCI runtime: runc, crun, or a path [default: the agent's]
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Pull the image: missing (when it is not in the store), always, never
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "WHEN")]
+    pub pull: PullPolicy,
+    /// Print nothing of a pull's progress
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Image name or id
     pub image: String,
     /// Command and arguments [default: the image's]

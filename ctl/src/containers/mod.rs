@@ -49,13 +49,40 @@ pub async fn run_command(conn: &Conn, cmd: ContainerCommand) -> Result<i32> {
 }
 
 async fn create(conn: &Conn, a: RunArgs) -> Result<i32> {
-    let c = conn.containers().create(create_request(&a)?).await?.into_inner().container.unwrap_or_default();
+    let req = create_request(&a)?;
+    ensure_image(conn, &a).await?;
+    let c = conn.containers().create(req).await?.into_inner().container.unwrap_or_default();
     println!("{}", c.id);
     Ok(0)
 }
 
+/// Pull the image of `run` or `create` as `--pull` says (docker's default:
+/// when it is not in the store).
+async fn ensure_image(conn: &Conn, a: &RunArgs) -> Result<()> {
+    if a.pull == PullPolicy::Always {
+        crate::registry::pull_for_run(conn, &a.image, a.quiet).await?;
+        return Ok(());
+    }
+    match conn.images().get(v1::GetImageRequest { name: a.image.clone() }).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound && a.pull == PullPolicy::Never => {
+            bail!("image {:?} is not in the store, and --pull never does not pull it (berthctl pull {})", a.image, a.image)
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            if !a.quiet {
+                eprintln!("Unable to find image {:?} here: pulling it", a.image);
+            }
+            crate::registry::pull_for_run(conn, &a.image, a.quiet).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
-    let c = conn.containers().create(create_request(&a)?).await?.into_inner().container.unwrap_or_default();
+    let req = create_request(&a)?;
+    ensure_image(conn, &a).await?;
+    let c = conn.containers().create(req).await?.into_inner().container.unwrap_or_default();
     if a.detach {
         if let Err(e) = conn.tasks().start(v1::StartTaskRequest { container_id: c.id.clone(), exec_id: String::new() }).await {
             let _ = conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true }).await;
