@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -701,4 +701,47 @@ fn a_list_asks_no_shim_and_one_that_stops_answering_shows_as_unknown() {
     d.ok(&["kill", "hung"]);
     wait_until("the kill shows", Duration::from_secs(10), || state("hung") == "exited");
     d.ok(&["rm", "-f", "hung", "fine"]);
+}
+
+#[test]
+fn init_reaps_orphans_and_passes_stop_on_and_stop_flags_are_kept() {
+    let d = daemon_with_busybox(&[]);
+    // An orphan of the command: under berth-init it is reaped; with the
+    // command as PID 1 (one that never waits) it stays a zombie.
+    let orphan = "sh -c 'sleep 0.1 &'; exec sleep 60";
+    d.ok(&["run", "-d", "--name", "with", "--init", "--net", "none", "busybox", "sh", "-c", orphan]);
+    d.ok(&["run", "-d", "--name", "without", "--net", "none", "busybox", "sh", "-c", orphan]);
+    std::thread::sleep(Duration::from_millis(800));
+    let with = d.ok(&["exec", "with", "ps", "-o", "stat,comm"]);
+    let without = d.ok(&["exec", "without", "ps", "-o", "stat,comm"]);
+    assert!(with.contains("berth-init") && !with.contains("Z "), "{with}");
+    assert!(without.contains("Z "), "the orphan should be a zombie without --init:\n{without}");
+    // ps shows the command, not the init; top shows both.
+    assert!(d.ok(&["ps", "--no-trunc", "--filter", "name==with"]).contains("\"sh -c"), "{}", d.ok(&["ps", "--no-trunc"]));
+    d.ok(&["rm", "-f", "with", "without"]);
+
+    // A shell loop ignores SIGTERM as PID 1; under berth-init it is PID 2 and ends at once.
+    d.ok(&["run", "-d", "--name", "loop", "--init", "--net", "none", "busybox", "sh", "-c", "while :; do sleep 1; done"]);
+    let t = Instant::now();
+    d.ok(&["stop", "loop"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
+    assert!(d.ok(&["ps", "-a", "--filter", "name==loop"]).contains("Exited (143)"));
+    d.ok(&["rm", "loop"]);
+
+    // --stop-timeout replaces the 10 s wait; --stop-signal the first signal.
+    d.ok(&["run", "-d", "--name", "slow", "--stop-timeout", "1", "--net", "none", "busybox", "sleep", "60"]);
+    let t = Instant::now();
+    d.ok(&["stop", "slow"]);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(6), "stop took {took:?}");
+    d.ok(&["run", "-d", "--name", "quit", "--stop-signal", "SIGKILL", "--net", "none", "busybox", "sleep", "60"]);
+    let t = Instant::now();
+    d.ok(&["stop", "quit"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "quit"])).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    assert_eq!(v["Config"]["StopSignal"], "SIGKILL", "{v}");
+    let bad = d.ctl(&["create", "--stop-signal", "SIGNOPE", "--net", "none", "busybox", "true"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("SIGNOPE"), "{}", stderr(&bad));
+    d.ok(&["rm", "slow", "quit"]);
 }

@@ -93,6 +93,7 @@ impl Agent {
             snapshots.clone(),
             &config.root,
             config.runtime.default_runtime.clone(),
+            crate::container::init::install(&config.root).map_err(|source| AgentError::Io { path: config.root.join("bin"), source })?,
         ));
         let orphans = containers.recover()?;
         if orphans > 0 {

@@ -111,6 +111,9 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         dns_search: c.dns_search,
         dns_options: c.dns_options,
         extra_hosts: c.extra_hosts,
+        init: c.init,
+        stop_signal: some(c.stop_signal),
+        stop_timeout: c.stop_timeout,
     })
 }
 
@@ -173,6 +176,9 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
             .collect(),
         ports: c.ports.iter().map(port_message).collect(),
         publish_all: c.publish_all,
+        init: c.init,
+        stop_signal: c.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: c.stop_timeout,
         dns: c.dns.clone(),
         dns_search: c.dns_search.clone(),
         dns_options: c.dns_options.clone(),

@@ -7,6 +7,7 @@
 /// A container's configuration: the record's schema, kept with the other records.
 pub use crate::metadata::container_config as config;
 pub mod diff;
+pub mod init;
 pub mod spec;
 pub mod user;
 
@@ -78,6 +79,8 @@ pub struct Containers {
     /// `<root>/containers`: per-container files that outlive tasks (the log).
     dir: PathBuf,
     default_runtime: String,
+    /// berth-init on this machine (`<root>/bin/berth-init`), for `--init`.
+    init: PathBuf,
 }
 
 /// Docker's rule for names.
@@ -102,8 +105,9 @@ impl Containers {
         snapshots: Arc<Snapshots>,
         root: &Path,
         default_runtime: String,
+        init: PathBuf,
     ) -> Self {
-        Containers { meta, content, images, snapshots, dir: root.join("containers"), default_runtime }
+        Containers { meta, content, images, snapshots, dir: root.join("containers"), default_runtime, init }
     }
 
     /// `<root>/containers/<ns>/<id>`.
@@ -223,9 +227,20 @@ impl Containers {
             user::resolve_user(&user_spec, None, None)?
         };
         let cgroups_path = format!("/berth/{ns}/{id}");
-        let spec =
-            spec::build(&spec::SpecInput { id: &id, image: &image_cfg, config: &req.config, user: &user, cgroups_path: &cgroups_path })?;
-        let stop_signal = if image_cfg.stop_signal.is_empty() { 15 } else { spec::parse_signal(&image_cfg.stop_signal).unwrap_or(15) };
+        let spec = spec::build(&spec::SpecInput {
+            id: &id,
+            image: &image_cfg,
+            config: &req.config,
+            user: &user,
+            cgroups_path: &cgroups_path,
+            init: Some(&self.init),
+        })?;
+        // --stop-signal, else the image's StopSignal, else SIGTERM.
+        let stop_signal = match req.config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => spec::parse_signal(s)?,
+            None if image_cfg.stop_signal.is_empty() => 15,
+            None => spec::parse_signal(&image_cfg.stop_signal).unwrap_or(15),
+        };
 
         let key = format!("container-{id}");
         let labels = BTreeMap::from([(LABEL_CONTAINER.to_owned(), id.clone())]);
@@ -254,6 +269,10 @@ impl Containers {
             last_exit: None,
         };
         rec.take_from_spec(&spec);
+        if rec.config.init {
+            // Shown as the container's command: what berth-init runs.
+            rec.args.drain(..2.min(rec.args.len()));
+        }
         // The record and its writable snapshot appear together or not at all.
         match self.snapshots.prepare_for_container(ns, &key, &parent, labels, (&rec, &spec)) {
             Ok(()) => Ok(rec),

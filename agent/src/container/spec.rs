@@ -164,6 +164,8 @@ pub enum SpecError {
     InvalidResources(String),
     #[error("invalid signal {0:?}")]
     InvalidSignal(String),
+    #[error("--init needs berth-init, which this agent does not have")]
+    NoInit,
     #[error("building the runtime spec: {0}")]
     Build(#[from] OciSpecError),
 }
@@ -178,6 +180,8 @@ pub struct SpecInput<'a> {
     pub user: &'a ResolvedUser,
     /// `linux.cgroupsPath`; empty leaves it to the runtime.
     pub cgroups_path: &'a str,
+    /// berth-init on the host, for a container run with `--init`.
+    pub init: Option<&'a Path>,
 }
 
 #[derive(Deserialize)]
@@ -317,9 +321,22 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let config = input.config;
     validate(config)?;
 
-    let args = process_args(input.image, config);
+    let mut args = process_args(input.image, config);
     if args.is_empty() {
         return Err(SpecError::NoCommand);
+    }
+    let mut all_mounts = mounts(config)?;
+    if config.init {
+        let host = input.init.ok_or(SpecError::NoInit)?;
+        args.splice(0..0, [super::init::PATH_IN_CONTAINER.to_owned(), "--".to_owned()]);
+        all_mounts.push(
+            MountBuilder::default()
+                .destination(super::init::PATH_IN_CONTAINER)
+                .typ("bind")
+                .source(host)
+                .options(vec!["rbind".to_owned(), "ro".to_owned(), "nosuid".to_owned(), "nodev".to_owned()])
+                .build()?,
+        );
     }
     let hostname = match &config.hostname {
         Some(h) => h.clone(),
@@ -336,7 +353,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .version(OCI_VERSION)
         .root(root)
         .hostname(hostname)
-        .mounts(mounts(config)?)
+        .mounts(all_mounts)
         .process(process)
         .linux(linux)
         .build()?;
@@ -914,7 +931,14 @@ mod tests {
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
     fn build_with(image: &ImageRuntimeConfig, config: &ContainerConfig, user: &ResolvedUser) -> Result<Spec, SpecError> {
-        build(&SpecInput { id: ID, image, config, user, cgroups_path: "/berth/default/c1" })
+        build(&SpecInput {
+            id: ID,
+            image,
+            config,
+            user,
+            cgroups_path: "/berth/default/c1",
+            init: Some(Path::new("/var/lib/berth/bin/berth-init")),
+        })
     }
 
     fn spec_for(config: &ContainerConfig) -> Spec {
@@ -1026,8 +1050,15 @@ mod tests {
         let r = l.resources().as_ref().unwrap();
         assert_eq!((r.memory(), r.cpu(), r.pids()), (&None, &None, &None));
         // An empty cgroups path is left to the runtime.
-        let spec = build(&SpecInput { id: "short", image: &image(), config: &ContainerConfig::default(), user: &root(), cgroups_path: "" })
-            .unwrap();
+        let spec = build(&SpecInput {
+            id: "short",
+            image: &image(),
+            config: &ContainerConfig::default(),
+            user: &root(),
+            cgroups_path: "",
+            init: None,
+        })
+        .unwrap();
         assert_eq!(linux(&spec).cgroups_path(), &None);
         assert_eq!(spec.hostname().as_deref(), Some("short"));
     }
@@ -1620,5 +1651,22 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert!(value.pointer("/annotations").is_none() && value.pointer("/hooks").is_none());
         assert!(serde_json::to_value(&back).unwrap().pointer("/annotations").is_none());
+    }
+
+    #[test]
+    fn init_runs_the_command_as_its_child_from_a_read_only_bind() {
+        let config = ContainerConfig { command: Some(vec!["sh".into(), "-c".into(), "x".into()]), init: true, ..Default::default() };
+        let spec = spec_for(&config);
+        assert_eq!(process(&spec).args().clone().unwrap(), ["/sbin/berth-init", "--", "sh", "-c", "x"]);
+        let m = mount_at(&spec, "/sbin/berth-init");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].source().as_deref(), Some(Path::new("/var/lib/berth/bin/berth-init")));
+        assert!(options(m[0]).contains(&"ro".to_owned()), "{:?}", options(m[0]));
+        // Without it, nothing of it.
+        let plain = spec_for(&ContainerConfig { init: false, ..config.clone() });
+        assert!(mount_at(&plain, "/sbin/berth-init").is_empty());
+        // An agent without the binary refuses rather than run something else.
+        let none = build(&SpecInput { id: ID, image: &image(), config: &config, user: &root(), cgroups_path: "", init: None });
+        assert!(matches!(none, Err(SpecError::NoInit)));
     }
 }

@@ -98,4 +98,10 @@ pub struct ContainerConfig {
     pub dns_options: Vec<String>,
     /// `--add-host NAME:IP`.
     pub extra_hosts: Vec<String>,
+    /// `--init`: berth-init runs as PID 1 and runs the command as its child.
+    pub init: bool,
+    /// `--stop-signal`: the signal `stop` sends first (else the image's StopSignal, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`: seconds `stop` waits before SIGKILL when the caller names none.
+    pub stop_timeout: Option<u32>,
 }

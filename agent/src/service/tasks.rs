@@ -72,9 +72,12 @@ impl TaskService {
     }
 
     /// The stop signal, then SIGKILL after `timeout` (default 10 s); returns the exit.
+    /// The stop signal, then SIGKILL after `timeout` (else the container's
+    /// `--stop-timeout`, else 10 s).
     pub async fn stop(&self, ns: &str, id: &str, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
-        let timeout = timeout.map_or(DEFAULT_STOP_TIMEOUT, |t| t.min(MAX_STOP_TIMEOUT));
         let rec = find(&self.core, ns, id).await?;
+        let own = rec.config.stop_timeout.map(|s| Duration::from_secs(s.into()));
+        let timeout = timeout.or(own).map_or(DEFAULT_STOP_TIMEOUT, |t| t.min(MAX_STOP_TIMEOUT));
         Ok(self.core.tasks.stop(ns, &rec, timeout).await?)
     }
 

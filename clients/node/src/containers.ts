@@ -5,6 +5,7 @@ import {
   type Container as ContainerMessage,
   ContainerConfig,
   CreateContainerRequest,
+  NetworkEndpoint,
   DeleteContainerRequest,
   DiffRequest,
   GetContainerRequest,
@@ -58,6 +59,12 @@ export interface CreateOptions {
   privileged?: boolean;
   /** "runc" (default), "crun" or the path of an OCI runtime. */
   runtime?: string;
+  /** Run berth-init as PID 1: it reaps zombies and passes signals on (docker run --init). */
+  init?: boolean;
+  /** The signal `stop()` sends first ("SIGQUIT"); default: the image's, else SIGTERM. */
+  stopSignal?: string;
+  /** Seconds `stop()` waits before SIGKILL when it names none (default 10). */
+  stopTimeout?: number;
 }
 
 export interface RunOptions extends CreateOptions {
@@ -493,6 +500,7 @@ export class ContainerCollection {
 
   /** Create a container (not started). `command` replaces the image's Cmd (a string is split like a shell would). */
   async create(image: string, command?: string | string[] | null, options: CreateOptions = {}): Promise<Container> {
+    const net = options.network ?? "";
     const config = ContainerConfig.fromPartial({
       command: command == null ? [] : toArgs(command),
       commandSet: command != null,
@@ -502,11 +510,16 @@ export class ContainerCollection {
       workdir: options.workingDir ?? "",
       user: options.user ?? "",
       hostname: options.hostname ?? "",
-      network: options.network ?? "",
+      // A mode goes as it is; a network's name joins that network.
+      network: isNetworkMode(net) ? net : "",
+      networks: isNetworkMode(net) ? [] : [NetworkEndpoint.fromPartial({ network: net })],
       tty: options.tty ?? false,
       readOnly: options.readOnly ?? false,
       privileged: options.privileged ?? false,
       autoRemove: options.autoRemove ?? false,
+      init: options.init ?? false,
+      stopSignal: options.stopSignal ?? "",
+      stopTimeout: options.stopTimeout,
     });
     const api = this.client.api.containers;
     const r = await this.client.unary(
@@ -599,4 +612,9 @@ export class ContainerCollection {
     const live = (m: ContainerMessage) => ["running", "paused"].includes(m.status?.state ?? "");
     return r.containers.filter((m) => options.all || live(m)).map((m) => this.wrap(m));
   }
+}
+
+/** A network mode ("", "none", "host", "container:NAME") rather than a network's name. */
+function isNetworkMode(n: string): boolean {
+  return n === "" || n === "none" || n === "host" || n.startsWith("container:");
 }

@@ -312,6 +312,26 @@ test("execRun returns the output and the exit code", { timeout: T }, async () =>
   await assertGone(c, ct.id);
 });
 
+test("init: a shell loop stops on the stop signal, with stopTimeout kept", { timeout: T }, async () => {
+  const { c, image } = await setup();
+  const ct = await c.containers.run(image, "sh -c 'while :; do sleep 1; done'", {
+    ...opts("init"),
+    detach: true,
+    init: true,
+    stopTimeout: 30,
+  });
+  try {
+    assert.equal((await ct.reload()).attrs.config?.stopTimeout, 30);
+    // Under berth-init the loop is not PID 1: SIGTERM ends it (143), long before 30 s.
+    const started = Date.now();
+    assert.equal(await ct.stop(), 143);
+    assert.ok(Date.now() - started < 10_000, `stop took ${Date.now() - started} ms`);
+  } finally {
+    await removeQuietly(ct);
+  }
+  await assertGone(c, ct.id);
+});
+
 test("pause, top, stats, diff, kill, commit", { timeout: T }, async () => {
   const { c, image } = await setup();
   const ct = await c.containers.run(image, ["sh", "-c", "touch /made-here; sleep 60"], {

@@ -95,6 +95,20 @@ def test_exec_run_in_a_running_container(client, image, name):
         c.remove(force=True)
 
 
+def test_init_stops_a_shell_loop_on_the_stop_signal(client, image, name):
+    c = client.containers.run(
+        IMAGE, "sh -c 'while :; do sleep 1; done'", detach=True, name=name, network="none", init=True, stop_timeout=30
+    )
+    try:
+        assert c.reload().attrs.config.stop_timeout == 30
+        started = time.monotonic()
+        # Under berth-init the loop is not PID 1: SIGTERM ends it (143), long before 30 s.
+        assert c.stop().exit_code == 143
+        assert time.monotonic() - started < 10
+    finally:
+        c.remove(force=True)
+
+
 def test_stop_pause_and_diff(client, image, name):
     c = client.containers.run(IMAGE, "sh -c 'touch /made; sleep 60'", detach=True, name=name, network="none")
     try:

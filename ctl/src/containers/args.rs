@@ -156,6 +156,16 @@ pub struct RunArgs {
     /// OCI runtime: runc, crun, or a path [default: the agent's]
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Run an init as PID 1 that reaps zombies and passes signals on to the
+    /// command (so a shell loop stops at once)
+    #[arg(long)]
+    pub init: bool,
+    /// Signal `stop` sends first (e.g. SIGQUIT) [default: the image's, else SIGTERM]
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
     /// Pull the image: missing (when it is not in the store), always, never
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "WHEN")]
     pub pull: PullPolicy,
@@ -183,9 +193,9 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait before SIGKILL
-    #[arg(short, long, default_value_t = 10)]
-    pub time: u32,
+    /// Seconds to wait before SIGKILL [default: the container's --stop-timeout, else 10]
+    #[arg(short, long)]
+    pub time: Option<u32>,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }

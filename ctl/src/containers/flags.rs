@@ -133,6 +133,9 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         cap_drop: a.cap_drop.clone(),
         // A detached --rm container is removed by the agent; an attached one by us.
         auto_remove: a.rm && a.detach,
+        init: a.init,
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: a.stop_timeout,
     };
     Ok(v1::CreateContainerRequest {
         image: a.image.clone(),

@@ -147,7 +147,8 @@ where
 
 async fn stop(conn: &Conn, a: StopArgs) -> Result<i32> {
     each(&a.containers, |id| async move {
-        conn.tasks().stop(v1::StopTaskRequest { container_id: id.clone(), timeout_secs: a.time, timeout_set: true }).await?;
+        let req = v1::StopTaskRequest { container_id: id.clone(), timeout_secs: a.time.unwrap_or(0), timeout_set: a.time.is_some() };
+        conn.tasks().stop(req).await?;
         Ok(Some(id))
     })
     .await

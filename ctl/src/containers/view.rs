@@ -54,6 +54,7 @@ pub fn container_json(c: &v1::Container) -> serde_json::Value {
             "PublishedPorts": cfg.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port, "Protocol": p.protocol})).collect::<Vec<_>>(),
             "PublishAll": cfg.publish_all, "Dns": cfg.dns, "DnsSearch": cfg.dns_search, "DnsOptions": cfg.dns_options, "ExtraHosts": cfg.extra_hosts,
             "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop, "AutoRemove": cfg.auto_remove,
+            "Init": cfg.init, "StopSignal": cfg.stop_signal, "StopTimeout": cfg.stop_timeout,
             "Mounts": cfg.mounts.iter().map(|m| json!({"Type": m.r#type, "Source": m.source, "Destination": m.destination, "ReadOnly": m.readonly, "Options": m.options})).collect::<Vec<_>>(),
             "Resources": cfg.resources.map(|r| json!({"Memory": r.memory_bytes, "CpuMillis": r.cpu_millis, "PidsLimit": r.pids_limit})),
         },

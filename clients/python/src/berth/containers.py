@@ -252,6 +252,9 @@ class ContainerCollection:
         mem_limit: int = 0,
         pids_limit: int = 0,
         runtime: str = "",
+        init: bool = False,
+        stop_signal: str = "",
+        stop_timeout: Optional[int] = None,
     ) -> Container:
         """Create a container from an image (not started).
 
@@ -259,7 +262,9 @@ class ContainerCollection:
         a shell would); `environment` is a dict or "KEY=VALUE" strings;
         `network` is "" (the default network), "none", "host",
         "container:NAME" or a network's name; `volumes` are bind mounts
-        "HOST:CONTAINER[:ro]".
+        "HOST:CONTAINER[:ro]"; `init` runs berth-init as PID 1 (it reaps
+        zombies and passes signals on); `stop_signal` and `stop_timeout`
+        are what `stop()` sends first and how long it waits before SIGKILL.
         """
         config = containers_pb2.ContainerConfig(
             env=_environment(environment),
@@ -275,7 +280,11 @@ class ContainerCollection:
             cap_drop=list(cap_drop),
             mounts=[_bind(v) for v in volumes],
             resources=containers_pb2.Resources(memory_bytes=mem_limit, pids_limit=pids_limit),
+            init=init,
+            stop_signal=stop_signal,
         )
+        if stop_timeout is not None:
+            config.stop_timeout = stop_timeout
         if network in ("", "none", "host") or network.startswith("container:"):
             config.network = network
         else:

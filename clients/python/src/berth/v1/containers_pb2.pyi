@@ -117,6 +117,9 @@ class ContainerConfig(_message.Message):
     DNS_SEARCH_FIELD_NUMBER: _builtins.int
     DNS_OPTIONS_FIELD_NUMBER: _builtins.int
     EXTRA_HOSTS_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
+    STOP_SIGNAL_FIELD_NUMBER: _builtins.int
+    STOP_TIMEOUT_FIELD_NUMBER: _builtins.int
     command_set: _builtins.bool
     entrypoint_set: _builtins.bool
     workdir: _builtins.str
@@ -142,6 +145,18 @@ class ContainerConfig(_message.Message):
     """Delete the container when its main process exits (docker run --rm)."""
     publish_all: _builtins.bool
     """Publish every port the image exposes, on a free host port each (-P)."""
+    init: _builtins.bool
+    """Run berth-init as PID 1 and the command as its child: it reaps zombies
+    and passes signals on, so a shell loop stops on SIGTERM (docker run --init).
+    """
+    stop_signal: _builtins.str
+    """The signal Stop sends first: a name ("SIGQUIT", "QUIT") or a number;
+    empty: the image's StopSignal, else SIGTERM.
+    """
+    stop_timeout: _builtins.int
+    """Seconds Stop waits after that signal before SIGKILL, when its request
+    names none; unset: 10.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's Cmd when `command_set` (an empty list is allowed)."""
@@ -212,12 +227,17 @@ class ContainerConfig(_message.Message):
         dns_search: _abc.Iterable[_builtins.str] | None = ...,
         dns_options: _abc.Iterable[_builtins.str] | None = ...,
         extra_hosts: _abc.Iterable[_builtins.str] | None = ...,
+        init: _builtins.bool = ...,
+        stop_signal: _builtins.str = ...,
+        stop_timeout: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "resources", b"resources", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "mounts", b"mounts", "network", b"network", "networks", b"networks", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "stdin", b"stdin", "tty", b"tty", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "init", b"init", "mounts", b"mounts", "network", b"network", "networks", b"networks", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
+    _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
 
