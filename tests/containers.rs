@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -744,4 +745,85 @@ fn init_reaps_orphans_and_passes_stop_on_and_stop_flags_are_kept() {
     let bad = d.ctl(&["create", "--stop-signal", "SIGNOPE", "--net", "none", "busybox", "true"]);
     assert!(!bad.status.success() && stderr(&bad).contains("SIGNOPE"), "{}", stderr(&bad));
     d.ok(&["rm", "slow", "quit"]);
+}
+
+fn inspect_one(d: &Daemon, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", name])).unwrap();
+    if v.is_array() {
+        v[0].clone()
+    } else {
+        v
+    }
+}
+
+fn wait_for(d: &Daemon, what: &str, mut cond: impl FnMut(&Daemon) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond(d) {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s\n{}", d.ok(&["ps", "-a"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn restart_policies_start_containers_again_and_never_undo_a_user_s_stop() {
+    let mut d = daemon_with_busybox(&[]);
+    let state = |d: &Daemon, n: &str| inspect_one(d, n)["State"]["Status"].as_str().unwrap_or_default().to_owned();
+    let count = |d: &Daemon, n: &str| inspect_one(d, n)["RestartCount"].as_u64().unwrap_or(0);
+
+    // always: an exit brings it back (with an event), until the user stops it.
+    let mut events = d.spawn_ctl(&["events", "--filter", "topic==/tasks/restart"]);
+    d.ok(&["run", "-d", "--name", "always", "--restart", "always", "--net", "none", "busybox", "sh", "-c", "sleep 0.2; exit 1"]);
+    wait_for(&d, "two restarts", |d| count(d, "always") >= 2);
+    d.ok(&["stop", "-t", "1", "always"]);
+    let after_stop = count(&d, "always");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state(&d, "always"), "exited");
+    assert_eq!(count(&d, "always"), after_stop, "a stop by the user was undone");
+    assert_eq!(inspect_one(&d, "always")["StoppedByUser"], true);
+    let _ = events.kill();
+    let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    assert!(seen.contains("/tasks/restart"), "no restart event: {seen}");
+
+    // on-failure:2 stops after two restarts; an exit 0 brings no restart.
+    d.ok(&["run", "-d", "--name", "failing", "--restart", "on-failure:2", "--net", "none", "busybox", "sh", "-c", "exit 3"]);
+    d.ok(&["run", "-d", "--name", "fine", "--restart", "on-failure", "--net", "none", "busybox", "true"]);
+    wait_for(&d, "two restarts of failing", |d| count(d, "failing") == 2 && state(d, "failing") == "exited");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(count(&d, "failing"), 2);
+    assert_eq!((state(&d, "fine"), count(&d, "fine")), ("exited".to_owned(), 0));
+
+    // A crash loop backs off: restarts are spaced more and more.
+    d.ok(&["run", "-d", "--name", "loop", "--restart", "always", "--net", "none", "busybox", "true"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    let in_two_seconds = count(&d, "loop");
+    // 100 + 200 + 400 + 800 ms of delays fit in 2 s, not many more.
+    assert!((2..=6).contains(&in_two_seconds), "{in_two_seconds} restarts in 2 s");
+    assert!(d.ok(&["ps", "-a", "--filter", "name==loop"]).contains("Restarting") || state(&d, "loop") == "running");
+    d.ok(&["rm", "-f", "loop"]);
+
+    // The agent is killed; the processes of two containers die while it is away.
+    // At its start it brings back always and unless-stopped; the one the user stopped stays.
+    d.ok(&["run", "-d", "--name", "svc", "--restart", "always", "--net", "none", "busybox", "sleep", "600"]);
+    d.ok(&["run", "-d", "--name", "svc2", "--restart", "unless-stopped", "--net", "none", "busybox", "sleep", "600"]);
+    let pids: Vec<String> = ["svc", "svc2"].iter().map(|n| inspect_one(&d, n)["State"]["Pid"].to_string()).collect();
+    d.kill9();
+    for pid in &pids {
+        run_ok(Command::new("kill").args(["-9", pid]));
+    }
+    d.spawn();
+    wait_for(&d, "svc and svc2 running again", |d| state(d, "svc") == "running" && state(d, "svc2") == "running");
+    assert_eq!(count(&d, "svc"), 1);
+    assert_eq!(state(&d, "always"), "exited", "the container the user stopped came back");
+    // A user's start undoes the stop and counts from zero; restart keeps it running.
+    d.ok(&["start", "always"]);
+    assert_eq!(count(&d, "always"), 0);
+    d.ok(&["update", "--restart", "no", "always"]);
+    assert_eq!(inspect_one(&d, "always")["Config"]["RestartPolicy"]["Name"], "no");
+    d.ok(&["restart", "-t", "1", "svc2"]);
+    assert_eq!(state(&d, "svc2"), "running");
+
+    // --rm and a policy do not go together.
+    let out = d.ctl(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert!(!out.status.success() && stderr(&out).contains("--rm"), "{}", stderr(&out));
+    d.ok(&["rm", "-f", "always", "failing", "fine", "svc", "svc2"]);
 }

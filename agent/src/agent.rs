@@ -172,6 +172,14 @@ impl Agent {
         }
         self.services.start_background();
         let found = self.core.tasks.recover(&known).await;
+        // The machine started (the state directory, a tmpfs, holds no mark of
+        // an earlier agent): restart policies start their containers.
+        let booted = self.core.config.state.join("booted");
+        let first_boot = !booted.exists();
+        self.services.containers.start_policies_at_boot(first_boot);
+        if let Err(e) = std::fs::write(&booted, b"") {
+            tracing::warn!(path = %booted.display(), error = %e, "marking the state directory");
+        }
         tokio::spawn(self.core.tasks.clone().check_shims(self.core.config.runtime.shim_check_interval));
         tokio::spawn(crate::memory::trim_now_and_then());
         // Attachments whose task is gone (it ended, or its container was

@@ -80,6 +80,10 @@ enum Command {
     Start(containers::StartArgs),
     /// Stop running containers (the stop signal, then SIGKILL after a timeout)
     Stop(containers::StopArgs),
+    /// Stop containers, then start them again
+    Restart(containers::StopArgs),
+    /// Change containers' settings for their next runs (--restart)
+    Update(containers::UpdateArgs),
     /// Send a signal to containers
     Kill(containers::KillArgs),
     /// Remove containers and discard their writable layers
@@ -246,6 +250,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Create(a) => containers::run_command(&conn, C::Create(a)).await,
         Command::Start(a) => containers::run_command(&conn, C::Start(a)).await,
         Command::Stop(a) => containers::run_command(&conn, C::Stop(a)).await,
+        Command::Restart(a) => containers::run_command(&conn, C::Restart(a)).await,
+        Command::Update(a) => containers::run_command(&conn, C::Update(a)).await,
         Command::Kill(a) => containers::run_command(&conn, C::Kill(a)).await,
         Command::Rm(a) => containers::run_command(&conn, C::Rm(a)).await,
         Command::Wait(a) => containers::run_command(&conn, C::Wait(a)).await,

@@ -421,6 +421,18 @@ impl Daemon {
         }
     }
 
+    /// berthctl against this agent, running on (its output piped): `events`.
+    pub fn spawn_ctl(&self, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_berthctl"))
+            .args(args)
+            .env("BERTH_ADDRESS", &self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Run berthctl against this agent.
     pub fn ctl(&self, args: &[&str]) -> Output {
         self.ctl_stdin(args, None)

@@ -6,7 +6,7 @@ use berth_api::v1::{self, containers_server::ContainersServer};
 use tonic::{Request, Response, Status};
 
 use super::{convert, namespace, stream, MessageStream};
-use crate::container::config::{ContainerConfig, MountKind, MountSpec, NetworkMode, Resources};
+use crate::container::config::{ContainerConfig, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy};
 use crate::container::diff::ChangeKind;
 use crate::runtime::Status as TaskStatus;
 use crate::service::containers::{CommitRequest, ContainerView, LogsQuery, NewContainer};
@@ -114,7 +114,13 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         init: c.init,
         stop_signal: some(c.stop_signal),
         stop_timeout: c.stop_timeout,
+        restart: restart_policy(c.restart_policy)?,
     })
+}
+
+pub(crate) fn restart_policy(p: Option<v1::RestartPolicy>) -> Result<RestartPolicy, Status> {
+    let p = p.unwrap_or_default();
+    RestartPolicy::parse(&p.name, p.max_retries).map_err(Status::invalid_argument)
 }
 
 fn port_message(p: &crate::network::PortSpec) -> v1::PortMapping {
@@ -179,6 +185,7 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
         init: c.init,
         stop_signal: c.stop_signal.clone().unwrap_or_default(),
         stop_timeout: c.stop_timeout,
+        restart_policy: Some(v1::RestartPolicy { name: c.restart.name().into(), max_retries: c.restart.max_retries }),
         dns: c.dns.clone(),
         dns_search: c.dns_search.clone(),
         dns_options: c.dns_options.clone(),
@@ -228,6 +235,8 @@ fn container_message(v: &ContainerView) -> v1::Container {
             })
             .collect(),
         ports: v.network.iter().flat_map(|a| a.ports.iter()).map(port_message).collect(),
+        restart_count: rec.restart_count,
+        stopped_by_user: rec.stopped_by_user,
     }
 }
 
@@ -257,6 +266,14 @@ impl v1::containers_server::Containers for ContainersApi {
         let ns = namespace(&req)?;
         let all = self.services.containers.list(&ns, &req.get_ref().filters).await?;
         Ok(Response::new(v1::ListContainersResponse { containers: all.iter().map(container_message).collect() }))
+    }
+
+    async fn update(&self, req: Request<v1::UpdateContainerRequest>) -> Result<Response<v1::UpdateContainerResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let restart = r.restart_policy.map(|p| restart_policy(Some(p))).transpose()?;
+        let c = self.services.containers.update(&ns, &r.id, restart).await?;
+        Ok(Response::new(v1::UpdateContainerResponse { container: Some(container_message(&c)) }))
     }
 
     async fn update_labels(

@@ -267,6 +267,8 @@ impl Containers {
             created: now,
             updated: now,
             last_exit: None,
+            restart_count: 0,
+            stopped_by_user: false,
         };
         rec.take_from_spec(&spec);
         if rec.config.init {

@@ -42,6 +42,79 @@ pub struct MountSpec {
     pub options: Vec<String>,
 }
 
+/// When the agent starts a container again (`--restart`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartKind {
+    /// Never.
+    #[default]
+    No,
+    /// After every exit, and when the machine starts.
+    Always,
+    /// After every exit, and when the machine starts unless the user stopped it.
+    UnlessStopped,
+    /// After an exit with a non-zero code, at most `max_retries` times (0: no bound).
+    OnFailure,
+}
+
+/// `--restart NAME[:MAX_RETRIES]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    pub kind: RestartKind,
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// From the API's name ("", "no", "always", "unless-stopped", "on-failure").
+    pub fn parse(name: &str, max_retries: u32) -> Result<Self, String> {
+        let kind = match name {
+            "" | "no" => RestartKind::No,
+            "always" => RestartKind::Always,
+            "unless-stopped" => RestartKind::UnlessStopped,
+            "on-failure" => RestartKind::OnFailure,
+            other => return Err(format!("unknown restart policy {other:?}: use no, always, unless-stopped or on-failure")),
+        };
+        if max_retries > 0 && kind != RestartKind::OnFailure {
+            return Err(format!("a maximum retry count goes with on-failure only, not {name}"));
+        }
+        Ok(RestartPolicy { kind, max_retries })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            RestartKind::No => "no",
+            RestartKind::Always => "always",
+            RestartKind::UnlessStopped => "unless-stopped",
+            RestartKind::OnFailure => "on-failure",
+        }
+    }
+
+    /// Whether an exit with `exit_code`, after `restarts` restarts, brings the
+    /// container back. A container the user stopped never comes back by itself.
+    pub fn restarts_after(&self, exit_code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self.kind {
+            RestartKind::No => false,
+            RestartKind::Always | RestartKind::UnlessStopped => true,
+            RestartKind::OnFailure => exit_code != 0 && (self.max_retries == 0 || restarts < self.max_retries),
+        }
+    }
+
+    /// Whether the container runs again when the agent starts: `first_boot`
+    /// (the machine started: no task survived), or not (the agent alone
+    /// restarted: exits it missed follow `restarts_after`).
+    pub fn starts_at_boot(&self, first_boot: bool, stopped_by_user: bool) -> bool {
+        match self.kind {
+            RestartKind::Always => first_boot,
+            RestartKind::UnlessStopped => first_boot && !stopped_by_user,
+            RestartKind::No | RestartKind::OnFailure => false,
+        }
+    }
+}
+
 /// Resource limits; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
@@ -104,4 +177,31 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
     /// `--stop-timeout`: seconds `stop` waits before SIGKILL when the caller names none.
     pub stop_timeout: Option<u32>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_decide_as_docker_does() {
+        let p = |n: &str, m: u32| RestartPolicy::parse(n, m).unwrap();
+        assert!(!p("no", 0).restarts_after(1, 0, false));
+        assert!(p("always", 0).restarts_after(0, 7, false));
+        assert!(p("unless-stopped", 0).restarts_after(0, 0, false));
+        assert!(!p("always", 0).restarts_after(0, 0, true), "a stop by the user is never undone");
+        assert!(!p("on-failure", 0).restarts_after(0, 0, false));
+        assert!(p("on-failure", 0).restarts_after(3, 100, false));
+        assert!(p("on-failure", 2).restarts_after(3, 1, false));
+        assert!(!p("on-failure", 2).restarts_after(3, 2, false));
+        assert!(p("always", 0).starts_at_boot(true, true));
+        assert!(!p("unless-stopped", 0).starts_at_boot(true, true));
+        assert!(p("unless-stopped", 0).starts_at_boot(true, false));
+        assert!(!p("always", 0).starts_at_boot(false, false));
+        assert!(!p("on-failure", 0).starts_at_boot(true, false));
+        assert!(RestartPolicy::parse("sometimes", 0).is_err());
+        assert!(RestartPolicy::parse("always", 3).is_err());
+    }
 }

@@ -164,6 +164,12 @@ pub struct ContainerRecord {
     /// Set when a task of the container has exited.
     #[serde(default)]
     pub last_exit: Option<ExitInfo>,
+    /// Times the restart policy started it again since the user last started it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The user stopped it (Stop): no policy starts it again until the user does.
+    #[serde(default)]
+    pub stopped_by_user: bool,
 }
 
 /// A build step's result: the state of the stage after it, stored as an

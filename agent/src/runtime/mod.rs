@@ -20,7 +20,7 @@ pub use network::endpoints as network_endpoints;
 pub mod procs;
 mod shim_client;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -107,6 +107,8 @@ pub enum TaskState {
     Running,
     Paused,
     Exited,
+    /// Exited, and its restart policy starts it again soon.
+    Restarting,
     /// The shim does not answer.
     Unknown,
 }
@@ -119,6 +121,7 @@ impl TaskState {
             TaskState::Running => "running",
             TaskState::Paused => "paused",
             TaskState::Exited => "exited",
+            TaskState::Restarting => "restarting",
             TaskState::Unknown => "unknown",
         }
     }
@@ -213,6 +216,8 @@ pub struct Tasks {
     /// Tasks deleted after their init exited, as (namespace, container id).
     ended: mpsc::UnboundedSender<Key>,
     ended_rx: Mutex<Option<mpsc::UnboundedReceiver<Key>>>,
+    /// Containers whose restart policy starts them again after a delay.
+    restarting: Mutex<HashSet<Key>>,
 }
 
 impl Tasks {
@@ -236,7 +241,19 @@ impl Tasks {
             making: Mutex::new(HashMap::new()),
             ended,
             ended_rx: Mutex::new(Some(ended_rx)),
+            restarting: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Show the container as `restarting` (its policy starts it again soon), or not.
+    pub fn set_restarting(&self, ns: &str, id: &str, on: bool) {
+        let mut set = self.restarting.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (ns.to_owned(), id.to_owned());
+        if on {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -886,6 +903,9 @@ impl Tasks {
         };
         match self.live_task(ns, &rec.id) {
             None => match &rec.last_exit {
+                Some(e) if self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains(&(ns.to_owned(), rec.id.clone())) => {
+                    Status { state: TaskState::Restarting, ..from_exit(e) }
+                }
                 Some(e) => from_exit(e),
                 None => Status { state: TaskState::Created, ..Default::default() },
             },

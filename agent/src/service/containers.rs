@@ -102,6 +102,7 @@ impl ContainerService {
         let runtime = if new.runtime.is_empty() { self.core.tasks.config().default_runtime.clone() } else { new.runtime };
         self.core.tasks.check_runtime(&runtime)?;
         let mut config = new.config;
+        check_restart(&config)?;
         self.check_network(ns, &mut config).await?;
         let req = CreateRequest { image: new.image, name: new.name, config, labels: new.labels, runtime };
         let (core, ns2) = (self.core.clone(), ns.to_owned());
@@ -201,6 +202,27 @@ impl ContainerService {
             .collect())
     }
 
+    /// Change what applies to the container's next runs: its restart policy.
+    pub async fn update(
+        &self,
+        ns: &str,
+        id: &str,
+        restart: Option<crate::container::config::RestartPolicy>,
+    ) -> Result<ContainerView, Error> {
+        let rec = self.find(ns, id).await?;
+        let mut config = rec.config.clone();
+        if let Some(r) = restart {
+            config.restart = r;
+        }
+        check_restart(&config)?;
+        let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
+        let rec = blocking(move || Ok(core.meta.update_container(&ns2, &id, |r| r.config.restart = config.restart)?)).await?;
+        self.core.events.publish(ns, "/containers/update", &rec.id, &[("restart", rec.config.restart.name().to_owned())]);
+        let status = self.core.tasks.status(ns, &rec);
+        let network = self.core.networks.attachment(ns, &rec.id);
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None })
+    }
+
     pub async fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerView, Error> {
         validate_labels(&labels)?;
         let rec = self.find(ns, id).await?;
@@ -220,23 +242,32 @@ impl ContainerService {
         Ok(rec.id)
     }
 
-    /// Remove `--rm` containers once their task has ended (the runtime
-    /// reports each ended task here).
-    pub(crate) fn start_auto_remove(&self) {
+    /// Once a container's task has ended (the runtime reports each ended
+    /// task here): remove a `--rm` container, or start it again as its
+    /// restart policy says.
+    pub(crate) fn start_exit_policies(&self) {
         let Some(mut ended) = self.core.tasks.take_ended() else { return };
         let core = self.core.clone();
         tokio::spawn(async move {
+            let mut backoff = super::restart::Backoff::default();
             while let Some((ns, id)) = ended.recv().await {
-                let rec = match find(&core, &ns, &id).await {
-                    Ok(rec) if rec.config.auto_remove => rec,
-                    _ => continue,
-                };
+                let Ok(rec) = find(&core, &ns, &id).await else { continue };
+                if !rec.config.auto_remove {
+                    super::restart::after_exit(&core, &ns, &rec, &mut backoff);
+                    continue;
+                }
                 match remove(&core, &ns, &rec, false).await {
                     Ok(()) | Err(Error::Container(ContainerError::Metadata(MetadataError::NotFound { .. }))) => {}
                     Err(e) => tracing::warn!(container = %id, error = %e, "removing the container after its exit"),
                 }
             }
         });
+    }
+
+    /// When the agent starts: the containers whose restart policy starts
+    /// them with the machine (`first_boot`), see [`super::restart::at_start`].
+    pub(crate) fn start_policies_at_boot(&self, first_boot: bool) {
+        super::restart::at_start(&self.core, first_boot);
     }
 
     /// The container's output, from its log; with `follow`, until its task ends.
@@ -349,5 +380,16 @@ async fn remove(core: &Arc<Core>, ns: &str, rec: &ContainerRecord, force: bool) 
     blocking(move || Ok(c.containers.delete(&ns2, &rec2)?)).await?;
     core.tasks.forget_container(ns, &rec.id);
     core.events.publish(ns, "/containers/delete", &rec.id, &[("name", rec.name.clone())]);
+    Ok(())
+}
+
+/// A container removed at its exit cannot also be started again by a policy.
+fn check_restart(config: &ContainerConfig) -> Result<(), Error> {
+    if config.auto_remove && config.restart.kind != crate::container::config::RestartKind::No {
+        return Err(Error::InvalidArgument(format!(
+            "a container removed at its exit (--rm) takes no restart policy ({})",
+            config.restart.name()
+        )));
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 pub mod images;
 pub mod networks;
+mod restart;
 pub mod snapshots;
 pub mod system;
 pub mod tasks;
@@ -60,7 +61,7 @@ impl Services {
 
     /// Start the services' background work.
     pub(crate) fn start_background(&self) {
-        self.containers.start_auto_remove();
+        self.containers.start_exit_policies();
     }
 }
 

@@ -58,10 +58,29 @@ impl TaskService {
         Ok(rec.id)
     }
 
-    /// Start the init (creating the task when needed) or an exec; returns its pid.
+    /// Start the init (creating the task when needed) or an exec; returns its
+    /// pid. The user's start of the init undoes their stop (restart policies
+    /// apply again) and counts restarts from zero.
     pub async fn start(&self, ns: &str, id: &str, proc: &Proc) -> Result<u32, Error> {
-        let rec = find(&self.core, ns, id).await?;
+        let mut rec = find(&self.core, ns, id).await?;
+        if *proc == Proc::Init && (rec.stopped_by_user || rec.restart_count > 0) {
+            rec = self.set_user_state(ns, &rec.id, false).await?;
+        }
         Ok(self.core.tasks.start(ns, &rec, proc).await?)
+    }
+
+    /// Record the user's stop (or start): `stopped_by_user`, and a restart count from zero on a start.
+    async fn set_user_state(&self, ns: &str, id: &str, stopped: bool) -> Result<crate::metadata::ContainerRecord, Error> {
+        let (core, ns, id) = (self.core.clone(), ns.to_owned(), id.to_owned());
+        blocking(move || {
+            Ok(core.meta.update_container(&ns, &id, |r| {
+                r.stopped_by_user = stopped;
+                if !stopped {
+                    r.restart_count = 0;
+                }
+            })?)
+        })
+        .await
     }
 
     /// Signal the init (or an exec); `signal` by name or number, SIGTERM when empty.
@@ -71,11 +90,14 @@ impl TaskService {
         Ok(self.core.tasks.kill(ns, &rec, proc, signal, all).await?)
     }
 
-    /// The stop signal, then SIGKILL after `timeout` (default 10 s); returns the exit.
     /// The stop signal, then SIGKILL after `timeout` (else the container's
     /// `--stop-timeout`, else 10 s).
     pub async fn stop(&self, ns: &str, id: &str, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
-        let rec = find(&self.core, ns, id).await?;
+        let mut rec = find(&self.core, ns, id).await?;
+        // Recorded first: the exit that follows brings no restart.
+        if !rec.stopped_by_user {
+            rec = self.set_user_state(ns, &rec.id, true).await?;
+        }
         let own = rec.config.stop_timeout.map(|s| Duration::from_secs(s.into()));
         let timeout = timeout.or(own).map_or(DEFAULT_STOP_TIMEOUT, |t| t.min(MAX_STOP_TIMEOUT));
         Ok(self.core.tasks.stop(ns, &rec, timeout).await?)

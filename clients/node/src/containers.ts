@@ -65,6 +65,8 @@ export interface CreateOptions {
   stopSignal?: string;
   /** Seconds `stop()` waits before SIGKILL when it names none (default 10). */
   stopTimeout?: number;
+  /** When the agent starts it again: "always", "unless-stopped", "on-failure" (with maxRetries). */
+  restartPolicy?: { name: string; maxRetries?: number };
 }
 
 export interface RunOptions extends CreateOptions {
@@ -520,6 +522,7 @@ export class ContainerCollection {
       init: options.init ?? false,
       stopSignal: options.stopSignal ?? "",
       stopTimeout: options.stopTimeout,
+      restartPolicy: options.restartPolicy && { name: options.restartPolicy.name, maxRetries: options.restartPolicy.maxRetries ?? 0 },
     });
     const api = this.client.api.containers;
     const r = await this.client.unary(

@@ -109,6 +109,20 @@ def test_init_stops_a_shell_loop_on_the_stop_signal(client, image, name):
         c.remove(force=True)
 
 
+def test_a_restart_policy_starts_it_again(client, image, name):
+    c = client.containers.run(
+        IMAGE, "sh -c 'sleep 0.2; exit 1'", detach=True, name=name, network="none", restart_policy={"Name": "on-failure", "MaximumRetryCount": 1}
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (c.reload().restart_count == 1 and c.status == "exited"):
+            assert time.monotonic() < deadline, (c.status, c.restart_count)
+            time.sleep(0.05)
+        assert c.attrs.config.restart_policy.name == "on-failure"
+    finally:
+        c.remove(force=True)
+
+
 def test_stop_pause_and_diff(client, image, name):
     c = client.containers.run(IMAGE, "sh -c 'touch /made; sleep 60'", detach=True, name=name, network="none")
     try:

@@ -23,6 +23,10 @@ pub enum ContainerCommand {
     Start(StartArgs),
     /// Stop running containers (the stop signal, then SIGKILL)
     Stop(StopArgs),
+    /// Stop containers, then start them again
+    Restart(StopArgs),
+    /// Change containers' settings for their next runs (--restart)
+    Update(UpdateArgs),
     /// Send a signal to the main process of containers
     Kill(KillArgs),
     /// Remove containers and their writable layers
@@ -156,6 +160,10 @@ pub struct RunArgs {
     /// OCI runtime: runc, crun, or a path [default: the agent's]
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Start the container again when it exits: no, always, unless-stopped,
+    /// on-failure[:MAX_RETRIES] (a container you stop stays stopped)
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
     /// Run an init as PID 1 that reaps zombies and passes signals on to the
     /// command (so a shell loop stops at once)
     #[arg(long)]
@@ -196,6 +204,15 @@ pub struct StopArgs {
     /// Seconds to wait before SIGKILL [default: the container's --stop-timeout, else 10]
     #[arg(short, long)]
     pub time: Option<u32>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The restart policy: no, always, unless-stopped, on-failure[:MAX_RETRIES]
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }

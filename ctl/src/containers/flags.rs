@@ -136,7 +136,11 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         init: a.init,
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout,
+        restart_policy: Some(restart_flag(&a.restart)?),
     };
+    if a.rm && restart_policy_is_set(&a.restart) {
+        bail!("--rm and --restart {} cannot go together: a removed container cannot start again", a.restart);
+    }
     Ok(v1::CreateContainerRequest {
         image: a.image.clone(),
         name: a.name.clone().unwrap_or_default(),
@@ -222,6 +226,25 @@ pub fn time_flag(s: &str) -> Result<prost_types::Timestamp> {
     Ok(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
 }
 
+/// `--restart NAME[:MAX_RETRIES]`.
+pub fn restart_flag(s: &str) -> Result<v1::RestartPolicy> {
+    let (name, max) = match s.split_once(':') {
+        Some((n, m)) => (n, m.parse::<u32>().map_err(|_| anyhow::anyhow!("--restart {s}: the retry count must be a number"))?),
+        None => (s, 0),
+    };
+    if !matches!(name, "no" | "always" | "unless-stopped" | "on-failure") {
+        bail!("--restart {s}: use no, always, unless-stopped or on-failure[:MAX_RETRIES]");
+    }
+    if max > 0 && name != "on-failure" {
+        bail!("--restart {s}: only on-failure takes a retry count");
+    }
+    Ok(v1::RestartPolicy { name: name.to_owned(), max_retries: max })
+}
+
+fn restart_policy_is_set(s: &str) -> bool {
+    !s.is_empty() && s != "no"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +289,14 @@ mod tests {
         let d = std::env::temp_dir().join(format!("berthctl-test-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn restart_flags_read_as_docker_writes_them() {
+        assert_eq!(restart_flag("on-failure:3").unwrap(), v1::RestartPolicy { name: "on-failure".into(), max_retries: 3 });
+        assert_eq!(restart_flag("always").unwrap().max_retries, 0);
+        for bad in ["sometimes", "always:2", "on-failure:x", ""] {
+            assert!(restart_flag(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -45,6 +45,8 @@ pub async fn run_command(conn: &Conn, cmd: ContainerCommand) -> Result<i32> {
         ContainerCommand::Diff(a) => diff(conn, a).await,
         ContainerCommand::Top(a) => top(conn, a).await,
         ContainerCommand::Attach(a) => attach_cmd(conn, a).await,
+        ContainerCommand::Restart(a) => restart(conn, a).await,
+        ContainerCommand::Update(a) => update(conn, a).await,
     }
 }
 
@@ -143,6 +145,35 @@ where
         }
     }
     Ok(code)
+}
+
+/// Stop, then start: the user's start undoes the stop for restart policies.
+async fn restart(conn: &Conn, a: StopArgs) -> Result<i32> {
+    each(&a.containers, |id| async move {
+        let req = v1::StopTaskRequest { container_id: id.clone(), timeout_secs: a.time.unwrap_or(0), timeout_set: a.time.is_some() };
+        match conn.tasks().stop(req).await {
+            Ok(_) => {}
+            // Never started, or already exited: just start it.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+            Err(s) => return Err(s),
+        }
+        conn.tasks().start(v1::StartTaskRequest { container_id: id.clone(), exec_id: String::new() }).await?;
+        Ok(Some(id))
+    })
+    .await
+}
+
+async fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
+    let Some(restart) = &a.restart else { bail!("nothing to update: give --restart POLICY") };
+    let policy = flags::restart_flag(restart)?;
+    each(&a.containers, |id| {
+        let policy = policy.clone();
+        async move {
+            conn.containers().update(v1::UpdateContainerRequest { id: id.clone(), restart_policy: Some(policy) }).await?;
+            Ok(Some(id))
+        }
+    })
+    .await
 }
 
 async fn stop(conn: &Conn, a: StopArgs) -> Result<i32> {

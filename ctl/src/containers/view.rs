@@ -12,13 +12,15 @@ fn secs(t: &Option<prost_types::Timestamp>) -> i64 {
     t.as_ref().map_or(0, |t| t.seconds)
 }
 
-/// docker's STATUS column: "Up 5 minutes", "Exited (0) 3 seconds ago", "Created".
+/// docker's STATUS column: "Up 5 minutes", "Exited (0) 3 seconds ago",
+/// "Restarting (1) 2 seconds ago", "Created".
 fn status_text(s: &v1::TaskStatus) -> String {
     let since = |t: i64| output::duration(output::now_secs() - t);
     match s.state.as_str() {
         "running" => format!("Up {}", since(secs(&s.started_at))),
         "paused" => format!("Up {} (Paused)", since(secs(&s.started_at))),
         "exited" => format!("Exited ({}) {}", s.exit_code, ago(secs(&s.finished_at))),
+        "restarting" => format!("Restarting ({}) {}", s.exit_code, ago(secs(&s.finished_at))),
         "created" => "Created".into(),
         other => other.to_owned(),
     }
@@ -38,6 +40,8 @@ pub fn container_json(c: &v1::Container) -> serde_json::Value {
         "Runtime": c.runtime,
         "SnapshotKey": c.snapshot_key,
         "Labels": c.labels,
+        "RestartCount": c.restart_count,
+        "StoppedByUser": c.stopped_by_user,
         "State": {
             "Status": s.state,
             "Pid": s.pid,
@@ -54,12 +58,19 @@ pub fn container_json(c: &v1::Container) -> serde_json::Value {
             "PublishedPorts": cfg.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port, "Protocol": p.protocol})).collect::<Vec<_>>(),
             "PublishAll": cfg.publish_all, "Dns": cfg.dns, "DnsSearch": cfg.dns_search, "DnsOptions": cfg.dns_options, "ExtraHosts": cfg.extra_hosts,
             "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop, "AutoRemove": cfg.auto_remove,
-            "Init": cfg.init, "StopSignal": cfg.stop_signal, "StopTimeout": cfg.stop_timeout,
             "Mounts": cfg.mounts.iter().map(|m| json!({"Type": m.r#type, "Source": m.source, "Destination": m.destination, "ReadOnly": m.readonly, "Options": m.options})).collect::<Vec<_>>(),
             "Resources": cfg.resources.map(|r| json!({"Memory": r.memory_bytes, "CpuMillis": r.cpu_millis, "PidsLimit": r.pids_limit})),
         },
         "NetworkSettings": network_settings(c),
     });
+    // (Apart: one json! of it all is past the macro's recursion limit.)
+    let more = json!({
+        "Init": cfg.init, "StopSignal": cfg.stop_signal, "StopTimeout": cfg.stop_timeout,
+        "RestartPolicy": cfg.restart_policy.as_ref().map(|r| json!({"Name": r.name, "MaximumRetryCount": r.max_retries})),
+    });
+    if let (Some(config), serde_json::Value::Object(more)) = (v.get_mut("Config").and_then(|c| c.as_object_mut()), more) {
+        config.extend(more);
+    }
     // The spec comes with one container (inspect), not with a list (ps).
     if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&c.spec) {
         v["Spec"] = spec;

@@ -67,6 +67,11 @@ class Container:
         return self.attrs.status.state
 
     @property
+    def restart_count(self) -> int:
+        """Times its restart policy started it again (as of the last reload)."""
+        return self.attrs.restart_count
+
+    @property
     def exit_code(self) -> Optional[int]:
         """The exit code once exited (as of the last reload)."""
         return self.attrs.status.exit_code if self.status == "exited" else None
@@ -255,6 +260,7 @@ class ContainerCollection:
         init: bool = False,
         stop_signal: str = "",
         stop_timeout: Optional[int] = None,
+        restart_policy: Optional[Dict[str, Any]] = None,
     ) -> Container:
         """Create a container from an image (not started).
 
@@ -264,7 +270,9 @@ class ContainerCollection:
         "container:NAME" or a network's name; `volumes` are bind mounts
         "HOST:CONTAINER[:ro]"; `init` runs berth-init as PID 1 (it reaps
         zombies and passes signals on); `stop_signal` and `stop_timeout`
-        are what `stop()` sends first and how long it waits before SIGKILL.
+        are what `stop()` sends first and how long it waits before SIGKILL;
+        `restart_policy` is docker's {"Name": "always"|"unless-stopped"|
+        "on-failure", "MaximumRetryCount": N}.
         """
         config = containers_pb2.ContainerConfig(
             env=_environment(environment),
@@ -285,6 +293,9 @@ class ContainerCollection:
         )
         if stop_timeout is not None:
             config.stop_timeout = stop_timeout
+        if restart_policy:
+            config.restart_policy.name = restart_policy.get("Name", "")
+            config.restart_policy.max_retries = int(restart_policy.get("MaximumRetryCount", 0))
         if network in ("", "none", "host") or network.startswith("container:"):
             config.network = network
         else:

@@ -120,6 +120,7 @@ class ContainerConfig(_message.Message):
     INIT_FIELD_NUMBER: _builtins.int
     STOP_SIGNAL_FIELD_NUMBER: _builtins.int
     STOP_TIMEOUT_FIELD_NUMBER: _builtins.int
+    RESTART_POLICY_FIELD_NUMBER: _builtins.int
     command_set: _builtins.bool
     entrypoint_set: _builtins.bool
     workdir: _builtins.str
@@ -199,6 +200,10 @@ class ContainerConfig(_message.Message):
     def extra_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Extra /etc/hosts lines, "NAME:IP"."""
 
+    @_builtins.property
+    def restart_policy(self) -> Global___RestartPolicy:
+        """When the agent starts the container again; unset: never."""
+
     def __init__(
         self,
         *,
@@ -230,16 +235,49 @@ class ContainerConfig(_message.Message):
         init: _builtins.bool = ...,
         stop_signal: _builtins.str = ...,
         stop_timeout: _builtins.int | None = ...,
+        restart_policy: Global___RestartPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "resources", b"resources", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "resources", b"resources", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "init", b"init", "mounts", b"mounts", "network", b"network", "networks", b"networks", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "init", b"init", "mounts", b"mounts", "network", b"network", "networks", b"networks", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "restart_policy", b"restart_policy", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class RestartPolicy(_message.Message):
+    """When the agent starts a container again (docker's --restart)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"no" (or empty), "always" (after every exit, and when the machine
+    starts), "unless-stopped" (the same, but not at the machine's start once
+    the user stopped it), or "on-failure" (after an exit with a non-zero
+    code). A container the user stopped (Tasks.Stop) never comes back by
+    itself until the user starts it. Restarts wait 100 ms, doubling up to
+    a minute, and back to 100 ms after 10 s of running.
+    """
+    max_retries: _builtins.int
+    """With "on-failure": at most this many restarts; 0: no bound."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        max_retries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_retries", b"max_retries", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
 
 @_typing.final
 class NetworkEndpoint(_message.Message):
@@ -388,6 +426,8 @@ class Container(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    RESTART_COUNT_FIELD_NUMBER: _builtins.int
+    STOPPED_BY_USER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """64 hex characters."""
     name: _builtins.str
@@ -403,6 +443,10 @@ class Container(_message.Message):
     """The generated OCI runtime spec (config.json), as JSON. Filled by Get
     only: empty in the replies of List, Create and UpdateLabels.
     """
+    restart_count: _builtins.int
+    """Times its restart policy started it again since the user last started it."""
+    stopped_by_user: _builtins.bool
+    """The user stopped it (Tasks.Stop): no restart policy brings it back."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -440,10 +484,12 @@ class Container(_message.Message):
         status: Global___TaskStatus | None = ...,
         endpoints: _abc.Iterable[Global___EndpointStatus] | None = ...,
         ports: _abc.Iterable[Global___PortMapping] | None = ...,
+        restart_count: _builtins.int = ...,
+        stopped_by_user: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created_at", b"created_at", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created_at", b"created_at", "endpoints", b"endpoints", "id", b"id", "image", b"image", "image_digest", b"image_digest", "labels", b"labels", "name", b"name", "ports", b"ports", "runtime", b"runtime", "snapshot_key", b"snapshot_key", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created_at", b"created_at", "endpoints", b"endpoints", "id", b"id", "image", b"image", "image_digest", b"image_digest", "labels", b"labels", "name", b"name", "ports", b"ports", "restart_count", b"restart_count", "runtime", b"runtime", "snapshot_key", b"snapshot_key", "spec", b"spec", "status", b"status", "stopped_by_user", b"stopped_by_user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -462,7 +508,9 @@ class TaskStatus(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     OOM_KILLED_FIELD_NUMBER: _builtins.int
     state: _builtins.str
-    """"created" (no task), "running", "paused", "exited", or "unknown"."""
+    """"created" (no task), "running", "paused", "exited", "restarting"
+    (exited, and its restart policy starts it again soon), or "unknown".
+    """
     pid: _builtins.int
     """Process id of the main process (in the agent's pid namespace) while running."""
     exit_code: _builtins.int
@@ -650,6 +698,51 @@ class ListContainersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListContainersResponse: _TypeAlias = ListContainersResponse  # noqa: Y015
+
+@_typing.final
+class UpdateContainerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESTART_POLICY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def restart_policy(self) -> Global___RestartPolicy:
+        """Replaces the restart policy when set."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        restart_policy: Global___RestartPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restart_policy", b"restart_policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "restart_policy", b"restart_policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContainerRequest: _TypeAlias = UpdateContainerRequest  # noqa: Y015
+
+@_typing.final
+class UpdateContainerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container: ...
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContainerResponse: _TypeAlias = UpdateContainerResponse  # noqa: Y015
 
 @_typing.final
 class UpdateContainerLabelsRequest(_message.Message):

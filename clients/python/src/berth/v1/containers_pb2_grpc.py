@@ -54,6 +54,11 @@ class ContainersStub:
                 request_serializer=berth_dot_v1_dot_containers__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_containers__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/berth.v1.Containers/Update',
+                request_serializer=berth_dot_v1_dot_containers__pb2.UpdateContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_containers__pb2.UpdateContainerResponse.FromString,
+                _registered_method=True)
         self.UpdateLabels = channel.unary_unary(
                 '/berth.v1.Containers/UpdateLabels',
                 request_serializer=berth_dot_v1_dot_containers__pb2.UpdateContainerLabelsRequest.SerializeToString,
@@ -113,6 +118,15 @@ class ContainersServicer:
     def List(self, request, context):
         """The containers of the caller's namespace, newest first, optionally filtered (no specs).
         Errors: INVALID_ARGUMENT (bad filter).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Change what applies to a container's next runs: its restart policy.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+        unknown policy, a policy for an auto-removed container).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,6 +192,11 @@ def add_ContainersServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=berth_dot_v1_dot_containers__pb2.ListContainersRequest.FromString,
                     response_serializer=berth_dot_v1_dot_containers__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=berth_dot_v1_dot_containers__pb2.UpdateContainerRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_containers__pb2.UpdateContainerResponse.SerializeToString,
             ),
             'UpdateLabels': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateLabels,
@@ -291,6 +310,33 @@ class Containers:
             '/berth.v1.Containers/List',
             berth_dot_v1_dot_containers__pb2.ListContainersRequest.SerializeToString,
             berth_dot_v1_dot_containers__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Containers/Update',
+            berth_dot_v1_dot_containers__pb2.UpdateContainerRequest.SerializeToString,
+            berth_dot_v1_dot_containers__pb2.UpdateContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,

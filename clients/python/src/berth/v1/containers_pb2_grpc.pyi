@@ -55,6 +55,11 @@ class ContainersStub:
     """The containers of the caller's namespace, newest first, optionally filtered (no specs).
     Errors: INVALID_ARGUMENT (bad filter).
     """
+    Update: _grpc.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerRequest, _containers_pb2.UpdateContainerResponse]
+    """Change what applies to a container's next runs: its restart policy.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+    unknown policy, a policy for an auto-removed container).
+    """
     UpdateLabels: _grpc.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerLabelsRequest, _containers_pb2.UpdateContainerLabelsResponse]
     """Replace the labels of a container.
     Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
@@ -105,6 +110,11 @@ class ContainersAsyncStub(ContainersStub):
     List: _aio.UnaryUnaryMultiCallable[_containers_pb2.ListContainersRequest, _containers_pb2.ListContainersResponse]  # type: ignore[assignment]
     """The containers of the caller's namespace, newest first, optionally filtered (no specs).
     Errors: INVALID_ARGUMENT (bad filter).
+    """
+    Update: _aio.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerRequest, _containers_pb2.UpdateContainerResponse]  # type: ignore[assignment]
+    """Change what applies to a container's next runs: its restart policy.
+    Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+    unknown policy, a policy for an auto-removed container).
     """
     UpdateLabels: _aio.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerLabelsRequest, _containers_pb2.UpdateContainerLabelsResponse]  # type: ignore[assignment]
     """Replace the labels of a container.
@@ -171,6 +181,17 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_containers_pb2.ListContainersResponse, _abc.Awaitable[_containers_pb2.ListContainersResponse]]:
         """The containers of the caller's namespace, newest first, optionally filtered (no specs).
         Errors: INVALID_ARGUMENT (bad filter).
+        """
+
+    @_abc_1.abstractmethod
+    def Update(
+        self,
+        request: _containers_pb2.UpdateContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_containers_pb2.UpdateContainerResponse, _abc.Awaitable[_containers_pb2.UpdateContainerResponse]]:
+        """Change what applies to a container's next runs: its restart policy.
+        Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
+        unknown policy, a policy for an auto-removed container).
         """
 
     @_abc_1.abstractmethod

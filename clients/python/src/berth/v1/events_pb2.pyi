@@ -80,7 +80,8 @@ class Envelope(_message.Message):
     "/containers/create", "/containers/update", "/containers/delete",
     "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/oom",
     "/tasks/exec-added", "/tasks/exec-started", "/tasks/paused",
-    "/tasks/resumed", "/tasks/delete".
+    "/tasks/resumed", "/tasks/delete", "/tasks/restart" (a restart policy
+    starts the container again; "restart_count").
     """
     id: _builtins.str
     """The object: a container id or an image name."""
