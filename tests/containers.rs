@@ -827,3 +827,78 @@ fn restart_policies_start_containers_again_and_never_undo_a_user_s_stop() {
     assert!(!out.status.success() && stderr(&out).contains("--rm"), "{}", stderr(&out));
     d.ok(&["rm", "-f", "always", "failing", "fine", "svc", "svc2"]);
 }
+
+#[test]
+fn health_checks_run_on_schedule_and_show_in_ps_inspect_and_events() {
+    let d = daemon_with_busybox(&[]);
+    let mut events = d.spawn_ctl(&["events", "--filter", "topic==/tasks/health"]);
+    // Passes while /ok exists: healthy, then three failures make it unhealthy.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--net",
+        "none",
+        "--health-cmd",
+        "test -e /ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "3",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /ok; sleep 600",
+    ]);
+    let health = |d: &Daemon| inspect_one(d, "web")["State"]["Health"].clone();
+    wait_for(&d, "healthy", |d| health(d)["Status"] == "healthy");
+    assert!(d.ok(&["ps", "--filter", "name==web"]).contains("(healthy)"));
+    d.ok(&["exec", "web", "rm", "/ok"]);
+    wait_for(&d, "unhealthy", |d| health(d)["Status"] == "unhealthy");
+    let h = health(&d);
+    assert!(h["FailingStreak"].as_u64().unwrap() >= 3, "{h}");
+    let log = h["Log"].as_array().unwrap();
+    assert!(log.len() <= 5 && log.last().unwrap()["ExitCode"] == 1, "{h}");
+    assert!(d.ok(&["ps", "--filter", "name==web"]).contains("(unhealthy)"));
+    d.ok(&["rm", "-f", "web"]);
+    let _ = events.kill();
+    let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    assert!(seen.contains("health_status=healthy") || seen.contains("healthy"), "{seen}");
+    assert!(seen.contains("unhealthy"), "{seen}");
+
+    // A probe that outlives its timeout fails; --no-healthcheck runs none.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--net",
+        "none",
+        "--health-cmd",
+        "sleep 5",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "200ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    wait_for(&d, "a timed-out probe", |d| inspect_one(d, "slow")["State"]["Health"]["Status"] == "unhealthy");
+    assert_eq!(inspect_one(&d, "slow")["State"]["Health"]["Log"][0]["ExitCode"], -1);
+    d.ok(&["run", "-d", "--name", "none", "--net", "none", "--no-healthcheck", "busybox", "sleep", "600"]);
+    assert!(inspect_one(&d, "none")["Config"]["Healthcheck"].is_null());
+    // The image's HEALTHCHECK runs without flags.
+    let built = d.ctl_stdin(&["build", "-q", "-t", "checked", "-"], Some(b"FROM busybox\nHEALTHCHECK --interval=200ms CMD true\n"));
+    assert!(built.status.success(), "{}", stderr(&built));
+    d.ok(&["run", "-d", "--name", "img", "--net", "none", "checked", "sleep", "600"]);
+    wait_for(&d, "the image's check passes", |d| inspect_one(d, "img")["State"]["Health"]["Status"] == "healthy");
+    assert_eq!(inspect_one(&d, "img")["Config"]["Healthcheck"]["IntervalMs"], 200);
+    d.ok(&["rm", "-f", "img"]);
+    let bad = d.ctl(&["create", "--health-interval", "soon", "busybox", "true"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("--health-interval"), "{}", stderr(&bad));
+    d.ok(&["rm", "-f", "slow", "none"]);
+}

@@ -133,6 +133,7 @@ impl Agent {
             registries,
             snapshotter_reason,
             started: Instant::now(),
+            health: Default::default(),
         });
         let services = Arc::new(Services::new(core.clone()));
         Ok(Agent { core, services })
@@ -177,6 +178,7 @@ impl Agent {
         let booted = self.core.config.state.join("booted");
         let first_boot = !booted.exists();
         self.services.containers.start_policies_at_boot(first_boot);
+        self.services.containers.start_health_checks();
         if let Err(e) = std::fs::write(&booted, b"") {
             tracing::warn!(path = %booted.display(), error = %e, "marking the state directory");
         }

@@ -239,6 +239,12 @@ fn parse_unix(b: &[u8]) -> Option<(i64, u32)> {
     Some((secs, nanos))
 }
 
+/// A Go-style duration (`1h30m`, `1.5h`, `250ms`, `30s`) in milliseconds, as
+/// docker's duration flags take them (`--health-interval`).
+pub fn parse_duration_millis(s: &str) -> Option<u64> {
+    parse_duration_nanos(s).and_then(|n| u64::try_from(n / 1_000_000).ok())
+}
+
 /// A Go-style duration (`1h30m`, `1.5h`, `250ms`; no sign) in nanoseconds.
 fn parse_duration_nanos(s: &str) -> Option<u128> {
     const UNITS: [(&str, u128); 8] = [

@@ -6,7 +6,7 @@ use berth_api::v1::{self, containers_server::ContainersServer};
 use tonic::{Request, Response, Status};
 
 use super::{convert, namespace, stream, MessageStream};
-use crate::container::config::{ContainerConfig, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy};
+use crate::container::config::{ContainerConfig, HealthCheck, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy};
 use crate::container::diff::ChangeKind;
 use crate::runtime::Status as TaskStatus;
 use crate::service::containers::{CommitRequest, ContainerView, LogsQuery, NewContainer};
@@ -115,6 +115,36 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         stop_signal: some(c.stop_signal),
         stop_timeout: c.stop_timeout,
         restart: restart_policy(c.restart_policy)?,
+        healthcheck: c.healthcheck.map(health_check).transpose()?,
+    })
+}
+
+fn health_check(h: v1::HealthCheck) -> Result<HealthCheck, Status> {
+    let ok = match h.test.first().map(String::as_str) {
+        None => true,
+        Some("NONE") => h.test.len() == 1,
+        Some("CMD") => h.test.len() > 1,
+        Some("CMD-SHELL") => h.test.len() == 2,
+        Some(_) => false,
+    };
+    if !ok {
+        return Err(Status::invalid_argument(format!(
+            "health check test {:?}: use [\"CMD\", ARG...], [\"CMD-SHELL\", COMMAND] or [\"NONE\"]",
+            h.test
+        )));
+    }
+    const DAY_MS: u64 = 86_400_000;
+    for (what, v) in [("interval", h.interval_ms), ("timeout", h.timeout_ms), ("start period", h.start_period_ms)] {
+        if v > DAY_MS {
+            return Err(Status::invalid_argument(format!("health check {what} of {v} ms: at most a day")));
+        }
+    }
+    Ok(HealthCheck {
+        test: h.test,
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        start_period_ms: h.start_period_ms,
+        retries: h.retries,
     })
 }
 
@@ -186,6 +216,13 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
         stop_signal: c.stop_signal.clone().unwrap_or_default(),
         stop_timeout: c.stop_timeout,
         restart_policy: Some(v1::RestartPolicy { name: c.restart.name().into(), max_retries: c.restart.max_retries }),
+        healthcheck: c.healthcheck.as_ref().map(|h| v1::HealthCheck {
+            test: h.test.clone(),
+            interval_ms: h.interval_ms,
+            timeout_ms: h.timeout_ms,
+            start_period_ms: h.start_period_ms,
+            retries: h.retries,
+        }),
         dns: c.dns.clone(),
         dns_search: c.dns_search.clone(),
         dns_options: c.dns_options.clone(),
@@ -237,6 +274,20 @@ fn container_message(v: &ContainerView) -> v1::Container {
         ports: v.network.iter().flat_map(|a| a.ports.iter()).map(port_message).collect(),
         restart_count: rec.restart_count,
         stopped_by_user: rec.stopped_by_user,
+        health: v.health.as_ref().map(|h| v1::Health {
+            status: h.status.as_str().into(),
+            failing_streak: h.failing_streak,
+            log: h
+                .log
+                .iter()
+                .map(|p| v1::HealthProbe {
+                    start: convert::timestamp(p.start),
+                    end: convert::timestamp(p.end),
+                    exit_code: p.exit_code,
+                    output: p.output.clone(),
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -271,6 +271,8 @@ impl Containers {
             stopped_by_user: false,
         };
         rec.take_from_spec(&spec);
+        // The check that runs: the flags over the image's.
+        rec.config.healthcheck = config::HealthCheck::merged(image_cfg.healthcheck.as_ref(), rec.config.healthcheck.as_ref());
         if rec.config.init {
             // Shown as the container's command: what berth-init runs.
             rec.args.drain(..2.min(rec.args.len()));

@@ -136,6 +136,8 @@ pub struct ImageRuntimeConfig {
     pub user: String,
     pub stop_signal: String,
     pub labels: BTreeMap<String, String>,
+    /// The image's `Healthcheck`, durations in milliseconds.
+    pub healthcheck: Option<crate::container::config::HealthCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +209,24 @@ struct RawRuntimeConfig {
     stop_signal: Option<String>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    healthcheck: Option<RawHealthcheck>,
+}
+
+/// An image config's `Healthcheck` (durations in nanoseconds).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawHealthcheck {
+    #[serde(default)]
+    test: Option<Vec<String>>,
+    #[serde(default)]
+    interval: Option<i64>,
+    #[serde(default)]
+    timeout: Option<i64>,
+    #[serde(default)]
+    start_period: Option<i64>,
+    #[serde(default)]
+    retries: Option<i64>,
 }
 
 /// Reads the runtime part of an OCI image config blob. A missing (or null)
@@ -222,6 +242,16 @@ pub fn image_runtime_config(config_json: &[u8]) -> Result<ImageRuntimeConfig, Sp
         user: raw.user.unwrap_or_default(),
         stop_signal: raw.stop_signal.unwrap_or_default(),
         labels: raw.labels.unwrap_or_default(),
+        healthcheck: raw.healthcheck.map(|h| {
+            let ms = |ns: Option<i64>| ns.map_or(0, |n| (n.max(0) / 1_000_000) as u64);
+            crate::container::config::HealthCheck {
+                test: h.test.unwrap_or_default(),
+                interval_ms: ms(h.interval),
+                timeout_ms: ms(h.timeout),
+                start_period_ms: ms(h.start_period),
+                retries: h.retries.map_or(0, |r| r.clamp(0, u32::MAX as i64) as u32),
+            }
+        }),
     })
 }
 
@@ -921,6 +951,7 @@ mod tests {
             user: String::new(),
             stop_signal: String::new(),
             labels: BTreeMap::new(),
+            healthcheck: None,
         }
     }
 

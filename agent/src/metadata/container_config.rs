@@ -115,6 +115,56 @@ impl RestartPolicy {
     }
 }
 
+/// A health check, as docker's `Healthcheck`. In a request, what is unset
+/// (an empty test, a zero) comes from the image's; in a record it is the
+/// check that runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthCheck {
+    /// `["CMD", ARG...]` or `["CMD-SHELL", COMMAND]`; `["NONE"]`: no check.
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub start_period_ms: u64,
+    pub retries: u32,
+}
+
+impl HealthCheck {
+    pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_RETRIES: u32 = 3;
+
+    /// The check that runs: `over`'s values where set, else `base`'s, else
+    /// docker's defaults. None: no check (no test, or `NONE`).
+    pub fn merged(base: Option<&HealthCheck>, over: Option<&HealthCheck>) -> Option<HealthCheck> {
+        let pick = |f: fn(&HealthCheck) -> u64| over.map(f).filter(|v| *v > 0).or(base.map(f).filter(|v| *v > 0));
+        let test = over.map(|o| o.test.clone()).filter(|t| !t.is_empty()).or(base.map(|b| b.test.clone()))?;
+        if test.is_empty() || test[0] == "NONE" {
+            return None;
+        }
+        Some(HealthCheck {
+            test,
+            interval_ms: pick(|h| h.interval_ms).unwrap_or(Self::DEFAULT_INTERVAL_MS),
+            timeout_ms: pick(|h| h.timeout_ms).unwrap_or(Self::DEFAULT_TIMEOUT_MS),
+            start_period_ms: pick(|h| h.start_period_ms).unwrap_or(0),
+            retries: over
+                .map(|o| o.retries)
+                .filter(|r| *r > 0)
+                .or(base.map(|b| b.retries).filter(|r| *r > 0))
+                .unwrap_or(Self::DEFAULT_RETRIES),
+        })
+    }
+
+    /// The command it runs in the container.
+    pub fn command(&self) -> Option<Vec<String>> {
+        match self.test.first().map(String::as_str) {
+            Some("CMD") if self.test.len() > 1 => Some(self.test[1..].to_vec()),
+            Some("CMD-SHELL") if self.test.len() == 2 => Some(vec!["/bin/sh".into(), "-c".into(), self.test[1].clone()]),
+            _ => None,
+        }
+    }
+}
+
 /// Resource limits; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
@@ -179,6 +229,8 @@ pub struct ContainerConfig {
     pub stop_timeout: Option<u32>,
     /// `--restart`.
     pub restart: RestartPolicy,
+    /// `--health-*` (in a request; the check that runs, in a record).
+    pub healthcheck: Option<HealthCheck>,
 }
 
 #[cfg(test)]
@@ -203,5 +255,21 @@ mod tests {
         assert!(!p("on-failure", 0).starts_at_boot(true, false));
         assert!(RestartPolicy::parse("sometimes", 0).is_err());
         assert!(RestartPolicy::parse("always", 3).is_err());
+    }
+
+    #[test]
+    fn health_checks_merge_flags_over_the_image_over_defaults() {
+        let image = HealthCheck { test: vec!["CMD".into(), "true".into()], interval_ms: 5000, retries: 2, ..Default::default() };
+        let flags = HealthCheck { timeout_ms: 1000, ..Default::default() };
+        let m = HealthCheck::merged(Some(&image), Some(&flags)).unwrap();
+        assert_eq!((m.interval_ms, m.timeout_ms, m.retries, m.start_period_ms), (5000, 1000, 2, 0));
+        assert_eq!(m.command().unwrap(), ["true"]);
+        let none = HealthCheck { test: vec!["NONE".into()], ..Default::default() };
+        assert_eq!(HealthCheck::merged(Some(&image), Some(&none)), None);
+        assert_eq!(HealthCheck::merged(None, None), None);
+        let shell = HealthCheck { test: vec!["CMD-SHELL".into(), "exit 1".into()], ..Default::default() };
+        let m = HealthCheck::merged(None, Some(&shell)).unwrap();
+        assert_eq!((m.interval_ms, m.retries), (30_000, 3));
+        assert_eq!(m.command().unwrap(), ["/bin/sh", "-c", "exit 1"]);
     }
 }

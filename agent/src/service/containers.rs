@@ -31,6 +31,8 @@ pub struct ContainerView {
     pub network: Option<Arc<crate::network::Attachment>>,
     /// Its runtime spec: read for one container (`get`), not for a list.
     pub spec: Option<Box<oci_spec::runtime::Spec>>,
+    /// Its health check's state, when it has one and has run.
+    pub health: Option<super::health::HealthState>,
 }
 
 /// What to create.
@@ -109,7 +111,7 @@ impl ContainerService {
         let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
         self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
         let status = Status { state: TaskState::Created, ..Default::default() };
-        Ok(ContainerView { record: Arc::new(rec), status, network: None, spec: None })
+        Ok(ContainerView { record: Arc::new(rec), status, network: None, spec: None, health: None })
     }
 
     /// The network a new container asks for: `container:NAME` made an id,
@@ -171,7 +173,8 @@ impl ContainerService {
         let network = self.core.networks.attachment(ns, &rec.id);
         let (core, ns2, cid) = (self.core.clone(), ns.to_owned(), rec.id.clone());
         let spec = blocking(move || Ok(core.containers.spec(&ns2, &cid)?)).await?;
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)) })
+        let health = self.core.health.get(ns, &rec.id);
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)), health })
     }
 
     pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
@@ -197,7 +200,8 @@ impl ContainerService {
             .filter(|(r, s)| keep(r, s))
             .map(|(record, status)| {
                 let network = self.core.networks.attachment(ns, &record.id);
-                ContainerView { record, status, network, spec: None }
+                let health = self.core.health.get(ns, &record.id);
+                ContainerView { record, status, network, spec: None, health }
             })
             .collect())
     }
@@ -220,7 +224,8 @@ impl ContainerService {
         self.core.events.publish(ns, "/containers/update", &rec.id, &[("restart", rec.config.restart.name().to_owned())]);
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None })
+        let health = self.core.health.get(ns, &rec.id);
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health })
     }
 
     pub async fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerView, Error> {
@@ -231,7 +236,8 @@ impl ContainerService {
         self.core.events.publish(ns, "/containers/update", &rec.id, &[]);
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None })
+        let health = self.core.health.get(ns, &rec.id);
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health })
     }
 
     /// Remove a container: its task (refused while it runs unless `force`),
@@ -262,6 +268,11 @@ impl ContainerService {
                 }
             }
         });
+    }
+
+    /// Run the health checks of running containers (see [`super::health`]).
+    pub(crate) fn start_health_checks(&self) {
+        super::health::start(self.core.clone());
     }
 
     /// When the agent starts: the containers whose restart policy starts

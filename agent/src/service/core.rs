@@ -29,4 +29,6 @@ pub struct Core {
     pub(crate) registries: Arc<Registries>,
     pub(crate) snapshotter_reason: String,
     pub(crate) started: Instant,
+    /// The health of containers with a check.
+    pub(crate) health: super::health::Health,
 }

@@ -13,6 +13,7 @@ pub mod content;
 mod core;
 mod error;
 pub mod events;
+pub mod health;
 pub mod images;
 pub mod networks;
 mod restart;

@@ -160,6 +160,24 @@ pub struct RunArgs {
     /// OCI runtime: runc, crun, or a path [default: the agent's]
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Command that checks the container's health (run by /bin/sh -c in it)
+    #[arg(long, value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between two checks (e.g. 30s, 1m) [default: the image's, else 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// A check running longer fails [default: the image's, else 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make it unhealthy [default: the image's, else 3]
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time after the start when failures do not count [default: the image's, else 0s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Run no health check, not even the image's
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Start the container again when it exits: no, always, unless-stopped,
     /// on-failure[:MAX_RETRIES] (a container you stop stays stopped)
     #[arg(long, value_name = "POLICY", default_value = "no")]

@@ -137,6 +137,7 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout,
         restart_policy: Some(restart_flag(&a.restart)?),
+        healthcheck: health_flags(a)?,
     };
     if a.rm && restart_policy_is_set(&a.restart) {
         bail!("--rm and --restart {} cannot go together: a removed container cannot start again", a.restart);
@@ -224,6 +225,39 @@ pub fn time_flag(s: &str) -> Result<prost_types::Timestamp> {
     let (secs, nanos) = berth_common::time::parse_since(s, output::now_secs())
         .with_context(|| format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z), Unix seconds, or a duration such as 10m"))?;
     Ok(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
+}
+
+/// `--health-*` and `--no-healthcheck`; None: the image's check as it is.
+fn health_flags(a: &RunArgs) -> Result<Option<v1::HealthCheck>> {
+    let ms = |flag: &str, v: &Option<String>| -> Result<u64> {
+        match v {
+            None => Ok(0),
+            Some(s) => berth_common::time::parse_duration_millis(s)
+                .filter(|m| *m > 0)
+                .ok_or_else(|| anyhow::anyhow!("--{flag} {s}: use a duration such as 30s, 1m30s or 500ms")),
+        }
+    };
+    let any = a.health_cmd.is_some()
+        || a.health_interval.is_some()
+        || a.health_timeout.is_some()
+        || a.health_retries.is_some()
+        || a.health_start_period.is_some();
+    if a.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck cannot go with --health-* flags");
+        }
+        return Ok(Some(v1::HealthCheck { test: vec!["NONE".into()], ..Default::default() }));
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(v1::HealthCheck {
+        test: a.health_cmd.iter().flat_map(|c| ["CMD-SHELL".to_owned(), c.clone()]).collect(),
+        interval_ms: ms("health-interval", &a.health_interval)?,
+        timeout_ms: ms("health-timeout", &a.health_timeout)?,
+        start_period_ms: ms("health-start-period", &a.health_start_period)?,
+        retries: a.health_retries.unwrap_or(0),
+    }))
 }
 
 /// `--restart NAME[:MAX_RETRIES]`.

@@ -26,6 +26,14 @@ fn status_text(s: &v1::TaskStatus) -> String {
     }
 }
 
+/// docker's "Up 3 minutes (healthy)": the health of a running container with a check.
+fn with_health(status: String, c: &v1::Container) -> String {
+    match (&c.health, c.status.as_ref().map(|s| s.state.as_str())) {
+        (Some(h), Some("running")) => format!("{status} ({})", if h.status == "starting" { "health: starting" } else { &h.status }),
+        _ => status,
+    }
+}
+
 pub fn container_json(c: &v1::Container) -> serde_json::Value {
     let s = c.status.clone().unwrap_or_default();
     let cfg = c.config.clone().unwrap_or_default();
@@ -67,9 +75,19 @@ pub fn container_json(c: &v1::Container) -> serde_json::Value {
     let more = json!({
         "Init": cfg.init, "StopSignal": cfg.stop_signal, "StopTimeout": cfg.stop_timeout,
         "RestartPolicy": cfg.restart_policy.as_ref().map(|r| json!({"Name": r.name, "MaximumRetryCount": r.max_retries})),
+        "Healthcheck": cfg.healthcheck.as_ref().map(|h| json!({"Test": h.test, "IntervalMs": h.interval_ms, "TimeoutMs": h.timeout_ms,
+            "StartPeriodMs": h.start_period_ms, "Retries": h.retries})),
     });
     if let (Some(config), serde_json::Value::Object(more)) = (v.get_mut("Config").and_then(|c| c.as_object_mut()), more) {
         config.extend(more);
+    }
+    if let (Some(state), Some(h)) = (v.get_mut("State").and_then(|s| s.as_object_mut()), &c.health) {
+        let log: Vec<_> = h
+            .log
+            .iter()
+            .map(|p| json!({"Start": p.start.as_ref().map(output::rfc3339), "End": p.end.as_ref().map(output::rfc3339), "ExitCode": p.exit_code, "Output": p.output}))
+            .collect();
+        state.insert("Health".into(), json!({"Status": h.status, "FailingStreak": h.failing_streak, "Log": log}));
     }
     // The spec comes with one container (inspect), not with a list (ps).
     if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&c.spec) {
@@ -147,7 +165,7 @@ pub fn ps_row(c: &v1::Container, no_trunc: bool) -> Vec<String> {
         image,
         format!("\"{cmd}\""),
         ago(secs(&c.created_at)),
-        status_text(&c.status.clone().unwrap_or_default()),
+        with_health(status_text(&c.status.clone().unwrap_or_default()), c),
         ports_text(c),
         c.name.clone(),
     ]

@@ -81,7 +81,8 @@ class Envelope(_message.Message):
     "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/oom",
     "/tasks/exec-added", "/tasks/exec-started", "/tasks/paused",
     "/tasks/resumed", "/tasks/delete", "/tasks/restart" (a restart policy
-    starts the container again; "restart_count").
+    starts the container again; "restart_count"), "/tasks/health" (its
+    health check's status changed; "health_status").
     """
     id: _builtins.str
     """The object: a container id or an image name."""
