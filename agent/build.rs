@@ -10,7 +10,17 @@ fn main() {
     println!("cargo:rerun-if-changed={}", src.display());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("berth-init");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let status = Command::new(rustc)
+    let mut cmd = Command::new(rustc);
+    // For the machine berthd is built for (a cross build's target, with its linker).
+    let (target, host) = (std::env::var("TARGET").unwrap_or_default(), std::env::var("HOST").unwrap_or_default());
+    if !target.is_empty() && target != host {
+        cmd.args(["--target", &target]);
+        let var = format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_"));
+        if let Ok(linker) = std::env::var(var) {
+            cmd.arg("-C").arg(format!("linker={linker}"));
+        }
+    }
+    let status = cmd
         .args(["--edition", "2021", "--crate-name", "berth_init", "--crate-type", "bin"])
         .args(["-C", "opt-level=s", "-C", "panic=abort", "-C", "strip=symbols", "-C", "target-feature=+crt-static"])
         .arg("-o")

@@ -8,9 +8,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 pip_quiet="-q --disable-pip-version-check"
-if [ ! -x target/py/bin/python ]; then
+if [ ! -x target/py/bin/pip ]; then
     mkdir -p target
-    python3 -m venv target/py
+    rm -rf target/py
+    if ! python3 -m venv target/py; then
+        rm -rf target/py
+        echo "python3 -m venv failed: install Debian's python3-venv (apt-get install python3-venv)" >&2
+        exit 1
+    fi
 fi
 # shellcheck disable=SC2086
 target/py/bin/pip install $pip_quiet -r clients/python/requirements-dev.txt

@@ -822,6 +822,15 @@ fn restart_policies_start_containers_again_and_never_undo_a_user_s_stop() {
     d.ok(&["restart", "-t", "1", "svc2"]);
     assert_eq!(state(&d, "svc2"), "running");
 
+    // A restart waiting out its delay when the agent dies still happens after the agent's start.
+    d.ok(&["run", "-d", "--name", "crashy", "--restart", "always", "--net", "none", "busybox", "sh", "-c", "exit 2"]);
+    wait_for(&d, "five restarts (the delay is 3.2 s now)", |d| count(d, "crashy") >= 5);
+    let before = count(&d, "crashy");
+    d.kill9();
+    d.spawn();
+    wait_for(&d, "a restart after the agent's start", |d| count(d, "crashy") > before);
+    d.ok(&["rm", "-f", "crashy"]);
+
     // --rm and a policy do not go together.
     let out = d.ctl(&["run", "--rm", "--restart", "always", "busybox", "true"]);
     assert!(!out.status.success() && stderr(&out).contains("--rm"), "{}", stderr(&out));

@@ -54,6 +54,10 @@ mod sys {
         fn sigtimedwait(set: *const SigSet, info: *mut SigInfo, timeout: *const TimeSpec) -> c_int;
         fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
         fn kill(pid: c_int, sig: c_int) -> c_int;
+        fn getpid() -> c_int;
+        fn setpgid(pid: c_int, pgid: c_int) -> c_int;
+        fn isatty(fd: c_int) -> c_int;
+        fn tcsetpgrp(fd: c_int, pgrp: c_int) -> c_int;
     }
 
     /// Every signal.
@@ -72,13 +76,21 @@ mod sys {
 
     /// Give `command` the signal state a process expects: nothing blocked
     /// (the standard library keeps the parent's mask) and SIGPIPE's default
-    /// action (the standard library ignores it in its own processes).
+    /// action (the standard library ignores it in its own processes). It
+    /// leads a process group of its own, the terminal's foreground one when
+    /// there is a terminal: ^C reaches it once, from the terminal (berth-init,
+    /// in another group, does not get it to pass on again).
     pub fn reset_in_child(command: &mut std::process::Command) {
         use std::os::unix::process::CommandExt;
         // SAFETY: between fork and exec the closure calls only
         // async-signal-safe functions, on memory of its own.
         unsafe {
             command.pre_exec(|| {
+                setpgid(0, 0);
+                // Still with every signal blocked: SIGTTOU does not stop it here.
+                if isatty(0) == 1 {
+                    tcsetpgrp(0, getpid());
+                }
                 let mut none = SigSet([0; 16]);
                 sigemptyset(&mut none);
                 set_handler(SIGPIPE, SIG_DFL);

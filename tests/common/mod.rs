@@ -380,6 +380,9 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
+            // Nothing of the caller's own agent: the flags alone say where this one is.
+            .env_remove("BERTH_ADDRESS")
+            .env_remove("BERTH_ROOT")
             .arg("--root")
             .arg(&self.root)
             .arg("--state")

@@ -20,7 +20,7 @@ pub use network::endpoints as network_endpoints;
 pub mod procs;
 mod shim_client;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -216,8 +216,10 @@ pub struct Tasks {
     /// Tasks deleted after their init exited, as (namespace, container id).
     ended: mpsc::UnboundedSender<Key>,
     ended_rx: Mutex<Option<mpsc::UnboundedReceiver<Key>>>,
-    /// Containers whose restart policy starts them again after a delay.
-    restarting: Mutex<HashSet<Key>>,
+    /// Containers whose restart policy starts them again after a delay, with
+    /// the generation of that pending restart (a newer one, or a user's
+    /// stop, start or removal, makes it stale).
+    restarting: Mutex<HashMap<Key, u64>>,
 }
 
 impl Tasks {
@@ -241,18 +243,32 @@ impl Tasks {
             making: Mutex::new(HashMap::new()),
             ended,
             ended_rx: Mutex::new(Some(ended_rx)),
-            restarting: Mutex::new(HashSet::new()),
+            restarting: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Show the container as `restarting` (its policy starts it again soon), or not.
-    pub fn set_restarting(&self, ns: &str, id: &str, on: bool) {
-        let mut set = self.restarting.lock().unwrap_or_else(|e| e.into_inner());
+    /// A pending restart of the container (shown as `restarting`): its
+    /// generation, which replaces any earlier one's.
+    pub fn begin_restart(&self, ns: &str, id: &str) -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+        self.restarting.lock().unwrap_or_else(|e| e.into_inner()).insert((ns.to_owned(), id.to_owned()), generation);
+        generation
+    }
+
+    /// Whether pending restart `generation` is still the container's.
+    pub fn restart_is_current(&self, ns: &str, id: &str, generation: u64) -> bool {
+        self.restarting.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())) == Some(&generation)
+    }
+
+    /// The end of pending restart `generation` (None: whichever is pending,
+    /// as when the user stops, starts or removes the container).
+    pub fn end_restart(&self, ns: &str, id: &str, generation: Option<u64>) {
+        let mut map = self.restarting.lock().unwrap_or_else(|e| e.into_inner());
         let key = (ns.to_owned(), id.to_owned());
-        if on {
-            set.insert(key);
-        } else {
-            set.remove(&key);
+        if generation.is_none() || map.get(&key) == generation.as_ref() {
+            map.remove(&key);
         }
     }
 
@@ -903,7 +919,7 @@ impl Tasks {
         };
         match self.live_task(ns, &rec.id) {
             None => match &rec.last_exit {
-                Some(e) if self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains(&(ns.to_owned(), rec.id.clone())) => {
+                Some(e) if self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(ns.to_owned(), rec.id.clone())) => {
                     Status { state: TaskState::Restarting, ..from_exit(e) }
                 }
                 Some(e) => from_exit(e),

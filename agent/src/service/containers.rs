@@ -244,6 +244,8 @@ impl ContainerService {
     /// its record, writable layer and log. Returns the id.
     pub async fn remove(&self, ns: &str, id: &str, force: bool) -> Result<String, Error> {
         let rec = self.find(ns, id).await?;
+        // A restart the policy had pending does not happen.
+        self.core.tasks.end_restart(ns, &rec.id, None);
         remove(&self.core, ns, &rec, force).await?;
         Ok(rec.id)
     }
@@ -256,7 +258,12 @@ impl ContainerService {
         let core = self.core.clone();
         tokio::spawn(async move {
             let mut backoff = super::restart::Backoff::default();
+            let mut seen = 0u32;
             while let Some((ns, id)) = ended.recv().await {
+                seen = seen.wrapping_add(1);
+                if seen.is_multiple_of(64) {
+                    super::restart::prune(&core, &mut backoff);
+                }
                 let Ok(rec) = find(&core, &ns, &id).await else { continue };
                 if !rec.config.auto_remove {
                     super::restart::after_exit(&core, &ns, &rec, &mut backoff);

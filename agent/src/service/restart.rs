@@ -36,45 +36,77 @@ pub(crate) struct Backoff(HashMap<(String, String), Duration>);
 /// After `rec`'s task ended: start it again when its policy says so.
 pub(crate) fn after_exit(core: &Arc<Core>, ns: &str, rec: &ContainerRecord, backoff: &mut Backoff) {
     let key = (ns.to_owned(), rec.id.clone());
+    // A container that ended is not pending any more (a restart it was
+    // waiting for is replaced by this decision).
+    core.tasks.end_restart(ns, &rec.id, None);
     let Some(exit) = &rec.last_exit else { return };
     if !rec.config.restart.restarts_after(exit.exit_code, rec.restart_count, rec.stopped_by_user) {
         backoff.0.remove(&key);
         return;
     }
-    let ran = Duration::from_nanos(exit.finished_at.saturating_sub(exit.started_at).max(0) as u64);
+    // A shim that died recorded no start: that run counts as a short one.
+    let ran = if exit.started_at > 0 {
+        Duration::from_nanos(exit.finished_at.saturating_sub(exit.started_at).max(0) as u64)
+    } else {
+        Duration::ZERO
+    };
     let delay = next_delay(backoff.0.get(&key).copied(), ran);
     backoff.0.insert(key, delay);
     schedule(core.clone(), ns.to_owned(), rec.id.clone(), delay, true);
 }
 
-/// When the agent starts: the containers whose policy starts them with the
-/// machine (`first_boot`: no task survived; else only the agent restarted).
+/// Forget the delays of containers that are gone.
+pub(crate) fn prune(core: &Core, backoff: &mut Backoff) {
+    backoff.0.retain(|(ns, id), _| core.meta.container(ns, id).is_ok());
+}
+
+/// When the agent starts. At the machine's start (`first_boot`: no task
+/// survived), the containers whose policy starts them with the machine (an
+/// `always` one even if the user had stopped it, as docker does). At every
+/// start, the containers that were waiting for a restart when the agent
+/// stopped (their delay is not kept).
 pub(crate) fn at_start(core: &Arc<Core>, first_boot: bool) {
     let all = match core.meta.all_containers() {
         Ok(all) => all,
         Err(e) => return tracing::warn!(error = %e, "listing containers for their restart policies"),
     };
     for (ns, rec) in all {
-        if rec.config.restart.starts_at_boot(first_boot, rec.stopped_by_user) && !core.tasks.has_task(&ns, &rec.id) {
+        if core.tasks.has_task(&ns, &rec.id) {
+            continue;
+        }
+        let policy = rec.config.restart;
+        if first_boot && policy.starts_at_boot(true, rec.stopped_by_user) {
+            if rec.stopped_by_user {
+                let _ = core.meta.update_container(&ns, &rec.id, |r| r.stopped_by_user = false);
+            }
             schedule(core.clone(), ns, rec.id, Duration::ZERO, false);
+        } else if rec.last_exit.as_ref().is_some_and(|e| policy.restarts_after(e.exit_code, rec.restart_count, rec.stopped_by_user)) {
+            schedule(core.clone(), ns, rec.id, FIRST_DELAY, true);
         }
     }
 }
 
 /// Start the container after `delay` (shown as `restarting` meanwhile),
-/// unless by then it is gone, the user stopped it, or it runs. `counted`:
-/// a restart after an exit (counted in `restart_count`, with an event).
+/// unless by then a newer decision replaced this one, it is gone, the user
+/// stopped or started it, or its policy no longer asks for it. `counted`: a
+/// restart after an exit (counted in `restart_count`, with an event).
 fn schedule(core: Arc<Core>, ns: String, id: String, delay: Duration, counted: bool) {
-    core.tasks.set_restarting(&ns, &id, true);
+    let generation = core.tasks.begin_restart(&ns, &id);
     tokio::spawn(async move {
         let mut delay = delay;
         let mut failures = 0;
         loop {
             tokio::time::sleep(delay).await;
+            let current = |core: &Core| core.tasks.restart_is_current(&ns, &id, generation);
             let rec = match find(&core, &ns, &id).await {
-                Ok(rec) if !rec.stopped_by_user && !core.tasks.has_task(&ns, &id) => rec,
+                Ok(rec) if current(&core) && !rec.stopped_by_user && !core.tasks.has_task(&ns, &id) => rec,
                 _ => break,
             };
+            let wanted = !counted
+                || rec.last_exit.as_ref().is_some_and(|e| rec.config.restart.restarts_after(e.exit_code, rec.restart_count, false));
+            if !wanted {
+                break;
+            }
             let rec = if counted && failures == 0 {
                 let (c, n, i) = (core.clone(), ns.clone(), id.clone());
                 match blocking(move || Ok(c.meta.update_container(&n, &i, |r| r.restart_count += 1)?)).await {
@@ -88,7 +120,10 @@ fn schedule(core: Arc<Core>, ns: String, id: String, delay: Duration, counted: b
                 core.events.publish(&ns, "/tasks/restart", &id, &[("restart_count", rec.restart_count.to_string())]);
             }
             match core.tasks.start(&ns, &rec, &Proc::Init).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    undo_if_overtaken(&core, &ns, &rec).await;
+                    break;
+                }
                 Err(e) => {
                     failures += 1;
                     if failures >= MAX_FAILED_STARTS {
@@ -100,8 +135,23 @@ fn schedule(core: Arc<Core>, ns: String, id: String, delay: Duration, counted: b
                 }
             }
         }
-        core.tasks.set_restarting(&ns, &id, false);
+        core.tasks.end_restart(&ns, &id, Some(generation));
     });
+}
+
+/// A user's stop or removal that came while the policy's start was under
+/// way (it found no task to stop): the start is undone.
+async fn undo_if_overtaken(core: &Arc<Core>, ns: &str, rec: &ContainerRecord) {
+    let stopped = match core.meta.container(ns, &rec.id) {
+        Ok(now) => now.stopped_by_user,
+        Err(_) => true,
+    };
+    if stopped {
+        tracing::info!(container = %rec.id, "stopped or removed while its restart policy started it: stopping it again");
+        if let Err(e) = core.tasks.delete(ns, rec, true).await {
+            tracing::warn!(container = %rec.id, error = %e, "stopping a container its restart policy started too late");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,8 +63,12 @@ impl TaskService {
     /// apply again) and counts restarts from zero.
     pub async fn start(&self, ns: &str, id: &str, proc: &Proc) -> Result<u32, Error> {
         let mut rec = find(&self.core, ns, id).await?;
-        if *proc == Proc::Init && (rec.stopped_by_user || rec.restart_count > 0) {
-            rec = self.set_user_state(ns, &rec.id, false).await?;
+        if *proc == Proc::Init {
+            // The user's start replaces a restart the policy had pending.
+            self.core.tasks.end_restart(ns, &rec.id, None);
+            if rec.stopped_by_user || rec.restart_count > 0 {
+                rec = self.set_user_state(ns, &rec.id, false).await?;
+            }
         }
         Ok(self.core.tasks.start(ns, &rec, proc).await?)
     }
@@ -94,10 +98,12 @@ impl TaskService {
     /// `--stop-timeout`, else 10 s).
     pub async fn stop(&self, ns: &str, id: &str, timeout: Option<Duration>) -> Result<ExitInfo, Error> {
         let mut rec = find(&self.core, ns, id).await?;
-        // Recorded first: the exit that follows brings no restart.
+        // Recorded first: the exit that follows brings no restart, and a
+        // restart the policy had pending does not happen.
         if !rec.stopped_by_user {
             rec = self.set_user_state(ns, &rec.id, true).await?;
         }
+        self.core.tasks.end_restart(ns, &rec.id, None);
         let own = rec.config.stop_timeout.map(|s| Duration::from_secs(s.into()));
         let timeout = timeout.or(own).map_or(DEFAULT_STOP_TIMEOUT, |t| t.min(MAX_STOP_TIMEOUT));
         Ok(self.core.tasks.stop(ns, &rec, timeout).await?)

@@ -296,14 +296,17 @@ export class Container {
     await this.client.unary(this.tasks, this.tasks.start, StartTaskRequest.fromPartial({ containerId: this.id }));
   }
 
-  /** SIGTERM (or the image's StopSignal), SIGKILL after `timeout` seconds (default 10); returns the exit code. */
+  /**
+   * The stop signal (SIGTERM, or the container's or image's), SIGKILL after
+   * `timeout` seconds (default: the container's stop timeout, else 10); returns the exit code.
+   */
   async stop(options: { timeout?: number } = {}): Promise<number> {
     const set = options.timeout !== undefined;
-    const secs = options.timeout ?? 10;
+    const secs = options.timeout ?? this.attrs.config?.stopTimeout ?? 10;
     const r = await this.client.unary(
       this.tasks,
       this.tasks.stop,
-      StopTaskRequest.fromPartial({ containerId: this.id, timeoutSecs: secs, timeoutSet: set }),
+      StopTaskRequest.fromPartial({ containerId: this.id, timeoutSecs: set ? secs : 0, timeoutSet: set }),
       this.client.timeout + secs,
     );
     return r.exitCode;

@@ -91,7 +91,9 @@ class Container:
     def stop(self, timeout: Optional[int] = None) -> WaitResult:
         """The stop signal, then SIGKILL after `timeout` seconds (10 by default)."""
         req = tasks_pb2.StopTaskRequest(container_id=self.id, timeout_secs=timeout or 0, timeout_set=timeout is not None)
-        call_timeout = max(self.client.timeout, (timeout if timeout is not None else 10) + 30)
+        # The agent waits the container's own stop timeout when none is given.
+        own = self.attrs.config.stop_timeout if self.attrs.config.HasField("stop_timeout") else 10
+        call_timeout = max(self.client.timeout, (timeout if timeout is not None else own) + 30)
         r = self.client.call(self._tasks().Stop, req, timeout=call_timeout)
         return WaitResult(r.exit_code, to_datetime(r.exited_at))
 
@@ -354,6 +356,9 @@ class ContainerCollection:
         status and the output. `remove=True` deletes the container once it
         has exited. Other arguments are those of `create`.
         """
+        if detach and remove:
+            # Detached, the agent removes it at its exit.
+            kwargs["auto_remove"] = True
         container = self.create(image, command, **kwargs)
         try:
             if detach:
