@@ -214,7 +214,7 @@ fn bad_input_gets_a_clear_error() {
     d.ok(&["run", "-d", "--name", "web", "busybox", "sleep", "300"]);
     d.ok(&["create", "--name", "idle", "busybox", "true"]);
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--rm", "nosuchimage", "true"], "image \"nosuchimage\" not found"),
+        (&["run", "--rm", "--pull", "never", "nosuchimage", "true"], "is not in the store, and --pull never"),
         (&["start", "nosuchcontainer"], "container \"nosuchcontainer\" not found"),
         (&["run", "--name", "web", "busybox", "true"], "the container name \"web\" is already in use"),
         (&["start", "web"], "already running"),
@@ -233,6 +233,12 @@ fn bad_input_gets_a_clear_error() {
         assert!(err.starts_with("berthctl: ") && err.contains(want), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
     }
+    // An image that is not here is pulled; a registry that cannot be reached
+    // is named as what is unavailable (not the agent).
+    let out = d.ctl(&["run", "--rm", "127.0.0.1:1/x/nothing:1", "true"]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("pulling it") && err.contains("127.0.0.1:1") && !err.contains("berthd is unavailable"), "{err}");
     // The failed runs left no container behind; the others are untouched.
     let all = d.ok(&["ps", "-a"]);
     assert_eq!(all.lines().count(), 3, "{all}");
@@ -910,4 +916,19 @@ fn health_checks_run_on_schedule_and_show_in_ps_inspect_and_events() {
     let bad = d.ctl(&["create", "--health-interval", "soon", "busybox", "true"]);
     assert!(!bad.status.success() && stderr(&bad).contains("--health-interval"), "{}", stderr(&bad));
     d.ok(&["rm", "-f", "slow", "none"]);
+}
+
+#[test]
+fn privileged_gives_the_host_s_devices() {
+    let d = daemon_with_busybox(&[]);
+    let count = "find /dev -type c -o -type b | grep -v -e ^/dev/pts -e ^/dev/console | wc -l";
+    let host = run_ok(Command::new("sh").args(["-c", count]));
+    let host: usize = stdout(&host).trim().parse().unwrap();
+    let inside: usize = d.ok(&["run", "--rm", "--privileged", "--net", "none", "busybox", "sh", "-c", count]).trim().parse().unwrap();
+    assert!(inside * 10 >= host * 9, "{inside} devices in a privileged container, {host} on the host");
+    let plain: usize = d.ok(&["run", "--rm", "--net", "none", "busybox", "sh", "-c", count]).trim().parse().unwrap();
+    assert!(plain < 20, "{plain} devices without --privileged");
+    if exists(std::path::Path::new("/dev/kmsg")) {
+        d.ok(&["run", "--rm", "--privileged", "--net", "none", "busybox", "sh", "-c", "test -c /dev/kmsg"]);
+    }
 }

@@ -293,7 +293,9 @@ async fn run(cli: Cli) -> Result<i32> {
 fn describe(e: &anyhow::Error) -> String {
     if let Some(s) = e.downcast_ref::<tonic::Status>() {
         return match s.code() {
-            tonic::Code::Unavailable => format!("berthd is unavailable: {}", s.message()),
+            // The connection to the agent failed (tonic's own status, with its cause);
+            // otherwise the agent said what is unavailable (a registry, a shim).
+            tonic::Code::Unavailable if std::error::Error::source(s).is_some() => format!("berthd is unavailable: {}", s.message()),
             _ => s.message().to_owned(),
         };
     }

@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
-    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 use serde::Deserialize;
@@ -785,6 +785,56 @@ fn device_rule(
     Ok(rule.build()?)
 }
 
+/// The host's devices under `dev`, for a privileged container: every
+/// character and block device but those the runtime makes itself (the
+/// console, ptys) and those of pseudo-filesystems mounted there (shm,
+/// mqueue), as docker and runc list them.
+fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<LinuxDevice>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let skipped = matches!(e.file_name().to_str(), Some("pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev"));
+                if !skipped && depth < 4 {
+                    walk(&path, depth + 1, out);
+                }
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                LinuxDeviceType::C
+            } else if ft.is_block_device() {
+                LinuxDeviceType::B
+            } else {
+                continue;
+            };
+            if path.file_name().is_some_and(|n| n == "console") && depth == 0 {
+                continue;
+            }
+            let rdev = meta.rdev();
+            let device = LinuxDeviceBuilder::default()
+                .path(&path)
+                .typ(typ)
+                .major(rustix::fs::major(rdev) as i64)
+                .minor(rustix::fs::minor(rdev) as i64)
+                .file_mode(meta.mode() & 0o7777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build();
+            if let Ok(d) = device {
+                out.push(d);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dev, 0, &mut out);
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
 /// The device cgroup: deny everything, then allow docker's defaults (mknod of
 /// any device, the standard character devices, ptys). Privileged: allow all.
 fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
@@ -847,8 +897,9 @@ fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecEr
         linux.set_readonly_paths(None);
     }
     linux.set_cgroups_path(Some(input.cgroups_path).filter(|p| !p.is_empty()).map(PathBuf::from));
-    // Not taken from Linux::default() (see the module documentation).
-    linux.set_devices(None);
+    // Not taken from Linux::default() (see the module documentation); a
+    // privileged container gets the host's devices, as docker gives them.
+    linux.set_devices(config.privileged.then(|| host_devices(Path::new("/dev"))).filter(|d| !d.is_empty()));
     linux.set_seccomp(None);
     linux.set_sysctl(None);
     linux.set_uid_mappings(None);
@@ -1699,5 +1750,15 @@ mod tests {
         // An agent without the binary refuses rather than run something else.
         let none = build(&SpecInput { id: ID, image: &image(), config: &config, user: &root(), cgroups_path: "", init: None });
         assert!(matches!(none, Err(SpecError::NoInit)));
+    }
+
+    #[test]
+    fn a_privileged_container_gets_the_host_s_devices_and_no_other_does() {
+        let privileged = spec_for(&ContainerConfig { privileged: true, ..Default::default() });
+        let devices = privileged.linux().as_ref().unwrap().devices().clone().unwrap_or_default();
+        let null = devices.iter().find(|d| d.path() == Path::new("/dev/null")).expect("/dev/null");
+        assert_eq!((null.typ(), null.major(), null.minor()), (LinuxDeviceType::C, 1, 3));
+        assert!(devices.iter().all(|d| !d.path().starts_with("/dev/pts") && d.path() != Path::new("/dev/console")));
+        assert!(spec_for(&ContainerConfig::default()).linux().as_ref().unwrap().devices().is_none());
     }
 }
