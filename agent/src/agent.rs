@@ -179,7 +179,12 @@ impl Agent {
         let first_boot = !booted.exists();
         self.services.containers.start_policies_at_boot(first_boot);
         self.services.containers.start_health_checks();
-        if let Err(e) = std::fs::write(&booted, b"") {
+        let mark = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Root's only, as everything the agent keeps.
+            std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&booted).map(drop)
+        };
+        if let Err(e) = mark() {
             tracing::warn!(path = %booted.display(), error = %e, "marking the state directory");
         }
         tokio::spawn(self.core.tasks.clone().check_shims(self.core.config.runtime.shim_check_interval));
