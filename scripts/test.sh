@@ -24,7 +24,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 # Two threads per test binary on two cores keeps the tests' agents responsive.
-cargo test --workspace --all-targets --locked -- --test-threads=2 2>&1 | tee "$log" || status=1
+cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=1
 # `tee` hides cargo's status in a pipe; failures also show in the summary lines.
 grep -q '^error' "$log" && status=1
 # Counted: cargo's "test result:" lines, and the clients' suites that

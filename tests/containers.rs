@@ -790,6 +790,13 @@ fn restart_policies_start_containers_again_and_never_undo_a_user_s_stop() {
     let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
     assert!(seen.contains("/tasks/restart"), "no restart event: {seen}");
 
+    // A kill (SIGKILL, or the stop signal) is a stop by the user too, as with docker.
+    d.ok(&["run", "-d", "--name", "killed", "--restart", "always", "--net", "none", "busybox", "sleep", "600"]);
+    d.ok(&["kill", "killed"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!((state(&d, "killed"), count(&d, "killed")), ("exited".to_owned(), 0));
+    d.ok(&["rm", "killed"]);
+
     // on-failure:2 stops after two restarts; an exit 0 brings no restart.
     d.ok(&["run", "-d", "--name", "failing", "--restart", "on-failure:2", "--net", "none", "busybox", "sh", "-c", "exit 3"]);
     d.ok(&["run", "-d", "--name", "fine", "--restart", "on-failure", "--net", "none", "busybox", "true"]);

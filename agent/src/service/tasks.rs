@@ -87,10 +87,18 @@ impl TaskService {
         .await
     }
 
-    /// Signal the init (or an exec); `signal` by name or number, SIGTERM when empty.
+    /// Signal the init (or an exec); `signal` by name or number, SIGTERM when
+    /// empty. SIGKILL or the container's stop signal to the init is a stop by
+    /// the user, as docker counts it: no restart policy brings it back.
     pub async fn kill(&self, ns: &str, id: &str, proc: &Proc, signal: &str, all: bool) -> Result<(), Error> {
         let signal = if signal.is_empty() { 15 } else { parse_signal(signal).map_err(|e| Error::InvalidArgument(e.to_string()))? };
-        let rec = find(&self.core, ns, id).await?;
+        let mut rec = find(&self.core, ns, id).await?;
+        if *proc == Proc::Init && (signal == 9 || signal == rec.stop_signal) && self.core.tasks.is_running(ns, &rec.id) {
+            if !rec.stopped_by_user {
+                rec = self.set_user_state(ns, &rec.id, true).await?;
+            }
+            self.core.tasks.end_restart(ns, &rec.id, None);
+        }
         Ok(self.core.tasks.kill(ns, &rec, proc, signal, all).await?)
     }
 
