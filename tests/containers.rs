@@ -939,3 +939,62 @@ fn privileged_gives_the_host_s_devices() {
         d.ok(&["run", "--rm", "--privileged", "--net", "none", "busybox", "sh", "-c", "test -c /dev/kmsg"]);
     }
 }
+
+#[test]
+fn shm_size_ulimits_sysctls_added_groups_and_host_namespaces() {
+    let d = daemon_with_busybox(&[]);
+    let script = "df -k /dev/shm | tail -1; ulimit -n; ulimit -Hn; cat /proc/sys/kernel/shmmax; id -G";
+    let o = d.ok(&[
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--shm-size",
+        "16m",
+        "--ulimit",
+        "nofile=512:1024",
+        "--sysctl",
+        "kernel.shmmax=1048576",
+        "--group-add",
+        "nogroup",
+        "--group-add",
+        "4242",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let lines: Vec<&str> = o.lines().collect();
+    assert!(lines[0].split_whitespace().nth(1) == Some("16384"), "{o}");
+    assert_eq!(&lines[1..4], ["512", "1024", "1048576"], "{o}");
+    let groups: Vec<&str> = lines[4].split_whitespace().collect();
+    assert!(groups.contains(&"65534") && groups.contains(&"4242"), "{o}");
+
+    // The host's process and IPC namespaces.
+    let own = d.ok(&["run", "--rm", "--net", "none", "busybox", "cat", "/proc/1/comm"]);
+    let host = d.ok(&["run", "--rm", "--net", "none", "--pid", "host", "busybox", "cat", "/proc/1/comm"]);
+    assert_eq!(own.trim(), "cat");
+    assert_ne!(host.trim(), "cat", "PID 1 of --pid host is the host's");
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap().display().to_string();
+    let ipc = d.ok(&["run", "--rm", "--net", "none", "--ipc", "host", "busybox", "busybox", "readlink", "/proc/self/ns/ipc"]);
+    assert_eq!(ipc.trim(), host_ipc);
+
+    // What a container may not set.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--sysctl", "vm.swappiness=1"], "not namespaced"),
+        (&["--net", "host", "--sysctl", "net.ipv4.ip_forward=1"], "host's network"),
+        (&["--ipc", "host", "--sysctl", "kernel.shmmax=1"], "host's IPC"),
+        (&["--ulimit", "nofile=1:99999999999"], "CAP_SYS_RESOURCE"),
+        (&["--ulimit", "bogus=1"], "unknown ulimit"),
+        (&["--group-add", "nosuchgroup"], "nosuchgroup"),
+        (&["--pid", "container:x"], "--pid"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["create"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox", "true"]);
+        let out = d.ctl(&args);
+        assert!(!out.status.success() && stderr(&out).contains(want), "{flags:?}: {}", stderr(&out));
+    }
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "", "a refused create left a container");
+}

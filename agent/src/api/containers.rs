@@ -6,7 +6,7 @@ use berth_api::v1::{self, containers_server::ContainersServer};
 use tonic::{Request, Response, Status};
 
 use super::{convert, namespace, stream, MessageStream};
-use crate::container::config::{ContainerConfig, HealthCheck, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy};
+use crate::container::config::{ContainerConfig, HealthCheck, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy, Ulimit};
 use crate::container::diff::ChangeKind;
 use crate::runtime::Status as TaskStatus;
 use crate::service::containers::{CommitRequest, ContainerView, LogsQuery, NewContainer};
@@ -116,7 +116,22 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         stop_timeout: c.stop_timeout,
         restart: restart_policy(c.restart_policy)?,
         healthcheck: c.healthcheck.map(health_check).transpose()?,
+        shm_size: (c.shm_size > 0).then_some(c.shm_size),
+        ulimits: c.ulimits.into_iter().map(|u| Ulimit { name: u.name, soft: u.soft, hard: u.hard }).collect(),
+        sysctls: c.sysctls.into_iter().collect(),
+        group_add: c.group_add,
+        pid_host: namespace_mode("pid", &c.pid)?,
+        ipc_host: namespace_mode("ipc", &c.ipc)?,
     })
+}
+
+/// `--pid` / `--ipc`: "" (its own) or "host".
+fn namespace_mode(what: &str, v: &str) -> Result<bool, Status> {
+    match v {
+        "" | "private" => Ok(false),
+        "host" => Ok(true),
+        other => Err(Status::invalid_argument(format!("--{what} {other:?}: use host, or nothing for a namespace of its own"))),
+    }
 }
 
 fn health_check(h: v1::HealthCheck) -> Result<HealthCheck, Status> {
@@ -216,6 +231,12 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
         stop_signal: c.stop_signal.clone().unwrap_or_default(),
         stop_timeout: c.stop_timeout,
         restart_policy: Some(v1::RestartPolicy { name: c.restart.name().into(), max_retries: c.restart.max_retries }),
+        shm_size: c.shm_size.unwrap_or(0),
+        ulimits: c.ulimits.iter().map(|u| v1::Ulimit { name: u.name.clone(), soft: u.soft, hard: u.hard }).collect(),
+        sysctls: c.sysctls.clone(),
+        group_add: c.group_add.clone(),
+        pid: if c.pid_host { "host".into() } else { String::new() },
+        ipc: if c.ipc_host { "host".into() } else { String::new() },
         healthcheck: c.healthcheck.as_ref().map(|h| v1::HealthCheck {
             test: h.test.clone(),
             interval_ms: h.interval_ms,

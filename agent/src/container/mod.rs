@@ -219,13 +219,34 @@ impl Containers {
         let name = if req.name.is_empty() { generated_name(&image.name, &id) } else { req.name.clone() };
         let parent = resolved.chain_ids.last().map(|c| c.to_string()).unwrap_or_default();
         let user_spec = req.config.user.clone().unwrap_or_else(|| image_cfg.user.clone());
-        let user = if user::needs_lookup(&user_spec) {
+        let mut user = if user::needs_lookup(&user_spec) {
             let passwd = self.read_image_file(ns, &parent, "etc/passwd")?;
             let group = self.read_image_file(ns, &parent, "etc/group")?;
             user::resolve_user(&user_spec, passwd.as_deref(), group.as_deref())?
         } else {
             user::resolve_user(&user_spec, None, None)?
         };
+        // --group-add: numbers as they are, names from the image's /etc/group.
+        if !req.config.group_add.is_empty() {
+            let groups = self.read_image_file(ns, &parent, "etc/group")?.unwrap_or_default();
+            for g in &req.config.group_add {
+                let gid = g.parse::<u32>().ok().or_else(|| {
+                    groups.lines().find_map(|l| {
+                        let mut f = l.split(':');
+                        (f.next()? == g).then(|| f.nth(1)?.parse::<u32>().ok()).flatten()
+                    })
+                });
+                let Some(gid) = gid else {
+                    return Err(ContainerError::Invalid {
+                        what: "--group-add",
+                        why: format!("group {g:?} is not in the image's /etc/group"),
+                    });
+                };
+                if !user.additional_gids.contains(&gid) {
+                    user.additional_gids.push(gid);
+                }
+            }
+        }
         let cgroups_path = format!("/berth/{ns}/{id}");
         let spec = spec::build(&spec::SpecInput {
             id: &id,

@@ -14,7 +14,7 @@
 //! default namespaces, ambient capabilities, ...). Every such field is therefore
 //! set explicitly below, to a value or to `None`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -525,12 +525,88 @@ fn build_process(input: &SpecInput<'_>, args: Vec<String>, env: Vec<String>, cwd
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities(config)?)
-        .rlimits(vec![nofile_rlimit()?])
+        .rlimits(rlimits(config)?)
         .no_new_privileges(!config.privileged)
         .build()?;
     // A negative oomScoreAdj needs CAP_SYS_RESOURCE, which this agent may not have.
     process.set_oom_score_adj(None);
     Ok(process)
+}
+
+/// The container's resource limits: `--ulimit`s, and the default
+/// `RLIMIT_NOFILE` unless one sets it. A hard limit above the agent's own is
+/// refused: raising it needs CAP_SYS_RESOURCE (which this agent may lack),
+/// and the runtime would fail the start with a less clear message.
+fn rlimits(config: &ContainerConfig) -> Result<Vec<PosixRlimit>, SpecError> {
+    use rustix::process::Resource as R;
+    let mut out = Vec::new();
+    for u in &config.ulimits {
+        let (typ, resource) = match u.name.as_str() {
+            "core" => (PosixRlimitType::RlimitCore, R::Core),
+            "cpu" => (PosixRlimitType::RlimitCpu, R::Cpu),
+            "data" => (PosixRlimitType::RlimitData, R::Data),
+            "fsize" => (PosixRlimitType::RlimitFsize, R::Fsize),
+            "locks" => (PosixRlimitType::RlimitLocks, R::Locks),
+            "memlock" => (PosixRlimitType::RlimitMemlock, R::Memlock),
+            "msgqueue" => (PosixRlimitType::RlimitMsgqueue, R::Msgqueue),
+            "nice" => (PosixRlimitType::RlimitNice, R::Nice),
+            "nofile" => (PosixRlimitType::RlimitNofile, R::Nofile),
+            "nproc" => (PosixRlimitType::RlimitNproc, R::Nproc),
+            "rss" => (PosixRlimitType::RlimitRss, R::Rss),
+            "rtprio" => (PosixRlimitType::RlimitRtprio, R::Rtprio),
+            "rttime" => (PosixRlimitType::RlimitRttime, R::Rttime),
+            "sigpending" => (PosixRlimitType::RlimitSigpending, R::Sigpending),
+            "stack" => (PosixRlimitType::RlimitStack, R::Stack),
+            "as" => (PosixRlimitType::RlimitAs, R::As),
+            other => return Err(SpecError::InvalidResources(format!("unknown ulimit {other:?}"))),
+        };
+        if u.soft > u.hard {
+            return Err(SpecError::InvalidResources(format!("ulimit {}: the soft limit {} is above the hard {}", u.name, u.soft, u.hard)));
+        }
+        let agent_hard = rustix::process::getrlimit(resource).maximum.unwrap_or(u64::MAX);
+        if u.hard > agent_hard {
+            return Err(SpecError::InvalidResources(format!(
+                "ulimit {}: a hard limit of {} is above this agent's ({agent_hard}); raising one needs CAP_SYS_RESOURCE",
+                u.name, u.hard
+            )));
+        }
+        if out.iter().any(|r: &PosixRlimit| r.typ() == typ) {
+            return Err(SpecError::InvalidResources(format!("ulimit {} is given twice", u.name)));
+        }
+        out.push(PosixRlimitBuilder::default().typ(typ).soft(u.soft).hard(u.hard).build()?);
+    }
+    if !out.iter().any(|r| r.typ() == PosixRlimitType::RlimitNofile) {
+        out.push(nofile_rlimit()?);
+    }
+    Ok(out)
+}
+
+/// The kernel parameters a container may set: those of its own namespaces.
+fn check_sysctls(config: &ContainerConfig) -> Result<(), SpecError> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    for key in config.sysctls.keys() {
+        let ipc = IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.");
+        let why = if key.starts_with("net.") {
+            (config.network == NetworkMode::Host).then_some("the container uses the host's network")
+        } else if ipc {
+            config.ipc_host.then_some("the container uses the host's IPC namespace")
+        } else {
+            Some("it is not namespaced: it would change the host")
+        };
+        if let Some(why) = why {
+            return Err(SpecError::InvalidResources(format!("sysctl {key:?} cannot be set: {why}")));
+        }
+    }
+    Ok(())
 }
 
 /// `RLIMIT_NOFILE` for the container: 1024 soft and 1048576 hard, as docker and
@@ -662,7 +738,8 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result
 
 /// Docker's default mounts. A privileged container gets /sys and the cgroup
 /// filesystem read-write, as in docker.
-fn default_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
+fn default_mounts(privileged: bool, shm_size: Option<u64>) -> Result<Vec<Mount>, SpecError> {
+    let shm_size = shm_size.map_or_else(|| "size=65536k".to_owned(), |b| format!("size={b}"));
     let ro = |options: &[&'static str]| -> Vec<&'static str> {
         let mut o = options.to_vec();
         if !privileged {
@@ -674,7 +751,7 @@ fn default_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
         mount("/proc", "proc", "proc", &[])?,
         mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm_size])?,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         mount("/sys", "sysfs", "sysfs", &ro(&["nosuid", "noexec", "nodev"]))?,
         mount("/sys/fs/cgroup", "cgroup", "cgroup", &ro(&["nosuid", "noexec", "nodev", "relatime"]))?,
@@ -747,7 +824,7 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, SpecError> {
     // Stable: same-depth mounts keep the user's order.
     user.sort_by_key(|(destination, _)| destination.matches('/').count());
     let replaces_dev = user.iter().any(|(d, _)| d == "/dev");
-    let mut all: Vec<Mount> = default_mounts(config.privileged)?
+    let mut all: Vec<Mount> = default_mounts(config.privileged, config.shm_size)?
         .into_iter()
         .filter(|m| {
             let d = m.destination().to_string_lossy();
@@ -880,7 +957,9 @@ fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
 fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecError> {
     let config = input.config;
     // No cgroup namespace: runc on a hybrid cgroup v1 host is simplest without one.
+    check_sysctls(config)?;
     let mut types = vec![LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Mount];
+    types.retain(|t| !(*t == LinuxNamespaceType::Pid && config.pid_host || *t == LinuxNamespaceType::Ipc && config.ipc_host));
     if config.network != NetworkMode::Host {
         types.push(LinuxNamespaceType::Network);
     }
@@ -901,7 +980,7 @@ fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecEr
     // privileged container gets the host's devices, as docker gives them.
     linux.set_devices(config.privileged.then(|| host_devices(Path::new("/dev"))).filter(|d| !d.is_empty()));
     linux.set_seccomp(None);
-    linux.set_sysctl(None);
+    linux.set_sysctl(Some(config.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).filter(|s: &HashMap<_, _>| !s.is_empty()));
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
     linux.set_rootfs_propagation(None);

@@ -231,6 +231,27 @@ pub struct ContainerConfig {
     pub restart: RestartPolicy,
     /// `--health-*` (in a request; the check that runs, in a record).
     pub healthcheck: Option<HealthCheck>,
+    /// `--shm-size`: bytes of /dev/shm (None: 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--sysctl KEY=VALUE`: namespaced kernel parameters only.
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// `--group-add`: more groups of its processes (names from the image's /etc/group, or numbers).
+    pub group_add: Vec<String>,
+    /// `--pid host`: the host's process namespace.
+    pub pid_host: bool,
+    /// `--ipc host`: the host's IPC namespace.
+    pub ipc_host: bool,
+}
+
+/// A resource limit (`--ulimit nofile=1024:4096`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, `core`, ... (setrlimit's names without RLIMIT_).
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 #[cfg(test)]

@@ -160,6 +160,24 @@ pub struct RunArgs {
     /// OCI runtime: runc, crun, or a path [default: the agent's]
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Size of /dev/shm (e.g. 256m) [default: 64m]
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// A resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, memlock, stack, ...; repeatable)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// A namespaced kernel parameter: KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*; repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Another group for the container's processes: a name from the image's /etc/group, or a number (repeatable)
+    #[arg(long, value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// host: the host's process namespace [default: its own]
+    #[arg(long, value_name = "host")]
+    pub pid: Option<String>,
+    /// host: the host's IPC namespace [default: its own]
+    #[arg(long, value_name = "host")]
+    pub ipc: Option<String>,
     /// Command that checks the container's health (run by /bin/sh -c in it)
     #[arg(long, value_name = "COMMAND")]
     pub health_cmd: Option<String>,

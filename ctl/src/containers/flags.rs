@@ -138,6 +138,17 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         stop_timeout: a.stop_timeout,
         restart_policy: Some(restart_flag(&a.restart)?),
         healthcheck: health_flags(a)?,
+        shm_size: a.shm_size.as_deref().map(parse_bytes).transpose()?.map_or(0, |b| b as u64),
+        ulimits: a.ulimit.iter().map(|u| parse_ulimit(u)).collect::<Result<Vec<_>>>()?,
+        sysctls: a
+            .sysctl
+            .iter()
+            .map(|s| s.split_once('=').filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect::<Option<_>>()
+            .ok_or_else(|| anyhow::anyhow!("--sysctl takes KEY=VALUE"))?,
+        group_add: a.group_add.clone(),
+        pid: a.pid.clone().unwrap_or_default(),
+        ipc: a.ipc.clone().unwrap_or_default(),
     };
     if a.rm && restart_policy_is_set(&a.restart) {
         bail!("--rm and --restart {} cannot go together: a removed container cannot start again", a.restart);
@@ -225,6 +236,26 @@ pub fn time_flag(s: &str) -> Result<prost_types::Timestamp> {
     let (secs, nanos) = berth_common::time::parse_since(s, output::now_secs())
         .with_context(|| format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z), Unix seconds, or a duration such as 10m"))?;
     Ok(prost_types::Timestamp { seconds: secs, nanos: nanos as i32 })
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (one number: both; `-1`: unlimited).
+fn parse_ulimit(s: &str) -> Result<v1::Ulimit> {
+    let bad = || anyhow::anyhow!("--ulimit {s}: use NAME=SOFT[:HARD], e.g. nofile=1024:4096");
+    let (name, limits) = s.split_once('=').ok_or_else(bad)?;
+    let num = |v: &str| -> Result<u64> {
+        if v == "-1" || v == "unlimited" {
+            return Ok(u64::MAX);
+        }
+        v.parse::<u64>().map_err(|_| bad())
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((soft, hard)) => (num(soft)?, num(hard)?),
+        None => (num(limits)?, num(limits)?),
+    };
+    if name.is_empty() {
+        return Err(bad());
+    }
+    Ok(v1::Ulimit { name: name.to_owned(), soft, hard })
 }
 
 /// `--health-*` and `--no-healthcheck`; None: the image's check as it is.

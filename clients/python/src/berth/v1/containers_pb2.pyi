@@ -92,6 +92,26 @@ class ContainerConfig(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SysctlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     COMMAND_FIELD_NUMBER: _builtins.int
     COMMAND_SET_FIELD_NUMBER: _builtins.int
     ENTRYPOINT_FIELD_NUMBER: _builtins.int
@@ -122,6 +142,12 @@ class ContainerConfig(_message.Message):
     STOP_TIMEOUT_FIELD_NUMBER: _builtins.int
     RESTART_POLICY_FIELD_NUMBER: _builtins.int
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
+    SHM_SIZE_FIELD_NUMBER: _builtins.int
+    ULIMITS_FIELD_NUMBER: _builtins.int
+    SYSCTLS_FIELD_NUMBER: _builtins.int
+    GROUP_ADD_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    IPC_FIELD_NUMBER: _builtins.int
     command_set: _builtins.bool
     entrypoint_set: _builtins.bool
     workdir: _builtins.str
@@ -159,6 +185,12 @@ class ContainerConfig(_message.Message):
     """Seconds Stop waits after that signal before SIGKILL, when its request
     names none; unset: 10.
     """
+    shm_size: _builtins.int
+    """Bytes of /dev/shm; 0: 64 MiB."""
+    pid: _builtins.str
+    """"host": the host's process namespace; empty: its own."""
+    ipc: _builtins.str
+    """"host": the host's IPC namespace; empty: its own."""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's Cmd when `command_set` (an empty list is allowed)."""
@@ -211,6 +243,23 @@ class ContainerConfig(_message.Message):
         Healthcheck (test ["NONE"] turns it off); in a container, the check that runs.
         """
 
+    @_builtins.property
+    def ulimits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Ulimit]:
+        """Resource limits of its processes (setrlimit). A hard limit above the
+        agent's own is refused: raising one needs CAP_SYS_RESOURCE.
+        """
+
+    @_builtins.property
+    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Kernel parameters of its own namespaces: net.* (not with the host's
+        network), kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.* (not with the
+        host's IPC namespace).
+        """
+
+    @_builtins.property
+    def group_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """More groups for its processes: names from the image's /etc/group, or numbers."""
+
     def __init__(
         self,
         *,
@@ -244,16 +293,51 @@ class ContainerConfig(_message.Message):
         stop_timeout: _builtins.int | None = ...,
         restart_policy: Global___RestartPolicy | None = ...,
         healthcheck: Global___HealthCheck | None = ...,
+        shm_size: _builtins.int = ...,
+        ulimits: _abc.Iterable[Global___Ulimit] | None = ...,
+        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        group_add: _abc.Iterable[_builtins.str] | None = ...,
+        pid: _builtins.str = ...,
+        ipc: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "healthcheck", b"healthcheck", "resources", b"resources", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "healthcheck", b"healthcheck", "hostname", b"hostname", "init", b"init", "mounts", b"mounts", "network", b"network", "networks", b"networks", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "restart_policy", b"restart_policy", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "init", b"init", "ipc", b"ipc", "mounts", b"mounts", "network", b"network", "networks", b"networks", "pid", b"pid", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "restart_policy", b"restart_policy", "shm_size", b"shm_size", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class Ulimit(_message.Message):
+    """A resource limit: "nofile", "nproc", "core", "memlock", "stack", ... (the
+    names of setrlimit's RLIMIT_ constants, lower case).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SOFT_FIELD_NUMBER: _builtins.int
+    HARD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    soft: _builtins.int
+    hard: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        soft: _builtins.int = ...,
+        hard: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hard", b"hard", "name", b"name", "soft", b"soft"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Ulimit: _TypeAlias = Ulimit  # noqa: Y015
 
 @_typing.final
 class HealthCheck(_message.Message):
