@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/registry.proto",
         "berth/v1/build.proto",
         "berth/v1/networks.proto",
+        "berth/v1/volumes.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

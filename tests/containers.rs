@@ -278,10 +278,10 @@ async fn api_errors_carry_the_right_status() {
     let kill = v1::KillTaskRequest { container_id: web.id.clone(), signal: "SIGNOPE".into(), ..Default::default() };
     assert_eq!(t.kill(kill).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(
-        c.delete(v1::DeleteContainerRequest { id: web.id.clone(), force: false }).await.unwrap_err().code(),
+        c.delete(v1::DeleteContainerRequest { id: web.id.clone(), force: false, ..Default::default() }).await.unwrap_err().code(),
         Code::FailedPrecondition
     );
-    c.delete(v1::DeleteContainerRequest { id: web.id.clone(), force: true }).await.unwrap();
+    c.delete(v1::DeleteContainerRequest { id: web.id.clone(), force: true, ..Default::default() }).await.unwrap();
     tokio::task::spawn_blocking(move || drop(d)).await.unwrap();
 }
 

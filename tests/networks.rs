@@ -508,7 +508,7 @@ async fn network_errors_carry_the_right_status() {
     t.start(start(&on_net.id)).await.unwrap();
     assert_eq!(n.remove(v1::RemoveNetworkRequest { name: name.clone() }).await.unwrap_err().code(), Code::FailedPrecondition);
     for id in [&first.id, &second.id, &on_net.id] {
-        c.delete(v1::DeleteContainerRequest { id: id.clone(), force: true }).await.unwrap();
+        c.delete(v1::DeleteContainerRequest { id: id.clone(), force: true, ..Default::default() }).await.unwrap();
     }
     n.remove(v1::RemoveNetworkRequest { name }).await.unwrap();
     tokio::task::spawn_blocking(move || drop(d)).await.unwrap();

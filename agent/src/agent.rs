@@ -39,6 +39,8 @@ pub enum AgentError {
     Container(#[from] crate::container::ContainerError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
 }
 
 /// Create `path` (and its parents) and set its mode.
@@ -86,6 +88,7 @@ impl Agent {
         let snapshots = Arc::new(Snapshots::new(meta.clone(), sn));
         let removed = snapshots.recover()?;
         let images = Arc::new(Images::new(meta.clone(), content.clone(), snapshots.clone(), config.limits.clone()));
+        let volumes = Arc::new(crate::volume::Volumes::open(meta.clone(), &config.root)?);
         let containers = Arc::new(Containers::new(
             meta.clone(),
             content.clone(),
@@ -94,6 +97,7 @@ impl Agent {
             &config.root,
             config.runtime.default_runtime.clone(),
             crate::container::init::install(&config.root).map_err(|source| AgentError::Io { path: config.root.join("bin"), source })?,
+            volumes.clone(),
         ));
         let orphans = containers.recover()?;
         if orphans > 0 {
@@ -129,6 +133,7 @@ impl Agent {
             containers,
             tasks,
             networks,
+            volumes,
             events,
             registries,
             snapshotter_reason,

@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod volume;
 
 use clap::Parser;
 

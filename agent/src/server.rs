@@ -153,6 +153,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .add_service(api::registry::service(services.clone()))
         .add_service(api::build::service(services.clone()))
         .add_service(api::networks::service(services.clone()))
+        .add_service(api::volumes::service(services.clone()))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.changed().await;
         });

@@ -598,7 +598,8 @@ async fn run_rm(c: &Client, image: &str, args: &[&str], name: &str, net: &str) -
         }
     };
     let ran = run.await;
-    let removed = cc.delete(c.request(v1::DeleteContainerRequest { id, force: true })).await.map_err(|s| e("remove", s));
+    let removed =
+        cc.delete(c.request(v1::DeleteContainerRequest { id, force: true, ..Default::default() })).await.map_err(|s| e("remove", s));
     ran.and(removed.map(|_| ()))
 }
 
@@ -773,7 +774,7 @@ async fn soak(sock: &Path, ns: &str, cycles: &Cycles, pid: u32, state: &Path) ->
         w.await?;
     }
     let execs_took = t1.elapsed();
-    cc.delete(c.request(v1::DeleteContainerRequest { id, force: true })).await?;
+    cc.delete(c.request(v1::DeleteContainerRequest { id, force: true, ..Default::default() })).await?;
     let after = settle(pid, state, Some(before)).await;
     let record = std::mem::take(&mut *record.lock().unwrap_or_else(|e| e.into_inner()));
 

@@ -10,6 +10,7 @@ mod output;
 mod registry;
 mod snapshots;
 mod system;
+mod volumes;
 
 use std::path::Path;
 use std::time::Duration;
@@ -155,6 +156,9 @@ enum Command {
     Network(networks::NetworkCommand),
     /// List a container's published ports
     Port(networks::PortArgs),
+    /// Manage volumes (directories that outlive containers)
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// Show the client's and the agent's versions
     Version,
     /// Show how the agent is configured and what it holds
@@ -197,6 +201,9 @@ impl Conn {
     }
     pub fn networks(&self) -> v1::networks_client::NetworksClient<Svc> {
         v1::networks_client::NetworksClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    pub fn volumes(&self) -> v1::volumes_client::VolumesClient<Svc> {
+        v1::volumes_client::VolumesClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
     pub fn version(&self) -> v1::version_client::VersionClient<Svc> {
         v1::version_client::VersionClient::with_interceptor(self.channel.clone(), self.ns.clone())
@@ -284,6 +291,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Content(c) => content::run(&conn, c).await,
         Command::Network(c) => networks::run(&conn, c).await,
         Command::Port(a) => networks::port(&conn, a).await,
+        Command::Volume(c) => volumes::run(&conn, c).await,
         Command::Version => system::version(&conn).await,
         Command::Info => system::info(&conn).await,
     }

@@ -6,7 +6,9 @@ use berth_api::v1::{self, containers_server::ContainersServer};
 use tonic::{Request, Response, Status};
 
 use super::{convert, namespace, stream, MessageStream};
-use crate::container::config::{ContainerConfig, HealthCheck, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy, Ulimit};
+use crate::container::config::{
+    ContainerConfig, DeviceMapping, HealthCheck, MountKind, MountSpec, NetworkMode, Resources, RestartPolicy, Ulimit,
+};
 use crate::container::diff::ChangeKind;
 use crate::runtime::Status as TaskStatus;
 use crate::service::containers::{CommitRequest, ContainerView, LogsQuery, NewContainer};
@@ -30,9 +32,17 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
             let kind = match m.r#type.as_str() {
                 "bind" => MountKind::Bind,
                 "tmpfs" => MountKind::Tmpfs,
-                other => return Err(Status::invalid_argument(format!("unknown mount type {other:?}: use bind or tmpfs"))),
+                "volume" => MountKind::Volume,
+                other => return Err(Status::invalid_argument(format!("unknown mount type {other:?}: use bind, volume or tmpfs"))),
             };
-            Ok(MountSpec { kind, source: m.source, destination: m.destination, readonly: m.readonly, options: m.options })
+            Ok(MountSpec {
+                kind,
+                source: m.source,
+                destination: m.destination,
+                readonly: m.readonly,
+                options: m.options,
+                no_copy: m.no_copy,
+            })
         })
         .collect::<Result<Vec<_>, Status>>()?;
     let r = c.resources.unwrap_or_default();
@@ -122,6 +132,19 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         group_add: c.group_add,
         pid_host: namespace_mode("pid", &c.pid)?,
         ipc_host: namespace_mode("ipc", &c.ipc)?,
+        seccomp: c.seccomp_profile,
+        no_new_privileges: c.no_new_privileges,
+        apparmor: c.apparmor_profile,
+        devices: c
+            .devices
+            .into_iter()
+            .map(|d| DeviceMapping { host_path: d.host_path, container_path: d.container_path, permissions: d.permissions })
+            .collect(),
+        cgroupns_private: match c.cgroupns.as_str() {
+            "" | "host" => false,
+            "private" => true,
+            other => return Err(Status::invalid_argument(format!("--cgroupns {other:?}: use host or private"))),
+        },
     })
 }
 
@@ -194,12 +217,14 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
                 r#type: match m.kind {
                     MountKind::Bind => "bind",
                     MountKind::Tmpfs => "tmpfs",
+                    MountKind::Volume => "volume",
                 }
                 .into(),
                 source: m.source.clone(),
                 destination: m.destination.clone(),
                 readonly: m.readonly,
                 options: m.options.clone(),
+                no_copy: m.no_copy,
             })
             .collect(),
         resources: Some(v1::Resources {
@@ -237,6 +262,19 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
         group_add: c.group_add.clone(),
         pid: if c.pid_host { "host".into() } else { String::new() },
         ipc: if c.ipc_host { "host".into() } else { String::new() },
+        seccomp_profile: c.seccomp.clone(),
+        no_new_privileges: c.no_new_privileges,
+        apparmor_profile: c.apparmor.clone(),
+        devices: c
+            .devices
+            .iter()
+            .map(|d| v1::DeviceMapping {
+                host_path: d.host_path.clone(),
+                container_path: d.container_path.clone(),
+                permissions: d.permissions.clone(),
+            })
+            .collect(),
+        cgroupns: if c.cgroupns_private { "private".into() } else { String::new() },
         healthcheck: c.healthcheck.as_ref().map(|h| v1::HealthCheck {
             test: h.test.clone(),
             interval_ms: h.interval_ms,
@@ -361,7 +399,7 @@ impl v1::containers_server::Containers for ContainersApi {
     async fn delete(&self, req: Request<v1::DeleteContainerRequest>) -> Result<Response<v1::DeleteContainerResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let id = self.services.containers.remove(&ns, &r.id, r.force).await?;
+        let id = self.services.containers.remove(&ns, &r.id, r.force, r.remove_volumes).await?;
         Ok(Response::new(v1::DeleteContainerResponse { id }))
     }
 

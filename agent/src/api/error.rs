@@ -117,6 +117,19 @@ pub fn container_code(e: &ContainerError) -> Code {
         ContainerError::Metadata(m) => metadata_code(m),
         ContainerError::Io { source, .. } => io_code(source),
         ContainerError::Diff(_) => Code::Internal,
+        ContainerError::Volume(v) => volume_code(v),
+    }
+}
+
+pub fn volume_code(e: &crate::volume::VolumeError) -> Code {
+    use crate::volume::VolumeError as V;
+    match e {
+        V::InvalidName(_) => Code::InvalidArgument,
+        V::InUse { .. } => Code::FailedPrecondition,
+        // The image's content could not be copied (a tree too deep, a name too long).
+        V::Fill { .. } => Code::FailedPrecondition,
+        V::Io { source, .. } => io_code(source),
+        V::Metadata(m) => metadata_code(m),
     }
 }
 
@@ -166,6 +179,7 @@ pub fn service_code(e: &ServiceError) -> Code {
         ServiceError::Task(t) => task_code(t),
         ServiceError::Registry(r) => registry_code(r),
         ServiceError::Network(n) => network_code(n),
+        ServiceError::Volume(v) => volume_code(v),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod snapshots;
 pub mod tasks;
 pub mod version;
+pub mod volumes;
 
 use std::pin::Pin;
 

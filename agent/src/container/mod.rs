@@ -8,6 +8,7 @@
 pub use crate::metadata::container_config as config;
 pub mod diff;
 pub mod init;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -21,6 +22,7 @@ use crate::digest::{Digest, HashingWriter};
 use crate::image::{oci::Platform, ImageError, Images};
 use crate::metadata::{now_nanos, ContainerRecord, DescriptorRecord, Metadata, MetadataError};
 use crate::snapshot::{SnapshotError, Snapshots};
+use crate::volume::{VolumeError, Volumes};
 use config::{ContainerConfig, MountKind};
 use spec::SpecError;
 use user::UserError;
@@ -59,6 +61,8 @@ pub enum ContainerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Diff(#[from] diff::DiffError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// What to create.
@@ -81,6 +85,41 @@ pub struct Containers {
     default_runtime: String,
     /// berth-init on this machine (`<root>/bin/berth-init`), for `--init`.
     init: PathBuf,
+    volumes: Arc<Volumes>,
+}
+
+/// What a container's creation has worked out before its volumes are made.
+struct Prepared {
+    id: String,
+    image_cfg: spec::ImageRuntimeConfig,
+    user: user::ResolvedUser,
+    /// The image's top layer (its chain id), empty for an empty image.
+    parent: String,
+}
+
+/// An anonymous volume (a mount of kind volume with no name) for each of
+/// the image's VOLUME paths that no mount of the request covers.
+fn add_image_volumes(config: &mut ContainerConfig, volumes: &[String]) -> Result<(), ContainerError> {
+    for v in volumes {
+        let Ok(dest) = spec::clean_destination(v) else { continue };
+        let mut covered = false;
+        for m in &config.mounts {
+            if spec::clean_destination(&m.destination)? == dest {
+                covered = true;
+            }
+        }
+        if !covered {
+            config.mounts.push(config::MountSpec {
+                kind: MountKind::Volume,
+                source: String::new(),
+                destination: dest,
+                readonly: false,
+                options: Vec::new(),
+                no_copy: false,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Docker's rule for names.
@@ -98,6 +137,7 @@ pub fn validate_name(name: &str) -> Result<(), ContainerError> {
 }
 
 impl Containers {
+    #[allow(clippy::too_many_arguments)] // the wiring of the agent's stores, once
     pub fn new(
         meta: Arc<Metadata>,
         content: Arc<ContentStore>,
@@ -106,8 +146,9 @@ impl Containers {
         root: &Path,
         default_runtime: String,
         init: PathBuf,
+        volumes: Arc<Volumes>,
     ) -> Self {
-        Containers { meta, content, images, snapshots, dir: root.join("containers"), default_runtime, init }
+        Containers { meta, content, images, snapshots, dir: root.join("containers"), default_runtime, init, volumes }
     }
 
     /// `<root>/containers/<ns>/<id>`.
@@ -159,14 +200,15 @@ impl Containers {
         self.check(ns, &req)?;
         let image = self.images.find_one(ns, &req.image)?;
         let resolved = self.images.resolve(&image, &Platform::default_platform())?;
-        self.create_resolved(ns, req, &resolved)
+        self.create_resolved(ns, req, &resolved, true)
     }
 
     /// Create a container on an image already resolved (a build step's
-    /// state, which has no name): as [`Containers::create`] otherwise.
+    /// state, which has no name): as [`Containers::create`] otherwise, but
+    /// the image's VOLUMEs get no volumes (a build step writes through them).
     pub fn create_from(&self, ns: &str, req: CreateRequest, resolved: &crate::image::Resolved) -> Result<ContainerRecord, ContainerError> {
         self.check(ns, &req)?;
-        self.create_resolved(ns, req, resolved)
+        self.create_resolved(ns, req, resolved, false)
     }
 
     /// What can be checked of a request before its image is looked at.
@@ -193,6 +235,7 @@ impl Containers {
         ns: &str,
         mut req: CreateRequest,
         resolved: &crate::image::Resolved,
+        image_volumes: bool,
     ) -> Result<ContainerRecord, ContainerError> {
         let image = &resolved.record;
         if req.config.publish_all {
@@ -207,7 +250,6 @@ impl Containers {
                 }
             }
         }
-        let runtime = if req.runtime.is_empty() { self.default_runtime.clone() } else { req.runtime.clone() };
         if !self.images.is_unpacked(ns, resolved) {
             return Err(ContainerError::NotUnpacked {
                 image: image.name.clone(),
@@ -216,7 +258,6 @@ impl Containers {
         }
         let image_cfg = spec::image_runtime_config(&resolved.config_json)?;
         let id = random_hex(32);
-        let name = if req.name.is_empty() { generated_name(&image.name, &id) } else { req.name.clone() };
         let parent = resolved.chain_ids.last().map(|c| c.to_string()).unwrap_or_default();
         let user_spec = req.config.user.clone().unwrap_or_else(|| image_cfg.user.clone());
         let mut user = if user::needs_lookup(&user_spec) {
@@ -247,11 +288,69 @@ impl Containers {
                 }
             }
         }
+        if image_volumes {
+            add_image_volumes(&mut req.config, &image_cfg.volumes)?;
+        }
+        // From here to the record's insertion nobody else changes who uses
+        // a volume: one being removed now is not also mounted.
+        let uses_volumes = req.config.mounts.iter().any(|m| m.kind == MountKind::Volume);
+        let _users = uses_volumes.then(|| self.volumes.lock());
+        let mut made = Vec::new();
+        let prepared = Prepared { id, image_cfg, user, parent };
+        let result = self.create_with_volumes(ns, req, resolved, prepared, &mut made);
+        if result.is_err() {
+            for name in made {
+                if let Err(e) = self.volumes.remove_locked(ns, &name) {
+                    tracing::warn!(volume = %name, error = %e, "removing a volume made for a container not created");
+                }
+            }
+        }
+        result
+    }
+
+    /// The volumes a new container mounts, made (`made`: those new) and
+    /// filled from the image when new; then its spec, record and snapshot.
+    fn create_with_volumes(
+        &self,
+        ns: &str,
+        mut req: CreateRequest,
+        resolved: &crate::image::Resolved,
+        prepared: Prepared,
+        made: &mut Vec<String>,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let Prepared { id, image_cfg, user, parent } = prepared;
+        let parent = parent.as_str();
+        let image = &resolved.record;
+        let name = if req.name.is_empty() { generated_name(&image.name, &id) } else { req.name.clone() };
+        let runtime = if req.runtime.is_empty() { self.default_runtime.clone() } else { req.runtime.clone() };
+        // The spec binds each volume's directory.
+        let mut spec_config = req.config.clone();
+        for (m, sm) in req.config.mounts.iter_mut().zip(spec_config.mounts.iter_mut()) {
+            if m.kind != MountKind::Volume {
+                continue;
+            }
+            let anonymous = m.source.is_empty();
+            if anonymous {
+                m.source = self.volumes.create(ns, "", BTreeMap::new(), true)?.name;
+                made.push(m.source.clone());
+            } else if self.volumes.ensure(ns, &m.source, false)?.1 {
+                made.push(m.source.clone());
+            }
+            if !m.no_copy && !parent.is_empty() && self.volumes.is_empty(ns, &m.source)? {
+                let mnt = self.volumes.scratch();
+                fs::create_dir(&mnt).map_err(|source| ContainerError::Io { path: mnt.clone(), source })?;
+                let filled = self.snapshots.with_mounted(ns, parent, &mnt, |root| self.volumes.fill(ns, &m.source, root, &m.destination));
+                let _ = fs::remove_dir(&mnt);
+                filled??;
+            }
+            sm.source = self.volumes.path(ns, &m.source).to_string_lossy().into_owned();
+            sm.kind = MountKind::Bind;
+        }
         let cgroups_path = format!("/berth/{ns}/{id}");
         let spec = spec::build(&spec::SpecInput {
             id: &id,
             image: &image_cfg,
-            config: &req.config,
+            config: &spec_config,
             user: &user,
             cgroups_path: &cgroups_path,
             init: Some(&self.init),
@@ -299,7 +398,7 @@ impl Containers {
             rec.args.drain(..2.min(rec.args.len()));
         }
         // The record and its writable snapshot appear together or not at all.
-        match self.snapshots.prepare_for_container(ns, &key, &parent, labels, (&rec, &spec)) {
+        match self.snapshots.prepare_for_container(ns, &key, parent, labels, (&rec, &spec)) {
             Ok(()) => Ok(rec),
             Err(SnapshotError::Metadata(MetadataError::AlreadyExists { kind: "container name", name })) => {
                 Err(ContainerError::NameTaken(name))

@@ -138,6 +138,8 @@ pub struct ImageRuntimeConfig {
     pub labels: BTreeMap<String, String>,
     /// The image's `Healthcheck`, durations in milliseconds.
     pub healthcheck: Option<crate::container::config::HealthCheck>,
+    /// The image's `Volumes`: paths that get a volume of their own.
+    pub volumes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,8 @@ pub enum SpecError {
     InvalidEnv(String),
     #[error("invalid hostname {0:?}: expected 1 to 64 letters, digits, '-', '_' or '.'")]
     InvalidHostname(String),
+    #[error("invalid volume name {0:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]+, at most 128 characters")]
+    InvalidVolumeName(String),
     #[error("invalid mount destination {destination:?}: {reason}")]
     InvalidMountDestination { destination: String, reason: &'static str },
     #[error("invalid bind mount source {0:?}: it must be an absolute path")]
@@ -166,6 +170,12 @@ pub enum SpecError {
     InvalidResources(String),
     #[error("invalid signal {0:?}")]
     InvalidSignal(String),
+    #[error("seccomp profile: {0}")]
+    Seccomp(String),
+    #[error("--security-opt apparmor={0}: AppArmor is not enabled on this machine")]
+    NoAppArmor(String),
+    #[error("invalid --device {path:?}: {why}")]
+    InvalidDevice { path: String, why: String },
     #[error("--init needs berth-init, which this agent does not have")]
     NoInit,
     #[error("building the runtime spec: {0}")]
@@ -211,6 +221,8 @@ struct RawRuntimeConfig {
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     healthcheck: Option<RawHealthcheck>,
+    #[serde(default)]
+    volumes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// An image config's `Healthcheck` (durations in nanoseconds).
@@ -252,6 +264,7 @@ pub fn image_runtime_config(config_json: &[u8]) -> Result<ImageRuntimeConfig, Sp
                 retries: h.retries.map_or(0, |r| r.clamp(0, u32::MAX as i64) as u32),
             }
         }),
+        volumes: raw.volumes.map(|v| v.into_keys().collect()).unwrap_or_default(),
     })
 }
 
@@ -279,15 +292,36 @@ pub fn validate(config: &ContainerConfig) -> Result<(), SpecError> {
         if m.kind == MountKind::Bind && !m.source.starts_with('/') {
             return Err(SpecError::InvalidMountSource(m.source.clone()));
         }
+        if m.kind == MountKind::Volume && !m.source.is_empty() && !valid_volume_name(&m.source) {
+            return Err(SpecError::InvalidVolumeName(m.source.clone()));
+        }
         if !destinations.insert(destination.clone()) {
             return Err(SpecError::DuplicateMount(destination));
         }
     }
     validate_resources(config)?;
+    if !matches!(config.seccomp.as_str(), "" | "unconfined") {
+        super::seccomp::for_container(&config.seccomp, &HashSet::new()).map_err(SpecError::Seccomp)?;
+    }
+    if !matches!(config.apparmor.as_str(), "" | "unconfined") && !apparmor_enabled() {
+        return Err(SpecError::NoAppArmor(config.apparmor.clone()));
+    }
+    for d in &config.devices {
+        device(d)?;
+    }
     // Unknown capability names (even for a privileged container), and
     // capabilities added by name that the agent itself does not hold.
     capability_set(config, agent_holds)?;
     Ok(())
+}
+
+/// Docker's rule for volume names (two characters at least).
+pub fn valid_volume_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn validate_hostname(hostname: &str) -> Result<(), SpecError> {
@@ -526,8 +560,11 @@ fn build_process(input: &SpecInput<'_>, args: Vec<String>, env: Vec<String>, cwd
         .cwd(cwd)
         .capabilities(capabilities(config)?)
         .rlimits(rlimits(config)?)
-        .no_new_privileges(!config.privileged)
+        .no_new_privileges(config.no_new_privileges.unwrap_or(!config.privileged))
         .build()?;
+    if !matches!(config.apparmor.as_str(), "" | "unconfined") {
+        process.set_apparmor_profile(Some(config.apparmor.clone()));
+    }
     // A negative oomScoreAdj needs CAP_SYS_RESOURCE, which this agent may not have.
     process.set_oom_score_adj(None);
     Ok(process)
@@ -708,7 +745,7 @@ fn capabilities(config: &ContainerConfig) -> Result<LinuxCapabilities, SpecError
 }
 
 /// `destination` made clean: absolute, no "..", no "." or empty components, not "/".
-fn clean_destination(destination: &str) -> Result<String, SpecError> {
+pub fn clean_destination(destination: &str) -> Result<String, SpecError> {
     let invalid = |reason| SpecError::InvalidMountDestination { destination: destination.to_string(), reason };
     if !destination.starts_with('/') {
         return Err(invalid("it must be an absolute path"));
@@ -770,7 +807,8 @@ fn user_mount(m: &MountSpec, destination: &str) -> Result<Mount, SpecError> {
     let mut readonly = m.readonly;
     let mut options: Vec<&str> = Vec::new();
     let (typ, source) = match m.kind {
-        MountKind::Bind => {
+        // A volume's source is its directory by now (see `Containers::create`).
+        MountKind::Bind | MountKind::Volume => {
             // ["rbind", propagation, user options..., "ro" | "rw"]
             let propagation = user_options.iter().rev().find(|o| PROPAGATIONS.contains(o)).copied().unwrap_or("rprivate");
             options.extend(["rbind", propagation]);
@@ -806,7 +844,7 @@ fn user_mount(m: &MountSpec, destination: &str) -> Result<Mount, SpecError> {
         }
     };
     match m.kind {
-        MountKind::Bind => options.push(if readonly { "ro" } else { "rw" }),
+        MountKind::Bind | MountKind::Volume => options.push(if readonly { "ro" } else { "rw" }),
         MountKind::Tmpfs if readonly => options.push("ro"),
         MountKind::Tmpfs => {}
     }
@@ -860,6 +898,64 @@ fn device_rule(
         rule = rule.minor(minor);
     }
     Ok(rule.build()?)
+}
+
+/// Whether the kernel runs AppArmor.
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+}
+
+/// The seccomp of a container: the default profile, or the one it was given,
+/// for its capabilities; none for "unconfined" or (with no profile given) a
+/// privileged container.
+fn seccomp(config: &ContainerConfig) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, SpecError> {
+    let profile = match config.seccomp.as_str() {
+        "unconfined" => return Ok(None),
+        "" if config.privileged => return Ok(None),
+        "" => super::seccomp::DEFAULT_PROFILE,
+        given => given,
+    };
+    let caps: HashSet<String> = capability_set(config, agent_holds)?
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)))
+        .collect();
+    super::seccomp::for_container(profile, &caps).map(Some).map_err(SpecError::Seccomp)
+}
+
+/// A `--device`: the device node made in the container (the host's type,
+/// numbers and mode) and the cgroup rule that lets it be used.
+fn device(d: &super::config::DeviceMapping) -> Result<(LinuxDevice, LinuxDeviceCgroup), SpecError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let invalid = |why: String| SpecError::InvalidDevice { path: d.host_path.clone(), why };
+    if !d.host_path.starts_with('/') {
+        return Err(invalid("the host path must be absolute".into()));
+    }
+    let target = if d.container_path.is_empty() { d.host_path.as_str() } else { d.container_path.as_str() };
+    let target = clean_destination(target).map_err(|e| invalid(e.to_string()))?;
+    let access = if d.permissions.is_empty() { "rwm" } else { d.permissions.as_str() };
+    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(invalid(format!("permissions {access:?}: use some of r, w and m")));
+    }
+    let meta = std::fs::metadata(&d.host_path).map_err(|e| invalid(e.to_string()))?;
+    let ft = meta.file_type();
+    let typ = if ft.is_char_device() {
+        LinuxDeviceType::C
+    } else if ft.is_block_device() {
+        LinuxDeviceType::B
+    } else {
+        return Err(invalid("not a character or block device".into()));
+    };
+    let (major, minor) = (rustix::fs::major(meta.rdev()) as i64, rustix::fs::minor(meta.rdev()) as i64);
+    let dev = LinuxDeviceBuilder::default()
+        .path(&target)
+        .typ(typ)
+        .major(major)
+        .minor(minor)
+        .file_mode(meta.mode() & 0o7777)
+        .uid(0u32)
+        .gid(0u32)
+        .build()?;
+    Ok((dev, device_rule(true, Some(typ), Some(major), Some(minor), access)?))
 }
 
 /// The host's devices under `dev`, for a privileged container: every
@@ -936,7 +1032,13 @@ fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
 
 fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
     let r = &config.resources;
-    let mut resources = LinuxResourcesBuilder::default().devices(device_rules(config.privileged)?);
+    let mut rules = device_rules(config.privileged)?;
+    if !config.privileged {
+        for d in &config.devices {
+            rules.push(device(d)?.1);
+        }
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(rules);
     if let Some(memory) = r.memory_bytes {
         // Docker's default for --memory without --memory-swap: as much swap as memory
         // (memory+swap = 2 * memory). validate() has checked that this does not overflow.
@@ -963,6 +1065,9 @@ fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecEr
     if config.network != NetworkMode::Host {
         types.push(LinuxNamespaceType::Network);
     }
+    if config.cgroupns_private {
+        types.push(LinuxNamespaceType::Cgroup);
+    }
     let namespaces = types.into_iter().map(namespace).collect::<Result<Vec<_>, _>>()?;
     let to_strings = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
     let mut linux = LinuxBuilder::default()
@@ -978,8 +1083,14 @@ fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecEr
     linux.set_cgroups_path(Some(input.cgroups_path).filter(|p| !p.is_empty()).map(PathBuf::from));
     // Not taken from Linux::default() (see the module documentation); a
     // privileged container gets the host's devices, as docker gives them.
-    linux.set_devices(config.privileged.then(|| host_devices(Path::new("/dev"))).filter(|d| !d.is_empty()));
-    linux.set_seccomp(None);
+    let mut devices = if config.privileged { host_devices(Path::new("/dev")) } else { Vec::new() };
+    for d in &config.devices {
+        let (dev, _) = device(d)?;
+        devices.retain(|x| x.path() != dev.path());
+        devices.push(dev);
+    }
+    linux.set_devices(Some(devices).filter(|d| !d.is_empty()));
+    linux.set_seccomp(seccomp(config)?);
     linux.set_sysctl(Some(config.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).filter(|s: &HashMap<_, _>| !s.is_empty()));
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
@@ -1082,6 +1193,7 @@ mod tests {
             stop_signal: String::new(),
             labels: BTreeMap::new(),
             healthcheck: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -1205,7 +1317,12 @@ mod tests {
         let l = linux(&spec);
         assert_eq!(l.cgroups_path().as_deref(), Some(Path::new("/berth/default/c1")));
         assert_eq!(l.devices(), &None);
-        assert_eq!(l.seccomp(), &None);
+        // The default seccomp profile, with the default capabilities' rules.
+        let seccomp = l.seccomp().as_ref().expect("a seccomp profile by default");
+        assert_eq!(seccomp.default_errno_ret(), Some(1));
+        let rules = seccomp.syscalls().as_ref().unwrap();
+        assert!(rules.iter().any(|r| r.names().contains(&"chroot".to_owned())), "CAP_SYS_CHROOT's rule");
+        assert!(!rules.iter().any(|r| r.names().contains(&"mount".to_owned())), "CAP_SYS_ADMIN's rule");
         assert_eq!(l.masked_paths().as_ref().unwrap(), &strings(&MASKED_PATHS));
         assert_eq!(l.readonly_paths().as_ref().unwrap(), &strings(&READONLY_PATHS));
         let r = l.resources().as_ref().unwrap();
@@ -1452,6 +1569,7 @@ mod tests {
         let l = linux(&spec);
         assert_eq!(l.masked_paths(), &None);
         assert_eq!(l.readonly_paths(), &None);
+        assert_eq!(l.seccomp(), &None, "a privileged container is unconfined");
         assert_eq!(process(&spec).no_new_privileges(), Some(false));
         let devices = l.resources().as_ref().unwrap().devices().clone().unwrap();
         assert_eq!(devices.len(), 1);
@@ -1510,7 +1628,14 @@ mod tests {
     }
 
     fn bind(source: &str, destination: &str, readonly: bool) -> MountSpec {
-        MountSpec { kind: MountKind::Bind, source: source.into(), destination: destination.into(), readonly, options: vec![] }
+        MountSpec {
+            kind: MountKind::Bind,
+            source: source.into(),
+            destination: destination.into(),
+            readonly,
+            options: vec![],
+            no_copy: false,
+        }
     }
 
     fn tmpfs(destination: &str, options: &[&str]) -> MountSpec {
@@ -1520,6 +1645,7 @@ mod tests {
             destination: destination.into(),
             readonly: false,
             options: strings(options),
+            no_copy: false,
         }
     }
 
@@ -1725,7 +1851,7 @@ mod tests {
         assert!(json.contains("\"cgroupsPath\":\"/berth/default/c1\""));
         assert!(json.contains("\"RLIMIT_NOFILE\""));
         // Nothing leaks from oci-spec's sample defaults.
-        for absent in ["youki", "annotations", "inheritable", "ambient", "seccomp", "oomScoreAdj"] {
+        for absent in ["youki", "annotations", "inheritable", "ambient", "oomScoreAdj"] {
             assert!(!json.contains(absent), "{absent} in {json}");
         }
         let back: Spec = serde_json::from_str(&json).unwrap();

@@ -24,9 +24,12 @@ pub enum NetworkMode {
 pub enum MountKind {
     Bind,
     Tmpfs,
+    /// A named volume (`source` its name; empty in a request: a new
+    /// anonymous volume), bound from its directory under the root.
+    Volume,
 }
 
-/// A mount added to the container (`-v SRC:DST[:ro]`, `--tmpfs DST`).
+/// A mount added to the container (`-v SRC:DST[:ro]`, `-v NAME:DST`, `--tmpfs DST`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
     pub kind: MountKind,
@@ -40,6 +43,10 @@ pub struct MountSpec {
     /// Extra mount options (`size=64m`, `mode=1777`, ...).
     #[serde(default)]
     pub options: Vec<String>,
+    /// A volume: do not fill a new, empty volume with what the image holds
+    /// at the destination (docker's `volume-nocopy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_copy: bool,
 }
 
 /// When the agent starts a container again (`--restart`).
@@ -243,6 +250,30 @@ pub struct ContainerConfig {
     pub pid_host: bool,
     /// `--ipc host`: the host's IPC namespace.
     pub ipc_host: bool,
+    /// `--security-opt seccomp=...`: empty, the default profile; "unconfined",
+    /// none; else a profile's JSON (see `container::seccomp`).
+    pub seccomp: String,
+    /// `--security-opt no-new-privileges[=BOOL]`; unset: on, except for a
+    /// privileged container.
+    pub no_new_privileges: Option<bool>,
+    /// `--security-opt apparmor=PROFILE` (accepted where AppArmor is enabled).
+    pub apparmor: String,
+    /// `--device HOST[:CONTAINER][:rwm]`: host devices made in the container.
+    pub devices: Vec<DeviceMapping>,
+    /// `--cgroupns private`: a cgroup namespace of its own (default: the host's).
+    pub cgroupns_private: bool,
+}
+
+/// A host device given to a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    pub host_path: String,
+    /// Empty: the host path.
+    #[serde(default)]
+    pub container_path: String,
+    /// Some of "rwm"; empty: "rwm".
+    #[serde(default)]
+    pub permissions: String,
 }
 
 /// A resource limit (`--ulimit nofile=1024:4096`).

@@ -30,13 +30,17 @@ const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters"
 const CONTENT_LABELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("content_labels");
 /// Build steps' results by `<namespace>\0<cache key>` (see `build::cache`).
 const BUILD_CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("build_cache");
+/// Named volumes by `<namespace>\0<name>` (their files are `volume::Volumes`').
+const VOLUMES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("volumes");
 
 /// The record layout this version writes, kept under [`SCHEMA_KEY`] in
 /// `counters`. 1: the first releases (no marker). 2: the marker; container
 /// records are read typed (the runtime spec as `oci_spec::runtime::Spec`).
 /// 3: a container's spec in `container_specs`, apart from its record (which
 /// keeps the spec's cgroups path and command), and the `container_names` index.
-pub const SCHEMA: u64 = 3;
+/// 4: volumes (`volumes`), and container mounts of kind `volume` (which a
+/// reader of 3 could not decode).
+pub const SCHEMA: u64 = 4;
 const SCHEMA_KEY: &str = "schema";
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +186,19 @@ pub struct BuildCacheRecord {
     pub last_used: i64,
 }
 
+/// A named volume: a directory under the root that outlives containers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: i64,
+    /// Made for a container (an image's VOLUME, `-v /path`), not named by a
+    /// user: removed with the container by `rm -v`, and by `volume prune`.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
 impl ContainerRecord {
     /// The fields the record keeps of its spec.
     pub fn take_from_spec(&mut self, spec: &oci_spec::runtime::Spec) {
@@ -258,29 +275,34 @@ fn migrate(db: &Database) -> Result<(), MetadataError> {
         if found == SCHEMA {
             return Ok(());
         }
-        // 1 and 2 → 3: every container record is read typed (so that one
-        // that cannot be read is found now, not when a user touches the
-        // container), its spec moved to its own table, its name indexed.
-        let mut containers = tx.open_table(CONTAINERS)?;
-        let mut specs = tx.open_table(CONTAINER_SPECS)?;
-        let mut names = tx.open_table(CONTAINER_NAMES)?;
-        let mut rewritten = Vec::new();
-        for item in containers.iter()? {
-            let (k, v) = item?;
-            let mut rec: ContainerRecord = decode(k.value(), v.value())?;
-            let WithSpec { spec } = decode(k.value(), v.value())?;
-            rec.take_from_spec(&spec);
-            rewritten.push((k.value().to_owned(), rec, spec));
+        let mut rewritten = 0;
+        if found < 3 {
+            // 1 and 2 → 3: every container record is read typed (so that one
+            // that cannot be read is found now, not when a user touches the
+            // container), its spec moved to its own table, its name indexed.
+            let mut containers = tx.open_table(CONTAINERS)?;
+            let mut specs = tx.open_table(CONTAINER_SPECS)?;
+            let mut names = tx.open_table(CONTAINER_NAMES)?;
+            let mut moved = Vec::new();
+            for item in containers.iter()? {
+                let (k, v) = item?;
+                let mut rec: ContainerRecord = decode(k.value(), v.value())?;
+                let WithSpec { spec } = decode(k.value(), v.value())?;
+                rec.take_from_spec(&spec);
+                moved.push((k.value().to_owned(), rec, spec));
+            }
+            for (k, rec, spec) in &moved {
+                containers.insert(k.as_str(), encode(rec).as_slice())?;
+                specs.insert(k.as_str(), encode(spec).as_slice())?;
+                let (ns, _) = split_key(k);
+                names.insert(key(ns, &rec.name).as_str(), rec.id.as_str())?;
+            }
+            rewritten = moved.len();
         }
-        for (k, rec, spec) in &rewritten {
-            containers.insert(k.as_str(), encode(rec).as_slice())?;
-            specs.insert(k.as_str(), encode(spec).as_slice())?;
-            let (ns, _) = split_key(k);
-            names.insert(key(ns, &rec.name).as_str(), rec.id.as_str())?;
-        }
+        // 3 → 4: the volumes table is new (made above); nothing to rewrite.
         counters.insert(SCHEMA_KEY, SCHEMA)?;
-        if marked.is_some() || !rewritten.is_empty() {
-            tracing::info!(from = found, to = SCHEMA, containers = rewritten.len(), "metadata migrated");
+        if marked.is_some() || rewritten > 0 {
+            tracing::info!(from = found, to = SCHEMA, containers = rewritten, "metadata migrated");
         }
     }
     tx.commit()?;
@@ -356,6 +378,7 @@ impl Metadata {
         tx.open_table(CONTAINER_SPECS)?;
         tx.open_table(CONTAINER_NAMES)?;
         tx.open_table(BUILD_CACHE)?;
+        tx.open_table(VOLUMES)?;
         tx.commit()?;
         migrate(&db)?;
         let mut containers = ContainerMap::new();
@@ -897,6 +920,51 @@ impl Metadata {
         Ok(removed)
     }
 
+    // ---- volumes ----
+
+    pub fn volume(&self, ns: &str, name: &str) -> Result<VolumeRecord, MetadataError> {
+        self.get(VOLUMES, "volume", ns, name)
+    }
+
+    pub fn volumes(&self, ns: &str) -> Result<Vec<VolumeRecord>, MetadataError> {
+        Ok(self.scan(VOLUMES, Some(ns))?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every volume of every namespace, with its namespace.
+    pub fn all_volumes(&self) -> Result<Vec<(String, VolumeRecord)>, MetadataError> {
+        self.scan(VOLUMES, None)
+    }
+
+    /// Store a new volume; its name must be free in `ns`.
+    pub fn insert_volume(&self, ns: &str, rec: &VolumeRecord) -> Result<(), MetadataError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(VOLUMES)?;
+            let k = key(ns, &rec.name);
+            if t.get(k.as_str())?.is_some() {
+                return Err(MetadataError::AlreadyExists { kind: "volume", name: rec.name.clone() });
+            }
+            t.insert(k.as_str(), encode(rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_volume(&self, ns: &str, name: &str) -> Result<VolumeRecord, MetadataError> {
+        let tx = self.db.begin_write()?;
+        let rec;
+        {
+            let mut t = tx.open_table(VOLUMES)?;
+            let k = key(ns, name);
+            rec = match t.remove(k.as_str())? {
+                Some(v) => decode::<VolumeRecord>(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "volume", name: name.to_owned() }),
+            };
+        }
+        tx.commit()?;
+        Ok(rec)
+    }
+
     /// Namespaces that hold at least one record.
     pub fn namespaces(&self) -> Result<Vec<String>, MetadataError> {
         let mut set = BTreeSet::new();
@@ -907,6 +975,9 @@ impl Metadata {
             set.insert(ns);
         }
         for (ns, _) in self.scan::<serde_json::Value>(CONTAINERS, None)? {
+            set.insert(ns);
+        }
+        for (ns, _) in self.scan::<serde_json::Value>(VOLUMES, None)? {
             set.insert(ns);
         }
         Ok(set.into_iter().collect())

@@ -242,11 +242,14 @@ impl ContainerService {
 
     /// Remove a container: its task (refused while it runs unless `force`),
     /// its record, writable layer and log. Returns the id.
-    pub async fn remove(&self, ns: &str, id: &str, force: bool) -> Result<String, Error> {
+    pub async fn remove(&self, ns: &str, id: &str, force: bool, remove_volumes: bool) -> Result<String, Error> {
         let rec = self.find(ns, id).await?;
         // A restart the policy had pending does not happen.
         self.core.tasks.end_restart(ns, &rec.id, None);
         remove(&self.core, ns, &rec, force).await?;
+        if remove_volumes {
+            super::volumes::VolumeService::remove_anonymous(&self.core, ns, &rec).await;
+        }
         Ok(rec.id)
     }
 
@@ -270,7 +273,9 @@ impl ContainerService {
                     continue;
                 }
                 match remove(&core, &ns, &rec, false).await {
-                    Ok(()) | Err(Error::Container(ContainerError::Metadata(MetadataError::NotFound { .. }))) => {}
+                    // A --rm container's anonymous volumes go with it, as in docker.
+                    Ok(()) => super::volumes::VolumeService::remove_anonymous(&core, &ns, &rec).await,
+                    Err(Error::Container(ContainerError::Metadata(MetadataError::NotFound { .. }))) => {}
                     Err(e) => tracing::warn!(container = %id, error = %e, "removing the container after its exit"),
                 }
             }

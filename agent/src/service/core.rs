@@ -25,6 +25,7 @@ pub struct Core {
     pub(crate) containers: Arc<Containers>,
     pub(crate) tasks: Arc<Tasks>,
     pub(crate) networks: Arc<crate::network::Networks>,
+    pub(crate) volumes: Arc<crate::volume::Volumes>,
     pub(crate) events: Events,
     pub(crate) registries: Arc<Registries>,
     pub(crate) snapshotter_reason: String,

@@ -48,4 +48,6 @@ pub enum Error {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
 }

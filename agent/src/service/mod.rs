@@ -20,6 +20,7 @@ mod restart;
 pub mod snapshots;
 pub mod system;
 pub mod tasks;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct Services {
     pub tasks: tasks::TaskService,
     pub events: events::EventService,
     pub networks: networks::NetworkService,
+    pub volumes: volumes::VolumeService,
     pub system: system::SystemService,
 }
 
@@ -56,6 +58,7 @@ impl Services {
             tasks: tasks::TaskService::new(core.clone()),
             events: events::EventService::new(core.clone()),
             networks: networks::NetworkService::new(core.clone()),
+            volumes: volumes::VolumeService::new(core.clone()),
             system: system::SystemService::new(core),
         }
     }

@@ -14,6 +14,7 @@ import { ContentClient } from "./gen/berth/v1/content";
 import { EventsClient } from "./gen/berth/v1/events";
 import { ImagesClient } from "./gen/berth/v1/images";
 import { NetworksClient } from "./gen/berth/v1/networks";
+import { VolumesClient } from "./gen/berth/v1/volumes";
 import { RegistryClient } from "./gen/berth/v1/registry";
 import { SnapshotsClient } from "./gen/berth/v1/snapshots";
 import { TasksClient } from "./gen/berth/v1/tasks";
@@ -55,6 +56,7 @@ export interface Api {
   content: ContentClient;
   snapshots: SnapshotsClient;
   networks: NetworksClient;
+  volumes: VolumesClient;
   builder: BuilderClient;
 }
 
@@ -120,6 +122,7 @@ export class Client {
       content: new ContentClient(this.target, creds, opts),
       snapshots: new SnapshotsClient(this.target, creds, opts),
       networks: new NetworksClient(this.target, creds, opts),
+      volumes: new VolumesClient(this.target, creds, opts),
       builder: new BuilderClient(this.target, creds, opts),
     };
     this.images = new ImageCollection(this);

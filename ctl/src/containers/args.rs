@@ -92,9 +92,15 @@ pub struct RunArgs {
     /// Replace the image's entrypoint ("" clears it)
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Bind-mount a host path: SRC:DST[:ro]
+    /// Mount a volume or a host path: NAME:DST[:ro|nocopy] (a volume, made when
+    /// missing and then filled with the image's files at DST), /HOST:DST[:ro],
+    /// ./RELATIVE:DST (from this directory), or DST alone (a new anonymous volume)
     #[arg(short, long = "volume")]
     pub volume: Vec<String>,
+    /// Mount, in docker's syntax: type=volume|bind|tmpfs,source=NAME|PATH,target=DST
+    /// [,readonly][,volume-nocopy][,bind-propagation=P][,tmpfs-size=BYTES][,tmpfs-mode=MODE]
+    #[arg(long)]
+    pub mount: Vec<String>,
     /// Mount a tmpfs: DST[:OPTIONS]
     #[arg(long)]
     pub tmpfs: Vec<String>,
@@ -178,6 +184,16 @@ pub struct RunArgs {
     /// host: the host's IPC namespace [default: its own]
     #[arg(long, value_name = "host")]
     pub ipc: Option<String>,
+    /// Security option (repeatable): seccomp=unconfined|PROFILE.json,
+    /// no-new-privileges[=true|false], apparmor=PROFILE (where AppArmor runs)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Give a host device: HOST[:CONTAINER][:rwm] (repeatable)
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Cgroup namespace: host or private [default: host]
+    #[arg(long, value_name = "MODE")]
+    pub cgroupns: Option<String>,
     /// Command that checks the container's health (run by /bin/sh -c in it)
     #[arg(long, value_name = "COMMAND")]
     pub health_cmd: Option<String>,
@@ -270,6 +286,9 @@ pub struct RmArgs {
     /// Kill running containers first
     #[arg(short, long)]
     pub force: bool,
+    /// Remove their anonymous volumes too (named volumes stay)
+    #[arg(short, long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }

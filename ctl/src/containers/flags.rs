@@ -25,26 +25,109 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
     Ok((v * mult as f64) as i64)
 }
 
+/// A host path given on the command line, made absolute against this
+/// directory (`./data`, `../x`, `.`), as docker does for `-v`.
+fn host_path(src: &str) -> Result<String> {
+    if src.starts_with('/') {
+        return Ok(src.to_owned());
+    }
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let joined = cwd.join(src);
+    // The agent checks that it exists; a path that resolves is sent resolved.
+    Ok(joined.canonicalize().unwrap_or(joined).to_string_lossy().into_owned())
+}
+
+fn mount(typ: &str, source: String, destination: &str) -> v1::ContainerMount {
+    v1::ContainerMount { r#type: typ.into(), source, destination: destination.into(), ..Default::default() }
+}
+
+/// `-v`: `NAME:DST[:OPTS]`, `/HOST:DST[:OPTS]`, `./REL:DST[:OPTS]`, or `DST`.
 fn parse_volume(v: &str) -> Result<v1::ContainerMount> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
+        [d] if d.starts_with('/') => ("", *d, ""),
         [s, d] => (*s, *d, ""),
         [s, d, o] => (*s, *d, *o),
-        _ => bail!("invalid volume {v:?}: use SRC:DST[:ro]"),
+        _ => bail!("invalid volume {v:?}: use NAME:DST, /HOST/PATH:DST, ./PATH:DST (each with :ro), or DST"),
     };
-    if !src.starts_with('/') {
-        bail!("invalid volume {v:?}: the source must be an absolute host path (named volumes are not supported)");
+    if src.is_empty() && parts.len() > 1 {
+        bail!("invalid volume {v:?}: the source is empty");
     }
-    let mut readonly = false;
-    let mut options = Vec::new();
+    let mut m = if src.is_empty() {
+        mount("volume", String::new(), dst)
+    } else if src.starts_with('/') || src == "." || src == ".." || src.starts_with("./") || src.starts_with("../") {
+        mount("bind", host_path(src)?, dst)
+    } else if src.contains('/') {
+        bail!("invalid volume {v:?}: a host path is absolute (/data) or relative with ./ (./data); a volume name has no '/'");
+    } else {
+        mount("volume", src.to_owned(), dst)
+    };
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
-            "ro" => readonly = true,
-            "rw" => readonly = false,
-            other => options.push(other.to_owned()),
+            "ro" | "readonly" => m.readonly = true,
+            "rw" => m.readonly = false,
+            "nocopy" if m.r#type == "volume" => m.no_copy = true,
+            // SELinux relabelling: nothing to relabel without SELinux.
+            "z" | "Z" => {}
+            other => m.options.push(other.to_owned()),
         }
     }
-    Ok(v1::ContainerMount { r#type: "bind".into(), source: src.into(), destination: dst.into(), readonly, options })
+    Ok(m)
+}
+
+/// `--mount type=...,source=...,target=...`, docker's syntax.
+fn parse_mount(spec: &str) -> Result<v1::ContainerMount> {
+    let mut typ = "volume".to_owned();
+    let (mut source, mut target) = (String::new(), String::new());
+    let (mut readonly, mut no_copy) = (false, false);
+    let mut options = Vec::new();
+    let flag = |k: &str, v: Option<&str>| -> Result<bool> {
+        match v {
+            None | Some("1" | "true") => Ok(true),
+            Some("0" | "false") => Ok(false),
+            Some(other) => bail!("invalid --mount {spec:?}: {k}={other} is not true or false"),
+        }
+    };
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (field.trim(), None),
+        };
+        let value = || v.map(str::to_owned).ok_or_else(|| anyhow::anyhow!("invalid --mount {spec:?}: {k} needs a value"));
+        match k {
+            "type" => typ = value()?,
+            "source" | "src" => source = value()?,
+            "target" | "destination" | "dst" => target = value()?,
+            "readonly" | "ro" => readonly = flag(k, v)?,
+            "volume-nocopy" => no_copy = flag(k, v)?,
+            "bind-propagation" => options.push(value()?),
+            "tmpfs-size" => options.push(format!("size={}", parse_bytes(&value()?)?)),
+            "tmpfs-mode" => {
+                let mode = value()?;
+                if u32::from_str_radix(&mode, 8).is_err() {
+                    bail!("invalid --mount {spec:?}: tmpfs-mode {mode:?} is not an octal mode");
+                }
+                options.push(format!("mode={mode}"));
+            }
+            // Docker Desktop's file sharing hint: nothing to do on Linux.
+            "consistency" => {}
+            _ => bail!(
+                "invalid --mount {spec:?}: unknown field {k:?} (use type, source, target, readonly, volume-nocopy, \
+                 bind-propagation, tmpfs-size, tmpfs-mode)"
+            ),
+        }
+    }
+    if target.is_empty() {
+        bail!("invalid --mount {spec:?}: a target is required");
+    }
+    match typ.as_str() {
+        "bind" if source.is_empty() => bail!("invalid --mount {spec:?}: a bind mount needs a source"),
+        "bind" => source = host_path(&source)?,
+        "tmpfs" if !source.is_empty() => bail!("invalid --mount {spec:?}: a tmpfs mount takes no source"),
+        "volume" | "tmpfs" => {}
+        other => bail!("invalid --mount {spec:?}: unknown type {other:?} (use volume, bind or tmpfs)"),
+    }
+    Ok(v1::ContainerMount { r#type: typ, source, destination: target, readonly, options, no_copy })
 }
 
 fn parse_tmpfs(v: &str) -> v1::ContainerMount {
@@ -57,7 +140,50 @@ fn parse_tmpfs(v: &str) -> v1::ContainerMount {
         destination: dst.into(),
         readonly,
         options: options.into_iter().filter(|o| o != "ro" && o != "rw").collect(),
+        no_copy: false,
     }
+}
+
+/// `--device HOST[:CONTAINER][:PERMS]`.
+fn parse_device(d: &str) -> Result<v1::DeviceMapping> {
+    let perms = |p: &str| !p.is_empty() && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = d.split(':').collect();
+    let (host, container, permissions) = match parts.as_slice() {
+        [h] => (*h, "", ""),
+        [h, p] if perms(p) => (*h, "", *p),
+        [h, c] => (*h, *c, ""),
+        [h, c, p] if perms(p) => (*h, *c, *p),
+        _ => bail!("invalid --device {d:?}: use HOST[:CONTAINER][:rwm]"),
+    };
+    Ok(v1::DeviceMapping { host_path: host.into(), container_path: container.into(), permissions: permissions.into() })
+}
+
+/// `--security-opt`s into the request: a seccomp profile's file is read here
+/// and sent whole, as docker's client does.
+fn security_opts(opts: &[String], c: &mut v1::ContainerConfig) -> Result<()> {
+    for o in opts {
+        // docker also takes KEY:VALUE.
+        let (k, v) = o.split_once('=').or_else(|| o.split_once(':')).map_or((o.as_str(), None), |(k, v)| (k, Some(v)));
+        match (k, v) {
+            ("seccomp", Some("unconfined")) => c.seccomp_profile = "unconfined".into(),
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                c.seccomp_profile =
+                    std::fs::read_to_string(path).with_context(|| format!("--security-opt seccomp: reading the profile {path}"))?;
+                if c.seccomp_profile.trim().is_empty() {
+                    bail!("--security-opt seccomp: the profile {path} is empty");
+                }
+            }
+            ("no-new-privileges", None | Some("true" | "1")) => c.no_new_privileges = Some(true),
+            ("no-new-privileges", Some("false" | "0")) => c.no_new_privileges = Some(false),
+            ("apparmor", Some(p)) if !p.is_empty() => c.apparmor_profile = p.into(),
+            ("label", Some("disable")) => {}
+            ("label", _) => bail!("--security-opt {o:?}: SELinux labels are not supported (only label=disable)"),
+            _ => bail!(
+                "invalid --security-opt {o:?}: use seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false] or apparmor=PROFILE"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// `-e KEY=VALUE`, `-e KEY` (this shell's value, skipped when unset), and env files.
@@ -94,6 +220,9 @@ fn push_env(out: &mut Vec<String>, e: &str) -> Result<()> {
 
 pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
     let mut mounts = a.volume.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
+    for m in &a.mount {
+        mounts.push(parse_mount(m)?);
+    }
     mounts.extend(a.tmpfs.iter().map(|t| parse_tmpfs(t)));
     let memory = a.memory.as_deref().map(parse_bytes).transpose()?.unwrap_or(0);
     let cpu_millis = match a.cpus {
@@ -106,7 +235,7 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
     }
     let (network, networks) = network_flags(a)?;
     let entrypoint = a.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] });
-    let config = v1::ContainerConfig {
+    let mut config = v1::ContainerConfig {
         command_set: !a.command.is_empty(),
         command: a.command.clone(),
         entrypoint_set: entrypoint.is_some(),
@@ -149,7 +278,11 @@ pub fn create_request(a: &RunArgs) -> Result<v1::CreateContainerRequest> {
         group_add: a.group_add.clone(),
         pid: a.pid.clone().unwrap_or_default(),
         ipc: a.ipc.clone().unwrap_or_default(),
+        devices: a.device.iter().map(|d| parse_device(d)).collect::<Result<Vec<_>>>()?,
+        cgroupns: a.cgroupns.clone().unwrap_or_default(),
+        ..Default::default()
     };
+    security_opts(&a.security_opt, &mut config)?;
     if a.rm && restart_policy_is_set(&a.restart) {
         bail!("--rm and --restart {} cannot go together: a removed container cannot start again", a.restart);
     }
@@ -327,12 +460,54 @@ mod tests {
     }
 
     #[test]
+    fn devices_and_security_options_parse() {
+        let d = parse_device("/dev/fuse").unwrap();
+        assert_eq!((d.host_path.as_str(), d.container_path.as_str(), d.permissions.as_str()), ("/dev/fuse", "", ""));
+        let d = parse_device("/dev/null:/dev/x:rw").unwrap();
+        assert_eq!((d.container_path.as_str(), d.permissions.as_str()), ("/dev/x", "rw"));
+        assert_eq!(parse_device("/dev/null:r").unwrap().permissions, "r");
+        assert!(parse_device("/a:/b:rwx:y").is_err());
+        let mut c = v1::ContainerConfig::default();
+        let opts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        security_opts(&opts(&["seccomp=unconfined", "no-new-privileges", "apparmor=docker-default"]), &mut c).unwrap();
+        assert_eq!(
+            (c.seccomp_profile.as_str(), c.no_new_privileges, c.apparmor_profile.as_str()),
+            ("unconfined", Some(true), "docker-default")
+        );
+        security_opts(&opts(&["no-new-privileges:false"]), &mut c).unwrap();
+        assert_eq!(c.no_new_privileges, Some(false));
+        assert!(security_opts(&opts(&["seccomp=/nonexistent.json"]), &mut c).is_err());
+        assert!(security_opts(&opts(&["label=type:x"]), &mut c).is_err());
+        assert!(security_opts(&opts(&["bogus"]), &mut c).is_err());
+    }
+
+    #[test]
     fn volumes_and_tmpfs_parse() {
+        let named = parse_volume("data:/mnt:nocopy").unwrap();
+        assert_eq!((named.r#type.as_str(), named.source.as_str(), named.no_copy), ("volume", "data", true));
+        let anonymous = parse_volume("/cache").unwrap();
+        assert_eq!((anonymous.r#type.as_str(), anonymous.source.as_str(), anonymous.destination.as_str()), ("volume", "", "/cache"));
+        let rel = parse_volume("./x:/mnt").unwrap();
+        assert_eq!(rel.r#type, "bind");
+        assert!(rel.source.starts_with('/') && rel.source.ends_with("/x"), "{}", rel.source);
+        assert!(parse_volume("a/b:/mnt").is_err());
+        assert!(parse_volume(":/mnt").is_err());
+        let m = parse_mount("type=volume,src=data,dst=/d,readonly,volume-nocopy").unwrap();
+        assert_eq!(
+            (m.r#type.as_str(), m.source.as_str(), m.destination.as_str(), m.readonly, m.no_copy),
+            ("volume", "data", "/d", true, true)
+        );
+        let m = parse_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=700").unwrap();
+        assert_eq!(m.options, ["size=1048576", "mode=700"]);
+        let m = parse_mount("type=bind,source=/etc,target=/e,ro=false,bind-propagation=rslave").unwrap();
+        assert_eq!((m.readonly, m.options.clone()), (false, vec!["rslave".to_owned()]));
+        assert!(parse_mount("type=bind,target=/e").is_err());
+        assert!(parse_mount("source=x").is_err());
+        assert!(parse_mount("type=nfs,target=/x").is_err());
+        assert!(parse_mount("type=volume,target=/x,bogus=1").is_err());
         let v = parse_volume("/data:/mnt:ro").unwrap();
         assert_eq!((v.source.as_str(), v.destination.as_str(), v.readonly), ("/data", "/mnt", true));
         assert!(!parse_volume("/data:/mnt").unwrap().readonly);
-        assert!(parse_volume("data:/mnt").is_err());
-        assert!(parse_volume("/a").is_err());
         let t = parse_tmpfs("/run:size=64m,ro");
         assert_eq!((t.destination.as_str(), t.readonly, t.options.clone()), ("/run", true, vec!["size=64m".to_owned()]));
     }

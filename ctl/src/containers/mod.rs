@@ -87,7 +87,7 @@ pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
     let c = conn.containers().create(req).await?.into_inner().container.unwrap_or_default();
     if a.detach {
         if let Err(e) = conn.tasks().start(v1::StartTaskRequest { container_id: c.id.clone(), exec_id: String::new() }).await {
-            let _ = conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true }).await;
+            let _ = conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true, remove_volumes: true }).await;
             return Err(e.into());
         }
         println!("{}", c.id);
@@ -95,7 +95,8 @@ pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
     }
     let result = run_attached(conn, &c.id, "", a.interactive, a.tty).await;
     if a.rm {
-        match conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true }).await {
+        // Its anonymous volumes go with it, as docker's --rm does.
+        match conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true, remove_volumes: true }).await {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::NotFound => {}
             Err(e) if result.is_ok() => return Err(e.into()),
@@ -198,7 +199,7 @@ async fn kill(conn: &Conn, a: KillArgs) -> Result<i32> {
 
 async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
     each(&a.containers, |id| async move {
-        conn.containers().delete(v1::DeleteContainerRequest { id: id.clone(), force: a.force }).await?;
+        conn.containers().delete(v1::DeleteContainerRequest { id: id.clone(), force: a.force, remove_volumes: a.volumes }).await?;
         Ok(Some(id))
     })
     .await

@@ -310,6 +310,7 @@ impl Run {
                     destination: clean_target(target, workdir),
                     readonly: false,
                     options: size.map(|s| vec![format!("size={s}")]).unwrap_or_default(),
+                    no_copy: false,
                 }),
                 RunMount::Secret { id, target, env, required, mode, uid, gid } => {
                     let Some(value) = self.secret(id).await? else {
@@ -491,6 +492,7 @@ fn bind(source: &std::path::Path, destination: &str, readonly: bool) -> MountSpe
         destination: destination.to_owned(),
         readonly,
         options: vec!["rbind".into()],
+        no_copy: false,
     }
 }
 

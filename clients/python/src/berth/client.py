@@ -25,6 +25,7 @@ from .v1 import (
     tasks_pb2_grpc,
     version_pb2,
     version_pb2_grpc,
+    volumes_pb2_grpc,
 )
 
 DEFAULT_ADDRESS = "/run/berth/berthd.sock"
@@ -74,6 +75,7 @@ class Api:
         self.tasks = tasks_pb2_grpc.TasksStub(channel)
         self.events = events_pb2_grpc.EventsStub(channel)
         self.networks = networks_pb2_grpc.NetworksStub(channel)
+        self.volumes = volumes_pb2_grpc.VolumesStub(channel)
         self.builder = build_pb2_grpc.BuilderStub(channel)
         self.version = version_pb2_grpc.VersionStub(channel)
 

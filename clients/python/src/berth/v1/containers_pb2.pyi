@@ -30,13 +30,20 @@ class ContainerMount(_message.Message):
     DESTINATION_FIELD_NUMBER: _builtins.int
     READONLY_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    NO_COPY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """"bind" or "tmpfs"."""
+    """"bind", "volume" or "tmpfs"."""
     source: _builtins.str
-    """Host path of a bind mount; unused for tmpfs."""
+    """Host path of a bind mount; name of a volume (made when missing; empty
+    in a request: a new anonymous volume); unused for tmpfs.
+    """
     destination: _builtins.str
     """Absolute path in the container."""
     readonly: _builtins.bool
+    no_copy: _builtins.bool
+    """A volume: do not fill a new, empty volume with what the image holds at
+    the destination (which is what happens otherwise, as in docker).
+    """
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Extra options, e.g. "size=64m"."""
@@ -49,10 +56,11 @@ class ContainerMount(_message.Message):
         destination: _builtins.str = ...,
         readonly: _builtins.bool = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
+        no_copy: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "options", b"options", "readonly", b"readonly", "source", b"source", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "no_copy", b"no_copy", "options", b"options", "readonly", b"readonly", "source", b"source", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -148,6 +156,11 @@ class ContainerConfig(_message.Message):
     GROUP_ADD_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
     IPC_FIELD_NUMBER: _builtins.int
+    SECCOMP_PROFILE_FIELD_NUMBER: _builtins.int
+    NO_NEW_PRIVILEGES_FIELD_NUMBER: _builtins.int
+    APPARMOR_PROFILE_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    CGROUPNS_FIELD_NUMBER: _builtins.int
     command_set: _builtins.bool
     entrypoint_set: _builtins.bool
     workdir: _builtins.str
@@ -191,6 +204,21 @@ class ContainerConfig(_message.Message):
     """"host": the host's process namespace; empty: its own."""
     ipc: _builtins.str
     """"host": the host's IPC namespace; empty: its own."""
+    seccomp_profile: _builtins.str
+    """Its seccomp profile: empty, the agent's default (system calls an
+    unprivileged container has no use for fail with EPERM: mount, unshare,
+    keyctl, ...); "unconfined", none; else a profile's JSON (the OCI runtime
+    spec's `linux.seccomp`, or a docker profile with includes/excludes).
+    A privileged container has none unless one is given.
+    """
+    no_new_privileges: _builtins.bool
+    """Its processes cannot gain privileges by exec (setuid, file
+    capabilities); unset: set, except for a privileged container.
+    """
+    apparmor_profile: _builtins.str
+    """An AppArmor profile; refused where AppArmor is not enabled."""
+    cgroupns: _builtins.str
+    """"private": a cgroup namespace of its own; empty or "host": the host's."""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's Cmd when `command_set` (an empty list is allowed)."""
@@ -260,6 +288,10 @@ class ContainerConfig(_message.Message):
     def group_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """More groups for its processes: names from the image's /etc/group, or numbers."""
 
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceMapping]:
+        """Host devices made in the container, with access to them."""
+
     def __init__(
         self,
         *,
@@ -299,16 +331,56 @@ class ContainerConfig(_message.Message):
         group_add: _abc.Iterable[_builtins.str] | None = ...,
         pid: _builtins.str = ...,
         ipc: _builtins.str = ...,
+        seccomp_profile: _builtins.str = ...,
+        no_new_privileges: _builtins.bool | None = ...,
+        apparmor_profile: _builtins.str = ...,
+        devices: _abc.Iterable[Global___DeviceMapping] | None = ...,
+        cgroupns: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "healthcheck", b"healthcheck", "resources", b"resources", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_no_new_privileges", b"_no_new_privileges", "_stop_timeout", b"_stop_timeout", "healthcheck", b"healthcheck", "no_new_privileges", b"no_new_privileges", "resources", b"resources", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "init", b"init", "ipc", b"ipc", "mounts", b"mounts", "network", b"network", "networks", b"networks", "pid", b"pid", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "restart_policy", b"restart_policy", "shm_size", b"shm_size", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_no_new_privileges", b"_no_new_privileges", "_stop_timeout", b"_stop_timeout", "apparmor_profile", b"apparmor_profile", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns", b"cgroupns", "command", b"command", "command_set", b"command_set", "devices", b"devices", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "init", b"init", "ipc", b"ipc", "mounts", b"mounts", "network", b"network", "networks", b"networks", "no_new_privileges", b"no_new_privileges", "pid", b"pid", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "read_only", b"read_only", "resources", b"resources", "restart_policy", b"restart_policy", "seccomp_profile", b"seccomp_profile", "shm_size", b"shm_size", "stdin", b"stdin", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__no_new_privileges: _TypeAlias = _typing.Literal["no_new_privileges"]  # noqa: Y015
+    _WhichOneofArgType__no_new_privileges: _TypeAlias = _typing.Literal["_no_new_privileges", b"_no_new_privileges"]  # noqa: Y015
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__no_new_privileges) -> _WhichOneofReturnType__no_new_privileges | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class DeviceMapping(_message.Message):
+    """A host device given to a container (docker's --device)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_PATH_FIELD_NUMBER: _builtins.int
+    CONTAINER_PATH_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    host_path: _builtins.str
+    """A character or block device on the host, e.g. /dev/fuse."""
+    container_path: _builtins.str
+    """Its path in the container; empty: the host's."""
+    permissions: _builtins.str
+    """Some of "r", "w" and "m" (mknod); empty: "rwm"."""
+    def __init__(
+        self,
+        *,
+        host_path: _builtins.str = ...,
+        container_path: _builtins.str = ...,
+        permissions: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_path", b"container_path", "host_path", b"host_path", "permissions", b"permissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceMapping: _TypeAlias = DeviceMapping  # noqa: Y015
 
 @_typing.final
 class Ulimit(_message.Message):
@@ -1017,18 +1089,22 @@ class DeleteContainerRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    REMOVE_VOLUMES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     force: _builtins.bool
     """Kill and delete a live task first."""
+    remove_volumes: _builtins.bool
+    """Remove its anonymous volumes too (docker rm -v); named volumes stay."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         force: _builtins.bool = ...,
+        remove_volumes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "id", b"id", "remove_volumes", b"remove_volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

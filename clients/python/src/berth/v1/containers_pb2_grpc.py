@@ -142,7 +142,8 @@ class ContainersServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Delete a container and discard its writable layer; `force` kills a live task first.
+        """Delete a container and discard its writable layer; `force` kills a live task first;
+        `remove_volumes` removes its anonymous volumes (those another container uses stay).
         Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
         FAILED_PRECONDITION (its task is running or paused, without force).
         """

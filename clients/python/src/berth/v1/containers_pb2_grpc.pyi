@@ -66,7 +66,8 @@ class ContainersStub:
     bad label).
     """
     Delete: _grpc.UnaryUnaryMultiCallable[_containers_pb2.DeleteContainerRequest, _containers_pb2.DeleteContainerResponse]
-    """Delete a container and discard its writable layer; `force` kills a live task first.
+    """Delete a container and discard its writable layer; `force` kills a live task first;
+    `remove_volumes` removes its anonymous volumes (those another container uses stay).
     Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
     FAILED_PRECONDITION (its task is running or paused, without force).
     """
@@ -122,7 +123,8 @@ class ContainersAsyncStub(ContainersStub):
     bad label).
     """
     Delete: _aio.UnaryUnaryMultiCallable[_containers_pb2.DeleteContainerRequest, _containers_pb2.DeleteContainerResponse]  # type: ignore[assignment]
-    """Delete a container and discard its writable layer; `force` kills a live task first.
+    """Delete a container and discard its writable layer; `force` kills a live task first;
+    `remove_volumes` removes its anonymous volumes (those another container uses stay).
     Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
     FAILED_PRECONDITION (its task is running or paused, without force).
     """
@@ -211,7 +213,8 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.DeleteContainerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_containers_pb2.DeleteContainerResponse, _abc.Awaitable[_containers_pb2.DeleteContainerResponse]]:
-        """Delete a container and discard its writable layer; `force` kills a live task first.
+        """Delete a container and discard its writable layer; `force` kills a live task first;
+        `remove_volumes` removes its anonymous volumes (those another container uses stay).
         Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix),
         FAILED_PRECONDITION (its task is running or paused, without force).
         """

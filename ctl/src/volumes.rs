@@ -1,0 +1,213 @@
+//! `berthctl volume ...`.
+
+use anyhow::Result;
+use berth_api::v1;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::output;
+use crate::{Conn, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make a volume (a directory under the agent's root that outlives containers)
+    #[command(after_help = "Containers mount it with `-v NAME:/path` or `--mount type=volume,source=NAME,target=/path`;\n\
+                            `run -v NAME:/path` also makes a missing volume, filled with the image's files at /path.")]
+    Create(CreateArgs),
+    /// List volumes
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show volumes as JSON, with their size and the containers that mount them
+    Inspect(NamesArgs),
+    /// Remove volumes (refused while a container, running or not, mounts one)
+    #[command(alias = "remove")]
+    Rm(NamesArgs),
+    /// Remove the anonymous volumes no container mounts (-a: named ones too)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Driver: only local
+    #[arg(short, long, default_value = "local")]
+    pub driver: String,
+    /// Label KEY=VALUE (repeatable)
+    #[arg(long = "label")]
+    pub label: Vec<String>,
+    /// Name of the volume [default: a generated one]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only show names
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Filter: name=SUBSTRING, label=KEY[=VALUE], dangling=true|false (repeatable)
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// Show each volume's size (reads every volume's files)
+    #[arg(short, long)]
+    pub size: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Volume names
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Named volumes too, not only anonymous ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Filter: label=KEY[=VALUE] (repeatable)
+    #[arg(long = "filter")]
+    pub filter: Vec<String>,
+    /// Do not ask (berthctl never asks; accepted for docker's scripts)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+pub async fn run(conn: &Conn, cmd: VolumeCommand) -> Result<i32> {
+    match cmd {
+        VolumeCommand::Create(a) => create(conn, a).await,
+        VolumeCommand::Ls(a) => ls(conn, a).await,
+        VolumeCommand::Inspect(a) => inspect(conn, a).await,
+        VolumeCommand::Rm(a) => rm(conn, a).await,
+        VolumeCommand::Prune(a) => prune(conn, a).await,
+    }
+}
+
+/// docker's `--filter KEY=VALUE` made the API's form (`name` a substring, as docker).
+fn filters(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .map(|f| match f.split_once('=') {
+            _ if f.contains("==") || f.contains("~=") => f.clone(),
+            Some(("name", v)) => format!("name~={v}"),
+            Some(("label", kv)) => match kv.split_once('=') {
+                Some((k, v)) => format!("label.{k}=={v}"),
+                None => format!("label.{kv}"),
+            },
+            Some((k, v)) => format!("{k}=={v}"),
+            None => f.clone(),
+        })
+        .collect()
+}
+
+fn volume_json(v: &v1::Volume, size: bool) -> serde_json::Value {
+    let mut j = json!({
+        "Name": v.name,
+        "Driver": v.driver,
+        "Mountpoint": v.mountpoint,
+        "Labels": v.labels,
+        "CreatedAt": v.created_at.as_ref().map(output::rfc3339),
+        "Anonymous": v.anonymous,
+        "Scope": "local",
+        "Containers": v.containers,
+    });
+    if size {
+        j["UsageData"] = json!({"Size": v.size, "RefCount": v.containers.len()});
+    }
+    j
+}
+
+async fn create(conn: &Conn, a: CreateArgs) -> Result<i32> {
+    let labels = berth_common::labels::parse_all(a.label.iter().map(String::as_str))?;
+    let req = v1::CreateVolumeRequest { name: a.name.unwrap_or_default(), labels: labels.into_iter().collect(), driver: a.driver };
+    let v = conn.volumes().create(req).await?.into_inner().volume.unwrap_or_default();
+    if conn.format == Format::Json {
+        output::json(&volume_json(&v, false));
+    } else {
+        println!("{}", v.name);
+    }
+    Ok(0)
+}
+
+async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
+    let req = v1::ListVolumesRequest { filters: filters(&a.filter), sizes: a.size };
+    let vols = conn.volumes().list(req).await?.into_inner().volumes;
+    if a.quiet {
+        for v in &vols {
+            println!("{}", v.name);
+        }
+        return Ok(0);
+    }
+    if conn.format == Format::Json {
+        output::json(&json!(vols.iter().map(|v| volume_json(v, a.size)).collect::<Vec<_>>()));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = vols
+        .iter()
+        .map(|v| {
+            let mut row = vec![v.driver.clone(), v.name.clone(), v.containers.len().to_string()];
+            if a.size {
+                row.push(output::size(v.size as i64));
+            }
+            row
+        })
+        .collect();
+    if a.size {
+        output::table(&["DRIVER", "VOLUME NAME", "CONTAINERS", "SIZE"], &rows);
+    } else {
+        output::table(&["DRIVER", "VOLUME NAME", "CONTAINERS"], &rows);
+    }
+    Ok(0)
+}
+
+async fn inspect(conn: &Conn, a: NamesArgs) -> Result<i32> {
+    let mut out = Vec::new();
+    for name in a.names {
+        let v = conn.volumes().get(v1::GetVolumeRequest { name }).await?.into_inner().volume.unwrap_or_default();
+        out.push(volume_json(&v, true));
+    }
+    output::json(&json!(out));
+    Ok(0)
+}
+
+async fn rm(conn: &Conn, a: NamesArgs) -> Result<i32> {
+    let mut code = 0;
+    for name in a.names {
+        match conn.volumes().remove(v1::RemoveVolumeRequest { name: name.clone() }).await {
+            Ok(r) => println!("{}", r.into_inner().name),
+            Err(e) => {
+                eprintln!("berthctl: {}: {}", berth_common::text::printable(&name), berth_common::text::printable(e.message()));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn prune(conn: &Conn, a: PruneArgs) -> Result<i32> {
+    let r = conn.volumes().prune(v1::PruneVolumesRequest { all: a.all, filters: filters(&a.filter) }).await?.into_inner();
+    if conn.format == Format::Json {
+        output::json(&json!({"VolumesDeleted": r.removed, "SpaceReclaimed": r.reclaimed_bytes}));
+    } else {
+        if !r.removed.is_empty() {
+            println!("Deleted Volumes:");
+        }
+        for n in &r.removed {
+            println!("{n}");
+        }
+        println!("Total reclaimed space: {}", output::size(r.reclaimed_bytes as i64));
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_filters_become_the_apis() {
+        let f = |s: &[&str]| filters(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(f(&["name=data"]), ["name~=data"]);
+        assert_eq!(f(&["label=a=b", "label=c"]), ["label.a==b", "label.c"]);
+        assert_eq!(f(&["dangling=true"]), ["dangling==true"]);
+        assert_eq!(f(&["name==exact"]), ["name==exact"]);
+    }
+}
