@@ -289,6 +289,9 @@ fn an_image_layer_or_a_container_s_writable_layer_cannot_be_removed_through_snap
             let e = s.remove(v1::RemoveSnapshotRequest { key: key.clone() }).await.unwrap_err();
             assert_eq!(e.code(), Code::FailedPrecondition, "{key}: {e:?}");
         }
+        // A key nothing has, whatever it looks like: NotFound.
+        let e = s.remove(v1::RemoveSnapshotRequest { key: format!("sha256:{}", "7".repeat(64)) }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
     });
     // Both still work: the container runs.
     d.ok(&["start", "-a", &id]);

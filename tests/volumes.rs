@@ -84,6 +84,13 @@ fn named_volumes_outlive_containers_hold_the_image_s_files_and_are_not_removed_i
     assert_eq!(d.ok(&["volume", "ls", "-q", "--filter", "name=abel"]), "labelled\n");
     let ls = d.ok(&["volume", "ls", "--size"]);
     assert!(ls.contains("SIZE") && ls.contains("labelled"), "{ls}");
+    // system df counts them (two volumes, one in use by holder).
+    let df = d.ok(&["system", "df"]);
+    let line = df.lines().find(|l| l.starts_with("Local Volumes")).unwrap_or_default().to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.get(2..4), Some(&["2", "1"][..]), "{df}");
+    let verbose = d.ok(&["system", "df", "-v"]);
+    assert!(verbose.contains("Local Volumes space usage") && verbose.contains("labelled"), "{verbose}");
     let err = failure(&d, &["volume", "create", "labelled"]);
     assert!(err.contains("already exists"), "{err}");
 

@@ -178,16 +178,22 @@ impl Agent {
         }
         self.services.start_background();
         let found = self.core.tasks.recover(&known).await;
-        // The machine started (the state directory, a tmpfs, holds no mark of
-        // an earlier agent): restart policies start their containers.
+        // The machine started (the state directory holds no mark of an
+        // earlier agent of this boot: a tmpfs is empty, and a state directory
+        // on disk keeps the boot id of the agent before): restart policies
+        // start their containers.
         let booted = self.core.config.state.join("booted");
-        let first_boot = !booted.exists();
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        // (An empty mark is an older agent's, which wrote no id: the same boot.)
+        let first_boot = std::fs::read_to_string(&booted).map_or(true, |seen| !seen.trim().is_empty() && seen.trim() != boot_id.trim());
         self.services.containers.start_policies_at_boot(first_boot);
         self.services.containers.start_health_checks();
         let mark = || {
+            use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             // Root's only, as everything the agent keeps.
-            std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&booted).map(drop)
+            let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&booted)?;
+            f.write_all(boot_id.trim().as_bytes())
         };
         if let Err(e) = mark() {
             tracing::warn!(path = %booted.display(), error = %e, "marking the state directory");

@@ -163,6 +163,9 @@ enum Command {
     Version,
     /// Show how the agent is configured and what it holds
     Info,
+    /// The agent's disk use (`system df`), and `system info`
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 /// A connection to the agent with the namespace header on every call.
@@ -294,6 +297,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Volume(c) => volumes::run(&conn, c).await,
         Command::Version => system::version(&conn).await,
         Command::Info => system::info(&conn).await,
+        Command::System(c) => system::run(&conn, c).await,
     }
 }
 

@@ -82,14 +82,15 @@ impl SnapshotService {
     /// layer with its container: both are refused here.
     pub async fn remove(&self, ns: &str, key: &str) -> Result<(), Error> {
         required("key", key)?;
-        if key.starts_with("sha256:") {
-            return Err(Error::FailedPrecondition(format!(
-                "snapshot {key:?} is an unpacked image layer: it goes when no image uses it (remove the images)"
-            )));
-        }
         let (core, ns, key) = (self.core.clone(), ns.to_owned(), key.to_owned());
         blocking(move || {
+            // Unknown: NotFound, whatever the key looks like.
             let rec = core.snapshots.stat(&ns, &key)?;
+            if key.starts_with("sha256:") {
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {key:?} is an unpacked image layer: it goes when no image uses it (remove the images)"
+                )));
+            }
             if let Some(id) = rec.labels.get(crate::container::LABEL_CONTAINER) {
                 if let Ok(c) = core.meta.container(&ns, id) {
                     return Err(Error::FailedPrecondition(format!(
