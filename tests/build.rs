@@ -46,21 +46,21 @@ fn a_scratch_image_builds_runs_and_keeps_its_history() {
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
     assert_eq!(d.ok(&["run", "--rm", "built:v1"]), "hello from /srv/app\n");
     let inspect = d.inspect("default", "built:v1");
-    let history = inspect["history"].as_array().unwrap();
+    let history = inspect["History"].as_array().unwrap();
     // COPY, RUN --install, ENV, WORKDIR (creates /srv/app), RUN echo, CMD.
     assert_eq!(history.len(), 6, "{history:#?}");
     let layers = history.iter().filter(|h| h.get("empty_layer").is_none()).count();
     assert_eq!(layers, 4, "{history:#?}");
-    assert_eq!(inspect["diff_ids"].as_array().unwrap().len(), 4);
-    assert_eq!(inspect["config"]["WorkingDir"], "/srv/app");
+    assert_eq!(inspect["RootFS"]["Layers"].as_array().unwrap().len(), 4);
+    assert_eq!(inspect["Config"]["WorkingDir"], "/srv/app");
     assert!(history[1]["created_by"].as_str().unwrap().contains("--install"));
 
     // Unchanged: every step from the cache, the same image.
-    let id1 = inspect["id"].clone();
+    let id1 = inspect["Id"].clone();
     let out = build(&d, &dir, &["-t", "built:v2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("0 steps run"), "{}", stderr(&out));
-    assert_eq!(d.inspect("default", "built:v2")["id"], id1);
+    assert_eq!(d.inspect("default", "built:v2")["Id"], id1);
     assert_eq!(stdout(&out).trim(), id1.as_str().unwrap());
     d.assert_healthy();
 }
@@ -231,7 +231,7 @@ CMD [\"/bin/busybox\", \"cat\", \"/out/left.txt\", \"/out/right.txt\"]
     let first_done = pos(&format!("{nl} DONE")).min(pos(&format!("{nr} DONE")));
     assert!(pos(left) < first_done && pos(right) < first_done, "{log}");
     // The final image holds only what it copied: one layer per COPY.
-    assert_eq!(d.inspect("default", "multi:v1")["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(d.inspect("default", "multi:v1")["RootFS"]["Layers"].as_array().unwrap().len(), 3);
 
     // --target builds a stage by name.
     let out = build(&d, &dir, &["--target", "left", "-t", "multi:left"]);
@@ -273,7 +273,7 @@ CMD cat /greeting /etc/motd /onbuild.txt
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
     assert_eq!(d.ok(&["run", "--rm", "child:v1"]), "hi world (spicy)\nflavour spicy, default\ntriggered\n");
     let i = d.inspect("default", "child:v1");
-    let c = &i["config"];
+    let c = &i["Config"];
     assert_eq!(c["Labels"]["org.example.flavour"], "spicy");
     assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "53/udp": {}}));
     assert_eq!(c["User"], "1000:1000");
@@ -401,7 +401,7 @@ CMD [\"cat\", \"/data/file\"]
     let two = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "repro:2"]);
     assert_eq!(one["digest"], two["digest"], "{one}\n{two}");
     let i = d.inspect("default", "repro:1");
-    assert_eq!(i["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(i["Created"], "2023-11-14T22:13:20Z");
     // File times in the layers are clamped too.
     let listing = d.ok(&["run", "--rm", "repro:1", "stat", "-c", "%Y", "/data/new"]);
     assert_eq!(listing.trim(), "1700000000");
@@ -680,6 +680,6 @@ RUN mkdir -p /data && echo fixed > /data/file
     assert_eq!(one["digest"], two["digest"]);
     // The last layer holds /data, not the inherited busybox again.
     let i = d.inspect("default", "native:1");
-    let last = i["layers"].as_array().unwrap().last().unwrap()["size"].as_u64().unwrap();
+    let last = i["Layers"].as_array().unwrap().last().unwrap()["Size"].as_u64().unwrap();
     assert!(last < 100_000, "the last layer is {last} bytes: inherited files were taken for changes");
 }

@@ -59,7 +59,7 @@ fn core_cases(runtime: &str) {
     assert!(ls.lines().any(|l| l == "bin") && ls.lines().any(|l| l == "etc"), "{ls}");
     assert_eq!(code(&d.ctl(&["exec", "web", "sh", "-c", "exit 3"])), 3);
     // Names, full ids and id prefixes all work.
-    assert!(d.ok(&["inspect", &id[..8]]).contains("\"Name\": \"web\""));
+    assert!(d.ok(&["inspect", &id[..8]]).contains("\"Name\": \"/web\""));
     // sleep ignores SIGTERM as pid 1: stop falls back to SIGKILL after the timeout.
     d.ok(&["stop", "-t", "1", "web"]);
     let ps = d.ok(&["ps", "-a"]);
@@ -171,7 +171,7 @@ fn removing_a_container_discards_its_writable_layer_and_commit_keeps_it() {
     assert_eq!(d.ok(&["run", "--rm", "withfile:v1", "cat", "/tmp/f"]), "data\n");
     assert_eq!(code(&d.ctl(&["run", "--rm", "withfile:v1", "cat", "/etc/group"])), 1);
     let inspect = d.inspect("default", "withfile:v1");
-    assert_eq!(inspect["layers"].as_array().unwrap().len(), 2, "{inspect}");
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2, "{inspect}");
     assert!(inspect.to_string().contains("add f"), "the history entry carries the message: {inspect}");
 }
 
@@ -686,9 +686,11 @@ fn a_list_asks_no_shim_and_one_that_stops_answering_shows_as_unknown() {
     let id = d.ok(&["run", "-d", "--net", "none", "--name", "hung", "busybox", "sleep", "300"]).trim().to_owned();
     d.ok(&["run", "-d", "--net", "none", "--name", "fine", "busybox", "sleep", "300"]);
     let state = |name: &str| {
-        let v: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).unwrap();
-        let c = v.as_array().unwrap().iter().find(|c| c["Name"] == name).cloned().unwrap_or_default();
-        c["State"]["Status"].as_str().unwrap_or_default().to_owned()
+        // One object per line, as docker's `ps --format json`.
+        let out = d.ok(&["ps", "-a", "--format", "json"]);
+        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let c = rows.iter().find(|c| c["Names"] == name).cloned().unwrap_or_default();
+        c["State"].as_str().unwrap_or_default().to_owned()
     };
     let pid: i32 = std::fs::read_to_string(d.state.join("tasks/default").join(&id).join("shim.pid")).unwrap().trim().parse().unwrap();
     let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
@@ -831,7 +833,7 @@ fn restart_policies_start_containers_again_and_never_undo_a_user_s_stop() {
     d.ok(&["start", "always"]);
     assert_eq!(count(&d, "always"), 0);
     d.ok(&["update", "--restart", "no", "always"]);
-    assert_eq!(inspect_one(&d, "always")["Config"]["RestartPolicy"]["Name"], "no");
+    assert_eq!(inspect_one(&d, "always")["HostConfig"]["RestartPolicy"]["Name"], "no");
     d.ok(&["restart", "-t", "1", "svc2"]);
     assert_eq!(state(&d, "svc2"), "running");
 
@@ -918,7 +920,7 @@ fn health_checks_run_on_schedule_and_show_in_ps_inspect_and_events() {
     assert!(built.status.success(), "{}", stderr(&built));
     d.ok(&["run", "-d", "--name", "img", "--net", "none", "checked", "sleep", "600"]);
     wait_for(&d, "the image's check passes", |d| inspect_one(d, "img")["State"]["Health"]["Status"] == "healthy");
-    assert_eq!(inspect_one(&d, "img")["Config"]["Healthcheck"]["IntervalMs"], 200);
+    assert_eq!(inspect_one(&d, "img")["Config"]["Healthcheck"]["Interval"], 200_000_000);
     d.ok(&["rm", "-f", "img"]);
     let bad = d.ctl(&["create", "--health-interval", "soon", "busybox", "true"]);
     assert!(!bad.status.success() && stderr(&bad).contains("--health-interval"), "{}", stderr(&bad));

@@ -98,7 +98,7 @@ fn sigterm_stops_the_agent_cleanly_and_removes_its_socket() {
 
     // The root is free again and the image is still there.
     d.spawn();
-    assert_eq!(d.inspect("default", "busybox")["unpacked"], true);
+    assert_eq!(d.inspect("default", "busybox")["Unpacked"], true);
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn an_image_imported_in_one_namespace_is_seen_only_there() {
     let d = Daemon::start();
     let spec = ImageSpec::new(vec![busybox_layer()]);
     let path = d.file("a.tar", &oci_archive(&[("busybox:latest", &spec)]));
-    d.ok(&["-n", "other", "load", "-i", path.to_str().unwrap()]);
+    d.ok(&["--namespace", "other", "load", "-i", path.to_str().unwrap()]);
 
     assert_eq!(d.ok(&["images", "-q"]).trim(), "");
     assert_eq!(d.ok(&["snapshot", "ls", "-q"]).trim(), "");
@@ -158,10 +158,10 @@ fn an_image_imported_in_one_namespace_is_seen_only_there() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 
-    let ls = d.ok(&["-n", "other", "images"]);
+    let ls = d.ok(&["--namespace", "other", "images"]);
     assert!(ls.contains("busybox") && ls.contains("latest"), "{ls}");
-    assert_eq!(d.inspect("other", "busybox")["unpacked"], true);
-    assert_eq!(d.ok(&["-n", "other", "snapshot", "ls", "-q"]).trim(), sha256(&busybox_layer()));
+    assert_eq!(d.inspect("other", "busybox")["Unpacked"], true);
+    assert_eq!(d.ok(&["--namespace", "other", "snapshot", "ls", "-q"]).trim(), sha256(&busybox_layer()));
     // The environment variable selects the namespace too.
     let out = Command::new(env!("CARGO_BIN_EXE_berthctl"))
         .args(["images", "-q"])
@@ -173,7 +173,7 @@ fn an_image_imported_in_one_namespace_is_seen_only_there() {
 
     // Removing it in the default namespace does nothing to the other one.
     assert_eq!(d.ctl(&["rmi", "busybox"]).status.code(), Some(1));
-    assert_eq!(d.ok(&["-n", "other", "images", "-q"]).lines().count(), 1);
+    assert_eq!(d.ok(&["--namespace", "other", "images", "-q"]).lines().count(), 1);
     let info = d.ok(&["info"]);
     assert!(info.contains("other"), "{info}");
 }
@@ -191,7 +191,7 @@ fn an_invalid_namespace_is_refused_with_a_clear_message() {
     }
     // Also on import, before any byte is stored.
     let path = d.file("a.tar", &oci_archive(&[("busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
-    let out = d.ctl(&["-n", "Bad!", "load", "-i", path.to_str().unwrap()]);
+    let out = d.ctl(&["--namespace", "Bad!", "load", "-i", path.to_str().unwrap()]);
     assert!(stderr(&out).contains("invalid namespace \"Bad!\""), "{}", stderr(&out));
     d.assert_nothing_left("default");
 }

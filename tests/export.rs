@@ -88,7 +88,7 @@ fn skopeo_and_umoci_read_an_export_with_the_digests_berth_has() {
     import(&d, &[(BUSYBOX_NAME, &spec)]);
     let archive = export(&d, "busybox.tar", &["busybox"]);
     let inspect = d.inspect("default", "busybox");
-    assert_eq!(inspect["digest"], built.manifest.0.as_str());
+    assert_eq!(inspect["Digest"], built.manifest.0.as_str());
 
     // skopeo finds the image by its tag (org.opencontainers.image.ref.name).
     let src = format!("oci-archive:{}:latest", archive.display());
@@ -142,7 +142,7 @@ fn an_export_imports_into_a_fresh_agent_as_the_same_image() {
         for field in ["id", "digest", "media_type", "manifest", "layers", "diff_ids", "chain_ids", "size"] {
             assert_eq!(after[field], before[field], "{field} differs after a round trip through an export ({how})");
         }
-        assert_eq!(after["unpacked"], true);
+        assert_eq!(after["Unpacked"], true);
     }
 }
 
@@ -178,9 +178,9 @@ fn docker_manifest_json_names_the_config_and_layers_and_loads_on_its_own() {
     let path = fresh.file("docker-only.tar", &docker_only);
     assert_eq!(fresh.ok(&["load", "-i", path.to_str().unwrap()]).trim(), format!("Loaded image: {BUSYBOX_NAME}"));
     let inspect = fresh.inspect("default", "busybox");
-    assert_eq!(inspect["id"], built.config.0.as_str());
-    assert_eq!(inspect["diff_ids"], serde_json::json!(built.diff_ids));
-    assert_eq!(inspect["unpacked"], true);
+    assert_eq!(inspect["Id"], built.config.0.as_str());
+    assert_eq!(inspect["RootFS"]["Layers"], serde_json::json!(built.diff_ids));
+    assert_eq!(inspect["Unpacked"], true);
 }
 
 #[test]
@@ -218,8 +218,8 @@ fn two_images_export_together_and_a_layer_they_share_is_stored_once() {
     assert_eq!(out.lines().collect::<Vec<_>>(), ["Loaded image: example.com/app/one:v1", "Loaded image: example.com/app/two:v2"]);
     for (name, built) in [("example.com/app/one:v1", &b1), ("example.com/app/two:v2", &b2)] {
         let inspect = fresh.inspect("default", name);
-        assert_eq!(inspect["id"], built.config.0.as_str(), "{name}");
-        assert_eq!(inspect["digest"], built.manifest.0.as_str(), "{name}");
+        assert_eq!(inspect["Id"], built.config.0.as_str(), "{name}");
+        assert_eq!(inspect["Digest"], built.manifest.0.as_str(), "{name}");
     }
     // The shared layer is one snapshot under both images.
     assert_eq!(fresh.ok(&["snapshot", "ls", "-q"]).lines().count(), 3);
@@ -326,7 +326,7 @@ fn an_image_removed_during_its_export_is_exported_whole_and_collected_after() {
     let fresh = Daemon::start();
     let path = fresh.file("big.tar", &archive);
     fresh.ok(&["load", "-i", path.to_str().unwrap()]);
-    assert_eq!(fresh.inspect("default", "example.com/big:v1")["digest"], built.manifest.0.as_str());
+    assert_eq!(fresh.inspect("default", "example.com/big:v1")["Digest"], built.manifest.0.as_str());
 }
 
 #[test]
@@ -392,6 +392,6 @@ fn an_index_is_exported_as_stored_with_the_manifests_present() {
     let fresh = Daemon::start();
     fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
     let inspect = fresh.inspect("default", "example.com/multi:v1");
-    assert_eq!(inspect["digest"], sha256(&index));
-    assert_eq!(inspect["id"], amd.config.0.as_str());
+    assert_eq!(inspect["Digest"], sha256(&index));
+    assert_eq!(inspect["Id"], amd.config.0.as_str());
 }

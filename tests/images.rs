@@ -20,9 +20,13 @@ fn an_imported_oci_archive_is_listed_inspected_and_unpacked() {
     assert!(out.contains("Loaded image: docker.io/library/busybox:latest"), "{out}");
     let ls = d.ok(&["images"]);
     assert!(ls.contains("busybox") && ls.contains("latest"), "{ls}");
-    let inspect: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "busybox"])).unwrap();
-    assert_eq!(inspect["unpacked"], true);
-    let diff = inspect["diff_ids"][0].as_str().unwrap().to_owned();
+    let all: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "busybox"])).unwrap();
+    let inspect = &all[0];
+    assert_eq!(inspect["Unpacked"], true);
+    assert_eq!(inspect["RepoTags"], serde_json::json!(["busybox:latest"]));
+    // The docker shape, through a template too.
+    assert_eq!(d.ok(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}} {{len .RootFS.Layers}}", "busybox"]), "linux/amd64 1\n");
+    let diff = inspect["RootFS"]["Layers"][0].as_str().unwrap().to_owned();
     assert_eq!(diff, sha256(&busybox_layer()));
     // The layer is a committed snapshot keyed by its chain id (= diff id for the first layer).
     let snaps = d.ok(&["snapshot", "ls"]);
@@ -180,7 +184,7 @@ fn an_index_with_an_attestation_manifest_imports_and_is_collected_whole() {
     let archive = layout_archive(&blobs, &top);
     let p = d.file("attested.tar", &archive);
     d.ok(&["load", "-i", p.to_str().unwrap()]);
-    assert_eq!(d.inspect("default", "attested")["unpacked"], true);
+    assert_eq!(d.inspect("default", "attested")["Unpacked"], true);
     // Every blob of the index is kept (the attestation too) ...
     assert!(d.blobs().contains(&sha256(&statement)[7..].to_string()), "{:?}", d.blobs());
     // ... the agent restarts cleanly, and removing the image collects all of it.

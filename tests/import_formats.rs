@@ -11,8 +11,23 @@ use common::*;
 
 /// Names of the images in `ns`, from `images --format json`.
 fn image_names(d: &Daemon, ns: &str) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(&d.ok(&["-n", ns, "--format", "json", "images"])).unwrap();
-    let mut names: Vec<String> = v.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()).collect();
+    // One object per line, docker's fields; names as docker shows them, made whole again.
+    let out = d.ok(&["--namespace", ns, "--format", "json", "images"]);
+    let full = |familiar: &str| {
+        let first = familiar.split('/').next().unwrap_or_default();
+        if familiar.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+            familiar.to_owned()
+        } else if familiar.contains('/') {
+            format!("docker.io/{familiar}")
+        } else {
+            format!("docker.io/library/{familiar}")
+        }
+    };
+    let mut names: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|i| full(&format!("{}:{}", i["Repository"].as_str().unwrap(), i["Tag"].as_str().unwrap())))
+        .collect();
     names.sort();
     names
 }
@@ -77,8 +92,8 @@ fn archives_written_by_skopeo_import_under_the_name_skopeo_gives_them() {
     assert_eq!(d.ok(&["images", "-q", "--no-trunc"]).trim(), config);
     for name in ["busybox:from-oci", "busybox:from-docker"] {
         let inspect = d.inspect("default", name);
-        assert_eq!(inspect["unpacked"], true, "{name}: {inspect}");
-        assert_eq!(inspect["diff_ids"][0].as_str().unwrap(), sha256(&busybox_layer()));
+        assert_eq!(inspect["Unpacked"], true, "{name}: {inspect}");
+        assert_eq!(inspect["RootFS"]["Layers"][0].as_str().unwrap(), sha256(&busybox_layer()));
     }
     // The gzip layer (oci-archive) and the plain one skopeo writes into a
     // docker-archive have the same diff id: one snapshot serves both.
@@ -105,8 +120,8 @@ fn an_archive_that_names_no_image_needs_a_name_and_imports_under_the_one_given()
     let out = d.ok(&["image", "import", "--name", "example.com/named/busybox:v1", file.to_str().unwrap()]);
     assert_eq!(out.trim(), "Loaded image: example.com/named/busybox:v1");
     let inspect = d.inspect("default", "example.com/named/busybox:v1");
-    assert_eq!(inspect["unpacked"], true);
-    assert_eq!(inspect["id"].as_str().unwrap(), config);
+    assert_eq!(inspect["Unpacked"], true);
+    assert_eq!(inspect["Id"].as_str().unwrap(), config);
 }
 
 /// An image whose base layer is unique to `variant` (so that it is really
@@ -127,10 +142,10 @@ fn import_compressed(c: Compress, variant: &str) {
     d.ok(&["load", "-i", path.to_str().unwrap()]);
 
     let inspect = d.inspect("default", "example.com/compress:v1");
-    assert_eq!(inspect["unpacked"], true, "{inspect}");
-    let media: Vec<&str> = inspect["layers"].as_array().unwrap().iter().map(|l| l["media_type"].as_str().unwrap()).collect();
+    assert_eq!(inspect["Unpacked"], true, "{inspect}");
+    let media: Vec<&str> = inspect["Layers"].as_array().unwrap().iter().map(|l| l["MediaType"].as_str().unwrap()).collect();
     assert_eq!(media, [built.layers[0].2.as_str(), built.layers[1].2.as_str()]);
-    assert_eq!(inspect["diff_ids"], serde_json::json!([sha256(&base), sha256(&top)]));
+    assert_eq!(inspect["RootFS"]["Layers"], serde_json::json!([sha256(&base), sha256(&top)]));
     assert_eq!(d.snapshot_dirs("overlayfs").len(), 2);
 
     use std::os::unix::fs::PermissionsExt;
@@ -186,7 +201,7 @@ fn archives_compressed_as_a_whole_import_from_a_file_and_from_standard_input() {
 
     assert_eq!(image_names(&d, "default"), ["example.com/whole:gzip", "example.com/whole:stdin", "example.com/whole:zstd"]);
     for name in image_names(&d, "default") {
-        assert_eq!(d.inspect("default", &name)["unpacked"], true, "{name}");
+        assert_eq!(d.inspect("default", &name)["Unpacked"], true, "{name}");
     }
     // Same layers every time: two snapshots in all.
     assert_eq!(d.ok(&["snapshot", "ls", "-q"]).lines().count(), 2);
@@ -240,8 +255,8 @@ fn overlay_whiteouts_and_opaque_directories_hide_lower_files_in_a_mounted_snapsh
     let path = d.file("wh.tar", &oci_archive(&[("example.com/whiteouts:v1", &spec)]));
     d.ok(&["load", "-i", path.to_str().unwrap()]);
     let inspect = d.inspect("default", "example.com/whiteouts:v1");
-    assert_eq!(inspect["unpacked"], true);
-    let top_chain = inspect["chain_ids"][1].as_str().unwrap().to_owned();
+    assert_eq!(inspect["Unpacked"], true);
+    let top_chain = inspect["ChainIDs"][1].as_str().unwrap().to_owned();
 
     let committed: Vec<_> = d.snapshot_fs_dirs("overlayfs");
     assert_eq!(committed.len(), 2);

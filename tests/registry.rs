@@ -31,7 +31,7 @@ fn ctl_env(d: &Daemon, config: &Path, args: &[&str], stdin: Option<&[u8]>) -> st
 }
 
 fn digest_of(d: &Daemon, name: &str) -> String {
-    d.inspect("default", name)["digest"].as_str().unwrap().to_owned()
+    d.inspect("default", name)["Digest"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -190,8 +190,8 @@ fn a_layer_with_the_wrong_content_is_refused_and_nothing_is_named() {
     let name = format!("{}/bad/busybox:v1", reg.addr);
     d.ok(&["tag", "busybox", &name]);
     d.ok(&["push", &name]);
-    let layers = d.inspect("default", &name)["layers"].as_array().unwrap().clone();
-    let layer = layers[1]["digest"].as_str().unwrap().to_owned();
+    let layers = d.inspect("default", &name)["Layers"].as_array().unwrap().clone();
+    let layer = layers[1]["Digest"].as_str().unwrap().to_owned();
     d.ok(&["rmi", &name, "busybox"]);
     // The registry now serves other bytes of the same length for that layer.
     let file = reg.blob_file(&layer);

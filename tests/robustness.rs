@@ -159,7 +159,7 @@ fn import_hostile(hostile: impl FnOnce(&Path, &str) -> Vec<Entry>) -> (Daemon, s
     d.assert_healthy();
     let top = if out.status.success() {
         let inspect = d.inspect("default", "example.com/hostile:v1");
-        assert_eq!(inspect["unpacked"], true);
+        assert_eq!(inspect["Unpacked"], true);
         let hostile_fs =
             d.snapshot_fs_dirs("overlayfs").into_iter().find(|fs| std::fs::read(fs.join("etc/passwd")).ok() != Some(base_passwd.clone()));
         Some(hostile_fs.expect("the hostile layer's snapshot"))
@@ -440,7 +440,7 @@ fn an_agent_killed_mid_import_recovers_to_a_clean_store_and_the_import_then_succ
 
     let out = d.ok(&["load", "-q", "-i", path.to_str().unwrap()]);
     assert_eq!(out.trim(), "example.com/big:v1");
-    assert_eq!(d.inspect("default", "example.com/big:v1")["unpacked"], true);
+    assert_eq!(d.inspect("default", "example.com/big:v1")["Unpacked"], true);
     assert_eq!(d.ok(&["snapshot", "ls", "-q"]).lines().count(), 3);
     assert!(d.ingest_files().is_empty());
     assert_eq!(d.blobs().len(), 5, "3 layers, config, manifest: {:?}", d.blobs());
@@ -479,7 +479,7 @@ fn concurrent_imports_of_images_sharing_layers_all_succeed_and_share_snapshots()
         assert_eq!(stdout(&out).trim(), format!("example.com/par:{i}"));
     }
     for i in 0..4 {
-        assert_eq!(d.inspect("default", &format!("example.com/par:{i}"))["unpacked"], true);
+        assert_eq!(d.inspect("default", &format!("example.com/par:{i}"))["Unpacked"], true);
     }
     // One base and two tops, each once; no unpack leftovers.
     let snaps = d.ok(&["snapshot", "ls", "-q"]);

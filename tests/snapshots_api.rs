@@ -120,19 +120,21 @@ fn a_multi_platform_image_keeps_its_index_and_unpacks_the_platform_asked_for() {
     let (archive, amd_id, arm_id) = multi_platform_archive();
     let p = d.file("multi.tar", &archive);
     d.ok(&["load", "-i", p.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "multi"])).unwrap();
-    assert_eq!(v["media_type"], "application/vnd.oci.image.index.v1+json");
-    assert_eq!(v["id"], amd_id.as_str());
-    assert_eq!(v["unpacked"], true);
-    assert_eq!(v["platforms"].as_array().unwrap().len(), 2, "{v}");
-    let arm: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "--platform", "linux/arm64", "multi"])).unwrap();
-    assert_eq!(arm["id"], arm_id.as_str());
-    assert_eq!(arm["unpacked"], false);
+    let v: serde_json::Value = serde_json::from_str::<serde_json::Value>(&d.ok(&["image", "inspect", "multi"])).unwrap()[0].clone();
+    assert_eq!(v["MediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(v["Id"], amd_id.as_str());
+    assert_eq!(v["Unpacked"], true);
+    assert_eq!(v["Platforms"].as_array().unwrap().len(), 2, "{v}");
+    let arm: serde_json::Value =
+        serde_json::from_str::<serde_json::Value>(&d.ok(&["image", "inspect", "--platform", "linux/arm64", "multi"])).unwrap()[0].clone();
+    assert_eq!(arm["Id"], arm_id.as_str());
+    assert_eq!(arm["Unpacked"], false);
 
     // Importing again for arm64 unpacks that platform too.
     d.ok(&["image", "import", "--platform", "linux/arm64", p.to_str().unwrap()]);
-    let arm: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", "--platform", "linux/arm64", "multi"])).unwrap();
-    assert_eq!(arm["unpacked"], true);
+    let arm: serde_json::Value =
+        serde_json::from_str::<serde_json::Value>(&d.ok(&["image", "inspect", "--platform", "linux/arm64", "multi"])).unwrap()[0].clone();
+    assert_eq!(arm["Unpacked"], true);
     let out = d.ctl(&["image", "import", "--platform", "linux/s390x", p.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no manifest for platform linux/s390x"), "{}", stderr(&out));

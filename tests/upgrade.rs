@@ -33,21 +33,28 @@ fn a_store_written_by_the_first_release_opens_and_its_containers_work() {
     assert!(d.log().contains("metadata migrated"), "{}", d.log());
 
     // The records read back whole: names, states, exit codes, labels, env.
-    let ps = d.ok(&["ps", "-a", "--format", "json"]);
+    let names: Vec<String> = d.ok(&["ps", "-a", "--format", "{{.Names}}"]).lines().map(str::to_owned).collect();
+    for n in ["c-created", "c-exited", "c-stopped"] {
+        assert!(names.iter().any(|x| x == n), "{n} not listed: {names:?}");
+    }
+    let ps = d.ok(&["inspect", "c-created", "c-exited", "c-stopped"]);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&ps).unwrap();
-    let find = |name: &str| listed.iter().find(|c| c["Name"] == name).unwrap_or_else(|| panic!("{name} not listed: {ps}")).clone();
+    let find =
+        |name: &str| listed.iter().find(|c| c["Name"] == format!("/{name}")).unwrap_or_else(|| panic!("{name} not listed: {ps}")).clone();
     assert_eq!(find("c-created")["State"]["Status"], "created", "{ps}");
     assert_eq!(find("c-exited")["State"]["Status"], "exited", "{ps}");
     assert_eq!(find("c-exited")["State"]["ExitCode"].as_i64(), Some(0), "{ps}");
     assert_eq!(find("c-stopped")["State"]["ExitCode"].as_i64(), Some(137), "{ps}");
     let created = find("c-created");
-    assert_eq!(created["Labels"]["team"], "a", "{created}");
+    assert_eq!(created["Config"]["Labels"]["team"], "a", "{created}");
     assert!(created["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "FOO=bar"), "{created}");
-    assert_eq!(created["Args"], serde_json::json!(["/tiny", "sleep"]), "{created}");
+    assert_eq!((&created["Path"], &created["Args"]), (&serde_json::json!("/tiny"), &serde_json::json!(["sleep"])), "{created}");
     // The spec, moved out of the record, comes with one container.
     let inspected: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "c-created"])).unwrap();
     assert_eq!(inspected[0]["Spec"]["process"]["args"], serde_json::json!(["/tiny", "sleep"]), "{inspected}");
-    assert!(created.get("Spec").is_none(), "a list carries no spec: {created}");
+    let row: serde_json::Value =
+        serde_json::from_str(d.ok(&["ps", "-a", "--format", "json", "--filter", "name=c-created"]).trim()).unwrap();
+    assert!(row.get("Spec").is_none() && row["Names"] == "c-created", "a list carries no spec: {row}");
     assert_eq!(d.ok(&["logs", "c-exited"]), "hi\n");
 
     // A container created before the upgrade starts, takes an exec, stops and goes.

@@ -90,18 +90,28 @@ pub struct ListArgs {
     /// Only show image ids
     #[arg(short, long)]
     pub quiet: bool,
-    /// Filter: name==REF, name~=TEXT, label.KEY==VALUE, label.KEY (repeatable)
+    /// Filter: reference=REPO[:TAG] (with * wildcards), label=KEY[=VALUE],
+    /// dangling=true|false (repeatable)
     #[arg(short, long = "filter")]
     pub filters: Vec<String>,
     /// Show full image ids
     #[arg(long)]
     pub no_trunc: bool,
+    /// Show the manifest digests
+    #[arg(long)]
+    pub digests: bool,
+    /// Only images of this repository (and tag): busybox, busybox:1.36
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Image name, id or digest
-    pub image: String,
+    /// Print each through a Go template, as docker's -f: '{{.Id}}', '{{json .Config}}'
+    #[arg(short = 'f', value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Image names, ids or digests
+    #[arg(required = true)]
+    pub images: Vec<String>,
     /// Platform to resolve a multi-platform image to [default: linux/amd64]
     #[arg(long)]
     pub platform: Option<String>,
@@ -249,7 +259,12 @@ pub async fn import(conn: &Conn, a: ImportArgs) -> Result<i32> {
     }
     let Some(result) = result else { bail!("the agent ended the import without a result") };
     if conn.format == Format::Json {
-        output::json(&json!(result.images.iter().map(image_json).collect::<Vec<_>>()));
+        let loaded: Vec<_> = result
+            .images
+            .iter()
+            .map(|i| json!({"Name": i.name, "ID": i.config_digest, "Digest": i.target.as_ref().map(|t| t.digest.clone())}))
+            .collect();
+        output::json(&json!(loaded));
     } else {
         for img in &result.images {
             if a.quiet {
@@ -268,21 +283,49 @@ fn created_secs(img: &v1::Image) -> i64 {
         .unwrap_or_else(|| img.created_at.as_ref().map(|t| t.seconds).unwrap_or(0))
 }
 
-fn image_json(img: &v1::Image) -> serde_json::Value {
+/// An `images` row as docker's templates see it (`{{.Repository}}`, `{{.ID}}`, ...).
+fn image_row(img: &v1::Image, no_trunc: bool) -> serde_json::Value {
+    let (repo, tag) = repo_tag(&img.name);
+    let size = if img.unpacked_size > 0 { img.unpacked_size } else { img.size };
     json!({
-        "name": img.name,
-        "id": img.config_digest,
-        "digest": img.target.as_ref().map(|t| t.digest.clone()),
-        "media_type": img.target.as_ref().map(|t| t.media_type.clone()),
-        "size": img.size,
-        "unpacked_size": img.unpacked_size,
-        "created": img.config_created,
-        "labels": img.labels,
+        "Repository": repo,
+        "Tag": tag,
+        "ID": if no_trunc { img.config_digest.clone() } else { short_id(&img.config_digest) },
+        "Digest": img.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default(),
+        "CreatedSince": ago(created_secs(img)),
+        "CreatedAt": output::created_at(created_secs(img)),
+        "Size": output::size(size),
+        "VirtualSize": output::size(size),
+        "SharedSize": "N/A",
+        "UniqueSize": "N/A",
+        "Containers": "N/A",
     })
 }
 
+/// Whether an image's name matches docker's `reference` pattern: its
+/// repository (`busybox`), or repository and tag (`busybox:1.36`), `*` a wildcard.
+fn matches_reference(name: &str, pattern: &str) -> bool {
+    let (repo, tag) = repo_tag(name);
+    let full = if pattern.contains(':') { format!("{repo}:{tag}") } else { repo };
+    output::glob(pattern, &full)
+}
+
 pub async fn list(conn: &Conn, a: ListArgs) -> Result<i32> {
-    let mut images = conn.images().list(v1::ListImagesRequest { filters: a.filters }).await?.into_inner().images;
+    let mut api_filters = Vec::new();
+    let mut references: Vec<String> = a.repository.iter().cloned().collect();
+    let mut dangling = None;
+    for f in &a.filters {
+        match f.split_once('=') {
+            Some(("reference", v)) if !v.starts_with('=') => references.push(v.to_owned()),
+            Some(("dangling", v)) if !v.starts_with('=') => dangling = Some(v == "true" || v == "1"),
+            _ => api_filters.push(output::api_filter(f, &[], &[], &[])),
+        }
+    }
+    let mut images = conn.images().list(v1::ListImagesRequest { filters: api_filters }).await?.into_inner().images;
+    images.retain(|i| references.iter().all(|r| matches_reference(&i.name, r)));
+    if let Some(d) = dangling {
+        images.retain(|i| (repo_tag(&i.name).1 == "<none>") == d);
+    }
     images.sort_by(|x, y| created_secs(y).cmp(&created_secs(x)).then(x.name.cmp(&y.name)));
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
@@ -294,55 +337,73 @@ pub async fn list(conn: &Conn, a: ListArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if conn.format == Format::Json {
-        output::json(&json!(images.iter().map(image_json).collect::<Vec<_>>()));
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = images
-        .iter()
-        .map(|i| {
-            let (repo, tag) = repo_tag(&i.name);
-            let size = if i.unpacked_size > 0 { i.unpacked_size } else { i.size };
-            vec![
-                repo,
-                tag,
-                if a.no_trunc { i.config_digest.clone() } else { short_id(&i.config_digest) },
-                ago(created_secs(i)),
-                output::size(size),
-            ]
-        })
-        .collect();
-    output::table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
+    let rows: Vec<serde_json::Value> = images.iter().map(|i| image_row(i, a.no_trunc)).collect();
+    let table = if a.digests {
+        "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    } else {
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    };
+    output::rows(&conn.format, table, &[("ID", "IMAGE ID"), ("CreatedSince", "CREATED")], &rows)?;
     Ok(0)
 }
 
-pub async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
-    let r = conn.images().inspect(v1::InspectImageRequest { name: a.image, platform: a.platform.unwrap_or_default() }).await?.into_inner();
+/// An image as docker's `image inspect` shows it (`Id`, `RepoTags`,
+/// `RepoDigests`, `Created`, `Config`, `Architecture`, `Os`, `Size`,
+/// `RootFS`, `History`), then Berth's own fields.
+pub async fn inspect_value(conn: &Conn, name: &str, platform: &str) -> std::result::Result<serde_json::Value, tonic::Status> {
+    let r = conn.images().inspect(v1::InspectImageRequest { name: name.to_owned(), platform: platform.to_owned() }).await?.into_inner();
     let img = r.image.unwrap_or_default();
     let config: serde_json::Value = serde_json::from_slice(&r.config_json).unwrap_or(serde_json::Value::Null);
-    let desc = |d: &v1::Descriptor| json!({"media_type": d.media_type, "digest": d.digest, "size": d.size});
-    let v = json!({
-        "name": img.name,
-        "id": img.config_digest,
-        "digest": img.target.as_ref().map(|t| t.digest.clone()),
-        "media_type": img.target.as_ref().map(|t| t.media_type.clone()),
-        "manifest": r.manifest.as_ref().map(desc),
-        "size": img.size,
-        "unpacked_size": img.unpacked_size,
-        "unpacked": r.unpacked,
-        "created": config.get("created"),
-        "architecture": config.get("architecture"),
-        "os": config.get("os"),
-        "config": config.get("config"),
-        "layers": r.layers.iter().map(desc).collect::<Vec<_>>(),
-        "diff_ids": r.diff_ids,
-        "chain_ids": r.chain_ids,
-        "history": config.get("history"),
-        "platforms": r.platforms.iter().map(|p| format!("{}/{}{}", p.os, p.architecture, if p.variant.is_empty() { String::new() } else { format!("/{}", p.variant) })).collect::<Vec<_>>(),
-        "labels": img.labels,
-    });
-    output::json(&v);
-    Ok(0)
+    let desc = |d: &v1::Descriptor| json!({"MediaType": d.media_type, "Digest": d.digest, "Size": d.size});
+    let digest = img.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default();
+    let (repo, tag) = repo_tag(&img.name);
+    let repo_tags: Vec<String> = if tag.is_empty() || tag == "<none>" { vec![] } else { vec![format!("{repo}:{tag}")] };
+    let repo_digests: Vec<String> = if repo == "<none>" || digest.is_empty() { vec![] } else { vec![format!("{repo}@{digest}")] };
+    Ok(json!({
+        "Id": img.config_digest,
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Created": config.get("created"),
+        "Author": config.get("author").cloned().unwrap_or_else(|| json!("")),
+        "Config": config.get("config"),
+        "Architecture": config.get("architecture"),
+        "Os": config.get("os"),
+        "Size": if img.unpacked_size > 0 { img.unpacked_size } else { img.size },
+        "RootFS": {"Type": "layers", "Layers": r.diff_ids},
+        "History": config.get("history"),
+        "Name": img.name,
+        "Digest": digest,
+        "MediaType": img.target.as_ref().map(|t| t.media_type.clone()),
+        "Manifest": r.manifest.as_ref().map(desc),
+        "ContentSize": img.size,
+        "UnpackedSize": img.unpacked_size,
+        "Unpacked": r.unpacked,
+        "Layers": r.layers.iter().map(desc).collect::<Vec<_>>(),
+        "ChainIDs": r.chain_ids,
+        "Platforms": r.platforms.iter().map(|p| format!("{}/{}{}", p.os, p.architecture, if p.variant.is_empty() { String::new() } else { format!("/{}", p.variant) })).collect::<Vec<_>>(),
+        "Labels": img.labels,
+    }))
+}
+
+pub async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
+    let format = match &a.template {
+        Some(t) => crate::parse_format(t).map_err(|e| anyhow::anyhow!(e))?,
+        None => conn.format.clone(),
+    };
+    let platform = a.platform.unwrap_or_default();
+    let mut found = Vec::new();
+    let mut code = 0;
+    for name in &a.images {
+        match inspect_value(conn, name, &platform).await {
+            Ok(v) => found.push(v),
+            Err(e) => {
+                eprintln!("berthctl: {}: {}", berth_common::text::printable(name), berth_common::text::printable(e.message()));
+                code = 1;
+            }
+        }
+    }
+    output::inspected(&format, &found)?;
+    Ok(code)
 }
 
 pub async fn tag(conn: &Conn, a: TagArgs) -> Result<i32> {

@@ -10,6 +10,7 @@ mod output;
 mod registry;
 mod snapshots;
 mod system;
+mod template;
 mod volumes;
 
 use std::path::Path;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use berth_api::{v1, NamespaceInterceptor};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -36,10 +37,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS)]
     address: String,
     /// Namespace to work in
-    #[arg(short, long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE)]
+    #[arg(long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE)]
     namespace: String,
-    /// Output format
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    /// Output format: table, json, or a Go template ('{{.Names}}',
+    /// 'table {{.ID}}\t{{.Status}}', '{{json .}}') as docker takes
+    #[arg(long, global = true, default_value = "table", value_parser = parse_format)]
     format: Format,
     #[command(subcommand)]
     command: Command,
@@ -65,10 +67,34 @@ const EXAMPLES: &str = "Examples:
   berthctl rmi my/busybox:v1            remove a name (unused data is collected)
   berthctl snapshot ls                  list unpacked layers";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
+    /// A Go template (checked when parsed).
+    Template(String),
+}
+
+pub(crate) fn parse_format(s: &str) -> Result<Format, String> {
+    match s {
+        "table" => Ok(Format::Table),
+        "json" => Ok(Format::Json),
+        t => {
+            template::Template::parse(t).map_err(|e| format!("invalid template: {e}"))?;
+            Ok(Format::Template(t.to_owned()))
+        }
+    }
+}
+
+impl Format {
+    /// The template to print with, when one was given.
+    pub fn template(&self) -> Option<template::Template> {
+        match self {
+            // Checked when the flag was read.
+            Format::Template(t) => template::Template::parse(t).ok(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,8 +129,8 @@ enum Command {
     Unpause(containers::IdsArgs),
     /// List containers (alias of `container ls`)
     Ps(containers::PsArgs),
-    /// Show containers as JSON
-    Inspect(containers::IdsArgs),
+    /// Show containers, images, volumes or networks as JSON (docker's shape), or through -f TEMPLATE
+    Inspect(containers::InspectArgs),
     /// Show CPU, memory and process usage of containers
     Stats(containers::StatsArgs),
     /// Store a container's changes as a new image
@@ -225,7 +251,7 @@ async fn connect(cli: &Cli) -> Result<Conn> {
         }
     };
     let ns = NamespaceInterceptor::new(&cli.namespace).map_err(|_| anyhow::anyhow!("invalid namespace {:?}", cli.namespace))?;
-    Ok(Conn { channel, ns, format: cli.format })
+    Ok(Conn { channel, ns, format: cli.format.clone() })
 }
 
 /// Why this user may not use the socket at `path`, when that is why a

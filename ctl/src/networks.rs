@@ -116,7 +116,7 @@ pub async fn run(conn: &Conn, cmd: NetworkCommand) -> Result<i32> {
     }
 }
 
-fn network_json(n: &v1::Network) -> serde_json::Value {
+pub fn network_json(n: &v1::Network) -> serde_json::Value {
     json!({
         "Name": n.name,
         "Id": n.id,
@@ -170,24 +170,23 @@ async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if conn.format == Format::Json {
-        output::json(&json!(nets.iter().map(network_json).collect::<Vec<_>>()));
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = nets
+    let rows: Vec<serde_json::Value> = nets
         .iter()
         .map(|n| {
-            vec![
-                n.id.chars().take(12).collect(),
-                n.name.clone(),
-                n.driver.clone(),
-                if n.subnet.is_empty() { "-".into() } else { n.subnet.clone() },
-                if n.internal { "yes".into() } else { "no".into() },
-                n.containers.len().to_string(),
-            ]
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            json!({"ID": n.id.chars().take(12).collect::<String>(), "Name": n.name, "Driver": n.driver, "Scope": "local",
+                   "IPv6": "false", "Internal": n.internal.to_string(), "Labels": labels.join(","),
+                   "CreatedAt": n.created_at.as_ref().map(|t| output::created_at(t.seconds)).unwrap_or_default(),
+                   "Subnet": if n.subnet.is_empty() { "-".to_owned() } else { n.subnet.clone() },
+                   "Containers": n.containers.len().to_string()})
         })
         .collect();
-    output::table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERNAL", "CONTAINERS"], &rows);
+    output::rows(
+        &conn.format,
+        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Subnet}}\t{{.Internal}}\t{{.Containers}}",
+        &[("ID", "NETWORK ID")],
+        &rows,
+    )?;
     Ok(0)
 }
 

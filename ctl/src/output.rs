@@ -47,22 +47,104 @@ pub fn size(bytes: i64) -> String {
     }
 }
 
-/// "3 minutes ago" for a time in seconds since the epoch.
+/// "3 minutes ago" for a time in seconds since the epoch: docker's
+/// CREATED, in the words of STATUS's "Up 3 minutes".
 pub fn ago(seconds: i64) -> String {
     if seconds <= 0 {
         return "N/A".into();
     }
-    let d = (now_secs() - seconds).max(0);
-    let (n, unit) = match d {
-        0..=59 => return "Less than a minute ago".into(),
-        60..=3599 => (d / 60, "minute"),
-        3600..=86_399 => (d / 3600, "hour"),
-        86_400..=604_799 => (d / 86_400, "day"),
-        604_800..=2_591_999 => (d / 604_800, "week"),
-        2_592_000..=31_535_999 => (d / 2_592_000, "month"),
-        _ => (d / 31_536_000, "year"),
+    format!("{} ago", duration(now_secs() - seconds))
+}
+
+/// A time as docker's `CreatedAt` shows it: `2024-01-02 15:04:05 +0000 UTC`.
+pub fn created_at(seconds: i64) -> String {
+    if seconds <= 0 {
+        return String::new();
+    }
+    let t = time::format_rfc3339_nano(seconds, 0);
+    // "2024-01-02T15:04:05Z"
+    let (date, rest) = t.split_once('T').unwrap_or((&t, ""));
+    format!("{date} {} +0000 UTC", rest.trim_end_matches('Z').split('.').next().unwrap_or_default())
+}
+
+/// Rows as the format says: with `--format json` one compact object per
+/// line (as docker prints lists); with a template, through it; else through
+/// `default_table`, the command's own table. `header` names the columns of
+/// fields whose name is not the column's (`ID` → `CONTAINER ID`).
+pub fn rows(format: &crate::Format, default_table: &str, header: &[(&str, &str)], rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if *format == crate::Format::Json {
+        for r in rows {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        return Ok(());
+    }
+    let t = match format.template() {
+        Some(t) => t,
+        None => crate::template::Template::parse(default_table).map_err(|e| anyhow::anyhow!("built-in template: {e}"))?,
     };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    let text = crate::template::render_rows(&t, rows, header).map_err(|e| anyhow::anyhow!("template: {e}"))?;
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// A docker `--filter KEY=VALUE` made the API's filter: `label=K[=V]` →
+/// `label.K[==V]`; `renames` maps docker's keys to the API's; keys in
+/// `substring` match by substring (`~=`), as docker's name filters do; keys
+/// in `image` take short image names (`app` → `docker.io/library/app:latest`).
+/// The API's own forms (`==`, `~=`, a bare key) pass as they are.
+pub fn api_filter(f: &str, renames: &[(&str, &str)], substring: &[&str], image: &[&str]) -> String {
+    if f.contains("==") || f.contains("~=") {
+        return f.to_owned();
+    }
+    let Some((k, v)) = f.split_once('=') else { return f.to_owned() };
+    if k == "label" {
+        return match v.split_once('=') {
+            Some((lk, lv)) => format!("label.{lk}=={lv}"),
+            None => format!("label.{v}"),
+        };
+    }
+    let key = renames.iter().find(|(d, _)| *d == k).map_or(k, |(_, a)| a);
+    if substring.contains(&k) {
+        format!("{key}~={v}")
+    } else if image.contains(&k) {
+        let v = Reference::parse(v).map(|r| r.to_string()).unwrap_or_else(|_| v.to_owned());
+        format!("{key}=={v}")
+    } else {
+        format!("{key}=={v}")
+    }
+}
+
+/// `*` in `pattern` stands for any run of characters (docker's reference filter).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, tail)) => {
+            let Some(rest) = s.strip_prefix(head) else { return false };
+            (0..=rest.len()).filter(|i| rest.is_char_boundary(*i)).any(|i| glob(tail, &rest[i..]))
+        }
+    }
+}
+
+/// What `inspect` found: each through the template on a line of its own,
+/// else a JSON array (docker's).
+pub fn inspected(format: &crate::Format, found: &[serde_json::Value]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match format.template() {
+        Some(t) => {
+            for v in found {
+                let mut s = t.render(v).map_err(|e| anyhow::anyhow!("template: {e}"))?;
+                if !s.ends_with('\n') {
+                    s.push('\n');
+                }
+                out.write_all(s.as_bytes())?;
+            }
+        }
+        None => writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::Value::Array(found.to_vec()))?)?,
+    }
+    Ok(())
 }
 
 pub fn now_secs() -> i64 {
@@ -127,6 +209,14 @@ mod tests {
         assert_eq!(rfc3339(&prost_types::Timestamp { seconds: 1, nanos: 5 }), "1970-01-01T00:00:01.000000005Z");
         assert_eq!(size(4_261_000), "4.261MB");
         assert_eq!(size(999), "999B");
+        assert_eq!(api_filter("name=web", &[], &["name"], &[]), "name~=web");
+        assert_eq!(api_filter("ancestor=app", &[("ancestor", "image")], &[], &["ancestor"]), "image==docker.io/library/app:latest");
+        assert_eq!(api_filter("label=a=b", &[], &[], &[]), "label.a==b");
+        assert_eq!(api_filter("label=a", &[], &[], &[]), "label.a");
+        assert_eq!(api_filter("status==running", &[], &[], &[]), "status==running");
+        assert_eq!(api_filter("status=exited", &[], &[], &[]), "status==exited");
+        assert!(glob("app*", "app:v1") && glob("*b*", "abc") && !glob("app", "apps"));
+        assert_eq!(created_at(86_400 + 61), "1970-01-02 00:01:01 +0000 UTC");
         assert_eq!(duration(5), "5 seconds");
         assert_eq!(duration(1), "1 second");
         assert_eq!(duration(90), "About a minute");

@@ -83,22 +83,10 @@ pub async fn run(conn: &Conn, cmd: VolumeCommand) -> Result<i32> {
 
 /// docker's `--filter KEY=VALUE` made the API's form (`name` a substring, as docker).
 fn filters(given: &[String]) -> Vec<String> {
-    given
-        .iter()
-        .map(|f| match f.split_once('=') {
-            _ if f.contains("==") || f.contains("~=") => f.clone(),
-            Some(("name", v)) => format!("name~={v}"),
-            Some(("label", kv)) => match kv.split_once('=') {
-                Some((k, v)) => format!("label.{k}=={v}"),
-                None => format!("label.{kv}"),
-            },
-            Some((k, v)) => format!("{k}=={v}"),
-            None => f.clone(),
-        })
-        .collect()
+    given.iter().map(|f| output::api_filter(f, &[], &["name"], &[])).collect()
 }
 
-fn volume_json(v: &v1::Volume, size: bool) -> serde_json::Value {
+pub fn volume_json(v: &v1::Volume, size: bool) -> serde_json::Value {
     let mut j = json!({
         "Name": v.name,
         "Driver": v.driver,
@@ -136,25 +124,18 @@ async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if conn.format == Format::Json {
-        output::json(&json!(vols.iter().map(|v| volume_json(v, a.size)).collect::<Vec<_>>()));
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = vols
+    let rows: Vec<serde_json::Value> = vols
         .iter()
         .map(|v| {
-            let mut row = vec![v.driver.clone(), v.name.clone(), v.containers.len().to_string()];
-            if a.size {
-                row.push(output::size(v.size as i64));
-            }
-            row
+            let labels: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            json!({"Driver": v.driver, "Name": v.name, "Mountpoint": v.mountpoint, "Labels": labels.join(","), "Scope": "local",
+                   "Links": v.containers.len().to_string(), "Size": if a.size { output::size(v.size as i64) } else { "N/A".into() },
+                   "Containers": v.containers.len().to_string()})
         })
         .collect();
-    if a.size {
-        output::table(&["DRIVER", "VOLUME NAME", "CONTAINERS", "SIZE"], &rows);
-    } else {
-        output::table(&["DRIVER", "VOLUME NAME", "CONTAINERS"], &rows);
-    }
+    let table =
+        if a.size { "table {{.Driver}}\t{{.Name}}\t{{.Containers}}\t{{.Size}}" } else { "table {{.Driver}}\t{{.Name}}\t{{.Containers}}" };
+    output::rows(&conn.format, table, &[("Name", "VOLUME NAME")], &rows)?;
     Ok(0)
 }
 

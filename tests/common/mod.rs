@@ -353,9 +353,9 @@ impl Daemon {
     /// Nothing of a failed import remains: no image in `ns`, no snapshot
     /// (records or directories), no blob, no ingest file.
     pub fn assert_nothing_left(&self, ns: &str) {
-        let images = self.ok(&["-n", ns, "images", "-q"]);
+        let images = self.ok(&["--namespace", ns, "images", "-q"]);
         assert_eq!(images.trim(), "", "images remain");
-        let snaps = self.ok(&["-n", ns, "snapshot", "ls", "-q"]);
+        let snaps = self.ok(&["--namespace", ns, "snapshot", "ls", "-q"]);
         assert_eq!(snaps.trim(), "", "snapshot records remain");
         for sn in ["overlayfs", "native"] {
             assert!(self.snapshot_dirs(sn).is_empty(), "{sn} snapshot dirs remain: {:?}", self.snapshot_dirs(sn));
@@ -371,7 +371,8 @@ impl Daemon {
 
     /// `image inspect` as JSON.
     pub fn inspect(&self, ns: &str, image: &str) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["-n", ns, "image", "inspect", image])).unwrap()
+        let all: serde_json::Value = serde_json::from_str(&self.ok(&["--namespace", ns, "image", "inspect", image])).unwrap();
+        all[0].clone()
     }
 
     /// Start (again) on the same root and wait until it answers.

@@ -333,6 +333,8 @@ fn container_message(v: &ContainerView) -> v1::Container {
         ports: v.network.iter().flat_map(|a| a.ports.iter()).map(port_message).collect(),
         restart_count: rec.restart_count,
         stopped_by_user: rec.stopped_by_user,
+        log_path: v.log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        image_id: rec.config_digest.to_string(),
         health: v.health.as_ref().map(|h| v1::Health {
             status: h.status.as_str().into(),
             failing_streak: h.failing_streak,

@@ -33,6 +33,8 @@ pub struct ContainerView {
     pub spec: Option<Box<oci_spec::runtime::Spec>>,
     /// Its health check's state, when it has one and has run.
     pub health: Option<super::health::HealthState>,
+    /// Its log file (the CRI format): read for one container (`get`).
+    pub log_path: Option<std::path::PathBuf>,
 }
 
 /// What to create.
@@ -111,7 +113,7 @@ impl ContainerService {
         let rec = blocking(move || Ok(core.containers.create(&ns2, req)?)).await?;
         self.core.events.publish(ns, "/containers/create", &rec.id, &[("name", rec.name.clone()), ("image", rec.image.clone())]);
         let status = Status { state: TaskState::Created, ..Default::default() };
-        Ok(ContainerView { record: Arc::new(rec), status, network: None, spec: None, health: None })
+        Ok(ContainerView { record: Arc::new(rec), status, network: None, spec: None, health: None, log_path: None })
     }
 
     /// The network a new container asks for: `container:NAME` made an id,
@@ -174,7 +176,8 @@ impl ContainerService {
         let (core, ns2, cid) = (self.core.clone(), ns.to_owned(), rec.id.clone());
         let spec = blocking(move || Ok(core.containers.spec(&ns2, &cid)?)).await?;
         let health = self.core.health.get(ns, &rec.id);
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)), health })
+        let log_path = Some(self.core.containers.log_path(ns, &rec.id));
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)), health, log_path })
     }
 
     pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
@@ -201,7 +204,7 @@ impl ContainerService {
             .map(|(record, status)| {
                 let network = self.core.networks.attachment(ns, &record.id);
                 let health = self.core.health.get(ns, &record.id);
-                ContainerView { record, status, network, spec: None, health }
+                ContainerView { record, status, network, spec: None, health, log_path: None }
             })
             .collect())
     }
@@ -225,7 +228,7 @@ impl ContainerService {
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
         let health = self.core.health.get(ns, &rec.id);
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health })
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health, log_path: None })
     }
 
     pub async fn update_labels(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<ContainerView, Error> {
@@ -237,7 +240,7 @@ impl ContainerService {
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
         let health = self.core.health.get(ns, &rec.id);
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health })
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health, log_path: None })
     }
 
     /// Remove a container: its task (refused while it runs unless `force`),

@@ -45,8 +45,8 @@ pub enum ContainerCommand {
     /// List containers
     #[command(alias = "list", alias = "ps")]
     Ls(PsArgs),
-    /// Show containers as JSON: config, state, runtime spec
-    Inspect(IdsArgs),
+    /// Show containers as JSON (docker's shape, and the runtime spec), or through -f TEMPLATE
+    Inspect(InspectArgs),
     /// Show CPU, memory and process counts of running containers
     Stats(StatsArgs),
     /// Store a container's changes as a new image
@@ -294,6 +294,19 @@ pub struct RmArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print each through a Go template, as docker's -f: '{{.State.Status}}'
+    #[arg(short = 'f', value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Only this kind of object: container, image, volume or network
+    #[arg(long = "type", value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Names or ids: containers first, then images, volumes and networks (as docker)
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct IdsArgs {
     /// Container names, ids or unique id prefixes
     #[arg(required = true)]
@@ -362,9 +375,19 @@ pub struct PsArgs {
     /// Show full ids and commands
     #[arg(long)]
     pub no_trunc: bool,
-    /// Filter: name==N, label.KEY==V, status==running, image==NAME (repeatable)
+    /// Filter: name=TEXT, id=PREFIX, status=running|exited|created|paused,
+    /// label=KEY[=VALUE], ancestor=IMAGE (repeatable)
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
+    /// Show the last N created containers, whatever their state
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    pub last: Option<i64>,
+    /// Show the latest created container, whatever its state
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Show the size of each container's writable layer
+    #[arg(short, long)]
+    pub size: bool,
 }
 
 #[derive(Debug, Args)]

@@ -292,42 +292,98 @@ async fn get(conn: &Conn, id: &str) -> Result<v1::Container> {
 }
 
 async fn ps(conn: &Conn, a: PsArgs) -> Result<i32> {
-    let list = conn.containers().list(v1::ListContainersRequest { filters: a.filter.clone() }).await?.into_inner().containers;
-    // Without -a (or a status filter of the user's), only running and paused ones.
-    let live_only = !a.all && !a.filter.iter().any(|f| f.starts_with("status"));
-    let list: Vec<v1::Container> = list
+    let filters: Vec<String> =
+        a.filter.iter().map(|f| output::api_filter(f, &[("ancestor", "image")], &["name"], &["ancestor", "image"])).collect();
+    let list = conn.containers().list(v1::ListContainersRequest { filters: filters.clone() }).await?.into_inner().containers;
+    // The last N created (newest first, as listed), whatever their state, as docker's -n and -l.
+    let last = if a.latest { Some(1) } else { a.last.filter(|n| *n >= 0).map(|n| n as usize) };
+    // Without -a (or -n, or a status filter of the user's), only running and paused ones.
+    let live_only = !a.all && last.is_none() && !filters.iter().any(|f| f.starts_with("status"));
+    let mut list: Vec<v1::Container> = list
         .into_iter()
         .filter(|c| !live_only || matches!(c.status.as_ref().map(|s| s.state.as_str()), Some("running" | "paused")))
         .collect();
+    if let Some(n) = last {
+        list.truncate(n);
+    }
     if a.quiet {
         for c in &list {
             println!("{}", view::short_id(&c.id, a.no_trunc));
         }
         return Ok(0);
     }
-    if conn.format == Format::Json {
-        output::json(&serde_json::Value::Array(list.iter().map(view::container_json).collect()));
-        return Ok(0);
+    let mut rows: Vec<serde_json::Value> = list.iter().map(|c| view::ps_row(c, a.no_trunc)).collect();
+    if a.size {
+        for (row, c) in rows.iter_mut().zip(&list) {
+            let used = conn.snapshots().usage(v1::UsageRequest { key: c.snapshot_key.clone() }).await.map(|u| u.into_inner().size);
+            row["Size"] = output::size(used.unwrap_or(0)).into();
+        }
     }
-    let rows: Vec<Vec<String>> = list.iter().map(|c| view::ps_row(c, a.no_trunc)).collect();
-    output::table(&view::PS_HEADER, &rows);
+    let table = if a.size { format!("{}\t{{{{.Size}}}}", view::PS_TABLE) } else { view::PS_TABLE.to_owned() };
+    output::rows(&conn.format, &table, view::PS_COLUMNS, &rows)?;
     Ok(0)
 }
 
-async fn inspect(conn: &Conn, a: IdsArgs) -> Result<i32> {
-    let mut out = Vec::new();
+async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
+    let format = match &a.template {
+        Some(t) => crate::parse_format(t).map_err(|e| anyhow::anyhow!(e))?,
+        None => conn.format.clone(),
+    };
+    if let Some(k) = a.kind.as_deref() {
+        if !matches!(k, "container" | "image" | "volume" | "network") {
+            anyhow::bail!("--type {k:?}: use container, image, volume or network");
+        }
+    }
+    let mut found = Vec::new();
     let mut code = 0;
-    for id in &a.containers {
-        match conn.containers().get(v1::GetContainerRequest { id: id.clone() }).await {
-            Ok(r) => out.push(view::container_json(&r.into_inner().container.unwrap_or_default())),
+    for name in &a.names {
+        match inspect_any(conn, name, a.kind.as_deref()).await {
+            Ok(v) => found.push(v),
             Err(e) => {
-                eprintln!("berthctl: {id}: {}", e.message());
+                eprintln!("berthctl: {}", berth_common::text::printable(&e));
                 code = 1;
             }
         }
     }
-    output::json(&serde_json::Value::Array(out));
+    output::inspected(&format, &found)?;
     Ok(code)
+}
+
+/// One object by name, as docker's `inspect` looks: a container, else an
+/// image, a volume, a network (or only the kind asked for).
+async fn inspect_any(conn: &Conn, name: &str, kind: Option<&str>) -> std::result::Result<serde_json::Value, String> {
+    let wants = |k: &str| kind.is_none_or(|x| x == k);
+    let other = |e: tonic::Status| Err(format!("{name}: {}", e.message()));
+    if wants("container") {
+        match conn.containers().get(v1::GetContainerRequest { id: name.to_owned() }).await {
+            Ok(r) => return Ok(view::container_json(&r.into_inner().container.unwrap_or_default())),
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return other(e),
+        }
+    }
+    if wants("image") {
+        match crate::images::inspect_value(conn, name, "").await {
+            Ok(v) => return Ok(v),
+            Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) && kind.is_none() => {}
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return other(e),
+        }
+    }
+    if wants("volume") {
+        match conn.volumes().get(v1::GetVolumeRequest { name: name.to_owned() }).await {
+            Ok(r) => return Ok(crate::volumes::volume_json(&r.into_inner().volume.unwrap_or_default(), true)),
+            Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {}
+            Err(e) => return other(e),
+        }
+    }
+    if wants("network") {
+        match conn.networks().get(v1::GetNetworkRequest { name: name.to_owned() }).await {
+            Ok(r) => return Ok(crate::networks::network_json(&r.into_inner().network.unwrap_or_default())),
+            Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {}
+            Err(e) => return other(e),
+        }
+    }
+    Err(format!("no such object: {name}"))
 }
 
 async fn stats(conn: &Conn, a: StatsArgs) -> Result<i32> {

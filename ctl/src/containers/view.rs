@@ -34,63 +34,171 @@ fn with_health(status: String, c: &v1::Container) -> String {
     }
 }
 
+/// A container as docker's `inspect` shows it: `Config` with what the
+/// container runs (the image's config merged with the flags, read from its
+/// runtime spec), `HostConfig` with how it was created, `State`, `Mounts`,
+/// `NetworkSettings`; Berth's own fields after docker's.
 pub fn container_json(c: &v1::Container) -> serde_json::Value {
     let s = c.status.clone().unwrap_or_default();
     let cfg = c.config.clone().unwrap_or_default();
-    let t = |t: &Option<prost_types::Timestamp>| t.as_ref().map(output::rfc3339);
-    let mut v = json!({
-        "Id": c.id,
-        "Name": c.name,
-        "Image": c.image,
-        "ImageDigest": c.image_digest,
-        "Created": t(&c.created_at),
-        "Args": c.args,
-        "Runtime": c.runtime,
-        "SnapshotKey": c.snapshot_key,
-        "Labels": c.labels,
-        "RestartCount": c.restart_count,
-        "StoppedByUser": c.stopped_by_user,
-        "State": {
-            "Status": s.state,
-            "Pid": s.pid,
-            "ExitCode": s.exit_code,
-            "StartedAt": t(&s.started_at),
-            "FinishedAt": t(&s.finished_at),
-            "OOMKilled": s.oom_killed,
-        },
-        "Config": {
-            "Env": cfg.env, "WorkingDir": cfg.workdir, "User": cfg.user, "Hostname": cfg.hostname,
-            "Tty": cfg.tty, "OpenStdin": cfg.stdin, "ReadOnly": cfg.read_only, "Privileged": cfg.privileged,
-            "Network": if cfg.network.is_empty() { "networks" } else { &cfg.network },
-            "Networks": cfg.networks.iter().map(|e| json!({"Network": e.network, "Aliases": e.aliases, "IPv4Address": e.ipv4_address})).collect::<Vec<_>>(),
-            "PublishedPorts": cfg.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port, "Protocol": p.protocol})).collect::<Vec<_>>(),
-            "PublishAll": cfg.publish_all, "Dns": cfg.dns, "DnsSearch": cfg.dns_search, "DnsOptions": cfg.dns_options, "ExtraHosts": cfg.extra_hosts,
-            "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop, "AutoRemove": cfg.auto_remove,
-            "Mounts": cfg.mounts.iter().map(|m| json!({"Type": m.r#type, "Source": m.source, "Destination": m.destination, "ReadOnly": m.readonly, "Options": m.options})).collect::<Vec<_>>(),
-            "Resources": cfg.resources.map(|r| json!({"Memory": r.memory_bytes, "CpuMillis": r.cpu_millis, "PidsLimit": r.pids_limit})),
-        },
-        "NetworkSettings": network_settings(c),
+    let t = |t: &Option<prost_types::Timestamp>| t.as_ref().map(output::rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+    let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or(serde_json::Value::Null);
+    let process = &spec["process"];
+    // What runs: the spec's (merged) values, else the record's.
+    let env = process["env"].as_array().cloned().unwrap_or_else(|| cfg.env.iter().map(|e| json!(e)).collect());
+    let args: Vec<String> = c.args.clone();
+    let hostname = spec["hostname"].as_str().map(str::to_owned).unwrap_or_else(|| cfg.hostname.clone());
+    let workdir = process["cwd"].as_str().map(str::to_owned).unwrap_or_else(|| cfg.workdir.clone());
+    let user = if cfg.user.is_empty() {
+        match (process["user"]["uid"].as_u64(), process["user"]["gid"].as_u64()) {
+            (Some(0), _) | (None, _) => String::new(),
+            (Some(u), Some(g)) => format!("{u}:{g}"),
+            (Some(u), None) => u.to_string(),
+        }
+    } else {
+        cfg.user.clone()
+    };
+    let state = s.state.as_str();
+    let mut state_json = json!({
+        "Status": state,
+        "Running": matches!(state, "running" | "paused"),
+        "Paused": state == "paused",
+        "Restarting": state == "restarting",
+        "OOMKilled": s.oom_killed,
+        "Dead": false,
+        "Pid": s.pid,
+        "ExitCode": s.exit_code,
+        "Error": "",
+        "StartedAt": t(&s.started_at),
+        "FinishedAt": t(&s.finished_at),
     });
-    // (Apart: one json! of it all is past the macro's recursion limit.)
-    let more = json!({
-        "Init": cfg.init, "StopSignal": cfg.stop_signal, "StopTimeout": cfg.stop_timeout,
-        "RestartPolicy": cfg.restart_policy.as_ref().map(|r| json!({"Name": r.name, "MaximumRetryCount": r.max_retries})),
-        "Healthcheck": cfg.healthcheck.as_ref().map(|h| json!({"Test": h.test, "IntervalMs": h.interval_ms, "TimeoutMs": h.timeout_ms,
-            "StartPeriodMs": h.start_period_ms, "Retries": h.retries})),
-    });
-    if let (Some(config), serde_json::Value::Object(more)) = (v.get_mut("Config").and_then(|c| c.as_object_mut()), more) {
-        config.extend(more);
-    }
-    if let (Some(state), Some(h)) = (v.get_mut("State").and_then(|s| s.as_object_mut()), &c.health) {
+    if let Some(h) = &c.health {
         let log: Vec<_> = h
             .log
             .iter()
             .map(|p| json!({"Start": p.start.as_ref().map(output::rfc3339), "End": p.end.as_ref().map(output::rfc3339), "ExitCode": p.exit_code, "Output": p.output}))
             .collect();
-        state.insert("Health".into(), json!({"Status": h.status, "FailingStreak": h.failing_streak, "Log": log}));
+        state_json["Health"] = json!({"Status": h.status, "FailingStreak": h.failing_streak, "Log": log});
     }
-    // The spec comes with one container (inspect), not with a list (ps).
-    if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&c.spec) {
+    let network_mode = match cfg.network.as_str() {
+        "" => cfg.networks.first().map_or_else(|| "bridge".to_owned(), |e| e.network.clone()),
+        other => other.to_owned(),
+    };
+    let mut port_bindings = serde_json::Map::new();
+    for p in &cfg.ports {
+        let key = format!("{}/{}", p.container_port, if p.protocol.is_empty() { "tcp" } else { &p.protocol });
+        let host = json!({"HostIp": p.host_ip, "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() }});
+        if let serde_json::Value::Array(list) = port_bindings.entry(key).or_insert_with(|| json!([])) {
+            list.push(host);
+        }
+    }
+    let binds: Vec<String> = cfg
+        .mounts
+        .iter()
+        .filter(|m| m.r#type != "tmpfs")
+        .map(|m| format!("{}:{}{}", m.source, m.destination, if m.readonly { ":ro" } else { "" }))
+        .collect();
+    let tmpfs: serde_json::Map<String, serde_json::Value> =
+        cfg.mounts.iter().filter(|m| m.r#type == "tmpfs").map(|m| (m.destination.clone(), json!(m.options.join(",")))).collect();
+    let mut security_opt = Vec::new();
+    if cfg.seccomp_profile == "unconfined" {
+        security_opt.push("seccomp=unconfined".to_owned());
+    } else if !cfg.seccomp_profile.is_empty() {
+        security_opt.push("seccomp=<profile>".to_owned());
+    }
+    if let Some(nnp) = cfg.no_new_privileges {
+        security_opt.push(format!("no-new-privileges={nnp}"));
+    }
+    if !cfg.apparmor_profile.is_empty() {
+        security_opt.push(format!("apparmor={}", cfg.apparmor_profile));
+    }
+    let r = cfg.resources.unwrap_or_default();
+    let host_config = json!({
+        "Binds": binds,
+        "NetworkMode": network_mode,
+        "PortBindings": port_bindings,
+        "PublishAllPorts": cfg.publish_all,
+        "RestartPolicy": {"Name": cfg.restart_policy.as_ref().map_or("no", |r| if r.name.is_empty() { "no" } else { r.name.as_str() }),
+                          "MaximumRetryCount": cfg.restart_policy.as_ref().map_or(0, |r| r.max_retries)},
+        "AutoRemove": cfg.auto_remove,
+        "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop,
+        "Dns": cfg.dns, "DnsOptions": cfg.dns_options, "DnsSearch": cfg.dns_search, "ExtraHosts": cfg.extra_hosts,
+        "GroupAdd": cfg.group_add,
+        "IpcMode": if cfg.ipc.is_empty() { "private" } else { &cfg.ipc },
+        "PidMode": cfg.pid,
+        "CgroupnsMode": if cfg.cgroupns.is_empty() { "host" } else { &cfg.cgroupns },
+        "Privileged": cfg.privileged,
+        "ReadonlyRootfs": cfg.read_only,
+        "SecurityOpt": security_opt,
+        "Tmpfs": tmpfs,
+        "ShmSize": if cfg.shm_size == 0 { 64 << 20 } else { cfg.shm_size },
+        "Sysctls": cfg.sysctls,
+        "Runtime": c.runtime,
+        "Init": cfg.init,
+        "Memory": r.memory_bytes,
+        "NanoCpus": r.cpu_millis * 1_000_000,
+        "PidsLimit": r.pids_limit,
+        "Ulimits": cfg.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
+        "Devices": cfg.devices.iter().map(|d| json!({"PathOnHost": d.host_path,
+            "PathInContainer": if d.container_path.is_empty() { &d.host_path } else { &d.container_path },
+            "CgroupPermissions": if d.permissions.is_empty() { "rwm" } else { &d.permissions }})).collect::<Vec<_>>(),
+    });
+    let mounts: Vec<_> = cfg
+        .mounts
+        .iter()
+        .map(|m| {
+            let mut j = json!({"Type": m.r#type, "Source": m.source, "Destination": m.destination, "Mode": if m.readonly { "ro" } else { "" }, "RW": !m.readonly, "Propagation": ""});
+            if m.r#type == "volume" {
+                j["Name"] = json!(m.source);
+                j["Driver"] = json!("local");
+            }
+            j
+        })
+        .collect();
+    let config = json!({
+        "Hostname": hostname,
+        "User": user,
+        "Env": env,
+        "Cmd": args,
+        "Entrypoint": serde_json::Value::Null,
+        "Image": c.image,
+        "WorkingDir": workdir,
+        "Labels": c.labels,
+        "Tty": cfg.tty,
+        "OpenStdin": cfg.stdin,
+        "StopSignal": cfg.stop_signal,
+        "StopTimeout": cfg.stop_timeout,
+        "Healthcheck": cfg.healthcheck.as_ref().map(|h| json!({"Test": h.test, "Interval": h.interval_ms * 1_000_000,
+            "Timeout": h.timeout_ms * 1_000_000, "StartPeriod": h.start_period_ms * 1_000_000, "Retries": h.retries})),
+    });
+    let mut v = json!({
+        "Id": c.id,
+        "Created": t(&c.created_at),
+        "Path": args.first().cloned().unwrap_or_default(),
+        "Args": args.iter().skip(1).collect::<Vec<_>>(),
+        "State": state_json,
+        "Image": c.image_id,
+        "LogPath": c.log_path,
+        "Name": format!("/{}", c.name),
+        "RestartCount": c.restart_count,
+        "Driver": "",
+        "HostConfig": host_config,
+        "Mounts": mounts,
+        "Config": config,
+        "NetworkSettings": network_settings(c),
+    });
+    // Berth's own, after docker's.
+    let more = json!({
+        "ImageName": c.image,
+        "ImageDigest": c.image_digest,
+        "SnapshotKey": c.snapshot_key,
+        "StoppedByUser": c.stopped_by_user,
+    });
+    if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), more) {
+        obj.extend(more);
+    }
+    // The spec comes with one container (inspect), not with a list.
+    if !spec.is_null() {
         v["Spec"] = spec;
     }
     v
@@ -151,24 +259,49 @@ pub fn short_id(id: &str, no_trunc: bool) -> String {
     }
 }
 
-pub const PS_HEADER: [&str; 7] = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+/// `ps`'s table, and the names of its columns whose field says otherwise.
+pub const PS_TABLE: &str = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+pub const PS_COLUMNS: &[(&str, &str)] = &[("ID", "CONTAINER ID"), ("RunningFor", "CREATED"), ("LocalVolumes", "LOCAL VOLUMES")];
 
-/// A `ps` row: the command cut at 20 characters and the image without
+/// A `ps` row as docker's templates see it (`{{.ID}}`, `{{.Names}}`, ...):
+/// the command cut at 20 characters and quoted, the image without
 /// `:latest`, unless `no_trunc`.
-pub fn ps_row(c: &v1::Container, no_trunc: bool) -> Vec<String> {
+pub fn ps_row(c: &v1::Container, no_trunc: bool) -> serde_json::Value {
     let cmd = shell_join(&c.args);
     let cmd = if no_trunc || cmd.chars().count() <= 20 { cmd } else { format!("{}…", cmd.chars().take(19).collect::<String>()) };
     let (repo, tag) = output::repo_tag(&c.image);
     let image = if tag.is_empty() || tag == "latest" { repo } else { format!("{repo}:{tag}") };
-    vec![
-        short_id(&c.id, no_trunc),
-        image,
-        format!("\"{cmd}\""),
-        ago(secs(&c.created_at)),
-        with_health(status_text(&c.status.clone().unwrap_or_default()), c),
-        ports_text(c),
-        c.name.clone(),
-    ]
+    let status = c.status.clone().unwrap_or_default();
+    let cfg = c.config.clone().unwrap_or_default();
+    let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let volumes: Vec<&str> = cfg.mounts.iter().filter(|m| m.r#type == "volume").map(|m| m.source.as_str()).collect();
+    let mounts: Vec<&str> =
+        cfg.mounts.iter().map(|m| if m.r#type == "volume" { m.source.as_str() } else { m.destination.as_str() }).collect();
+    let networks: Vec<String> = if c.endpoints.is_empty() {
+        match cfg.network.as_str() {
+            "" => cfg.networks.iter().map(|e| e.network.clone()).collect(),
+            other => vec![other.to_owned()],
+        }
+    } else {
+        c.endpoints.iter().map(|e| e.network.clone()).collect()
+    };
+    json!({
+        "ID": short_id(&c.id, no_trunc),
+        "Image": image,
+        // Quoted as Go's %q quotes it (inner quotes escaped).
+        "Command": serde_json::to_string(&cmd).unwrap_or_default(),
+        "CreatedAt": output::created_at(secs(&c.created_at)),
+        "RunningFor": ago(secs(&c.created_at)),
+        "Status": with_health(status_text(&status), c),
+        "State": status.state,
+        "Ports": ports_text(c),
+        "Names": c.name,
+        "Labels": labels.join(","),
+        "Mounts": mounts.join(","),
+        "LocalVolumes": volumes.len().to_string(),
+        "Networks": networks.join(","),
+        "Size": "",
+    })
 }
 
 pub const STATS_HEADER: [&str; 5] = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"];
@@ -225,23 +358,28 @@ mod tests {
             ..Default::default()
         };
         let row = ps_row(&c, false);
-        assert_eq!(row[0], "0123456789ab");
-        assert_eq!(row[1], "busybox");
-        assert_eq!(row[2], "\"sh -c while true; d…\"");
-        assert_eq!((row[3].as_str(), row[4].as_str(), row[5].as_str(), row[6].as_str()), ("N/A", "Created", "", "web"));
+        assert_eq!(row["ID"], "0123456789ab");
+        assert_eq!(row["Image"], "busybox");
+        assert_eq!(row["Command"], "\"sh -c while true; d…\"");
+        assert_eq!(
+            (&row["RunningFor"], &row["Status"], &row["Ports"], &row["Names"], &row["State"]),
+            (&json!("N/A"), &json!("Created"), &json!(""), &json!("web"), &json!("created"))
+        );
         let ports = vec![
             v1::PortMapping { host_ip: String::new(), host_port: 18080, container_port: 80, protocol: "tcp".into() },
             v1::PortMapping { host_ip: "127.0.0.1".into(), host_port: 5353, container_port: 53, protocol: "udp".into() },
         ];
         let with_ports = v1::Container { ports, ..c.clone() };
-        assert_eq!(ps_row(&with_ports, false)[5], "0.0.0.0:18080->80/tcp, 127.0.0.1:5353->53/udp");
+        assert_eq!(ps_row(&with_ports, false)["Ports"], "0.0.0.0:18080->80/tcp, 127.0.0.1:5353->53/udp");
         let j = container_json(&with_ports);
         assert_eq!(j["NetworkSettings"]["Ports"]["53/udp"][0]["HostPort"], "5353");
         let row = ps_row(&v1::Container { image: "localhost:5000/a:v1".into(), ..c.clone() }, true);
-        assert_eq!(row[0], c.id);
-        assert_eq!(row[1], "localhost:5000/a:v1");
-        assert_eq!(row[2], "\"sh -c while true; do sleep 1; done\"");
-        assert_eq!(row.len(), PS_HEADER.len());
+        assert_eq!(row["ID"], c.id.as_str());
+        assert_eq!(row["Image"], "localhost:5000/a:v1");
+        assert_eq!(row["Command"], "\"sh -c while true; do sleep 1; done\"");
+        // Quotes in the command are escaped, as docker's %q does.
+        let quoted = ps_row(&v1::Container { args: vec!["echo".into(), "\"hi\"".into()], ..c.clone() }, true);
+        assert_eq!(quoted["Command"], "\"echo \\\"hi\\\"\"");
     }
 
     #[test]

@@ -699,6 +699,8 @@ class Container(_message.Message):
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
     STOPPED_BY_USER_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    LOG_PATH_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """64 hex characters."""
     name: _builtins.str
@@ -718,6 +720,10 @@ class Container(_message.Message):
     """Times its restart policy started it again since the user last started it."""
     stopped_by_user: _builtins.bool
     """The user stopped it (Tasks.Stop): no restart policy brings it back."""
+    log_path: _builtins.str
+    """Its log file on the agent's machine (the Kubernetes CRI format); filled by Get only."""
+    image_id: _builtins.str
+    """The image id: the digest of the image's config."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -762,10 +768,12 @@ class Container(_message.Message):
         restart_count: _builtins.int = ...,
         stopped_by_user: _builtins.bool = ...,
         health: Global___Health | None = ...,
+        log_path: _builtins.str = ...,
+        image_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created_at", b"created_at", "health", b"health", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created_at", b"created_at", "endpoints", b"endpoints", "health", b"health", "id", b"id", "image", b"image", "image_digest", b"image_digest", "labels", b"labels", "name", b"name", "ports", b"ports", "restart_count", b"restart_count", "runtime", b"runtime", "snapshot_key", b"snapshot_key", "spec", b"spec", "status", b"status", "stopped_by_user", b"stopped_by_user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created_at", b"created_at", "endpoints", b"endpoints", "health", b"health", "id", b"id", "image", b"image", "image_digest", b"image_digest", "image_id", b"image_id", "labels", b"labels", "log_path", b"log_path", "name", b"name", "ports", b"ports", "restart_count", b"restart_count", "runtime", b"runtime", "snapshot_key", b"snapshot_key", "spec", b"spec", "status", b"status", "stopped_by_user", b"stopped_by_user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
