@@ -92,27 +92,27 @@ CMD [\"cat\", \"/joined\"]
         &[("Dockerfile", dockerfile), ("app/a", b"A\n"), ("app/b", b"B\n"), ("app/tmp.log", b"noise\n"), (".dockerignore", b"**/*.log\n")],
     );
     let first = build_json(&d, &dir, &["-t", "app:1"]);
-    assert!(first["context_bytes"].as_u64().unwrap() > 500_000, "{first}");
+    assert!(first["ContextBytes"].as_u64().unwrap() > 500_000, "{first}");
     assert_eq!(d.ok(&["run", "--rm", "app:1"]), "A\nB\n");
     assert!(!d.ok(&["run", "--rm", "app:1", "ls", "/app"]).contains("tmp.log"), "an ignored file was copied");
 
     // Nothing changed: no file sent, nothing run, the same image.
     let again = build_json(&d, &dir, &["-t", "app:2"]);
-    assert_eq!(again["context_bytes"], 0, "{again}");
-    assert_eq!(again["run"], 0, "{again}");
-    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["ContextBytes"], 0, "{again}");
+    assert_eq!(again["Run"], 0, "{again}");
+    assert_eq!(again["Id"], first["Id"]);
 
     // An ignored file changes nothing.
     std::fs::write(dir.join("app/tmp.log"), b"other noise\n").unwrap();
     let ignored = build_json(&d, &dir, &["-t", "app:3"]);
-    assert_eq!((ignored["run"].as_u64(), ignored["context_bytes"].as_u64()), (Some(0), Some(0)), "{ignored}");
-    assert_eq!(ignored["id"], first["id"]);
+    assert_eq!((ignored["Run"].as_u64(), ignored["ContextBytes"].as_u64()), (Some(0), Some(0)), "{ignored}");
+    assert_eq!(ignored["Id"], first["Id"]);
 
     // One copied file changes: it alone is sent, and the steps from its COPY on run again.
     std::fs::write(dir.join("app/b"), b"b, changed\n").unwrap();
     let changed = build_json(&d, &dir, &["-t", "app:4"]);
-    assert_eq!(changed["context_bytes"], 11, "{changed}");
-    assert_eq!(changed["run"], 3, "the COPY, and the RUN and CMD after it: {changed}");
+    assert_eq!(changed["ContextBytes"], 11, "{changed}");
+    assert_eq!(changed["Run"], 3, "the COPY, and the RUN and CMD after it: {changed}");
     assert_eq!(d.ok(&["run", "--rm", "app:4"]), "A\nb, changed\n");
     d.assert_healthy();
 }
@@ -399,7 +399,7 @@ CMD [\"cat\", \"/data/file\"]
     let one = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "repro:1"]);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let two = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "repro:2"]);
-    assert_eq!(one["digest"], two["digest"], "{one}\n{two}");
+    assert_eq!(one["Digest"], two["Digest"], "{one}\n{two}");
     let i = d.inspect("default", "repro:1");
     assert_eq!(i["Created"], "2023-11-14T22:13:20Z");
     // File times in the layers are clamped too.
@@ -407,7 +407,7 @@ CMD [\"cat\", \"/data/file\"]
     assert_eq!(listing.trim(), "1700000000");
     // Without it, two builds differ (their times do).
     let three = build_json(&d, &dir, &["--no-cache", "-t", "repro:3"]);
-    assert_ne!(three["digest"], one["digest"]);
+    assert_ne!(three["Digest"], one["Digest"]);
 }
 
 /// An HTTP server on loopback serving `body` at every path; counts requests.
@@ -677,7 +677,7 @@ RUN mkdir -p /data && echo fixed > /data/file
     let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
     let one = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "native:1"]);
     let two = build_json(&d, &dir, &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "native:2"]);
-    assert_eq!(one["digest"], two["digest"]);
+    assert_eq!(one["Digest"], two["Digest"]);
     // The last layer holds /data, not the inherited busybox again.
     let i = d.inspect("default", "native:1");
     let last = i["Layers"].as_array().unwrap().last().unwrap()["Size"].as_u64().unwrap();

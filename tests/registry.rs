@@ -44,7 +44,7 @@ fn run_and_create_pull_an_image_that_is_not_here() {
     d.ok(&["rmi", &name, "busybox"]);
     // --pull never refuses, saying why.
     let out = d.ctl(&["run", "--rm", "--pull", "never", &name, "echo", "hi"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("--pull never"), "{}", stderr(&out));
     // The default pulls it (its progress on standard error), then runs it.
     let out = d.ctl(&["run", "--rm", "--net", "none", &name, "echo", "hi"]);
@@ -66,7 +66,7 @@ fn run_and_create_pull_an_image_that_is_not_here() {
     d.ok(&["rm", id.trim()]);
     // A name no registry has: the pull's error.
     let out = d.ctl(&["run", "--rm", &format!("{}/x/nothing:1", reg.addr), "true"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 

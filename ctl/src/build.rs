@@ -427,8 +427,8 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
                 }
                 if conn.format == Format::Json {
                     crate::output::json(&serde_json::json!({
-                        "id": r.image_id, "digest": r.digest, "names": r.names,
-                        "millis": r.millis, "cached": r.steps_cached, "run": r.steps_run, "context_bytes": r.context_bytes_sent,
+                        "Id": r.image_id, "Digest": r.digest, "Names": r.names,
+                        "Millis": r.millis, "Cached": r.steps_cached, "Run": r.steps_run, "ContextBytes": r.context_bytes_sent,
                     }));
                 } else if a.quiet {
                     println!("{}", r.image_id);
@@ -582,8 +582,8 @@ pub async fn builder(conn: &Conn, c: BuilderCommand) -> Result<i32> {
             let r = conn.builder().prune(v1::PruneBuildCacheRequest { all: a.all, keep_duration_seconds: keep }).await?.into_inner();
             if conn.format == Format::Json {
                 crate::output::json(&serde_json::json!({
-                    "entries": r.entries_removed, "blobs": r.blobs_removed, "snapshots": r.snapshots_removed, "contexts": r.contexts_removed,
-                    "cache_mounts": r.cache_mounts_removed,
+                    "Entries": r.entries_removed, "Blobs": r.blobs_removed, "Snapshots": r.snapshots_removed, "Contexts": r.contexts_removed,
+                    "CacheMounts": r.cache_mounts_removed,
                 }));
             } else {
                 println!(

@@ -62,7 +62,7 @@ pub async fn run(conn: &Conn, cmd: ContentCommand) -> Result<i32> {
             } else if conn.format == Format::Json {
                 output::json(&json!(blobs
                     .iter()
-                    .map(|b| json!({"digest": b.digest, "size": b.size, "labels": b.labels}))
+                    .map(|b| json!({"Digest": b.digest, "Size": b.size, "Labels": b.labels}))
                     .collect::<Vec<_>>()));
             } else {
                 let rows: Vec<Vec<String>> = blobs

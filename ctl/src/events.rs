@@ -23,8 +23,16 @@ pub async fn events(conn: &Conn, a: EventsArgs) -> Result<i32> {
         let e = e?;
         let t = e.timestamp.unwrap_or_default();
         let time = output::rfc3339(&t);
-        if conn.format == Format::Json {
-            output::json(&json!({"timestamp": time, "namespace": e.namespace, "topic": e.topic, "id": e.id, "attributes": e.attributes}));
+        if conn.format != Format::Table {
+            // docker's fields (Type, Action, Actor, time, timeNano), then Berth's.
+            let (kind, action) = e.topic.trim_start_matches('/').split_once('/').unwrap_or(("", e.topic.as_str()));
+            let kind = kind.trim_end_matches('s');
+            let v = json!({
+                "Type": kind, "Action": action, "Actor": {"ID": e.id, "Attributes": e.attributes},
+                "time": t.seconds, "timeNano": t.seconds as i128 * 1_000_000_000 + t.nanos as i128,
+                "Time": time, "Namespace": e.namespace, "Topic": e.topic, "ID": e.id, "Attributes": e.attributes,
+            });
+            output::rows(&conn.format, "", &[], &[v])?;
         } else {
             let mut attrs: Vec<String> = e.attributes.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}={v}")).collect();
             attrs.sort();

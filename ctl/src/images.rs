@@ -32,6 +32,35 @@ pub enum ImageCommand {
     /// Export images to an archive (OCI layout with docker's manifest.json)
     #[command(alias = "save", after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// Show the history of an image: its layers and the steps that made them
+    History(HistoryArgs),
+    /// Remove untagged images (-a: every image no container uses)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Do not cut the steps' commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only print the layers' ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Image name, id or digest
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Every image no container uses, not only untagged ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only those matching: label=KEY[=VALUE] (repeatable)
+    #[arg(long = "filter")]
+    pub filter: Vec<String>,
+    /// Do not ask (berthctl never asks; accepted for docker's scripts)
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 pub const EXPORT_EXAMPLES: &str = "The archive is an OCI image layout that also carries docker's manifest.json:
@@ -157,7 +186,91 @@ pub async fn run(conn: &Conn, cmd: ImageCommand) -> Result<i32> {
         ImageCommand::Tag(a) => tag(conn, a).await,
         ImageCommand::Rm(a) => rm(conn, a).await,
         ImageCommand::Export(a) => export(conn, a).await,
+        ImageCommand::History(a) => history(conn, a).await,
+        ImageCommand::Prune(a) => prune(conn, a).await.map(|_| 0),
     }
+}
+
+/// `image history`: the config's history, newest first, each step beside
+/// the layer it made (an empty step makes none).
+pub async fn history(conn: &Conn, a: HistoryArgs) -> Result<i32> {
+    let v = inspect_value(conn, &a.image, "").await?;
+    let layers = v["Layers"].as_array().cloned().unwrap_or_default();
+    let steps = v["History"].as_array().cloned().unwrap_or_default();
+    let mut layer_iter = layers.iter();
+    let mut rows = Vec::new();
+    for h in &steps {
+        let empty = h["empty_layer"].as_bool().unwrap_or(false);
+        let layer = if empty { None } else { layer_iter.next() };
+        let created = h["created"].as_str().and_then(|t| berth_common::time::parse_rfc3339(t)).map(|(s, _)| s).unwrap_or(0);
+        let by = h["created_by"].as_str().unwrap_or_default().to_owned();
+        let by = if a.no_trunc || by.chars().count() <= 45 { by } else { format!("{}…", by.chars().take(44).collect::<String>()) };
+        rows.push(json!({
+            "ID": "<missing>",
+            "CreatedSince": if created > 0 { ago(created) } else { "N/A".into() },
+            "CreatedAt": output::created_at(created),
+            "CreatedBy": by,
+            "Size": output::size(layer.and_then(|l| l["Size"].as_i64()).unwrap_or(0)),
+            "Comment": h["comment"].as_str().unwrap_or_default(),
+        }));
+    }
+    rows.reverse();
+    // The top step shows the image's id, as docker's does.
+    if let Some(top) = rows.first_mut() {
+        let id = v["Id"].as_str().unwrap_or_default();
+        top["ID"] = json!(if a.no_trunc { id.to_owned() } else { short_id(id) });
+    }
+    if a.quiet {
+        for r in &rows {
+            println!("{}", r["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    output::rows(
+        &conn.format,
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+        &[("ID", "IMAGE"), ("CreatedSince", "CREATED")],
+        &rows,
+    )?;
+    Ok(0)
+}
+
+/// Remove untagged images, or (`all`) every image no container uses; the
+/// names removed and the bytes of content collected.
+pub async fn prune(conn: &Conn, a: PruneArgs) -> Result<(Vec<String>, i64)> {
+    let filters: Vec<String> = a.filter.iter().map(|f| output::api_filter(f, &[], &[], &[])).collect();
+    let images = conn.images().list(v1::ListImagesRequest { filters }).await?.into_inner().images;
+    let containers = conn.containers().list(v1::ListContainersRequest::default()).await?.into_inner().containers;
+    let before = conn.version().info(v1::InfoRequest {}).await?.into_inner().content_size;
+    let mut removed = Vec::new();
+    for i in &images {
+        let digest = i.target.as_ref().map(|t| t.digest.as_str()).unwrap_or_default();
+        let used = containers.iter().any(|c| c.image == i.name || (!digest.is_empty() && c.image_digest == digest));
+        let untagged = repo_tag(&i.name).1 == "<none>";
+        if used || !(a.all || untagged) {
+            continue;
+        }
+        match conn.images().delete(v1::DeleteImageRequest { name: i.name.clone(), sync: true, force: false }).await {
+            Ok(r) => removed.extend(r.into_inner().deleted),
+            // Used or shared meanwhile: kept.
+            Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let after = conn.version().info(v1::InfoRequest {}).await?.into_inner().content_size;
+    let reclaimed = (before - after).max(0);
+    if conn.format == Format::Json {
+        output::json(&json!({"ImagesDeleted": removed, "SpaceReclaimed": reclaimed}));
+    } else {
+        if !removed.is_empty() {
+            println!("Deleted Images:");
+        }
+        for n in &removed {
+            println!("untagged: {n}");
+        }
+        println!("Total reclaimed space: {}", output::size(reclaimed));
+    }
+    Ok((removed, reclaimed))
 }
 
 pub async fn load(conn: &Conn, a: LoadArgs) -> Result<i32> {

@@ -111,6 +111,8 @@ enum Command {
     Restart(containers::StopArgs),
     /// Change containers' settings for their next runs (--restart)
     Update(containers::UpdateArgs),
+    /// Give a container another name (alias of `container rename`)
+    Rename(containers::RenameArgs),
     /// Send a signal to containers
     Kill(containers::KillArgs),
     /// Remove containers and discard their writable layers
@@ -171,6 +173,8 @@ enum Command {
     Tag(images::TagArgs),
     /// Remove images (alias of `image rm`)
     Rmi(images::RmArgs),
+    /// Show the history of an image (alias of `image history`)
+    History(images::HistoryArgs),
     /// Manage snapshots (unpacked layers and writable filesystems)
     #[command(subcommand, alias = "snapshots")]
     Snapshot(snapshots::SnapshotCommand),
@@ -275,9 +279,13 @@ fn refused_by_permissions(path: &Path) -> Option<String> {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
-    // Logging out needs no agent.
+    // Logging out needs no agent; version says the client's without one.
     if let Command::Logout(a) = cli.command {
         return registry::logout(a).await;
+    }
+    if let Command::Version = cli.command {
+        let conn = connect(&cli).await;
+        return system::version(conn.as_ref(), &cli.format).await;
     }
     let conn = connect(&cli).await?;
     use containers::ContainerCommand as C;
@@ -288,6 +296,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Stop(a) => containers::run_command(&conn, C::Stop(a)).await,
         Command::Restart(a) => containers::run_command(&conn, C::Restart(a)).await,
         Command::Update(a) => containers::run_command(&conn, C::Update(a)).await,
+        Command::Rename(a) => containers::run_command(&conn, C::Rename(a)).await,
         Command::Kill(a) => containers::run_command(&conn, C::Kill(a)).await,
         Command::Rm(a) => containers::run_command(&conn, C::Rm(a)).await,
         Command::Wait(a) => containers::run_command(&conn, C::Wait(a)).await,
@@ -316,19 +325,20 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Save(a) => images::export(&conn, a).await,
         Command::Tag(a) => images::tag(&conn, a).await,
         Command::Rmi(a) => images::rm(&conn, a).await,
+        Command::History(a) => images::history(&conn, a).await,
         Command::Snapshot(c) => snapshots::run(&conn, c).await,
         Command::Content(c) => content::run(&conn, c).await,
         Command::Network(c) => networks::run(&conn, c).await,
         Command::Port(a) => networks::port(&conn, a).await,
         Command::Volume(c) => volumes::run(&conn, c).await,
-        Command::Version => system::version(&conn).await,
+        Command::Version => unreachable!("handled before connecting"),
         Command::Info => system::info(&conn).await,
         Command::System(c) => system::run(&conn, c).await,
     }
 }
 
 /// Turn an error into the one line a user reads.
-fn describe(e: &anyhow::Error) -> String {
+pub(crate) fn describe(e: &anyhow::Error) -> String {
     if let Some(s) = e.downcast_ref::<tonic::Status>() {
         return match s.code() {
             // The connection to the agent failed (tonic's own status, with its cause);
@@ -348,9 +358,37 @@ fn describe(e: &anyhow::Error) -> String {
     msg
 }
 
+/// How a `run`/`exec` that failed ends, as docker's: 127 and the runtime's
+/// own words (`exec: "x": executable file not found in $PATH`) for a
+/// command that is not there, 126 for one that cannot be executed, else 125.
+fn command_failure(msg: &str) -> (i32, String) {
+    let exec_part = msg.rfind("exec: ").map(|i| msg[i..].trim().to_owned());
+    match exec_part {
+        Some(m) if m.contains("executable file not found") || m.contains("no such file or directory") => (127, m),
+        Some(m) if m.contains("permission denied") || m.contains("exec format error") || m.contains("is a directory") => (126, m),
+        _ => (125, msg.to_owned()),
+    }
+}
+
+/// The exit status of a process a closed pipe ended (128 + SIGPIPE), as a shell reports it.
+const BROKEN_PIPE_EXIT: i32 = 141;
+
 /// berthctl's `main`: returns the process exit code.
 pub fn main() -> i32 {
+    // A reader that went away (`berthctl ps | head -1`) ends us quietly, as
+    // it ends other tools, not with a panic's backtrace.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if text.is_some_and(|t| t.contains("Broken pipe")) {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
+    // run, create and exec end as docker's do: 125 for an error of berthctl
+    // or the agent, 126 and 127 for a command that cannot run.
+    let docker_codes = matches!(cli.command, Command::Run(_) | Command::Create(_) | Command::Exec(_));
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -360,10 +398,14 @@ pub fn main() -> i32 {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+            BROKEN_PIPE_EXIT
+        }
         Err(e) => {
+            let (code, msg) = if docker_codes { command_failure(&describe(&e)) } else { (1, describe(&e)) };
             // Errors may name what came from outside (a path, an entry): no raw control characters.
-            eprintln!("berthctl: {}", berth_common::text::printable(&describe(&e)));
-            1
+            eprintln!("berthctl: {}", berth_common::text::printable(&msg));
+            code
         }
     }
 }

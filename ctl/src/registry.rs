@@ -227,7 +227,7 @@ pub async fn pull(conn: &Conn, a: PullArgs) -> Result<i32> {
     let img = pull_image(conn, req, &mut shown).await?;
     let digest = img.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default();
     if conn.format == Format::Json {
-        crate::output::json(&serde_json::json!({"name": img.name, "digest": digest}));
+        crate::output::json(&serde_json::json!({"Name": img.name, "Digest": digest}));
     } else if a.transfer.quiet {
         println!("{}", img.name);
     } else {
@@ -272,7 +272,7 @@ pub async fn push(conn: &Conn, a: PushArgs) -> Result<i32> {
             Some(v1::push_response::Event::Progress(p)) => shown.show(&p),
             Some(v1::push_response::Event::Digest(d)) => {
                 if conn.format == Format::Json {
-                    crate::output::json(&serde_json::json!({"name": a.reference, "digest": d}));
+                    crate::output::json(&serde_json::json!({"Name": a.reference, "Digest": d}));
                 } else if a.transfer.quiet {
                     println!("{d}");
                 } else {

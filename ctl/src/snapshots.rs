@@ -93,7 +93,7 @@ async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
         let v: Vec<_> = snaps
             .iter()
             .zip(&sizes)
-            .map(|(s, size)| json!({"key": s.key, "parent": s.parent, "kind": kind(s.kind), "size": size, "labels": s.labels, "snapshotter": s.snapshotter}))
+            .map(|(s, size)| json!({"Key": s.key, "Parent": s.parent, "Kind": kind(s.kind), "Size": size, "Labels": s.labels, "Snapshotter": s.snapshotter}))
             .collect();
         output::json(&json!(v));
         return Ok(0);
@@ -136,7 +136,7 @@ async fn usage(conn: &Conn, a: UsageArgs) -> Result<i32> {
         rows.push((k, u.size, u.inodes));
     }
     if conn.format == Format::Json {
-        output::json(&json!(rows.iter().map(|(k, s, i)| json!({"key": k, "size": s, "inodes": i})).collect::<Vec<_>>()));
+        output::json(&json!(rows.iter().map(|(k, s, i)| json!({"Key": k, "Size": s, "Inodes": i})).collect::<Vec<_>>()));
         return Ok(0);
     }
     let mut table: Vec<Vec<String>> = rows.iter().map(|(k, s, i)| vec![k.clone(), output::size(*s), i.to_string()]).collect();

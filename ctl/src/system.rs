@@ -7,31 +7,61 @@ use serde_json::json;
 use crate::output::{self, size};
 use crate::{Conn, Format};
 
-pub async fn version(conn: &Conn) -> Result<i32> {
-    let server = conn.version().version(v1::VersionRequest {}).await?.into_inner().version.unwrap_or_default();
-    let client = env!("CARGO_PKG_VERSION");
-    if conn.format == Format::Json {
-        output::json(
-            &json!({"client": {"version": client}, "server": {"version": server.version, "revision": server.revision, "api": server.api_version}}),
-        );
-    } else {
-        println!("Client:\n  Version:  {client}\n\nServer:\n  Version:  {}\n  API:      {}", server.version, server.api_version);
+/// `version`: the client's, then the agent's; the client's alone (and exit
+/// 1) when the agent cannot be reached, as docker does.
+pub async fn version(conn: Result<&Conn, &anyhow::Error>, format: &Format) -> Result<i32> {
+    let client =
+        json!({"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "v1", "Os": std::env::consts::OS, "Arch": std::env::consts::ARCH});
+    let server = match conn {
+        Ok(conn) => {
+            let v = conn.version().version(v1::VersionRequest {}).await?.into_inner().version.unwrap_or_default();
+            Some(json!({"Version": v.version, "ApiVersion": v.api_version, "Revision": v.revision}))
+        }
+        Err(_) => None,
+    };
+    let v = json!({"Client": client, "Server": server});
+    match format {
+        Format::Table => {
+            println!("Client:\n  Version:  {}\n  API:      v1", client["Version"].as_str().unwrap_or_default());
+            if let Some(s) = &server {
+                println!(
+                    "\nServer:\n  Version:  {}\n  API:      {}",
+                    s["Version"].as_str().unwrap_or_default(),
+                    s["ApiVersion"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        Format::Json => println!("{}", serde_json::to_string(&v)?),
+        Format::Template(_) => output::inspected(format, &[v])?,
     }
-    Ok(0)
+    match conn {
+        Ok(_) => Ok(0),
+        Err(e) => {
+            eprintln!("berthctl: {}", berth_common::text::printable(&crate::describe(e)));
+            Ok(1)
+        }
+    }
 }
 
 pub async fn info(conn: &Conn) -> Result<i32> {
     let i = conn.version().info(v1::InfoRequest {}).await?.into_inner();
     let v = i.version.clone().unwrap_or_default();
-    if conn.format == Format::Json {
-        output::json(&json!({
-            "version": v.version, "root": i.root, "state": i.state, "address": i.address,
-            "snapshotter": i.snapshotter, "snapshotter_reason": i.snapshotter_reason,
-            "namespaces": i.namespaces, "images": i.images, "snapshots": i.snapshots,
-            "blobs": i.blobs, "content_size": i.content_size, "kernel": i.kernel, "pid": i.pid,
-            "containers": i.containers, "containers_running": i.containers_running,
-            "default_runtime": i.default_runtime, "runtimes": i.runtimes,
-        }));
+    if conn.format != Format::Table {
+        let info = json!({
+            "ServerVersion": v.version, "DockerRootDir": i.root, "StateDir": i.state, "Address": i.address,
+            "Driver": i.snapshotter, "DriverReason": i.snapshotter_reason,
+            "Namespaces": i.namespaces, "Images": i.images, "Snapshots": i.snapshots,
+            "Blobs": i.blobs, "ContentSize": i.content_size, "KernelVersion": i.kernel, "Pid": i.pid,
+            "Containers": i.containers, "ContainersRunning": i.containers_running,
+            "ContainersStopped": i.containers.saturating_sub(i.containers_running),
+            "DefaultRuntime": i.default_runtime, "Runtimes": i.runtimes,
+            "OperatingSystem": std::env::consts::OS, "Architecture": std::env::consts::ARCH,
+        });
+        if conn.format == Format::Json {
+            output::json(&info);
+        } else {
+            output::inspected(&conn.format, &[info])?;
+        }
     } else {
         println!("Server Version:  {}", v.version);
         println!("Root Dir:        {}", i.root);
@@ -57,6 +87,22 @@ pub enum SystemCommand {
     Df(DfArgs),
     /// Show how the agent is configured and what it holds (as `info`)
     Info,
+    /// Remove stopped containers, networks no container uses, untagged images
+    /// and build cache (-a: every image no container uses; --volumes: anonymous volumes)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Every image no container uses, not only untagged ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Anonymous volumes no container uses too
+    #[arg(long)]
+    pub volumes: bool,
+    /// Do not ask (berthctl never asks; accepted for docker's scripts)
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +116,43 @@ pub async fn run(conn: &Conn, cmd: SystemCommand) -> Result<i32> {
     match cmd {
         SystemCommand::Df(a) => df(conn, a).await,
         SystemCommand::Info => info(conn).await,
+        SystemCommand::Prune(a) => prune(conn, a).await,
     }
+}
+
+/// docker's `system prune`: each kind's prune, in the order that frees the
+/// most (containers first, so their images and networks are unused after).
+async fn prune(conn: &Conn, a: PruneArgs) -> Result<i32> {
+    let (_, containers) = crate::containers::prune(conn, crate::containers::PruneArgs { filter: vec![], force: true }).await?;
+    let networks = conn.networks().prune(v1::PruneNetworksRequest {}).await?.into_inner().removed;
+    if conn.format != Format::Json {
+        if !networks.is_empty() {
+            println!("Deleted Networks:");
+        }
+        for n in &networks {
+            println!("{n}");
+        }
+    }
+    if a.volumes {
+        let r = conn.volumes().prune(v1::PruneVolumesRequest { all: false, filters: vec![] }).await?.into_inner();
+        if conn.format != Format::Json {
+            if !r.removed.is_empty() {
+                println!("Deleted Volumes:");
+            }
+            for n in &r.removed {
+                println!("{n}");
+            }
+        }
+    }
+    let images = crate::images::PruneArgs { all: a.all, filter: vec![], force: true };
+    let (_, image_bytes) = crate::images::prune(conn, images).await?;
+    let keep = if a.all { 0 } else { 48 * 3600 };
+    let cache = conn.builder().prune(v1::PruneBuildCacheRequest { all: a.all, keep_duration_seconds: keep }).await?.into_inner();
+    if conn.format != Format::Json {
+        println!("Deleted build cache entries: {}", cache.entries_removed);
+        println!("Total reclaimed space: {}", size(containers + image_bytes));
+    }
+    Ok(0)
 }
 
 /// A percentage of `total`, as docker's df prints it.
@@ -99,38 +181,27 @@ async fn df(conn: &Conn, a: DfArgs) -> Result<i32> {
     let stopped_size: i64 = containers.iter().zip(&layer_sizes).filter(|(c, _)| !running(c)).map(|(_, s)| *s).sum();
     let volumes_size: i64 = volumes.iter().map(|v| v.size as i64).sum();
     let unused_volumes: i64 = volumes.iter().filter(|v| v.containers.is_empty()).map(|v| v.size as i64).sum();
-    if conn.format == Format::Json {
-        output::json(&json!([
-            {"Type": "Images", "TotalCount": images.len(), "Active": used_images.len(), "Size": images_size, "Reclaimable": unused_images.min(images_size)},
-            {"Type": "Containers", "TotalCount": containers.len(), "Active": containers.iter().filter(|c| running(c)).count(), "Size": containers_size, "Reclaimable": stopped_size},
-            {"Type": "Local Volumes", "TotalCount": volumes.len(), "Active": volumes.iter().filter(|v| !v.containers.is_empty()).count(), "Size": volumes_size, "Reclaimable": unused_volumes},
-        ]));
+    let active_images = images.iter().filter(|i| used_images.contains(i.name.as_str())).count();
+    let running_count = containers.iter().filter(|c| running(c)).count();
+    let used_volumes = volumes.iter().filter(|v| !v.containers.is_empty()).count();
+    let row = |kind: &str, total: usize, active: usize, sz: i64, reclaim: i64| {
+        json!({"Type": kind, "TotalCount": total.to_string(), "Active": active.to_string(), "Size": size(sz),
+               "Reclaimable": share(reclaim, sz), "SizeBytes": sz, "ReclaimableBytes": reclaim.clamp(0, sz.max(0))})
+    };
+    let rows = vec![
+        row("Images", images.len(), active_images, images_size, unused_images),
+        row("Containers", containers.len(), running_count, containers_size, stopped_size),
+        row("Local Volumes", volumes.len(), used_volumes, volumes_size, unused_volumes),
+    ];
+    output::rows(
+        &conn.format,
+        "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+        &[("TotalCount", "TOTAL")],
+        &rows,
+    )?;
+    if conn.format != Format::Table {
         return Ok(0);
     }
-    let rows = vec![
-        vec![
-            "Images".into(),
-            images.len().to_string(),
-            images.iter().filter(|i| used_images.contains(i.name.as_str())).count().to_string(),
-            size(images_size),
-            share(unused_images, images_size),
-        ],
-        vec![
-            "Containers".into(),
-            containers.len().to_string(),
-            containers.iter().filter(|c| running(c)).count().to_string(),
-            size(containers_size),
-            share(stopped_size, containers_size),
-        ],
-        vec![
-            "Local Volumes".into(),
-            volumes.len().to_string(),
-            volumes.iter().filter(|v| !v.containers.is_empty()).count().to_string(),
-            size(volumes_size),
-            share(unused_volumes, volumes_size),
-        ],
-    ];
-    output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows);
     if a.verbose {
         println!("\nImages space usage:\n");
         let rows: Vec<Vec<String>> = images

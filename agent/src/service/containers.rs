@@ -215,6 +215,7 @@ impl ContainerService {
         ns: &str,
         id: &str,
         restart: Option<crate::container::config::RestartPolicy>,
+        name: Option<String>,
     ) -> Result<ContainerView, Error> {
         let rec = self.find(ns, id).await?;
         let mut config = rec.config.clone();
@@ -222,8 +223,27 @@ impl ContainerService {
             config.restart = r;
         }
         check_restart(&config)?;
-        let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
-        let rec = blocking(move || Ok(core.meta.update_container(&ns2, &id, |r| r.config.restart = config.restart)?)).await?;
+        if let Some(n) = &name {
+            crate::container::validate_name(n)?;
+        }
+        let old_name = rec.name.clone();
+        let (core, ns2, id, new_name) = (self.core.clone(), ns.to_owned(), rec.id.clone(), name.clone());
+        let rec = blocking(move || {
+            let updated = core.meta.update_container(&ns2, &id, |r| {
+                r.config.restart = config.restart;
+                if let Some(n) = new_name {
+                    r.name = n;
+                }
+            });
+            match updated {
+                Err(MetadataError::AlreadyExists { name, .. }) => Err(ContainerError::NameTaken(name).into()),
+                other => Ok(other?),
+            }
+        })
+        .await?;
+        if name.is_some() {
+            self.core.events.publish(ns, "/containers/rename", &rec.id, &[("name", rec.name.clone()), ("oldName", old_name)]);
+        }
         self.core.events.publish(ns, "/containers/update", &rec.id, &[("restart", rec.config.restart.name().to_owned())]);
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);

@@ -180,10 +180,32 @@ impl ImageService {
     }
 
     /// Remove names (an id or digest several names share only with `force`),
-    /// then collect what no image uses any more.
+    /// then collect what no image uses any more. The last name of an image a
+    /// container was made from goes only with `force` (docker's rule: the
+    /// container keeps its layers either way).
     pub async fn remove(&self, ns: &str, name: &str, force: bool) -> Result<Removed, Error> {
         let (core, ns, name) = (self.core.clone(), ns.to_owned(), name.to_owned());
         blocking(move || {
+            if !force {
+                let going = core.images.find(&ns, &name)?;
+                let all = core.meta.images(&ns)?;
+                for rec in &going {
+                    let target = &rec.target.digest;
+                    let kept = all.iter().any(|o| &o.target.digest == target && !going.iter().any(|g| g.name == o.name));
+                    if kept {
+                        continue;
+                    }
+                    let users: Vec<String> =
+                        core.meta.containers(&ns)?.iter().filter(|c| &c.image_target.digest == target).map(|c| c.name.clone()).collect();
+                    if !users.is_empty() {
+                        return Err(Error::FailedPrecondition(format!(
+                            "image {} is used by container(s) {}: remove them first, or force",
+                            rec.name,
+                            users.join(", ")
+                        )));
+                    }
+                }
+            }
             let names = core.images.delete(&ns, &name, force)?;
             for name in &names {
                 core.events.publish(&ns, "/images/delete", name, &[]);

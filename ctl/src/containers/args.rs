@@ -27,6 +27,10 @@ pub enum ContainerCommand {
     Restart(StopArgs),
     /// Change containers' settings for their next runs (--restart)
     Update(UpdateArgs),
+    /// Give a container another name
+    Rename(RenameArgs),
+    /// Remove every container that is not running (created, exited)
+    Prune(PruneArgs),
     /// Send a signal to the main process of containers
     Kill(KillArgs),
     /// Remove containers and their writable layers
@@ -291,6 +295,24 @@ pub struct RmArgs {
     pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// Container name, id or unique id prefix
+    pub container: String,
+    /// Its new name
+    pub new_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only those matching: label=KEY[=VALUE] (repeatable)
+    #[arg(long = "filter")]
+    pub filter: Vec<String>,
+    /// Do not ask (berthctl never asks; accepted for docker's scripts)
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

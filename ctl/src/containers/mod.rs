@@ -47,7 +47,49 @@ pub async fn run_command(conn: &Conn, cmd: ContainerCommand) -> Result<i32> {
         ContainerCommand::Attach(a) => attach_cmd(conn, a).await,
         ContainerCommand::Restart(a) => restart(conn, a).await,
         ContainerCommand::Update(a) => update(conn, a).await,
+        ContainerCommand::Rename(a) => {
+            let req = v1::UpdateContainerRequest { id: a.container, name: a.new_name, ..Default::default() };
+            conn.containers().update(req).await?;
+            Ok(0)
+        }
+        ContainerCommand::Prune(a) => prune(conn, a).await.map(|_| 0),
     }
+}
+
+/// Remove every container that does not run; the removed ids and the bytes
+/// their writable layers took.
+pub async fn prune(conn: &Conn, a: PruneArgs) -> Result<(Vec<String>, i64)> {
+    let filters: Vec<String> = a.filter.iter().map(|f| output::api_filter(f, &[], &["name"], &[])).collect();
+    let list = conn.containers().list(v1::ListContainersRequest { filters }).await?.into_inner().containers;
+    let mut removed = Vec::new();
+    let mut reclaimed = 0;
+    for c in list {
+        if matches!(c.status.as_ref().map(|s| s.state.as_str()), Some("running" | "paused" | "restarting")) {
+            continue;
+        }
+        let size = conn.snapshots().usage(v1::UsageRequest { key: c.snapshot_key.clone() }).await.map(|u| u.into_inner().size).unwrap_or(0);
+        match conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), ..Default::default() }).await {
+            Ok(_) => {
+                reclaimed += size;
+                removed.push(c.id);
+            }
+            // Started meanwhile, or gone: not ours to remove.
+            Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if conn.format == Format::Json {
+        output::json(&json!({"ContainersDeleted": removed, "SpaceReclaimed": reclaimed}));
+    } else {
+        if !removed.is_empty() {
+            println!("Deleted Containers:");
+        }
+        for id in &removed {
+            println!("{id}");
+        }
+        println!("Total reclaimed space: {}", output::size(reclaimed));
+    }
+    Ok((removed, reclaimed))
 }
 
 async fn create(conn: &Conn, a: RunArgs) -> Result<i32> {
@@ -134,9 +176,12 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>, tonic::Status>>,
 {
+    // All at once (a stop of ten containers takes one timeout, not ten);
+    // results printed in the order given.
+    let results = join_all(ids.iter().map(|id| f(id.clone())).collect()).await;
     let mut code = 0;
-    for id in ids {
-        match f(id.clone()).await {
+    for (id, r) in ids.iter().zip(results) {
+        match r {
             Ok(Some(line)) => println!("{line}"),
             Ok(None) => {}
             Err(e) => {
@@ -146,6 +191,31 @@ where
         }
     }
     Ok(code)
+}
+
+/// Run futures together on this task; their outputs in their order.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Stop, then start: the user's start undoes the stop for restart policies.
@@ -170,7 +240,9 @@ async fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
     each(&a.containers, |id| {
         let policy = policy.clone();
         async move {
-            conn.containers().update(v1::UpdateContainerRequest { id: id.clone(), restart_policy: Some(policy) }).await?;
+            conn.containers()
+                .update(v1::UpdateContainerRequest { id: id.clone(), restart_policy: Some(policy), ..Default::default() })
+                .await?;
             Ok(Some(id))
         }
     })
@@ -399,36 +471,33 @@ async fn stats(conn: &Conn, a: StatsArgs) -> Result<i32> {
         }
         v
     };
+    // A container that does not run shows zeros, as docker's does.
     let sample = |ids: Vec<(String, String)>| async move {
         let mut out = Vec::new();
         for (id, name) in ids {
-            if let Ok(s) = conn.tasks().stats(v1::StatsRequest { container_id: id.clone() }).await {
-                out.push((id, name, s.into_inner()));
-            }
+            let s = conn.tasks().stats(v1::StatsRequest { container_id: id.clone() }).await.map(|s| s.into_inner()).unwrap_or_default();
+            out.push((id, name, s));
         }
         out
     };
     let interval = Duration::from_millis(if a.no_stream { 500 } else { 1000 });
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut prev = sample(ids.clone()).await;
     loop {
         tokio::time::sleep(interval).await;
         let cur = sample(ids.clone()).await;
-        let rows: Vec<Vec<String>> = cur
+        let rows: Vec<serde_json::Value> = cur
             .iter()
             .map(|(id, name, s)| {
                 let before = prev.iter().find(|(p, _, _)| p == id).map_or(s.cpu_usage_ns, |(_, _, p)| p.cpu_usage_ns);
                 view::stats_row(id, name, s, before, interval)
             })
             .collect();
-        if conn.format == Format::Json {
-            output::json(&serde_json::Value::Array(cur.iter().map(|(id, name, s)| view::stats_json(id, name, s)).collect()));
-        } else {
-            if !a.no_stream {
-                // Clear the screen between samples, as docker does.
-                print!("\x1b[2J\x1b[H");
-            }
-            output::table(&view::STATS_HEADER, &rows);
+        // Clear the screen between samples, as docker does: on a terminal only.
+        if !a.no_stream && tty && conn.format == Format::Table {
+            print!("\x1b[2J\x1b[H");
         }
+        output::rows(&conn.format, view::STATS_TABLE, view::STATS_COLUMNS, &rows)?;
         if a.no_stream {
             return Ok(0);
         }
@@ -449,7 +518,7 @@ async fn commit(conn: &Conn, a: CommitArgs) -> Result<i32> {
         .await?
         .into_inner();
     if conn.format == Format::Json {
-        output::json(&json!({"name": r.name, "digest": r.digest, "id": r.config_digest}));
+        output::json(&json!({"Name": r.name, "Digest": r.digest, "Id": r.config_digest}));
     } else {
         println!("{}", r.config_digest);
     }

@@ -304,25 +304,41 @@ pub fn ps_row(c: &v1::Container, no_trunc: bool) -> serde_json::Value {
     })
 }
 
-pub const STATS_HEADER: [&str; 5] = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"];
+/// `stats`'s table, and its columns whose field says otherwise.
+pub const STATS_TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.PIDs}}";
+pub const STATS_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("NetIO", "NET I/O"),
+    ("BlockIO", "BLOCK I/O"),
+];
 
-/// A `stats` row. CPU % is the CPU time used since `cpu_before_ns`, one
-/// `interval` ago, over that interval.
-pub fn stats_row(id: &str, name: &str, s: &v1::StatsResponse, cpu_before_ns: u64, interval: Duration) -> Vec<String> {
+/// A `stats` row as docker's templates see it. CPU % is the CPU time used
+/// since `cpu_before_ns`, one `interval` ago, over that interval; the
+/// numbers themselves follow in fields of Berth's own.
+pub fn stats_row(id: &str, name: &str, s: &v1::StatsResponse, cpu_before_ns: u64, interval: Duration) -> serde_json::Value {
     let cpu = (s.cpu_usage_ns.saturating_sub(cpu_before_ns)) as f64 / interval.as_nanos() as f64 * 100.0;
     let limit = if s.memory_limit_bytes > 0 { output::size(s.memory_limit_bytes as i64) } else { "unlimited".into() };
+    let mem_pct = if s.memory_limit_bytes > 0 { s.memory_usage_bytes as f64 / s.memory_limit_bytes as f64 * 100.0 } else { 0.0 };
     let pids = if s.pids_limit > 0 { format!("{} / {}", s.pids_current, s.pids_limit) } else { s.pids_current.to_string() };
-    vec![
-        short_id(id, false),
-        name.to_owned(),
-        format!("{cpu:.2}%"),
-        format!("{} / {limit}", output::size(s.memory_usage_bytes as i64)),
-        pids,
-    ]
-}
-
-pub fn stats_json(id: &str, name: &str, s: &v1::StatsResponse) -> serde_json::Value {
-    json!({"id": id, "name": name, "cpu_usage_ns": s.cpu_usage_ns, "memory_usage_bytes": s.memory_usage_bytes, "memory_limit_bytes": s.memory_limit_bytes, "pids": s.pids_current, "pids_limit": s.pids_limit})
+    json!({
+        "ID": short_id(id, false),
+        "Container": short_id(id, false),
+        "Name": name,
+        "CPUPerc": format!("{cpu:.2}%"),
+        "MemUsage": format!("{} / {limit}", output::size(s.memory_usage_bytes as i64)),
+        "MemPerc": format!("{mem_pct:.2}%"),
+        "NetIO": "--",
+        "BlockIO": "--",
+        "PIDs": pids,
+        "CpuUsageNs": s.cpu_usage_ns,
+        "MemoryUsageBytes": s.memory_usage_bytes,
+        "MemoryLimitBytes": s.memory_limit_bytes,
+        "PidsCurrent": s.pids_current,
+        "PidsLimit": s.pids_limit,
+    })
 }
 
 pub const TOP_HEADER: [&str; 5] = ["UID", "PID", "PPID", "TIME", "CMD"];
@@ -340,7 +356,7 @@ pub fn top_row(p: &v1::ProcessInfo) -> Vec<String> {
 }
 
 pub fn top_json(p: &v1::ProcessInfo) -> serde_json::Value {
-    json!({"pid": p.pid, "ppid": p.ppid, "uid": p.uid, "state": p.state, "cpu_ms": p.cpu_ms, "rss_bytes": p.rss_bytes, "elapsed_secs": p.elapsed_secs, "command": p.command})
+    json!({"PID": p.pid, "PPID": p.ppid, "UID": p.uid, "State": p.state, "CpuMs": p.cpu_ms, "RssBytes": p.rss_bytes, "ElapsedSecs": p.elapsed_secs, "Command": p.command})
 }
 
 #[cfg(test)]
@@ -393,7 +409,8 @@ mod tests {
             ..Default::default()
         };
         let row = stats_row("abc", "web", &s, 1_000_000_000, Duration::from_secs(1));
-        assert_eq!(row, ["abc", "web", "50.00%", "4.261MB / unlimited", "3 / 10"]);
+        let cells: Vec<&str> = ["ID", "Name", "CPUPerc", "MemUsage", "PIDs"].iter().map(|k| row[*k].as_str().unwrap()).collect();
+        assert_eq!(cells, ["abc", "web", "50.00%", "4.261MB / unlimited", "3 / 10"]);
         let p = v1::ProcessInfo { uid: 0, pid: 42, ppid: 1, cpu_ms: 3_723_000, command: "sleep 300".into(), ..Default::default() };
         assert_eq!(top_row(&p), ["0", "42", "1", "01:02:03", "sleep 300"]);
     }

@@ -989,7 +989,12 @@ class UpdateContainerRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     RESTART_POLICY_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    name: _builtins.str
+    """A new name (docker rename), when set; it must be free in the namespace.
+    On networks, names resolve by the new one from the container's next start.
+    """
     @_builtins.property
     def restart_policy(self) -> Global___RestartPolicy:
         """Replaces the restart policy when set."""
@@ -999,10 +1004,11 @@ class UpdateContainerRequest(_message.Message):
         *,
         id: _builtins.str = ...,
         restart_policy: Global___RestartPolicy | None = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["restart_policy", b"restart_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "restart_policy", b"restart_policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "restart_policy", b"restart_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -124,9 +124,10 @@ class ContainersServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Update(self, request, context):
-        """Change what applies to a container's next runs: its restart policy.
+        """Change what applies to a container's next runs: its restart policy; or its name.
         Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
-        unknown policy, a policy for an auto-removed container).
+        unknown policy, a policy for an auto-removed container, a bad name), ALREADY_EXISTS
+        (the name is taken).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

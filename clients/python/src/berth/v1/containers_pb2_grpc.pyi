@@ -56,9 +56,10 @@ class ContainersStub:
     Errors: INVALID_ARGUMENT (bad filter).
     """
     Update: _grpc.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerRequest, _containers_pb2.UpdateContainerResponse]
-    """Change what applies to a container's next runs: its restart policy.
+    """Change what applies to a container's next runs: its restart policy; or its name.
     Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
-    unknown policy, a policy for an auto-removed container).
+    unknown policy, a policy for an auto-removed container, a bad name), ALREADY_EXISTS
+    (the name is taken).
     """
     UpdateLabels: _grpc.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerLabelsRequest, _containers_pb2.UpdateContainerLabelsResponse]
     """Replace the labels of a container.
@@ -113,9 +114,10 @@ class ContainersAsyncStub(ContainersStub):
     Errors: INVALID_ARGUMENT (bad filter).
     """
     Update: _aio.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerRequest, _containers_pb2.UpdateContainerResponse]  # type: ignore[assignment]
-    """Change what applies to a container's next runs: its restart policy.
+    """Change what applies to a container's next runs: its restart policy; or its name.
     Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
-    unknown policy, a policy for an auto-removed container).
+    unknown policy, a policy for an auto-removed container, a bad name), ALREADY_EXISTS
+    (the name is taken).
     """
     UpdateLabels: _aio.UnaryUnaryMultiCallable[_containers_pb2.UpdateContainerLabelsRequest, _containers_pb2.UpdateContainerLabelsResponse]  # type: ignore[assignment]
     """Replace the labels of a container.
@@ -191,9 +193,10 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         request: _containers_pb2.UpdateContainerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_containers_pb2.UpdateContainerResponse, _abc.Awaitable[_containers_pb2.UpdateContainerResponse]]:
-        """Change what applies to a container's next runs: its restart policy.
+        """Change what applies to a container's next runs: its restart policy; or its name.
         Errors: NOT_FOUND (unknown container), INVALID_ARGUMENT (empty id, ambiguous id prefix,
-        unknown policy, a policy for an auto-removed container).
+        unknown policy, a policy for an auto-removed container, a bad name), ALREADY_EXISTS
+        (the name is taken).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,159 @@
+//! berthctl as docker's users and scripts use it: a shell script written for
+//! the docker CLI runs with `docker` made berthctl, and prints what docker
+//! would; exit codes, pipes, and the rough edges found by hand.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn daemon() -> Daemon {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    d
+}
+
+/// Run `script` with `docker` being this agent's berthctl; (status, stdout, stderr).
+fn sh(d: &Daemon, script: &str) -> (i32, String, String) {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_berthctl"));
+    let full = format!("docker() {{ {} \"$@\"; }}\nset -e\n{script}", bin.display());
+    let out = run_cmd(
+        Command::new("sh").arg("-c").arg(full).env("BERTH_ADDRESS", &d.socket).env_remove("BERTH_NAMESPACE").current_dir(d.dir.path()),
+        std::time::Duration::from_secs(120),
+    );
+    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
+}
+
+#[test]
+fn a_script_written_for_docker_runs_unchanged() {
+    let d = daemon();
+    let script = r#"
+docker run -d --name web -h webhost --label tier=front busybox sleep 600 >/dev/null
+docker create --name idle busybox true >/dev/null
+echo "status: $(docker inspect -f '{{.State.Status}}' web)"
+echo "host: $(docker inspect --format '{{.Config.Hostname}}' web)"
+echo "name: $(docker inspect -f '{{.Name}}' web)"
+echo "running: $(docker inspect -f '{{if .State.Running}}yes{{else}}no{{end}}' web idle | tr '\n' ' ')"
+echo "labels: $(docker inspect -f '{{json .Config.Labels}}' web)"
+echo "image: $(docker inspect -f '{{index .RepoTags 0}}' busybox)"
+docker ps --format 'table {{.Names}}\t{{.Image}}\t{{.State}}'
+docker ps -a --filter name=idle --format '{{.Names}} {{.Status}}'
+docker ps -q --filter label=tier=front | wc -l | tr -d ' '
+docker ps -q --filter ancestor=busybox | wc -l | tr -d ' '
+docker ps -a -n 1 --format '{{.Names}}'
+docker images --format '{{.Repository}}:{{.Tag}}'
+docker images busybox --format '{{.Repository}}'
+docker images --filter reference='busy*' -q | wc -l | tr -d ' '
+docker version --format '{{.Client.ApiVersion}}'
+docker rm -f web idle
+"#;
+    let (code, out, err) = sh(&d, script);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let want = "status: running
+host: webhost
+name: /web
+running: yes no 
+labels: {\"tier\":\"front\"}
+image: busybox:latest
+NAMES   IMAGE     STATE
+web     busybox   running
+idle Created
+1
+1
+idle
+busybox:latest
+busybox
+1
+v1
+web
+idle
+";
+    assert_eq!(out, want, "{err}");
+}
+
+#[test]
+fn exit_codes_and_pipes_are_docker_s() {
+    let d = daemon();
+    // The command's own code; 127 for a command not found, 126 for one not
+    // executable, 125 for berthctl's or the agent's error; one clean line.
+    let code = |args: &[&str]| d.ctl(args).status.code().unwrap_or(-1);
+    assert_eq!(code(&["run", "--rm", "--net", "none", "busybox", "sh", "-c", "exit 3"]), 3);
+    let o = d.ctl(&["run", "--rm", "--net", "none", "busybox", "nosuchcommand"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("nosuchcommand"), "{}", stderr(&o));
+    let o = d.ctl(&["run", "--rm", "--net", "none", "busybox", "/etc/passwd"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert_eq!(code(&["run", "--rm", "--net", "none", "nosuchimage:1", "true"]), 125);
+    assert_eq!(code(&["run", "--rm", "--net", "none", "--memory", "bogus", "busybox", "true"]), 125);
+    d.ok(&["run", "-d", "--name", "box", "--net", "none", "busybox", "sleep", "600"]);
+    assert_eq!(code(&["exec", "box", "sh", "-c", "exit 4"]), 4);
+    let o = d.ctl(&["exec", "box", "nosuchcommand"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(code(&["exec", "nosuchbox", "true"]), 125);
+
+    // A reader that goes away: a quiet end, no panic, no "Broken pipe".
+    let bin = env!("CARGO_BIN_EXE_berthctl");
+    for cmd in ["--format json ps -a | head -c1 >/dev/null", "save busybox | head -c0", "images | head -c1 >/dev/null"] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{bin} {cmd}"))
+            .env("BERTH_ADDRESS", &d.socket)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{cmd}: {err}");
+    }
+
+    // version shows the client without an agent, and fails.
+    let o = Command::new(bin).arg("version").env("BERTH_ADDRESS", d.dir.path().join("nosock")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Client:"), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // Several stops (sent together) print in the order given.
+    for n in ["s1", "s2", "s3"] {
+        d.ok(&["run", "-d", "--name", n, "--net", "none", "busybox", "sleep", "600"]);
+    }
+    assert_eq!(d.ok(&["stop", "-t", "1", "s3", "s1", "s2"]), "s3\ns1\ns2\n");
+}
+
+#[test]
+fn housekeeping_verbs_rename_prune_history() {
+    let d = daemon();
+    let script = r#"
+docker run -d --name old --net none busybox sleep 600 >/dev/null
+docker rename old new
+docker ps --format '{{.Names}}'
+docker rename new 'bad name!' 2>/dev/null || echo "refused bad name"
+docker create --name other --net none busybox true >/dev/null
+docker rename new other 2>/dev/null || echo "refused taken name"
+docker rmi busybox 2>/dev/null || echo "refused rmi of a used image"
+docker run --name done --net none busybox true
+docker container prune -f | grep -c -v -e '^Deleted' -e '^Total'
+docker ps -a --format '{{.Names}}'
+docker history --format '{{.CreatedBy}}' busybox
+docker history -q busybox | wc -l | tr -d ' '
+docker rm -f new >/dev/null
+docker image prune -a -f | grep -c untagged
+docker images -q | wc -l | tr -d ' '
+"#;
+    let (code, out, err) = sh(&d, script);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let want = "new
+refused bad name
+refused taken name
+refused rmi of a used image
+2
+new
+berth test
+1
+1
+0
+";
+    assert_eq!(out, want, "{err}");
+}
