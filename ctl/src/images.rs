@@ -202,7 +202,7 @@ pub async fn history(conn: &Conn, a: HistoryArgs) -> Result<i32> {
     for h in &steps {
         let empty = h["empty_layer"].as_bool().unwrap_or(false);
         let layer = if empty { None } else { layer_iter.next() };
-        let created = h["created"].as_str().and_then(|t| berth_common::time::parse_rfc3339(t)).map(|(s, _)| s).unwrap_or(0);
+        let created = h["created"].as_str().and_then(berth_common::time::parse_rfc3339).map(|(s, _)| s).unwrap_or(0);
         let by = h["created_by"].as_str().unwrap_or_default().to_owned();
         let by = if a.no_trunc || by.chars().count() <= 45 { by } else { format!("{}…", by.chars().take(44).collect::<String>()) };
         rows.push(json!({
