@@ -13,8 +13,11 @@ pub const DEFAULT_STATE: &str = "/run/berth";
 
 /// berthd: the Berth container node agent.
 ///
-/// Manages this machine's images, content and snapshots and serves them over
-/// gRPC on a Unix socket. `berthctl` is its command-line client.
+/// Manages this machine's images (pull, push, import, export, build),
+/// containers (run through an OCI runtime, one shim each, with their
+/// writable layers, networks and volumes) and the store under them, and
+/// serves it all over gRPC on a Unix socket. `berthctl` is its
+/// command-line client; clients in other languages use the same API.
 #[derive(Debug, Parser)]
 #[command(name = "berthd", version, about, long_about)]
 pub struct Args {

@@ -73,8 +73,8 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
+            // Said once: the log (on standard error) carries it.
             tracing::error!(error = %e, "berthd failed");
-            eprintln!("berthd: {e}");
             1
         }
     }

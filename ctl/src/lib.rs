@@ -102,6 +102,7 @@ enum Command {
     /// Create a container from an image and run it
     Run(containers::RunArgs),
     /// Create a container without starting it
+    #[command(mut_arg("detach", |a| a.hide(true)))]
     Create(containers::RunArgs),
     /// Start created or stopped containers
     Start(containers::StartArgs),

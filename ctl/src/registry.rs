@@ -60,6 +60,9 @@ pub struct LoginArgs {
     /// Username [default: asked]
     #[arg(short, long)]
     pub username: Option<String>,
+    /// Password (seen by other users in the process list: prefer --password-stdin)
+    #[arg(short, long)]
+    pub password: Option<String>,
     /// Read the password from standard input
     #[arg(long)]
     pub password_stdin: bool,
@@ -321,7 +324,10 @@ pub async fn login(conn: &Conn, a: LoginArgs) -> Result<i32> {
     if username.is_empty() || username.contains(':') {
         bail!("invalid username {username:?}");
     }
-    let password = if a.password_stdin {
+    let password = if let Some(p) = a.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        p
+    } else if a.password_stdin {
         let mut p = String::new();
         std::io::stdin().read_to_string(&mut p)?;
         p.trim_end_matches(['\n', '\r']).to_owned()

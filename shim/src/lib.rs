@@ -23,9 +23,10 @@ use protocol::{files, RootfsMount, ShimConfig};
 /// The shim's entry point.
 pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.len() != 2 {
+    let help = args.len() == 2 && (args[1] == "--help" || args[1] == "-h");
+    if args.len() != 2 || help {
         eprintln!("usage: berth-shim BUNDLE_DIR\n\nberthd starts one berth-shim per running container; it is not meant to be run by hand.");
-        return 2;
+        return if help { 0 } else { 2 };
     }
     match serve(Path::new(&args[1])) {
         Ok(()) => 0,

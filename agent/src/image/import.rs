@@ -319,27 +319,26 @@ impl Images {
         let mut out = Vec::new();
         let images = index.manifests.iter().filter(|d| oci::is_index(&d.media_type) || oci::is_manifest(&d.media_type));
         for (i, desc) in images.enumerate() {
-            // The OCI layout's ref.name is a tag ("latest", "v1") unless it is a
-            // whole reference ("busybox:1.36", "example.com/app:v1", as skopeo
-            // writes it): a bare tag takes its repository from --base-name.
+            // The OCI layout's ref.name is a whole reference ("busybox:1.36",
+            // "example.com/app:v1", as skopeo writes it), or one bare word
+            // ("app", "v1"): a tag of --base-name when one is given, else the
+            // image's name (`app` → docker.io/library/app:latest), as docker
+            // and podman load it.
             let bare_tag = desc.annotations.get(ANNOTATION_REF_NAME).filter(|r| !r.contains(['/', ':', '@']));
             let named = match (desc.annotations.get(ANNOTATION_CONTAINERD_NAME), desc.annotations.get(ANNOTATION_REF_NAME)) {
                 (Some(n), _) => Some(n.clone()),
                 (None, Some(r)) if bare_tag.is_none() => Some(r.clone()),
-                (None, Some(r)) => opts.base_name.as_ref().map(|base| format!("{base}:{r}")),
+                (None, Some(r)) => Some(opts.base_name.as_ref().map_or_else(|| r.clone(), |base| format!("{base}:{r}"))),
                 (None, None) => None,
             };
             let name = match (i, &opts.name, named) {
                 (0, Some(n), _) => n.clone(),
                 (_, _, Some(n)) => n,
                 (_, _, None) => {
-                    return Err(ImageError::InvalidArgument(match bare_tag {
-                        Some(tag) => format!(
-                        "the archive names image {} only by the tag {tag:?}; give its repository with --base-name, or a name with --name",
+                    return Err(ImageError::InvalidArgument(format!(
+                        "the archive does not name image {}; give it a name with --name",
                         desc.digest
-                    ),
-                        None => format!("the archive does not name image {}; give it a name with --name", desc.digest),
-                    }))
+                    )))
                 }
             };
             out.push((Reference::parse(&name)?.to_string(), desc.clone()));

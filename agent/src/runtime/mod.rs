@@ -783,9 +783,11 @@ impl Tasks {
             };
             match status {
                 _ if task.exit.borrow().is_some() || *task.gone.borrow() => {}
-                Ok(ProcessStatus::Running | ProcessStatus::Paused) if !force => {
+                Ok(s @ (ProcessStatus::Running | ProcessStatus::Paused)) if !force => {
+                    let (state, first) =
+                        if s == ProcessStatus::Paused { ("paused", "unpause and stop it") } else { ("running", "stop it") };
                     return Err(TaskError::FailedPrecondition(format!(
-                        "container {} is running: stop it first, or force the removal",
+                        "container {} is {state}: {first} first, or force the removal",
                         rec.name
                     )));
                 }

@@ -18,6 +18,7 @@ pub enum ContainerCommand {
     /// Create a container and run its command
     Run(RunArgs),
     /// Create a container without starting it
+    #[command(mut_arg("detach", |a| a.hide(true)))]
     Create(RunArgs),
     /// Start created or stopped containers
     Start(StartArgs),

@@ -208,6 +208,10 @@ fn environment(env: &[String], files: &[String]) -> Result<Vec<String>> {
 fn push_env(out: &mut Vec<String>, e: &str) -> Result<()> {
     match e.split_once('=') {
         Some(("", _)) => bail!("invalid environment variable {e:?}"),
+        // `export KEY=VALUE` in an env file is a shell's line, not a variable.
+        Some((k, _)) if k.chars().any(char::is_whitespace) => {
+            bail!("invalid environment variable {e:?}: a name has no spaces (an env file holds KEY=VALUE lines, no `export`)")
+        }
         Some(_) => out.push(e.to_owned()),
         None => {
             if let Ok(v) = std::env::var(e) {

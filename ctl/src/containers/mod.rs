@@ -123,7 +123,16 @@ async fn ensure_image(conn: &Conn, a: &RunArgs) -> Result<()> {
     }
 }
 
+/// `-it` needs a terminal to read from, as docker says.
+fn check_terminal(interactive: bool, tty: bool, detach: bool) -> Result<()> {
+    if interactive && tty && !detach && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("the input device is not a TTY: drop -t, or run from a terminal");
+    }
+    Ok(())
+}
+
 pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
+    check_terminal(a.interactive, a.tty, a.detach)?;
     let req = create_request(&a)?;
     ensure_image(conn, &a).await?;
     let c = conn.containers().create(req).await?.into_inner().container.unwrap_or_default();
@@ -331,6 +340,7 @@ async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
 }
 
 async fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
+    check_terminal(a.interactive, a.tty, false)?;
     let c = get(conn, &a.container).await?;
     let req = v1::ExecRequest {
         container_id: c.id.clone(),
