@@ -157,3 +157,29 @@ berth test
 ";
     assert_eq!(out, want, "{err}");
 }
+
+#[test]
+fn commit_keeps_the_container_s_command_and_takes_changes() {
+    let d = daemon();
+    let script = r#"
+docker run --name c -e GREETING=hi -w /tmp --net none busybox sh -c 'echo made > /tmp/f' 
+docker commit c kept:1 >/dev/null
+docker inspect -f '{{json .Config.Cmd}} {{.Config.WorkingDir}}' kept:1
+docker run --rm --net none kept:1 sh -c 'echo $GREETING; cat f'
+docker commit -c 'CMD ["cat", "/tmp/f"]' -c 'ENV MORE=1' -c 'LABEL team=a' -c 'EXPOSE 8080' c changed:1 >/dev/null
+docker run --rm --net none changed:1
+docker inspect -f '{{index .Config.Labels "team"}} {{json .Config.ExposedPorts}}' changed:1
+docker commit -c 'RUN echo no' c bad:1 2>/dev/null || echo "refused RUN"
+docker rm c >/dev/null
+"#;
+    let (code, out, err) = sh(&d, script);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let want = "[\"sh\",\"-c\",\"echo made > /tmp/f\"] /tmp
+hi
+made
+made
+a {\"8080/tcp\":{}}
+refused RUN
+";
+    assert_eq!(out, want, "{err}");
+}

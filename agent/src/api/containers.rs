@@ -453,7 +453,7 @@ impl v1::containers_server::Containers for ContainersApi {
     async fn commit(&self, req: Request<v1::CommitRequest>) -> Result<Response<v1::CommitResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let c = CommitRequest { reference: r.reference, message: r.message, author: r.author, no_pause: r.no_pause };
+        let c = CommitRequest { reference: r.reference, message: r.message, author: r.author, no_pause: r.no_pause, changes: r.changes };
         let done = self.services.containers.commit(&ns, &r.id, c).await?;
         Ok(Response::new(v1::CommitResponse { name: done.name, digest: done.manifest.to_string(), config_digest: done.config.to_string() }))
     }

@@ -6,6 +6,7 @@
 
 /// A container's configuration: the record's schema, kept with the other records.
 pub use crate::metadata::container_config as config;
+pub mod commit_config;
 pub mod diff;
 pub mod init;
 pub mod seccomp;
@@ -602,6 +603,7 @@ impl Containers {
         name: &str,
         message: &str,
         author: &str,
+        changes: &[crate::build::dockerfile::Instruction],
     ) -> Result<Committed, ContainerError> {
         let name = crate::image::reference::Reference::parse(name).map_err(ImageError::from)?.to_string();
         let lease = self.images.lease();
@@ -629,6 +631,9 @@ impl Containers {
         if !author.is_empty() {
             config["author"] = author.into();
         }
+        // What the container ran, then the --change instructions.
+        commit_config::keep_container_config(&mut config, &rec.config);
+        commit_config::apply_changes(&mut config, changes).map_err(|why| ContainerError::Invalid { what: "--change", why })?;
         config
             .get_mut("rootfs")
             .and_then(|r| r.get_mut("diff_ids"))

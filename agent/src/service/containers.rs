@@ -81,6 +81,8 @@ pub struct CommitRequest {
     pub author: String,
     /// Do not freeze a running container while its layer is read.
     pub no_pause: bool,
+    /// Dockerfile instructions for the new image's config (`--change`).
+    pub changes: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -388,6 +390,8 @@ impl ContainerService {
             return Err(Error::InvalidArgument("a name for the new image is required".into()));
         }
         crate::image::reference::Reference::parse(&req.reference).map_err(crate::image::ImageError::from)?;
+        // The changes are read before anything is frozen or written.
+        let changes = crate::container::commit_config::parse_changes(&req.changes).map_err(Error::InvalidArgument)?;
         let rec = self.find(ns, id).await?;
         let (core, ns2, rec2) = (self.core.clone(), ns.to_owned(), rec.clone());
         let job = tokio::spawn(async move {
@@ -402,7 +406,7 @@ impl ContainerService {
             }
             let layer = read?;
             let (c, n, r) = (core.clone(), ns2.clone(), rec2.clone());
-            blocking(move || Ok(c.containers.commit_changes(&n, &r, layer, &req.reference, &req.message, &req.author)?)).await
+            blocking(move || Ok(c.containers.commit_changes(&n, &r, layer, &req.reference, &req.message, &req.author, &changes)?)).await
         });
         let committed = job.await.map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
         self.core.events.publish(ns, "/images/create", &committed.name, &[("container", rec.id.clone())]);

@@ -433,6 +433,11 @@ pub struct CommitArgs {
     /// Do not pause the container while committing
     #[arg(long)]
     pub no_pause: bool,
+    /// A Dockerfile instruction for the new image's config (repeatable):
+    /// CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    pub change: Vec<String>,
+    /// Container name, id or unique id prefix
     pub container: String,
     /// Name of the new image
     pub reference: String,

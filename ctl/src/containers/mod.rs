@@ -524,6 +524,7 @@ async fn commit(conn: &Conn, a: CommitArgs) -> Result<i32> {
             message: a.message.unwrap_or_default(),
             author: a.author.unwrap_or_default(),
             no_pause: a.no_pause,
+            changes: a.change,
         })
         .await?
         .into_inner();

@@ -1290,6 +1290,7 @@ class CommitRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
     NO_PAUSE_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     reference: _builtins.str
     """Name for the new image, e.g. "myimage:v2"."""
@@ -1300,6 +1301,14 @@ class CommitRequest(_message.Message):
     """Pause the container while its layer is read (default in docker); set to
     skip the pause.
     """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dockerfile instructions applied to the new image's config, after the
+        container's own command, entrypoint, environment, working directory and
+        user (docker commit --change): CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+        ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL.
+        """
+
     def __init__(
         self,
         *,
@@ -1308,10 +1317,11 @@ class CommitRequest(_message.Message):
         message: _builtins.str = ...,
         author: _builtins.str = ...,
         no_pause: _builtins.bool = ...,
+        changes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "id", b"id", "message", b"message", "no_pause", b"no_pause", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "changes", b"changes", "id", b"id", "message", b"message", "no_pause", b"no_pause", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
