@@ -89,6 +89,16 @@ pub struct Containers {
     volumes: Arc<Volumes>,
 }
 
+/// What a commit names and records: the new image's name, the history's
+/// comment and author, and the `--change` instructions.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitMeta<'a> {
+    pub name: &'a str,
+    pub message: &'a str,
+    pub author: &'a str,
+    pub changes: &'a [crate::build::dockerfile::Instruction],
+}
+
 /// What a container's creation has worked out before its volumes are made.
 struct Prepared {
     id: String,
@@ -600,11 +610,9 @@ impl Containers {
         ns: &str,
         rec: &ContainerRecord,
         layer: ReadChanges,
-        name: &str,
-        message: &str,
-        author: &str,
-        changes: &[crate::build::dockerfile::Instruction],
+        what: &CommitMeta<'_>,
     ) -> Result<Committed, ContainerError> {
+        let CommitMeta { name, message, author, changes } = *what;
         let name = crate::image::reference::Reference::parse(name).map_err(ImageError::from)?.to_string();
         let lease = self.images.lease();
         let ReadChanges { mut scratch, diff_id } = layer;

@@ -406,7 +406,12 @@ impl ContainerService {
             }
             let layer = read?;
             let (c, n, r) = (core.clone(), ns2.clone(), rec2.clone());
-            blocking(move || Ok(c.containers.commit_changes(&n, &r, layer, &req.reference, &req.message, &req.author, &changes)?)).await
+            blocking(move || {
+                let meta =
+                    crate::container::CommitMeta { name: &req.reference, message: &req.message, author: &req.author, changes: &changes };
+                Ok(c.containers.commit_changes(&n, &r, layer, &meta)?)
+            })
+            .await
         });
         let committed = job.await.map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
         self.core.events.publish(ns, "/images/create", &committed.name, &[("container", rec.id.clone())]);
