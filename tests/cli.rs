@@ -183,3 +183,25 @@ refused RUN
 ";
     assert_eq!(out, want, "{err}");
 }
+
+#[test]
+fn events_since_and_until() {
+    let d = daemon();
+    let start = d.ok(&["run", "--rm", "--name", "ev", "--net", "none", "busybox", "true"]);
+    assert_eq!(start, "");
+    // (`--until 0s` is now in whole seconds: the events above are a second old first.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The recent events, then the stream ends at --until (a past time: at once).
+    let (code, out, err) = sh(&d, "docker events --since 10m --until 0s --filter event=tasks/exit --format '{{.Type}} {{.Action}}'");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "task exit\n", "{err}");
+    let (code, out, err) = sh(&d, "docker events --since 10m --until 0s --filter container=nosuch");
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("not found"), "{err}");
+    let (code, _, err) = sh(&d, "docker events --since 1s --until 10m");
+    assert_ne!(code, 0);
+    assert!(err.contains("before --since"), "{err}");
+    // With an --until in the future the stream waits, then ends by itself.
+    let (code, out, err) = sh(&d, "docker events --until 1s --format '{{.Action}}'");
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+}

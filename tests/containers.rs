@@ -433,8 +433,9 @@ async fn events_report_container_and_task_changes() {
     use tokio_stream::StreamExt;
     let d = tokio::task::spawn_blocking(|| daemon_with_busybox(&[])).await.unwrap();
     let mut ev = EventsClient::new(d.channel().await);
-    let mut all = ev.subscribe(v1::SubscribeRequest { filters: vec![] }).await.unwrap().into_inner();
-    let mut exits = ev.subscribe(v1::SubscribeRequest { filters: vec!["topic==/tasks/exit".into()] }).await.unwrap().into_inner();
+    let mut all = ev.subscribe(v1::SubscribeRequest { filters: vec![], ..Default::default() }).await.unwrap().into_inner();
+    let mut exits =
+        ev.subscribe(v1::SubscribeRequest { filters: vec!["topic==/tasks/exit".into()], ..Default::default() }).await.unwrap().into_inner();
     let d = tokio::task::spawn_blocking(move || {
         let out = d.ctl(&["run", "--name", "ev", "busybox", "sh", "-c", "exit 4"]);
         assert_eq!(out.status.code(), Some(4));

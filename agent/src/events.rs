@@ -1,12 +1,16 @@
 //! The event bus: every change of an image, container or task is published
-//! here, and `Events.Subscribe` streams what is published after it joined.
+//! here, and `Events.Subscribe` streams what is published after it joined,
+//! after the recent ones it asks for (the last [`HISTORY`] are kept).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
 /// Events a slow subscriber may fall behind by before it misses some.
 const BACKLOG: usize = 1024;
+/// Past events kept for a subscriber that asks for them (`--since`).
+pub const HISTORY: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -22,6 +26,9 @@ pub struct Event {
 #[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// The last events, oldest first. Held while an event is sent, so a
+    /// subscriber gets the past and the future without a gap or a repeat.
+    history: Arc<Mutex<VecDeque<Event>>>,
 }
 
 impl Default for Events {
@@ -32,7 +39,7 @@ impl Default for Events {
 
 impl Events {
     pub fn new() -> Self {
-        Events { tx: broadcast::channel(BACKLOG).0 }
+        Events { tx: broadcast::channel(BACKLOG).0, history: Arc::new(Mutex::new(VecDeque::with_capacity(HISTORY))) }
     }
 
     pub fn publish(&self, namespace: &str, topic: &'static str, id: &str, attributes: &[(&str, String)]) {
@@ -44,12 +51,25 @@ impl Events {
             attributes: attributes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
         };
         tracing::debug!(topic, namespace, id, "event");
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(event.clone());
         // No subscriber is not an error.
         let _ = self.tx.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// The kept events published at or after `since` (nanoseconds), and a
+    /// receiver of every later one.
+    pub fn subscribe_since(&self, since: i64) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let past = history.iter().filter(|e| e.timestamp >= since).cloned().collect();
+        (past, self.tx.subscribe())
     }
 }
 

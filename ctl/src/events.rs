@@ -13,12 +13,35 @@ pub struct EventsArgs {
     /// Only events matching KEY==VALUE or KEY~=SUBSTRING conditions, comma-separated
     /// (all must hold); repeat the flag for alternatives. Keys: topic, namespace,
     /// id, or an attribute such as exit_code.
+    /// docker's container=NAME and event=ACTION (start, die, create, ...) are taken too.
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
+    /// Also the recent events since this time (RFC 3339, Unix seconds, or a
+    /// duration ago such as 10m), of the last 1024 the agent keeps
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stop at this time (the same forms); a past time ends after the recent events
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 pub async fn events(conn: &Conn, a: EventsArgs) -> Result<i32> {
-    let mut stream = conn.events().subscribe(v1::SubscribeRequest { filters: a.filter }).await?.into_inner();
+    let mut filters = Vec::new();
+    for f in &a.filter {
+        filters.push(match f.split_once('=') {
+            _ if f.contains("==") || f.contains("~=") => f.clone(),
+            Some(("event", action)) => format!("topic~=/{action}"),
+            Some(("container", name)) => {
+                let c = conn.containers().get(v1::GetContainerRequest { id: name.to_owned() }).await?.into_inner();
+                format!("id=={}", c.container.unwrap_or_default().id)
+            }
+            Some(("type", kind)) => format!("topic~=/{kind}"),
+            _ => f.clone(),
+        });
+    }
+    let time = |s: &Option<String>| s.as_deref().map(crate::containers::time_flag).transpose();
+    let req = v1::SubscribeRequest { filters, since: time(&a.since)?, until: time(&a.until)? };
+    let mut stream = conn.events().subscribe(req).await?.into_inner();
     while let Some(e) = stream.next().await {
         let e = e?;
         let t = e.timestamp.unwrap_or_default();

@@ -23,7 +23,9 @@ impl v1::events_server::Events for EventsApi {
     type SubscribeStream = MessageStream<v1::Envelope>;
 
     async fn subscribe(&self, req: Request<v1::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let rx = self.services.events.subscribe(&req.get_ref().filters)?;
+        let r = req.get_ref();
+        let nanos = |t: &prost_types::Timestamp| t.seconds.saturating_mul(1_000_000_000).saturating_add(t.nanos as i64);
+        let rx = self.services.events.subscribe(&r.filters, r.since.as_ref().map(nanos), r.until.as_ref().map(nanos))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|e| {
             Ok(v1::Envelope {
                 timestamp: convert::timestamp(e.timestamp),

@@ -20,7 +20,8 @@ use tokio_stream::StreamExt;
 
 pub use args::*;
 use attach::run_attached;
-use flags::{create_request, time_flag};
+use flags::create_request;
+pub(crate) use flags::time_flag;
 
 use crate::output;
 use crate::{Conn, Format};

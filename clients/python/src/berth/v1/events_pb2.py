@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62\x65rth/v1/events.proto\x12\x08\x62\x65rth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x10SubscribeRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"\xd2\x01\n\x08\x45nvelope\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\x12\x36\n\nattributes\x18\x05 \x03(\x0b\x32\".berth.v1.Envelope.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32G\n\x06\x45vents\x12=\n\tSubscribe\x12\x1a.berth.v1.SubscribeRequest\x1a\x12.berth.v1.Envelope0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62\x65rth/v1/events.proto\x12\x08\x62\x65rth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x10SubscribeRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\x08\x45nvelope\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\x12\x36\n\nattributes\x18\x05 \x03(\x0b\x32\".berth.v1.Envelope.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32G\n\x06\x45vents\x12=\n\tSubscribe\x12\x1a.berth.v1.SubscribeRequest\x1a\x12.berth.v1.Envelope0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVELOPE_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ENVELOPE_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_SUBSCRIBEREQUEST']._serialized_start=68
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=103
-  _globals['_ENVELOPE']._serialized_start=106
-  _globals['_ENVELOPE']._serialized_end=316
-  _globals['_ENVELOPE_ATTRIBUTESENTRY']._serialized_start=267
-  _globals['_ENVELOPE_ATTRIBUTESENTRY']._serialized_end=316
-  _globals['_EVENTS']._serialized_start=318
-  _globals['_EVENTS']._serialized_end=389
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=189
+  _globals['_ENVELOPE']._serialized_start=192
+  _globals['_ENVELOPE']._serialized_end=402
+  _globals['_ENVELOPE_ATTRIBUTESENTRY']._serialized_start=353
+  _globals['_ENVELOPE_ATTRIBUTESENTRY']._serialized_end=402
+  _globals['_EVENTS']._serialized_start=404
+  _globals['_EVENTS']._serialized_end=475
 # @@protoc_insertion_point(module_scope)
