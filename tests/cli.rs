@@ -205,3 +205,37 @@ fn events_since_and_until() {
     let (code, out, err) = sh(&d, "docker events --until 1s --format '{{.Action}}'");
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
 }
+
+#[test]
+fn completion_sources_cleanly_and_completes_commands_and_container_names() {
+    let d = daemon();
+    d.ok(&["create", "--name", "webserver", "--net", "none", "busybox", "true"]);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_berthctl"));
+    let path = format!("{}:{}", bin.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let script = format!(
+            "source <(berthctl completion bash) && COMP_WORDS=({}) && COMP_CWORD={} && COMP_LINE='{line}' && COMP_POINT={} && \
+             _berthctl_names berthctl '{}' '{}' && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            words.join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len().saturating_sub(2)],
+        );
+        let out = run_cmd(
+            Command::new("bash").arg("-c").arg(script).env("PATH", &path).env("BERTH_ADDRESS", &d.socket),
+            std::time::Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+        stdout(&out)
+    };
+    assert!(complete("berthctl insp").lines().any(|l| l == "inspect"), "{}", complete("berthctl insp"));
+    assert!(complete("berthctl stop web").lines().any(|l| l == "webserver"), "{}", complete("berthctl stop web"));
+    for shell in ["zsh", "fish"] {
+        assert!(d.ok(&["completion", shell]).contains("berthctl"));
+    }
+    let man = d.dir.path().join("man");
+    d.ok(&["man", man.to_str().unwrap()]);
+    assert!(man.join("berthctl.1").exists() && man.join("berthctl-run.1").exists());
+}

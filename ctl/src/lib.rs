@@ -16,7 +16,7 @@ mod volumes;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use berth_api::{v1, NamespaceInterceptor};
 use clap::{Parser, Subcommand};
 use tonic::service::interceptor::InterceptedService;
@@ -194,9 +194,69 @@ enum Command {
     Version,
     /// Show how the agent is configured and what it holds
     Info,
-    /// The agent's disk use (`system df`), and `system info`
+    /// The agent's disk use (`system df`), `system prune` and `system info`
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Print a shell completion script: bash, zsh or fish
+    #[command(after_help = "Examples:
+  source <(berthctl completion bash)
+  berthctl completion bash > /etc/bash_completion.d/berthctl
+  berthctl completion zsh > \"${fpath[1]}/_berthctl\"
+  berthctl completion fish > ~/.config/fish/completions/berthctl.fish")]
+    Completion(CompletionArgs),
+    /// Write man pages (berthctl.1 and one per command) to a directory
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionArgs {
+    /// The shell: bash, zsh or fish
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+struct ManArgs {
+    /// Directory to write the pages into [default: ./man]
+    #[arg(default_value = "man")]
+    dir: std::path::PathBuf,
+}
+
+/// The bash completion of container and image names, after clap's own
+/// (subcommands and flags): a word that is no flag gets the names.
+const BASH_NAMES: &str = r#"
+_berthctl_names() {
+    local cur="${COMP_WORDS[COMP_CWORD]}"
+    _berthctl "$@"
+    if [[ "$cur" != -* ]] && [[ ${COMP_CWORD} -ge 2 ]]; then
+        local names
+        names="$(berthctl ps -a --format '{{.Names}}' 2>/dev/null; berthctl images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null)"
+        COMPREPLY+=( $(compgen -W "${names}" -- "${cur}") )
+    fi
+}
+complete -F _berthctl_names -o nosort -o bashdefault -o default berthctl
+"#;
+
+fn completion(a: CompletionArgs) -> Result<i32> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "berthctl", &mut out);
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if a.shell == clap_complete::Shell::Bash {
+        text.push_str(BASH_NAMES);
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(0)
+}
+
+fn man(a: ManArgs) -> Result<i32> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd, &a.dir).with_context(|| format!("writing man pages to {}", a.dir.display()))?;
+    println!("{}", a.dir.display());
+    Ok(0)
 }
 
 /// A connection to the agent with the namespace header on every call.
@@ -284,6 +344,12 @@ async fn run(cli: Cli) -> Result<i32> {
     if let Command::Logout(a) = cli.command {
         return registry::logout(a).await;
     }
+    if let Command::Completion(a) = cli.command {
+        return completion(a);
+    }
+    if let Command::Man(a) = cli.command {
+        return man(a);
+    }
     if let Command::Version = cli.command {
         let conn = connect(&cli).await;
         return system::version(conn.as_ref(), &cli.format).await;
@@ -335,6 +401,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Version => unreachable!("handled before connecting"),
         Command::Info => system::info(&conn).await,
         Command::System(c) => system::run(&conn, c).await,
+        Command::Completion(_) | Command::Man(_) => unreachable!("handled before connecting"),
     }
 }
 

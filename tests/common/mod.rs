@@ -632,20 +632,35 @@ fn attached_records(netns: &Path) -> bool {
         .any(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten().any(|f| f.file_name().to_string_lossy().ends_with(".json")))
 }
 
-/// Wait for a child with a bound; kill it past the bound.
+/// Wait for a child with a bound; kill it past the bound. Its output is
+/// read as it comes (a child writing more than a pipe holds is not stuck).
 pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("command timed out after {timeout:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            let err = err_reader.join().unwrap_or_default();
+            panic!("command timed out after {timeout:?}: {}", String::from_utf8_lossy(&err));
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
+    Output { status, stdout: out_reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
 }
 
 /// A number `t` in 1..=250 such that no route of the host is in any of
