@@ -162,56 +162,107 @@ pub(crate) struct Shown {
     /// Lines go to standard error (a `run`'s pull: standard output is the container's).
     to_stderr: bool,
     bars: Option<(indicatif::MultiProgress, std::collections::HashMap<String, indicatif::ProgressBar>)>,
+    /// Each blob's last word, so that one row (or line) says each once.
+    said: std::collections::HashMap<String, &'static str>,
+    /// The image's own lines, printed under the bars at the end.
+    summary: Vec<String>,
+    /// A push's progress (docker words it apart).
+    push: bool,
+}
+
+/// docker's words for a blob's steps; None for a step that says nothing new
+/// (a layer already unpacked after its blob was there: "Already exists").
+fn docker_word(push: bool, kind: &str, status: &str, before: Option<&'static str>) -> Option<&'static str> {
+    Some(match (kind, status) {
+        (_, "exists") if push => "Layer already exists",
+        (_, "fetching") => "Downloading",
+        (_, "transferring") => return before,
+        ("blob", "fetched") => "Download complete",
+        ("blob", "exists") => "Already exists",
+        ("layer", "unpacked") => "Pull complete",
+        ("layer", "exists") if before.is_some() => return None,
+        ("layer", "exists") => "Already exists",
+        (_, "pushing") => "Pushing",
+        (_, "pushed") => "Pushed",
+        (_, "mounted") => "Mounted from another repository",
+        _ => return None,
+    })
 }
 
 impl Shown {
     fn new(quiet: bool) -> Self {
         let bars = (!quiet && std::io::stdout().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
-        Shown { quiet, to_stderr: false, bars }
+        Shown { quiet, to_stderr: false, bars, said: Default::default(), summary: Vec::new(), push: false }
     }
 
     /// Progress on standard error (bars when it is a terminal).
     pub(crate) fn on_stderr(quiet: bool) -> Self {
         let bars = (!quiet && std::io::stderr().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
-        Shown { quiet, to_stderr: true, bars }
+        Shown { quiet, to_stderr: true, bars, said: Default::default(), summary: Vec::new(), push: false }
+    }
+
+    fn line(&self, text: &str) {
+        if self.to_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// The image's lines, under the bars.
+    pub(crate) fn finish(&mut self) {
+        if let Some((multi, _)) = &self.bars {
+            let _ = multi.clear();
+        }
+        for l in std::mem::take(&mut self.summary) {
+            self.line(&l);
+        }
     }
 
     fn show(&mut self, p: &v1::TransferProgress) {
         if self.quiet {
             return;
         }
-        let id = if p.kind == "image" { p.id.clone() } else { short_id(&p.id) };
+        if p.kind == "image" {
+            self.summary.push(format!("{}: {}", p.id, p.status));
+            return;
+        }
+        let id = short_id(&p.id);
+        let before = self.said.get(&p.id).copied();
+        let Some(word) = docker_word(self.push, &p.kind, &p.status, before) else { return };
         let Some((multi, bars)) = &mut self.bars else {
-            // Plain lines: one per step, no byte counts.
-            if p.status != "transferring" {
+            // Plain lines: each blob's steps once each, no byte counts.
+            if p.status != "transferring" && before != Some(word) {
+                self.said.insert(p.id.clone(), word);
                 let size = if p.size > 0 { format!(" ({})", crate::output::size(p.size)) } else { String::new() };
-                if self.to_stderr {
-                    eprintln!("{id}: {}{size}", p.status);
-                } else {
-                    println!("{id}: {}{size}", p.status);
-                }
+                self.line(&format!("{id}: {word}{size}"));
             }
             return;
         };
-        if p.kind == "image" {
-            let _ = multi.println(format!("{id}: {}", p.status));
-            return;
-        }
-        let bar = bars.entry(format!("{}:{}", p.kind, p.id)).or_insert_with(|| {
+        self.said.insert(p.id.clone(), word);
+        // One row per blob, whatever step it is at.
+        let bar = bars.entry(p.id.clone()).or_insert_with(|| {
             let b = multi.add(indicatif::ProgressBar::new(p.size.max(0) as u64));
-            let style = indicatif::ProgressStyle::with_template("{prefix:12} [{bar:30}] {bytes:>10}/{total_bytes:10} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style =
+                indicatif::ProgressStyle::with_template("{prefix:12} {msg:18} [{bar:30}] {decimal_bytes:>9}/{decimal_total_bytes:9}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> ");
             b.set_style(style);
             b.set_prefix(id.clone());
             b
         });
         match p.status.as_str() {
             "transferring" => bar.set_position(p.offset.max(0) as u64),
-            "fetching" | "pushing" => bar.set_message(p.status.clone()),
-            status => {
+            "fetching" | "pushing" => bar.set_message(word),
+            _ => {
                 bar.set_position(p.size.max(0) as u64);
-                bar.finish_with_message(status.to_owned());
+                bar.set_message(word);
+                if matches!(
+                    word,
+                    "Pull complete" | "Already exists" | "Pushed" | "Layer already exists" | "Mounted from another repository"
+                ) {
+                    bar.finish();
+                }
             }
         }
     }
@@ -245,7 +296,10 @@ pub(crate) async fn pull_image(conn: &Conn, req: v1::PullRequest, shown: &mut Sh
     while let Some(msg) = stream.next().await {
         match msg?.event {
             Some(v1::pull_response::Event::Progress(p)) => shown.show(&p),
-            Some(v1::pull_response::Event::Image(img)) => return Ok(img),
+            Some(v1::pull_response::Event::Image(img)) => {
+                shown.finish();
+                return Ok(img);
+            }
             None => {}
         }
     }
@@ -270,10 +324,12 @@ pub async fn push(conn: &Conn, a: PushArgs) -> Result<i32> {
     };
     let mut stream = conn.registry().push(req).await?.into_inner();
     let mut shown = Shown::new(a.transfer.quiet || conn.format == Format::Json);
+    shown.push = true;
     while let Some(msg) = stream.next().await {
         match msg?.event {
             Some(v1::push_response::Event::Progress(p)) => shown.show(&p),
             Some(v1::push_response::Event::Digest(d)) => {
+                shown.finish();
                 if conn.format == Format::Json {
                     crate::output::json(&serde_json::json!({"Name": a.reference, "Digest": d}));
                 } else if a.transfer.quiet {
