@@ -239,3 +239,33 @@ fn completion_sources_cleanly_and_completes_commands_and_container_names() {
     d.ok(&["man", man.to_str().unwrap()]);
     assert!(man.join("berthctl.1").exists() && man.join("berthctl-run.1").exists());
 }
+
+#[test]
+fn format_json_on_every_command() {
+    let d = daemon();
+    let run = d.ok(&[
+        "--format",
+        "json",
+        "run",
+        "-d",
+        "--name",
+        "j",
+        "--net",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; sleep 600",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
+    assert_eq!(v["Name"], "j");
+    wait_until("its output", std::time::Duration::from_secs(10), || d.ok(&["logs", "j"]) == "out\n");
+    let logs: Vec<serde_json::Value> = d.ok(&["--format", "json", "logs", "j"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let streams: Vec<(&str, &str)> = logs.iter().map(|l| (l["Stream"].as_str().unwrap(), l["Log"].as_str().unwrap())).collect();
+    assert!(streams.contains(&("stdout", "out\n")) && streams.contains(&("stderr", "err\n")), "{logs:?}");
+    let rm: serde_json::Value = serde_json::from_str(d.ok(&["--format", "json", "rm", "-f", "j"]).trim()).unwrap();
+    assert_eq!(rm["Name"], "j");
+    d.ok(&["tag", "busybox", "other:1"]);
+    let rmi: serde_json::Value = serde_json::from_str(d.ok(&["--format", "json", "rmi", "other:1"]).trim()).unwrap();
+    assert_eq!(rmi["Untagged"], serde_json::json!(["docker.io/library/other:1"]));
+}

@@ -530,6 +530,13 @@ pub async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
         match conn.images().delete(v1::DeleteImageRequest { name: name.clone(), sync: true, force: a.force }).await {
             Ok(r) => {
                 let r = r.into_inner();
+                if conn.format == Format::Json {
+                    println!(
+                        "{}",
+                        json!({"Untagged": r.deleted, "BlobsDeleted": r.blobs_removed, "SnapshotsDeleted": r.snapshots_removed})
+                    );
+                    continue;
+                }
                 for d in &r.deleted {
                     println!("Untagged: {d}");
                 }

@@ -97,8 +97,17 @@ async fn create(conn: &Conn, a: RunArgs) -> Result<i32> {
     let req = create_request(&a)?;
     ensure_image(conn, &a).await?;
     let c = conn.containers().create(req).await?.into_inner().container.unwrap_or_default();
-    println!("{}", c.id);
+    print_id(conn, &c);
     Ok(0)
+}
+
+/// A new container's id (with its name, as JSON with --format json).
+fn print_id(conn: &Conn, c: &v1::Container) {
+    if conn.format == Format::Json {
+        println!("{}", json!({"Id": c.id, "Name": c.name}));
+    } else {
+        println!("{}", c.id);
+    }
 }
 
 /// Pull the image of `run` or `create` as `--pull` says (docker's default:
@@ -142,7 +151,7 @@ pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
             let _ = conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true, remove_volumes: true }).await;
             return Err(e.into());
         }
-        println!("{}", c.id);
+        print_id(conn, &c);
         return Ok(0);
     }
     let result = run_attached(conn, &c.id, "", a.interactive, a.tty).await;
@@ -181,7 +190,7 @@ async fn start(conn: &Conn, a: StartArgs) -> Result<i32> {
 }
 
 /// Run `f` for each container, print its name on success, report failures; exit 1 if any failed.
-async fn each<F, Fut>(ids: &[String], f: F) -> Result<i32>
+async fn each<F, Fut>(format: &Format, ids: &[String], f: F) -> Result<i32>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>, tonic::Status>>,
@@ -192,6 +201,8 @@ where
     let mut code = 0;
     for (id, r) in ids.iter().zip(results) {
         match r {
+            // --format json: what each gave, beside the name it was asked by.
+            Ok(Some(line)) if *format == Format::Json => println!("{}", json!({"Name": id, "Result": line})),
             Ok(Some(line)) => println!("{line}"),
             Ok(None) => {}
             Err(e) => {
@@ -230,7 +241,7 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 
 /// Stop, then start: the user's start undoes the stop for restart policies.
 async fn restart(conn: &Conn, a: StopArgs) -> Result<i32> {
-    each(&a.containers, |id| async move {
+    each(&conn.format, &a.containers, |id| async move {
         let req = v1::StopTaskRequest { container_id: id.clone(), timeout_secs: a.time.unwrap_or(0), timeout_set: a.time.is_some() };
         match conn.tasks().stop(req).await {
             Ok(_) => {}
@@ -247,7 +258,7 @@ async fn restart(conn: &Conn, a: StopArgs) -> Result<i32> {
 async fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
     let Some(restart) = &a.restart else { bail!("nothing to update: give --restart POLICY") };
     let policy = flags::restart_flag(restart)?;
-    each(&a.containers, |id| {
+    each(&conn.format, &a.containers, |id| {
         let policy = policy.clone();
         async move {
             conn.containers()
@@ -260,7 +271,7 @@ async fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
 }
 
 async fn stop(conn: &Conn, a: StopArgs) -> Result<i32> {
-    each(&a.containers, |id| async move {
+    each(&conn.format, &a.containers, |id| async move {
         let req = v1::StopTaskRequest { container_id: id.clone(), timeout_secs: a.time.unwrap_or(0), timeout_set: a.time.is_some() };
         conn.tasks().stop(req).await?;
         Ok(Some(id))
@@ -269,7 +280,7 @@ async fn stop(conn: &Conn, a: StopArgs) -> Result<i32> {
 }
 
 async fn kill(conn: &Conn, a: KillArgs) -> Result<i32> {
-    each(&a.containers, |id| {
+    each(&conn.format, &a.containers, |id| {
         let signal = a.signal.clone();
         async move {
             conn.tasks().kill(v1::KillTaskRequest { container_id: id.clone(), exec_id: String::new(), signal, all: a.all }).await?;
@@ -280,7 +291,7 @@ async fn kill(conn: &Conn, a: KillArgs) -> Result<i32> {
 }
 
 async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
-    each(&a.containers, |id| async move {
+    each(&conn.format, &a.containers, |id| async move {
         conn.containers().delete(v1::DeleteContainerRequest { id: id.clone(), force: a.force, remove_volumes: a.volumes }).await?;
         Ok(Some(id))
     })
@@ -288,7 +299,7 @@ async fn rm(conn: &Conn, a: RmArgs) -> Result<i32> {
 }
 
 async fn wait(conn: &Conn, a: IdsArgs) -> Result<i32> {
-    each(&a.containers, |id| async move {
+    each(&conn.format, &a.containers, |id| async move {
         let w = conn.tasks().wait(v1::WaitTaskRequest { container_id: id, exec_id: String::new(), timeout_ms: 0 }).await?.into_inner();
         Ok(Some(w.exit_code.to_string()))
     })
@@ -296,7 +307,7 @@ async fn wait(conn: &Conn, a: IdsArgs) -> Result<i32> {
 }
 
 async fn pause(conn: &Conn, a: IdsArgs, pause: bool) -> Result<i32> {
-    each(&a.containers, |id| async move {
+    each(&conn.format, &a.containers, |id| async move {
         if pause {
             conn.tasks().pause(v1::PauseTaskRequest { container_id: id.clone() }).await?;
         } else {
@@ -327,6 +338,13 @@ async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
     let mut err = std::io::stderr().lock();
     while let Some(m) = stream.next().await {
         let m = m?;
+        if conn.format == Format::Json {
+            // One object per record: its stream, time and text.
+            let t = m.time.unwrap_or_default();
+            let line = json!({"Stream": m.stream, "Time": output::rfc3339(&t), "Log": String::from_utf8_lossy(&m.data)});
+            writeln!(out, "{line}")?;
+            continue;
+        }
         let w: &mut dyn Write = if m.stream == "stderr" { &mut err } else { &mut out };
         if a.timestamps {
             let t = m.time.unwrap_or_default();
