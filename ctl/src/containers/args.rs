@@ -252,6 +252,7 @@ pub struct StartArgs {
     /// Attach standard input too
     #[arg(short, long)]
     pub interactive: bool,
+    /// Container names, ids or unique id prefixes
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -261,6 +262,7 @@ pub struct StopArgs {
     /// Seconds to wait before SIGKILL [default: the container's --stop-timeout, else 10]
     #[arg(short, long)]
     pub time: Option<u32>,
+    /// Container names, ids or unique id prefixes
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -270,6 +272,7 @@ pub struct UpdateArgs {
     /// The restart policy: no, always, unless-stopped, on-failure[:MAX_RETRIES]
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,
+    /// Container names, ids or unique id prefixes
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -282,6 +285,7 @@ pub struct KillArgs {
     /// Signal every process of the container, not only the main one
     #[arg(long)]
     pub all: bool,
+    /// Container names, ids or unique id prefixes
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -294,6 +298,7 @@ pub struct RmArgs {
     /// Remove their anonymous volumes too (named volumes stay)
     #[arg(short, long)]
     pub volumes: bool,
+    /// Container names, ids or unique id prefixes
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -359,6 +364,7 @@ pub struct LogsArgs {
     /// Only output before this time (same forms as --since)
     #[arg(long)]
     pub until: Option<String>,
+    /// Container name, id or unique id prefix
     pub container: String,
 }
 
@@ -382,7 +388,9 @@ pub struct ExecArgs {
     /// User: UID[:GID] or NAME[:GROUP]
     #[arg(short, long)]
     pub user: Option<String>,
+    /// Container name, id or unique id prefix
     pub container: String,
+    /// The command to run in the container, and its arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
 }
@@ -448,5 +456,6 @@ pub struct AttachArgs {
     /// Do not send standard input
     #[arg(long)]
     pub no_stdin: bool,
+    /// Container name, id or unique id prefix
     pub container: String,
 }
