@@ -192,7 +192,7 @@ fn events_since_and_until() {
     // (`--until 0s` is now in whole seconds: the events above are a second old first.)
     std::thread::sleep(std::time::Duration::from_millis(1100));
     // The recent events, then the stream ends at --until (a past time: at once).
-    let (code, out, err) = sh(&d, "docker events --since 10m --until 0s --filter event=tasks/exit --format '{{.Type}} {{.Action}}'");
+    let (code, out, err) = sh(&d, "docker events --since 10m --until 0s --filter event=die --format '{{.Type}} {{.Action}}'");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "task exit\n", "{err}");
     let (code, out, err) = sh(&d, "docker events --since 10m --until 0s --filter container=nosuch");

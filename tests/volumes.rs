@@ -138,6 +138,13 @@ fn anonymous_volumes_come_from_the_image_s_volume_and_go_with_rm_v() {
     let pruned = d.ok(&["volume", "prune", "-f"]);
     assert!(pruned.contains("Total reclaimed space"), "{pruned}");
     assert_eq!(volume_names(&d), ["mine"]);
+    // A volume a user made without a name is the user's: not anonymous, kept by --rm and prune.
+    let made = d.ok(&["volume", "create"]).trim().to_owned();
+    assert_eq!(made.len(), 64, "{made}");
+    d.ok(&["run", "--rm", "--net", "none", "-v", &format!("{made}:/d"), "busybox", "true"]);
+    d.ok(&["volume", "prune"]);
+    assert!(volume_names(&d).contains(&made), "a user's volume was removed");
+    assert_eq!(inspect(&d, &made)["Anonymous"], false);
     d.ok(&["volume", "prune", "-a"]);
     assert!(volume_names(&d).is_empty());
 }

@@ -43,8 +43,8 @@ impl Events {
     }
 
     pub fn publish(&self, namespace: &str, topic: &'static str, id: &str, attributes: &[(&str, String)]) {
-        let event = Event {
-            timestamp: crate::metadata::now_nanos(),
+        let mut event = Event {
+            timestamp: 0,
             namespace: namespace.to_owned(),
             topic,
             id: id.to_owned(),
@@ -52,6 +52,8 @@ impl Events {
         };
         tracing::debug!(topic, namespace, id, "event");
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        // Stamped under the lock: events go out in the order of their times.
+        event.timestamp = crate::metadata::now_nanos();
         if history.len() == HISTORY {
             history.pop_front();
         }

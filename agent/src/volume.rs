@@ -118,7 +118,9 @@ impl Volumes {
     }
 
     /// Make a volume: its directory, then its record. An empty `name` makes
-    /// an anonymous one (64 hex characters, as docker names them).
+    /// one named by 64 hex characters, as docker names them. The caller holds
+    /// [`Volumes::lock`] (a directory without a record is then a crash's, and
+    /// removed here).
     pub fn create(&self, ns: &str, name: &str, labels: BTreeMap<String, String>, anonymous: bool) -> Result<VolumeRecord, VolumeError> {
         let name = if name.is_empty() { format!("{}{}", random_hex(16), random_hex(16)) } else { name.to_owned() };
         validate_name(&name)?;
@@ -188,7 +190,8 @@ impl Volumes {
         crate::snapshot::disk_usage(&self.path(ns, name)).map(|u| u.size).unwrap_or(0)
     }
 
-    /// Whether the volume's directory holds nothing.
+    /// Whether the volume's directory holds nothing (a fill cut short by a
+    /// crash left it empty: the fill goes beside it, then takes its place).
     pub fn is_empty(&self, ns: &str, name: &str) -> Result<bool, VolumeError> {
         let data = self.path(ns, name);
         Ok(fs::read_dir(&data).map_err(io_err(&data))?.next().is_none())
@@ -211,6 +214,11 @@ impl Volumes {
             _ => return Ok(()),
         };
         let data = self.path(ns, name);
+        // Filled beside `_data`, then renamed over it (empty): a fill cut
+        // short leaves the volume empty, to be filled again at its next use.
+        let filling = data.with_file_name(".filling");
+        remove_all(&filling);
+        fs::DirBuilder::new().mode(0o755).create(&filling).map_err(io_err(&filling))?;
         let tar_path = self.scratch();
         let result = (|| {
             let mut tar = fs::OpenOptions::new()
@@ -224,11 +232,18 @@ impl Volumes {
                 .map_err(|e| fill_err(e.to_string()))?;
             std::io::Seek::rewind(&mut tar).map_err(|e| fill_err(e.to_string()))?;
             let opts = ApplyOptions { whiteouts: WhiteoutMode::Native, ..Default::default() };
-            apply_tar(std::io::BufReader::new(tar), &data, &opts).map_err(|e| fill_err(e.to_string()))?;
-            std::os::unix::fs::chown(&data, Some(meta.uid()), Some(meta.gid())).map_err(io_err(&data))?;
-            fs::set_permissions(&data, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_err(&data))
+            apply_tar(std::io::BufReader::new(tar), &filling, &opts).map_err(|e| fill_err(e.to_string()))?;
+            std::os::unix::fs::chown(&filling, Some(meta.uid()), Some(meta.gid())).map_err(io_err(&filling))?;
+            fs::set_permissions(&filling, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_err(&filling))?;
+            fs::remove_dir(&data).map_err(io_err(&data))?;
+            fs::rename(&filling, &data).map_err(io_err(&data))
         })();
         let _ = fs::remove_file(&tar_path);
+        if result.is_err() {
+            remove_all(&filling);
+            // The volume stays usable (empty) whatever happened.
+            let _ = fs::DirBuilder::new().mode(0o755).create(&data);
+        }
         result
     }
 }

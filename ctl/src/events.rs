@@ -13,7 +13,8 @@ pub struct EventsArgs {
     /// Only events matching KEY==VALUE or KEY~=SUBSTRING conditions, comma-separated
     /// (all must hold); repeat the flag for alternatives. Keys: topic, namespace,
     /// id, or an attribute such as exit_code.
-    /// docker's container=NAME and event=ACTION (start, die, create, ...) are taken too.
+    /// docker's container=NAME, event=ACTION (start, die, create, destroy, ...)
+    /// and type=image|volume|network are taken too (all of them must hold).
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
     /// Also the recent events since this time (RFC 3339, Unix seconds, or a
@@ -26,18 +27,24 @@ pub struct EventsArgs {
 }
 
 pub async fn events(conn: &Conn, a: EventsArgs) -> Result<i32> {
+    // The API's own filters (KEY==VALUE, KEY~=TEXT) each stand alone (any
+    // may pass); docker's (event=, container=, type=) all hold together, as docker reads them.
     let mut filters = Vec::new();
+    let mut docker = Vec::new();
     for f in &a.filter {
-        filters.push(match f.split_once('=') {
-            _ if f.contains("==") || f.contains("~=") => f.clone(),
-            Some(("event", action)) => format!("topic~=/{action}"),
+        match f.split_once('=') {
+            _ if f.contains("==") || f.contains("~=") => filters.push(f.clone()),
+            Some(("event", action)) => docker.push(format!("topic~={}", docker_topic(action))),
             Some(("container", name)) => {
                 let c = conn.containers().get(v1::GetContainerRequest { id: name.to_owned() }).await?.into_inner();
-                format!("id=={}", c.container.unwrap_or_default().id)
+                docker.push(format!("id=={}", c.container.unwrap_or_default().id));
             }
-            Some(("type", kind)) => format!("topic~=/{kind}"),
-            _ => f.clone(),
-        });
+            Some(("type", kind @ ("image" | "volume" | "network"))) => docker.push(format!("topic~=/{kind}s/")),
+            _ => anyhow::bail!("invalid event filter {f:?}: use event=ACTION, container=NAME, type=image|volume|network, or KEY==VALUE"),
+        }
+    }
+    if !docker.is_empty() {
+        filters.push(docker.join(","));
     }
     let time = |s: &Option<String>| s.as_deref().map(crate::containers::time_flag).transpose();
     let req = v1::SubscribeRequest { filters, since: time(&a.since)?, until: time(&a.until)? };
@@ -64,4 +71,16 @@ pub async fn events(conn: &Conn, a: EventsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The topic of docker's event action: `die` is a task's exit, `destroy` a
+/// container's deletion; other words name the topic's last part.
+fn docker_topic(action: &str) -> String {
+    match action {
+        "die" => "/tasks/exit".into(),
+        "destroy" => "/containers/delete".into(),
+        "start" | "pause" | "resume" | "oom" | "restart" | "health_status" => format!("/tasks/{}", action.trim_end_matches("_status")),
+        "create" | "update" | "rename" => format!("/containers/{action}"),
+        other => format!("/{other}"),
+    }
 }

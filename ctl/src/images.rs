@@ -246,7 +246,8 @@ pub async fn prune(conn: &Conn, a: PruneArgs) -> Result<(Vec<String>, i64)> {
     for i in &images {
         let digest = i.target.as_ref().map(|t| t.digest.as_str()).unwrap_or_default();
         let used = containers.iter().any(|c| c.image == i.name || (!digest.is_empty() && c.image_digest == digest));
-        let untagged = repo_tag(&i.name).1 == "<none>";
+        // Untagged: kept under its own digest (a build's), not a name@digest pull.
+        let untagged = repo_tag(&i.name).0 == "<none>";
         if used || !(a.all || untagged) {
             continue;
         }
@@ -437,7 +438,8 @@ pub async fn list(conn: &Conn, a: ListArgs) -> Result<i32> {
     let mut images = conn.images().list(v1::ListImagesRequest { filters: api_filters }).await?.into_inner().images;
     images.retain(|i| references.iter().all(|r| matches_reference(&i.name, r)));
     if let Some(d) = dangling {
-        images.retain(|i| (repo_tag(&i.name).1 == "<none>") == d);
+        // Untagged: kept under its own digest (a build's), not a name@digest pull.
+        images.retain(|i| (repo_tag(&i.name).0 == "<none>") == d);
     }
     images.sort_by(|x, y| created_secs(y).cmp(&created_secs(x)).then(x.name.cmp(&y.name)));
     if a.quiet {

@@ -118,13 +118,26 @@ pub fn api_filter(f: &str, renames: &[(&str, &str)], substring: &[&str], image: 
 
 /// `*` in `pattern` stands for any run of characters (docker's reference filter).
 pub fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, tail)) => {
-            let Some(rest) = s.strip_prefix(head) else { return false };
-            (0..=rest.len()).filter(|i| rest.is_char_boundary(*i)).any(|i| glob(tail, &rest[i..]))
+    // One backtrack point (the last `*`): linear in practice, never exponential.
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
         }
     }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// What `inspect` found: each through the template on a line of its own,
@@ -216,6 +229,8 @@ mod tests {
         assert_eq!(api_filter("status==running", &[], &[], &[]), "status==running");
         assert_eq!(api_filter("status=exited", &[], &[], &[]), "status==exited");
         assert!(glob("app*", "app:v1") && glob("*b*", "abc") && !glob("app", "apps"));
+        assert!(glob("a*c", "abbbc") && !glob("a*c", "abcd") && glob("*", "") && glob("**x", "yx"));
+        assert!(!glob(&format!("{}b", "*a".repeat(30)), &"a".repeat(60)), "a pattern that backtracks ends, and fast");
         assert_eq!(created_at(86_400 + 61), "1970-01-02 00:01:01 +0000 UTC");
         assert_eq!(duration(5), "5 seconds");
         assert_eq!(duration(1), "1 second");

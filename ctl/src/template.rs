@@ -25,10 +25,11 @@ enum Node {
     With(Pipeline, Vec<Node>, Vec<Node>),
 }
 
-/// `$a, $b := cmd | cmd`.
+/// `$a, $b := cmd | cmd` (or `$a = cmd`: `assign`).
 #[derive(Debug, Clone, PartialEq)]
 struct Pipeline {
     decl: Vec<String>,
+    assign: bool,
     cmds: Vec<Vec<Arg>>,
 }
 
@@ -53,6 +54,12 @@ pub struct Template {
 
 type Res<T> = Result<T, String>;
 
+/// Bounds on what a template may ask for (berthctl reads templates from
+/// users and scripts: none may exhaust memory or the stack).
+const MAX_RANGE: u64 = 100_000;
+const MAX_WIDTH: usize = 4096;
+const MAX_DEPTH: usize = 64;
+
 impl Template {
     pub fn parse(src: &str) -> Res<Template> {
         let (table, body) = match src.trim_start().strip_prefix("table") {
@@ -62,6 +69,7 @@ impl Template {
         // Docker's users write `\t` and `\n` in a shell's single quotes.
         let body = body.replace("\\t", "\t").replace("\\n", "\n");
         let tokens = lex(&body)?;
+        check_depth(&tokens)?;
         let mut pos = 0;
         let (nodes, end) = parse_list(&tokens, &mut pos)?;
         if let Some(e) = end {
@@ -214,6 +222,8 @@ enum Word {
     Close(Vec<String>),
     Comma,
     Declare,
+    /// `=`: a new value for a variable declared before.
+    Assign,
 }
 
 fn lex(src: &str) -> Res<Vec<Tok>> {
@@ -293,14 +303,12 @@ fn words(body: &str) -> Res<Vec<Word>> {
                 i += 2;
             }
             '=' => {
-                out.push(Word::Declare);
+                out.push(Word::Assign);
                 i += 1;
             }
             '.' => {
+                // `fields_after` takes the dot (and the names after it).
                 let path = fields_after(&s, &mut i);
-                if path.is_empty() {
-                    i += 1;
-                }
                 out.push(Word::Field(path));
             }
             '$' => {
@@ -370,6 +378,35 @@ fn words(body: &str) -> Res<Vec<Word>> {
 }
 
 // ---- parsing ----
+
+/// Refuse nesting deeper than [`MAX_DEPTH`] (blocks, or parentheses in an
+/// action) before the recursive parser sees it.
+fn check_depth(toks: &[Tok]) -> Res<()> {
+    let mut blocks = 0usize;
+    for t in toks {
+        let Tok::Action(w) = t else { continue };
+        match w.first() {
+            Some(Word::Ident(k)) if matches!(k.as_str(), "if" | "range" | "with") => blocks += 1,
+            Some(Word::Ident(k)) if k == "end" => blocks = blocks.saturating_sub(1),
+            _ => {}
+        }
+        let mut parens = 0usize;
+        for x in w {
+            match x {
+                Word::Open => parens += 1,
+                Word::Close(_) => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+            if parens > MAX_DEPTH {
+                return Err(format!("parentheses nested deeper than {MAX_DEPTH}"));
+            }
+        }
+        if blocks > MAX_DEPTH {
+            return Err(format!("blocks nested deeper than {MAX_DEPTH}"));
+        }
+    }
+    Ok(())
+}
 
 /// Nodes up to an `{{else}}`/`{{end}}` (returned) or the end.
 fn parse_list(toks: &[Tok], pos: &mut usize) -> Res<(Vec<Node>, Option<String>)> {
@@ -445,7 +482,8 @@ fn parse_if(cond: &[Word], toks: &[Tok], pos: &mut usize) -> Res<Node> {
 fn parse_pipeline(w: &[Word]) -> Res<Pipeline> {
     let mut decl = Vec::new();
     let mut w = w;
-    if let Some(i) = w.iter().position(|x| *x == Word::Declare) {
+    let assign = w.contains(&Word::Assign);
+    if let Some(i) = w.iter().position(|x| *x == Word::Declare || *x == Word::Assign) {
         for d in &w[..i] {
             match d {
                 Word::Var(name, path) if path.is_empty() => decl.push(name.clone()),
@@ -463,7 +501,7 @@ fn parse_pipeline(w: &[Word]) -> Res<Pipeline> {
     if p.is_empty() {
         return Err("empty action".into());
     }
-    Ok(Pipeline { decl, cmds: p })
+    Ok(Pipeline { decl, assign, cmds: p })
 }
 
 fn parse_cmds(w: &[Word], pos: &mut usize) -> Res<Vec<Vec<Arg>>> {
@@ -487,7 +525,7 @@ fn parse_cmds(w: &[Word], pos: &mut usize) -> Res<Vec<Vec<Arg>>> {
                 let inner = parse_cmds(w, pos)?;
                 let Some(Word::Close(path)) = w.get(*pos) else { return Err("unclosed (".into()) };
                 *pos += 1;
-                Arg::Sub(Box::new(Pipeline { decl: Vec::new(), cmds: inner }), path.clone())
+                Arg::Sub(Box::new(Pipeline { decl: Vec::new(), assign: false, cmds: inner }), path.clone())
             }
             Word::Field(p) => Arg::Field(p.clone()),
             Word::Var(n, p) => Arg::Var(n.clone(), p.clone()),
@@ -496,7 +534,7 @@ fn parse_cmds(w: &[Word], pos: &mut usize) -> Res<Vec<Vec<Arg>>> {
             Word::Ident(id) if id == "true" || id == "false" => Arg::Lit(Value::Bool(id == "true")),
             Word::Ident(id) if id == "nil" => Arg::Lit(Value::Null),
             Word::Ident(id) => Arg::Func(id.clone()),
-            Word::Comma | Word::Declare => return Err("unexpected , or := in an action".into()),
+            Word::Comma | Word::Declare | Word::Assign => return Err("unexpected , := or = in an action".into()),
         };
         cmds.last_mut().expect("a command").push(arg);
     }
@@ -555,13 +593,19 @@ fn exec(nodes: &[Node], dot: &Value, scope: &mut Scope, out: &mut String) -> Res
             }
             Node::Range(p, body, otherwise) => {
                 let mark = scope.vars.len();
-                let inner = Pipeline { decl: Vec::new(), cmds: p.cmds.clone() };
+                let inner = Pipeline { decl: Vec::new(), assign: false, cmds: p.cmds.clone() };
                 let v = eval_pipeline(&inner, dot, scope)?;
                 let items: Vec<(Value, Value)> = match v {
                     Value::Array(a) => a.into_iter().enumerate().map(|(i, x)| (Value::from(i), x)).collect(),
                     Value::Object(m) => m.into_iter().map(|(k, x)| (Value::String(k), x)).collect(),
                     Value::Null => Vec::new(),
-                    Value::Number(n) => (0..n.as_u64().unwrap_or(0)).map(|i| (Value::from(i), Value::from(i))).collect(),
+                    Value::Number(n) => {
+                        let count = n.as_f64().unwrap_or(0.0).max(0.0) as u64;
+                        if count > MAX_RANGE {
+                            return Err(format!("range over {count}: at most {MAX_RANGE}"));
+                        }
+                        (0..count).map(|i| (Value::from(i), Value::from(i))).collect()
+                    }
                     other => return Err(format!("range can't iterate over {}", print(&other))),
                 };
                 if items.is_empty() {
@@ -594,7 +638,13 @@ fn eval_pipeline(p: &Pipeline, dot: &Value, scope: &mut Scope) -> Res<Value> {
     }
     let v = prev.unwrap_or(Value::Null);
     if let Some(name) = p.decl.first() {
-        scope.vars.push((name.clone(), v.clone()));
+        if p.assign {
+            // `$x = v`: the variable declared before, wherever it was.
+            let slot = scope.vars.iter_mut().rev().find(|(n, _)| n == name).ok_or_else(|| format!("undefined variable {name}"))?;
+            slot.1 = v.clone();
+        } else {
+            scope.vars.push((name.clone(), v.clone()));
+        }
     }
     Ok(v)
 }
@@ -723,6 +773,7 @@ fn printf(args: &[Value]) -> Res<String> {
             Some(w) => (true, w.split('.').next().and_then(|w| w.parse::<usize>().ok()).unwrap_or(0)),
             None => (false, spec.split('.').next().and_then(|w| w.parse::<usize>().ok()).unwrap_or(0)),
         };
+        let width = width.min(MAX_WIDTH);
         let pad = width.saturating_sub(text.chars().count());
         if left {
             out.push_str(&text);
@@ -789,7 +840,8 @@ fn call(f: &str, args: &[Value]) -> Res<Value> {
         "pad" => {
             want(3)?;
             let s = string_arg(f, args.first())?;
-            let (l, r) = (num(&args[1]).unwrap_or(0.0) as usize, num(&args[2]).unwrap_or(0.0) as usize);
+            let width = |v: &Value| (num(v).unwrap_or(0.0).max(0.0) as usize).min(MAX_WIDTH);
+            let (l, r) = (width(&args[1]), width(&args[2]));
             Value::String(format!("{}{s}{}", " ".repeat(l), " ".repeat(r)))
         }
         "truncate" => {
@@ -909,6 +961,9 @@ mod tests {
             ("{{or .Missing \"dflt\"}}", "dflt"),
             ("{{gt .State.Pid 40}} {{lt 1 2}}", "true true"),
             ("{{split \"a:b\" \":\"}}", "[a b]"),
+            ("{{with .State}}{{.|json}}{{end}}", r#"{"Pid":42,"Running":true,"Status":"running"}"#),
+            ("{{$n := 0}}{{range .Mounts}}{{$n = 1}}{{end}}{{$n}}", "1"),
+            ("{{range 3}}{{.}}{{end}}", "012"),
             ("{{`raw \"q\"`}}", "raw \"q\""),
         ];
         for (t, want) in table {
@@ -935,6 +990,13 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused_with_a_reason() {
+        let deep = format!("{{{{{}.X{}}}}}", "(".repeat(100), ")".repeat(100));
+        assert!(Template::parse(&deep).is_err(), "deep parentheses");
+        assert!(Template::parse(&"{{if .X}}".repeat(100)).is_err(), "deep blocks");
+        assert!(Template::parse("{{range 1000000000}}x{{end}}").unwrap().render(&json!({})).is_err(), "a huge range");
+        let padded = Template::parse("{{pad \"x\" 99999999999 0}}").unwrap().render(&json!({})).unwrap();
+        assert!(padded.len() <= MAX_WIDTH + 1);
+        assert!(Template::parse("{{$nope = 1}}").unwrap().render(&json!({})).is_err(), "assigning an undeclared variable");
         for t in ["{{.Id", "{{if .X}}a", "{{end}}", "{{nosuch .X}}", "{{range .X}}{{else if .Y}}{{end}}", "{{\"open}}", "{{.A | }}"] {
             let r = Template::parse(t).and_then(|t| t.render(&json!({"X": [1]})));
             assert!(r.is_err(), "{t} should fail");

@@ -102,16 +102,22 @@ fn merge_object(rt: &mut Map<String, Value>, key: &str, add: impl IntoIterator<I
 
 /// Apply `--change` instructions to an image config.
 pub fn apply_changes(config: &mut Value, changes: &[Instruction]) -> Result<(), String> {
+    let mut cmd_set = false;
     for ins in changes {
         let rt = runtime(config);
         match &ins.kind {
             Kind::Cmd(c) => {
                 let v = argv(rt, c);
                 rt.insert("Cmd".into(), json!(v));
+                cmd_set = true;
             }
             Kind::Entrypoint(c) => {
                 let v = argv(rt, c);
                 rt.insert("Entrypoint".into(), json!(v));
+                // As docker: a new entrypoint drops the Cmd unless a change set one.
+                if !cmd_set {
+                    rt.insert("Cmd".into(), Value::Null);
+                }
             }
             Kind::Env(pairs) => {
                 let mut env: Vec<String> = rt
@@ -184,12 +190,16 @@ mod tests {
         .unwrap();
         apply_changes(&mut config, &changes).unwrap();
         let rt = &config["config"];
+        // The CMD came before the ENTRYPOINT: kept.
         assert_eq!(rt["Cmd"], json!(["echo", "hi"]));
         assert_eq!(rt["Env"], json!(["PATH=/bin", "B=2", "C=3", "A=changed"]));
         assert_eq!(rt["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
         assert_eq!(rt["Labels"], json!({"team": "a b"}));
         assert_eq!(rt["Entrypoint"], json!(["/bin/sh", "-c", "/run.sh"]));
         assert_eq!(rt["WorkingDir"], "/app");
+        let mut alone = json!({"config": {"Cmd": ["/bin/sh"]}});
+        apply_changes(&mut alone, &parse_changes(&["ENTRYPOINT [\"/app\"]".into()]).unwrap()).unwrap();
+        assert_eq!((&alone["config"]["Entrypoint"], &alone["config"]["Cmd"]), (&json!(["/app"]), &Value::Null));
         assert!(parse_changes(&["RUN echo".into()]).unwrap_err().contains("cannot be changed"));
         assert!(parse_changes(&["NOPE x".into()]).is_err());
     }

@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 pub const DEFAULT_PROFILE: &str = include_str!("seccomp.json");
 
 /// This machine's architecture as profiles name it: libseccomp's and Go's.
+#[cfg(target_arch = "aarch64")]
+const HOST_ARCH: (&str, &str) = ("SCMP_ARCH_AARCH64", "arm64");
+#[cfg(not(target_arch = "aarch64"))]
 const HOST_ARCH: (&str, &str) = ("SCMP_ARCH_X86_64", "amd64");
 
 #[derive(Deserialize)]
@@ -69,7 +72,7 @@ struct Condition {
 }
 
 fn is_host_arch(a: &str) -> bool {
-    a == HOST_ARCH.0 || a == HOST_ARCH.1 || a == "x86_64"
+    a == HOST_ARCH.0 || a == HOST_ARCH.1 || a == std::env::consts::ARCH
 }
 
 /// The spec's seccomp for a container holding capabilities `caps`

@@ -32,9 +32,11 @@ impl EventService {
                 return Err(Error::InvalidArgument("--until is before --since".into()));
             }
         }
-        let (past, mut rx) = match since {
-            Some(s) => self.core.events.subscribe_since(s),
-            None => (Vec::new(), self.core.events.subscribe()),
+        // An `until` alone asks for the recent events up to it, as docker's does.
+        let (past, mut rx) = match (since, until) {
+            (Some(s), _) => self.core.events.subscribe_since(s),
+            (None, Some(_)) => self.core.events.subscribe_since(i64::MIN),
+            (None, None) => (Vec::new(), self.core.events.subscribe()),
         };
         let (tx, out) = mpsc::channel(QUEUE);
         let before_until = move |e: &Event| until.is_none_or(|u| e.timestamp <= u);
@@ -72,6 +74,10 @@ impl EventService {
                 };
                 if !before_until(&e) {
                     return;
+                }
+                // A `since` still ahead: what comes before it is not asked for.
+                if since.is_some_and(|s| e.timestamp < s) {
+                    continue;
                 }
                 if matches(&filters, &e) && tx.send(e).await.is_err() {
                     return;

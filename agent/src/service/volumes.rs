@@ -49,7 +49,10 @@ impl VolumeService {
         validate_labels(&labels)?;
         let (core, ns2, name2) = (self.core.clone(), ns.to_owned(), name.to_owned());
         let view = blocking(move || {
-            let rec = core.volumes.create(&ns2, &name2, labels, name2.is_empty())?;
+            // Under the lock: a container's creation may be making the same volume.
+            let _users = core.volumes.lock();
+            // A volume made by a user, named or not, is not anonymous (those are made for containers).
+            let rec = core.volumes.create(&ns2, &name2, labels, false)?;
             Self::view(&core, &ns2, rec, false)
         })
         .await?;
@@ -123,9 +126,14 @@ impl VolumeService {
                     continue;
                 }
                 let size = core.volumes.size(&ns2, &v.record.name);
-                core.volumes.remove_locked(&ns2, &v.record.name)?;
-                pruned.reclaimed_bytes += size;
-                pruned.removed.push(v.record.name);
+                match core.volumes.remove_locked(&ns2, &v.record.name) {
+                    Ok(_) => {
+                        pruned.reclaimed_bytes += size;
+                        pruned.removed.push(v.record.name);
+                    }
+                    // One that cannot go stays; the others still go.
+                    Err(e) => tracing::warn!(volume = %v.record.name, error = %e, "pruning a volume"),
+                }
             }
             Ok(pruned)
         })
