@@ -269,3 +269,62 @@ fn format_json_on_every_command() {
     let rmi: serde_json::Value = serde_json::from_str(d.ok(&["--format", "json", "rmi", "other:1"]).trim()).unwrap();
     assert_eq!(rmi["Untagged"], serde_json::json!(["docker.io/library/other:1"]));
 }
+
+/// `berthctl ARGS` on a terminal of its own (Python's pty): type `input`
+/// after a moment; its exit status and output.
+fn on_terminal(d: &Daemon, args: &[&str], input: &[u8]) -> (i32, String) {
+    let script = r#"
+import os, pty, sys, time, select
+args = sys.argv[2:]
+data = bytes.fromhex(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(args[0], args)
+out = b""
+def drain(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            out += chunk
+drain(2.0)
+os.write(fd, data)
+drain(3.0)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).arg(hex).arg(env!("CARGO_BIN_EXE_berthctl")).args(args).env("BERTH_ADDRESS", &d.socket);
+    let out = run_cmd(&mut cmd, std::time::Duration::from_secs(60));
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn detach_keys_leave_the_container_running_and_hand_rm_to_the_agent() {
+    let d = daemon();
+    // Ctrl-P Ctrl-Q: berthctl ends with 0, the container goes on.
+    let (code, out) = on_terminal(&d, &["run", "-it", "--rm", "--name", "kept", "--net", "none", "busybox", "sh"], b"\x10\x11");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(d.ok(&["inspect", "-f", "{{.State.Status}}", "kept"]), "running\n");
+    // Its --rm is the agent's now: stopped, it is removed.
+    d.ok(&["stop", "-t", "1", "kept"]);
+    wait_until("the --rm container removed", std::time::Duration::from_secs(10), || {
+        !d.ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("kept")
+    });
+    // Other keys, and attach: the same.
+    d.ok(&["run", "-d", "-it", "--name", "box", "--net", "none", "busybox", "sh"]);
+    let (code, out) = on_terminal(&d, &["attach", "--detach-keys", "ctrl-a,x", "box"], b"\x01x");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(d.ok(&["inspect", "-f", "{{.State.Status}}", "box"]), "running\n");
+    assert!(d.ctl(&["run", "--detach-keys", "ctrl-1", "busybox", "true"]).status.code() == Some(125));
+    d.ok(&["rm", "-f", "box"]);
+}

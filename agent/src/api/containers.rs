@@ -385,7 +385,7 @@ impl v1::containers_server::Containers for ContainersApi {
         let r = req.into_inner();
         let restart = r.restart_policy.map(|p| restart_policy(Some(p))).transpose()?;
         let name = Some(r.name).filter(|n| !n.is_empty());
-        let c = self.services.containers.update(&ns, &r.id, restart, name).await?;
+        let c = self.services.containers.update(&ns, &r.id, restart, name, r.auto_remove).await?;
         Ok(Response::new(v1::UpdateContainerResponse { container: Some(container_message(&c)) }))
     }
 

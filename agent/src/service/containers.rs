@@ -218,11 +218,15 @@ impl ContainerService {
         id: &str,
         restart: Option<crate::container::config::RestartPolicy>,
         name: Option<String>,
+        auto_remove: Option<bool>,
     ) -> Result<ContainerView, Error> {
         let rec = self.find(ns, id).await?;
         let mut config = rec.config.clone();
         if let Some(r) = restart {
             config.restart = r;
+        }
+        if let Some(a) = auto_remove {
+            config.auto_remove = a;
         }
         check_restart(&config)?;
         if let Some(n) = &name {
@@ -233,6 +237,7 @@ impl ContainerService {
         let rec = blocking(move || {
             let updated = core.meta.update_container(&ns2, &id, |r| {
                 r.config.restart = config.restart;
+                r.config.auto_remove = config.auto_remove;
                 if let Some(n) = new_name {
                     r.name = n;
                 }
@@ -248,6 +253,11 @@ impl ContainerService {
         }
         self.core.events.publish(ns, "/containers/update", &rec.id, &[("restart", rec.config.restart.name().to_owned())]);
         let status = self.core.tasks.status(ns, &rec);
+        // Handed over after its exit: nothing will report the exit again.
+        if auto_remove == Some(true) && status.state == TaskState::Exited {
+            remove(&self.core, ns, &rec, false).await?;
+            super::volumes::VolumeService::remove_anonymous(&self.core, ns, &rec).await;
+        }
         let network = self.core.networks.attachment(ns, &rec.id);
         let health = self.core.health.get(ns, &rec.id);
         Ok(ContainerView { record: Arc::new(rec), status, network, spec: None, health, log_path: None })

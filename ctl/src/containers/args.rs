@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Run in the background and print the container id
     #[arg(short, long)]
     pub detach: bool,
+    /// Keys that detach from the container, leaving it running (with -it):
+    /// a character or ctrl-X each, comma-separated [default: ctrl-p,ctrl-q]
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Keep standard input open and send it to the container
     #[arg(short, long)]
     pub interactive: bool,
@@ -246,6 +250,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// Keys that detach from the container, leaving it running (with -it):
+    /// a character or ctrl-X each, comma-separated [default: ctrl-p,ctrl-q]
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Attach to the output (and exit with the container's code)
     #[arg(short, long)]
     pub attach: bool,
@@ -379,6 +387,10 @@ pub struct ExecArgs {
     /// Run in the background
     #[arg(short, long)]
     pub detach: bool,
+    /// Keys that detach from the container, leaving it running (with -it):
+    /// a character or ctrl-X each, comma-separated [default: ctrl-p,ctrl-q]
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Set an environment variable (KEY=VALUE)
     #[arg(short, long = "env")]
     pub env: Vec<String>,
@@ -453,6 +465,10 @@ pub struct CommitArgs {
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
+    /// Keys that detach from the container, leaving it running (with -it):
+    /// a character or ctrl-X each, comma-separated [default: ctrl-p,ctrl-q]
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Do not send standard input
     #[arg(long)]
     pub no_stdin: bool,

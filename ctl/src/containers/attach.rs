@@ -11,21 +11,89 @@ use tokio_stream::StreamExt;
 
 use crate::Conn;
 
+/// docker's default detach keys: Ctrl-P Ctrl-Q.
+pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// `--detach-keys`: comma-separated keys, each a character or `ctrl-X`
+/// (X a letter, or one of `@[\\]^_`), as docker takes them. An empty
+/// string turns detaching off.
+pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for k in s.split(',').filter(|k| !k.is_empty()) {
+        let b = match k.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => {
+                let c = c.as_bytes()[0].to_ascii_uppercase();
+                if !(b'@'..=b'_').contains(&c) {
+                    anyhow::bail!("invalid detach key {k:?}: ctrl- takes a letter or one of @[\\]^_");
+                }
+                c - b'@'
+            }
+            None if k.len() == 1 && k.is_ascii() => k.as_bytes()[0],
+            _ => anyhow::bail!("invalid detach key {k:?}: use a character or ctrl-X, comma-separated (ctrl-p,ctrl-q)"),
+        };
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// How an attachment ended: the process's exit code, or the user detached
+/// (the process goes on).
+pub type Ended = Option<i32>;
+
 /// Create the task (unless `exec_id` names an exec), attach, start, and relay
-/// stdio until the process exits; return its exit code.
-pub async fn run_attached(conn: &Conn, id: &str, exec_id: &str, stdin: bool, tty: bool) -> Result<i32> {
+/// stdio until the process exits (its exit code) or the user detaches (None).
+pub async fn run_attached(conn: &Conn, id: &str, exec_id: &str, stdin: bool, tty: bool, detach: &[u8]) -> Result<Ended> {
     if exec_id.is_empty() {
         conn.tasks().create(v1::CreateTaskRequest { container_id: id.to_owned() }).await?;
     }
     let (tx, mut output) = open(conn, id, exec_id).await?;
     conn.tasks().start(v1::StartTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }).await?;
-    relay(conn, id, exec_id, tx, &mut output, stdin, tty).await
+    relay(conn, id, exec_id, tx, &mut output, stdin, tty, detach).await
 }
 
-/// Attach to the main process of a running container and relay stdio until it exits.
-pub async fn attach_running(conn: &Conn, id: &str, stdin: bool, tty: bool) -> Result<i32> {
+/// Attach to the main process of a running container and relay stdio until
+/// it exits or the user detaches.
+pub async fn attach_running(conn: &Conn, id: &str, stdin: bool, tty: bool, detach: &[u8]) -> Result<Ended> {
     let (tx, mut output) = open(conn, id, "").await?;
-    relay(conn, id, "", tx, &mut output, stdin, tty).await
+    relay(conn, id, "", tx, &mut output, stdin, tty, detach).await
+}
+
+/// Finds the detach keys in standard input: what it passes on, and whether
+/// the whole sequence was typed. Bytes of a sequence begun are held until it
+/// completes (dropped) or breaks (passed on).
+struct DetachScanner {
+    keys: Vec<u8>,
+    matched: usize,
+}
+
+impl DetachScanner {
+    fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            if self.keys.is_empty() {
+                out.push(b);
+                continue;
+            }
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return (out, true);
+                }
+            } else {
+                out.extend_from_slice(&self.keys[..self.matched]);
+                self.matched = 0;
+                if b == self.keys[0] {
+                    self.matched = 1;
+                    if self.keys.len() == 1 {
+                        return (out, true);
+                    }
+                } else {
+                    out.push(b);
+                }
+            }
+        }
+        (out, false)
+    }
 }
 
 /// Open a process's attach stream: the first message names the process and
@@ -46,7 +114,9 @@ async fn open(conn: &Conn, id: &str, exec_id: &str) -> Result<(mpsc::Sender<v1::
     Ok((tx, output))
 }
 
-/// Attach stdio to a running process: terminal mode, input, resizes, signals.
+/// Attach stdio to a running process: terminal mode, input (watched for the
+/// detach keys on a terminal), resizes, signals.
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     conn: &Conn,
     id: &str,
@@ -55,10 +125,14 @@ async fn relay(
     output: &mut tonic::Streaming<v1::AttachResponse>,
     stdin: bool,
     tty: bool,
-) -> Result<i32> {
+    detach: &[u8],
+) -> Result<Ended> {
     let _raw = if tty && stdin && std::io::stdin().is_terminal() { RawMode::enter() } else { None };
+    let (detached_tx, mut detached) = mpsc::channel::<()>(1);
     if stdin {
         let tx = tx.clone();
+        // As docker: the keys detach a terminal's session (-it).
+        let mut scan = DetachScanner { keys: if tty { detach.to_vec() } else { Vec::new() }, matched: 0 };
         // Standard input is read on a thread of its own: a blocking read cannot be cancelled.
         std::thread::spawn(move || {
             use std::io::Read;
@@ -71,7 +145,12 @@ async fn relay(
                         return;
                     }
                     Ok(n) => {
-                        if tx.blocking_send(v1::AttachRequest { stdin: buf[..n].to_vec(), ..Default::default() }).is_err() {
+                        let (pass, detach) = scan.feed(&buf[..n]);
+                        if !pass.is_empty() && tx.blocking_send(v1::AttachRequest { stdin: pass, ..Default::default() }).is_err() {
+                            return;
+                        }
+                        if detach {
+                            let _ = detached_tx.blocking_send(());
                             return;
                         }
                     }
@@ -90,7 +169,7 @@ async fn relay(
             msg = output.next() => match msg {
                 Some(Ok(m)) => {
                     if m.exited {
-                        return Ok(m.exit_code);
+                        return Ok(Some(m.exit_code));
                     }
                     let w: &mut dyn Write = if m.stream == "stderr" { &mut err } else { &mut out };
                     w.write_all(&m.data)?;
@@ -107,11 +186,12 @@ async fn relay(
             // Without a terminal, ^C and SIGTERM go to the container (docker's sig-proxy).
             Some(_) = recv(&mut int) => forward(conn, id, exec_id, "INT").await,
             Some(_) = recv(&mut term) => forward(conn, id, exec_id, "TERM").await,
+            Some(()) = detached.recv() => return Ok(None),
         }
     }
     // The stream ended without an exit message: ask for the exit.
     let w = conn.tasks().wait(v1::WaitTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), timeout_ms: 0 }).await?;
-    Ok(w.into_inner().exit_code)
+    Ok(Some(w.into_inner().exit_code))
 }
 
 async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
@@ -152,5 +232,26 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_and_are_found_in_input() {
+        assert_eq!(parse_detach_keys(DEFAULT_DETACH_KEYS).unwrap(), [0x10, 0x11]);
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), [0x01, b'x']);
+        assert_eq!(parse_detach_keys("").unwrap(), Vec::<u8>::new());
+        assert!(parse_detach_keys("ctrl-1").is_err() && parse_detach_keys("abc").is_err());
+        let mut s = DetachScanner { keys: vec![0x10, 0x11], matched: 0 };
+        assert_eq!(s.feed(b"ab\x10c"), (b"ab\x10c".to_vec(), false));
+        assert_eq!(s.feed(b"x\x10"), (b"x".to_vec(), false));
+        assert_eq!(s.feed(b"\x11rest"), (Vec::new(), true));
+        let mut s = DetachScanner { keys: vec![0x10, 0x11], matched: 0 };
+        assert_eq!(s.feed(b"\x10\x10\x11"), (b"\x10".to_vec(), true));
+        let mut off = DetachScanner { keys: Vec::new(), matched: 0 };
+        assert_eq!(off.feed(b"\x10\x11"), (b"\x10\x11".to_vec(), false));
     }
 }

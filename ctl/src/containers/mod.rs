@@ -154,7 +154,19 @@ pub async fn run(conn: &Conn, a: RunArgs) -> Result<i32> {
         print_id(conn, &c);
         return Ok(0);
     }
-    let result = run_attached(conn, &c.id, "", a.interactive, a.tty).await;
+    let keys = attach::parse_detach_keys(a.detach_keys.as_deref().unwrap_or(attach::DEFAULT_DETACH_KEYS))?;
+    let result = match run_attached(conn, &c.id, "", a.interactive, a.tty, &keys).await {
+        Ok(Some(code)) => Ok(code),
+        Ok(None) => {
+            // Detached: the container goes on; its --rm is the agent's now.
+            if a.rm {
+                let req = v1::UpdateContainerRequest { id: c.id.clone(), auto_remove: Some(true), ..Default::default() };
+                conn.containers().update(req).await?;
+            }
+            return Ok(0);
+        }
+        Err(e) => Err(e),
+    };
     if a.rm {
         // Its anonymous volumes go with it, as docker's --rm does.
         match conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), force: true, remove_volumes: true }).await {
@@ -174,7 +186,8 @@ async fn start(conn: &Conn, a: StartArgs) -> Result<i32> {
         }
         let c = get(conn, &a.containers[0]).await?;
         let tty = c.config.as_ref().is_some_and(|c| c.tty);
-        return run_attached(conn, &c.id, "", a.interactive, tty).await;
+        let keys = attach::parse_detach_keys(a.detach_keys.as_deref().unwrap_or(attach::DEFAULT_DETACH_KEYS))?;
+        return Ok(run_attached(conn, &c.id, "", a.interactive, tty, &keys).await?.unwrap_or(0));
     }
     let mut code = 0;
     for id in &a.containers {
@@ -376,7 +389,12 @@ async fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
         conn.tasks().start(v1::StartTaskRequest { container_id: c.id.clone(), exec_id }).await?;
         return Ok(0);
     }
-    let code = run_attached(conn, &c.id, &exec_id, a.interactive, a.tty).await;
+    let keys = attach::parse_detach_keys(a.detach_keys.as_deref().unwrap_or(attach::DEFAULT_DETACH_KEYS))?;
+    let code = match run_attached(conn, &c.id, &exec_id, a.interactive, a.tty, &keys).await {
+        // Detached: the exec goes on.
+        Ok(None) => return Ok(0),
+        other => other.map(|c| c.unwrap_or(0)),
+    };
     let _ = conn.tasks().delete(v1::DeleteTaskRequest { container_id: c.id.clone(), exec_id, force: true }).await;
     code
 }
@@ -385,7 +403,8 @@ async fn attach_cmd(conn: &Conn, a: AttachArgs) -> Result<i32> {
     let c = get(conn, &a.container).await?;
     let cfg = c.config.unwrap_or_default();
     let stdin = cfg.stdin && !a.no_stdin;
-    attach::attach_running(conn, &c.id, stdin, cfg.tty).await
+    let keys = attach::parse_detach_keys(a.detach_keys.as_deref().unwrap_or(attach::DEFAULT_DETACH_KEYS))?;
+    Ok(attach::attach_running(conn, &c.id, stdin, cfg.tty, &keys).await?.unwrap_or(0))
 }
 
 async fn get(conn: &Conn, id: &str) -> Result<v1::Container> {

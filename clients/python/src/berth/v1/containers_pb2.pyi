@@ -990,10 +990,16 @@ class UpdateContainerRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     RESTART_POLICY_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    AUTO_REMOVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     """A new name (docker rename), when set; it must be free in the namespace.
     On networks, names resolve by the new one from the container's next start.
+    """
+    auto_remove: _builtins.bool
+    """Whether the agent deletes the container when its main process exits
+    (docker's --rm; what a client that detaches from it hands over). Set
+    on a container whose task has exited already, it is deleted now.
     """
     @_builtins.property
     def restart_policy(self) -> Global___RestartPolicy:
@@ -1005,12 +1011,15 @@ class UpdateContainerRequest(_message.Message):
         id: _builtins.str = ...,
         restart_policy: Global___RestartPolicy | None = ...,
         name: _builtins.str = ...,
+        auto_remove: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["restart_policy", b"restart_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_remove", b"_auto_remove", "auto_remove", b"auto_remove", "restart_policy", b"restart_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "restart_policy", b"restart_policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_remove", b"_auto_remove", "auto_remove", b"auto_remove", "id", b"id", "name", b"name", "restart_policy", b"restart_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__auto_remove: _TypeAlias = _typing.Literal["auto_remove"]  # noqa: Y015
+    _WhichOneofArgType__auto_remove: _TypeAlias = _typing.Literal["_auto_remove", b"_auto_remove"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_remove) -> _WhichOneofReturnType__auto_remove | None: ...
 
 Global___UpdateContainerRequest: _TypeAlias = UpdateContainerRequest  # noqa: Y015
 
