@@ -328,3 +328,25 @@ fn detach_keys_leave_the_container_running_and_hand_rm_to_the_agent() {
     assert!(d.ctl(&["run", "--detach-keys", "ctrl-1", "busybox", "true"]).status.code() == Some(125));
     d.ok(&["rm", "-f", "box"]);
 }
+
+#[test]
+fn attached_clients_survive_an_agent_restart() {
+    let mut d = daemon();
+    d.ok(&["run", "-d", "--name", "talker", "--net", "none", "busybox", "sh", "-c", "echo before; sleep 4; echo after; sleep 600"]);
+    wait_until("its first line", std::time::Duration::from_secs(10), || d.ok(&["logs", "talker"]) == "before\n");
+    let run = d.spawn_ctl(&["run", "--name", "job", "--net", "none", "busybox", "sh", "-c", "sleep 4; echo done; exit 7"]);
+    let logs = d.spawn_ctl(&["logs", "-f", "talker"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    d.kill9();
+    d.spawn();
+    d.wait_ready();
+    // The run ends with the container's own code and output; the follow goes on.
+    let out = wait_output(run, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "done\n", "{}", stderr(&out));
+    wait_until("the follow's next line", std::time::Duration::from_secs(20), || d.ok(&["logs", "talker"]).contains("after"));
+    d.ok(&["rm", "-f", "talker"]);
+    let out = wait_output(logs, std::time::Duration::from_secs(30));
+    assert_eq!(stdout(&out), "before\nafter\n", "{}", stderr(&out));
+    d.ok(&["rm", "-f", "job"]);
+}

@@ -46,16 +46,40 @@ pub async fn run_attached(conn: &Conn, id: &str, exec_id: &str, stdin: bool, tty
     if exec_id.is_empty() {
         conn.tasks().create(v1::CreateTaskRequest { container_id: id.to_owned() }).await?;
     }
-    let (tx, mut output) = open(conn, id, exec_id).await?;
+    let (tx, output) = open(conn, id, exec_id).await?;
     conn.tasks().start(v1::StartTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }).await?;
-    relay(conn, id, exec_id, tx, &mut output, stdin, tty, detach).await
+    relay(conn, id, exec_id, tx, output, stdin, tty, detach).await
 }
 
 /// Attach to the main process of a running container and relay stdio until
 /// it exits or the user detaches.
 pub async fn attach_running(conn: &Conn, id: &str, stdin: bool, tty: bool, detach: &[u8]) -> Result<Ended> {
-    let (tx, mut output) = open(conn, id, "").await?;
-    relay(conn, id, "", tx, &mut output, stdin, tty, detach).await
+    let (tx, output) = open(conn, id, "").await?;
+    relay(conn, id, "", tx, output, stdin, tty, detach).await
+}
+
+/// How long an attached client waits for an agent that went away to come back.
+pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a stream's error is the agent going away (it may come back), not
+/// an answer of the agent's.
+pub fn is_disconnect(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+}
+
+/// The exit code of a process, asking again while the agent is away (within [`RECONNECT_FOR`]).
+async fn wait_exit(conn: &Conn, id: &str, exec_id: &str) -> Result<i32> {
+    let until = std::time::Instant::now() + RECONNECT_FOR;
+    loop {
+        let req = v1::WaitTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), timeout_ms: 0 };
+        match conn.tasks().wait(req).await {
+            Ok(w) => return Ok(w.into_inner().exit_code),
+            Err(s) if is_disconnect(&s) && std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
 }
 
 /// Finds the detach keys in standard input: what it passes on, and whether
@@ -121,16 +145,19 @@ async fn relay(
     conn: &Conn,
     id: &str,
     exec_id: &str,
-    tx: mpsc::Sender<v1::AttachRequest>,
-    output: &mut tonic::Streaming<v1::AttachResponse>,
+    mut tx: mpsc::Sender<v1::AttachRequest>,
+    mut output: tonic::Streaming<v1::AttachResponse>,
     stdin: bool,
     tty: bool,
     detach: &[u8],
 ) -> Result<Ended> {
     let _raw = if tty && stdin && std::io::stdin().is_terminal() { RawMode::enter() } else { None };
     let (detached_tx, mut detached) = mpsc::channel::<()>(1);
+    // Input goes through here to the current attach stream (a new one after
+    // the agent came back).
+    let (in_tx, mut input_rx) = mpsc::channel::<v1::AttachRequest>(16);
     if stdin {
-        let tx = tx.clone();
+        let tx = in_tx.clone();
         // As docker: the keys detach a terminal's session (-it).
         let mut scan = DetachScanner { keys: if tty { detach.to_vec() } else { Vec::new() }, matched: 0 };
         // Standard input is read on a thread of its own: a blocking read cannot be cancelled.
@@ -164,6 +191,7 @@ async fn relay(
     let mut term = signal(SignalKind::terminate()).ok();
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
+    drop(in_tx);
     loop {
         tokio::select! {
             msg = output.next() => match msg {
@@ -175,9 +203,21 @@ async fn relay(
                     w.write_all(&m.data)?;
                     w.flush()?;
                 }
+                // The agent went away (a restart): attach again when it is back.
+                Some(Err(e)) if is_disconnect(&e) => match reattach(conn, id, exec_id).await? {
+                    Some((t, o)) => {
+                        tx = t;
+                        output = o;
+                    }
+                    // The process is not there to attach to any more: its exit is.
+                    None => break,
+                },
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
             },
+            Some(req) = input_rx.recv() => {
+                let _ = tx.send(req).await;
+            }
             Some(_) = recv(&mut winch) => {
                 if let Some((w, h)) = terminal_size() {
                     let _ = tx.send(v1::AttachRequest { width: w, height: h, ..Default::default() }).await;
@@ -190,8 +230,28 @@ async fn relay(
         }
     }
     // The stream ended without an exit message: ask for the exit.
-    let w = conn.tasks().wait(v1::WaitTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), timeout_ms: 0 }).await?;
-    Ok(Some(w.into_inner().exit_code))
+    Ok(Some(wait_exit(conn, id, exec_id).await?))
+}
+
+/// Attach again once the agent is back (within [`RECONNECT_FOR`]): the new
+/// stream, or None when the process no longer runs.
+async fn reattach(
+    conn: &Conn,
+    id: &str,
+    exec_id: &str,
+) -> Result<Option<(mpsc::Sender<v1::AttachRequest>, tonic::Streaming<v1::AttachResponse>)>> {
+    let until = std::time::Instant::now() + RECONNECT_FOR;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        match open(conn, id, exec_id).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => match e.downcast_ref::<tonic::Status>() {
+                Some(s) if is_disconnect(s) && std::time::Instant::now() < until => continue,
+                Some(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => return Ok(None),
+                _ => return Err(e),
+            },
+        }
+    }
 }
 
 async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {

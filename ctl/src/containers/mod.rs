@@ -346,11 +346,23 @@ async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
         stdout: false,
         stderr: false,
     };
-    let mut stream = conn.containers().logs(req).await?.into_inner();
+    let mut stream = conn.containers().logs(req.clone()).await?.into_inner();
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
-    while let Some(m) = stream.next().await {
-        let m = m?;
+    // The time of the last record shown: a follow that lost the agent (a
+    // restart) asks again from just after it.
+    let mut last: Option<prost_types::Timestamp> = None;
+    loop {
+        let m = match stream.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) if a.follow && attach::is_disconnect(&e) => {
+                stream = relogs(conn, &req, last.as_ref()).await?;
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        };
+        last = m.time;
         if conn.format == Format::Json {
             // One object per record: its stream, time and text.
             let t = m.time.unwrap_or_default();
@@ -369,6 +381,27 @@ async fn logs(conn: &Conn, a: LogsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Follow the logs again once the agent is back (within the attach bound),
+/// from just after the last record shown.
+async fn relogs(conn: &Conn, req: &v1::LogsRequest, last: Option<&prost_types::Timestamp>) -> Result<tonic::Streaming<v1::LogsResponse>> {
+    let mut req = req.clone();
+    if let Some(t) = last {
+        let next = if t.nanos >= 999_999_999 { (t.seconds + 1, 0) } else { (t.seconds, t.nanos + 1) };
+        req.since = Some(prost_types::Timestamp { seconds: next.0, nanos: next.1 });
+        req.tail = 0;
+        req.tail_set = false;
+    }
+    let until = std::time::Instant::now() + attach::RECONNECT_FOR;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match conn.containers().logs(req.clone()).await {
+            Ok(s) => return Ok(s.into_inner()),
+            Err(e) if attach::is_disconnect(&e) && std::time::Instant::now() < until => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
