@@ -34,14 +34,14 @@ use tonic::transport::Channel;
 #[command(name = "berthctl", version, about, long_about, after_help = EXAMPLES)]
 pub struct Cli {
     /// Address of berthd (Unix socket path)
-    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS)]
+    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS, help_heading = "Global options")]
     address: String,
     /// Namespace to work in
-    #[arg(long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE)]
+    #[arg(long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE, help_heading = "Global options")]
     namespace: String,
     /// Output format: table, json, or a Go template ('{{.Names}}',
     /// 'table {{.ID}}\t{{.Status}}', '{{json .}}') as docker takes
-    #[arg(long, global = true, default_value = "table", value_parser = parse_format)]
+    #[arg(long, global = true, default_value = "table", value_parser = parse_format, help_heading = "Global options")]
     format: Format,
     #[command(subcommand)]
     command: Command,
