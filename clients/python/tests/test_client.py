@@ -234,3 +234,21 @@ def test_default_network_gives_an_address(client, image, name):
     out = client.containers.run(IMAGE, ["sh", "-c", "cat /proc/net/dev | wc -l"], name=name, remove=True)
     # lo and eth0 beside the two header lines.
     assert int(out) >= 4
+
+
+def test_volumes_outlive_containers_and_are_not_removed_in_use(client, image, name):
+    vol = client.volumes.create(f"{name}-data", labels={"team": "py"})
+    assert vol.labels == {"team": "py"} and not vol.anonymous
+    client.containers.run(IMAGE, ["sh", "-c", "echo kept > /data/f"], volumes=[f"{vol.name}:/data"], remove=True)
+    out = client.containers.run(IMAGE, ["cat", "/data/f"], volumes=[f"{vol.name}:/data:ro"], remove=True)
+    assert out == b"kept\n"
+    holder = client.containers.create(IMAGE, ["true"], name=name, volumes=[f"{vol.name}:/data"])
+    with pytest.raises(berth.FailedPrecondition):
+        vol.remove()
+    assert vol.reload().containers == [name]
+    holder.remove()
+    assert vol.name in [v.name for v in client.volumes.list(filters={"label.team": "py"})]
+    vol.remove()
+    with pytest.raises(berth.NotFound):
+        client.volumes.get(vol.name)
+

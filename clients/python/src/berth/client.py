@@ -136,13 +136,14 @@ class Event:
 class Client:
     """A connection to one agent. Use `berth.connect()` to make one.
 
-    `images` and `containers` are the collections; `api` the generated stubs
+    `images`, `containers` and `volumes` are the collections; `api` the generated stubs
     for everything else. A client is a context manager and closes its channel.
     """
 
     def __init__(self, address: Optional[str] = None, namespace: Optional[str] = None, timeout: float = 60.0) -> None:
         from .containers import ContainerCollection
         from .images import ImageCollection
+        from .volumes import VolumeCollection
 
         self.address = address or os.environ.get("BERTH_ADDRESS") or DEFAULT_ADDRESS
         self.namespace = namespace or os.environ.get("BERTH_NAMESPACE") or DEFAULT_NAMESPACE
@@ -157,6 +158,7 @@ class Client:
         self.api = Api(self._channel)
         self.images = ImageCollection(self)
         self.containers = ContainerCollection(self)
+        self.volumes = VolumeCollection(self)
 
     def __repr__(self) -> str:
         return f"<berth.Client {self.address} namespace={self.namespace}>"

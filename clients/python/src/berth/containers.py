@@ -270,7 +270,7 @@ class ContainerCollection:
         a shell would); `environment` is a dict or "KEY=VALUE" strings;
         `network` is "" (the default network), "none", "host",
         "container:NAME" or a network's name; `volumes` are bind mounts
-        "HOST:CONTAINER[:ro]"; `init` runs berth-init as PID 1 (it reaps
+        "/HOST:CONTAINER[:ro]" or named volumes "NAME:CONTAINER[:ro]"; `init` runs berth-init as PID 1 (it reaps
         zombies and passes signals on); `stop_signal` and `stop_timeout`
         are what `stop()` sends first and how long it waits before SIGKILL;
         `restart_policy` is docker's {"Name": "always"|"unless-stopped"|
@@ -447,7 +447,9 @@ def _bind(spec: str) -> containers_pb2.ContainerMount:
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
         from .errors import InvalidArgument
 
-        raise InvalidArgument(f"volume {spec!r}: expected HOST:CONTAINER[:ro]")
+        raise InvalidArgument(f"volume {spec!r}: expected HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro]")
+    # A host path (absolute) is bound; a name is a volume, made when missing.
+    kind = "bind" if parts[0].startswith("/") else "volume"
     return containers_pb2.ContainerMount(
-        type="bind", source=parts[0], destination=parts[1], readonly=len(parts) == 3 and parts[2] == "ro"
+        type=kind, source=parts[0], destination=parts[1], readonly=len(parts) == 3 and parts[2] == "ro"
     )
