@@ -24,6 +24,7 @@ import { toBerthError } from "./errors";
 import { ContainerCollection } from "./containers";
 import { EventStream } from "./events";
 import { ImageCollection } from "./images";
+import { VolumeCollection } from "./volumes";
 
 /** Where berthd listens unless BERTH_ADDRESS or `address` says otherwise (as berthctl). */
 export const DEFAULT_ADDRESS = "/run/berth/berthd.sock";
@@ -95,6 +96,7 @@ export class Client {
   readonly api: Api;
   readonly images: ImageCollection;
   readonly containers: ContainerCollection;
+  readonly volumes: VolumeCollection;
 
   private readonly channel: Channel;
 
@@ -127,6 +129,7 @@ export class Client {
     };
     this.images = new ImageCollection(this);
     this.containers = new ContainerCollection(this);
+    this.volumes = new VolumeCollection(this);
   }
 
   /** Close the channel; calls still running are cancelled. */

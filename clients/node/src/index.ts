@@ -1,6 +1,6 @@
 /**
  * Berth's TypeScript client: `connect()` to berthd, then `client.images`,
- * `client.containers`, `client.events()`, `client.version()`,
+ * `client.containers`, `client.volumes`, `client.events()`, `client.version()`,
  * `client.info()`; anything else through `client.api.<service>` (the
  * generated grpc-js clients) with `client.metadata`.
  */
@@ -41,6 +41,7 @@ export {
   type RunOptions,
   type WaitResult,
 } from "./containers";
+export { Volume, VolumeCollection } from "./volumes";
 export { ResponseStream } from "./stream";
 /** The generated messages and clients of package berth.v1 (`pb.Container`, `pb.TasksClient`, ...). */
 export * as pb from "./gen/index.berth.v1";

@@ -19,10 +19,12 @@ import {
   type Client,
   type Container,
   ContainerError,
+  FailedPrecondition,
   InvalidArgument,
   connect,
   type Image,
   NotFound,
+  pb,
   type RunOptions,
 } from "../src";
 
@@ -557,4 +559,26 @@ test("no container of this run is left", { timeout: T }, async () => {
     named.map((x) => x.name),
     [],
   );
+});
+
+test("volumes are made, listed, refused while in use, and removed", { timeout: T }, async () => {
+  const { c, image } = await setup();
+  const vol = await c.volumes.create(`${PREFIX}-vol`, { team: "node" });
+  assert.equal(vol.anonymous, false);
+  assert.deepEqual(vol.labels, { team: "node" });
+  assert.ok((await c.volumes.list("label.team==node")).some((v) => v.name === vol.name));
+  // A container that mounts it (created, not started) keeps it.
+  const api = c.api.containers;
+  const req = pb.CreateContainerRequest.fromPartial({
+    image,
+    name: `${PREFIX}-vol-user`,
+    config: { command: ["true"], commandSet: true, network: "none", mounts: [{ type: "volume", source: vol.name, destination: "/data" }] },
+    labels: { [LABEL]: SUFFIX },
+  });
+  const user = await c.unary(api, api.create, req);
+  await assert.rejects(vol.remove(), (e: unknown) => e instanceof FailedPrecondition);
+  assert.deepEqual((await vol.reload()).containers, [`${PREFIX}-vol-user`]);
+  await c.unary(api, api.delete, pb.DeleteContainerRequest.fromPartial({ id: user.container!.id }));
+  await vol.remove();
+  await assert.rejects(c.volumes.get(vol.name), (e: unknown) => e instanceof NotFound);
 });
