@@ -170,8 +170,7 @@ async fn df(conn: &Conn, a: DfArgs) -> Result<i32> {
     // The writable layer of each container.
     let mut layer_sizes = Vec::with_capacity(containers.len());
     for c in &containers {
-        let usage = conn.snapshots().usage(v1::UsageRequest { key: c.snapshot_key.clone() }).await.map(|r| r.into_inner().size);
-        layer_sizes.push(usage.unwrap_or(0));
+        layer_sizes.push(crate::containers::layer_size(conn, c).await);
     }
     let running = |c: &v1::Container| c.status.as_ref().is_some_and(|s| s.state == "running" || s.state == "paused");
     let used_images: std::collections::HashSet<&str> = containers.iter().map(|c| c.image.as_str()).collect();

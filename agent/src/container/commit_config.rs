@@ -45,19 +45,7 @@ pub fn keep_container_config(config: &mut Value, c: &ContainerConfig) {
     if let Some(cmd) = &c.command {
         rt.insert("Cmd".into(), json!(cmd));
     }
-    if !c.env.is_empty() {
-        let mut env: Vec<String> = rt
-            .get("Env")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        for e in &c.env {
-            let key = e.split('=').next().unwrap_or_default();
-            env.retain(|x| x.split('=').next() != Some(key));
-            env.push(e.clone());
-        }
-        rt.insert("Env".into(), json!(env));
-    }
+    put_env(rt, c.env.iter().cloned());
     if let Some(w) = c.workdir.as_ref().filter(|w| !w.is_empty()) {
         rt.insert("WorkingDir".into(), json!(w));
     }
@@ -66,22 +54,25 @@ pub fn keep_container_config(config: &mut Value, c: &ContainerConfig) {
     }
 }
 
-/// An instruction's command as the config keeps it: exec form as it is,
-/// shell form through the image's shell (`/bin/sh -c` by default).
-fn argv(rt: &Map<String, Value>, c: &Command) -> Vec<String> {
-    match c {
-        Command::Exec(v) => v.clone(),
-        Command::Shell(text) => {
-            let mut shell: Vec<String> = rt
-                .get("Shell")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                .filter(|s: &Vec<String>| !s.is_empty())
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            shell.push(text.clone());
-            shell
-        }
+/// Set `KEY=VALUE` entries in the config's `Env`: a variable set again
+/// goes to the end with its new value.
+fn put_env(rt: &mut Map<String, Value>, entries: impl Iterator<Item = String>) {
+    let mut env = dockerfile::string_list(rt.get("Env"));
+    let mut changed = false;
+    for e in entries {
+        let key = e.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
+        changed = true;
     }
+    if changed {
+        rt.insert("Env".into(), json!(env));
+    }
+}
+
+/// An instruction's command as the config keeps it (the image's shell for the shell form).
+fn argv(rt: &Map<String, Value>, c: &Command) -> Vec<String> {
+    c.argv(&dockerfile::string_list(rt.get("Shell")))
 }
 
 /// Strip one pair of quotes a Dockerfile value may carry ("a b" → a b).
@@ -119,18 +110,7 @@ pub fn apply_changes(config: &mut Value, changes: &[Instruction]) -> Result<(), 
                     rt.insert("Cmd".into(), Value::Null);
                 }
             }
-            Kind::Env(pairs) => {
-                let mut env: Vec<String> = rt
-                    .get("Env")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_default();
-                for (k, v) in pairs {
-                    env.retain(|x| x.split('=').next() != Some(k.as_str()));
-                    env.push(format!("{k}={}", unquote(v)));
-                }
-                rt.insert("Env".into(), json!(env));
-            }
+            Kind::Env(pairs) => put_env(rt, pairs.iter().map(|(k, v)| format!("{k}={}", unquote(v)))),
             Kind::Label(pairs) => merge_object(rt, "Labels", pairs.iter().map(|(k, v)| (unquote(k), Value::String(unquote(v))))),
             Kind::Expose(ports) => merge_object(
                 rt,

@@ -67,19 +67,26 @@ pub fn is_disconnect(s: &tonic::Status) -> bool {
     matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
 }
 
-/// The exit code of a process, asking again while the agent is away (within [`RECONNECT_FOR`]).
-async fn wait_exit(conn: &Conn, id: &str, exec_id: &str) -> Result<i32> {
+/// `call` again while the agent is away (within [`RECONNECT_FOR`], a
+/// pause between tries): its first answer, or the error it ended with.
+pub async fn while_away<T, Fut: std::future::Future<Output = Result<T, tonic::Status>>>(
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, tonic::Status> {
     let until = std::time::Instant::now() + RECONNECT_FOR;
     loop {
-        let req = v1::WaitTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), timeout_ms: 0 };
-        match conn.tasks().wait(req).await {
-            Ok(w) => return Ok(w.into_inner().exit_code),
+        match call().await {
             Err(s) if is_disconnect(&s) && std::time::Instant::now() < until => {
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             }
-            Err(s) => return Err(s.into()),
+            answer => return answer,
         }
     }
+}
+
+/// The exit code of a process, asking again while the agent is away.
+async fn wait_exit(conn: &Conn, id: &str, exec_id: &str) -> Result<i32> {
+    let req = v1::WaitTaskRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), timeout_ms: 0 };
+    Ok(while_away(|| async { conn.tasks().wait(req.clone()).await }).await?.into_inner().exit_code)
 }
 
 /// Finds the detach keys in standard input: what it passes on, and whether
@@ -122,7 +129,11 @@ impl DetachScanner {
 
 /// Open a process's attach stream: the first message names the process and
 /// gives the terminal's size.
-async fn open(conn: &Conn, id: &str, exec_id: &str) -> Result<(mpsc::Sender<v1::AttachRequest>, tonic::Streaming<v1::AttachResponse>)> {
+async fn open(
+    conn: &Conn,
+    id: &str,
+    exec_id: &str,
+) -> Result<(mpsc::Sender<v1::AttachRequest>, tonic::Streaming<v1::AttachResponse>), tonic::Status> {
     let (tx, rx) = mpsc::channel::<v1::AttachRequest>(16);
     let size = terminal_size();
     tx.send(v1::AttachRequest {
@@ -240,17 +251,10 @@ async fn reattach(
     id: &str,
     exec_id: &str,
 ) -> Result<Option<(mpsc::Sender<v1::AttachRequest>, tonic::Streaming<v1::AttachResponse>)>> {
-    let until = std::time::Instant::now() + RECONNECT_FOR;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        match open(conn, id, exec_id).await {
-            Ok(s) => return Ok(Some(s)),
-            Err(e) => match e.downcast_ref::<tonic::Status>() {
-                Some(s) if is_disconnect(s) && std::time::Instant::now() < until => continue,
-                Some(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => return Ok(None),
-                _ => return Err(e),
-            },
-        }
+    match while_away(|| open(conn, id, exec_id)).await {
+        Ok(s) => Ok(Some(s)),
+        Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => Ok(None),
+        Err(s) => Err(s.into()),
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn prune(conn: &Conn, a: PruneArgs) -> Result<(Vec<String>, i64)> {
         if matches!(c.status.as_ref().map(|s| s.state.as_str()), Some("running" | "paused" | "restarting")) {
             continue;
         }
-        let size = conn.snapshots().usage(v1::UsageRequest { key: c.snapshot_key.clone() }).await.map(|u| u.into_inner().size).unwrap_or(0);
+        let size = layer_size(conn, &c).await;
         match conn.containers().delete(v1::DeleteContainerRequest { id: c.id.clone(), ..Default::default() }).await {
             Ok(_) => {
                 reclaimed += size;
@@ -393,15 +393,12 @@ async fn relogs(conn: &Conn, req: &v1::LogsRequest, last: Option<&prost_types::T
         req.tail = 0;
         req.tail_set = false;
     }
-    let until = std::time::Instant::now() + attach::RECONNECT_FOR;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        match conn.containers().logs(req.clone()).await {
-            Ok(s) => return Ok(s.into_inner()),
-            Err(e) if attach::is_disconnect(&e) && std::time::Instant::now() < until => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(attach::while_away(|| async { conn.containers().logs(req.clone()).await }).await?.into_inner())
+}
+
+/// Bytes a container's writable layer takes (0 when it cannot be measured).
+pub(crate) async fn layer_size(conn: &Conn, c: &v1::Container) -> i64 {
+    conn.snapshots().usage(v1::UsageRequest { key: c.snapshot_key.clone() }).await.map_or(0, |u| u.into_inner().size)
 }
 
 async fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
@@ -468,8 +465,7 @@ async fn ps(conn: &Conn, a: PsArgs) -> Result<i32> {
     let mut rows: Vec<serde_json::Value> = list.iter().map(|c| view::ps_row(c, a.no_trunc)).collect();
     if a.size {
         for (row, c) in rows.iter_mut().zip(&list) {
-            let used = conn.snapshots().usage(v1::UsageRequest { key: c.snapshot_key.clone() }).await.map(|u| u.into_inner().size);
-            row["Size"] = output::size(used.unwrap_or(0)).into();
+            row["Size"] = output::size(layer_size(conn, c).await).into();
         }
     }
     let table = if a.size { format!("{}\t{{{{.Size}}}}", view::PS_TABLE) } else { view::PS_TABLE.to_owned() };

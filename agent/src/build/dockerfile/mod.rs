@@ -82,6 +82,27 @@ pub enum Command {
     Exec(Vec<String>),
 }
 
+impl Command {
+    /// The command as an image config keeps it: the exec form as it is, the
+    /// shell form through `shell` (an image's `Shell`; empty: `/bin/sh -c`).
+    pub fn argv(&self, shell: &[String]) -> Vec<String> {
+        match self {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(text) => {
+                let mut argv = if shell.is_empty() { vec!["/bin/sh".to_owned(), "-c".to_owned()] } else { shell.to_vec() };
+                argv.push(text.clone());
+                argv
+            }
+        }
+    }
+}
+
+/// The strings of a JSON array (an image config's `Shell`, `Cmd`, ...); none
+/// for anything else.
+pub fn string_list(v: Option<&serde_json::Value>) -> Vec<String> {
+    v.and_then(serde_json::Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
 /// The instruction-specific part of an [`Instruction`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {

@@ -1133,19 +1133,7 @@ impl Run {
 
     /// The exec form of a command: shell form runs in the stage's SHELL.
     fn argv(&self, state: &State, c: &Command) -> Vec<String> {
-        match c {
-            Command::Exec(v) => v.clone(),
-            Command::Shell(s) => {
-                let mut shell: Vec<String> = state
-                    .get("Shell")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                    .filter(|v: &Vec<String>| !v.is_empty())
-                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-                shell.push(s.clone());
-                shell
-            }
-        }
+        c.argv(&crate::build::dockerfile::string_list(state.get("Shell")))
     }
 
     /// `--chown` and `--chmod`: numbers, or names looked up in the stage's /etc/passwd and /etc/group.
