@@ -82,6 +82,8 @@ fn named_volumes_outlive_containers_hold_the_image_s_files_and_are_not_removed_i
     d.ok(&["volume", "create", "--label", "team=a", "labelled"]);
     assert_eq!(d.ok(&["volume", "ls", "-q", "--filter", "label=team=a"]), "labelled\n");
     assert_eq!(d.ok(&["volume", "ls", "-q", "--filter", "name=abel"]), "labelled\n");
+    assert_eq!(d.ok(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.team}}", "labelled"]), "labelled a\n");
+    assert_eq!(d.ok(&["network", "inspect", "-f", "{{.Name}}", "bridge"]), "bridge\n");
     let ls = d.ok(&["volume", "ls", "--size"]);
     assert!(ls.contains("SIZE") && ls.contains("labelled"), "{ls}");
     // system df counts them (two volumes, one in use by holder).

@@ -501,10 +501,7 @@ pub async fn inspect_value(conn: &Conn, name: &str, platform: &str) -> std::resu
 }
 
 pub async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
-    let format = match &a.template {
-        Some(t) => crate::parse_format(t).map_err(|e| anyhow::anyhow!(e))?,
-        None => conn.format.clone(),
-    };
+    let format = conn.format_with(a.template.as_deref())?;
     let platform = a.platform.unwrap_or_default();
     let mut found = Vec::new();
     let mut code = 0;

@@ -296,6 +296,14 @@ impl Conn {
     pub fn networks(&self) -> v1::networks_client::NetworksClient<Svc> {
         v1::networks_client::NetworksClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
+    /// The format of a command with its own `-f TEMPLATE` (inspect's): that
+    /// template when given, else `--format`.
+    pub fn format_with(&self, template: Option<&str>) -> Result<Format> {
+        match template {
+            Some(t) => parse_format(t).map_err(|e| anyhow::anyhow!(e)),
+            None => Ok(self.format.clone()),
+        }
+    }
     pub fn volumes(&self) -> v1::volumes_client::VolumesClient<Svc> {
         v1::volumes_client::VolumesClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }

@@ -16,7 +16,7 @@ pub enum NetworkCommand {
     #[command(alias = "list")]
     Ls(LsArgs),
     /// Show networks as JSON, with the containers attached
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove networks (refused while containers are attached)
     #[command(alias = "remove")]
     Rm(NamesArgs),
@@ -75,6 +75,16 @@ pub struct LsArgs {
     /// Only show names
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print each through a Go template, as docker's -f: '{{.Name}}'
+    #[arg(short = 'f', value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Network names
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -190,14 +200,21 @@ async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn inspect(conn: &Conn, a: NamesArgs) -> Result<i32> {
-    let mut out = Vec::new();
+async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
+    let format = conn.format_with(a.template.as_deref())?;
+    let mut found = Vec::new();
+    let mut code = 0;
     for name in a.names {
-        let n = conn.networks().get(v1::GetNetworkRequest { name }).await?.into_inner().network.unwrap_or_default();
-        out.push(network_json(&n));
+        match conn.networks().get(v1::GetNetworkRequest { name }).await {
+            Ok(r) => found.push(network_json(&r.into_inner().network.unwrap_or_default())),
+            Err(e) => {
+                eprintln!("berthctl: {}", berth_common::text::printable(e.message()));
+                code = 1;
+            }
+        }
     }
-    output::json(&json!(out));
-    Ok(0)
+    output::inspected(&format, &found)?;
+    Ok(code)
 }
 
 async fn rm(conn: &Conn, a: NamesArgs) -> Result<i32> {

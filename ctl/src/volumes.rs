@@ -18,7 +18,7 @@ pub enum VolumeCommand {
     #[command(alias = "list")]
     Ls(LsArgs),
     /// Show volumes as JSON, with their size and the containers that mount them
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove volumes (refused while a container, running or not, mounts one)
     #[command(alias = "remove")]
     Rm(NamesArgs),
@@ -49,6 +49,16 @@ pub struct LsArgs {
     /// Show each volume's size (reads every volume's files)
     #[arg(short, long)]
     pub size: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print each through a Go template, as docker's -f: '{{.Name}}'
+    #[arg(short = 'f', value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Volume names
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -139,14 +149,21 @@ async fn ls(conn: &Conn, a: LsArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn inspect(conn: &Conn, a: NamesArgs) -> Result<i32> {
-    let mut out = Vec::new();
+async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
+    let format = conn.format_with(a.template.as_deref())?;
+    let mut found = Vec::new();
+    let mut code = 0;
     for name in a.names {
-        let v = conn.volumes().get(v1::GetVolumeRequest { name }).await?.into_inner().volume.unwrap_or_default();
-        out.push(volume_json(&v, true));
+        match conn.volumes().get(v1::GetVolumeRequest { name }).await {
+            Ok(r) => found.push(volume_json(&r.into_inner().volume.unwrap_or_default(), true)),
+            Err(e) => {
+                eprintln!("berthctl: {}", berth_common::text::printable(e.message()));
+                code = 1;
+            }
+        }
     }
-    output::json(&json!(out));
-    Ok(0)
+    output::inspected(&format, &found)?;
+    Ok(code)
 }
 
 async fn rm(conn: &Conn, a: NamesArgs) -> Result<i32> {

@@ -474,10 +474,7 @@ async fn ps(conn: &Conn, a: PsArgs) -> Result<i32> {
 }
 
 async fn inspect(conn: &Conn, a: InspectArgs) -> Result<i32> {
-    let format = match &a.template {
-        Some(t) => crate::parse_format(t).map_err(|e| anyhow::anyhow!(e))?,
-        None => conn.format.clone(),
-    };
+    let format = conn.format_with(a.template.as_deref())?;
     if let Some(k) = a.kind.as_deref() {
         if !matches!(k, "container" | "image" | "volume" | "network") {
             anyhow::bail!("--type {k:?}: use container, image, volume or network");
