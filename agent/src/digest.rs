@@ -164,19 +164,7 @@ pub struct LimitedReader<R> {
     what: &'static str,
 }
 
-/// An input that went over one of the agent's limits. Its message quotes no
-/// input, so it can be shown as it is (errors of the parsers that read the
-/// input may quote it, and are not).
-#[derive(Debug)]
-pub struct InputLimit(pub String);
-
-impl std::fmt::Display for InputLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputLimit {}
+pub use berth_archive::InputLimit;
 
 impl<R: Read> LimitedReader<R> {
     pub fn new(inner: R, limit: u64, what: &'static str) -> Self {

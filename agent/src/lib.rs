@@ -11,7 +11,7 @@
 
 pub mod agent;
 pub mod api;
-pub mod archive;
+pub use berth_archive as archive;
 mod authority;
 pub mod build;
 pub mod config;

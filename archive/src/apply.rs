@@ -1164,7 +1164,7 @@ mod tests {
     const MTIME: u64 = 1_600_000_000;
     const VICTIM_DATA: &[u8] = b"victim-data";
 
-    use crate::archive::walk::LISTINGS;
+    use crate::walk::LISTINGS;
 
     thread_local! {
         /// In-root lookups (`open_in_root`) made by this thread.
@@ -2150,7 +2150,7 @@ mod tests {
     #[test]
     fn deep_trees_are_removed_and_cleared_with_a_bounded_number_of_fds() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "archive::apply::tests::deep_tree_walks_child", "--ignored", "--test-threads=1"])
+            .args(["--exact", "apply::tests::deep_tree_walks_child", "--ignored", "--test-threads=1"])
             .env("BERTH_APPLY_FD_CHILD", "1")
             .output()
             .unwrap();

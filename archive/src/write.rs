@@ -27,16 +27,16 @@ pub const MAX_ENTRY_NAME: usize = 4096;
 const USTAR_NAME: usize = 100;
 
 /// An xattr to store: name (a PAX record key, so UTF-8) and value.
-pub(crate) type Xattr = (String, Vec<u8>);
+pub type Xattr = (String, Vec<u8>);
 
 /// The xattrs of `fd` a layer keeps, sorted by name.
-pub(crate) fn layer_xattrs(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Xattr>> {
+pub fn layer_xattrs(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Xattr>> {
     let all = xattr::read(fd, xattr::kept_in_layer)?;
     Ok(all.into_iter().filter_map(|(name, value)| Some((String::from_utf8(name).ok()?, value))).collect())
 }
 
 /// Writes layer entries to a tar stream.
-pub(crate) struct LayerWriter<W: Write> {
+pub struct LayerWriter<W: Write> {
     tar: tar::Builder<W>,
     /// Root of the tree written (for messages).
     root: PathBuf,
@@ -274,7 +274,7 @@ impl<W: Write> LayerWriter<W> {
 }
 
 /// A described entry's kind and content (see [`LayerWriter::described`]).
-pub(crate) enum Described<'a> {
+pub enum Described<'a> {
     Dir,
     /// The file's data, and its size (the file must hold exactly that many bytes).
     File(File, u64),
@@ -283,7 +283,7 @@ pub(crate) enum Described<'a> {
 
 /// A described entry's owner, permissions and mtime (whole seconds).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Attrs {
+pub struct Attrs {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,

@@ -303,7 +303,7 @@ fn io_error(path: &Path, e: Errno) -> StackError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::whiteout::{make_overlay_whiteout, set_overlay_opaque};
+    use crate::whiteout::{make_overlay_whiteout, set_overlay_opaque};
     use std::fs;
     use std::os::unix::fs::symlink;
 

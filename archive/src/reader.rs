@@ -108,7 +108,7 @@ impl<R: Read> Read for Tracked<R> {
                 if left == 0 && !buf.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        crate::digest::InputLimit(format!("tar headers and extension records of one entry exceed {META_BUDGET} bytes")),
+                        crate::InputLimit(format!("tar headers and extension records of one entry exceed {META_BUDGET} bytes")),
                     ));
                 }
                 let max = buf.len().min(left);

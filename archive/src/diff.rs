@@ -533,9 +533,9 @@ impl<O: Out> Visitor for NativeDiff<'_, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::apply::{apply_tar, ApplyOptions, WhiteoutMode};
-    use crate::archive::walk::WALK_FDS;
-    use crate::archive::whiteout::OVERLAY_OPAQUE;
+    use crate::apply::{apply_tar, ApplyOptions, WhiteoutMode};
+    use crate::walk::WALK_FDS;
+    use crate::whiteout::OVERLAY_OPAQUE;
     use rustix::fs::AtFlags;
     use rustix::fs::{Timespec, Timestamps, XattrFlags, CWD};
     use std::collections::BTreeMap;

@@ -16,3 +16,17 @@ pub mod walk;
 pub mod whiteout;
 pub mod write;
 pub mod xattr;
+
+/// An input that went over one of the limits of the agent (or of berthctl). Its message quotes no
+/// input, so it can be shown as it is (errors of the parsers that read the
+/// input may quote it, and are not).
+#[derive(Debug)]
+pub struct InputLimit(pub String);
+
+impl std::fmt::Display for InputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputLimit {}
