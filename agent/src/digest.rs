@@ -188,37 +188,7 @@ impl<R: Read> Read for LimitedReader<R> {
     }
 }
 
-/// Bytes that arrive as chunks (from a channel, an upload), read as one
-/// stream. The source yields `None` at the end; an error ends the stream.
-pub struct ChunkReader<I> {
-    chunks: I,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl<I: Iterator<Item = io::Result<Vec<u8>>>> ChunkReader<I> {
-    pub fn new(chunks: I) -> Self {
-        Self { chunks, buf: Vec::new(), pos: 0 }
-    }
-}
-
-impl<I: Iterator<Item = io::Result<Vec<u8>>>> Read for ChunkReader<I> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.chunks.next() {
-                None => return Ok(0),
-                Some(chunk) => {
-                    self.buf = chunk?;
-                    self.pos = 0;
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
+pub use berth_archive::ChunkReader;
 
 #[cfg(test)]
 mod tests {

@@ -64,11 +64,26 @@ pub struct ApplyOptions {
     /// Most entries (so files, directories, links, whiteouts: inodes) one
     /// layer may hold; one more → error (default: no limit).
     pub max_entries: u64,
+    /// Every entry's owner (uid, gid), whatever the archive says: a copy into a container
+    /// without `-a`, or by a user who may not give files away. None: the archive's owners.
+    pub owner: Option<(u32, u32)>,
+    /// The archive is a copy (`cp`), not a layer: a `.wh.` name is refused rather than read
+    /// as a whiteout, and an existing directory is never replaced by a non-directory or the
+    /// reverse (it is an error, as in docker's cp). Use with [`WhiteoutMode::Overlay`] and no
+    /// lowers: a hardlink's target must then be in the archive or already under the root.
+    pub copy: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { whiteouts: WhiteoutMode::Overlay, lowers: Vec::new(), max_path_len: 4096, max_entries: u64::MAX }
+        ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            lowers: Vec::new(),
+            max_path_len: 4096,
+            max_entries: u64::MAX,
+            owner: None,
+            copy: false,
+        }
     }
 }
 
@@ -104,6 +119,10 @@ pub enum ApplyError {
     /// A hardlink whose target exists neither in this layer nor (overlay mode) in a lower.
     #[error("hardlink {path:?} points to {target:?}, which does not exist")]
     MissingLinkTarget { path: String, target: String },
+    /// A copy ([`ApplyOptions::copy`]) would replace a directory with a non-directory, or the
+    /// reverse.
+    #[error("cannot overwrite {existing} {path:?} with a {new}")]
+    KindConflict { path: String, existing: &'static str, new: &'static str },
 }
 
 impl From<TarError> for ApplyError {
@@ -147,11 +166,25 @@ pub fn apply_tar<R: Read>(reader: R, root: &Path, opts: &ApplyOptions) -> Result
     apply_tar_limited(reader, root, opts, LIMITS)
 }
 
+/// [`apply_tar`] into the directory open as `root` (a directory reached through a container's
+/// root, where a path could not be trusted); `shown` names it in errors.
+pub fn apply_tar_at<R: Read>(reader: R, root: BorrowedFd<'_>, shown: &str, opts: &ApplyOptions) -> Result<ApplyStats, ApplyError> {
+    let root_err = |e: Errno| ApplyError::Io { path: shown.to_owned(), source: e.into() };
+    // Reopened with O_RDONLY: `root` may be an O_PATH descriptor.
+    let root_fd = rustix::fs::openat(root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(root_err)?;
+    apply_tar_fd(reader, root_fd, shown, opts, LIMITS)
+}
+
 /// [`apply_tar`] with explicit [`Limits`] (tests use small ones).
 fn apply_tar_limited<R: Read>(reader: R, root: &Path, opts: &ApplyOptions, limits: Limits) -> Result<ApplyStats, ApplyError> {
     // The root path itself comes from the caller and is trusted.
     let root_err = |e: Errno| ApplyError::Io { path: root.display().to_string(), source: e.into() };
     let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(root_err)?;
+    apply_tar_fd(reader, root_fd, &root.display().to_string(), opts, limits)
+}
+
+fn apply_tar_fd<R: Read>(reader: R, root_fd: OwnedFd, shown: &str, opts: &ApplyOptions, limits: Limits) -> Result<ApplyStats, ApplyError> {
+    let root_err = |e: Errno| ApplyError::Io { path: shown.to_owned(), source: e.into() };
     let root_id = ident(root_fd.as_fd()).map_err(root_err)?;
 
     let mut archive = TarReader::new(reader);
@@ -267,7 +300,10 @@ impl Applier<'_> {
         let raw = entry.path_bytes().into_owned();
         let shown = show(&raw);
         let comps = parse_path(&raw, self.opts.max_path_len, &shown)?;
-        let meta = read_meta(entry, &shown)?;
+        let mut meta = read_meta(entry, &shown)?;
+        if let Some((uid, gid)) = self.opts.owner {
+            (meta.uid, meta.gid) = owner(uid, gid, &shown)?;
+        }
 
         let Some((name, parent)) = comps.split_last() else {
             // "", "/", "./": the root itself.
@@ -280,6 +316,9 @@ impl Applier<'_> {
         };
 
         if let Some(marker) = whiteout::marker(name) {
+            if self.opts.copy {
+                return Err(unsupported(&shown, "a name starting with `.wh.` means a whiteout in a layer: a copy cannot hold one"));
+            }
             self.whiteout(parent, marker, &shown)?;
             return Ok(0);
         }
@@ -343,6 +382,7 @@ impl Applier<'_> {
         meta: &Meta,
         shown: &str,
     ) -> Result<u64, ApplyError> {
+        self.check_kind(dir.as_fd(), name, false, shown)?;
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
         let fd = rustix::fs::openat(
             dir,
@@ -379,6 +419,7 @@ impl Applier<'_> {
     /// else at the name is replaced.
     fn make_dir(&mut self, dir: &OwnedFd, comps: &[Vec<u8>], meta: &Meta, shown: &str) -> Result<(), ApplyError> {
         let name = last(comps);
+        self.check_kind(dir.as_fd(), name, true, shown)?;
         let kept = clear_slot(dir.as_fd(), name, true).map_err(io_err(shown))?;
         if !kept {
             rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io_err(shown))?;
@@ -402,6 +443,7 @@ impl Applier<'_> {
         if target.split(|b| *b == b'/').filter(|c| !c.is_empty()).count() > MAX_LINK_TARGET_COMPONENTS {
             return Err(hostile(shown, &format!("symlink target has more than {MAX_LINK_TARGET_COMPONENTS} components")));
         }
+        self.check_kind(dir.as_fd(), name, false, shown)?;
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
         rustix::fs::symlinkat(target, dir, name).map_err(io_err(shown))?;
         rustix::fs::chownat(dir, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
@@ -422,6 +464,7 @@ impl Applier<'_> {
         meta: &Meta,
         shown: &str,
     ) -> Result<(), ApplyError> {
+        self.check_kind(dir.as_fd(), name, false, shown)?;
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
         rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(0o600), dev).map_err(io_err(shown))?;
         rustix::fs::chownat(dir, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(shown))?;
@@ -447,6 +490,7 @@ impl Applier<'_> {
             return Err(hostile(shown, "hardlink to the root directory"));
         }
         let name = last(comps);
+        self.check_kind(dir.as_fd(), name, false, shown)?;
         clear_slot(dir.as_fd(), name, false).map_err(io_err(shown))?;
 
         // The target in this layer (or, in Native mode, anywhere in the snapshot).
@@ -698,6 +742,24 @@ impl Applier<'_> {
             };
         }
         Ok(cur)
+    }
+
+    /// A copy replaces no directory with a non-directory (`is_dir` false), nor the reverse.
+    fn check_kind(&self, dir: BorrowedFd<'_>, name: &[u8], is_dir: bool, shown: &str) -> Result<(), ApplyError> {
+        if !self.opts.copy {
+            return Ok(());
+        }
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(io_err(shown)(e)),
+        };
+        let was_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if was_dir == is_dir {
+            return Ok(());
+        }
+        let kind = |d: bool| if d { "directory" } else { "non-directory" };
+        Err(ApplyError::KindConflict { path: shown.to_owned(), existing: kind(was_dir), new: kind(is_dir) })
     }
 
     /// Native mode: records that this layer wrote `name` in `dir`.

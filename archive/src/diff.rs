@@ -243,7 +243,7 @@ fn open_tree(root: &Path) -> Result<OwnedFd, DiffError> {
 }
 
 /// A walk's failure in the tree at `root`.
-fn walk_err(root: &Path, e: WalkError) -> DiffError {
+pub(crate) fn walk_err(root: &Path, e: WalkError) -> DiffError {
     match e {
         WalkError::Io { rel, errno } => io_err(join(root, &rel), errno),
         WalkError::Changed { rel } => DiffError::Changed { path: join(root, &rel) },
@@ -256,7 +256,7 @@ fn sorted(mut changes: Vec<Change>) -> Vec<Change> {
     changes
 }
 
-fn io_err(path: PathBuf, e: Errno) -> DiffError {
+pub(crate) fn io_err(path: PathBuf, e: Errno) -> DiffError {
     DiffError::Io { path, source: e.into() }
 }
 

@@ -142,6 +142,8 @@ enum Command {
     Diff(containers::IdArg),
     /// List the processes running in a container
     Top(containers::IdArg),
+    /// Copy files between a container (running or not) and this machine (alias of `container cp`)
+    Cp(containers::CpArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -385,6 +387,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Stats(a) => containers::run_command(&conn, C::Stats(a)).await,
         Command::Commit(a) => containers::run_command(&conn, C::Commit(a)).await,
         Command::Diff(a) => containers::run_command(&conn, C::Diff(a)).await,
+        Command::Cp(a) => containers::run_command(&conn, C::Cp(a)).await,
         Command::Top(a) => containers::run_command(&conn, C::Top(a)).await,
         Command::Container(c) => containers::run_command(&conn, c).await,
         Command::Events(a) => events::events(&conn, a).await,

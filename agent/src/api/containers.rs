@@ -20,7 +20,7 @@ pub struct ContainersApi {
 }
 
 pub fn service(services: Arc<Services>) -> ContainersServer<ContainersApi> {
-    ContainersServer::new(ContainersApi { services })
+    ContainersServer::new(ContainersApi { services }).max_decoding_message_size(super::MAX_MESSAGE)
 }
 
 fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status> {
@@ -456,5 +456,51 @@ impl v1::containers_server::Containers for ContainersApi {
         let c = CommitRequest { reference: r.reference, message: r.message, author: r.author, no_pause: r.no_pause, changes: r.changes };
         let done = self.services.containers.commit(&ns, &r.id, c).await?;
         Ok(Response::new(v1::CommitResponse { name: done.name, digest: done.manifest.to_string(), config_digest: done.config.to_string() }))
+    }
+
+    async fn stat_path(&self, req: Request<v1::StatPathRequest>) -> Result<Response<v1::StatPathResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let stat = self.services.containers.stat_path(&ns, &r.id, &r.path, r.follow_link).await?;
+        Ok(Response::new(v1::StatPathResponse {
+            stat: Some(v1::PathStat {
+                name: stat.name,
+                size: i64::try_from(stat.size).unwrap_or(i64::MAX),
+                mode: stat.mode,
+                modified: Some(prost_types::Timestamp { seconds: stat.mtime, nanos: 0 }),
+                link_target: stat.link_target,
+            }),
+        }))
+    }
+
+    type CopyFromStream = MessageStream<v1::CopyFromResponse>;
+
+    async fn copy_from(&self, req: Request<v1::CopyFromRequest>) -> Result<Response<Self::CopyFromStream>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let rx = self.services.containers.copy_from(&ns, &r.id, &r.path, r.follow_link, &r.archive_name).await?;
+        Ok(Response::new(stream(rx, |data| v1::CopyFromResponse { data })))
+    }
+
+    async fn copy_to(&self, req: Request<tonic::Streaming<v1::CopyToRequest>>) -> Result<Response<v1::CopyToResponse>, Status> {
+        let ns = namespace(&req)?;
+        let mut upload = req.into_inner();
+        let first = tokio::time::timeout(super::UPLOAD_IDLE_TIMEOUT, upload.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no copy options received"))??
+            .ok_or_else(|| Status::invalid_argument("empty copy stream"))?;
+        let Some(v1::copy_to_request::Payload::Options(o)) = first.payload else {
+            return Err(Status::invalid_argument("the first copy message must carry the options"));
+        };
+        let chunk = |m: v1::CopyToRequest| match m.payload {
+            Some(v1::copy_to_request::Payload::Chunk(c)) => Some(c),
+            _ => None,
+        };
+        let reader = super::upload_reader(upload, chunk);
+        let done = self.services.containers.copy_to(&ns, &o.id, &o.path, o.keep_owners, reader).await?;
+        Ok(Response::new(v1::CopyToResponse {
+            entries: i64::try_from(done.entries).unwrap_or(i64::MAX),
+            bytes: i64::try_from(done.bytes).unwrap_or(i64::MAX),
+        }))
     }
 }

@@ -4,6 +4,8 @@
 use tonic::{Code, Status};
 
 use crate::archive::apply::ApplyError;
+use crate::archive::diff::DiffError;
+use crate::container::files::FilesError;
 use crate::container::ContainerError;
 use crate::content::ContentError;
 use crate::image::ImageError;
@@ -13,12 +15,15 @@ use crate::runtime::TaskError;
 use crate::service::Error as ServiceError;
 use crate::snapshot::SnapshotError;
 
-/// Disk full or over quota is ResourceExhausted; other I/O failures are Internal.
+/// Disk full or over quota is ResourceExhausted, a read-only filesystem FailedPrecondition;
+/// other I/O failures are Internal.
 pub fn io_code(e: &std::io::Error) -> Code {
     match e.raw_os_error() {
         Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error() => {
             Code::ResourceExhausted
         }
+        // A read-only mount (a container run with --read-only): nothing to retry.
+        Some(code) if code == rustix::io::Errno::ROFS.raw_os_error() => Code::FailedPrecondition,
         _ => Code::Internal,
     }
 }
@@ -69,38 +74,58 @@ pub fn image_code(e: &ImageError) -> Code {
         ImageError::Stalled(_) => Code::DeadlineExceeded,
         ImageError::MessageTooLarge(_) => Code::ResourceExhausted,
         ImageError::Io { source, .. } => io_code(source),
-        ImageError::Apply { source, .. } => match source {
-            ApplyError::Hostile { .. }
-            | ApplyError::Archive(_)
-            | ApplyError::Unsupported { .. }
-            | ApplyError::MissingLinkTarget { .. }
-            | ApplyError::TooManyEntries { .. } => Code::InvalidArgument,
-            // Errors a layer's own structure causes (a dangling link, a name
-            // taken by a file, ...) are the layer's fault; others are the machine's.
-            ApplyError::Io { source, .. } => {
-                use rustix::io::Errno;
-                let layer_caused = [
-                    Errno::NOENT,
-                    Errno::EXIST,
-                    Errno::NOTDIR,
-                    Errno::ISDIR,
-                    Errno::LOOP,
-                    Errno::NOTEMPTY,
-                    Errno::NAMETOOLONG,
-                    Errno::PERM,
-                    Errno::INVAL,
-                    Errno::XDEV,
-                    Errno::MLINK,
-                ];
-                match source.raw_os_error() {
-                    Some(code) if layer_caused.iter().any(|e| e.raw_os_error() == code) => Code::InvalidArgument,
-                    _ => io_code(source),
-                }
-            }
-        },
+        ImageError::Apply { source, .. } => apply_code(source),
         ImageError::Content(c) => content_code(c),
         ImageError::Metadata(m) => metadata_code(m),
         ImageError::Snapshot(s) => snapshot_code(s),
+    }
+}
+
+/// An archive's application: what the archive caused is the caller's to fix.
+pub fn apply_code(e: &ApplyError) -> Code {
+    match e {
+        ApplyError::Hostile { .. }
+        | ApplyError::Archive(_)
+        | ApplyError::Unsupported { .. }
+        | ApplyError::MissingLinkTarget { .. }
+        | ApplyError::TooManyEntries { .. } => Code::InvalidArgument,
+        ApplyError::KindConflict { .. } => Code::FailedPrecondition,
+        // Errors a layer's own structure causes (a dangling link, a name
+        // taken by a file, ...) are the layer's fault; others are the machine's.
+        ApplyError::Io { source, .. } => {
+            use rustix::io::Errno;
+            let layer_caused = [
+                Errno::NOENT,
+                Errno::EXIST,
+                Errno::NOTDIR,
+                Errno::ISDIR,
+                Errno::LOOP,
+                Errno::NOTEMPTY,
+                Errno::NAMETOOLONG,
+                Errno::PERM,
+                Errno::INVAL,
+                Errno::XDEV,
+                Errno::MLINK,
+            ];
+            match source.raw_os_error() {
+                Some(code) if layer_caused.iter().any(|e| e.raw_os_error() == code) => Code::InvalidArgument,
+                _ => io_code(source),
+            }
+        }
+    }
+}
+
+pub fn files_code(e: &FilesError) -> Code {
+    match e {
+        FilesError::NotFound(_) => Code::NotFound,
+        FilesError::Invalid(_) => Code::InvalidArgument,
+        FilesError::Io { source, .. } => io_code(source),
+        FilesError::Apply(a) => apply_code(a),
+        // What a tree holds that a copy cannot (a `.wh.` name), or a read that failed.
+        FilesError::Write(DiffError::Unsupported { .. }) => Code::InvalidArgument,
+        FilesError::Write(DiffError::Io { source, .. } | DiffError::Write { source, .. }) => io_code(source),
+        FilesError::Write(DiffError::TooDeep { .. }) => Code::OutOfRange,
+        FilesError::Write(DiffError::Changed { .. }) => Code::Aborted,
     }
 }
 
@@ -118,6 +143,7 @@ pub fn container_code(e: &ContainerError) -> Code {
         ContainerError::Io { source, .. } => io_code(source),
         ContainerError::Diff(_) => Code::Internal,
         ContainerError::Volume(v) => volume_code(v),
+        ContainerError::Files(f) => files_code(f),
     }
 }
 

@@ -1,25 +1,16 @@
 //! Images service.
 
-use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use berth_api::v1::{self, images_server::ImagesServer};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{convert, namespace, non_empty, stream, updates, MessageStream};
-use crate::digest::ChunkReader;
-use crate::image::import::{ImportOptions, UploadMisuse};
+use super::{convert, namespace, non_empty, stream, updates, upload_reader, MessageStream, MAX_MESSAGE, UPLOAD_IDLE_TIMEOUT};
+use crate::image::import::ImportOptions;
 use crate::image::oci::Platform;
 use crate::image::Progress;
 use crate::service::images::{ImageInfo, Imported};
 use crate::service::Services;
-
-/// An upload that sends nothing for this long is abandoned.
-const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// The largest message the Images service takes (an import chunk).
-const MAX_MESSAGE: usize = 8 << 20;
 
 pub struct ImagesApi {
     services: Arc<Services>,
@@ -68,41 +59,12 @@ fn import_result(r: Imported) -> v1::ImportResponse {
     v1::ImportResponse { event: Some(v1::import_response::Event::Result(result)) }
 }
 
-/// The chunks of an import upload after its options, as a reader for the
-/// import's blocking thread. Every wait is bounded; a stalled or broken
-/// upload reads as an error.
-fn upload_reader(mut upload: Streaming<v1::ImportRequest>) -> ChunkReader<impl Iterator<Item = io::Result<Vec<u8>>>> {
-    let (tx, mut rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        loop {
-            let item = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, upload.message()).await {
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "upload stalled")),
-                // A chunk over the limit is the client's to fix, not a cut connection.
-                Ok(Err(status)) if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => {
-                    Err(io::Error::new(
-                        io::ErrorKind::FileTooLarge,
-                        format!("an import message is at most {} MiB; send the archive in smaller chunks", MAX_MESSAGE >> 20),
-                    ))
-                }
-                Ok(Err(status)) => {
-                    Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("upload interrupted: {}", status.message())))
-                }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(m))) => match m.payload {
-                    Some(v1::import_request::Payload::Chunk(c)) => Ok(c),
-                    _ => Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        UploadMisuse("the options came again: only the first message carries them, the others the archive's bytes"),
-                    )),
-                },
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    ChunkReader::new(std::iter::from_fn(move || rx.blocking_recv()))
+/// An import message after the first: a chunk of the archive.
+fn import_chunk(m: v1::ImportRequest) -> Option<Vec<u8>> {
+    match m.payload {
+        Some(v1::import_request::Payload::Chunk(c)) => Some(c),
+        _ => None,
+    }
 }
 
 #[tonic::async_trait]
@@ -176,7 +138,7 @@ impl v1::images_server::Images for ImagesApi {
             return Err(Status::invalid_argument("the first import message must carry the options"));
         };
         let opts = import_options(o)?;
-        let rx = self.services.images.import(&ns, upload_reader(upload), opts)?;
+        let rx = self.services.images.import(&ns, upload_reader(upload, import_chunk), opts)?;
         Ok(Response::new(updates(rx, progress_message, import_result)))
     }
 

@@ -63,3 +63,50 @@ pub fn updates<T: Send + 'static, M: Send + 'static>(
 pub fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
+
+/// An upload that sends nothing for this long is abandoned.
+pub const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The largest message a service with uploads takes (an import or copy chunk).
+pub const MAX_MESSAGE: usize = 8 << 20;
+
+/// The chunks of an upload after its options (`chunk` reads one from a message; None: the
+/// message is not a chunk), as a reader for a blocking thread. Every wait is bounded; a
+/// stalled or broken upload reads as an error.
+pub fn upload_reader<M: Send + 'static>(
+    mut upload: tonic::Streaming<M>,
+    chunk: fn(M) -> Option<Vec<u8>>,
+) -> crate::digest::ChunkReader<impl Iterator<Item = std::io::Result<Vec<u8>>>> {
+    use std::io;
+    let (tx, mut rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let item = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, upload.message()).await {
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "upload stalled")),
+                // A chunk over the limit is the client's to fix, not a cut connection.
+                Ok(Err(status)) if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => {
+                    Err(io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        format!("an upload message is at most {} MiB; send the archive in smaller chunks", MAX_MESSAGE >> 20),
+                    ))
+                }
+                Ok(Err(status)) => {
+                    Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("upload interrupted: {}", status.message())))
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(m))) => chunk(m).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        crate::image::import::UploadMisuse(
+                            "the options came again: only the first message carries them, the others the archive's bytes",
+                        ),
+                    )
+                }),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    crate::digest::ChunkReader::new(std::iter::from_fn(move || rx.blocking_recv()))
+}

@@ -8,6 +8,7 @@
 pub use crate::metadata::container_config as config;
 pub mod commit_config;
 pub mod diff;
+pub mod files;
 pub mod init;
 pub mod seccomp;
 pub mod spec;
@@ -64,6 +65,8 @@ pub enum ContainerError {
     Diff(#[from] diff::DiffError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
 }
 
 /// What to create.

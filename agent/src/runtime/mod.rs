@@ -202,6 +202,14 @@ struct RuntimeTarget {
     root: String,
 }
 
+/// See [`Tasks::files`].
+pub enum FilesAccess {
+    /// The root directory of the container's live init.
+    Live(std::os::fd::OwnedFd),
+    /// No task: the snapshot is the caller's to mount while this is held.
+    Stopped(tokio::sync::OwnedMutexGuard<()>),
+}
+
 pub struct Tasks {
     state: PathBuf,
     cfg: RuntimeConfig,
@@ -983,6 +991,39 @@ impl Tasks {
     /// Whether the container's init is live (created, running or paused; not exited).
     pub fn is_running(&self, ns: &str, id: &str) -> bool {
         self.live_task(ns, id).is_some_and(|t| t.exit.borrow().is_none())
+    }
+
+    /// How a container's files are reached (`cp`). A live task's init
+    /// gives its root directory, the container's own mounts included; the
+    /// descriptor is checked to be of a process in the container's cgroup, so
+    /// a pid reused since cannot lend its root. A container without a task
+    /// (one whose task is ending is waited for) leaves its snapshot to the
+    /// caller to mount: no task can be made while the guard is held.
+    pub async fn files(&self, ns: &str, rec: &ContainerRecord) -> Result<FilesAccess, TaskError> {
+        let lock = self.making_lock(ns, &rec.id);
+        let guard = lock.lock_owned().await;
+        if let Some(task) = self.live_task(ns, &rec.id) {
+            if task.exit.borrow().is_none() {
+                let pid = task.init.lock().unwrap_or_else(|e| e.into_inner()).pid;
+                if pid == 0 {
+                    return Err(TaskError::FailedPrecondition(format!("container {} is starting: try again", rec.name)));
+                }
+                let cgroup = task.cgroup.clone();
+                let root = tokio::task::spawn_blocking(move || procs::root_of(pid, &cgroup))
+                    .await
+                    .map_err(|e| TaskError::Internal(format!("opening the container's root: {e}")))?;
+                return match root {
+                    Some(fd) => Ok(FilesAccess::Live(fd)),
+                    None => {
+                        Err(TaskError::FailedPrecondition(format!("container {} stopped while its files were opened: try again", rec.name)))
+                    }
+                };
+            }
+            if !wait_gone(&task).await {
+                return Err(TaskError::Timeout(format!("the last task of container {} is still being deleted", rec.name)));
+            }
+        }
+        Ok(FilesAccess::Stopped(guard))
     }
 
     /// Whether the container has a task that is not yet deleted.

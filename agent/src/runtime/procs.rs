@@ -1,6 +1,25 @@
-//! What `top` shows about a process, read from /proc.
+//! What `top` shows about a process, read from /proc; and a process's root directory.
 
 use std::fs;
+
+/// The root directory of process `pid` (`/proc/PID/root`), if the process is in cgroup
+/// `cgroup` (a path of `/proc/PID/cgroup`, or a parent of one) when the descriptor is opened.
+/// `/proc/PID` is opened first: what is read through it is that process's, or fails once it
+/// is gone, so a pid reused by another process is never mistaken for it.
+pub fn root_of(pid: u32, cgroup: &str) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let proc_dir = rustix::fs::open(format!("/proc/{pid}"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let root = rustix::fs::openat(&proc_dir, "root", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let file = rustix::fs::openat(&proc_dir, "cgroup", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut cgroups = String::new();
+    std::io::Read::read_to_string(&mut fs::File::from(file), &mut cgroups).ok()?;
+    let cgroup = cgroup.trim_end_matches('/');
+    let inside = cgroups
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|p| p == cgroup || p.strip_prefix(cgroup).is_some_and(|rest| rest.starts_with('/')));
+    inside.then_some(root)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcInfo {

@@ -87,7 +87,7 @@ pub struct CommitRequest {
 
 #[derive(Clone)]
 pub struct ContainerService {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
 }
 
 impl ContainerService {

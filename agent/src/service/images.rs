@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -61,13 +60,6 @@ const FILTER_KEYS: &str = "name, digest or label.KEY";
 fn shown(e: &impl std::fmt::Display) -> String {
     berth_common::text::printable(&e.to_string()).into_owned()
 }
-
-/// Bytes per export chunk.
-const EXPORT_CHUNK: usize = 1 << 20;
-/// Export chunks queued for the client: a slow reader holds the writer back.
-const EXPORT_QUEUE: usize = 4;
-/// A client that takes no export chunk for this long is abandoned.
-const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct ImageService {
@@ -270,7 +262,7 @@ impl ImageService {
     /// (and its blobs leased) before the first byte: an unknown name fails
     /// the call, not the stream.
     pub async fn export(&self, ns: &str, names: Vec<String>, platform: Platform) -> Result<mpsc::Receiver<Result<Vec<u8>, Error>>, Error> {
-        let (tx, rx) = mpsc::channel(EXPORT_QUEUE);
+        let (tx, rx) = mpsc::channel(super::CHUNK_QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
         let handle = tokio::runtime::Handle::current();
         let (core, ns) = (self.core.clone(), ns.to_owned());
@@ -286,7 +278,7 @@ impl ImageService {
             if ready_tx.send(Ok(())).is_err() {
                 return;
             }
-            let mut sink = ChunkSender { buf: Vec::with_capacity(EXPORT_CHUNK), tx, handle: handle.clone(), abandoned: None };
+            let mut sink = super::ChunkSender::new(tx, handle.clone());
             let result = images.write_export(&plan, &mut sink);
             let (names, blobs) = (std::mem::take(&mut plan.names), plan.blobs.len());
             drop(plan);
@@ -299,7 +291,7 @@ impl ImageService {
                 (Err(_), Some(why)) => tracing::info!(namespace = %ns, images = ?plan.0, reason = why, "export abandoned"),
                 (Err(e), None) => {
                     tracing::warn!(namespace = %ns, images = ?plan.0, error = %shown(&e), "export failed");
-                    let _ = handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, sink.tx.send(Err(e.into()))));
+                    let _ = handle.block_on(tokio::time::timeout(super::CHUNK_IDLE_TIMEOUT, sink.tx.send(Err(e.into()))));
                 }
             }
         });
@@ -349,47 +341,5 @@ impl ImageService {
         let creds = creds.ok_or_else(|| Error::InvalidArgument("a username is required".into()))?;
         let (core, registry) = (self.core.clone(), registry.to_owned());
         blocking(move || Ok(core.registries.check_login(&registry, plain_http, &creds)?)).await
-    }
-}
-
-/// The export writer's sink: `EXPORT_CHUNK`-byte chunks into a bounded
-/// channel, sent from a blocking thread. Fails when the client has gone or
-/// stopped reading.
-struct ChunkSender {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<Result<Vec<u8>, Error>>,
-    handle: tokio::runtime::Handle,
-    /// Why the client no longer takes chunks, once it does not.
-    abandoned: Option<&'static str>,
-}
-
-impl ChunkSender {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
-        let why = match self.handle.block_on(tokio::time::timeout(EXPORT_IDLE_TIMEOUT, self.tx.send(Ok(data)))) {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(_)) => "the client went away",
-            Err(_) => "the client stopped reading",
-        };
-        self.abandoned = Some(why);
-        Err(io::Error::new(io::ErrorKind::BrokenPipe, why))
-    }
-}
-
-impl io::Write for ChunkSender {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(EXPORT_CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == EXPORT_CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
     }
 }

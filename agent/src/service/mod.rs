@@ -13,6 +13,7 @@ pub mod content;
 mod core;
 mod error;
 pub mod events;
+pub mod files;
 pub mod health;
 pub mod images;
 pub mod networks;
@@ -68,6 +69,13 @@ impl Services {
         self.containers.start_exit_policies();
     }
 }
+
+/// Bytes per chunk of a stream to a client (an export, a copy out of a container).
+const CHUNK: usize = 1 << 20;
+/// Chunks queued for the client: a slow reader holds the writer back.
+pub(crate) const CHUNK_QUEUE: usize = 4;
+/// A client that takes no chunk for this long is abandoned.
+pub(crate) const CHUNK_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run blocking core work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
@@ -212,6 +220,53 @@ pub(crate) fn queued<T: Send + 'static>(
         tokio::task::spawn_blocking(crate::memory::trim);
     });
     rx
+}
+
+/// A writer's sink for a stream to a client (an export, a copy out of a
+/// container): `CHUNK`-byte chunks into a bounded
+/// channel, sent from a blocking thread. Fails when the client has gone or
+/// stopped reading.
+pub(crate) struct ChunkSender {
+    buf: Vec<u8>,
+    pub(crate) tx: mpsc::Sender<Result<Vec<u8>, Error>>,
+    handle: tokio::runtime::Handle,
+    /// Why the client no longer takes chunks, once it does not.
+    pub(crate) abandoned: Option<&'static str>,
+}
+
+impl ChunkSender {
+    pub(crate) fn new(tx: mpsc::Sender<Result<Vec<u8>, Error>>, handle: tokio::runtime::Handle) -> Self {
+        ChunkSender { buf: Vec::with_capacity(CHUNK), tx, handle, abandoned: None }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let why = match self.handle.block_on(tokio::time::timeout(CHUNK_IDLE_TIMEOUT, self.tx.send(Ok(data)))) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => "the client went away",
+            Err(_) => "the client stopped reading",
+        };
+        self.abandoned = Some(why);
+        Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, why))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub enum ContainerCommand {
     Top(IdArg),
     /// Attach to the main process of a running container
     Attach(AttachArgs),
+    /// Copy files between a container (running or not) and this machine
+    Cp(super::CpArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 
 mod args;
 mod attach;
+mod cp;
 mod flags;
 mod view;
 
@@ -20,6 +21,7 @@ use tokio_stream::StreamExt;
 
 pub use args::*;
 use attach::run_attached;
+pub use cp::CpArgs;
 use flags::create_request;
 pub(crate) use flags::time_flag;
 
@@ -54,6 +56,7 @@ pub async fn run_command(conn: &Conn, cmd: ContainerCommand) -> Result<i32> {
             Ok(0)
         }
         ContainerCommand::Prune(a) => prune(conn, a).await.map(|_| 0),
+        ContainerCommand::Cp(a) => cp::cp(conn, a).await,
     }
 }
 

@@ -1362,3 +1362,220 @@ class CommitResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommitResponse: _TypeAlias = CommitResponse  # noqa: Y015
+
+@_typing.final
+class StatPathRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    FOLLOW_LINK_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    """A path in the container (relative ones start at its root). A trailing `/` follows a
+    link and requires a directory.
+    """
+    follow_link: _builtins.bool
+    """Follow a link at the path's end (`cp -L`)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        follow_link: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_link", b"follow_link", "id", b"id", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatPathRequest: _TypeAlias = StatPathRequest  # noqa: Y015
+
+@_typing.final
+class PathStat(_message.Message):
+    """What is at a path."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MODIFIED_FIELD_NUMBER: _builtins.int
+    LINK_TARGET_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The path's last component (`/` for the root)."""
+    size: _builtins.int
+    mode: _builtins.int
+    """`st_mode`: the file type bits (S_IFDIR, S_IFREG, S_IFLNK, ...) and the permissions."""
+    link_target: _builtins.str
+    """A link's target, when the path is a link not followed."""
+    @_builtins.property
+    def modified(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        size: _builtins.int = ...,
+        mode: _builtins.int = ...,
+        modified: _timestamp_pb2.Timestamp | None = ...,
+        link_target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["modified", b"modified"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link_target", b"link_target", "mode", b"mode", "modified", b"modified", "name", b"name", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PathStat: _TypeAlias = PathStat  # noqa: Y015
+
+@_typing.final
+class StatPathResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stat(self) -> Global___PathStat: ...
+    def __init__(
+        self,
+        *,
+        stat: Global___PathStat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stat", b"stat"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stat", b"stat"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatPathResponse: _TypeAlias = StatPathResponse  # noqa: Y015
+
+@_typing.final
+class CopyFromRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    FOLLOW_LINK_FIELD_NUMBER: _builtins.int
+    ARCHIVE_NAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    follow_link: _builtins.bool
+    archive_name: _builtins.str
+    """The name of the archive's top entry: empty for the path's own last component; `.` for
+    none (only what is below a directory: docker's `SRC/.`); else one file name.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        follow_link: _builtins.bool = ...,
+        archive_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_name", b"archive_name", "follow_link", b"follow_link", "id", b"id", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyFromRequest: _TypeAlias = CopyFromRequest  # noqa: Y015
+
+@_typing.final
+class CopyFromResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the tar stream."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyFromResponse: _TypeAlias = CopyFromResponse  # noqa: Y015
+
+@_typing.final
+class CopyToOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    KEEP_OWNERS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    """The directory of the container the archive's names are relative to; it must exist."""
+    keep_owners: _builtins.bool
+    """Keep the archive's owners (`cp -a`); otherwise every entry is owned by the
+    container's root (0:0).
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        keep_owners: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "keep_owners", b"keep_owners", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyToOptions: _TypeAlias = CopyToOptions  # noqa: Y015
+
+@_typing.final
+class CopyToRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Following messages: the archive, in order."""
+    @_builtins.property
+    def options(self) -> Global___CopyToOptions:
+        """First message: the options."""
+
+    def __init__(
+        self,
+        *,
+        options: Global___CopyToOptions | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["options", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___CopyToRequest: _TypeAlias = CopyToRequest  # noqa: Y015
+
+@_typing.final
+class CopyToResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    entries: _builtins.int
+    """Entries written, and bytes of file data."""
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        entries: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyToResponse: _TypeAlias = CopyToResponse  # noqa: Y015

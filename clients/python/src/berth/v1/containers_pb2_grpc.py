@@ -84,6 +84,21 @@ class ContainersStub:
                 request_serializer=berth_dot_v1_dot_containers__pb2.CommitRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_containers__pb2.CommitResponse.FromString,
                 _registered_method=True)
+        self.StatPath = channel.unary_unary(
+                '/berth.v1.Containers/StatPath',
+                request_serializer=berth_dot_v1_dot_containers__pb2.StatPathRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_containers__pb2.StatPathResponse.FromString,
+                _registered_method=True)
+        self.CopyFrom = channel.unary_stream(
+                '/berth.v1.Containers/CopyFrom',
+                request_serializer=berth_dot_v1_dot_containers__pb2.CopyFromRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_containers__pb2.CopyFromResponse.FromString,
+                _registered_method=True)
+        self.CopyTo = channel.stream_unary(
+                '/berth.v1.Containers/CopyTo',
+                request_serializer=berth_dot_v1_dot_containers__pb2.CopyToRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_containers__pb2.CopyToResponse.FromString,
+                _registered_method=True)
 
 
 class ContainersServicer:
@@ -177,6 +192,44 @@ class ContainersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatPath(self, request, context):
+        """What is at a path in the container (docker's path stat): its name, type and permission
+        bits, size, time and a link's target. Paths are resolved inside the container's root
+        (a link, absolute or full of `..`, never leads out of it). A running container is seen
+        with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+        Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
+        ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyFrom(self, request, context):
+        """A file or a directory tree of the container as an uncompressed tar stream, in chunks
+        (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
+        times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
+        as empty directories.
+        Errors: as StatPath; an error during the copy ends the stream with its status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyTo(self, request_iterator, context):
+        """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
+        a container). The first message carries the options, the others the archive's bytes.
+        The whole archive is received and checked before anything is written, so one cut short
+        changes nothing. Entries land inside the directory only; a directory is never replaced
+        by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+        Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
+        directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
+        and a file in each other's place; a read-only file system: `--read-only`),
+        DEADLINE_EXCEEDED (the upload stalled).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContainersServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +277,21 @@ def add_ContainersServicer_to_server(servicer, server):
                     servicer.Commit,
                     request_deserializer=berth_dot_v1_dot_containers__pb2.CommitRequest.FromString,
                     response_serializer=berth_dot_v1_dot_containers__pb2.CommitResponse.SerializeToString,
+            ),
+            'StatPath': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatPath,
+                    request_deserializer=berth_dot_v1_dot_containers__pb2.StatPathRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_containers__pb2.StatPathResponse.SerializeToString,
+            ),
+            'CopyFrom': grpc.unary_stream_rpc_method_handler(
+                    servicer.CopyFrom,
+                    request_deserializer=berth_dot_v1_dot_containers__pb2.CopyFromRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_containers__pb2.CopyFromResponse.SerializeToString,
+            ),
+            'CopyTo': grpc.stream_unary_rpc_method_handler(
+                    servicer.CopyTo,
+                    request_deserializer=berth_dot_v1_dot_containers__pb2.CopyToRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_containers__pb2.CopyToResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -474,6 +542,87 @@ class Containers:
             '/berth.v1.Containers/Commit',
             berth_dot_v1_dot_containers__pb2.CommitRequest.SerializeToString,
             berth_dot_v1_dot_containers__pb2.CommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatPath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Containers/StatPath',
+            berth_dot_v1_dot_containers__pb2.StatPathRequest.SerializeToString,
+            berth_dot_v1_dot_containers__pb2.StatPathResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyFrom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.v1.Containers/CopyFrom',
+            berth_dot_v1_dot_containers__pb2.CopyFromRequest.SerializeToString,
+            berth_dot_v1_dot_containers__pb2.CopyFromResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyTo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/berth.v1.Containers/CopyTo',
+            berth_dot_v1_dot_containers__pb2.CopyToRequest.SerializeToString,
+            berth_dot_v1_dot_containers__pb2.CopyToResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,32 @@ class ContainersStub:
     Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
     INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
     """
+    StatPath: _grpc.UnaryUnaryMultiCallable[_containers_pb2.StatPathRequest, _containers_pb2.StatPathResponse]
+    """What is at a path in the container (docker's path stat): its name, type and permission
+    bits, size, time and a link's target. Paths are resolved inside the container's root
+    (a link, absolute or full of `..`, never leads out of it). A running container is seen
+    with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+    Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
+    ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
+    """
+    CopyFrom: _grpc.UnaryStreamMultiCallable[_containers_pb2.CopyFromRequest, _containers_pb2.CopyFromResponse]
+    """A file or a directory tree of the container as an uncompressed tar stream, in chunks
+    (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
+    times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
+    as empty directories.
+    Errors: as StatPath; an error during the copy ends the stream with its status.
+    """
+    CopyTo: _grpc.StreamUnaryMultiCallable[_containers_pb2.CopyToRequest, _containers_pb2.CopyToResponse]
+    """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
+    a container). The first message carries the options, the others the archive's bytes.
+    The whole archive is received and checked before anything is written, so one cut short
+    changes nothing. Entries land inside the directory only; a directory is never replaced
+    by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+    Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
+    directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
+    and a file in each other's place; a read-only file system: `--read-only`),
+    DEADLINE_EXCEEDED (the upload stalled).
+    """
 
 @_typing.type_check_only
 class ContainersAsyncStub(ContainersStub):
@@ -142,6 +168,32 @@ class ContainersAsyncStub(ContainersStub):
     """Store the container's writable layer as a new image (docker commit).
     Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
     INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
+    """
+    StatPath: _aio.UnaryUnaryMultiCallable[_containers_pb2.StatPathRequest, _containers_pb2.StatPathResponse]  # type: ignore[assignment]
+    """What is at a path in the container (docker's path stat): its name, type and permission
+    bits, size, time and a link's target. Paths are resolved inside the container's root
+    (a link, absolute or full of `..`, never leads out of it). A running container is seen
+    with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+    Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
+    ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
+    """
+    CopyFrom: _aio.UnaryStreamMultiCallable[_containers_pb2.CopyFromRequest, _containers_pb2.CopyFromResponse]  # type: ignore[assignment]
+    """A file or a directory tree of the container as an uncompressed tar stream, in chunks
+    (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
+    times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
+    as empty directories.
+    Errors: as StatPath; an error during the copy ends the stream with its status.
+    """
+    CopyTo: _aio.StreamUnaryMultiCallable[_containers_pb2.CopyToRequest, _containers_pb2.CopyToResponse]  # type: ignore[assignment]
+    """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
+    a container). The first message carries the options, the others the archive's bytes.
+    The whole archive is received and checked before anything is written, so one cut short
+    changes nothing. Entries land inside the directory only; a directory is never replaced
+    by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+    Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
+    directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
+    and a file in each other's place; a read-only file system: `--read-only`),
+    DEADLINE_EXCEEDED (the upload stalled).
     """
 
 class ContainersServicer(metaclass=_abc_1.ABCMeta):
@@ -251,6 +303,50 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         """Store the container's writable layer as a new image (docker commit).
         Errors: NOT_FOUND (unknown container; its image's manifest or config deleted),
         INVALID_ARGUMENT (empty or bad reference, empty id, ambiguous id prefix).
+        """
+
+    @_abc_1.abstractmethod
+    def StatPath(
+        self,
+        request: _containers_pb2.StatPathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_containers_pb2.StatPathResponse, _abc.Awaitable[_containers_pb2.StatPathResponse]]:
+        """What is at a path in the container (docker's path stat): its name, type and permission
+        bits, size, time and a link's target. Paths are resolved inside the container's root
+        (a link, absolute or full of `..`, never leads out of it). A running container is seen
+        with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+        Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
+        ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
+        """
+
+    @_abc_1.abstractmethod
+    def CopyFrom(
+        self,
+        request: _containers_pb2.CopyFromRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_containers_pb2.CopyFromResponse], _abc.AsyncIterator[_containers_pb2.CopyFromResponse]]:
+        """A file or a directory tree of the container as an uncompressed tar stream, in chunks
+        (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
+        times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
+        as empty directories.
+        Errors: as StatPath; an error during the copy ends the stream with its status.
+        """
+
+    @_abc_1.abstractmethod
+    def CopyTo(
+        self,
+        request_iterator: _MaybeAsyncIterator[_containers_pb2.CopyToRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_containers_pb2.CopyToResponse, _abc.Awaitable[_containers_pb2.CopyToResponse]]:
+        """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
+        a container). The first message carries the options, the others the archive's bytes.
+        The whole archive is received and checked before anything is written, so one cut short
+        changes nothing. Entries land inside the directory only; a directory is never replaced
+        by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+        Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
+        directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
+        and a file in each other's place; a read-only file system: `--read-only`),
+        DEADLINE_EXCEEDED (the upload stalled).
         """
 
 def add_ContainersServicer_to_server(servicer: ContainersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

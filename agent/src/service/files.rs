@@ -1,0 +1,214 @@
+//! A container's files, to and from the caller (`cp`): stat a path, read a tree out as a tar
+//! stream, apply a tar stream into a directory. Running or not, the same rules: paths are
+//! resolved inside the container's root (`container::files`).
+//!
+//! A live container is reached through its init's root, so its volumes, binds and tmpfs
+//! mounts are in the copy; a stopped one through its snapshot, mounted by the agent while
+//! no task can be made, so only its own files are (as a commit sees them).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use super::containers::{find, ContainerService};
+use super::{ChunkSender, Error};
+use crate::container::files::{self, FilesError, Owners, PathStat};
+use crate::container::ContainerError;
+use crate::content::random_hex;
+use crate::metadata::ContainerRecord;
+use crate::runtime::FilesAccess;
+
+/// What a copy into a container did.
+#[derive(Debug, Clone, Default)]
+pub struct CopiedIn {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// A directory of the agent's for one copy (its upload, the mount point of a stopped
+/// container's snapshot), removed when dropped. It lies where the agent's start removes
+/// what a crash left, mounts first.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(core: &super::Core) -> Result<Scratch, Error> {
+        let path = core.config.root.join("build").join("mnt").join(format!("cp-{}", random_hex(8)));
+        std::fs::create_dir_all(path.join("merged")).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn files_err(e: FilesError) -> Error {
+    Error::Container(ContainerError::Files(e))
+}
+
+impl ContainerService {
+    /// Runs `f` on a blocking thread with a descriptor of the container's root.
+    async fn with_root<T: Send + 'static>(
+        &self,
+        ns: &str,
+        rec: ContainerRecord,
+        scratch: Scratch,
+        f: impl FnOnce(BorrowedFd<'_>, &Scratch) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let access = self.core.tasks.files(ns, &rec).await?;
+        let (core, ns) = (self.core.clone(), ns.to_owned());
+        super::blocking(move || match access {
+            FilesAccess::Live(root) => f(root.as_fd(), &scratch),
+            FilesAccess::Stopped(_no_task) => {
+                let at = scratch.0.join("merged");
+                core.snapshots.with_mounted(&ns, &rec.snapshot_key, &at, |root| {
+                    let fd = rustix::fs::open(
+                        root,
+                        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .map_err(|e| Error::Internal(format!("{}: {e}", root.display())))?;
+                    f(fd.as_fd(), &scratch)
+                })?
+            }
+        })
+        .await
+    }
+
+    /// What is at `path` in the container (a link itself unless `follow`).
+    pub async fn stat_path(&self, ns: &str, id: &str, path: &str, follow: bool) -> Result<PathStat, Error> {
+        let path = checked_path(path)?;
+        let rec = find(&self.core, ns, id).await?;
+        let scratch = Scratch::new(&self.core)?;
+        self.with_root(ns, rec, scratch, move |root, _| files::stat(root, &path, follow).map_err(files_err)).await
+    }
+
+    /// What is at `path` in the container, as a tar stream of chunks whose top entry is named
+    /// `top` (empty: the path's last component; `.`: only what is below a directory). A path
+    /// that is not there is an error here; a failure later ends the stream with it.
+    pub async fn copy_from(
+        &self,
+        ns: &str,
+        id: &str,
+        path: &str,
+        follow: bool,
+        top: &str,
+    ) -> Result<mpsc::Receiver<Result<Vec<u8>, Error>>, Error> {
+        let stat = self.stat_path(ns, id, path, follow).await?;
+        let path = checked_path(path)?;
+        let top = match top {
+            "." if stat.is_dir() => String::new(),
+            "." => return Err(Error::InvalidArgument(format!("{path} is not a directory: its contents cannot be copied alone"))),
+            "" if stat.name == "/" => String::new(),
+            "" => stat.name,
+            t => checked_name(t)?,
+        };
+        let rec = find(&self.core, ns, id).await?;
+        let scratch = Scratch::new(&self.core)?;
+        let (tx, rx) = mpsc::channel(super::CHUNK_QUEUE);
+        let (svc, ns) = (self.clone(), ns.to_owned());
+        let handle = tokio::runtime::Handle::current();
+        tokio::spawn(async move {
+            let name = rec.name.clone();
+            let mut sink = ChunkSender::new(tx.clone(), handle.clone());
+            let r = svc
+                .with_root(&ns, rec, scratch, move |root, _| {
+                    files::archive(root, &path, follow, &top, &mut sink).map_err(files_err)?;
+                    sink.flush().map_err(|e| Error::Cancelled(e.to_string()))?;
+                    Ok(sink.abandoned)
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::info!(container = %name, error = %e, "copy out of a container ended");
+                let _ = tokio::time::timeout(super::CHUNK_IDLE_TIMEOUT, tx.send(Err(e))).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Applies the tar stream `upload` into the directory `path` of the container (it must
+    /// exist), the entries owned by the container's root unless `keep_owners` (`cp -a`). The
+    /// upload is received whole into a stage of the agent's, by the tar applier's rules,
+    /// before the container is touched: one cut short, or with a hostile entry, writes
+    /// nothing there.
+    pub async fn copy_to(
+        &self,
+        ns: &str,
+        id: &str,
+        path: &str,
+        keep_owners: bool,
+        upload: impl Read + Send + 'static,
+    ) -> Result<CopiedIn, Error> {
+        let path = checked_path(path)?;
+        let rec = find(&self.core, ns, id).await?;
+        // The destination first: a wrong one is said before the upload is taken.
+        let dest = self.stat_path(ns, id, &path, true).await?;
+        if !dest.is_dir() {
+            return Err(files_err(FilesError::Invalid(format!("{path} is not a directory"))));
+        }
+        let scratch = Scratch::new(&self.core)?;
+        let owners = if keep_owners { Owners::Keep } else { Owners::Set(0, 0) };
+        let (stage, spool) = (scratch.0.join("stage"), scratch.0.join("stage.tar"));
+        let file = super::blocking(move || {
+            std::fs::create_dir(&stage).map_err(|e| Error::Internal(format!("{}: {e}", stage.display())))?;
+            files::stage(upload, &stage, owners, &spool).map_err(stage_err)
+        })
+        .await?;
+        self.with_root(ns, rec, scratch, move |root, _| {
+            let stats = files::extract(root, &path, std::io::BufReader::new(file)).map_err(files_err)?;
+            Ok(CopiedIn { entries: stats.entries, bytes: stats.bytes })
+        })
+        .await
+    }
+}
+
+/// A staging failure: the upload's own (stalled, cut, misused) by what failed; else the
+/// archive's.
+fn stage_err(e: FilesError) -> Error {
+    if let FilesError::Apply(berth_archive::apply::ApplyError::Archive(io)) = &e {
+        if matches!(
+            io.kind(),
+            std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::FileTooLarge
+        ) {
+            return upload_err(std::io::Error::new(io.kind(), io.to_string()));
+        }
+    }
+    files_err(e)
+}
+
+/// A failed upload, by what failed.
+fn upload_err(e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => Error::DeadlineExceeded(e.to_string()),
+        std::io::ErrorKind::ConnectionAborted => Error::Cancelled(e.to_string()),
+        std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
+        std::io::ErrorKind::FileTooLarge => Error::OutOfRange(e.to_string()),
+        _ => Error::Internal(format!("receiving the upload: {e}")),
+    }
+}
+
+/// A container path: any text without NUL (it is resolved inside the container's root).
+fn checked_path(path: &str) -> Result<String, Error> {
+    if path.is_empty() {
+        return Err(Error::InvalidArgument("a path in the container is required".into()));
+    }
+    if path.contains('\0') || path.len() > 4096 {
+        return Err(Error::InvalidArgument("a container path holds no NUL byte and is at most 4096 bytes".into()));
+    }
+    Ok(path.to_owned())
+}
+
+/// The name of a copy's top entry: one component.
+fn checked_name(name: &str) -> Result<String, Error> {
+    if name == ".." || name.contains(['/', '\0']) || name.len() > 255 {
+        return Err(Error::InvalidArgument(format!("{:?} is not a file name", berth_common::text::printable(name))));
+    }
+    Ok(name.to_owned())
+}
