@@ -49,6 +49,12 @@ docker images --format '{{.Repository}}:{{.Tag}}'
 docker images busybox --format '{{.Repository}}'
 docker images --filter reference='busy*' -q | wc -l | tr -d ' '
 docker version --format '{{.Client.ApiVersion}}'
+echo hello > in.txt
+docker cp in.txt web:/tmp/
+docker cp in.txt idle:/etc/greeting
+echo "in: $(docker exec web cat /tmp/in.txt)"
+docker cp idle:/etc/greeting out.txt
+echo "out: $(cat out.txt)"
 docker rm -f web idle
 "#;
     let (code, out, err) = sh(&d, script);
@@ -69,6 +75,8 @@ busybox:latest
 busybox
 1
 v1
+in: hello
+out: hello
 web
 idle
 ";

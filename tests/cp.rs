@@ -112,6 +112,16 @@ fn cp_reaches_a_stopped_container_s_files_and_leaves_it_startable() {
     // And the container starts again, its snapshot unmounted by the copies.
     d.ok(&["start", "-a", "job"]);
     d.ok(&["rm", "job"]);
+
+    // A stopped container's volume is in the copy, as in the container.
+    d.ok(&["run", "--name", "writer", "-v", "vol:/data", "busybox", "sh", "-c", "echo from-writer > /data/f"]);
+    let f = d.dir.path().join("f");
+    d.ok(&["cp", "writer:/data/f", f.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "from-writer\n");
+    d.ok(&["cp", conf.to_str().unwrap(), "writer:/data/"]);
+    assert_eq!(d.ok(&["run", "--rm", "-v", "vol:/v", "busybox", "cat", "/v/job.conf"]), "threads=4\n");
+    assert!(!d.ok(&["diff", "writer"]).contains("job.conf"), "the copy went to the writable layer, not the volume");
+    d.ok(&["rm", "writer"]);
     // Nothing of the copies is left: no mount, no stage.
     let scratch: Vec<_> = std::fs::read_dir(d.root.join("build/mnt")).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(scratch.is_empty(), "{scratch:?}");

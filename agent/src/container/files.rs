@@ -190,6 +190,59 @@ pub fn extract<R: Read>(root: BorrowedFd<'_>, path: &str, reader: R) -> Result<A
     Ok(apply_tar_at(reader, dir.as_fd(), path, &opts)?)
 }
 
+/// The bind mounts (volumes, the user's binds) of a stopped container's spec, made on the
+/// tree at `root` (its snapshot, mounted by the agent) so that a copy sees what the container
+/// would. Each mount point is resolved inside the root; one that is not there yet (a
+/// container never started), or whose source is gone, is left out. Unmounted when dropped.
+pub struct Binds(Vec<std::path::PathBuf>);
+
+impl Binds {
+    pub fn mount(root: BorrowedFd<'_>, spec: &oci_spec::runtime::Spec) -> Binds {
+        use rustix::mount::{mount_bind_recursive, mount_remount, MountFlags};
+        let mut binds = Binds(Vec::new());
+        let mut mounts: Vec<_> = spec.mounts().iter().flatten().filter(|m| m.typ().as_deref() == Some("bind")).collect();
+        // Parents before what is mounted below them.
+        mounts.sort_by_key(|m| m.destination().components().count());
+        for m in mounts {
+            let (Some(source), dest) = (m.source(), m.destination().to_string_lossy().into_owned()) else { continue };
+            let Ok(src_meta) = std::fs::metadata(source) else { continue };
+            let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+            let target =
+                match rustix::fs::openat2(root, dest.trim_start_matches('/'), OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve) {
+                    Ok(fd) => fd,
+                    Err(_) => continue,
+                };
+            let is_dir = rustix::fs::fstat(&target).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+            if is_dir != src_meta.is_dir() {
+                continue;
+            }
+            let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
+            let Ok(real) = std::fs::read_link(&at) else { continue };
+            if let Err(e) = mount_bind_recursive(source.as_path(), at.as_str()) {
+                tracing::warn!(destination = %dest, error = %e, "binding a mount for a copy");
+                continue;
+            }
+            binds.0.push(real.clone());
+            if m.options().iter().flatten().any(|o| o == "ro") {
+                if let Err(e) = mount_remount(&real, MountFlags::BIND | MountFlags::RDONLY, "") {
+                    tracing::warn!(destination = %dest, error = %e, "making a copy's bind mount read-only");
+                }
+            }
+        }
+        binds
+    }
+}
+
+impl Drop for Binds {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            if let Err(e) = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
+                tracing::warn!(path = %path.display(), error = %e, "unmounting a copy's bind mount");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //!
 //! A live container is reached through its init's root, so its volumes, binds and tmpfs
 //! mounts are in the copy; a stopped one through its snapshot, mounted by the agent while
-//! no task can be made, so only its own files are (as a commit sees them).
+//! no task can be made, with its volumes and binds mounted on it (a tmpfs has nothing then).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -64,6 +64,7 @@ impl ContainerService {
         super::blocking(move || match access {
             FilesAccess::Live(root) => f(root.as_fd(), &scratch),
             FilesAccess::Stopped(_no_task) => {
+                let spec = core.containers.spec(&ns, &rec.id)?;
                 let at = scratch.0.join("merged");
                 core.snapshots.with_mounted(&ns, &rec.snapshot_key, &at, |root| {
                     let fd = rustix::fs::open(
@@ -72,6 +73,7 @@ impl ContainerService {
                         rustix::fs::Mode::empty(),
                     )
                     .map_err(|e| Error::Internal(format!("{}: {e}", root.display())))?;
+                    let _binds = files::Binds::mount(fd.as_fd(), &spec);
                     f(fd.as_fd(), &scratch)
                 })?
             }
