@@ -246,6 +246,27 @@ fn completion_sources_cleanly_and_completes_commands_and_container_names() {
     let man = d.dir.path().join("man");
     d.ok(&["man", man.to_str().unwrap()]);
     assert!(man.join("berthctl.1").exists() && man.join("berthctl-run.1").exists());
+
+    // The install script puts the binaries, the man pages and the completions in place.
+    let prefix = d.dir.path().join("prefix");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh");
+    let out = run_cmd(
+        Command::new("sh").arg(script).arg(&prefix).env("BERTH_BINARIES", bin.parent().unwrap()),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in ["bin/berthd", "bin/berth-shim", "share/man/man1/berthctl-cp.1", "share/zsh/site-functions/_berthctl"] {
+        assert!(prefix.join(f).exists(), "{f} was not installed");
+    }
+    let page = std::fs::read_to_string(prefix.join("share/man/man1/berthctl-cp.1")).unwrap();
+    assert!(page.contains(".TH") && page.contains("follow"), "{page}");
+    let bash = std::fs::read_to_string(prefix.join("share/bash-completion/completions/berthctl")).unwrap();
+    assert!(bash.contains("_berthctl_names"));
+    // The top-level help lists the global options; a command's help does not repeat them.
+    let top = d.ok(&["--help"]);
+    assert!(top.contains("Global options") && top.contains("--address <ADDRESS>"), "{top}");
+    let ps = d.ok(&["ps", "--help"]);
+    assert!(!ps.contains("--address") && ps.contains("--format"), "{ps}");
 }
 
 #[test]

@@ -33,21 +33,27 @@ use tonic::transport::Channel;
 #[derive(Debug, Parser)]
 #[command(name = "berthctl", version, about, long_about, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Address of berthd (Unix socket path)
-    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS, help_heading = "Global options")]
+    /// Address of berthd (Unix socket path). Hidden from every command's help (as docker hides
+    /// its global flags there); the top-level help lists it under "Global options".
+    #[arg(long, global = true, hide = true, env = "BERTH_ADDRESS", default_value = berth_api::DEFAULT_ADDRESS)]
     address: String,
-    /// Namespace to work in
-    #[arg(long, global = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE, help_heading = "Global options")]
+    /// Namespace to work in (hidden as --address is)
+    #[arg(long, global = true, hide = true, env = "BERTH_NAMESPACE", default_value = berth_api::DEFAULT_NAMESPACE)]
     namespace: String,
     /// Output format: table, json, or a Go template ('{{.Names}}',
     /// 'table {{.ID}}\t{{.Status}}', '{{json .}}') as docker takes
-    #[arg(long, global = true, default_value = "table", value_parser = parse_format, help_heading = "Global options")]
+    #[arg(long, global = true, default_value = "table", value_parser = parse_format)]
     format: Format,
     #[command(subcommand)]
     command: Command,
 }
 
-const EXAMPLES: &str = "Examples:
+const EXAMPLES: &str = "Global options (every command takes them):
+      --address <ADDRESS>      Address of berthd (Unix socket path)
+                               [env: BERTH_ADDRESS=] [default: /run/berth/berthd.sock]
+      --namespace <NAMESPACE>  Namespace to work in [env: BERTH_NAMESPACE=] [default: default]
+
+Examples:
   berthctl load -i busybox.tar          import an image archive
   berthctl save -o busybox.tar busybox  export images to an archive
   berthctl run --rm busybox echo hello  run a command in a new container
