@@ -4,6 +4,10 @@ import {
   type Change,
   type Container as ContainerMessage,
   ContainerConfig,
+  type CopyFromResponse,
+  CopyFromRequest,
+  CopyToOptions,
+  CopyToRequest,
   CreateContainerRequest,
   NetworkEndpoint,
   DeleteContainerRequest,
@@ -12,6 +16,8 @@ import {
   ListContainersRequest,
   LogsRequest,
   type LogsResponse,
+  type PathStat,
+  StatPathRequest,
 } from "./gen/berth/v1/containers";
 import {
   AttachRequest,
@@ -30,10 +36,13 @@ import {
   StopTaskRequest,
   WaitTaskRequest,
 } from "./gen/berth/v1/tasks";
-import { ContainerError, NotFound } from "./errors";
+import { ContainerError, NotFound, toBerthError } from "./errors";
 import { toFilters } from "./events";
 import type { Image } from "./images";
 import { ResponseStream } from "./stream";
+
+/** Bytes per message of an archive sent to the agent. */
+const ARCHIVE_CHUNK = 1 << 20;
 
 /** What a container is created with (docker-py's names, camelCase). */
 export interface CreateOptions {
@@ -475,6 +484,60 @@ export class Container {
       }),
     );
     return this.client.images.get(r.name || r.configDigest);
+  }
+
+  /**
+   * A file or directory tree of the container (running or not) as an uncompressed tar
+   * stream: what is at `path`, and the archive as an async iterator of chunks whose top
+   * entry is the path's last component (docker-py's get_archive).
+   */
+  async getArchive(
+    path: string,
+    options: { followLink?: boolean } = {},
+  ): Promise<{ stat: PathStat; chunks: AsyncIterableIterator<Buffer> }> {
+    const api = this.client.api.containers;
+    const followLink = options.followLink ?? false;
+    const r = await this.client.unary(api, api.statPath, StatPathRequest.fromPartial({ id: this.id, path, followLink }));
+    const call = api.copyFrom(
+      CopyFromRequest.fromPartial({ id: this.id, path, followLink }),
+      this.client.metadata.clone(),
+      this.client.callOptions(null),
+    );
+    const responses = new ResponseStream<CopyFromResponse>(call);
+    async function* chunks(): AsyncIterableIterator<Buffer> {
+      try {
+        for await (const m of responses) {
+          yield Buffer.from(m.data);
+        }
+      } finally {
+        responses.close();
+      }
+    }
+    if (!r.stat) {
+      responses.close();
+      throw new Error("the agent answered without a stat");
+    }
+    return { stat: r.stat, chunks: chunks() };
+  }
+
+  /**
+   * Extract a tar archive into the directory `path` of the container (running or not).
+   * The whole archive is received and checked before anything is written; entries are
+   * owned by the container's root unless `keepOwners` (docker-py's put_archive).
+   */
+  async putArchive(path: string, data: Uint8Array, options: { keepOwners?: boolean; timeout?: number } = {}): Promise<void> {
+    const api = this.client.api.containers;
+    await new Promise<void>((resolve, reject) => {
+      const call = api.copyTo(this.client.metadata.clone(), this.client.callOptions(options.timeout ?? 600), (err) =>
+        err ? reject(toBerthError(err)) : resolve(),
+      );
+      const opts = CopyToOptions.fromPartial({ id: this.id, path, keepOwners: options.keepOwners ?? false });
+      call.write(CopyToRequest.fromPartial({ options: opts }));
+      for (let i = 0; i < data.length; i += ARCHIVE_CHUNK) {
+        call.write(CopyToRequest.fromPartial({ chunk: Buffer.from(data.subarray(i, i + ARCHIVE_CHUNK)) }));
+      }
+      call.end();
+    });
   }
 
   /** Delete the container; `force` kills a running one first. */

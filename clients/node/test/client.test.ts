@@ -373,6 +373,49 @@ test("pause, top, stats, diff, kill, commit", { timeout: T }, async () => {
   await assertGone(c, ct.id);
 });
 
+test("putArchive and getArchive, stopped and running", { timeout: T }, async () => {
+  const { c, image } = await setup();
+  const ct = await c.containers.create(image, ["cat", "/etc/greeting"], opts("cp"));
+  try {
+    // A one-file tar: a 512-byte header (ustar), the data padded to 512, two zero blocks.
+    const body = Buffer.from("hello from node\n");
+    const header = Buffer.alloc(512);
+    header.write("greeting", 0);
+    header.write("0000644\0", 100);
+    header.write("0000000\0", 108);
+    header.write("0000000\0", 116);
+    header.write(body.length.toString(8).padStart(11, "0") + "\0", 124);
+    header.write("00000000000\0", 136);
+    header.write("        ", 148);
+    header.write("0", 156);
+    header.write("ustar\0", 257);
+    header.write("00", 263);
+    let sum = 0;
+    for (const b of header) {
+      sum += b;
+    }
+    header.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+    const data = Buffer.concat([header, body, Buffer.alloc(512 - body.length), Buffer.alloc(1024)]);
+    await ct.putArchive("/etc", data);
+    await ct.start();
+    assert.equal((await ct.wait({ timeout: 30 })).exitCode, 0);
+    assert.equal((await ct.logs()).toString(), "hello from node\n");
+    const { stat, chunks } = await ct.getArchive("/etc/greeting");
+    assert.equal(stat.name, "greeting");
+    const parts: Buffer[] = [];
+    for await (const chunk of chunks) {
+      parts.push(chunk);
+    }
+    const tar = Buffer.concat(parts);
+    assert.equal(tar.subarray(0, 8).toString(), "greeting");
+    assert.ok(tar.includes(body), "the file's data is in the archive");
+    await assert.rejects(ct.getArchive("/no/such/file"), NotFound);
+    await assert.rejects(ct.putArchive("/etc", Buffer.alloc(700, 7)), InvalidArgument);
+  } finally {
+    await removeQuietly(ct);
+  }
+});
+
 test("events: a container's /tasks/start and /tasks/exit", { timeout: T }, async () => {
   const { c, image } = await setup();
   const ct = await c.containers.create(image, ["sh", "-c", "exit 4"], opts("events"));

@@ -1,5 +1,7 @@
 """The Python client against a real berthd (see conftest.py)."""
 
+import io
+import tarfile
 import threading
 import time
 
@@ -252,3 +254,27 @@ def test_volumes_outlive_containers_and_are_not_removed_in_use(client, image, na
     with pytest.raises(berth.NotFound):
         client.volumes.get(vol.name)
 
+
+def test_put_and_get_archive_in_a_stopped_and_a_running_container(client, image, name):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo("conf/app.ini")
+        body = b"port=8080\n"
+        info.size = len(body)
+        t.addfile(info, io.BytesIO(body))
+    c = client.containers.create(IMAGE, "cat /etc/conf/app.ini", name=name, network="none")
+    try:
+        assert c.put_archive("/etc", buf.getvalue())
+        c.start()
+        assert c.wait().exit_code == 0
+        assert c.logs() == b"port=8080\n"
+        chunks, stat = c.get_archive("/etc/conf")
+        assert stat["name"] == "conf" and stat["mode"] & 0o170000 == 0o040000
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as t:
+            assert t.extractfile("conf/app.ini").read() == b"port=8080\n"
+        with pytest.raises(berth.NotFound):
+            c.get_archive("/no/such/file")
+        with pytest.raises(berth.InvalidArgument):
+            c.put_archive("/etc", b"not a tar archive at all" * 40)
+    finally:
+        c.remove(force=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import io
 import shlex
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union, overload
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 from .client import Filters, Stream, filter_list, to_datetime
 from .errors import ContainerError
@@ -210,6 +211,38 @@ class Container:
         req = containers_pb2.CommitRequest(id=self.id, reference=reference, message=message, author=author, no_pause=not pause)
         r = self.client.call(self.client.api.containers.Commit, req, timeout=max(self.client.timeout, 600))
         return self.client.images.get(r.name)
+
+    def get_archive(self, path: str, follow_link: bool = False) -> Tuple[Iterator[bytes], Dict[str, Any]]:
+        """A file or directory tree of the container (running or not) as an uncompressed
+        tar stream, and what is at `path`: (an iterator of the stream's chunks, {"name",
+        "size", "mode", "mtime", "linkTarget"}), as the Docker SDK returns them. The
+        archive's top entry is the path's last component."""
+        api = self.client.api.containers
+        st = self.client.call(api.StatPath, containers_pb2.StatPathRequest(id=self.id, path=path, follow_link=follow_link)).stat
+        chunks = self.client.stream(
+            api.CopyFrom, containers_pb2.CopyFromRequest(id=self.id, path=path, follow_link=follow_link), lambda m: m.data
+        )
+        stat = {"name": st.name, "size": st.size, "mode": st.mode, "mtime": to_datetime(st.modified), "linkTarget": st.link_target}
+        return chunks, stat
+
+    def put_archive(self, path: str, data: Union[bytes, IO[bytes]], keep_owners: bool = False) -> bool:
+        """Extract a tar archive (its bytes, or a binary file object) into the directory
+        `path` of the container (running or not). The whole archive is received and
+        checked before anything is written; entries are owned by the container's root
+        unless `keep_owners`."""
+        stream: IO[bytes] = io.BytesIO(data) if isinstance(data, bytes) else data
+        options = containers_pb2.CopyToOptions(id=self.id, path=path, keep_owners=keep_owners)
+
+        def requests() -> Iterator[containers_pb2.CopyToRequest]:
+            yield containers_pb2.CopyToRequest(options=options)
+            while True:
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    return
+                yield containers_pb2.CopyToRequest(chunk=chunk)
+
+        self.client.call(self.client.api.containers.CopyTo, requests(), timeout=max(self.client.timeout, 600))
+        return True
 
     def remove(self, force: bool = False) -> None:
         """Delete the container and its writable layer (`force` kills it first)."""
