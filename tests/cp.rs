@@ -164,6 +164,11 @@ fn cp_stays_inside_the_container_and_writes_nothing_from_a_bad_archive() {
     cut.truncate(512 * 3 + 100);
     let out = d.ctl_stdin(&["cp", "-", "box:/in"], Some(&cut));
     assert!(!out.status.success(), "a cut archive was taken");
+    // Cut between two entries, the rest reads as a whole archive to a tar reader; a copy must
+    // have its end-of-archive blocks.
+    let whole = layer(&[Entry::File("first".into(), b"whole".to_vec(), 0o644), Entry::File("second".into(), b"x".to_vec(), 0o644)]);
+    let out = d.ctl_stdin(&["cp", "-", "box:/in"], Some(&whole[..1024]));
+    assert!(!out.status.success() && stderr(&out).contains("cut short"), "{}", stderr(&out));
     assert_eq!(d.ok(&["exec", "box", "ls", "-a", "/in"]).split_whitespace().collect::<Vec<_>>(), [".", ".."]);
     assert!(d.ok(&["exec", "box", "ls", "/bin"]).contains("sh"), "a whiteout removed /bin");
 
@@ -174,9 +179,15 @@ fn cp_stays_inside_the_container_and_writes_nothing_from_a_bad_archive() {
     assert!(fails(&d, &["cp", dir.to_str().unwrap(), "box:/"]).contains("cannot overwrite directory"));
     d.ok(&["rm", "-f", "box"]);
 
-    // A read-only container says so.
-    d.ok(&["run", "-d", "--read-only", "--name", "ro", "busybox", "sleep", "600"]);
+    // A read-only container says so, running or stopped; its volumes take copies.
+    d.ok(&["run", "-d", "--read-only", "--name", "ro", "-v", "rovol:/data", "busybox", "sleep", "600"]);
     let e = fails(&d, &["cp", f.to_str().unwrap(), "ro:/etc/"]);
     assert!(e.to_lowercase().contains("read-only"), "{e}");
+    d.ok(&["cp", f.to_str().unwrap(), "ro:/data/"]);
+    d.ok(&["stop", "-t", "0", "ro"]);
+    let e = fails(&d, &["cp", f.to_str().unwrap(), "ro:/etc/"]);
+    assert!(e.to_lowercase().contains("read-only"), "{e}");
+    d.ok(&["cp", f.to_str().unwrap(), "ro:/data/again"]);
+    assert_eq!(d.ok(&["run", "--rm", "-v", "rovol:/v", "busybox", "cat", "/v/again"]), "inside\n");
     d.ok(&["rm", "-f", "ro"]);
 }

@@ -206,6 +206,8 @@ fn apply_tar_fd<R: Read>(reader: R, root_fd: OwnedFd, shown: &str, opts: &ApplyO
         buf: vec![0; COPY_BUF],
     };
 
+    // Where the header after the last entry starts.
+    let mut next_header = 0u64;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let consumed = applier.apply_entry(&mut entry)?;
@@ -215,6 +217,16 @@ fn apply_tar_fd<R: Read>(reader: R, root_fd: OwnedFd, shown: &str, opts: &ApplyO
         if consumed + rest != entry.size() {
             return Err(truncated(&show(&entry.path_bytes()), entry.size(), consumed + rest));
         }
+        next_header = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
+    }
+    // A stream that ends between entries reads as a whole archive to the tar crate. A copy
+    // must also have its end-of-archive block: else it was cut short (a layer is checked
+    // by its digest instead).
+    if opts.copy && archive.position() < next_header + 512 {
+        return Err(ApplyError::Archive(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the archive ends without its end-of-archive blocks: it was cut short",
+        )));
     }
     applier.finish()?;
 

@@ -137,6 +137,14 @@ mod tests {
         apply_tar(&tar[..], &dst, &copy_opts()).unwrap();
         assert_eq!(std::fs::read(dst.join("sub/f")).unwrap(), b"data");
 
+        // Cut short between entries, it is refused as a copy (a layer has its digest).
+        let mut whole = Vec::new();
+        write_tree(open(&src).as_fd(), b"d", b"cut", &src, &mut whole).unwrap();
+        let e = apply_tar(&whole[..whole.len() - 1024], &dst, &copy_opts()).unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+        apply_tar(&whole[..whole.len() - 1024], &dst, &ApplyOptions::default()).unwrap();
+        assert!(apply_tar(&[][..], &dst, &copy_opts()).is_err());
+
         // A file, under another name.
         let mut tar = Vec::new();
         assert_eq!(write_tree(open(&src.join("d/sub")).as_fd(), b"f", b"g", &src, &mut tar).unwrap(), 1);

@@ -168,6 +168,11 @@ impl<R: Read> TarReader<R> {
         Ok(Entries { inner, window: Rc::clone(&self.window) })
     }
 
+    /// How many bytes of the stream have been read.
+    pub fn position(&self) -> u64 {
+        self.window.borrow().pos
+    }
+
     /// The underlying reader, positioned after what was read of the archive.
     pub fn into_inner(self) -> R {
         self.archive.into_inner().inner

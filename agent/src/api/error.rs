@@ -81,7 +81,7 @@ pub fn image_code(e: &ImageError) -> Code {
     }
 }
 
-/// An archive's application: what the archive caused is the caller's to fix.
+/// An archive's application (a layer, a copy): what the archive caused is the caller's to fix.
 pub fn apply_code(e: &ApplyError) -> Code {
     match e {
         ApplyError::Hostile { .. }
@@ -90,8 +90,8 @@ pub fn apply_code(e: &ApplyError) -> Code {
         | ApplyError::MissingLinkTarget { .. }
         | ApplyError::TooManyEntries { .. } => Code::InvalidArgument,
         ApplyError::KindConflict { .. } => Code::FailedPrecondition,
-        // Errors a layer's own structure causes (a dangling link, a name
-        // taken by a file, ...) are the layer's fault; others are the machine's.
+        // Errors an archive's own structure causes (a dangling link, a name
+        // taken by a file, ...) are the archive's fault; others are the machine's.
         ApplyError::Io { source, .. } => {
             use rustix::io::Errno;
             let layer_caused = [

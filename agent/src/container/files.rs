@@ -72,50 +72,59 @@ fn io(path: &str) -> impl Fn(Errno) -> FilesError + '_ {
     }
 }
 
-/// The components of `path` (relative to the root whether it starts with `/` or not), `.`
-/// and empty ones dropped.
+/// The components of `path` (relative to the root whether it starts with `/` or not),
+/// cleaned as text, as docker cleans a copy's path: `.` and empty ones dropped, `..` taking
+/// off the one before it (none above the root).
 fn components(path: &str) -> Vec<String> {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_owned).collect()
+    let mut comps: Vec<String> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c.to_owned()),
+        }
+    }
+    comps
+}
+
+/// `openat2` inside the root, again when the kernel asks (a rename raced the lookup).
+fn open_in(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    berth_archive::walk::retry_eagain(|| rustix::fs::openat2(root, path, flags | OFlags::CLOEXEC, Mode::empty(), resolve))
 }
 
 /// Resolves `path` in the tree at `root`; its last component is followed when it is a link
 /// and `follow` is set, or when the path ends with `/` or `/.` (then it must be a directory).
 fn locate(root: BorrowedFd<'_>, path: &str, follow: bool) -> Result<Located, FilesError> {
     let err = io(path);
-    let must_dir = path.ends_with('/') || path.ends_with("/.") || path == ".";
+    let must_dir = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..") || path == "." || path == "..";
     let follow = follow || must_dir;
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
     let mut comps = components(path);
     for _ in 0..=MAX_LINKS {
-        let found = match comps.split_last() {
-            // The root, or a directory named with `..` last: the directory itself, as `.`.
-            None => None,
-            Some((last, _)) if last == ".." => None,
-            Some((last, parents)) => Some((last.clone(), parents.join("/"))),
-        };
-        let Some((name, parents)) = found else {
-            let dir_path = if comps.is_empty() { ".".to_owned() } else { comps.join("/") };
-            let dir = rustix::fs::openat2(root, dir_path.as_str(), dir_flags, Mode::empty(), resolve).map_err(&err)?;
+        let Some((name, parents)) = comps.split_last() else {
+            // The root itself, as `.` of itself.
+            let dir = open_in(root, ".", dir_flags).map_err(&err)?;
             let st = rustix::fs::fstat(&dir).map_err(&err)?;
             return Ok(Located { parent: dir, name: b".".to_vec(), st });
         };
-        let parent_path = if parents.is_empty() { "." } else { parents.as_str() };
-        let parent = rustix::fs::openat2(root, parent_path, dir_flags, Mode::empty(), resolve).map_err(&err)?;
+        let parent_path = if parents.is_empty() { ".".to_owned() } else { parents.join("/") };
+        let parent = open_in(root, &parent_path, dir_flags).map_err(&err)?;
         let st = rustix::fs::statat(&parent, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(&err)?;
         let ft = FileType::from_raw_mode(st.st_mode);
         if ft == FileType::Symlink && follow {
             let target = rustix::fs::readlinkat(&parent, name.as_str(), Vec::new()).map_err(&err)?;
             let target = target.to_string_lossy().into_owned();
-            let mut next = if target.starts_with('/') { Vec::new() } else { comps[..comps.len() - 1].to_vec() };
-            next.extend(components(&target));
-            comps = next;
+            let base = if target.starts_with('/') { String::new() } else { parents.join("/") };
+            comps = components(&format!("{base}/{target}"));
             continue;
         }
         if must_dir && ft != FileType::Directory {
             return Err(FilesError::Invalid(format!("{path} is not a directory")));
         }
-        return Ok(Located { parent, name: name.into_bytes(), st });
+        return Ok(Located { parent, name: name.clone().into_bytes(), st });
     }
     Err(FilesError::Io { path: path.to_owned(), source: Errno::LOOP.into() })
 }
@@ -128,11 +137,8 @@ pub fn stat(root: BorrowedFd<'_>, path: &str, follow: bool) -> Result<PathStat, 
     } else {
         String::new()
     };
-    let name = match components(path).last() {
-        Some(last) if last != ".." => last.clone(),
-        _ if at.name == b"." && components(path).is_empty() => "/".to_owned(),
-        _ => String::from_utf8_lossy(&at.name).into_owned(),
-    };
+    // The path's own last component (as cleaned), not a followed link's target's.
+    let name = components(path).pop().unwrap_or_else(|| "/".to_owned());
     Ok(PathStat { name, size: u64::try_from(at.st.st_size).unwrap_or(0), mode: at.st.st_mode, mtime: at.st.st_mtime, link_target })
 }
 
@@ -190,57 +196,43 @@ pub fn extract<R: Read>(root: BorrowedFd<'_>, path: &str, reader: R) -> Result<A
     Ok(apply_tar_at(reader, dir.as_fd(), path, &opts)?)
 }
 
-/// The bind mounts (volumes, the user's binds) of a stopped container's spec, made on the
-/// tree at `root` (its snapshot, mounted by the agent) so that a copy sees what the container
-/// would. Each mount point is resolved inside the root; one that is not there yet (a
-/// container never started), or whose source is gone, is left out. Unmounted when dropped.
-pub struct Binds(Vec<std::path::PathBuf>);
-
-impl Binds {
-    pub fn mount(root: BorrowedFd<'_>, spec: &oci_spec::runtime::Spec) -> Binds {
-        use rustix::mount::{mount_bind_recursive, mount_remount, MountFlags};
-        let mut binds = Binds(Vec::new());
-        let mut mounts: Vec<_> = spec.mounts().iter().flatten().filter(|m| m.typ().as_deref() == Some("bind")).collect();
-        // Parents before what is mounted below them.
-        mounts.sort_by_key(|m| m.destination().components().count());
-        for m in mounts {
-            let (Some(source), dest) = (m.source(), m.destination().to_string_lossy().into_owned()) else { continue };
-            let Ok(src_meta) = std::fs::metadata(source) else { continue };
-            let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-            let target =
-                match rustix::fs::openat2(root, dest.trim_start_matches('/'), OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve) {
-                    Ok(fd) => fd,
-                    Err(_) => continue,
-                };
-            let is_dir = rustix::fs::fstat(&target).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
-            if is_dir != src_meta.is_dir() {
-                continue;
-            }
-            let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
-            let Ok(real) = std::fs::read_link(&at) else { continue };
-            if let Err(e) = mount_bind_recursive(source.as_path(), at.as_str()) {
-                tracing::warn!(destination = %dest, error = %e, "binding a mount for a copy");
-                continue;
-            }
-            binds.0.push(real.clone());
-            if m.options().iter().flatten().any(|o| o == "ro") {
-                if let Err(e) = mount_remount(&real, MountFlags::BIND | MountFlags::RDONLY, "") {
-                    tracing::warn!(destination = %dest, error = %e, "making a copy's bind mount read-only");
-                }
-            }
+/// Makes the bind mounts (volumes, the user's binds) of a stopped container's spec on the
+/// tree at `root` (its snapshot, mounted by the agent), so that a copy sees what the
+/// container would. Each mount point is resolved inside the root and mounted on through its
+/// descriptor, never by a path a container could change; one that is not there yet (a
+/// container never started), or whose source is gone, is left out. A read-only bind is made
+/// read-only through the new mount's own descriptor, or the copy fails. The mounts go when
+/// the snapshot is unmounted (lazily, with everything on it).
+pub fn mount_binds(root: BorrowedFd<'_>, spec: &oci_spec::runtime::Spec) -> Result<(), FilesError> {
+    use rustix::mount::{mount_bind_recursive, mount_remount, unmount, MountFlags, UnmountFlags};
+    let mut mounts: Vec<_> = spec.mounts().iter().flatten().filter(|m| m.typ().as_deref() == Some("bind")).collect();
+    // Parents before what is mounted below them.
+    mounts.sort_by_key(|m| m.destination().components().count());
+    for m in mounts {
+        let (Some(source), dest) = (m.source(), m.destination().to_string_lossy().into_owned()) else { continue };
+        let Ok(src_meta) = std::fs::metadata(source) else { continue };
+        let fail = |e: Errno| FilesError::Io { path: dest.clone(), source: e.into() };
+        let target = match open_in(root, dest.trim_start_matches('/'), OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(_) => continue,
+        };
+        let is_dir = rustix::fs::fstat(&target).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if is_dir != src_meta.is_dir() {
+            continue;
         }
-        binds
-    }
-}
-
-impl Drop for Binds {
-    fn drop(&mut self) {
-        for path in self.0.iter().rev() {
-            if let Err(e) = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
-                tracing::warn!(path = %path.display(), error = %e, "unmounting a copy's bind mount");
+        let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
+        mount_bind_recursive(source.as_path(), at.as_str()).map_err(fail)?;
+        if m.options().iter().flatten().any(|o| o == "ro") {
+            // The new mount, by a descriptor of its root (the target's is the one below it).
+            let made = open_in(root, dest.trim_start_matches('/'), OFlags::PATH).map_err(fail)?;
+            let made_at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&made));
+            if let Err(e) = mount_remount(made_at.as_str(), MountFlags::BIND | MountFlags::RDONLY, "") {
+                let _ = unmount(made_at.as_str(), UnmountFlags::DETACH);
+                return Err(fail(e));
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

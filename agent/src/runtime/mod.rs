@@ -177,6 +177,9 @@ impl InitState {
     }
 }
 
+/// Longest wait for a container's creation lock outside a start (a copy, a removal).
+const CREATION_WAIT: Duration = Duration::from_secs(60);
+
 /// One live task (its bundle exists and its shim may run).
 pub struct Task {
     pub ns: String,
@@ -993,6 +996,16 @@ impl Tasks {
         self.live_task(ns, id).is_some_and(|t| t.exit.borrow().is_none())
     }
 
+    /// The container's creation lock, held: no task can be made while it is (a copy of a
+    /// stopped container's files holds it; so does a removal, waiting for such a copy).
+    /// Waited for at most [`CREATION_WAIT`].
+    pub async fn creation_guard(&self, ns: &str, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, TaskError> {
+        let lock = self.making_lock(ns, id);
+        tokio::time::timeout(CREATION_WAIT, lock.lock_owned())
+            .await
+            .map_err(|_| TaskError::FailedPrecondition(format!("container {id} is being started, or its files copied: try again")))
+    }
+
     /// How a container's files are reached (`cp`). A live task's init
     /// gives its root directory, the container's own mounts included; the
     /// descriptor is checked to be of a process in the container's cgroup, so
@@ -1000,8 +1013,7 @@ impl Tasks {
     /// (one whose task is ending is waited for) leaves its snapshot to the
     /// caller to mount: no task can be made while the guard is held.
     pub async fn files(&self, ns: &str, rec: &ContainerRecord) -> Result<FilesAccess, TaskError> {
-        let lock = self.making_lock(ns, &rec.id);
-        let guard = lock.lock_owned().await;
+        let guard = self.creation_guard(ns, &rec.id).await?;
         if let Some(task) = self.live_task(ns, &rec.id) {
             if task.exit.borrow().is_none() {
                 let pid = task.init.lock().unwrap_or_else(|e| e.into_inner()).pid;

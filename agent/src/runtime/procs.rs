@@ -8,6 +8,9 @@ use std::fs;
 /// is gone, so a pid reused by another process is never mistaken for it.
 pub fn root_of(pid: u32, cgroup: &str) -> Option<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags};
+    if cgroup.trim_matches('/').is_empty() {
+        return None;
+    }
     let proc_dir = rustix::fs::open(format!("/proc/{pid}"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let root = rustix::fs::openat(&proc_dir, "root", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let file = rustix::fs::openat(&proc_dir, "cgroup", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;

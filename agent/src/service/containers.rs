@@ -441,6 +441,8 @@ pub(crate) async fn find(core: &Arc<Core>, ns: &str, id: &str) -> Result<Contain
 /// The one removal: task, then record and storage, then the event.
 async fn remove(core: &Arc<Core>, ns: &str, rec: &ContainerRecord, force: bool) -> Result<(), Error> {
     core.tasks.delete(ns, rec, force).await?;
+    // A copy of the stopped container's files (cp) ends before its snapshot and volumes go.
+    let _no_copy = core.tasks.creation_guard(ns, &rec.id).await?;
     let (c, ns2, rec2) = (core.clone(), ns.to_owned(), rec.clone());
     blocking(move || Ok(c.containers.delete(&ns2, &rec2)?)).await?;
     core.tasks.forget_container(ns, &rec.id);

@@ -27,9 +27,9 @@ pub struct CopiedIn {
     pub bytes: u64,
 }
 
-/// A directory of the agent's for one copy (its upload, the mount point of a stopped
-/// container's snapshot), removed when dropped. It lies where the agent's start removes
-/// what a crash left, mounts first.
+/// A directory of the agent's for one copy (the mount point of a stopped container's
+/// snapshot, an upload's stage), removed when dropped. It lies where the agent's start
+/// removes what a crash left, mounts first.
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -42,6 +42,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // Never removed through a mount that is still there.
+        let _ = rustix::mount::unmount(self.0.join("merged"), rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -51,30 +53,38 @@ fn files_err(e: FilesError) -> Error {
 }
 
 impl ContainerService {
-    /// Runs `f` on a blocking thread with a descriptor of the container's root.
+    /// Runs `f` on a blocking thread with a descriptor of the container's root: its live
+    /// init's, or its snapshot's, mounted with its volumes and binds (read-only when the
+    /// container's root is: `--read-only`) while no task can be made.
     async fn with_root<T: Send + 'static>(
         &self,
         ns: &str,
         rec: ContainerRecord,
-        scratch: Scratch,
-        f: impl FnOnce(BorrowedFd<'_>, &Scratch) -> Result<T, Error> + Send + 'static,
+        f: impl FnOnce(BorrowedFd<'_>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let access = self.core.tasks.files(ns, &rec).await?;
         let (core, ns) = (self.core.clone(), ns.to_owned());
         super::blocking(move || match access {
-            FilesAccess::Live(root) => f(root.as_fd(), &scratch),
+            FilesAccess::Live(root) => f(root.as_fd()),
             FilesAccess::Stopped(_no_task) => {
                 let spec = core.containers.spec(&ns, &rec.id)?;
+                let read_only = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+                let scratch = Scratch::new(&core)?;
                 let at = scratch.0.join("merged");
                 core.snapshots.with_mounted(&ns, &rec.snapshot_key, &at, |root| {
+                    if read_only {
+                        use rustix::mount::{mount_remount, MountFlags};
+                        mount_remount(root, MountFlags::BIND | MountFlags::RDONLY, "")
+                            .map_err(|e| Error::Internal(format!("{}: {e}", root.display())))?;
+                    }
                     let fd = rustix::fs::open(
                         root,
                         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
                         rustix::fs::Mode::empty(),
                     )
                     .map_err(|e| Error::Internal(format!("{}: {e}", root.display())))?;
-                    let _binds = files::Binds::mount(fd.as_fd(), &spec);
-                    f(fd.as_fd(), &scratch)
+                    files::mount_binds(fd.as_fd(), &spec).map_err(files_err)?;
+                    f(fd.as_fd())
                 })?
             }
         })
@@ -85,8 +95,7 @@ impl ContainerService {
     pub async fn stat_path(&self, ns: &str, id: &str, path: &str, follow: bool) -> Result<PathStat, Error> {
         let path = checked_path(path)?;
         let rec = find(&self.core, ns, id).await?;
-        let scratch = Scratch::new(&self.core)?;
-        self.with_root(ns, rec, scratch, move |root, _| files::stat(root, &path, follow).map_err(files_err)).await
+        self.with_root(ns, rec, move |root| files::stat(root, &path, follow).map_err(files_err)).await
     }
 
     /// What is at `path` in the container, as a tar stream of chunks whose top entry is named
@@ -100,35 +109,59 @@ impl ContainerService {
         follow: bool,
         top: &str,
     ) -> Result<mpsc::Receiver<Result<Vec<u8>, Error>>, Error> {
-        let stat = self.stat_path(ns, id, path, follow).await?;
         let path = checked_path(path)?;
         let top = match top {
-            "." if stat.is_dir() => String::new(),
-            "." => return Err(Error::InvalidArgument(format!("{path} is not a directory: its contents cannot be copied alone"))),
-            "" if stat.name == "/" => String::new(),
-            "" => stat.name,
+            "" | "." => top.to_owned(),
             t => checked_name(t)?,
         };
         let rec = find(&self.core, ns, id).await?;
-        let scratch = Scratch::new(&self.core)?;
         let (tx, rx) = mpsc::channel(super::CHUNK_QUEUE);
+        // The first answer: the copy has begun, or why it could not (before any chunk).
+        let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
+        let begun = std::sync::Arc::new(std::sync::Mutex::new(Some(begun_tx)));
+        let take = |b: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Result<(), Error>>>>| {
+            b.lock().unwrap_or_else(|e| e.into_inner()).take()
+        };
+        let begun_in = begun.clone();
         let (svc, ns) = (self.clone(), ns.to_owned());
         let handle = tokio::runtime::Handle::current();
         tokio::spawn(async move {
             let name = rec.name.clone();
             let mut sink = ChunkSender::new(tx.clone(), handle.clone());
             let r = svc
-                .with_root(&ns, rec, scratch, move |root, _| {
+                .with_root(&ns, rec, move |root| {
+                    let stat = files::stat(root, &path, follow).map_err(files_err)?;
+                    let top = match top.as_str() {
+                        "." if !stat.is_dir() => {
+                            return Err(Error::InvalidArgument(format!("{path} is not a directory: its contents cannot be copied alone")));
+                        }
+                        "." => String::new(),
+                        "" if stat.name == "/" => String::new(),
+                        "" => stat.name,
+                        _ => top,
+                    };
+                    // The caller may be gone.
+                    if !take(&begun_in).is_some_and(|s| s.send(Ok(())).is_ok()) {
+                        return Ok(());
+                    }
                     files::archive(root, &path, follow, &top, &mut sink).map_err(files_err)?;
-                    sink.flush().map_err(|e| Error::Cancelled(e.to_string()))?;
-                    Ok(sink.abandoned)
+                    sink.flush().map_err(|e| Error::Cancelled(e.to_string()))
                 })
                 .await;
             if let Err(e) = r {
-                tracing::info!(container = %name, error = %e, "copy out of a container ended");
-                let _ = tokio::time::timeout(super::CHUNK_IDLE_TIMEOUT, tx.send(Err(e))).await;
+                // Before the first chunk, the call's own answer; after it, the stream's end.
+                match take(&begun) {
+                    Some(s) => {
+                        let _ = s.send(Err(e));
+                    }
+                    None => {
+                        tracing::info!(container = %name, error = %e, "copy out of a container ended");
+                        let _ = tokio::time::timeout(super::CHUNK_IDLE_TIMEOUT, tx.send(Err(e))).await;
+                    }
+                }
             }
         });
+        begun_rx.await.map_err(|_| Error::Internal("the copy stopped before it began".into()))??;
         Ok(rx)
     }
 
@@ -160,39 +193,31 @@ impl ContainerService {
             files::stage(upload, &stage, owners, &spool).map_err(stage_err)
         })
         .await?;
-        self.with_root(ns, rec, scratch, move |root, _| {
-            let stats = files::extract(root, &path, std::io::BufReader::new(file)).map_err(files_err)?;
-            Ok(CopiedIn { entries: stats.entries, bytes: stats.bytes })
-        })
-        .await
+        let r = self
+            .with_root(ns, rec, move |root| {
+                let stats = files::extract(root, &path, std::io::BufReader::new(file)).map_err(files_err)?;
+                Ok(CopiedIn { entries: stats.entries, bytes: stats.bytes })
+            })
+            .await;
+        drop(scratch);
+        r
     }
 }
 
-/// A staging failure: the upload's own (stalled, cut, misused) by what failed; else the
-/// archive's.
+/// A staging failure: the upload's own (stalled, cut off, a message too large) by what
+/// failed; two entries at one name, a directory and a file, are the archive's fault; else the
+/// archive's error.
 fn stage_err(e: FilesError) -> Error {
-    if let FilesError::Apply(berth_archive::apply::ApplyError::Archive(io)) = &e {
-        if matches!(
-            io.kind(),
-            std::io::ErrorKind::TimedOut
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::InvalidInput
-                | std::io::ErrorKind::FileTooLarge
-        ) {
-            return upload_err(std::io::Error::new(io.kind(), io.to_string()));
-        }
-    }
-    files_err(e)
-}
-
-/// A failed upload, by what failed.
-fn upload_err(e: std::io::Error) -> Error {
-    match e.kind() {
-        std::io::ErrorKind::TimedOut => Error::DeadlineExceeded(e.to_string()),
-        std::io::ErrorKind::ConnectionAborted => Error::Cancelled(e.to_string()),
-        std::io::ErrorKind::InvalidInput => Error::InvalidArgument(e.to_string()),
-        std::io::ErrorKind::FileTooLarge => Error::OutOfRange(e.to_string()),
-        _ => Error::Internal(format!("receiving the upload: {e}")),
+    use berth_archive::apply::ApplyError;
+    match &e {
+        FilesError::Apply(ApplyError::Archive(io)) => match io.kind() {
+            std::io::ErrorKind::TimedOut => Error::DeadlineExceeded(io.to_string()),
+            std::io::ErrorKind::ConnectionAborted => Error::Cancelled(io.to_string()),
+            std::io::ErrorKind::FileTooLarge => Error::OutOfRange(io.to_string()),
+            _ => files_err(e),
+        },
+        FilesError::Apply(ApplyError::KindConflict { .. }) => Error::InvalidArgument(e.to_string()),
+        _ => files_err(e),
     }
 }
 

@@ -131,6 +131,15 @@ async fn copy_out(conn: &Conn, a: &CpArgs, id: &str, src: &str, dest: &str) -> R
         return Ok(0);
     }
     let src_dir = is_dir_mode(st.mode);
+    // A link at DEST is followed, as docker follows it.
+    let dest = match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(dest) {
+            Ok(real) => real.to_string_lossy().into_owned(),
+            Err(_) => dest.to_owned(),
+        },
+        _ => dest.to_owned(),
+    };
+    let dest = dest.as_str();
     let (dir, name) = match std::fs::metadata(dest) {
         Ok(m) if m.is_dir() => (dest.to_owned(), if src_dir && contents_only(src) { ".".to_owned() } else { String::new() }),
         Ok(_) if src_dir => bail!("cannot copy a directory to a file: {dest}"),
@@ -185,9 +194,17 @@ async fn copy_in(conn: &Conn, a: &CpArgs, src: &str, id: &str, dest: &str) -> Re
             let mut sink = Chunks { tx: req_tx, buf: Vec::new() };
             std::io::copy(&mut std::io::stdin().lock(), &mut sink).context("reading standard input")?;
             sink.flush().context("sending the archive")?;
-            Ok::<u64, anyhow::Error>(0)
+            Ok::<(), anyhow::Error>(())
         })
     } else {
+        // `..` names the directory it leads to (docker cleans the path first).
+        let cleaned;
+        let src = if src == ".." || src.ends_with("/..") {
+            cleaned = std::fs::canonicalize(src).with_context(|| format!("cannot copy {src}"))?.to_string_lossy().into_owned();
+            cleaned.as_str()
+        } else {
+            src
+        };
         let meta = if a.follow_link { std::fs::metadata(src) } else { std::fs::symlink_metadata(src) };
         let meta = meta.with_context(|| format!("cannot copy {src}"))?;
         let src_dir = meta.is_dir();
@@ -221,7 +238,7 @@ async fn copy_in(conn: &Conn, a: &CpArgs, src: &str, id: &str, dest: &str) -> Re
             let mut sink = Chunks { tx: req_tx, buf: Vec::new() };
             berth_archive::copy::write_tree(parent.as_fd(), from_name.as_bytes(), name.as_bytes(), Path::new(&from_dir), &mut sink)?;
             sink.flush().context("sending the archive")?;
-            Ok::<u64, anyhow::Error>(meta.len())
+            Ok::<(), anyhow::Error>(())
         })
     };
     let mut client = conn.containers();
@@ -231,7 +248,8 @@ async fn copy_in(conn: &Conn, a: &CpArgs, src: &str, id: &str, dest: &str) -> Re
     let answer = tokio::select! {
         r = &mut call => r,
         w = &mut writer => {
-            // A local failure cancels the call (dropping it), so the agent writes nothing.
+            // A local failure cancels the call (dropping it); an archive cut short has no
+            // end-of-archive blocks either, and the agent refuses it.
             w??;
             call.await
         }

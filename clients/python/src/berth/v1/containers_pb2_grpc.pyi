@@ -104,8 +104,11 @@ class ContainersStub:
     """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
     a container). The first message carries the options, the others the archive's bytes.
     The whole archive is received and checked before anything is written, so one cut short
-    changes nothing. Entries land inside the directory only; a directory is never replaced
-    by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+    (its end-of-archive blocks are required) or with a hostile entry changes nothing; what
+    only the destination can refuse (a directory where a file comes, a read-only mount, a
+    full disk) may stop it part way. Entries land inside the directory only; a directory is
+    never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
+    are refused.
     Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
     directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
     and a file in each other's place; a read-only file system: `--read-only`),
@@ -188,8 +191,11 @@ class ContainersAsyncStub(ContainersStub):
     """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
     a container). The first message carries the options, the others the archive's bytes.
     The whole archive is received and checked before anything is written, so one cut short
-    changes nothing. Entries land inside the directory only; a directory is never replaced
-    by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+    (its end-of-archive blocks are required) or with a hostile entry changes nothing; what
+    only the destination can refuse (a directory where a file comes, a read-only mount, a
+    full disk) may stop it part way. Entries land inside the directory only; a directory is
+    never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
+    are refused.
     Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
     directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
     and a file in each other's place; a read-only file system: `--read-only`),
@@ -341,8 +347,11 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
         a container). The first message carries the options, the others the archive's bytes.
         The whole archive is received and checked before anything is written, so one cut short
-        changes nothing. Entries land inside the directory only; a directory is never replaced
-        by a non-directory or the reverse; `.wh.` names (whiteouts in a layer) are refused.
+        (its end-of-archive blocks are required) or with a hostile entry changes nothing; what
+        only the destination can refuse (a directory where a file comes, a read-only mount, a
+        full disk) may stop it part way. Entries land inside the directory only; a directory is
+        never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
+        are refused.
         Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
         directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
         and a file in each other's place; a read-only file system: `--read-only`),
