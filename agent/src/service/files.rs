@@ -141,7 +141,7 @@ impl ContainerService {
                         _ => top,
                     };
                     // The caller may be gone.
-                    if !take(&begun_in).is_some_and(|s| s.send(Ok(())).is_ok()) {
+                    if take(&begun_in).is_none_or(|s| s.send(Ok(())).is_err()) {
                         return Ok(());
                     }
                     files::archive(root, &path, follow, &top, &mut sink).map_err(files_err)?;
