@@ -28,5 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
     // Maps as BTreeMap: no hashing per entry, and a stable order in every reply.
     tonic_prost_build::configure().btree_map(".").build_client(true).build_server(true).compile_fds(fds)?;
+
+    // The Kubernetes CRI (upstream's file, unchanged): served on the agent's CRI socket.
+    let cri = "cri/runtime/v1/api.proto";
+    println!("cargo:rerun-if-changed={}", root.join(cri).display());
+    let fds = protox::compile([cri], [&root])?;
+    tonic_prost_build::configure().btree_map(".").build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -52,6 +52,13 @@ pub struct Args {
     /// the socket is then root:GROUP, mode 0660 [default: root only]
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Unix socket of the Kubernetes CRI (runtime.v1), for a kubelet's
+    /// --container-runtime-endpoint [default: <state>/cri.sock]
+    #[arg(long, value_name = "PATH")]
+    pub cri_address: Option<PathBuf>,
+    /// Serve no CRI socket
+    #[arg(long, conflicts_with = "cri_address")]
+    pub no_cri: bool,
 }
 
 /// An OCI runtime the agent can use, from the `[runtimes.NAME]` table.
@@ -75,6 +82,10 @@ pub struct FileConfig {
     pub address: Option<PathBuf>,
     /// Group whose members may use the socket (root:GROUP, 0660).
     pub group: Option<String>,
+    /// The CRI socket [default: <state>/cri.sock].
+    pub cri_address: Option<PathBuf>,
+    /// Whether to serve the CRI (default true).
+    pub cri: Option<bool>,
     pub snapshotter: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
@@ -188,6 +199,8 @@ pub struct Config {
     pub address: PathBuf,
     /// The socket's group (its members may call the agent); None: root only.
     pub socket_group: Option<String>,
+    /// The Kubernetes CRI's socket (root only); None: no CRI.
+    pub cri_address: Option<PathBuf>,
     /// None: detect.
     pub snapshotter: Option<String>,
     pub log_level: Option<String>,
@@ -228,6 +241,7 @@ impl Config {
             state: state.to_owned(),
             address: state.join("berthd.sock"),
             socket_group: None,
+            cri_address: Some(state.join("cri.sock")),
             snapshotter: None,
             log_level: None,
             log_format: "text".into(),
@@ -255,6 +269,12 @@ impl Config {
             c.address = a;
         }
         c.socket_group = args.group.or(file.group).filter(|g| !g.is_empty());
+        if let Some(a) = args.cri_address.or(file.cri_address) {
+            c.cri_address = Some(a);
+        }
+        if args.no_cri || file.cri == Some(false) {
+            c.cri_address = None;
+        }
         c.snapshotter = args.snapshotter.or(file.snapshotter);
         if let Some(s) = &c.snapshotter {
             if s != "overlayfs" && s != "native" {

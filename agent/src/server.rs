@@ -116,6 +116,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     }
     let services = agent.services();
     let listener = bind_socket(&address, socket_gid)?;
+    // The kubelet's socket: root's only.
+    let cri_listener = config.cri_address.as_deref().map(|p| bind_socket(p, None)).transpose()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesApi>>().await;
@@ -128,7 +130,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let reflection = reflection_builder().build_v1().map_err(|e| ServerError::Socket(format!("reflection: {e}")))?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(|e| ServerError::Socket(format!("reflection: {e}")))?;
 
-    tracing::info!(address = %address.display(), root = %config.root.display(), pid = std::process::id(), "berthd serving");
+    tracing::info!(
+        address = %address.display(),
+        cri = %config.cri_address.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "off".into()),
+        root = %config.root.display(),
+        pid = std::process::id(),
+        "berthd serving"
+    );
     // Graceful shutdown, bounded: in-flight calls get a few seconds to finish.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // On a Unix socket, clients fill HTTP/2's `:authority` as they like (grpcio
@@ -154,9 +162,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .add_service(api::build::service(services.clone()))
         .add_service(api::networks::service(services.clone()))
         .add_service(api::volumes::service(services.clone()))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop_rx.changed().await;
+        .serve_with_incoming_shutdown(incoming, {
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let _ = stop_rx.changed().await;
+            }
         });
+    // The Kubernetes CRI on its own socket, stopped with the rest.
+    let cri_server = async {
+        let Some(listener) = cri_listener else { return std::future::pending().await };
+        let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new));
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(berth_api::STREAM_WINDOW)
+            .initial_connection_window_size(berth_api::CONNECTION_WINDOW)
+            .add_service(api::cri::runtime::service(services.clone()))
+            .add_service(api::cri::images::service(services.clone()))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.changed().await;
+            })
+            .await
+    };
+    let server = async {
+        tokio::pin!(server);
+        tokio::pin!(cri_server);
+        tokio::select! {
+            r = &mut server => r,
+            r = &mut cri_server => {
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "the CRI server stopped");
+                }
+                server.await
+            }
+        }
+    };
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,
@@ -172,6 +210,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         }
     };
     let _ = fs::remove_file(&address);
+    if let Some(cri) = &config.cri_address {
+        let _ = fs::remove_file(cri);
+    }
     // The namespaces kept ahead of time hold addresses for nobody once the agent is gone.
     agent.stop().await;
     tracing::info!("berthd stopped");

@@ -1,9 +1,16 @@
-//! The Berth gRPC API: messages and services generated from `proto/berth/v1`,
+//! The Berth gRPC API: messages and services generated from `proto/berth/v1` (and the
+//! Kubernetes CRI's, from `proto/cri`),
 //! plus a helper to connect to the agent's Unix socket.
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("berth.v1");
+}
+
+/// The Kubernetes CRI (`runtime.v1`, from `proto/cri`): what a kubelet calls.
+pub mod cri {
+    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+    tonic::include_proto!("runtime.v1");
 }
 
 /// Serialized `FileDescriptorSet` of the API, for gRPC server reflection.

@@ -6,6 +6,7 @@ pub mod build;
 pub mod containers;
 pub mod content;
 pub mod convert;
+pub mod cri;
 pub mod error;
 pub mod events;
 pub mod images;

@@ -81,6 +81,54 @@ fn info_for(images: &Images, ns: &str, rec: &ImageRecord, platform: &Platform) -
     (info, resolved)
 }
 
+/// An image as the CRI sees one: every name whose image has one config (its id).
+#[derive(Debug, Clone)]
+pub struct ImageGroup {
+    /// The config's digest: the image id.
+    pub id: Digest,
+    /// The names that are tags (`docker.io/library/busybox:latest`).
+    pub tags: Vec<String>,
+    /// `repository@manifest-digest` of every name.
+    pub digests: Vec<String>,
+    pub size: u64,
+    /// Bytes of its unpacked layers on disk.
+    pub unpacked_size: u64,
+    /// The config's `User` (`1000`, `app`, `1000:1000`, or empty).
+    pub user: String,
+}
+
+/// Where images are kept on disk, and how much of it the images of a namespace use.
+#[derive(Debug, Clone)]
+pub struct ImageFs {
+    /// The snapshots' directory.
+    pub mountpoint: std::path::PathBuf,
+    /// Content and unpacked layers of the namespace's images.
+    pub used_bytes: u64,
+}
+
+/// The images of `records` grouped by their id (this platform's config), in id order.
+fn groups_of(images: &Images, ns: &str, records: &[ImageRecord]) -> Vec<ImageGroup> {
+    let mut groups: BTreeMap<String, ImageGroup> = BTreeMap::new();
+    for rec in records {
+        let (info, resolved) = info_for(images, ns, rec, &Platform::default_platform());
+        let (Some(id), Some(resolved)) = (info.config_digest, resolved) else { continue };
+        let g = groups.entry(id.to_string()).or_insert_with(|| {
+            let config: serde_json::Value = serde_json::from_slice(&resolved.config_json).unwrap_or_default();
+            let user = config.pointer("/config/User").and_then(|u| u.as_str()).unwrap_or_default().to_owned();
+            ImageGroup { id: id.clone(), tags: Vec::new(), digests: Vec::new(), size: info.size, unpacked_size: info.unpacked_size, user }
+        });
+        let Ok(r) = crate::image::reference::Reference::parse(&rec.name) else { continue };
+        if r.digest.is_none() {
+            g.tags.push(rec.name.clone());
+        }
+        let digest = format!("{}@{}", r.repository(), rec.target.digest);
+        if !g.digests.contains(&digest) {
+            g.digests.push(digest);
+        }
+    }
+    groups.into_values().collect()
+}
+
 fn info(images: &Images, ns: &str, rec: &ImageRecord) -> ImageInfo {
     info_for(images, ns, rec, &Platform::default_platform()).0
 }
@@ -125,6 +173,35 @@ impl ImageService {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Every image of `ns` as the CRI sees them (grouped by id).
+    pub async fn groups(&self, ns: &str) -> Result<Vec<ImageGroup>, Error> {
+        let (core, ns) = (self.core.clone(), ns.to_owned());
+        blocking(move || Ok(groups_of(&core.images, &ns, &core.meta.images(&ns)?))).await
+    }
+
+    /// The disk images take in `ns`.
+    pub async fn image_fs(&self, ns: &str) -> Result<ImageFs, Error> {
+        let used_bytes = self.groups(ns).await?.iter().map(|g| g.size + g.unpacked_size).sum();
+        Ok(ImageFs { mountpoint: self.core.config.root.join("snapshots"), used_bytes })
+    }
+
+    /// The image `name` (a name, `repo@digest`, an id or a unique id prefix) as the CRI sees
+    /// it, with every name of its id; None when there is none.
+    pub async fn group(&self, ns: &str, name: &str) -> Result<Option<ImageGroup>, Error> {
+        let (core, ns, name) = (self.core.clone(), ns.to_owned(), name.to_owned());
+        blocking(move || {
+            let found = match core.images.find(&ns, &name) {
+                Ok(found) => found,
+                Err(crate::image::ImageError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let ids: Vec<Digest> = groups_of(&core.images, &ns, &found).into_iter().map(|g| g.id).collect();
+            let all = groups_of(&core.images, &ns, &core.meta.images(&ns)?);
+            Ok(all.into_iter().find(|g| ids.contains(&g.id)))
         })
         .await
     }

@@ -1,0 +1,21 @@
+//! The Kubernetes CRI (`runtime.v1`), served on the agent's CRI socket: what a kubelet
+//! calls. Like every API surface, each handler reads the request, calls the application
+//! services, and converts; the CRI's records live in the namespace [`NAMESPACE`], which
+//! `berthctl --namespace k8s.io` shows.
+//!
+//! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig and the whole
+//! ImageService. What is not yet served answers UNIMPLEMENTED.
+
+pub mod images;
+pub mod runtime;
+
+/// The namespace of everything the CRI makes, as containerd's CRI plugin uses.
+pub const NAMESPACE: &str = "k8s.io";
+
+/// The largest message the CRI services take.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// The CRI's RPCs not served yet.
+fn unimplemented<T>(what: &str) -> Result<T, tonic::Status> {
+    Err(tonic::Status::unimplemented(format!("{what} is not implemented by berthd yet")))
+}
