@@ -63,7 +63,7 @@ fn the_cri_answers_a_kubelet_s_runtime_and_image_calls() {
         let status = images.image_status(cri::ImageStatusRequest { image: spec(&name), verbose: false }).await.unwrap().into_inner();
         let image = status.image.expect("the pulled image");
         assert_eq!(image.id, id);
-        assert_eq!(image.repo_tags, [name.clone()]);
+        assert_eq!(image.repo_tags, std::slice::from_ref(&name));
         assert_eq!(image.uid.map(|u| u.value), Some(1000));
         let by_digest = image.repo_digests.first().expect("a repo digest").clone();
         assert!(by_digest.starts_with(&format!("{}/team/app@sha256:", reg.addr)), "{by_digest}");
