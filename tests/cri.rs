@@ -96,3 +96,96 @@ fn the_cri_socket_can_be_turned_off() {
     assert!(d.state.join("berthd.sock").exists());
     assert!(!d.state.join("cri.sock").exists());
 }
+
+fn pod_config(name: &str, host_network: bool) -> cri::PodSandboxConfig {
+    let meta = cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "default".into(), attempt: 0 };
+    let namespaces = cri::NamespaceOption {
+        network: if host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod } as i32,
+        ..Default::default()
+    };
+    cri::PodSandboxConfig {
+        metadata: Some(meta),
+        hostname: format!("{name}-host"),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec![],
+        }),
+        labels: [("app".to_owned(), name.to_owned())].into(),
+        // Annotations can be large (kubectl's last-applied-configuration).
+        annotations: [("big".to_owned(), "x".repeat(20_000))].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(namespaces), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pods_run_with_an_address_and_stop_and_go_as_a_kubelet_expects() {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    rt().block_on(async {
+        let channel = berth_api::connect(d.state.join("cri.sock"), std::time::Duration::from_secs(5)).await.unwrap();
+        let mut rt = RuntimeServiceClient::new(channel);
+        let run = |c: cri::PodSandboxConfig| cri::RunPodSandboxRequest { config: Some(c), runtime_handler: String::new() };
+        let id = rt.run_pod_sandbox(run(pod_config("web", false))).await.unwrap().into_inner().pod_sandbox_id;
+        let status = |id: &str| cri::PodSandboxStatusRequest { pod_sandbox_id: id.to_owned(), verbose: false };
+        let s = rt.pod_sandbox_status(status(&id)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(s.state, cri::PodSandboxState::SandboxReady as i32);
+        assert_eq!(s.metadata.as_ref().map(|m| m.name.as_str()), Some("web"));
+        let ip: std::net::Ipv4Addr = s.network.as_ref().unwrap().ip.parse().expect("the pod's address");
+        assert!(!ip.is_loopback());
+        assert_eq!(s.labels, [("app".to_owned(), "web".to_owned())].into());
+        assert_eq!(s.annotations["big"].len(), 20_000);
+        assert!(s.created_at > 0);
+        // The pod's own hostname and DNS settings.
+        let etc = |f: &str| d.ok(&["--namespace", "k8s.io", "cp", &format!("{id}:/etc/{f}"), "-"]);
+        assert!(etc("hostname").contains("web-host"));
+        let resolv = etc("resolv.conf");
+        assert!(resolv.contains("10.96.0.10") && resolv.contains("default.svc.cluster.local"), "{resolv}");
+
+        // The same pod twice is refused; another one runs beside it, on the host's network.
+        let e = rt.run_pod_sandbox(run(pod_config("web", false))).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e}");
+        let host = rt.run_pod_sandbox(run(pod_config("hostnet", true))).await.unwrap().into_inner().pod_sandbox_id;
+        let hs = rt.pod_sandbox_status(status(&host)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(hs.network.unwrap().ip, "");
+
+        // Lists, filtered as the kubelet filters them.
+        let list = |f: cri::PodSandboxFilter| cri::ListPodSandboxRequest { filter: Some(f) };
+        let ids = |r: cri::ListPodSandboxResponse| r.items.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        let all = ids(rt.list_pod_sandbox(list(Default::default())).await.unwrap().into_inner());
+        assert_eq!(all.len(), 2, "{all:?}");
+        let by_label = cri::PodSandboxFilter { label_selector: [("app".to_owned(), "web".to_owned())].into(), ..Default::default() };
+        assert_eq!(ids(rt.list_pod_sandbox(list(by_label)).await.unwrap().into_inner()), [id.clone()]);
+        let by_prefix = cri::PodSandboxFilter { id: id[..12].to_owned(), ..Default::default() };
+        assert_eq!(ids(rt.list_pod_sandbox(list(by_prefix)).await.unwrap().into_inner()), [id.clone()]);
+
+        // Stopped (twice: the kubelet does), then not ready; removed (twice), then gone.
+        let stop = |id: &str| cri::StopPodSandboxRequest { pod_sandbox_id: id.to_owned() };
+        let remove = |id: &str| cri::RemovePodSandboxRequest { pod_sandbox_id: id.to_owned() };
+        rt.stop_pod_sandbox(stop(&id)).await.unwrap();
+        rt.stop_pod_sandbox(stop(&id)).await.unwrap();
+        let s = rt.pod_sandbox_status(status(&id)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(s.state, cri::PodSandboxState::SandboxNotready as i32);
+        let not_ready = cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 }),
+            ..Default::default()
+        };
+        assert_eq!(ids(rt.list_pod_sandbox(list(not_ready)).await.unwrap().into_inner()), [id.clone()]);
+        for pod in [&id, &host] {
+            rt.remove_pod_sandbox(remove(pod)).await.unwrap();
+            rt.remove_pod_sandbox(remove(pod)).await.unwrap();
+        }
+        let e = rt.pod_sandbox_status(status(&id)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        rt.stop_pod_sandbox(stop("0123456789ab")).await.unwrap();
+        assert!(ids(rt.list_pod_sandbox(list(Default::default())).await.unwrap().into_inner()).is_empty());
+    });
+    // Nothing of the pods is left: no container, no record.
+    assert_eq!(d.ok(&["--namespace", "k8s.io", "ps", "-aq"]), "");
+    let records: Vec<_> = std::fs::read_dir(d.root.join("cri/pods")).map(|r| r.flatten().collect()).unwrap_or_default();
+    assert!(records.is_empty(), "{records:?}");
+}

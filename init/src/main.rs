@@ -10,7 +10,10 @@
 //! loop run as the container's command ignores `stop`'s SIGTERM and waits for
 //! the SIGKILL 10 s later; under berth-init it is PID 2 and ends at once.
 //!
-//! Usage: `berth-init [--] COMMAND [ARG...]`. No dependencies: the agent
+//! Usage: `berth-init [--] COMMAND [ARG...]`, or `berth-init --pause`: the
+//! process that holds a pod's namespaces open (the CRI's sandbox). It runs
+//! nothing, reaps what ends in the pod (when the pod shares its PID namespace)
+//! and exits on SIGTERM, SIGINT or SIGQUIT. No dependencies: the agent
 //! compiles this file alone with rustc, statically linked (see agent/build.rs).
 
 use std::ffi::OsString;
@@ -40,6 +43,9 @@ mod sys {
     }
 
     pub const SIG_SETMASK: c_int = 2;
+    pub const SIGINT: c_int = 2;
+    pub const SIGQUIT: c_int = 3;
+    pub const SIGTERM: c_int = 15;
     pub const SIGPIPE: c_int = 13;
     pub const SIGCHLD: c_int = 17;
     pub const WNOHANG: c_int = 1;
@@ -134,8 +140,26 @@ fn exit_code(status: i32) -> i32 {
     }
 }
 
+/// A pod's pause process: waits for a stop signal, reaping every process that ends.
+fn pause(all: &sys::SigSet) -> ! {
+    loop {
+        if let Some(sys::SIGTERM | sys::SIGINT | sys::SIGQUIT) = sys::wait_signal(all) {
+            exit(0);
+        }
+        while sys::reap().is_some() {}
+    }
+}
+
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.len() == 1 && args[0] == "--pause" {
+        let all = sys::all();
+        if !sys::block(&all) {
+            eprintln!("berth-init: cannot block signals: {}", std::io::Error::last_os_error());
+            exit(1);
+        }
+        pause(&all);
+    }
     if args.first().is_some_and(|a| a == "--") {
         args.remove(0);
     }

@@ -17,6 +17,7 @@ pub mod files;
 pub mod health;
 pub mod images;
 pub mod networks;
+pub mod pods;
 mod restart;
 pub mod snapshots;
 pub mod system;
@@ -43,6 +44,7 @@ pub struct Services {
     pub tasks: tasks::TaskService,
     pub events: events::EventService,
     pub networks: networks::NetworkService,
+    pub pods: pods::PodService,
     pub volumes: volumes::VolumeService,
     pub system: system::SystemService,
 }
@@ -52,9 +54,15 @@ impl Services {
         let images = images::ImageService::new(core.clone());
         Services {
             build: build::BuildService::new(core.clone(), images.clone()),
-            images,
+            images: images.clone(),
             content: content::ContentService::new(core.clone()),
             snapshots: snapshots::SnapshotService::new(core.clone()),
+            pods: pods::PodService::new(
+                core.clone(),
+                containers::ContainerService::new(core.clone()),
+                tasks::TaskService::new(core.clone()),
+                images.clone(),
+            ),
             containers: containers::ContainerService::new(core.clone()),
             tasks: tasks::TaskService::new(core.clone()),
             events: events::EventService::new(core.clone()),

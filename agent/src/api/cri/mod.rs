@@ -3,8 +3,9 @@
 //! services, and converts; the CRI's records live in the namespace [`NAMESPACE`], which
 //! `berthctl --namespace k8s.io` shows.
 //!
-//! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig and the whole
-//! ImageService. What is not yet served answers UNIMPLEMENTED.
+//! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, the pod sandboxes
+//! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox: the
+//! pods service) and the whole ImageService. What is not yet served answers UNIMPLEMENTED.
 
 pub mod images;
 pub mod runtime;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use berth_api::cri::{self, runtime_service_server::RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
-use super::unimplemented;
+use super::{unimplemented, NAMESPACE};
+use crate::network::PortSpec;
+use crate::service::pods::{PodFilter, PodMeta, PodSpec, PodView};
 use crate::service::Services;
 
 pub struct RuntimeApi {
@@ -22,6 +24,66 @@ const CRI_VERSION: &str = "v1";
 
 fn condition(kind: &str, ok: bool, reason: &str, message: String) -> cri::RuntimeCondition {
     cri::RuntimeCondition { r#type: kind.to_owned(), status: ok, reason: if ok { String::new() } else { reason.to_owned() }, message }
+}
+
+/// What RunPodSandbox asks for, in the pods service's terms.
+fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<PodSpec, Status> {
+    let m = config.metadata.ok_or_else(|| Status::invalid_argument("a pod needs its metadata (PodSandboxConfig.metadata)"))?;
+    let ns_options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|c| c.namespace_options.as_ref());
+    let host_network = ns_options.is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
+    let dns = config.dns_config.unwrap_or_default();
+    let mut ports = Vec::new();
+    for p in &config.port_mappings {
+        // Only host ports are published; a container port alone needs nothing on the host.
+        if p.host_port <= 0 {
+            continue;
+        }
+        let protocol = match cri::Protocol::try_from(p.protocol) {
+            Ok(cri::Protocol::Tcp) => "tcp",
+            Ok(cri::Protocol::Udp) => "udp",
+            _ => return Err(Status::invalid_argument(format!("port {}: only TCP and UDP are published", p.container_port))),
+        };
+        let port = |n: i32, what: &str| u16::try_from(n).map_err(|_| Status::invalid_argument(format!("{what} {n} is not a port")));
+        ports.push(PortSpec {
+            host_ip: p.host_ip.clone(),
+            host_port: port(p.host_port, "host port")?,
+            container_port: port(p.container_port, "container port")?,
+            protocol: protocol.into(),
+        });
+    }
+    Ok(PodSpec {
+        meta: PodMeta { name: m.name, uid: m.uid, namespace: m.namespace, attempt: m.attempt },
+        hostname: config.hostname,
+        log_directory: config.log_directory,
+        dns_servers: dns.servers,
+        dns_searches: dns.searches,
+        dns_options: dns.options,
+        ports,
+        host_network,
+        labels: config.labels,
+        annotations: config.annotations,
+        runtime_handler,
+    })
+}
+
+fn pod_metadata(m: &PodMeta) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata { name: m.name.clone(), uid: m.uid.clone(), namespace: m.namespace.clone(), attempt: m.attempt }
+}
+
+fn pod_state(p: &PodView) -> i32 {
+    if p.ready {
+        cri::PodSandboxState::SandboxReady as i32
+    } else {
+        cri::PodSandboxState::SandboxNotready as i32
+    }
+}
+
+/// A pod's id as the CRI passes it.
+fn pod_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("a pod sandbox id is required"));
+    }
+    Ok(id)
 }
 
 /// Declares the RPCs not served yet: each answers UNIMPLEMENTED, naming itself. (Written in
@@ -76,6 +138,77 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         }))
     }
 
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        let config = r.config.ok_or_else(|| Status::invalid_argument("a pod needs its config (RunPodSandboxRequest.config)"))?;
+        let spec = pod_spec(config, r.runtime_handler)?;
+        let id = self.services.pods.run(NAMESPACE, spec).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        self.services.pods.stop(NAMESPACE, pod_id(&req.get_ref().pod_sandbox_id)?).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        self.services.pods.remove(NAMESPACE, pod_id(&req.get_ref().pod_sandbox_id)?).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let id = pod_id(&req.get_ref().pod_sandbox_id)?.to_owned();
+        let pod = self.services.pods.get(NAMESPACE, &id).await?.ok_or_else(|| Status::not_found(format!("pod sandbox {id} not found")))?;
+        let mut ips = pod.ips.iter().map(|ip| cri::PodIp { ip: ip.clone() });
+        let network = cri::PodSandboxNetworkStatus { ip: ips.next().map(|p| p.ip).unwrap_or_default(), additional_ips: ips.collect() };
+        let mode = if pod.host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
+        let options = cri::NamespaceOption { network: mode as i32, pid: cri::NamespaceMode::Container as i32, ..Default::default() };
+        let status = cri::PodSandboxStatus {
+            id: pod.id.clone(),
+            metadata: Some(pod_metadata(&pod.meta)),
+            state: pod_state(&pod),
+            created_at: pod.created,
+            network: Some(network),
+            linux: Some(cri::LinuxPodSandboxStatus { namespaces: Some(cri::Namespace { options: Some(options) }) }),
+            labels: pod.labels,
+            annotations: pod.annotations,
+            runtime_handler: pod.runtime_handler,
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(status),
+            info: Default::default(),
+            containers_statuses: Vec::new(),
+            timestamp: i64::try_from(now.as_nanos()).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter =
+            PodFilter { id: f.id, ready: f.state.map(|s| s.state == cri::PodSandboxState::SandboxReady as i32), labels: f.label_selector };
+        let pods = self.services.pods.list(NAMESPACE, &filter).await?;
+        let items = pods
+            .into_iter()
+            .map(|p| cri::PodSandbox {
+                state: pod_state(&p),
+                metadata: Some(pod_metadata(&p.meta)),
+                id: p.id,
+                created_at: p.created,
+                labels: p.labels,
+                annotations: p.annotations,
+                runtime_handler: p.runtime_handler,
+            })
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
     async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         // Containers' cgroups are made by path under /berth (cgroupfs), not by systemd.
         let linux = cri::LinuxRuntimeConfiguration { cgroup_driver: cri::CgroupDriver::Cgroupfs as i32 };
@@ -91,11 +224,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     }
 
     not_yet! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
         create_container(CreateContainerRequest) -> CreateContainerResponse;
         start_container(StartContainerRequest) -> StartContainerResponse;
         stop_container(StopContainerRequest) -> StopContainerResponse;
