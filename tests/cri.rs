@@ -159,9 +159,9 @@ fn pods_run_with_an_address_and_stop_and_go_as_a_kubelet_expects() {
         let all = ids(rt.list_pod_sandbox(list(Default::default())).await.unwrap().into_inner());
         assert_eq!(all.len(), 2, "{all:?}");
         let by_label = cri::PodSandboxFilter { label_selector: [("app".to_owned(), "web".to_owned())].into(), ..Default::default() };
-        assert_eq!(ids(rt.list_pod_sandbox(list(by_label)).await.unwrap().into_inner()), [id.clone()]);
+        assert_eq!(ids(rt.list_pod_sandbox(list(by_label)).await.unwrap().into_inner()), std::slice::from_ref(&id));
         let by_prefix = cri::PodSandboxFilter { id: id[..12].to_owned(), ..Default::default() };
-        assert_eq!(ids(rt.list_pod_sandbox(list(by_prefix)).await.unwrap().into_inner()), [id.clone()]);
+        assert_eq!(ids(rt.list_pod_sandbox(list(by_prefix)).await.unwrap().into_inner()), std::slice::from_ref(&id));
 
         // Stopped (twice: the kubelet does), then not ready; removed (twice), then gone.
         let stop = |id: &str| cri::StopPodSandboxRequest { pod_sandbox_id: id.to_owned() };
@@ -174,7 +174,7 @@ fn pods_run_with_an_address_and_stop_and_go_as_a_kubelet_expects() {
             state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 }),
             ..Default::default()
         };
-        assert_eq!(ids(rt.list_pod_sandbox(list(not_ready)).await.unwrap().into_inner()), [id.clone()]);
+        assert_eq!(ids(rt.list_pod_sandbox(list(not_ready)).await.unwrap().into_inner()), std::slice::from_ref(&id));
         for pod in [&id, &host] {
             rt.remove_pod_sandbox(remove(pod)).await.unwrap();
             rt.remove_pod_sandbox(remove(pod)).await.unwrap();
