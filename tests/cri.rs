@@ -189,3 +189,130 @@ fn pods_run_with_an_address_and_stop_and_go_as_a_kubelet_expects() {
     let records: Vec<_> = std::fs::read_dir(d.root.join("cri/pods")).map(|r| r.flatten().collect()).unwrap_or_default();
     assert!(records.is_empty(), "{records:?}");
 }
+
+#[test]
+fn a_pod_s_containers_share_its_network_log_where_the_kubelet_reads_and_go_with_it() {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
+    d.ok(&["--namespace", "k8s.io", "load", "-i", path.to_str().unwrap()]);
+    let logs = d.dir.path().join("pod-logs");
+    let shared = d.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("page.html"), "<p>from the host</p>\n").unwrap();
+    rt().block_on(async {
+        let channel = berth_api::connect(d.state.join("cri.sock"), std::time::Duration::from_secs(5)).await.unwrap();
+        let mut rt = RuntimeServiceClient::new(channel);
+        let mut config = pod_config("shop", false);
+        config.log_directory = logs.display().to_string();
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let status = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap();
+        let ip = status.into_inner().status.unwrap().network.unwrap().ip;
+
+        let container = |name: &str, script: &str| cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: spec("busybox"),
+            command: vec!["sh".into(), "-c".into()],
+            args: vec![script.into()],
+            envs: vec![cri::KeyValue { key: "GREETING".into(), value: "hello from the pod".into() }],
+            mounts: vec![cri::Mount {
+                container_path: "/www".into(),
+                host_path: shared.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }],
+            labels: [("tier".to_owned(), name.to_owned())].into(),
+            log_path: format!("{name}/0.log"),
+            ..Default::default()
+        };
+        let create = |c: cri::ContainerConfig| cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: Some(config.clone()),
+        };
+        let server = rt
+            .create_container(create(container("web", "echo $GREETING; exec busybox httpd -f -p 8080 -h /www")))
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        let job = rt.create_container(create(container("job", "exit 3"))).await.unwrap().into_inner().container_id;
+        let cstatus = |id: &str| cri::ContainerStatusRequest { container_id: id.to_owned(), verbose: false };
+        let s = rt.container_status(cstatus(&server)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+        for id in [&server, &job] {
+            rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        }
+
+        // The server listens in the pod's network: the host reaches it at the pod's address.
+        let url = format!("{ip}:8080");
+        let mut page = String::new();
+        for _ in 0..100 {
+            if let Ok(mut conn) = std::net::TcpStream::connect_timeout(&url.parse().unwrap(), std::time::Duration::from_secs(1)) {
+                use std::io::{Read, Write};
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                conn.write_all(b"GET /page.html HTTP/1.0\r\n\r\n").unwrap();
+                let _ = conn.read_to_string(&mut page);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(page.contains("from the host"), "{page}");
+        let s = rt.container_status(cstatus(&server)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+        assert!(s.started_at >= s.created_at && s.started_at > 0, "{s:?}");
+        assert_eq!(s.log_path, logs.join("web/0.log").display().to_string());
+        // The log, where the kubelet reads it, in the CRI's format.
+        let log = std::fs::read_to_string(logs.join("web/0.log")).unwrap();
+        assert!(log.lines().any(|l| l.contains(" stdout F hello from the pod")), "{log}");
+
+        // The job ended with its code, and the reason the kubelet shows.
+        let mut exited = None;
+        for _ in 0..100 {
+            let s = rt.container_status(cstatus(&job)).await.unwrap().into_inner().status.unwrap();
+            if s.state == cri::ContainerState::ContainerExited as i32 {
+                exited = Some(s);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let exited = exited.expect("the job exits");
+        assert_eq!((exited.exit_code, exited.reason.as_str()), (3, "Error"));
+        assert!(exited.finished_at >= exited.started_at);
+
+        // Lists, filtered as the kubelet filters them.
+        let list = |f: cri::ContainerFilter| cri::ListContainersRequest { filter: Some(f) };
+        let ids = |r: cri::ListContainersResponse| r.containers.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        let in_pod = cri::ContainerFilter { pod_sandbox_id: pod.clone(), ..Default::default() };
+        assert_eq!(ids(rt.list_containers(list(in_pod)).await.unwrap().into_inner()).len(), 2);
+        let running = cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 }),
+            ..Default::default()
+        };
+        assert_eq!(ids(rt.list_containers(list(running)).await.unwrap().into_inner()), std::slice::from_ref(&server));
+        let by_label = cri::ContainerFilter { label_selector: [("tier".to_owned(), "job".to_owned())].into(), ..Default::default() };
+        assert_eq!(ids(rt.list_containers(list(by_label)).await.unwrap().into_inner()), std::slice::from_ref(&job));
+
+        // Stopped, removed (twice), and what is not there is stopped and removed already.
+        rt.stop_container(cri::StopContainerRequest { container_id: server.clone(), timeout: 1 }).await.unwrap();
+        let s = rt.container_status(cstatus(&server)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+        for _ in 0..2 {
+            rt.remove_container(cri::RemoveContainerRequest { container_id: server.clone() }).await.unwrap();
+        }
+        assert_eq!(rt.container_status(cstatus(&server)).await.unwrap_err().code(), tonic::Code::NotFound);
+        rt.stop_container(cri::StopContainerRequest { container_id: server.clone(), timeout: 1 }).await.unwrap();
+        assert!(!logs.join("web/0.log").exists(), "the log link stays after the container");
+
+        // The pod goes with what is left in it.
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+        assert!(ids(rt.list_containers(list(Default::default())).await.unwrap().into_inner()).is_empty());
+    });
+    assert_eq!(d.ok(&["--namespace", "k8s.io", "ps", "-aq"]), "");
+}

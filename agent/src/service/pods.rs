@@ -36,7 +36,11 @@ pub const LABEL_UID: &str = "io.berth.cri.pod.uid";
 pub const LABEL_ATTEMPT: &str = "io.berth.cri.pod.attempt";
 /// Label of a container that belongs to a pod: the pod's id.
 pub const LABEL_SANDBOX: &str = "io.berth.cri.sandbox-id";
-const INTERNAL_LABELS: [&str; 6] = [LABEL_KIND, LABEL_NAME, LABEL_NAMESPACE, LABEL_UID, LABEL_ATTEMPT, LABEL_SANDBOX];
+/// Labels of a pod's container: its CRI name and attempt.
+pub const LABEL_CONTAINER_NAME: &str = "io.berth.cri.container.name";
+pub const LABEL_CONTAINER_ATTEMPT: &str = "io.berth.cri.container.attempt";
+const INTERNAL_LABELS: [&str; 8] =
+    [LABEL_KIND, LABEL_NAME, LABEL_NAMESPACE, LABEL_UID, LABEL_ATTEMPT, LABEL_SANDBOX, LABEL_CONTAINER_NAME, LABEL_CONTAINER_ATTEMPT];
 
 /// How long a pod's pause process gets to end on SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +104,84 @@ struct PodRecord {
     runtime_handler: String,
 }
 
+/// A container of a pod, as CreateContainer asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct PodContainerSpec {
+    pub name: String,
+    pub attempt: u32,
+    /// As the kubelet names it (a name, `repo@digest` or an id).
+    pub image: String,
+    /// Replaces the image's entrypoint (and then its command) when not empty.
+    pub command: Vec<String>,
+    /// Replaces the image's command when not empty.
+    pub args: Vec<String>,
+    pub workdir: String,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    pub mounts: Vec<crate::metadata::container_config::MountSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the pod's log directory.
+    pub log_path: String,
+    /// `UID[:GID]` or a name.
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub read_only: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub memory_bytes: Option<i64>,
+    pub cpu_millis: Option<u64>,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// A pod's container as the CRI shows it.
+#[derive(Debug, Clone)]
+pub struct PodContainerView {
+    pub id: String,
+    pub pod_id: String,
+    pub name: String,
+    pub attempt: u32,
+    /// As the kubelet named it.
+    pub image: String,
+    /// The image's id (its config's digest).
+    pub image_id: String,
+    pub state: TaskState,
+    /// Nanoseconds since the Unix epoch; 0 when not yet.
+    pub created: i64,
+    pub started: i64,
+    pub finished: i64,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Where the kubelet reads its log (the pod's log directory joined with its log path).
+    pub log_path: String,
+    pub mounts: Vec<crate::metadata::container_config::MountSpec>,
+}
+
+/// Which of the pods' containers a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct PodContainerFilter {
+    /// A container id or a prefix of one.
+    pub id: String,
+    pub pod_id: String,
+    pub state: Option<TaskState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a pod container's record beside it holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ContainerRecordExtra {
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    log_path: String,
+    #[serde(default)]
+    image: String,
+}
+
 /// Which pods a list shows.
 #[derive(Debug, Clone, Default)]
 pub struct PodFilter {
@@ -123,8 +205,9 @@ impl PodService {
         PodService { core, containers, tasks, images }
     }
 
-    fn records(&self) -> PathBuf {
-        self.core.config.root.join("cri").join("pods")
+    /// Where the records beside pods (`pods`) and their containers (`containers`) are.
+    fn records(&self, kind: &str) -> PathBuf {
+        self.core.config.root.join("cri").join(kind)
     }
 
     /// Make and start a pod; its id.
@@ -161,13 +244,13 @@ impl PodService {
             log_directory: spec.log_directory.clone(),
             runtime_handler: spec.runtime_handler.clone(),
         };
-        let started = match self.write_record(&id, &record) {
+        let started = match self.write_record("pods", &id, &record) {
             Ok(()) => self.tasks.start(ns, &id, &Proc::Init).await.map(|_| ()),
             Err(e) => Err(e),
         };
         if let Err(e) = started {
             let _ = self.containers.remove(ns, &id, true, true).await;
-            self.remove_record(&id);
+            self.remove_record("pods", &id);
             return Err(e);
         }
         Ok(id)
@@ -209,10 +292,10 @@ impl PodService {
     pub async fn remove(&self, ns: &str, id: &str) -> Result<(), Error> {
         let Some(pod) = self.get(ns, id).await? else { return Ok(()) };
         for c in self.members(ns, &pod.id).await? {
-            self.remove_quietly(ns, &c.record.id).await?;
+            self.remove_container(ns, &c.record.id).await?;
         }
         self.remove_quietly(ns, &pod.id).await?;
-        self.remove_record(&pod.id);
+        self.remove_record("pods", &pod.id);
         Ok(())
     }
 
@@ -249,7 +332,7 @@ impl PodService {
             namespace: get(LABEL_NAMESPACE),
             attempt: get(LABEL_ATTEMPT).parse().unwrap_or(0),
         };
-        let record = self.read_record(&v.record.id);
+        let record: PodRecord = self.read_record("pods", &v.record.id);
         let ips = v
             .network
             .as_ref()
@@ -269,9 +352,9 @@ impl PodService {
         })
     }
 
-    fn write_record(&self, id: &str, record: &PodRecord) -> Result<(), Error> {
-        let dir = self.records();
-        let err = |e: std::io::Error| Error::Internal(format!("writing the pod's record in {}: {e}", dir.display()));
+    fn write_record(&self, kind: &str, id: &str, record: &impl Serialize) -> Result<(), Error> {
+        let dir = self.records(kind);
+        let err = |e: std::io::Error| Error::Internal(format!("writing a record in {}: {e}", dir.display()));
         std::fs::create_dir_all(&dir).map_err(err)?;
         let tmp = dir.join(format!(".{id}.tmp"));
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
@@ -280,12 +363,187 @@ impl PodService {
         std::fs::rename(&tmp, dir.join(format!("{id}.json"))).map_err(err)
     }
 
-    fn read_record(&self, id: &str) -> PodRecord {
-        std::fs::read(self.records().join(format!("{id}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    fn read_record<T: for<'de> Deserialize<'de> + Default>(&self, kind: &str, id: &str) -> T {
+        std::fs::read(self.records(kind).join(format!("{id}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
-    fn remove_record(&self, id: &str) {
-        let _ = std::fs::remove_file(self.records().join(format!("{id}.json")));
+    fn remove_record(&self, kind: &str, id: &str) {
+        let _ = std::fs::remove_file(self.records(kind).join(format!("{id}.json")));
+    }
+
+    // ---- the pods' containers ----
+
+    /// Make a container in pod `pod_id` (not started); its id. It joins the pod's network
+    /// (the pod's namespace, or the host's), and its log is linked where the kubelet reads it.
+    pub async fn create_container(&self, ns: &str, pod_id: &str, spec: PodContainerSpec) -> Result<String, Error> {
+        if spec.name.is_empty() {
+            return Err(Error::InvalidArgument("a container needs a name (ContainerMetadata.name)".into()));
+        }
+        if let Some(k) = spec.labels.keys().find(|k| INTERNAL_LABELS.contains(&k.as_str())) {
+            return Err(Error::InvalidArgument(format!("label {k} is the agent's own")));
+        }
+        let pod = self.get(ns, pod_id).await?.ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id} not found")))?;
+        if !pod.ready {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {} is not ready", pod.id)));
+        }
+        let image = self
+            .images
+            .group(ns, &spec.image)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("image {} not found: pull it first", spec.image)))?;
+        let mut labels = spec.labels.clone();
+        labels.insert(LABEL_KIND.into(), "container".into());
+        labels.insert(LABEL_SANDBOX.into(), pod.id.clone());
+        labels.insert(LABEL_CONTAINER_NAME.into(), spec.name.clone());
+        labels.insert(LABEL_CONTAINER_ATTEMPT.into(), spec.attempt.to_string());
+        let config = ContainerConfig {
+            entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            command: (!spec.args.is_empty()).then(|| spec.args.clone()),
+            env: spec.env.clone(),
+            workdir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
+            user: spec.user.clone(),
+            network: if pod.host_network { NetworkMode::Host } else { NetworkMode::Container(pod.id.clone()) },
+            mounts: spec.mounts.clone(),
+            read_only: spec.read_only,
+            privileged: spec.privileged,
+            cap_add: spec.cap_add.clone(),
+            cap_drop: spec.cap_drop.clone(),
+            no_new_privileges: spec.no_new_privileges.then_some(true),
+            resources: crate::metadata::container_config::Resources {
+                memory_bytes: spec.memory_bytes,
+                cpu_millis: spec.cpu_millis,
+                ..Default::default()
+            },
+            tty: spec.tty,
+            stdin: spec.stdin,
+            ..Default::default()
+        };
+        let m = &pod.meta;
+        let clean = |s: &str| {
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect::<String>()
+        };
+        let name: String =
+            format!("k8s_{}_{}_{}_{}_{}", clean(&spec.name), clean(&m.name), clean(&m.namespace), clean(&m.uid), spec.attempt)
+                .chars()
+                .take(128)
+                .collect();
+        let new = NewContainer { image: image.id.to_string(), name, config, labels, runtime: String::new() };
+        let view = self.containers.create(ns, new).await?;
+        let id = view.record.id.clone();
+        let log_path = if pod.log_directory.is_empty() || spec.log_path.is_empty() {
+            String::new()
+        } else {
+            std::path::Path::new(&pod.log_directory).join(&spec.log_path).display().to_string()
+        };
+        let extra = ContainerRecordExtra { annotations: spec.annotations.clone(), log_path: log_path.clone(), image: spec.image.clone() };
+        let linked = self.write_record("containers", &id, &extra).and_then(|()| self.link_log(ns, &id, &log_path));
+        if let Err(e) = linked {
+            let _ = self.containers.remove(ns, &id, true, true).await;
+            self.remove_record("containers", &id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// The kubelet reads a container's log at `path`: a link there to the log the shim writes
+    /// (the same CRI format).
+    fn link_log(&self, ns: &str, id: &str, path: &str) -> Result<(), Error> {
+        if path.is_empty() {
+            return Ok(());
+        }
+        let target = self.core.containers.log_path(ns, id);
+        let link = std::path::Path::new(path);
+        let err = |e: std::io::Error| Error::InvalidArgument(format!("the container's log path {path}: {e}"));
+        if let Some(dir) = link.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(&target, link).map_err(err)
+    }
+
+    pub async fn start_container(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let c = self.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        self.tasks.start(ns, &c.id, &Proc::Init).await.map(|_| ())
+    }
+
+    /// Stop a pod's container (its stop signal, then SIGKILL after `timeout`). One that is
+    /// not there, or not running, is stopped.
+    pub async fn stop_container(&self, ns: &str, id: &str, timeout: Duration) -> Result<(), Error> {
+        let Some(c) = self.container(ns, id).await? else { return Ok(()) };
+        match self.tasks.stop(ns, &c.id, Some(timeout)).await {
+            Err(e) if !is_gone(&e) && !is_not_running(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove a pod's container (killed first); one that is not there is removed.
+    pub async fn remove_container(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let Some(c) = self.container(ns, id).await? else { return Ok(()) };
+        self.remove_quietly(ns, &c.id).await?;
+        if !c.log_path.is_empty() {
+            let _ = std::fs::remove_file(&c.log_path);
+        }
+        self.remove_record("containers", &c.id);
+        Ok(())
+    }
+
+    /// A pod's container by id (a unique prefix will do), or None.
+    pub async fn container(&self, ns: &str, id: &str) -> Result<Option<PodContainerView>, Error> {
+        let view = match self.containers.get(ns, id).await {
+            Ok(v) => v,
+            Err(Error::Container(crate::container::ContainerError::NotFound(_))) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(self.container_view(&view))
+    }
+
+    /// The pods' containers, as `filter` asks.
+    pub async fn containers(&self, ns: &str, filter: &PodContainerFilter) -> Result<Vec<PodContainerView>, Error> {
+        let mut filters = vec![format!("label.{LABEL_KIND}==container")];
+        if !filter.pod_id.is_empty() {
+            filters.push(format!("label.{LABEL_SANDBOX}=={}", filter.pod_id));
+        }
+        let all = self.containers.list(ns, &filters).await?;
+        Ok(all
+            .iter()
+            .filter_map(|v| self.container_view(v))
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.state.is_none_or(|s| s == c.state))
+            .filter(|c| filter.labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+            .collect())
+    }
+
+    fn container_view(&self, v: &ContainerView) -> Option<PodContainerView> {
+        let labels = &v.record.labels;
+        if labels.get(LABEL_KIND).map(String::as_str) != Some("container") {
+            return None;
+        }
+        let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        let extra: ContainerRecordExtra = self.read_record("containers", &v.record.id);
+        let state = match v.status.state {
+            TaskState::Created => TaskState::Created,
+            TaskState::Running | TaskState::Paused => TaskState::Running,
+            TaskState::Exited | TaskState::Restarting => TaskState::Exited,
+            TaskState::Unknown => TaskState::Unknown,
+        };
+        Some(PodContainerView {
+            id: v.record.id.clone(),
+            pod_id: get(LABEL_SANDBOX),
+            name: get(LABEL_CONTAINER_NAME),
+            attempt: get(LABEL_CONTAINER_ATTEMPT).parse().unwrap_or(0),
+            image: extra.image,
+            image_id: v.record.config_digest.to_string(),
+            state,
+            created: v.record.created,
+            started: v.status.started_at,
+            finished: v.status.finished_at,
+            exit_code: v.status.exit_code,
+            oom_killed: v.status.oom_killed,
+            labels: labels.iter().filter(|(k, _)| !INTERNAL_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: extra.annotations,
+            log_path: extra.log_path,
+            mounts: v.record.config.mounts.clone(),
+        })
     }
 
     /// Import the pause image into `ns` unless it is there.

@@ -4,9 +4,13 @@
 //! `berthctl --namespace k8s.io` shows.
 //!
 //! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, the pod sandboxes
-//! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox: the
-//! pods service) and the whole ImageService. What is not yet served answers UNIMPLEMENTED.
+//! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox) and
+//! their containers (CreateContainer, StartContainer, StopContainer, RemoveContainer,
+//! ListContainers, ContainerStatus), all through the pods service, and the whole
+//! ImageService. What is not yet served (exec, attach, port-forward, stats, events)
+//! answers UNIMPLEMENTED.
 
+mod convert;
 pub mod images;
 pub mod runtime;
 

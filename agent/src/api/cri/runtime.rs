@@ -6,9 +6,9 @@ use std::sync::Arc;
 use berth_api::cri::{self, runtime_service_server::RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
+use super::convert::{container_message, container_spec, container_state, container_status, pod_id, pod_metadata, pod_spec, pod_state};
 use super::{unimplemented, NAMESPACE};
-use crate::network::PortSpec;
-use crate::service::pods::{PodFilter, PodMeta, PodSpec, PodView};
+use crate::service::pods::{PodContainerFilter, PodFilter};
 use crate::service::Services;
 
 pub struct RuntimeApi {
@@ -22,68 +22,16 @@ pub fn service(services: Arc<Services>) -> RuntimeServiceServer<RuntimeApi> {
 /// The CRI version this agent speaks (`runtime.v1`).
 const CRI_VERSION: &str = "v1";
 
-fn condition(kind: &str, ok: bool, reason: &str, message: String) -> cri::RuntimeCondition {
-    cri::RuntimeCondition { r#type: kind.to_owned(), status: ok, reason: if ok { String::new() } else { reason.to_owned() }, message }
-}
-
-/// What RunPodSandbox asks for, in the pods service's terms.
-fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<PodSpec, Status> {
-    let m = config.metadata.ok_or_else(|| Status::invalid_argument("a pod needs its metadata (PodSandboxConfig.metadata)"))?;
-    let ns_options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|c| c.namespace_options.as_ref());
-    let host_network = ns_options.is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
-    let dns = config.dns_config.unwrap_or_default();
-    let mut ports = Vec::new();
-    for p in &config.port_mappings {
-        // Only host ports are published; a container port alone needs nothing on the host.
-        if p.host_port <= 0 {
-            continue;
-        }
-        let protocol = match cri::Protocol::try_from(p.protocol) {
-            Ok(cri::Protocol::Tcp) => "tcp",
-            Ok(cri::Protocol::Udp) => "udp",
-            _ => return Err(Status::invalid_argument(format!("port {}: only TCP and UDP are published", p.container_port))),
-        };
-        let port = |n: i32, what: &str| u16::try_from(n).map_err(|_| Status::invalid_argument(format!("{what} {n} is not a port")));
-        ports.push(PortSpec {
-            host_ip: p.host_ip.clone(),
-            host_port: port(p.host_port, "host port")?,
-            container_port: port(p.container_port, "container port")?,
-            protocol: protocol.into(),
-        });
-    }
-    Ok(PodSpec {
-        meta: PodMeta { name: m.name, uid: m.uid, namespace: m.namespace, attempt: m.attempt },
-        hostname: config.hostname,
-        log_directory: config.log_directory,
-        dns_servers: dns.servers,
-        dns_searches: dns.searches,
-        dns_options: dns.options,
-        ports,
-        host_network,
-        labels: config.labels,
-        annotations: config.annotations,
-        runtime_handler,
-    })
-}
-
-fn pod_metadata(m: &PodMeta) -> cri::PodSandboxMetadata {
-    cri::PodSandboxMetadata { name: m.name.clone(), uid: m.uid.clone(), namespace: m.namespace.clone(), attempt: m.attempt }
-}
-
-fn pod_state(p: &PodView) -> i32 {
-    if p.ready {
-        cri::PodSandboxState::SandboxReady as i32
-    } else {
-        cri::PodSandboxState::SandboxNotready as i32
-    }
-}
-
-/// A pod's id as the CRI passes it.
-fn pod_id(id: &str) -> Result<&str, Status> {
+/// A container's id as the CRI passes it.
+fn container_id(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
-        return Err(Status::invalid_argument("a pod sandbox id is required"));
+        return Err(Status::invalid_argument("a container id is required"));
     }
     Ok(id)
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: String) -> cri::RuntimeCondition {
+    cri::RuntimeCondition { r#type: kind.to_owned(), status: ok, reason: if ok { String::new() } else { reason.to_owned() }, message }
 }
 
 /// Declares the RPCs not served yet: each answers UNIMPLEMENTED, naming itself. (Written in
@@ -209,6 +157,50 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let r = req.into_inner();
+        let pod = pod_id(&r.pod_sandbox_id)?.to_owned();
+        let config = r.config.ok_or_else(|| Status::invalid_argument("a container needs its config (CreateContainerRequest.config)"))?;
+        let id = self.services.pods.create_container(NAMESPACE, &pod, container_spec(config)?).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {
+        self.services.pods.start_container(NAMESPACE, container_id(&req.get_ref().container_id)?).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let r = req.get_ref();
+        let timeout = std::time::Duration::from_secs(u64::try_from(r.timeout).unwrap_or(0));
+        self.services.pods.stop_container(NAMESPACE, container_id(&r.container_id)?, timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        self.services.pods.remove_container(NAMESPACE, container_id(&req.get_ref().container_id)?).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = PodContainerFilter {
+            id: f.id,
+            pod_id: f.pod_sandbox_id,
+            state: f.state.map(|s| container_state(s.state)),
+            labels: f.label_selector,
+        };
+        let containers = self.services.pods.containers(NAMESPACE, &filter).await?;
+        Ok(Response::new(cri::ListContainersResponse { containers: containers.into_iter().map(container_message).collect() }))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let id = container_id(&req.get_ref().container_id)?.to_owned();
+        let c =
+            self.services.pods.container(NAMESPACE, &id).await?.ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+        Ok(Response::new(cri::ContainerStatusResponse { status: Some(container_status(c)), info: Default::default() }))
+    }
+
     async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         // Containers' cgroups are made by path under /berth (cgroupfs), not by systemd.
         let linux = cri::LinuxRuntimeConfiguration { cgroup_driver: cri::CgroupDriver::Cgroupfs as i32 };
@@ -224,12 +216,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     }
 
     not_yet! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse;
-        start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        list_containers(ListContainersRequest) -> ListContainersResponse;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         exec_sync(ExecSyncRequest) -> ExecSyncResponse;

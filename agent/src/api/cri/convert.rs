@@ -1,0 +1,211 @@
+//! The CRI's messages into the pods service's terms, and back.
+
+use berth_api::cri;
+use tonic::Status;
+
+use crate::metadata::container_config::{MountKind, MountSpec};
+use crate::network::PortSpec;
+use crate::runtime::TaskState;
+use crate::service::pods::{PodContainerSpec, PodContainerView, PodMeta, PodSpec, PodView};
+
+/// What RunPodSandbox asks for, in the pods service's terms.
+pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<PodSpec, Status> {
+    let m = config.metadata.ok_or_else(|| Status::invalid_argument("a pod needs its metadata (PodSandboxConfig.metadata)"))?;
+    let ns_options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|c| c.namespace_options.as_ref());
+    let host_network = ns_options.is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
+    let dns = config.dns_config.unwrap_or_default();
+    let mut ports = Vec::new();
+    for p in &config.port_mappings {
+        // Only host ports are published; a container port alone needs nothing on the host.
+        if p.host_port <= 0 {
+            continue;
+        }
+        let protocol = match cri::Protocol::try_from(p.protocol) {
+            Ok(cri::Protocol::Tcp) => "tcp",
+            Ok(cri::Protocol::Udp) => "udp",
+            _ => return Err(Status::invalid_argument(format!("port {}: only TCP and UDP are published", p.container_port))),
+        };
+        let port = |n: i32, what: &str| u16::try_from(n).map_err(|_| Status::invalid_argument(format!("{what} {n} is not a port")));
+        ports.push(PortSpec {
+            host_ip: p.host_ip.clone(),
+            host_port: port(p.host_port, "host port")?,
+            container_port: port(p.container_port, "container port")?,
+            protocol: protocol.into(),
+        });
+    }
+    Ok(PodSpec {
+        meta: PodMeta { name: m.name, uid: m.uid, namespace: m.namespace, attempt: m.attempt },
+        hostname: config.hostname,
+        log_directory: config.log_directory,
+        dns_servers: dns.servers,
+        dns_searches: dns.searches,
+        dns_options: dns.options,
+        ports,
+        host_network,
+        labels: config.labels,
+        annotations: config.annotations,
+        runtime_handler,
+    })
+}
+
+pub fn pod_metadata(m: &PodMeta) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata { name: m.name.clone(), uid: m.uid.clone(), namespace: m.namespace.clone(), attempt: m.attempt }
+}
+
+pub fn pod_state(p: &PodView) -> i32 {
+    if p.ready {
+        cri::PodSandboxState::SandboxReady as i32
+    } else {
+        cri::PodSandboxState::SandboxNotready as i32
+    }
+}
+
+/// A pod's id as the CRI passes it.
+pub fn pod_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("a pod sandbox id is required"));
+    }
+    Ok(id)
+}
+
+/// What CreateContainer asks for, in the pods service's terms.
+pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Status> {
+    let meta = c.metadata.ok_or_else(|| Status::invalid_argument("a container needs its metadata (ContainerConfig.metadata)"))?;
+    let image = c.image.map(|i| i.image).filter(|i| !i.is_empty()).ok_or_else(|| Status::invalid_argument("a container needs an image"))?;
+    let mut mounts = Vec::new();
+    for m in c.mounts {
+        if m.host_path.is_empty() || !m.container_path.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "mount {:?}: a host path and an absolute container path are required",
+                m.container_path
+            )));
+        }
+        let propagation = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationHostToContainer) => "rslave",
+            Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
+            _ => "rprivate",
+        };
+        mounts.push(MountSpec {
+            kind: MountKind::Bind,
+            source: m.host_path,
+            destination: m.container_path,
+            readonly: m.readonly,
+            options: vec![propagation.into()],
+            no_copy: false,
+        });
+    }
+    let linux = c.linux.unwrap_or_default();
+    let sc = linux.security_context.unwrap_or_default();
+    let user = match (sc.run_as_user.map(|u| u.value), sc.run_as_group.map(|g| g.value), sc.run_as_username.as_str()) {
+        (Some(u), Some(g), _) => Some(format!("{u}:{g}")),
+        (Some(u), None, _) => Some(u.to_string()),
+        (None, Some(g), "") => Some(format!("0:{g}")),
+        (None, Some(g), name) => Some(format!("{name}:{g}")),
+        (None, None, "") => None,
+        (None, None, name) => Some(name.to_owned()),
+    };
+    let caps = sc.capabilities.unwrap_or_default();
+    let resources = linux.resources.unwrap_or_default();
+    let cpu_millis = (resources.cpu_quota > 0 && resources.cpu_period > 0)
+        .then(|| u64::try_from(resources.cpu_quota.saturating_mul(1000) / resources.cpu_period).unwrap_or(0));
+    Ok(PodContainerSpec {
+        name: meta.name,
+        attempt: meta.attempt,
+        image,
+        command: c.command,
+        args: c.args,
+        workdir: c.working_dir,
+        env: c.envs.into_iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect(),
+        mounts,
+        labels: c.labels,
+        annotations: c.annotations,
+        log_path: c.log_path,
+        user,
+        privileged: sc.privileged,
+        read_only: sc.readonly_rootfs,
+        cap_add: caps.add_capabilities,
+        cap_drop: caps.drop_capabilities,
+        no_new_privileges: sc.no_new_privs,
+        memory_bytes: (resources.memory_limit_in_bytes > 0).then_some(resources.memory_limit_in_bytes),
+        cpu_millis,
+        tty: c.tty,
+        stdin: c.stdin,
+    })
+}
+
+/// The CRI's state of a task's.
+pub fn state_number(s: TaskState) -> i32 {
+    (match s {
+        TaskState::Created => cri::ContainerState::ContainerCreated,
+        TaskState::Running | TaskState::Paused => cri::ContainerState::ContainerRunning,
+        TaskState::Exited | TaskState::Restarting => cri::ContainerState::ContainerExited,
+        TaskState::Unknown => cri::ContainerState::ContainerUnknown,
+    }) as i32
+}
+
+/// A task state from the CRI's number.
+pub fn container_state(n: i32) -> TaskState {
+    match cri::ContainerState::try_from(n) {
+        Ok(cri::ContainerState::ContainerCreated) => TaskState::Created,
+        Ok(cri::ContainerState::ContainerRunning) => TaskState::Running,
+        Ok(cri::ContainerState::ContainerExited) => TaskState::Exited,
+        _ => TaskState::Unknown,
+    }
+}
+
+fn container_metadata(c: &PodContainerView) -> cri::ContainerMetadata {
+    cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }
+}
+
+pub fn container_message(c: PodContainerView) -> cri::Container {
+    cri::Container {
+        metadata: Some(container_metadata(&c)),
+        image: Some(cri::ImageSpec { image: c.image_id.clone(), user_specified_image: c.image.clone(), ..Default::default() }),
+        image_ref: c.image_id.clone(),
+        state: state_number(c.state),
+        created_at: c.created,
+        pod_sandbox_id: c.pod_id,
+        id: c.id,
+        labels: c.labels,
+        annotations: c.annotations,
+        image_id: c.image_id,
+    }
+}
+
+pub fn container_status(c: PodContainerView) -> cri::ContainerStatus {
+    let reason = match c.state {
+        TaskState::Exited if c.oom_killed => "OOMKilled",
+        TaskState::Exited if c.exit_code == 0 => "Completed",
+        TaskState::Exited => "Error",
+        _ => "",
+    };
+    cri::ContainerStatus {
+        metadata: Some(container_metadata(&c)),
+        state: state_number(c.state),
+        created_at: c.created,
+        started_at: c.started,
+        finished_at: c.finished,
+        exit_code: c.exit_code,
+        image: Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() }),
+        image_ref: c.image_id.clone(),
+        reason: reason.into(),
+        message: String::new(),
+        mounts: c
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.destination.clone(),
+                host_path: m.source.clone(),
+                readonly: m.readonly,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: c.log_path,
+        id: c.id,
+        labels: c.labels,
+        annotations: c.annotations,
+        image_id: c.image_id,
+        resources: None,
+        user: None,
+    }
+}
