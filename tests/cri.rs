@@ -271,6 +271,19 @@ fn a_pod_s_containers_share_its_network_log_where_the_kubelet_reads_and_go_with_
         let log = std::fs::read_to_string(logs.join("web/0.log")).unwrap();
         assert!(log.lines().any(|l| l.contains(" stdout F hello from the pod")), "{log}");
 
+        // ExecSync: what a command printed and its code; killed when its timeout runs out.
+        let exec = |cmd: &[&str], timeout: i64| cri::ExecSyncRequest {
+            container_id: server.clone(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        };
+        let r = rt.exec_sync(exec(&["sh", "-c", "echo out; echo err >&2; exit 4"], 10)).await.unwrap().into_inner();
+        assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"out\n"[..], &b"err\n"[..], 4));
+        let t0 = std::time::Instant::now();
+        let r = rt.exec_sync(exec(&["sh", "-c", "echo before; sleep 60"], 1)).await.unwrap().into_inner();
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the timeout did not end it");
+        assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"before\n"[..], 137));
+
         // The job ended with its code, and the reason the kubelet shows.
         let mut exited = None;
         for _ in 0..100 {

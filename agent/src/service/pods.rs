@@ -466,6 +466,22 @@ impl PodService {
         self.tasks.start(ns, &c.id, &Proc::Init).await.map(|_| ())
     }
 
+    /// Run `cmd` in a pod's running container to its end (killed when `timeout` runs out):
+    /// what it printed and its exit code.
+    pub async fn exec_sync(
+        &self,
+        ns: &str,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<super::tasks::ExecOutput, Error> {
+        let c = self.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        if c.state != TaskState::Running {
+            return Err(Error::FailedPrecondition(format!("container {id} is not running")));
+        }
+        self.tasks.exec_output(ns, &c.id, cmd, timeout).await
+    }
+
     /// Stop a pod's container (its stop signal, then SIGKILL after `timeout`). One that is
     /// not there, or not running, is stopped.
     pub async fn stop_container(&self, ns: &str, id: &str, timeout: Duration) -> Result<(), Error> {

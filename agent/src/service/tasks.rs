@@ -34,6 +34,19 @@ pub struct ExecRequest {
     pub stdin: bool,
 }
 
+/// What a command run to its end printed, and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// It ran out of time and was killed.
+    pub timed_out: bool,
+}
+
+/// The most bytes of each stream a command run to its end keeps (the CRI's ExecSync, a probe).
+const EXEC_OUTPUT_MAX: usize = 16 << 20;
+
 /// A container's resource use, from its cgroup.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -149,6 +162,60 @@ impl TaskService {
         let process = serde_json::to_value(&process).map_err(|e| Error::Internal(format!("encoding the exec's process: {e}")))?;
         self.core.tasks.exec(ns, &rec, &exec_id, process, req.tty, req.stdin).await?;
         Ok(exec_id)
+    }
+
+    /// Run `args` in the running container to its end and collect what it prints (at most
+    /// 16 MiB of each stream). With a `timeout` the process is killed when it runs out,
+    /// and what it printed by then is returned (exit code 137, `timed_out`).
+    pub async fn exec_output(&self, ns: &str, id: &str, args: Vec<String>, timeout: Option<Duration>) -> Result<ExecOutput, Error> {
+        let exec_id = self.exec(ns, id, ExecRequest { args, ..Default::default() }).await?;
+        let proc = Proc::Exec(exec_id);
+        let result = self.run_to_end(ns, id, &proc, timeout).await;
+        // The exec's record goes whatever happened (killed first if it still runs).
+        if let Err(e) = self.delete(ns, id, &proc, true).await {
+            tracing::debug!(container = %id, error = %e, "removing a finished exec");
+        }
+        result
+    }
+
+    async fn run_to_end(&self, ns: &str, id: &str, proc: &Proc, timeout: Option<Duration>) -> Result<ExecOutput, Error> {
+        let mut frames = self.attach(ns, id, proc, tokio_stream::empty()).await?;
+        self.start(ns, id, proc).await?;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut out = ExecOutput::default();
+        let keep = |buf: &mut Vec<u8>, data: Vec<u8>| {
+            let room = EXEC_OUTPUT_MAX.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        };
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, frames.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        out.timed_out = true;
+                        out.exit_code = 137;
+                        let _ = self.kill(ns, id, proc, "KILL", false).await;
+                        return Ok(out);
+                    }
+                },
+                None => frames.recv().await,
+            };
+            match next {
+                Some(Ok(AttachOutput::Stdout(d))) => keep(&mut out.stdout, d),
+                Some(Ok(AttachOutput::Stderr(d))) => keep(&mut out.stderr, d),
+                Some(Ok(AttachOutput::Exit(code))) => {
+                    out.exit_code = code;
+                    return Ok(out);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    // The relay ended without the exit: ask for it.
+                    let exit = self.wait(ns, id, proc, Some(Duration::from_secs(5))).await?;
+                    out.exit_code = exit.exit_code;
+                    return Ok(out);
+                }
+            }
+        }
     }
 
     /// Freeze (`pause`) or thaw every process of the container.

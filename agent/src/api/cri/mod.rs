@@ -6,9 +6,9 @@
 //! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, the pod sandboxes
 //! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox) and
 //! their containers (CreateContainer, StartContainer, StopContainer, RemoveContainer,
-//! ListContainers, ContainerStatus), all through the pods service, and the whole
-//! ImageService. What is not yet served (exec, attach, port-forward, stats, events)
-//! answers UNIMPLEMENTED.
+//! ListContainers, ContainerStatus, ExecSync), all through the pods service, and the whole
+//! ImageService. What is not yet served (the streaming Exec, Attach and PortForward,
+//! stats, events) answers UNIMPLEMENTED.
 
 mod convert;
 pub mod images;

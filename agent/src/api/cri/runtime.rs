@@ -201,6 +201,17 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::ContainerStatusResponse { status: Some(container_status(c)), info: Default::default() }))
     }
 
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let r = req.into_inner();
+        let id = container_id(&r.container_id)?.to_owned();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("ExecSync needs a command"));
+        }
+        let timeout = (r.timeout > 0).then(|| std::time::Duration::from_secs(r.timeout.unsigned_abs()));
+        let out = self.services.pods.exec_sync(NAMESPACE, &id, r.cmd, timeout).await?;
+        Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+    }
+
     async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         // Containers' cgroups are made by path under /berth (cgroupfs), not by systemd.
         let linux = cri::LinuxRuntimeConfiguration { cgroup_driver: cri::CgroupDriver::Cgroupfs as i32 };
@@ -218,7 +229,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
