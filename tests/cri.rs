@@ -42,7 +42,7 @@ fn the_cri_answers_a_kubelet_s_runtime_and_image_calls() {
         let config = runtime.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
         assert_eq!(config.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
         // What is not served yet says so.
-        let e = runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.unwrap_err();
+        let e = runtime.port_forward(cri::PortForwardRequest::default()).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
 
         // A missing image: no error, no image; its removal is done already.
@@ -150,6 +150,17 @@ fn pods_run_with_an_address_and_stop_and_go_as_a_kubelet_expects() {
         let e = rt.run_pod_sandbox(run(pod_config("web", false))).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e}");
         let host = rt.run_pod_sandbox(run(pod_config("hostnet", true))).await.unwrap().into_inner().pod_sandbox_id;
+        // A pod's next attempt is another pod, however long its name.
+        let long = "l".repeat(150);
+        let mut next = pod_config(&long, true);
+        next.hostname = "next".into();
+        let first = rt.run_pod_sandbox(run(next.clone())).await.unwrap().into_inner().pod_sandbox_id;
+        next.metadata.as_mut().unwrap().attempt = 1;
+        let second = rt.run_pod_sandbox(run(next)).await.unwrap().into_inner().pod_sandbox_id;
+        assert_ne!(first, second);
+        for pod in [&first, &second] {
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.to_string() }).await.unwrap();
+        }
         let hs = rt.pod_sandbox_status(status(&host)).await.unwrap().into_inner().status.unwrap();
         assert_eq!(hs.network.unwrap().ip, "");
 
@@ -242,6 +253,12 @@ fn a_pod_s_containers_share_its_network_log_where_the_kubelet_reads_and_go_with_
             .into_inner()
             .container_id;
         let job = rt.create_container(create(container("job", "exit 3"))).await.unwrap().into_inner().container_id;
+        // A log path that leaves the pod's log directory is refused, and nothing is made.
+        let mut escape = container("escape", "true");
+        escape.log_path = "../../escape.log".into();
+        let e = rt.create_container(create(escape)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(!d.ok(&["--namespace", "k8s.io", "ps", "-a", "--format", "{{.Names}}"]).contains("escape"));
         let cstatus = |id: &str| cri::ContainerStatusRequest { container_id: id.to_owned(), verbose: false };
         let s = rt.container_status(cstatus(&server)).await.unwrap().into_inner().status.unwrap();
         assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);

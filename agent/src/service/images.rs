@@ -183,6 +183,16 @@ impl ImageService {
         blocking(move || Ok(groups_of(&core.images, &ns, &core.meta.images(&ns)?))).await
     }
 
+    /// Remove the image `name` stands for, with every name of its id: the CRI's RemoveImage.
+    /// One that is not there is removed already.
+    pub async fn remove_image(&self, ns: &str, name: &str) -> Result<(), Error> {
+        let Some(group) = self.group(ns, name).await? else { return Ok(()) };
+        match self.remove(ns, group.id.as_str(), true).await {
+            Err(Error::Image(crate::image::ImageError::NotFound(_))) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// The disk images take in `ns`.
     pub async fn image_fs(&self, ns: &str) -> Result<ImageFs, Error> {
         let used_bytes = self.groups(ns).await?.iter().map(|g| g.size + g.unpacked_size).sum();

@@ -75,6 +75,8 @@ impl Services {
     /// Start the services' background work.
     pub(crate) fn start_background(&self) {
         self.containers.start_exit_policies();
+        let pods = self.pods.clone();
+        tokio::spawn(async move { pods.sweep(pods::NAMESPACE).await });
     }
 }
 

@@ -27,6 +27,9 @@ use crate::metadata::container_config::{ContainerConfig, NetworkMode};
 use crate::network::PortSpec;
 use crate::runtime::{Proc, TaskState};
 
+/// The namespace of everything the CRI makes, as containerd's CRI plugin uses.
+pub const NAMESPACE: &str = "k8s.io";
+
 /// Label of a pod's container: `sandbox`.
 pub const LABEL_KIND: &str = "io.berth.cri.kind";
 /// Labels of a pod's container: its CRI metadata.
@@ -210,15 +213,21 @@ impl PodService {
         self.core.config.root.join("cri").join(kind)
     }
 
-    /// Make and start a pod; its id.
+    /// Make and start a pod; its id. It runs to its end even when the caller goes (its
+    /// deadline passes): a pod half made is undone, not left.
     pub async fn run(&self, ns: &str, spec: PodSpec) -> Result<String, Error> {
+        let (svc, ns) = (self.clone(), ns.to_owned());
+        tokio::spawn(async move { svc.run_whole(&ns, spec).await })
+            .await
+            .map_err(|e| Error::Internal(format!("the pod's start failed: {e}")))?
+    }
+
+    async fn run_whole(&self, ns: &str, spec: PodSpec) -> Result<String, Error> {
         let m = &spec.meta;
         if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
             return Err(Error::InvalidArgument("a pod needs a name, a namespace and a uid (PodSandboxMetadata)".into()));
         }
-        if let Some(k) = spec.labels.keys().find(|k| INTERNAL_LABELS.contains(&k.as_str())) {
-            return Err(Error::InvalidArgument(format!("label {k} is the agent's own")));
-        }
+        check_labels(&spec.labels)?;
         self.ensure_pause_image(ns).await?;
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_KIND.into(), "sandbox".into());
@@ -236,7 +245,8 @@ impl PodService {
             dns_options: spec.dns_options.clone(),
             ..Default::default()
         };
-        let new = NewContainer { image: pause_image(), name: pod_name(m), config, labels, runtime: String::new() };
+        let name = cri_name(&["POD", &m.name, &m.namespace, &m.uid], m.attempt);
+        let new = NewContainer { image: pause_image(), name, config, labels, runtime: String::new() };
         let view = self.containers.create(ns, new).await?;
         let id = view.record.id.clone();
         let record = PodRecord {
@@ -258,12 +268,16 @@ impl PodService {
 
     /// The pod `id` (a unique prefix will do), or None.
     pub async fn get(&self, ns: &str, id: &str) -> Result<Option<PodView>, Error> {
-        let view = match self.containers.get(ns, id).await {
-            Ok(v) => v,
-            Err(Error::Container(crate::container::ContainerError::NotFound(_))) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(self.view(&view))
+        Ok(self.find(ns, id).await?.and_then(|v| self.view(&v)))
+    }
+
+    /// A container by id, or None.
+    async fn find(&self, ns: &str, id: &str) -> Result<Option<ContainerView>, Error> {
+        match self.containers.get(ns, id).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The pods, as `filter` asks.
@@ -283,9 +297,9 @@ impl PodService {
     pub async fn stop(&self, ns: &str, id: &str) -> Result<(), Error> {
         let Some(pod) = self.get(ns, id).await? else { return Ok(()) };
         for c in self.members(ns, &pod.id).await? {
-            self.stop_quietly(ns, &c.record.id).await?;
+            self.stop_quietly(ns, &c.record.id, STOP_TIMEOUT).await?;
         }
-        self.stop_quietly(ns, &pod.id).await
+        self.stop_quietly(ns, &pod.id, STOP_TIMEOUT).await
     }
 
     /// Remove the pod's containers and the pod. A pod that is not there is removed.
@@ -304,8 +318,8 @@ impl PodService {
         self.containers.list(ns, &[format!("label.{LABEL_SANDBOX}=={id}")]).await
     }
 
-    async fn stop_quietly(&self, ns: &str, id: &str) -> Result<(), Error> {
-        match self.tasks.stop(ns, id, Some(STOP_TIMEOUT)).await {
+    async fn stop_quietly(&self, ns: &str, id: &str, timeout: Duration) -> Result<(), Error> {
+        match self.tasks.stop(ns, id, Some(timeout)).await {
             // Not running (never started, or stopped), or gone meanwhile: stopped.
             Err(e) if !is_gone(&e) && !is_not_running(&e) => Err(e),
             _ => Ok(()),
@@ -345,7 +359,7 @@ impl PodService {
             created: v.record.created,
             ips,
             host_network: v.record.config.network == NetworkMode::Host,
-            labels: labels.iter().filter(|(k, _)| !INTERNAL_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: caller_labels(labels),
             annotations: record.annotations,
             log_directory: record.log_directory,
             runtime_handler: record.runtime_handler,
@@ -375,13 +389,19 @@ impl PodService {
 
     /// Make a container in pod `pod_id` (not started); its id. It joins the pod's network
     /// (the pod's namespace, or the host's), and its log is linked where the kubelet reads it.
+    /// It runs to its end even when the caller goes: a container half made is undone.
     pub async fn create_container(&self, ns: &str, pod_id: &str, spec: PodContainerSpec) -> Result<String, Error> {
+        let (svc, ns, pod_id) = (self.clone(), ns.to_owned(), pod_id.to_owned());
+        tokio::spawn(async move { svc.create_whole(&ns, &pod_id, spec).await })
+            .await
+            .map_err(|e| Error::Internal(format!("the container's creation failed: {e}")))?
+    }
+
+    async fn create_whole(&self, ns: &str, pod_id: &str, spec: PodContainerSpec) -> Result<String, Error> {
         if spec.name.is_empty() {
             return Err(Error::InvalidArgument("a container needs a name (ContainerMetadata.name)".into()));
         }
-        if let Some(k) = spec.labels.keys().find(|k| INTERNAL_LABELS.contains(&k.as_str())) {
-            return Err(Error::InvalidArgument(format!("label {k} is the agent's own")));
-        }
+        check_labels(&spec.labels)?;
         let pod = self.get(ns, pod_id).await?.ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id} not found")))?;
         if !pod.ready {
             return Err(Error::FailedPrecondition(format!("pod sandbox {} is not ready", pod.id)));
@@ -391,6 +411,8 @@ impl PodService {
             .group(ns, &spec.image)
             .await?
             .ok_or_else(|| Error::NotFound(format!("image {} not found: pull it first", spec.image)))?;
+        let link = log_link(&pod.log_directory, &spec.log_path)?;
+        let log_path = link.as_ref().map(|l| l.display().to_string()).unwrap_or_default();
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_KIND.into(), "container".into());
         labels.insert(LABEL_SANDBOX.into(), pod.id.clone());
@@ -419,24 +441,15 @@ impl PodService {
             ..Default::default()
         };
         let m = &pod.meta;
-        let clean = |s: &str| {
-            s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect::<String>()
-        };
-        let name: String =
-            format!("k8s_{}_{}_{}_{}_{}", clean(&spec.name), clean(&m.name), clean(&m.namespace), clean(&m.uid), spec.attempt)
-                .chars()
-                .take(128)
-                .collect();
+        let name = cri_name(&[&spec.name, &m.name, &m.namespace, &m.uid], spec.attempt);
         let new = NewContainer { image: image.id.to_string(), name, config, labels, runtime: String::new() };
         let view = self.containers.create(ns, new).await?;
         let id = view.record.id.clone();
-        let log_path = if pod.log_directory.is_empty() || spec.log_path.is_empty() {
-            String::new()
-        } else {
-            std::path::Path::new(&pod.log_directory).join(&spec.log_path).display().to_string()
-        };
         let extra = ContainerRecordExtra { annotations: spec.annotations.clone(), log_path: log_path.clone(), image: spec.image.clone() };
         let linked = self.write_record("containers", &id, &extra).and_then(|()| self.link_log(ns, &id, &log_path));
+        if linked.is_err() {
+            self.unlink_log(ns, &id, &log_path);
+        }
         if let Err(e) = linked {
             let _ = self.containers.remove(ns, &id, true, true).await;
             self.remove_record("containers", &id);
@@ -446,7 +459,8 @@ impl PodService {
     }
 
     /// The kubelet reads a container's log at `path`: a link there to the log the shim writes
-    /// (the same CRI format).
+    /// (the same CRI format). Made beside it and renamed into place; what is there already
+    /// is replaced only when it is a link (a stale one of an earlier container).
     fn link_log(&self, ns: &str, id: &str, path: &str) -> Result<(), Error> {
         if path.is_empty() {
             return Ok(());
@@ -457,8 +471,26 @@ impl PodService {
         if let Some(dir) = link.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(&target, link).map_err(err)
+        match std::fs::symlink_metadata(link) {
+            Ok(m) if !m.file_type().is_symlink() => {
+                return Err(Error::FailedPrecondition(format!("the container's log path {path} is taken by a file")));
+            }
+            _ => {}
+        }
+        let tmp = link.with_file_name(format!(".{id}.link"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(err)?;
+        std::fs::rename(&tmp, link).map_err(err)
+    }
+
+    /// Remove the log link at `path` if it is still the one to container `id`'s log.
+    fn unlink_log(&self, ns: &str, id: &str, path: &str) {
+        if path.is_empty() {
+            return;
+        }
+        if std::fs::read_link(path).is_ok_and(|t| t == self.core.containers.log_path(ns, id)) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     pub async fn start_container(&self, ns: &str, id: &str) -> Result<(), Error> {
@@ -486,31 +518,21 @@ impl PodService {
     /// not there, or not running, is stopped.
     pub async fn stop_container(&self, ns: &str, id: &str, timeout: Duration) -> Result<(), Error> {
         let Some(c) = self.container(ns, id).await? else { return Ok(()) };
-        match self.tasks.stop(ns, &c.id, Some(timeout)).await {
-            Err(e) if !is_gone(&e) && !is_not_running(&e) => Err(e),
-            _ => Ok(()),
-        }
+        self.stop_quietly(ns, &c.id, timeout).await
     }
 
     /// Remove a pod's container (killed first); one that is not there is removed.
     pub async fn remove_container(&self, ns: &str, id: &str) -> Result<(), Error> {
         let Some(c) = self.container(ns, id).await? else { return Ok(()) };
         self.remove_quietly(ns, &c.id).await?;
-        if !c.log_path.is_empty() {
-            let _ = std::fs::remove_file(&c.log_path);
-        }
+        self.unlink_log(ns, &c.id, &c.log_path);
         self.remove_record("containers", &c.id);
         Ok(())
     }
 
     /// A pod's container by id (a unique prefix will do), or None.
     pub async fn container(&self, ns: &str, id: &str) -> Result<Option<PodContainerView>, Error> {
-        let view = match self.containers.get(ns, id).await {
-            Ok(v) => v,
-            Err(Error::Container(crate::container::ContainerError::NotFound(_))) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(self.container_view(&view))
+        Ok(self.find(ns, id).await?.and_then(|v| self.container_view(&v)))
     }
 
     /// The pods' containers, as `filter` asks.
@@ -555,11 +577,42 @@ impl PodService {
             finished: v.status.finished_at,
             exit_code: v.status.exit_code,
             oom_killed: v.status.oom_killed,
-            labels: labels.iter().filter(|(k, _)| !INTERNAL_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: caller_labels(labels),
             annotations: extra.annotations,
             log_path: extra.log_path,
             mounts: v.record.config.mounts.clone(),
         })
+    }
+
+    /// At the agent's start: the records (and log links) of pods and containers that are
+    /// gone (removed with `berthctl rm`, or by a crash between two steps).
+    pub(crate) async fn sweep(&self, ns: &str) {
+        let live: std::collections::HashSet<String> = match self.containers.list(ns, &[]).await {
+            Ok(all) => all.into_iter().map(|v| v.record.id.clone()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers to sweep the CRI's records");
+                return;
+            }
+        };
+        for kind in ["pods", "containers"] {
+            let Ok(entries) = std::fs::read_dir(self.records(kind)) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else {
+                    // A record never renamed into place.
+                    let _ = std::fs::remove_file(e.path());
+                    continue;
+                };
+                if live.contains(id) {
+                    continue;
+                }
+                if kind == "containers" {
+                    let extra: ContainerRecordExtra = self.read_record(kind, id);
+                    self.unlink_log(ns, id, &extra.log_path);
+                }
+                self.remove_record(kind, id);
+            }
+        }
     }
 
     /// Import the pause image into `ns` unless it is there.
@@ -593,12 +646,47 @@ fn is_not_running(e: &Error) -> bool {
     matches!(e, Error::FailedPrecondition(_) | Error::Task(TaskError::NoTask(_) | TaskError::FailedPrecondition(_)))
 }
 
-/// The container name of a pod: its metadata, as names allow (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
-fn pod_name(m: &PodMeta) -> String {
-    let clean =
-        |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect::<String>();
-    let name = format!("k8s_POD_{}_{}_{}_{}", clean(&m.name), clean(&m.namespace), clean(&m.uid), m.attempt);
-    name.chars().take(128).collect()
+/// The container name of a CRI object: `k8s_PART_..._ATTEMPT`, each part cleaned to what
+/// names allow (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) and shortened so that the name stays within
+/// 128 characters with its attempt always whole (a pod's next attempt is another name).
+fn cri_name(parts: &[&str], attempt: u32) -> String {
+    let tail = format!("_{attempt}");
+    let per_part = (128 - "k8s".len() - tail.len()) / parts.len().max(1) - 1;
+    let mut name = String::from("k8s");
+    for part in parts {
+        name.push('_');
+        name.extend(part.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).take(per_part));
+    }
+    name + &tail
+}
+
+/// The agent's own labels are not the caller's to set.
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
+    match labels.keys().find(|k| INTERNAL_LABELS.contains(&k.as_str())) {
+        Some(k) => Err(Error::InvalidArgument(format!("label {k} is the agent's own"))),
+        None => Ok(()),
+    }
+}
+
+/// The caller's labels of a container: its own, without the agent's.
+fn caller_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels.iter().filter(|(k, _)| !INTERNAL_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Where a kubelet reads a container's log: an absolute log directory and a relative path
+/// below it (normal components only), or nothing when either is missing.
+fn log_link(directory: &str, path: &str) -> Result<Option<PathBuf>, Error> {
+    if directory.is_empty() || path.is_empty() {
+        return Ok(None);
+    }
+    let rel = std::path::Path::new(path);
+    let normal = rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !std::path::Path::new(directory).is_absolute() || !normal {
+        return Err(Error::InvalidArgument(format!(
+            "log path {path:?} in {directory:?}: an absolute log directory and a relative path below it are required"
+        )));
+    }
+    Ok(Some(std::path::Path::new(directory).join(rel)))
 }
 
 /// The pause image as an OCI layout archive: one layer holding `/pause` (the berth-init
@@ -653,4 +741,29 @@ fn pause_archive() -> std::io::Result<Vec<u8>> {
         add(format!("blobs/sha256/{}", &sha(blob)["sha256:".len()..]), blob)?;
     }
     out.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_their_attempt_and_stay_valid() {
+        let long = "a".repeat(200);
+        let first = cri_name(&["POD", &long, "default", "uid-1"], 0);
+        let second = cri_name(&["POD", &long, "default", "uid-1"], 1);
+        assert!(first.len() <= 128 && second.len() <= 128, "{first}");
+        assert_ne!(first, second);
+        assert!(first.ends_with("_0") && second.ends_with("_1"));
+        assert_eq!(cri_name(&["web", "my pod/x", "ns", "u"], 3), "k8s_web_my-pod-x_ns_u_3");
+    }
+
+    #[test]
+    fn log_paths_stay_below_their_directory() {
+        assert_eq!(log_link("/var/log/pods/x", "web/0.log").unwrap(), Some(PathBuf::from("/var/log/pods/x/web/0.log")));
+        assert_eq!(log_link("", "web/0.log").unwrap(), None);
+        for (dir, path) in [("/var/log/pods/x", "../../etc/shadow"), ("/var/log/pods/x", "/etc/shadow"), ("relative", "0.log")] {
+            assert!(log_link(dir, path).is_err(), "{dir} {path}");
+        }
+    }
 }

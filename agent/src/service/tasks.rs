@@ -40,12 +40,11 @@ pub struct ExecOutput {
     pub exit_code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// It ran out of time and was killed.
-    pub timed_out: bool,
 }
 
-/// The most bytes of each stream a command run to its end keeps (the CRI's ExecSync, a probe).
-const EXEC_OUTPUT_MAX: usize = 16 << 20;
+/// The most bytes of output (both streams) a command run to its end keeps: the CRI's
+/// ExecSync answer must fit the kubelet's 16 MiB message.
+const EXEC_OUTPUT_MAX: usize = 15 << 20;
 
 /// A container's resource use, from its cgroup.
 #[derive(Debug, Clone)]
@@ -165,17 +164,22 @@ impl TaskService {
     }
 
     /// Run `args` in the running container to its end and collect what it prints (at most
-    /// 16 MiB of each stream). With a `timeout` the process is killed when it runs out,
-    /// and what it printed by then is returned (exit code 137, `timed_out`).
+    /// 15 MiB in all). With a `timeout` the process is killed when it runs out, and what it
+    /// printed by then is returned (exit code 137). It runs to its end, and its exec is
+    /// removed, even when the caller goes.
     pub async fn exec_output(&self, ns: &str, id: &str, args: Vec<String>, timeout: Option<Duration>) -> Result<ExecOutput, Error> {
-        let exec_id = self.exec(ns, id, ExecRequest { args, ..Default::default() }).await?;
-        let proc = Proc::Exec(exec_id);
-        let result = self.run_to_end(ns, id, &proc, timeout).await;
-        // The exec's record goes whatever happened (killed first if it still runs).
-        if let Err(e) = self.delete(ns, id, &proc, true).await {
-            tracing::debug!(container = %id, error = %e, "removing a finished exec");
-        }
-        result
+        let (svc, ns, id) = (self.clone(), ns.to_owned(), id.to_owned());
+        let job = tokio::spawn(async move {
+            let exec_id = svc.exec(&ns, &id, ExecRequest { args, ..Default::default() }).await?;
+            let proc = Proc::Exec(exec_id);
+            let result = svc.run_to_end(&ns, &id, &proc, timeout).await;
+            // The exec's record goes whatever happened (killed first if it still runs).
+            if let Err(e) = svc.delete(&ns, &id, &proc, true).await {
+                tracing::debug!(container = %id, error = %e, "removing a finished exec");
+            }
+            result
+        });
+        job.await.map_err(|e| Error::Internal(format!("the exec failed: {e}")))?
     }
 
     async fn run_to_end(&self, ns: &str, id: &str, proc: &Proc, timeout: Option<Duration>) -> Result<ExecOutput, Error> {
@@ -183,8 +187,9 @@ impl TaskService {
         self.start(ns, id, proc).await?;
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut out = ExecOutput::default();
-        let keep = |buf: &mut Vec<u8>, data: Vec<u8>| {
-            let room = EXEC_OUTPUT_MAX.saturating_sub(buf.len());
+        let keep = |out: &mut ExecOutput, stderr: bool, data: Vec<u8>| {
+            let room = EXEC_OUTPUT_MAX.saturating_sub(out.stdout.len() + out.stderr.len());
+            let buf = if stderr { &mut out.stderr } else { &mut out.stdout };
             buf.extend_from_slice(&data[..data.len().min(room)]);
         };
         loop {
@@ -192,7 +197,6 @@ impl TaskService {
                 Some(d) => match tokio::time::timeout_at(d, frames.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        out.timed_out = true;
                         out.exit_code = 137;
                         let _ = self.kill(ns, id, proc, "KILL", false).await;
                         return Ok(out);
@@ -201,8 +205,8 @@ impl TaskService {
                 None => frames.recv().await,
             };
             match next {
-                Some(Ok(AttachOutput::Stdout(d))) => keep(&mut out.stdout, d),
-                Some(Ok(AttachOutput::Stderr(d))) => keep(&mut out.stderr, d),
+                Some(Ok(AttachOutput::Stdout(d))) => keep(&mut out, false, d),
+                Some(Ok(AttachOutput::Stderr(d))) => keep(&mut out, true, d),
                 Some(Ok(AttachOutput::Exit(code))) => {
                     out.exit_code = code;
                     return Ok(out);

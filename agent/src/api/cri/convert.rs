@@ -60,12 +60,17 @@ pub fn pod_state(p: &PodView) -> i32 {
     }
 }
 
-/// A pod's id as the CRI passes it.
-pub fn pod_id(id: &str) -> Result<&str, Status> {
+/// An id the CRI passes (`what`: pod sandbox, container).
+pub fn required_id<'a>(what: &str, id: &'a str) -> Result<&'a str, Status> {
     if id.is_empty() {
-        return Err(Status::invalid_argument("a pod sandbox id is required"));
+        return Err(Status::invalid_argument(format!("a {what} id is required")));
     }
     Ok(id)
+}
+
+/// A pod's id as the CRI passes it.
+pub fn pod_id(id: &str) -> Result<&str, Status> {
+    required_id("pod sandbox", id)
 }
 
 /// What CreateContainer asks for, in the pods service's terms.

@@ -31,6 +31,7 @@ fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
 
 /// The CRI's Image: the user as a uid when it is numeric (`1000`, `1000:1000`), else as a name.
 fn image_message(g: ImageGroup) -> cri::Image {
+    let pinned = g.tags.contains(&crate::service::pods::pause_image());
     let user = g.user.split(':').next().unwrap_or_default();
     let (uid, username) = match user.parse::<i64>() {
         Ok(uid) => (Some(cri::Int64Value { value: uid }), String::new()),
@@ -45,7 +46,8 @@ fn image_message(g: ImageGroup) -> cri::Image {
         size: g.size,
         uid,
         username,
-        pinned: false,
+        // The pods' own image: the kubelet's image collection leaves it.
+        pinned,
     }
 }
 
@@ -144,15 +146,7 @@ impl cri::image_service_server::ImageService for ImagesApi {
     async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let r = req.into_inner();
         let name = image_name(r.image.as_ref())?;
-        // The image goes with every name of its id; one that is not there is removed already.
-        if let Some(group) = self.services.images.group(NAMESPACE, name).await? {
-            if let Err(e) = self.services.images.remove(NAMESPACE, group.id.as_str(), true).await {
-                let status = Status::from(e);
-                if status.code() != tonic::Code::NotFound {
-                    return Err(status);
-                }
-            }
-        }
+        self.services.images.remove_image(NAMESPACE, name).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 

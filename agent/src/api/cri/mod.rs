@@ -7,15 +7,15 @@
 //! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox) and
 //! their containers (CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ListContainers, ContainerStatus, ExecSync), all through the pods service, and the whole
-//! ImageService. What is not yet served (the streaming Exec, Attach and PortForward,
-//! stats, events) answers UNIMPLEMENTED.
+//! ImageService. What is not yet served (the streaming Exec, Attach and PortForward, stats,
+//! events, UpdateContainerResources, ReopenContainerLog, checkpoints, metrics) answers
+//! UNIMPLEMENTED.
 
 mod convert;
 pub mod images;
 pub mod runtime;
 
-/// The namespace of everything the CRI makes, as containerd's CRI plugin uses.
-pub const NAMESPACE: &str = "k8s.io";
+pub use crate::service::pods::NAMESPACE;
 
 /// The largest message the CRI services take.
 const MAX_MESSAGE: usize = 16 << 20;

@@ -1,12 +1,16 @@
-//! The CRI's RuntimeService: the runtime's version and readiness and its configuration so
-//! far; pods, containers and streams answer UNIMPLEMENTED until they are served.
+//! The CRI's RuntimeService: the runtime's version, readiness and configuration, pods and
+//! their containers (through the pods service), ExecSync. The streaming calls, stats,
+//! events, resource updates, log reopening, checkpoints and metrics answer UNIMPLEMENTED
+//! until they are served.
 
 use std::sync::Arc;
 
 use berth_api::cri::{self, runtime_service_server::RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
-use super::convert::{container_message, container_spec, container_state, container_status, pod_id, pod_metadata, pod_spec, pod_state};
+use super::convert::{
+    container_message, container_spec, container_state, container_status, pod_id, pod_metadata, pod_spec, pod_state, required_id,
+};
 use super::{unimplemented, NAMESPACE};
 use crate::service::pods::{PodContainerFilter, PodFilter};
 use crate::service::Services;
@@ -24,10 +28,7 @@ const CRI_VERSION: &str = "v1";
 
 /// A container's id as the CRI passes it.
 fn container_id(id: &str) -> Result<&str, Status> {
-    if id.is_empty() {
-        return Err(Status::invalid_argument("a container id is required"));
-    }
-    Ok(id)
+    required_id("container", id)
 }
 
 fn condition(kind: &str, ok: bool, reason: &str, message: String) -> cri::RuntimeCondition {
