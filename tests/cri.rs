@@ -288,6 +288,20 @@ fn a_pod_s_containers_share_its_network_log_where_the_kubelet_reads_and_go_with_
         let log = std::fs::read_to_string(logs.join("web/0.log")).unwrap();
         assert!(log.lines().any(|l| l.contains(" stdout F hello from the pod")), "{log}");
 
+        // Stats: the container's, the pod's (its containers' within), as the kubelet reads them.
+        let cs = rt.container_stats(cri::ContainerStatsRequest { container_id: server.clone() }).await.unwrap().into_inner().stats.unwrap();
+        assert!(cs.cpu.and_then(|c| c.usage_core_nano_seconds).is_some_and(|u| u.value > 0));
+        assert!(cs.memory.and_then(|m| m.working_set_bytes).is_some_and(|w| w.value > 0));
+        let listed = rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+        assert!(listed.iter().any(|s| s.attributes.as_ref().is_some_and(|a| a.id == server)));
+        let ps =
+            rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap().into_inner().stats.unwrap();
+        let linux = ps.linux.unwrap();
+        assert!(linux.containers.iter().any(|c| c.attributes.as_ref().is_some_and(|a| a.id == server)));
+        assert!(linux.process.and_then(|p| p.process_count).is_some_and(|n| n.value >= 2), "the pause process and the server");
+        let pods = rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+        assert_eq!(pods.len(), 1);
+
         // ExecSync: what a command printed and its code; killed when its timeout runs out.
         let exec = |cmd: &[&str], timeout: i64| cri::ExecSyncRequest {
             container_id: server.clone(),

@@ -164,6 +164,15 @@ pub struct PodContainerView {
     pub mounts: Vec<crate::metadata::container_config::MountSpec>,
 }
 
+/// A pod's resource use.
+#[derive(Debug, Clone)]
+pub struct PodStats {
+    pub pod: PodView,
+    /// The pod's own cgroup with its containers' added.
+    pub total: super::tasks::Stats,
+    pub containers: Vec<(PodContainerView, super::tasks::Stats)>,
+}
+
 /// Which of the pods' containers a list shows.
 #[derive(Debug, Clone, Default)]
 pub struct PodContainerFilter {
@@ -496,6 +505,67 @@ impl PodService {
     pub async fn start_container(&self, ns: &str, id: &str) -> Result<(), Error> {
         let c = self.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
         self.tasks.start(ns, &c.id, &Proc::Init).await.map(|_| ())
+    }
+
+    /// A pod's container and its resource use (None when it is not running).
+    pub async fn container_stats(&self, ns: &str, id: &str) -> Result<(PodContainerView, Option<super::tasks::Stats>), Error> {
+        let c = self.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        let stats = self.stats_of(ns, &c.id).await?;
+        Ok((c, stats))
+    }
+
+    /// The resource use of the pods' running containers, as `filter` asks.
+    pub async fn containers_stats(
+        &self,
+        ns: &str,
+        filter: &PodContainerFilter,
+    ) -> Result<Vec<(PodContainerView, super::tasks::Stats)>, Error> {
+        let mut out = Vec::new();
+        for c in self.containers(ns, filter).await? {
+            if let Some(stats) = self.stats_of(ns, &c.id).await? {
+                out.push((c, stats));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A pod's resource use: its own (the pause process's cgroup with its containers'
+    /// added), its containers', and how many processes run in it.
+    pub async fn pod_stats(&self, ns: &str, id: &str) -> Result<PodStats, Error> {
+        let pod = self.get(ns, id).await?.ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))?;
+        let containers = self.containers_stats(ns, &PodContainerFilter { pod_id: pod.id.clone(), ..Default::default() }).await?;
+        let own = self.stats_of(ns, &pod.id).await?;
+        let mut total = own.clone().map(|s| s.stats).unwrap_or_default();
+        for (_, s) in &containers {
+            total.cpu_usage_ns += s.stats.cpu_usage_ns;
+            total.memory_usage_bytes += s.stats.memory_usage_bytes;
+            total.pids_current += s.stats.pids_current;
+        }
+        let read_at = own.map(|s| s.read_at).unwrap_or_else(std::time::SystemTime::now);
+        Ok(PodStats { pod, total: super::tasks::Stats { stats: total, read_at }, containers })
+    }
+
+    /// The pods, with their resource use, as `filter` asks (ready ones only).
+    pub async fn pods_stats(&self, ns: &str, filter: &PodFilter) -> Result<Vec<PodStats>, Error> {
+        let mut out = Vec::new();
+        for pod in self.list(ns, filter).await?.into_iter().filter(|p| p.ready) {
+            match self.pod_stats(ns, &pod.id).await {
+                Ok(s) => out.push(s),
+                // Gone meanwhile.
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A running container's resource use; None when it does not run (any more).
+    async fn stats_of(&self, ns: &str, id: &str) -> Result<Option<super::tasks::Stats>, Error> {
+        match self.tasks.stats(ns, id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if is_gone(&e) || is_not_running(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Run `cmd` in a pod's running container to its end (killed when `timeout` runs out):

@@ -6,7 +6,8 @@ use tonic::Status;
 use crate::metadata::container_config::{MountKind, MountSpec};
 use crate::network::PortSpec;
 use crate::runtime::TaskState;
-use crate::service::pods::{PodContainerSpec, PodContainerView, PodMeta, PodSpec, PodView};
+use crate::service::pods::{PodContainerSpec, PodContainerView, PodMeta, PodSpec, PodStats, PodView};
+use crate::service::tasks::Stats;
 
 /// What RunPodSandbox asks for, in the pods service's terms.
 pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<PodSpec, Status> {
@@ -212,5 +213,65 @@ pub fn container_status(c: PodContainerView) -> cri::ContainerStatus {
         image_id: c.image_id,
         resources: None,
         user: None,
+    }
+}
+
+fn nanos(t: std::time::SystemTime) -> i64 {
+    i64::try_from(t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn value(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+fn cpu(s: &Stats) -> cri::CpuUsage {
+    cri::CpuUsage { timestamp: nanos(s.read_at), usage_core_nano_seconds: value(s.stats.cpu_usage_ns), usage_nano_cores: None }
+}
+
+fn memory(s: &Stats) -> cri::MemoryUsage {
+    let (usage, limit) = (s.stats.memory_usage_bytes, s.stats.memory_limit_bytes);
+    cri::MemoryUsage {
+        timestamp: nanos(s.read_at),
+        working_set_bytes: value(usage),
+        available_bytes: (limit > 0).then(|| cri::UInt64Value { value: limit.saturating_sub(usage) }),
+        usage_bytes: value(usage),
+        rss_bytes: None,
+        page_faults: None,
+        major_page_faults: None,
+    }
+}
+
+pub fn container_stats(c: &PodContainerView, s: Option<&Stats>) -> cri::ContainerStats {
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: Some(container_metadata(c)),
+            labels: c.labels.clone(),
+            annotations: c.annotations.clone(),
+        }),
+        cpu: s.map(cpu),
+        memory: s.map(memory),
+        writable_layer: None,
+        swap: None,
+    }
+}
+
+pub fn pod_stats(p: &PodStats) -> cri::PodSandboxStats {
+    let pod = &p.pod;
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: pod.id.clone(),
+            metadata: Some(pod_metadata(&pod.meta)),
+            labels: pod.labels.clone(),
+            annotations: pod.annotations.clone(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cpu(&p.total)),
+            memory: Some(memory(&p.total)),
+            network: None,
+            process: Some(cri::ProcessUsage { timestamp: nanos(p.total.read_at), process_count: value(p.total.stats.pids_current) }),
+            containers: p.containers.iter().map(|(c, s)| container_stats(c, Some(s))).collect(),
+        }),
+        windows: None,
     }
 }

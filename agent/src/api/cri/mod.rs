@@ -6,10 +6,10 @@
 //! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, the pod sandboxes
 //! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox) and
 //! their containers (CreateContainer, StartContainer, StopContainer, RemoveContainer,
-//! ListContainers, ContainerStatus, ExecSync), all through the pods service, and the whole
-//! ImageService. What is not yet served (the streaming Exec, Attach and PortForward, stats,
-//! events, UpdateContainerResources, ReopenContainerLog, checkpoints, metrics) answers
-//! UNIMPLEMENTED.
+//! ListContainers, ContainerStatus, ExecSync, and the container and pod stats), all through
+//! the pods service, and the whole ImageService. What is not yet served (the streaming Exec,
+//! Attach and PortForward, events, UpdateContainerResources, ReopenContainerLog,
+//! checkpoints, metrics) answers UNIMPLEMENTED.
 
 mod convert;
 pub mod images;

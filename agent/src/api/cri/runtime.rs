@@ -1,5 +1,5 @@
 //! The CRI's RuntimeService: the runtime's version, readiness and configuration, pods and
-//! their containers (through the pods service), ExecSync. The streaming calls, stats,
+//! their containers (through the pods service), ExecSync, stats. The streaming calls,
 //! events, resource updates, log reopening, checkpoints and metrics answer UNIMPLEMENTED
 //! until they are served.
 
@@ -9,7 +9,8 @@ use berth_api::cri::{self, runtime_service_server::RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    container_message, container_spec, container_state, container_status, pod_id, pod_metadata, pod_spec, pod_state, required_id,
+    container_message, container_spec, container_state, container_stats, container_status, pod_id, pod_metadata, pod_spec, pod_state,
+    pod_stats, required_id,
 };
 use super::{unimplemented, NAMESPACE};
 use crate::service::pods::{PodContainerFilter, PodFilter};
@@ -213,6 +214,38 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
     }
 
+    async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let id = container_id(&req.get_ref().container_id)?.to_owned();
+        let (c, stats) = self.services.pods.container_stats(NAMESPACE, &id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse { stats: Some(container_stats(&c, stats.as_ref())) }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = PodContainerFilter { id: f.id, pod_id: f.pod_sandbox_id, state: None, labels: f.label_selector };
+        let all = self.services.pods.containers_stats(NAMESPACE, &filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats: all.iter().map(|(c, s)| container_stats(c, Some(s))).collect() }))
+    }
+
+    async fn pod_sandbox_stats(&self, req: Request<cri::PodSandboxStatsRequest>) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let id = pod_id(&req.get_ref().pod_sandbox_id)?.to_owned();
+        let stats = self.services.pods.pod_stats(NAMESPACE, &id).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(pod_stats(&stats)) }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = PodFilter { id: f.id, ready: None, labels: f.label_selector };
+        let all = self.services.pods.pods_stats(NAMESPACE, &filter).await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats: all.iter().map(pod_stats).collect() }))
+    }
+
     async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         // Containers' cgroups are made by path under /berth (cgroupfs), not by systemd.
         let linux = cri::LinuxRuntimeConfiguration { cgroup_driver: cri::CgroupDriver::Cgroupfs as i32 };
@@ -233,10 +266,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
