@@ -360,3 +360,46 @@ fn a_pod_s_containers_share_its_network_log_where_the_kubelet_reads_and_go_with_
     });
     assert_eq!(d.ok(&["--namespace", "k8s.io", "ps", "-aq"]), "");
 }
+
+#[test]
+fn pods_outlive_an_agent_restart() {
+    require_tool("runc", "runc");
+    let mut d = Daemon::start();
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
+    d.ok(&["--namespace", "k8s.io", "load", "-i", path.to_str().unwrap()]);
+    let connect = |d: &Daemon| {
+        let socket = d.state.join("cri.sock");
+        async move { RuntimeServiceClient::new(berth_api::connect(socket, std::time::Duration::from_secs(5)).await.unwrap()) }
+    };
+    let status = |id: &str| cri::PodSandboxStatusRequest { pod_sandbox_id: id.to_owned(), verbose: false };
+    let (pod, ctr, ip) = rt().block_on(async {
+        let mut rt = connect(&d).await;
+        let config = pod_config("lasting", false);
+        let run = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        let pod = rt.run_pod_sandbox(run).await.unwrap().into_inner().pod_sandbox_id;
+        let c = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
+            image: spec("busybox"),
+            command: vec!["sleep".into(), "600".into()],
+            ..Default::default()
+        };
+        let create = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(c), sandbox_config: Some(config) };
+        let ctr = rt.create_container(create).await.unwrap().into_inner().container_id;
+        rt.start_container(cri::StartContainerRequest { container_id: ctr.clone() }).await.unwrap();
+        let ip = rt.pod_sandbox_status(status(&pod)).await.unwrap().into_inner().status.unwrap().network.unwrap().ip;
+        (pod, ctr, ip)
+    });
+    d.kill9();
+    d.spawn();
+    d.wait_ready();
+    rt().block_on(async {
+        let mut rt = connect(&d).await;
+        let s = rt.pod_sandbox_status(status(&pod)).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(s.state, cri::PodSandboxState::SandboxReady as i32);
+        assert_eq!(s.network.unwrap().ip, ip, "the pod kept its address");
+        let c = rt.container_status(cri::ContainerStatusRequest { container_id: ctr.clone(), verbose: false }).await.unwrap();
+        assert_eq!(c.into_inner().status.unwrap().state, cri::ContainerState::ContainerRunning as i32);
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    });
+}
