@@ -308,6 +308,8 @@ fn a_pod_s_containers_share_its_network_log_where_the_kubelet_reads_and_go_with_
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             timeout,
         };
+        let r = rt.exec_sync(exec(&["busybox", "hostname"], 10)).await.unwrap().into_inner();
+        assert_eq!(r.stdout, b"shop-host\n", "the pod's hostname");
         let r = rt.exec_sync(exec(&["sh", "-c", "echo out; echo err >&2; exit 4"], 10)).await.unwrap().into_inner();
         assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"out\n"[..], &b"err\n"[..], 4));
         let t0 = std::time::Instant::now();

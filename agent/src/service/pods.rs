@@ -90,6 +90,8 @@ pub struct PodView {
     /// Its addresses on its network, the first one first (none on the host's network).
     pub ips: Vec<String>,
     pub host_network: bool,
+    /// The pod's hostname, which its containers take too (empty: the container's id).
+    pub hostname: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub log_directory: String,
@@ -368,6 +370,7 @@ impl PodService {
             created: v.record.created,
             ips,
             host_network: v.record.config.network == NetworkMode::Host,
+            hostname: v.record.config.hostname.clone().unwrap_or_default(),
             labels: caller_labels(labels),
             annotations: record.annotations,
             log_directory: record.log_directory,
@@ -433,6 +436,8 @@ impl PodService {
             env: spec.env.clone(),
             workdir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
             user: spec.user.clone(),
+            // The pod's hostname (its UTS name is not shared: each container sets the same).
+            hostname: (!pod.host_network && !pod.hostname.is_empty()).then(|| pod.hostname.clone()),
             network: if pod.host_network { NetworkMode::Host } else { NetworkMode::Container(pod.id.clone()) },
             mounts: spec.mounts.clone(),
             read_only: spec.read_only,
