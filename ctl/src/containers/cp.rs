@@ -25,7 +25,8 @@ Where a copy lands (as docker cp):
   SRC ending in /. : what the directory holds, into the directory DEST
 
 Owners: without -a, files copied into a container belong to its root (0:0), and files copied
-out belong to you; -a keeps the numeric owners of the source.
+out belong to you; -a keeps the numeric owners of the source (when copying out, only if you
+run berthctl as root).
 
 Examples:
   berthctl cp ./app.conf web:/etc/app/          a file into a container

@@ -196,7 +196,8 @@ class ContainersServicer:
         """What is at a path in the container (docker's path stat): its name, type and permission
         bits, size, time and a link's target. Paths are resolved inside the container's root
         (a link, absolute or full of `..`, never leads out of it). A running container is seen
-        with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+        with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot with its volumes
+        and binds mounted on it (read-only when the container is `--read-only`).
         Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
         ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
         """
@@ -207,9 +208,11 @@ class ContainersServicer:
     def CopyFrom(self, request, context):
         """A file or a directory tree of the container as an uncompressed tar stream, in chunks
         (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
-        times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
-        as empty directories.
-        Errors: as StatPath; an error during the copy ends the stream with its status.
+        times, links and the xattrs a layer keeps. The kernel's own filesystems (`/proc`, `/sys`)
+        are copied as empty directories; sockets are left out.
+        Errors: as StatPath; INVALID_ARGUMENT (`archive_name` `.` for a non-directory, or not one
+        file name). An error during the copy ends the stream with its status (INVALID_ARGUMENT
+        for a `.wh.` name in the tree, which a copy cannot hold).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,9 +228,11 @@ class ContainersServicer:
         never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
         are refused.
         Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
-        directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
-        and a file in each other's place; a read-only file system: `--read-only`),
-        DEADLINE_EXCEEDED (the upload stalled).
+        directory, not a whole tar stream, a hostile entry, a file and a directory at one name
+        in the archive), FAILED_PRECONDITION (a directory and a file in each other's place in
+        the container; a read-only file system: `--read-only`; the container is starting: try
+        again), RESOURCE_EXHAUSTED (disk full), OUT_OF_RANGE (a message over 8 MiB), CANCELLED
+        (the upload broke off), DEADLINE_EXCEEDED (the upload stalled).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

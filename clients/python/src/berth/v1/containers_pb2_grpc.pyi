@@ -89,16 +89,19 @@ class ContainersStub:
     """What is at a path in the container (docker's path stat): its name, type and permission
     bits, size, time and a link's target. Paths are resolved inside the container's root
     (a link, absolute or full of `..`, never leads out of it). A running container is seen
-    with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+    with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot with its volumes
+    and binds mounted on it (read-only when the container is `--read-only`).
     Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
     ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
     """
     CopyFrom: _grpc.UnaryStreamMultiCallable[_containers_pb2.CopyFromRequest, _containers_pb2.CopyFromResponse]
     """A file or a directory tree of the container as an uncompressed tar stream, in chunks
     (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
-    times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
-    as empty directories.
-    Errors: as StatPath; an error during the copy ends the stream with its status.
+    times, links and the xattrs a layer keeps. The kernel's own filesystems (`/proc`, `/sys`)
+    are copied as empty directories; sockets are left out.
+    Errors: as StatPath; INVALID_ARGUMENT (`archive_name` `.` for a non-directory, or not one
+    file name). An error during the copy ends the stream with its status (INVALID_ARGUMENT
+    for a `.wh.` name in the tree, which a copy cannot hold).
     """
     CopyTo: _grpc.StreamUnaryMultiCallable[_containers_pb2.CopyToRequest, _containers_pb2.CopyToResponse]
     """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
@@ -110,9 +113,11 @@ class ContainersStub:
     never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
     are refused.
     Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
-    directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
-    and a file in each other's place; a read-only file system: `--read-only`),
-    DEADLINE_EXCEEDED (the upload stalled).
+    directory, not a whole tar stream, a hostile entry, a file and a directory at one name
+    in the archive), FAILED_PRECONDITION (a directory and a file in each other's place in
+    the container; a read-only file system: `--read-only`; the container is starting: try
+    again), RESOURCE_EXHAUSTED (disk full), OUT_OF_RANGE (a message over 8 MiB), CANCELLED
+    (the upload broke off), DEADLINE_EXCEEDED (the upload stalled).
     """
 
 @_typing.type_check_only
@@ -176,16 +181,19 @@ class ContainersAsyncStub(ContainersStub):
     """What is at a path in the container (docker's path stat): its name, type and permission
     bits, size, time and a link's target. Paths are resolved inside the container's root
     (a link, absolute or full of `..`, never leads out of it). A running container is seen
-    with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+    with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot with its volumes
+    and binds mounted on it (read-only when the container is `--read-only`).
     Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
     ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
     """
     CopyFrom: _aio.UnaryStreamMultiCallable[_containers_pb2.CopyFromRequest, _containers_pb2.CopyFromResponse]  # type: ignore[assignment]
     """A file or a directory tree of the container as an uncompressed tar stream, in chunks
     (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
-    times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
-    as empty directories.
-    Errors: as StatPath; an error during the copy ends the stream with its status.
+    times, links and the xattrs a layer keeps. The kernel's own filesystems (`/proc`, `/sys`)
+    are copied as empty directories; sockets are left out.
+    Errors: as StatPath; INVALID_ARGUMENT (`archive_name` `.` for a non-directory, or not one
+    file name). An error during the copy ends the stream with its status (INVALID_ARGUMENT
+    for a `.wh.` name in the tree, which a copy cannot hold).
     """
     CopyTo: _aio.StreamUnaryMultiCallable[_containers_pb2.CopyToRequest, _containers_pb2.CopyToResponse]  # type: ignore[assignment]
     """Apply an uncompressed tar stream into a directory of the container (berthctl cp into
@@ -197,9 +205,11 @@ class ContainersAsyncStub(ContainersStub):
     never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
     are refused.
     Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
-    directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
-    and a file in each other's place; a read-only file system: `--read-only`),
-    DEADLINE_EXCEEDED (the upload stalled).
+    directory, not a whole tar stream, a hostile entry, a file and a directory at one name
+    in the archive), FAILED_PRECONDITION (a directory and a file in each other's place in
+    the container; a read-only file system: `--read-only`; the container is starting: try
+    again), RESOURCE_EXHAUSTED (disk full), OUT_OF_RANGE (a message over 8 MiB), CANCELLED
+    (the upload broke off), DEADLINE_EXCEEDED (the upload stalled).
     """
 
 class ContainersServicer(metaclass=_abc_1.ABCMeta):
@@ -320,7 +330,8 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         """What is at a path in the container (docker's path stat): its name, type and permission
         bits, size, time and a link's target. Paths are resolved inside the container's root
         (a link, absolute or full of `..`, never leads out of it). A running container is seen
-        with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot.
+        with its mounts (volumes, binds, tmpfs); a stopped one as its snapshot with its volumes
+        and binds mounted on it (read-only when the container is `--read-only`).
         Errors: NOT_FOUND (unknown container, nothing at the path), INVALID_ARGUMENT (empty id,
         ambiguous id prefix, empty path, a path ending in `/` that is not a directory).
         """
@@ -333,9 +344,11 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_containers_pb2.CopyFromResponse], _abc.AsyncIterator[_containers_pb2.CopyFromResponse]]:
         """A file or a directory tree of the container as an uncompressed tar stream, in chunks
         (berthctl cp out of a container): its top entry is named `archive_name`; owners, modes,
-        times, links and xattrs kept. The kernel's own filesystems (`/proc`, `/sys`) are copied
-        as empty directories.
-        Errors: as StatPath; an error during the copy ends the stream with its status.
+        times, links and the xattrs a layer keeps. The kernel's own filesystems (`/proc`, `/sys`)
+        are copied as empty directories; sockets are left out.
+        Errors: as StatPath; INVALID_ARGUMENT (`archive_name` `.` for a non-directory, or not one
+        file name). An error during the copy ends the stream with its status (INVALID_ARGUMENT
+        for a `.wh.` name in the tree, which a copy cannot hold).
         """
 
     @_abc_1.abstractmethod
@@ -353,9 +366,11 @@ class ContainersServicer(metaclass=_abc_1.ABCMeta):
         never replaced by a non-directory or the reverse; `.wh.` names (whiteouts in a layer)
         are refused.
         Errors: NOT_FOUND (unknown container, no such directory), INVALID_ARGUMENT (not a
-        directory, not a whole tar stream, a hostile entry), FAILED_PRECONDITION (a directory
-        and a file in each other's place; a read-only file system: `--read-only`),
-        DEADLINE_EXCEEDED (the upload stalled).
+        directory, not a whole tar stream, a hostile entry, a file and a directory at one name
+        in the archive), FAILED_PRECONDITION (a directory and a file in each other's place in
+        the container; a read-only file system: `--read-only`; the container is starting: try
+        again), RESOURCE_EXHAUSTED (disk full), OUT_OF_RANGE (a message over 8 MiB), CANCELLED
+        (the upload broke off), DEADLINE_EXCEEDED (the upload stalled).
         """
 
 def add_ContainersServicer_to_server(servicer: ContainersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
