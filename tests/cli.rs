@@ -9,12 +9,7 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn daemon() -> Daemon {
-    require_tool("runc", "runc");
-    let d = Daemon::start();
-    let spec = ImageSpec::new(vec![busybox_layer()]);
-    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
-    d.ok(&["load", "-i", path.to_str().unwrap()]);
-    d
+    Daemon::with_busybox()
 }
 
 /// Run `script` with `docker` being this agent's berthctl; (status, stdout, stderr).

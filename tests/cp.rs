@@ -8,24 +8,9 @@ use std::path::Path;
 
 use common::*;
 
-fn daemon() -> Daemon {
-    require_tool("runc", "runc");
-    let d = Daemon::start();
-    let spec = ImageSpec::new(vec![busybox_layer()]);
-    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
-    d.ok(&["load", "-i", path.to_str().unwrap()]);
-    d
-}
-
-fn fails(d: &Daemon, args: &[&str]) -> String {
-    let out = d.ctl(args);
-    assert!(!out.status.success(), "berthctl {args:?} succeeded: {}", stdout(&out));
-    stderr(&out)
-}
-
 #[test]
 fn cp_in_and_out_of_a_running_container_lands_where_docker_s_does() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["volume", "create", "data"]);
     d.ok(&["run", "-d", "--name", "web", "-v", "data:/data", "busybox", "sleep", "600"]);
     let local = d.dir.path().join("local");
@@ -81,17 +66,17 @@ fn cp_in_and_out_of_a_running_container_lands_where_docker_s_does() {
     assert_eq!(cat("/etc/tree/sub/f"), "deep\n");
 
     // docker's refusals.
-    assert!(fails(&d, &["cp", "web:/nothing", &o("")]).contains("could not find the file /nothing in container web"));
-    assert!(fails(&d, &["cp", &l("site"), "web:/etc/app.conf"]).contains("cannot copy a directory to a file"));
-    assert!(fails(&d, &["cp", &l("app.conf"), "web:/no/such/dir/"]).contains("does not exist"));
-    assert!(fails(&d, &["cp", &l("app.conf"), "nosuch:/tmp"]).contains("nosuch"));
-    assert!(fails(&d, &["cp", &l("app.conf"), &o("")]).contains("CONTAINER:PATH"));
+    assert!(d.fails(&["cp", "web:/nothing", &o("")]).contains("could not find the file /nothing in container web"));
+    assert!(d.fails(&["cp", &l("site"), "web:/etc/app.conf"]).contains("cannot copy a directory to a file"));
+    assert!(d.fails(&["cp", &l("app.conf"), "web:/no/such/dir/"]).contains("does not exist"));
+    assert!(d.fails(&["cp", &l("app.conf"), "nosuch:/tmp"]).contains("nosuch"));
+    assert!(d.fails(&["cp", &l("app.conf"), &o("")]).contains("CONTAINER:PATH"));
     d.ok(&["rm", "-f", "web"]);
 }
 
 #[test]
 fn cp_reaches_a_stopped_container_s_files_and_leaves_it_startable() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["create", "--name", "job", "busybox", "cat", "/etc/job.conf"]);
     let conf = d.file("job.conf", b"threads=4\n");
     std::os::unix::fs::chown(&conf, Some(1234), Some(2345)).unwrap();
@@ -131,7 +116,7 @@ fn cp_reaches_a_stopped_container_s_files_and_leaves_it_startable() {
 
 #[test]
 fn cp_stays_inside_the_container_and_writes_nothing_from_a_bad_archive() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "600"]);
     // Links that lead out of the container's root, absolute and by `..`.
     d.ok(&["exec", "box", "busybox", "ln", "-s", "/", "/hostroot"]);
@@ -176,16 +161,16 @@ fn cp_stays_inside_the_container_and_writes_nothing_from_a_bad_archive() {
     std::fs::create_dir(d.dir.path().join("x")).unwrap();
     let dir = d.dir.path().join("x/tmp");
     std::fs::write(&dir, b"file").unwrap();
-    assert!(fails(&d, &["cp", dir.to_str().unwrap(), "box:/"]).contains("cannot overwrite directory"));
+    assert!(d.fails(&["cp", dir.to_str().unwrap(), "box:/"]).contains("cannot overwrite directory"));
     d.ok(&["rm", "-f", "box"]);
 
     // A read-only container says so, running or stopped; its volumes take copies.
     d.ok(&["run", "-d", "--read-only", "--name", "ro", "-v", "rovol:/data", "busybox", "sleep", "600"]);
-    let e = fails(&d, &["cp", f.to_str().unwrap(), "ro:/etc/"]);
+    let e = d.fails(&["cp", f.to_str().unwrap(), "ro:/etc/"]);
     assert!(e.to_lowercase().contains("read-only"), "{e}");
     d.ok(&["cp", f.to_str().unwrap(), "ro:/data/"]);
     d.ok(&["stop", "-t", "0", "ro"]);
-    let e = fails(&d, &["cp", f.to_str().unwrap(), "ro:/etc/"]);
+    let e = d.fails(&["cp", f.to_str().unwrap(), "ro:/etc/"]);
     assert!(e.to_lowercase().contains("read-only"), "{e}");
     d.ok(&["cp", f.to_str().unwrap(), "ro:/data/again"]);
     assert_eq!(d.ok(&["run", "--rm", "-v", "rovol:/v", "busybox", "cat", "/v/again"]), "inside\n");

@@ -34,12 +34,6 @@ fn volume_names(d: &Daemon) -> Vec<String> {
     d.ok(&["volume", "ls", "-q"]).lines().map(str::to_owned).collect()
 }
 
-fn failure(d: &Daemon, args: &[&str]) -> String {
-    let o = d.ctl(args);
-    assert!(!o.status.success(), "berthctl {args:?} should fail: {}", stdout(&o));
-    stderr(&o)
-}
-
 #[test]
 fn named_volumes_outlive_containers_hold_the_image_s_files_and_are_not_removed_in_use() {
     let mut d = daemon();
@@ -72,7 +66,7 @@ fn named_volumes_outlive_containers_hold_the_image_s_files_and_are_not_removed_i
 
     // In use (by a container that is not even running): not removed.
     d.ok(&["create", "--name", "holder", "--net", "none", "-v", "data:/data", "busybox", "true"]);
-    let err = failure(&d, &["volume", "rm", "data"]);
+    let err = d.fails(&["volume", "rm", "data"]);
     assert!(err.contains("in use") && err.contains("holder"), "{err}");
     let pruned = d.ok(&["volume", "prune", "-a"]);
     assert!(pruned.contains("etc") && !pruned.contains("data"), "{pruned}");
@@ -93,7 +87,7 @@ fn named_volumes_outlive_containers_hold_the_image_s_files_and_are_not_removed_i
     assert_eq!(fields.get(2..4), Some(&["2", "1"][..]), "{df}");
     let verbose = d.ok(&["system", "df", "-v"]);
     assert!(verbose.contains("Local Volumes space usage") && verbose.contains("labelled"), "{verbose}");
-    let err = failure(&d, &["volume", "create", "labelled"]);
+    let err = d.fails(&["volume", "create", "labelled"]);
     assert!(err.contains("already exists"), "{err}");
 
     // Nothing is lost across an agent crash.
@@ -101,7 +95,7 @@ fn named_volumes_outlive_containers_hold_the_image_s_files_and_are_not_removed_i
     d.spawn();
     d.wait_ready();
     assert_eq!(d.ok(&["run", "--rm", "--net", "none", "-v", "data:/data", "busybox", "cat", "/data/f"]), "kept\n");
-    let err = failure(&d, &["volume", "rm", "data"]);
+    let err = d.fails(&["volume", "rm", "data"]);
     assert!(err.contains("in use"), "{err}");
     d.ok(&["rm", "holder"]);
     d.ok(&["volume", "rm", "data"]);
@@ -308,9 +302,9 @@ fn devices_and_cgroup_namespaces() {
         let o = d.ctl(&["run", "--rm", "--net", "none", "busybox", "sh", "-c", "test -e /dev/kmsg"]);
         assert!(!o.status.success(), "/dev/kmsg without --device");
     }
-    let err = failure(&d, &["create", "--device", "/etc/passwd", "busybox", "true"]);
+    let err = d.fails(&["create", "--device", "/etc/passwd", "busybox", "true"]);
     assert!(err.contains("not a character or block device"), "{err}");
-    let err = failure(&d, &["create", "--device", "/dev/nonexistent", "busybox", "true"]);
+    let err = d.fails(&["create", "--device", "/dev/nonexistent", "busybox", "true"]);
     assert!(err.contains("/dev/nonexistent"), "{err}");
     // A cgroup namespace of its own: /proc/self/cgroup shows its cgroup as the root.
     let host_ns = std::fs::read_link("/proc/self/ns/cgroup").unwrap().display().to_string();
@@ -318,6 +312,6 @@ fn devices_and_cgroup_namespaces() {
     assert_ne!(own.trim(), host_ns);
     let host = d.ok(&["run", "--rm", "--net", "none", "--cgroupns", "host", "busybox", "busybox", "readlink", "/proc/self/ns/cgroup"]);
     assert_eq!(host.trim(), host_ns);
-    let err = failure(&d, &["create", "--cgroupns", "bogus", "busybox", "true"]);
+    let err = d.fails(&["create", "--cgroupns", "bogus", "busybox", "true"]);
     assert!(err.contains("--cgroupns"), "{err}");
 }

@@ -457,6 +457,23 @@ impl Daemon {
         wait_output(child, Duration::from_secs(120))
     }
 
+    /// Run berthctl and require it to fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(!out.status.success(), "berthctl {args:?} should fail: {}", stdout(&out));
+        stderr(&out)
+    }
+
+    /// An agent (runc required) with `docker.io/library/busybox:latest` loaded.
+    pub fn with_busybox() -> Self {
+        require_tool("runc", "runc");
+        let d = Daemon::start();
+        let spec = ImageSpec::new(vec![busybox_layer()]);
+        let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &spec)]));
+        d.ok(&["load", "-i", path.to_str().unwrap()]);
+        d
+    }
+
     /// Run berthctl and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);

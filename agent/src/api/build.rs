@@ -90,28 +90,13 @@ fn result(r: BuildResult) -> v1::BuildResponse {
     }
 }
 
-/// A `grpc-timeout` header's duration (`<digits><H|M|S|m|u|n>`).
-fn grpc_timeout(v: &str) -> Option<Duration> {
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 #[tonic::async_trait]
 impl v1::builder_server::Builder for BuilderApi {
     type BuildStream = MessageStream<v1::BuildResponse>;
 
     async fn build(&self, req: Request<Streaming<v1::BuildRequest>>) -> Result<Response<Self::BuildStream>, Status> {
         let ns = namespace(&req)?;
-        let deadline = req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
+        let deadline = super::deadline(&req);
         let mut upload = req.into_inner();
         let first = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, upload.message())
             .await
@@ -217,6 +202,7 @@ impl v1::builder_server::Builder for BuilderApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::grpc_timeout;
 
     #[test]
     fn grpc_timeouts_read_as_the_protocol_writes_them() {

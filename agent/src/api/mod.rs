@@ -111,3 +111,24 @@ pub fn upload_reader<M: Send + 'static>(
     });
     crate::digest::ChunkReader::new(std::iter::from_fn(move || rx.blocking_recv()))
 }
+
+/// The caller's deadline, from its `grpc-timeout` header, if it set one.
+pub fn deadline<T>(req: &tonic::Request<T>) -> Option<std::time::Duration> {
+    grpc_timeout(req.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// A `grpc-timeout` header's duration (`<digits><H|M|S|m|u|n>`).
+pub fn grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}

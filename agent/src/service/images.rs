@@ -95,6 +95,8 @@ pub struct ImageGroup {
     pub unpacked_size: u64,
     /// The config's `User` (`1000`, `app`, `1000:1000`, or empty).
     pub user: String,
+    /// Every name of the id, as recorded.
+    pub names: Vec<String>,
 }
 
 /// Where images are kept on disk, and how much of it the images of a namespace use.
@@ -115,8 +117,17 @@ fn groups_of(images: &Images, ns: &str, records: &[ImageRecord]) -> Vec<ImageGro
         let g = groups.entry(id.to_string()).or_insert_with(|| {
             let config: serde_json::Value = serde_json::from_slice(&resolved.config_json).unwrap_or_default();
             let user = config.pointer("/config/User").and_then(|u| u.as_str()).unwrap_or_default().to_owned();
-            ImageGroup { id: id.clone(), tags: Vec::new(), digests: Vec::new(), size: info.size, unpacked_size: info.unpacked_size, user }
+            ImageGroup {
+                id: id.clone(),
+                tags: Vec::new(),
+                digests: Vec::new(),
+                size: info.size,
+                unpacked_size: info.unpacked_size,
+                user,
+                names: Vec::new(),
+            }
         });
+        g.names.push(rec.name.clone());
         let Ok(r) = crate::image::reference::Reference::parse(&rec.name) else { continue };
         if r.digest.is_none() {
             g.tags.push(rec.name.clone());
@@ -209,9 +220,9 @@ impl ImageService {
                 Err(crate::image::ImageError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let ids: Vec<Digest> = groups_of(&core.images, &ns, &found).into_iter().map(|g| g.id).collect();
+            // Every name of the image's id: one pass over the namespace's images.
             let all = groups_of(&core.images, &ns, &core.meta.images(&ns)?);
-            Ok(all.into_iter().find(|g| ids.contains(&g.id)))
+            Ok(all.into_iter().find(|g| found.iter().any(|r| g.names.contains(&r.name))))
         })
         .await
     }

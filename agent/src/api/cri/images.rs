@@ -2,7 +2,6 @@
 //! `name@sha256:` reference and by id, grouped by id as the kubelet counts them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use berth_api::cri::{self, image_service_server::ImageServiceServer};
 use tonic::{Request, Response, Status};
@@ -76,22 +75,6 @@ fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Sta
     Ok(None)
 }
 
-/// The caller's deadline (`grpc-timeout`: digits and a unit), if it set one.
-fn deadline<T>(req: &Request<T>) -> Option<Duration> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 #[tonic::async_trait]
 impl cri::image_service_server::ImageService for ImagesApi {
     async fn list_images(&self, req: Request<cri::ListImagesRequest>) -> Result<Response<cri::ListImagesResponse>, Status> {
@@ -112,7 +95,7 @@ impl cri::image_service_server::ImageService for ImagesApi {
     }
 
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> Result<Response<cri::PullImageResponse>, Status> {
-        let limit = deadline(&req);
+        let limit = super::super::deadline(&req);
         let r = req.into_inner();
         let reference = image_name(r.image.as_ref())?.to_owned();
         let opts = PullOptions {
