@@ -42,7 +42,7 @@ fn the_cri_answers_a_kubelet_s_runtime_and_image_calls() {
         let config = runtime.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
         assert_eq!(config.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
         // What is not served yet says so.
-        let e = runtime.port_forward(cri::PortForwardRequest::default()).await.unwrap_err();
+        let e = runtime.checkpoint_container(cri::CheckpointContainerRequest::default()).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
 
         // A missing image: no error, no image; its removal is done already.

@@ -10,6 +10,8 @@ use crate::image::Limits;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/berth";
 pub const DEFAULT_STATE: &str = "/run/berth";
+/// The CRI streaming server's address: loopback, any free port.
+pub const DEFAULT_STREAM_ADDRESS: &str = "127.0.0.1:0";
 
 /// berthd: the Berth container node agent.
 ///
@@ -59,6 +61,10 @@ pub struct Args {
     /// Serve no CRI socket
     #[arg(long, conflicts_with = "cri_address")]
     pub no_cri: bool,
+    /// HOST:PORT of the CRI's streaming server (the URLs of exec, attach and
+    /// port-forward; port 0 picks a free one) [default: 127.0.0.1:0]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub stream_address: Option<String>,
 }
 
 /// An OCI runtime the agent can use, from the `[runtimes.NAME]` table.
@@ -86,6 +92,8 @@ pub struct FileConfig {
     pub cri_address: Option<PathBuf>,
     /// Whether to serve the CRI (default true).
     pub cri: Option<bool>,
+    /// The CRI's streaming server [default: 127.0.0.1:0].
+    pub stream_address: Option<String>,
     pub snapshotter: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
@@ -201,6 +209,8 @@ pub struct Config {
     pub socket_group: Option<String>,
     /// The Kubernetes CRI's socket (root only); None: no CRI.
     pub cri_address: Option<PathBuf>,
+    /// HOST:PORT of the CRI's streaming server (port 0: any free one).
+    pub stream_address: String,
     /// None: detect.
     pub snapshotter: Option<String>,
     pub log_level: Option<String>,
@@ -242,6 +252,7 @@ impl Config {
             address: state.join("berthd.sock"),
             socket_group: None,
             cri_address: Some(state.join("cri.sock")),
+            stream_address: DEFAULT_STREAM_ADDRESS.into(),
             snapshotter: None,
             log_level: None,
             log_format: "text".into(),
@@ -274,6 +285,12 @@ impl Config {
         }
         if args.no_cri || file.cri == Some(false) {
             c.cri_address = None;
+        }
+        if let Some(a) = args.stream_address.or(file.stream_address) {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!("stream address {a:?} is not HOST:PORT (an IP address and a port)")));
+            }
+            c.stream_address = a;
         }
         c.snapshotter = args.snapshotter.or(file.snapshotter);
         if let Some(s) = &c.snapshotter {

@@ -118,6 +118,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let listener = bind_socket(&address, socket_gid)?;
     // The kubelet's socket: root's only.
     let cri_listener = config.cri_address.as_deref().map(|p| bind_socket(p, None)).transpose()?;
+    // The CRI's streaming URLs (exec, attach, port-forward), with the CRI.
+    let stream_listener = match &config.cri_address {
+        Some(_) => Some(
+            api::cri::stream::bind(&services, &config.stream_address)
+                .await
+                .map_err(|e| ServerError::Socket(format!("binding the CRI streaming server on {}: {e}", config.stream_address)))?,
+        ),
+        None => None,
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<v1::images_server::ImagesServer<api::images::ImagesApi>>().await;
@@ -168,6 +177,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
                 let _ = stop_rx.changed().await;
             }
         });
+    if let Some(listener) = stream_listener {
+        tokio::spawn(api::cri::stream::serve(listener, services.clone(), stop_rx.clone()));
+    }
     // The Kubernetes CRI on its own socket, stopped with the rest.
     let cri_server = async {
         let Some(listener) = cri_listener else { return std::future::pending().await };

@@ -197,6 +197,8 @@ pub fn service_code(e: &ServiceError) -> Code {
         ServiceError::Aborted(_) => Code::Aborted,
         ServiceError::Cancelled(_) => Code::Cancelled,
         ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        ServiceError::Unavailable(_) => Code::Unavailable,
+        ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
         ServiceError::Metadata(m) => metadata_code(m),
         ServiceError::Content(c) => content_code(c),
         ServiceError::Snapshot(s) => snapshot_code(s),

@@ -32,6 +32,12 @@ pub enum Error {
     /// another build holds.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A part the call needs is not running (the streaming server).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Too much of something is waiting already.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]

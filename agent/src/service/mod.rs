@@ -20,6 +20,7 @@ pub mod networks;
 pub mod pods;
 mod restart;
 pub mod snapshots;
+pub mod streams;
 pub mod system;
 pub mod tasks;
 pub mod volumes;
@@ -45,6 +46,8 @@ pub struct Services {
     pub events: events::EventService,
     pub networks: networks::NetworkService,
     pub pods: pods::PodService,
+    /// The CRI's streaming sessions (Exec, Attach, PortForward).
+    pub streams: streams::StreamService,
     pub volumes: volumes::VolumeService,
     pub system: system::SystemService,
 }
@@ -52,17 +55,19 @@ pub struct Services {
 impl Services {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         let images = images::ImageService::new(core.clone());
+        let pods = pods::PodService::new(
+            core.clone(),
+            containers::ContainerService::new(core.clone()),
+            tasks::TaskService::new(core.clone()),
+            images.clone(),
+        );
         Services {
             build: build::BuildService::new(core.clone(), images.clone()),
             images: images.clone(),
             content: content::ContentService::new(core.clone()),
             snapshots: snapshots::SnapshotService::new(core.clone()),
-            pods: pods::PodService::new(
-                core.clone(),
-                containers::ContainerService::new(core.clone()),
-                tasks::TaskService::new(core.clone()),
-                images.clone(),
-            ),
+            streams: streams::StreamService::new(pods.clone()),
+            pods,
             containers: containers::ContainerService::new(core.clone()),
             tasks: tasks::TaskService::new(core.clone()),
             events: events::EventService::new(core.clone()),

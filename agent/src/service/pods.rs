@@ -589,6 +589,35 @@ impl PodService {
         self.tasks.exec_output(ns, &c.id, cmd, timeout).await
     }
 
+    /// A connection to `port` on a running pod's loopback, made from inside its network
+    /// namespace (the host's for a pod on the host's network): what port-forwarding carries.
+    pub async fn connect_port(&self, ns: &str, pod: &str, port: u16) -> Result<tokio::net::TcpStream, Error> {
+        let v = self.find(ns, pod).await?.ok_or_else(|| Error::NotFound(format!("pod sandbox {pod} not found")))?;
+        let netns = if v.record.config.network == NetworkMode::Host {
+            None
+        } else {
+            let att = self.core.networks.attachment(ns, &v.record.id);
+            Some(
+                att.map(|a| a.netns.clone())
+                    .ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {pod} has no network namespace")))?,
+            )
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // setns(2) changes the calling thread only: a thread of its own, which ends after.
+        std::thread::Builder::new()
+            .name("berth-portfwd".into())
+            .spawn(move || {
+                let _ = tx.send(connect_loopback(netns.as_deref(), port));
+            })
+            .map_err(|e| Error::Internal(format!("starting a thread: {e}")))?;
+        let stream = rx
+            .await
+            .map_err(|_| Error::Internal("the connecting thread ended".into()))?
+            .map_err(|e| Error::FailedPrecondition(format!("connecting to port {port} of pod sandbox {pod}: {e}")))?;
+        stream.set_nonblocking(true).map_err(|e| Error::Internal(e.to_string()))?;
+        tokio::net::TcpStream::from_std(stream).map_err(|e| Error::Internal(e.to_string()))
+    }
+
     /// Stop a pod's container (its stop signal, then SIGKILL after `timeout`). One that is
     /// not there, or not running, is stopped.
     pub async fn stop_container(&self, ns: &str, id: &str, timeout: Duration) -> Result<(), Error> {
@@ -710,6 +739,19 @@ impl PodService {
 }
 
 /// The container is not there (any more).
+/// Connect to `port` on the loopback of the network namespace at `netns` (None: this one),
+/// IPv4 first, then IPv6; each try bounded.
+fn connect_loopback(netns: Option<&std::path::Path>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    if let Some(path) = netns {
+        let f = std::fs::File::open(path)?;
+        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network))?;
+    }
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    std::net::TcpStream::connect_timeout(&v4, Duration::from_secs(10))
+        .or_else(|e| std::net::TcpStream::connect_timeout(&v6, Duration::from_secs(10)).map_err(|_| e))
+}
+
 fn is_gone(e: &Error) -> bool {
     use crate::runtime::TaskError;
     matches!(e, Error::NotFound(_) | Error::Container(crate::container::ContainerError::NotFound(_)) | Error::Task(TaskError::NotFound(_)))

@@ -14,6 +14,7 @@
 mod convert;
 pub mod images;
 pub mod runtime;
+pub mod stream;
 
 pub use crate::service::pods::NAMESPACE;
 

@@ -14,6 +14,7 @@ use super::convert::{
 };
 use super::{unimplemented, NAMESPACE};
 use crate::service::pods::{PodContainerFilter, PodFilter};
+use crate::service::streams::StreamIo;
 use crate::service::Services;
 
 pub struct RuntimeApi {
@@ -252,6 +253,29 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::RuntimeConfigResponse { linux: Some(linux) }))
     }
 
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
+        let r = req.into_inner();
+        let id = container_id(&r.container_id)?;
+        let io = StreamIo { tty: r.tty, stdin: r.stdin, stdout: r.stdout, stderr: r.stderr };
+        let url = self.services.streams.exec(NAMESPACE, id, r.cmd, io).await?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Result<Response<cri::AttachResponse>, Status> {
+        let r = req.into_inner();
+        let id = container_id(&r.container_id)?;
+        let io = StreamIo { tty: r.tty, stdin: r.stdin, stdout: r.stdout, stderr: r.stderr };
+        let url = self.services.streams.attach(NAMESPACE, id, io).await?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let r = req.into_inner();
+        let pod = pod_id(&r.pod_sandbox_id)?;
+        let url = self.services.streams.port_forward(NAMESPACE, pod, &r.port).await?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
     async fn update_runtime_config(
         &self,
         _req: Request<cri::UpdateRuntimeConfigRequest>,
@@ -263,9 +287,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        exec(ExecRequest) -> ExecResponse;
-        attach(AttachRequest) -> AttachResponse;
-        port_forward(PortForwardRequest) -> PortForwardResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
