@@ -350,3 +350,94 @@ fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     });
 }
+
+/// Build the spdystream peer (`tests/peers/spdystream`): Debian's golang-go and
+/// golang-github-docker-spdystream-dev, in GOPATH mode.
+fn spdystream_peer(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("gopath/src/peer");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/spdystream/main.go"), src.join("main.go")).unwrap();
+    let bin = dir.join("spdystream-peer");
+    let out = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{}:/usr/share/gocode", dir.join("gopath").display()))
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("go (apt-get install golang-go golang-github-docker-spdystream-dev)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    bin
+}
+
+/// The same sessions driven by spdystream, the SPDY library of the kubelet's and
+/// kubectl's clients: an independent peer of the agent's SPDY code (its header
+/// compression dictionary, framing and stream handling). Not in CI: it needs Go.
+#[test]
+#[ignore = "needs Go and Debian's golang-github-docker-spdystream-dev"]
+fn a_spdystream_client_execs_and_forwards() {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    let peer = spdystream_peer(d.dir.path());
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
+    d.ok(&["--namespace", "k8s.io", "load", "-i", path.to_str().unwrap()]);
+    let www = d.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<p>spdystream</p>\n").unwrap();
+    let run_peer = move |args: &[&str]| {
+        let out = std::process::Command::new(&peer).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    rt().block_on(async {
+        let channel = berth_api::connect(d.state.join("cri.sock"), Duration::from_secs(5)).await.unwrap();
+        let mut rt = RuntimeServiceClient::new(channel);
+        let config = pod_config("peer");
+        let run = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        let pod = rt.run_pod_sandbox(run).await.unwrap().into_inner().pod_sandbox_id;
+        let c = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "web".into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: "busybox".into(), ..Default::default() }),
+            command: vec!["busybox".into(), "httpd".into(), "-f".into(), "-p".into(), "127.0.0.1:8080".into(), "-h".into(), "/www".into()],
+            mounts: vec![cri::Mount {
+                container_path: "/www".into(),
+                host_path: www.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let req = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(c), sandbox_config: Some(config) };
+        let web = rt.create_container(req).await.unwrap().into_inner().container_id;
+        rt.start_container(cri::StartContainerRequest { container_id: web.clone() }).await.unwrap();
+
+        let exec = cri::ExecRequest {
+            container_id: web.clone(),
+            cmd: ["sh", "-c", "read x; echo \"out:$x\"; echo err >&2; exit 4"].iter().map(|s| s.to_string()).collect(),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let url = rt.exec(exec).await.unwrap().into_inner().url;
+        let out = tokio::task::spawn_blocking({
+            let run_peer = run_peer.clone();
+            move || run_peer(&["exec", &url, "from go\n"])
+        })
+        .await
+        .unwrap();
+        assert!(out.contains("stdout:\"out:from go\\n\""), "{out}");
+        assert!(out.contains("stderr:\"err\\n\""), "{out}");
+        assert!(out.contains("\"reason\":\"NonZeroExitCode\"") && out.contains("\"message\":\"4\""), "{out}");
+
+        let url =
+            rt.port_forward(cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![8080] }).await.unwrap().into_inner().url;
+        let out = tokio::task::spawn_blocking(move || run_peer(&["forward", &url, "8080", "GET / HTTP/1.0\\n\\n"])).await.unwrap();
+        assert!(out.contains("spdystream"), "{out}");
+        rt.stop_container(cri::StopContainerRequest { container_id: web, timeout: 0 }).await.unwrap();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    });
+}
