@@ -180,10 +180,12 @@ fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
     let www = d.dir.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("page.html"), "<p>through the tunnel</p>\n").unwrap();
+    let logs = d.dir.path().join("pod-logs");
     rt().block_on(async {
         let channel = berth_api::connect(d.state.join("cri.sock"), Duration::from_secs(5)).await.unwrap();
         let mut rt = RuntimeServiceClient::new(channel);
-        let config = pod_config("streams");
+        let mut config = pod_config("streams");
+        config.log_directory = logs.display().to_string();
         let run = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
         let pod = rt.run_pod_sandbox(run).await.unwrap().into_inner().pod_sandbox_id;
         let container = |name: &str, script: &str, stdin: bool| cri::ContainerConfig {
@@ -197,6 +199,7 @@ fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
                 ..Default::default()
             }],
             stdin,
+            log_path: format!("{name}/0.log"),
             ..Default::default()
         };
         let mut ids = Vec::new();
@@ -290,6 +293,33 @@ fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
         s.write(stdin, b"ping\n", false).await;
         s.read_until(|s| s.text(stdout).contains('\n')).await;
         assert_eq!(s.text(stdout), "got ping\n");
+
+        // The log, where the kubelet reads it; rotated as the kubelet does it (renamed
+        // away, then ReopenContainerLog), the next line goes to a new file.
+        let log = logs.join("echo/0.log");
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        for _ in 0..100 {
+            if read(&log).contains("got ping") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(read(&log).lines().any(|l| l.ends_with(" stdout F got ping")), "{}", read(&log));
+        std::fs::rename(&log, logs.join("echo/0.log.1")).unwrap();
+        rt.reopen_container_log(cri::ReopenContainerLogRequest { container_id: echo.clone() }).await.unwrap();
+        s.write(stdin, b"pong\n", false).await;
+        s.read_until(|s| s.text(stdout).contains("got pong")).await;
+        for _ in 0..100 {
+            if read(&log).contains("got pong") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!read(&log).contains("got ping") && read(&log).contains("got pong"), "{}", read(&log));
+        assert!(!read(&logs.join("echo/0.log.1")).contains("pong"));
+        // berthctl reads the same file.
+        let shown = d.ok(&["--namespace", "k8s.io", "logs", &echo]);
+        assert!(shown.contains("got pong"), "{shown}");
         drop(s);
         let st = rt.container_status(cri::ContainerStatusRequest { container_id: echo.clone(), verbose: false }).await.unwrap();
         assert_eq!(st.into_inner().status.unwrap().state, cri::ContainerState::ContainerRunning as i32);
@@ -343,9 +373,12 @@ fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
         let ip = st.into_inner().status.unwrap().network.unwrap().ip;
         assert!(std::net::TcpStream::connect_timeout(&format!("{ip}:8080").parse().unwrap(), Duration::from_secs(2)).is_err());
         // Stopped at once (their shells, as pid 1, ignore SIGTERM), then the pod.
-        for id in [web, echo] {
-            rt.stop_container(cri::StopContainerRequest { container_id: id, timeout: 0 }).await.unwrap();
+        for id in [&web, &echo] {
+            rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
         }
+        // A stopped container's log is not reopened.
+        let e = rt.reopen_container_log(cri::ReopenContainerLogRequest { container_id: echo.clone() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     });

@@ -245,6 +245,15 @@ impl LogWriter {
         result
     }
 
+    /// Close the file and open `path` again, created if it is gone: someone else rotated
+    /// it (renamed it away). What was formatted goes to the old file first.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        Ok(())
+    }
+
     /// Shifts path.{n-2}→path.{n-1} ... path→path.1 (the rename over
     /// path.{n-1} drops the oldest) and starts a new `path`.
     fn rotate(&mut self) -> io::Result<()> {

@@ -130,6 +130,9 @@ pub enum Request {
     },
     /// Stream [`Event`]s.
     Subscribe,
+    /// Close the log file and open its path again (created if it was moved away): what
+    /// follows a rotation made by someone else (the kubelet's).
+    ReopenLog,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -145,6 +145,8 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
             "private" => true,
             other => return Err(Status::invalid_argument(format!("--cgroupns {other:?}: use host or private"))),
         },
+        // Only the CRI places a log elsewhere (where the kubelet rotates it).
+        log_path: None,
     })
 }
 

@@ -170,9 +170,13 @@ impl Containers {
         self.dir.join(ns).join(id)
     }
 
-    /// The container's CRI log file.
-    pub fn log_path(&self, ns: &str, id: &str) -> PathBuf {
-        self.dir(ns, id).join("container.log")
+    /// The container's CRI log file: where its config puts it (a kubelet's path), else in
+    /// its directory.
+    pub fn log_path(&self, ns: &str, rec: &ContainerRecord) -> PathBuf {
+        match &rec.config.log_path {
+            Some(p) => PathBuf::from(p),
+            None => self.dir(ns, &rec.id).join("container.log"),
+        }
     }
 
     /// Find a container by name, full id or unique id prefix.

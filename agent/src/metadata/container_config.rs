@@ -262,6 +262,9 @@ pub struct ContainerConfig {
     pub devices: Vec<DeviceMapping>,
     /// `--cgroupns private`: a cgroup namespace of its own (default: the host's).
     pub cgroupns_private: bool,
+    /// Where the init's CRI log is written instead of the container's directory, rotated
+    /// by whoever reads it there (the kubelet, which renames it and asks for a reopen).
+    pub log_path: Option<String>,
 }
 
 /// A host device given to a container.

@@ -392,7 +392,7 @@ impl Tasks {
                 .map_err(|e| TaskError::Container(e.into()))?
         };
         let spec = self.network_spec(ns, rec).await?;
-        let log_path = self.containers.log_path(ns, &rec.id);
+        let log_path = self.containers.log_path(ns, rec);
         let cfg = ShimConfig {
             id: rec.id.clone(),
             namespace: ns.to_owned(),
@@ -401,7 +401,8 @@ impl Tasks {
             hide_cgroup2,
             rootfs: mounts.into_iter().map(|m| RootfsMount { kind: m.kind, source: m.source, options: m.options }).collect(),
             log_path: log_path.to_string_lossy().into_owned(),
-            log_max_size: self.cfg.log_max_size,
+            // A log kept where its reader rotates it is not rotated here.
+            log_max_size: if rec.config.log_path.is_some() { 0 } else { self.cfg.log_max_size },
             log_max_files: self.cfg.log_max_files,
             tty: rec.config.tty,
             stdin: rec.config.stdin,
@@ -909,6 +910,13 @@ impl Tasks {
     pub async fn resize(&self, ns: &str, rec: &ContainerRecord, proc: &Proc, width: u16, height: u16) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;
         self.call(&task, &Request::Resize { exec_id: proc.wire(), width, height }).await?;
+        Ok(())
+    }
+
+    /// Have the shim open the init's log file again (after its reader rotated it).
+    pub async fn reopen_log(&self, ns: &str, rec: &ContainerRecord) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, &Request::ReopenLog).await?;
         Ok(())
     }
 

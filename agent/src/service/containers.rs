@@ -178,7 +178,7 @@ impl ContainerService {
         let (core, ns2, cid) = (self.core.clone(), ns.to_owned(), rec.id.clone());
         let spec = blocking(move || Ok(core.containers.spec(&ns2, &cid)?)).await?;
         let health = self.core.health.get(ns, &rec.id);
-        let log_path = Some(self.core.containers.log_path(ns, &rec.id));
+        let log_path = Some(self.core.containers.log_path(ns, &rec));
         Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)), health, log_path })
     }
 
@@ -331,7 +331,7 @@ impl ContainerService {
     /// The container's output, from its log; with `follow`, until its task ends.
     pub async fn logs(&self, ns: &str, id: &str, q: LogsQuery) -> Result<mpsc::Receiver<Result<LogLine, Error>>, Error> {
         let rec = self.find(ns, id).await?;
-        let path = self.core.containers.log_path(ns, &rec.id);
+        let path = self.core.containers.log_path(ns, &rec);
         let max_files = self.core.tasks.config().log_max_files;
         let both = !q.stdout && !q.stderr;
         let opts = ReadOptions { tail: q.tail, since: q.since, until: q.until, streams: (both || q.stdout, both || q.stderr) };

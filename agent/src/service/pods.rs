@@ -423,8 +423,7 @@ impl PodService {
             .group(ns, &spec.image)
             .await?
             .ok_or_else(|| Error::NotFound(format!("image {} not found: pull it first", spec.image)))?;
-        let link = log_link(&pod.log_directory, &spec.log_path)?;
-        let log_path = link.as_ref().map(|l| l.display().to_string()).unwrap_or_default();
+        let log_path = cri_log_path(&pod.log_directory, &spec.log_path)?.map(|l| l.display().to_string()).unwrap_or_default();
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_KIND.into(), "container".into());
         labels.insert(LABEL_SANDBOX.into(), pod.id.clone());
@@ -452,6 +451,8 @@ impl PodService {
             },
             tty: spec.tty,
             stdin: spec.stdin,
+            // The shim writes the log where the kubelet reads and rotates it.
+            log_path: (!log_path.is_empty()).then(|| log_path.clone()),
             ..Default::default()
         };
         let m = &pod.meta;
@@ -460,51 +461,12 @@ impl PodService {
         let view = self.containers.create(ns, new).await?;
         let id = view.record.id.clone();
         let extra = ContainerRecordExtra { annotations: spec.annotations.clone(), log_path: log_path.clone(), image: spec.image.clone() };
-        let linked = self.write_record("containers", &id, &extra).and_then(|()| self.link_log(ns, &id, &log_path));
-        if linked.is_err() {
-            self.unlink_log(ns, &id, &log_path);
-        }
-        if let Err(e) = linked {
+        if let Err(e) = self.write_record("containers", &id, &extra) {
             let _ = self.containers.remove(ns, &id, true, true).await;
             self.remove_record("containers", &id);
             return Err(e);
         }
         Ok(id)
-    }
-
-    /// The kubelet reads a container's log at `path`: a link there to the log the shim writes
-    /// (the same CRI format). Made beside it and renamed into place; what is there already
-    /// is replaced only when it is a link (a stale one of an earlier container).
-    fn link_log(&self, ns: &str, id: &str, path: &str) -> Result<(), Error> {
-        if path.is_empty() {
-            return Ok(());
-        }
-        let target = self.core.containers.log_path(ns, id);
-        let link = std::path::Path::new(path);
-        let err = |e: std::io::Error| Error::InvalidArgument(format!("the container's log path {path}: {e}"));
-        if let Some(dir) = link.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        match std::fs::symlink_metadata(link) {
-            Ok(m) if !m.file_type().is_symlink() => {
-                return Err(Error::FailedPrecondition(format!("the container's log path {path} is taken by a file")));
-            }
-            _ => {}
-        }
-        let tmp = link.with_file_name(format!(".{id}.link"));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(err)?;
-        std::fs::rename(&tmp, link).map_err(err)
-    }
-
-    /// Remove the log link at `path` if it is still the one to container `id`'s log.
-    fn unlink_log(&self, ns: &str, id: &str, path: &str) {
-        if path.is_empty() {
-            return;
-        }
-        if std::fs::read_link(path).is_ok_and(|t| t == self.core.containers.log_path(ns, id)) {
-            let _ = std::fs::remove_file(path);
-        }
     }
 
     pub async fn start_container(&self, ns: &str, id: &str) -> Result<(), Error> {
@@ -618,6 +580,12 @@ impl PodService {
         tokio::net::TcpStream::from_std(stream).map_err(|e| Error::Internal(e.to_string()))
     }
 
+    /// Open a running container's log again at its path (the kubelet rotated it).
+    pub async fn reopen_log(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let c = self.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        self.tasks.reopen_log(ns, &c.id).await
+    }
+
     /// Stop a pod's container (its stop signal, then SIGKILL after `timeout`). One that is
     /// not there, or not running, is stopped.
     pub async fn stop_container(&self, ns: &str, id: &str, timeout: Duration) -> Result<(), Error> {
@@ -628,8 +596,8 @@ impl PodService {
     /// Remove a pod's container (killed first); one that is not there is removed.
     pub async fn remove_container(&self, ns: &str, id: &str) -> Result<(), Error> {
         let Some(c) = self.container(ns, id).await? else { return Ok(()) };
+        // Its log stays: the kubelet removes it with what it keeps of the container.
         self.remove_quietly(ns, &c.id).await?;
-        self.unlink_log(ns, &c.id, &c.log_path);
         self.remove_record("containers", &c.id);
         Ok(())
     }
@@ -710,10 +678,6 @@ impl PodService {
                 if live.contains(id) {
                     continue;
                 }
-                if kind == "containers" {
-                    let extra: ContainerRecordExtra = self.read_record(kind, id);
-                    self.unlink_log(ns, id, &extra.log_path);
-                }
                 self.remove_record(kind, id);
             }
         }
@@ -792,7 +756,7 @@ fn caller_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> 
 
 /// Where a kubelet reads a container's log: an absolute log directory and a relative path
 /// below it (normal components only), or nothing when either is missing.
-fn log_link(directory: &str, path: &str) -> Result<Option<PathBuf>, Error> {
+fn cri_log_path(directory: &str, path: &str) -> Result<Option<PathBuf>, Error> {
     if directory.is_empty() || path.is_empty() {
         return Ok(None);
     }
@@ -877,10 +841,10 @@ mod tests {
 
     #[test]
     fn log_paths_stay_below_their_directory() {
-        assert_eq!(log_link("/var/log/pods/x", "web/0.log").unwrap(), Some(PathBuf::from("/var/log/pods/x/web/0.log")));
-        assert_eq!(log_link("", "web/0.log").unwrap(), None);
+        assert_eq!(cri_log_path("/var/log/pods/x", "web/0.log").unwrap(), Some(PathBuf::from("/var/log/pods/x/web/0.log")));
+        assert_eq!(cri_log_path("", "web/0.log").unwrap(), None);
         for (dir, path) in [("/var/log/pods/x", "../../etc/shadow"), ("/var/log/pods/x", "/etc/shadow"), ("relative", "0.log")] {
-            assert!(log_link(dir, path).is_err(), "{dir} {path}");
+            assert!(cri_log_path(dir, path).is_err(), "{dir} {path}");
         }
     }
 }

@@ -250,6 +250,16 @@ impl TaskService {
         .await
     }
 
+    /// Open the container's log file again, where it was: after its reader (the kubelet)
+    /// renamed it away, output goes to a new file at the same path.
+    pub async fn reopen_log(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let rec = find(&self.core, ns, id).await?;
+        if !self.core.tasks.is_running(ns, &rec.id) {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
+        }
+        Ok(self.core.tasks.reopen_log(ns, &rec).await?)
+    }
+
     /// Set the terminal size of the init (or an exec).
     pub async fn resize(&self, ns: &str, id: &str, proc: &Proc, width: u32, height: u32) -> Result<(), Error> {
         let rec = find(&self.core, ns, id).await?;

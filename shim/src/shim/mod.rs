@@ -317,6 +317,7 @@ impl Shim {
             Request::Pause => self.pause(true),
             Request::Resume => self.pause(false),
             Request::Pids => self.pids(),
+            Request::ReopenLog => self.log.reopen().map(|()| Response::default()).map_err(|e| internal("reopening the log", e)),
             Request::Resize { exec_id, width, height } => self.procs.find(&exec_id).map_err(ShimError::from).map(|pi| {
                 self.procs.handles_mut(pi).stdio.resize(width, height);
                 Response::default()

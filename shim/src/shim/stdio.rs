@@ -258,6 +258,11 @@ impl InitLog {
         }
     }
 
+    /// Open the log's path again (see [`LogWriter::reopen`]).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.writer.reopen()
+    }
+
     /// The stream ended: log its partial line.
     pub fn end(&mut self, stream: Stream) {
         let _ = self.writer.flush_partial(stream);

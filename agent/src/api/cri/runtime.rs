@@ -276,6 +276,15 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        let r = req.into_inner();
+        self.services.pods.reopen_log(NAMESPACE, container_id(&r.container_id)?).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
     async fn update_runtime_config(
         &self,
         _req: Request<cri::UpdateRuntimeConfigRequest>,
@@ -286,7 +295,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
 
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
