@@ -995,6 +995,14 @@ fn shm_size_ulimits_sysctls_added_groups_and_host_namespaces() {
     let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap().display().to_string();
     let ipc = d.ok(&["run", "--rm", "--net", "none", "--ipc", "host", "busybox", "busybox", "readlink", "/proc/self/ns/ipc"]);
     assert_eq!(ipc.trim(), host_ipc);
+    // Another container's process and IPC namespaces.
+    d.ok(&["run", "-d", "--name", "holder", "--net", "none", "busybox", "sleep", "300"]);
+    let ps = d.ok(&["run", "--rm", "--net", "none", "--pid", "container:holder", "busybox", "ps", "-o", "args"]);
+    assert!(ps.contains("sleep 300"), "{ps}");
+    let theirs = d.ok(&["exec", "holder", "busybox", "readlink", "/proc/self/ns/ipc"]);
+    let ipc = d.ok(&["run", "--rm", "--net", "none", "--ipc", "container:holder", "busybox", "busybox", "readlink", "/proc/self/ns/ipc"]);
+    assert_eq!(ipc, theirs);
+    d.ok(&["rm", "-f", "holder"]);
 
     // What a container may not set.
     let cases: &[(&[&str], &str)] = &[
@@ -1004,7 +1012,8 @@ fn shm_size_ulimits_sysctls_added_groups_and_host_namespaces() {
         (&["--ulimit", "nofile=1:99999999999"], "CAP_SYS_RESOURCE"),
         (&["--ulimit", "bogus=1"], "unknown ulimit"),
         (&["--group-add", "nosuchgroup"], "nosuchgroup"),
-        (&["--pid", "container:x"], "--pid"),
+        (&["--pid", "container:x"], "\"x\" not found"),
+        (&["--pid", "elsewhere"], "--pid"),
     ];
     for (flags, want) in cases {
         let mut args = vec!["create"];

@@ -406,3 +406,133 @@ fn pods_outlive_an_agent_restart() {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
     });
 }
+
+/// Run `cmd` in a container with ExecSync; its stdout (it must succeed).
+async fn exec_out(rt: &mut RuntimeServiceClient<tonic::transport::Channel>, id: &str, cmd: &[&str]) -> String {
+    let req = cri::ExecSyncRequest { container_id: id.to_owned(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 10 };
+    let r = rt.exec_sync(req).await.unwrap().into_inner();
+    assert_eq!(r.exit_code, 0, "{cmd:?}: {}", String::from_utf8_lossy(&r.stderr));
+    String::from_utf8(r.stdout).unwrap()
+}
+
+#[test]
+fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security() {
+    require_tool("runc", "runc");
+    // Dropped after the agent (declared before it): the cgroups are empty by then.
+    let parent = format!("/berth-cri-test-{}", std::process::id());
+    let _cleanup = ParentCgroups(parent.clone());
+    let d = Daemon::start();
+    let path = d.file("busybox.tar", &oci_archive(&[("docker.io/library/busybox:latest", &ImageSpec::new(vec![busybox_layer()]))]));
+    d.ok(&["--namespace", "k8s.io", "load", "-i", path.to_str().unwrap()]);
+    rt().block_on(async {
+        let channel = berth_api::connect(d.state.join("cri.sock"), std::time::Duration::from_secs(5)).await.unwrap();
+        let mut rt = RuntimeServiceClient::new(channel);
+        let mut config = pod_config("shared", false);
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.cgroup_parent = format!("{parent}/pod-shared");
+        linux.sysctls =
+            [("kernel.shm_rmid_forced".to_owned(), "1".to_owned()), ("net.ipv4.ip_unprivileged_port_start".to_owned(), "99".to_owned())]
+                .into();
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let container = |name: &str, pid: cri::NamespaceMode, sc: cri::LinuxContainerSecurityContext| cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: spec("busybox"),
+            command: vec!["sleep".into(), "1000".into()],
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption { pid: pid as i32, ..Default::default() }),
+                    ..sc
+                }),
+                resources: Some(cri::LinuxContainerResources { cpu_shares: 512, ..Default::default() }),
+            }),
+            ..Default::default()
+        };
+        let confined = cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            supplemental_groups: vec![1234],
+            masked_paths: vec!["/proc/timer_list".into()],
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for c in [
+            container("one", cri::NamespaceMode::Pod, confined.clone()),
+            container("two", cri::NamespaceMode::Pod, Default::default()),
+            container("own", cri::NamespaceMode::Container, Default::default()),
+        ] {
+            let req = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(c), sandbox_config: Some(config.clone()) };
+            let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+            rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+            ids.push(id);
+        }
+        let (one, two, own) = (&ids[0], &ids[1], &ids[2]);
+        // A shared process namespace: the pod's pause process is pid 1, and each sees the other.
+        let ps = exec_out(&mut rt, two, &["ps", "-o", "pid,args"]).await;
+        assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains("pause")), "{ps}");
+        assert_eq!(ps.matches("sleep 1000").count(), 2, "{ps}");
+        let ps = exec_out(&mut rt, own, &["ps", "-o", "pid,args"]).await;
+        assert_eq!(ps.matches("sleep 1000").count(), 1, "its own namespace: {ps}");
+        // One IPC namespace for the pod, with its sysctls (and the network's).
+        let ipc: Vec<String> = exec_each(&mut rt, &ids, &["busybox", "readlink", "/proc/self/ns/ipc"]).await;
+        assert!(ipc.iter().all(|i| i == &ipc[0]) && ipc[0].starts_with("ipc:"), "{ipc:?}");
+        assert_eq!(exec_out(&mut rt, own, &["cat", "/proc/sys/kernel/shm_rmid_forced"]).await.trim(), "1");
+        assert_eq!(exec_out(&mut rt, one, &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]).await.trim(), "99");
+        // The kubelet's cgroup parent.
+        let cg = exec_out(&mut rt, one, &["cat", "/proc/self/cgroup"]).await;
+        assert!(cg.lines().any(|l| l.ends_with(&format!("{parent}/pod-shared/{one}"))), "{cg}");
+        // Seccomp as asked (filtered under RuntimeDefault, not when unset), extra groups,
+        // the kubelet's masked paths.
+        let status = exec_out(&mut rt, one, &["cat", "/proc/self/status"]).await;
+        assert!(status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('2')), "{status}");
+        let status = exec_out(&mut rt, two, &["cat", "/proc/self/status"]).await;
+        assert!(status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('0')), "{status}");
+        assert!(exec_out(&mut rt, one, &["id", "-G"]).await.split_whitespace().any(|g| g == "1234"));
+        let size = |s: String| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap();
+        assert_eq!(size(exec_out(&mut rt, one, &["wc", "-c", "/proc/timer_list"]).await), 0, "masked");
+        assert!(size(exec_out(&mut rt, two, &["wc", "-c", "/proc/timer_list"]).await) > 0, "an empty list masks nothing");
+        // A target namespace needs its target.
+        let mut bad = container("bad", cri::NamespaceMode::Target, Default::default());
+        bad.metadata.as_mut().unwrap().name = "bad".into();
+        let req = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(bad), sandbox_config: Some(config.clone()) };
+        assert_eq!(rt.create_container(req).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        for id in &ids {
+            rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+        }
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    });
+}
+
+/// The parent cgroups the runtime made for a test, removed when it ends (passed or not;
+/// the agent's own drop has stopped the containers in them first).
+struct ParentCgroups(String);
+
+impl Drop for ParentCgroups {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+        for h in hierarchies.flatten() {
+            let dir = h.path().join(self.0.trim_start_matches('/'));
+            let Ok(children) = std::fs::read_dir(&dir) else { continue };
+            for c in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(c.path());
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Run `cmd` in each container; their outputs, trimmed.
+async fn exec_each(rt: &mut RuntimeServiceClient<tonic::transport::Channel>, ids: &[String], cmd: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(exec_out(rt, id, cmd).await.trim().to_owned());
+    }
+    out
+}

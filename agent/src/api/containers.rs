@@ -105,6 +105,7 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
             memory_bytes: (r.memory_bytes > 0).then_some(r.memory_bytes),
             cpu_millis: (r.cpu_millis > 0).then_some(r.cpu_millis as u64),
             pids_limit: (r.pids_limit > 0).then_some(r.pids_limit),
+            ..Default::default()
         },
         network,
         tty: c.tty,
@@ -132,6 +133,8 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         group_add: c.group_add,
         pid_host: namespace_mode("pid", &c.pid)?,
         ipc_host: namespace_mode("ipc", &c.ipc)?,
+        pid_container: c.pid.strip_prefix("container:").map(str::to_owned),
+        ipc_container: c.ipc.strip_prefix("container:").map(str::to_owned),
         seccomp: c.seccomp_profile,
         no_new_privileges: c.no_new_privileges,
         apparmor: c.apparmor_profile,
@@ -147,15 +150,22 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         },
         // Only the CRI places a log elsewhere (where the kubelet rotates it).
         log_path: None,
+        cgroup_parent: None,
+        masked_paths: None,
+        readonly_paths: None,
     })
 }
 
 /// `--pid` / `--ipc`: "" (its own) or "host".
+/// Whether `--pid`/`--ipc` asks for the host's namespace (`container:NAME` is read apart).
 fn namespace_mode(what: &str, v: &str) -> Result<bool, Status> {
     match v {
         "" | "private" => Ok(false),
         "host" => Ok(true),
-        other => Err(Status::invalid_argument(format!("--{what} {other:?}: use host, or nothing for a namespace of its own"))),
+        c if c.strip_prefix("container:").is_some_and(|n| !n.is_empty()) => Ok(false),
+        other => {
+            Err(Status::invalid_argument(format!("--{what} {other:?}: use host, container:NAME, or nothing for a namespace of its own")))
+        }
     }
 }
 
@@ -262,8 +272,16 @@ fn config_message(c: &ContainerConfig) -> v1::ContainerConfig {
         ulimits: c.ulimits.iter().map(|u| v1::Ulimit { name: u.name.clone(), soft: u.soft, hard: u.hard }).collect(),
         sysctls: c.sysctls.clone(),
         group_add: c.group_add.clone(),
-        pid: if c.pid_host { "host".into() } else { String::new() },
-        ipc: if c.ipc_host { "host".into() } else { String::new() },
+        pid: match (&c.pid_container, c.pid_host) {
+            (Some(id), _) => format!("container:{id}"),
+            (None, true) => "host".into(),
+            (None, false) => String::new(),
+        },
+        ipc: match (&c.ipc_container, c.ipc_host) {
+            (Some(id), _) => format!("container:{id}"),
+            (None, true) => "host".into(),
+            (None, false) => String::new(),
+        },
         seccomp_profile: c.seccomp.clone(),
         no_new_privileges: c.no_new_privileges,
         apparmor_profile: c.apparmor.clone(),

@@ -364,7 +364,18 @@ impl Containers {
             sm.source = self.volumes.path(ns, &m.source).to_string_lossy().into_owned();
             sm.kind = MountKind::Bind;
         }
-        let cgroups_path = format!("/berth/{ns}/{id}");
+        let cgroups_path = match &req.config.cgroup_parent {
+            Some(parent) => {
+                let p = std::path::Path::new(parent);
+                let normal = p.components().skip(1).all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !parent.starts_with('/') || !normal || parent.len() > 1024 {
+                    let why = format!("{parent:?}: an absolute path without . or .. is required");
+                    return Err(ContainerError::Invalid { what: "cgroup parent", why });
+                }
+                format!("{}/{id}", parent.trim_end_matches('/'))
+            }
+            None => format!("/berth/{ns}/{id}"),
+        };
         let spec = spec::build(&spec::SpecInput {
             id: &id,
             image: &image_cfg,

@@ -635,7 +635,11 @@ fn check_sysctls(config: &ContainerConfig) -> Result<(), SpecError> {
         let why = if key.starts_with("net.") {
             (config.network == NetworkMode::Host).then_some("the container uses the host's network")
         } else if ipc {
-            config.ipc_host.then_some("the container uses the host's IPC namespace")
+            if config.ipc_host {
+                Some("the container uses the host's IPC namespace")
+            } else {
+                config.ipc_container.is_some().then_some("the container shares another container's IPC namespace")
+            }
         } else {
             Some("it is not namespaced: it would change the host")
         };
@@ -1045,9 +1049,35 @@ fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
         let swap = memory.saturating_mul(2);
         resources = resources.memory(LinuxMemoryBuilder::default().limit(memory).swap(swap).build()?);
     }
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
     if let Some(millis) = r.cpu_millis {
         let quota = cpu_quota(millis).ok_or_else(|| SpecError::InvalidResources(format!("cpu limit {millis} is too large")))?;
-        resources = resources.cpu(LinuxCpuBuilder::default().period(CPU_PERIOD_US).quota(quota).build()?);
+        cpu = cpu.period(CPU_PERIOD_US).quota(quota);
+        any_cpu = true;
+    }
+    if let Some(shares) = r.cpu_shares.filter(|s| *s > 0) {
+        if !(2..=262_144).contains(&shares) {
+            return Err(SpecError::InvalidResources(format!("cpu shares {shares}: 2 to 262144")));
+        }
+        cpu = cpu.shares(shares);
+        any_cpu = true;
+    }
+    for (what, list) in [("cpus", &r.cpuset_cpus), ("mems", &r.cpuset_mems)] {
+        let Some(list) = list.as_deref().filter(|l| !l.is_empty()) else { continue };
+        // A list of numbers and ranges: 0-3,5.
+        let ok = list.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            ends.all(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if !ok {
+            return Err(SpecError::InvalidResources(format!("cpuset {what} {list:?}: a list such as 0-3,5")));
+        }
+        cpu = if what == "cpus" { cpu.cpus(list) } else { cpu.mems(list) };
+        any_cpu = true;
+    }
+    if any_cpu {
+        resources = resources.cpu(cpu.build()?);
     }
     // Docker: 0 or a negative value means unlimited.
     if let Some(pids) = r.pids_limit.filter(|p| *p > 0) {
@@ -1073,8 +1103,8 @@ fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecEr
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources(config)?)
-        .masked_paths(to_strings(&MASKED_PATHS))
-        .readonly_paths(to_strings(&READONLY_PATHS))
+        .masked_paths(config.masked_paths.clone().unwrap_or_else(|| to_strings(&MASKED_PATHS)))
+        .readonly_paths(config.readonly_paths.clone().unwrap_or_else(|| to_strings(&READONLY_PATHS)))
         .build()?;
     if config.privileged {
         linux.set_masked_paths(None);
@@ -1727,7 +1757,7 @@ mod tests {
     #[test]
     fn resources() {
         let config = ContainerConfig {
-            resources: Resources { memory_bytes: Some(256 << 20), cpu_millis: Some(1500), pids_limit: Some(100) },
+            resources: Resources { memory_bytes: Some(256 << 20), cpu_millis: Some(1500), pids_limit: Some(100), ..Default::default() },
             ..Default::default()
         };
         let spec = spec_for(&config);
@@ -1756,6 +1786,40 @@ mod tests {
         let config = ContainerConfig { resources: Resources { cpu_millis: Some(10), ..Default::default() }, ..Default::default() };
         let spec = spec_for(&config);
         assert_eq!(linux(&spec).resources().as_ref().unwrap().cpu().as_ref().unwrap().quota(), Some(1000));
+        for resources in [
+            Resources { cpu_shares: Some(1), ..Default::default() },
+            Resources { cpuset_cpus: Some("0-".into()), ..Default::default() },
+            Resources { cpuset_mems: Some("a".into()), ..Default::default() },
+        ] {
+            let config = ContainerConfig { resources: resources.clone(), ..Default::default() };
+            assert!(matches!(build_with(&image(), &config, &root()), Err(SpecError::InvalidResources(_))), "{resources:?}");
+        }
+    }
+
+    #[test]
+    fn cpu_shares_and_sets_join_the_quota() {
+        let resources = Resources {
+            cpu_millis: Some(500),
+            cpu_shares: Some(512),
+            cpuset_cpus: Some("0-1,3".into()),
+            cpuset_mems: Some("0".into()),
+            ..Default::default()
+        };
+        let spec = spec_for(&ContainerConfig { resources, ..Default::default() });
+        let cpu = linux(&spec).resources().as_ref().unwrap().cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.quota(), cpu.shares(), cpu.cpus().as_deref(), cpu.mems().as_deref()),
+            (Some(50_000), Some(512), Some("0-1,3"), Some("0"))
+        );
+    }
+
+    #[test]
+    fn the_kubelet_s_masked_and_read_only_paths_replace_docker_s() {
+        let config = ContainerConfig { masked_paths: Some(vec!["/proc/kcore".into()]), readonly_paths: Some(vec![]), ..Default::default() };
+        let spec = spec_for(&config);
+        let l = linux(&spec);
+        assert_eq!(l.masked_paths().as_deref(), Some(&["/proc/kcore".to_owned()][..]));
+        assert_eq!(l.readonly_paths().as_deref(), Some(&[][..]));
     }
 
     #[test]
@@ -1839,7 +1903,7 @@ mod tests {
             tty: true,
             cap_add: strings(&["NET_ADMIN"]),
             mounts: vec![bind("/host", "/data", true)],
-            resources: Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids_limit: Some(10) },
+            resources: Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids_limit: Some(10), ..Default::default() },
             ..Default::default()
         };
         let user = ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![27], home: None, name: Some("app".into()) };
@@ -1927,7 +1991,7 @@ mod tests {
             tty: true,
             read_only: true,
             cap_add: strings(&["NET_ADMIN"]),
-            resources: Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids_limit: Some(50) },
+            resources: Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids_limit: Some(50), ..Default::default() },
             ..Default::default()
         };
         let spec = spec_for(&config);

@@ -181,6 +181,14 @@ pub struct Resources {
     pub cpu_millis: Option<u64>,
     /// Maximum number of processes (`--pids-limit`).
     pub pids_limit: Option<i64>,
+    /// Relative CPU weight (`--cpu-shares`; cgroup v1 shares, 2 to 262144).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs and memory nodes it may use (`--cpuset-cpus 0-1`, `--cpuset-mems 0`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
 }
 
 /// The overrides a container is created with. `None`/empty means "from the image".
@@ -250,6 +258,12 @@ pub struct ContainerConfig {
     pub pid_host: bool,
     /// `--ipc host`: the host's IPC namespace.
     pub ipc_host: bool,
+    /// `--pid container:NAME`: the process namespace of that container (its id), joined
+    /// when the task starts (the pod's, for a pod that shares one).
+    pub pid_container: Option<String>,
+    /// `--ipc container:NAME`: that container's IPC namespace (a pod's containers share
+    /// their pod's).
+    pub ipc_container: Option<String>,
     /// `--security-opt seccomp=...`: empty, the default profile; "unconfined",
     /// none; else a profile's JSON (see `container::seccomp`).
     pub seccomp: String,
@@ -262,6 +276,13 @@ pub struct ContainerConfig {
     pub devices: Vec<DeviceMapping>,
     /// `--cgroupns private`: a cgroup namespace of its own (default: the host's).
     pub cgroupns_private: bool,
+    /// The paths made unreadable and read-only in the container, instead of docker's lists
+    /// (the kubelet names its own; an empty list, none).
+    pub masked_paths: Option<Vec<String>>,
+    pub readonly_paths: Option<Vec<String>>,
+    /// `--cgroup-parent`: the cgroup (an absolute path in each hierarchy) the container's
+    /// own goes under, instead of `/berth/NAMESPACE` (a kubelet's pod cgroup).
+    pub cgroup_parent: Option<String>,
     /// Where the init's CRI log is written instead of the container's directory, rotated
     /// by whoever reads it there (the kubelet, which renames it and asks for a reopen).
     pub log_path: Option<String>,

@@ -105,6 +105,19 @@ impl Tasks {
             }
         }
         patch(&mut spec, netns.as_deref(), &files_dir);
+        // The process and IPC namespaces another container lends (a pod's).
+        for (target, kind, oci) in [(&rec.config.pid_container, "pid", "pid"), (&rec.config.ipc_container, "ipc", "ipc")] {
+            if let Some(target) = target {
+                let path = match self.namespace_of(ns, target, kind).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.release_network(ns, &rec.id);
+                        return Err(e);
+                    }
+                };
+                set_namespace_path(&mut spec, oci, &path);
+            }
+        }
         Ok(spec)
     }
 
@@ -114,15 +127,25 @@ impl Tasks {
         if let Some(att) = self.networks.attachment(ns, target) {
             return Ok(att.netns.clone());
         }
+        self.namespace_of(ns, target, "net").await
+    }
+
+    /// The path of namespace `kind` (`net`, `ipc`, `pid`) of container `target`'s running init.
+    async fn namespace_of(&self, ns: &str, target: &str, kind: &str) -> Result<PathBuf, TaskError> {
         let task = self.live_task(ns, target).filter(|t| t.exit.borrow().is_none());
+        let what = match kind {
+            "net" => "network",
+            "ipc" => "IPC namespace",
+            _ => "process namespace",
+        };
         let not_running =
-            || TaskError::FailedPrecondition(format!("cannot join the network of container {}: it is not running", short(target)));
+            || TaskError::FailedPrecondition(format!("cannot join the {what} of container {}: it is not running", short(target)));
         let task = task.ok_or_else(not_running)?;
         let state = self.shim_state(&task).await?;
         if state.init.pid == 0 || state.init.status != super::ProcessStatus::Running {
             return Err(not_running());
         }
-        Ok(PathBuf::from(format!("/proc/{}/ns/net", state.init.pid)))
+        Ok(PathBuf::from(format!("/proc/{}/ns/{kind}", state.init.pid)))
     }
 
     /// Release a container's networks in the background (its task is gone).
@@ -139,14 +162,19 @@ impl Tasks {
 
 /// Name the namespace (when the container joins one made for it) and bind
 /// the three files, unless the user mounts something there.
+/// Make the spec's namespace of type `kind` the one at `path`.
+fn set_namespace_path(spec: &mut Value, kind: &str, path: &Path) {
+    if let Some(list) = spec.pointer_mut("/linux/namespaces").and_then(Value::as_array_mut) {
+        match list.iter_mut().find(|n| n.get("type").and_then(Value::as_str) == Some(kind)) {
+            Some(n) => n["path"] = json!(path),
+            None => list.push(json!({"type": kind, "path": path})),
+        }
+    }
+}
+
 fn patch(spec: &mut Value, netns: Option<&Path>, files_dir: &Path) {
     if let Some(path) = netns {
-        if let Some(list) = spec.pointer_mut("/linux/namespaces").and_then(Value::as_array_mut) {
-            match list.iter_mut().find(|n| n.get("type").and_then(Value::as_str) == Some("network")) {
-                Some(n) => n["path"] = json!(path),
-                None => list.push(json!({"type": "network", "path": path})),
-            }
-        }
+        set_namespace_path(spec, "network", path);
     }
     let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else { return };
     for name in files::FILES {

@@ -122,6 +122,10 @@ impl ContainerService {
     /// networks and plugins there, addresses and names well formed.
     async fn check_network(&self, ns: &str, config: &mut ContainerConfig) -> Result<(), Error> {
         use crate::container::config::NetworkMode;
+        // The process and IPC namespaces another container lends: named by id from now on.
+        for target in [&mut config.pid_container, &mut config.ipc_container].into_iter().flatten() {
+            *target = find(&self.core, ns, target).await?.id;
+        }
         match &config.network {
             NetworkMode::Container(target) => {
                 let t = find(&self.core, ns, target).await?;

@@ -65,6 +65,13 @@ pub struct PodSpec {
     pub ports: Vec<PortSpec>,
     /// The host's network instead of a namespace of its own.
     pub host_network: bool,
+    /// The host's process and IPC namespaces.
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    /// The cgroup the pod's containers go under (the kubelet's pod cgroup).
+    pub cgroup_parent: String,
+    /// Namespaced kernel parameters of the pod (its network and IPC namespaces).
+    pub sysctls: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub runtime_handler: String,
@@ -90,6 +97,9 @@ pub struct PodView {
     /// Its addresses on its network, the first one first (none on the host's network).
     pub ips: Vec<String>,
     pub host_network: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    pub cgroup_parent: Option<String>,
     /// The pod's hostname, which its containers take too (empty: the container's id).
     pub hostname: String,
     pub labels: BTreeMap<String, String>,
@@ -139,6 +149,46 @@ pub struct PodContainerSpec {
     pub cpu_millis: Option<u64>,
     pub tty: bool,
     pub stdin: bool,
+    /// Whose process namespace it runs in.
+    pub pid: PidMode,
+    /// More groups of its processes (numbers).
+    pub groups: Vec<i64>,
+    pub devices: Vec<crate::metadata::container_config::DeviceMapping>,
+    pub seccomp: Seccomp,
+    /// An AppArmor profile of the host's to run under (empty: the runtime's choice).
+    pub apparmor: String,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+}
+
+/// The process namespace of a pod's container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PidMode {
+    /// One of its own.
+    #[default]
+    Container,
+    /// The pod's (shared by its containers).
+    Pod,
+    /// The host's.
+    Node,
+    /// That of another container (its id).
+    Target(String),
+}
+
+/// The seccomp profile of a pod's container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// None asked for: unconfined, as the CRI's other runtimes do.
+    #[default]
+    Unset,
+    /// The agent's default profile.
+    RuntimeDefault,
+    Unconfined,
+    /// A profile file on the host (an absolute path).
+    Localhost(String),
 }
 
 /// A pod's container as the CRI shows it.
@@ -254,6 +304,11 @@ impl PodService {
             dns: spec.dns_servers.clone(),
             dns_search: spec.dns_searches.clone(),
             dns_options: spec.dns_options.clone(),
+            pid_host: spec.host_pid,
+            ipc_host: spec.host_ipc,
+            // The pod's sysctls are its namespaces': set once, in the pause container.
+            sysctls: spec.sysctls.clone(),
+            cgroup_parent: (!spec.cgroup_parent.is_empty()).then(|| spec.cgroup_parent.clone()),
             ..Default::default()
         };
         let name = cri_name(&["POD", &m.name, &m.namespace, &m.uid], m.attempt);
@@ -370,6 +425,9 @@ impl PodService {
             created: v.record.created,
             ips,
             host_network: v.record.config.network == NetworkMode::Host,
+            host_pid: v.record.config.pid_host,
+            host_ipc: v.record.config.ipc_host,
+            cgroup_parent: v.record.config.cgroup_parent.clone(),
             hostname: v.record.config.hostname.clone().unwrap_or_default(),
             labels: caller_labels(labels),
             annotations: record.annotations,
@@ -423,6 +481,16 @@ impl PodService {
             .group(ns, &spec.image)
             .await?
             .ok_or_else(|| Error::NotFound(format!("image {} not found: pull it first", spec.image)))?;
+        let seccomp = match &spec.seccomp {
+            Seccomp::Unset | Seccomp::Unconfined => "unconfined".to_owned(),
+            Seccomp::RuntimeDefault => String::new(),
+            Seccomp::Localhost(path) => {
+                if !path.starts_with('/') {
+                    return Err(Error::InvalidArgument(format!("seccomp profile {path:?}: an absolute path on the host is required")));
+                }
+                tokio::fs::read_to_string(path).await.map_err(|e| Error::InvalidArgument(format!("seccomp profile {path}: {e}")))?
+            }
+        };
         let log_path = cri_log_path(&pod.log_directory, &spec.log_path)?.map(|l| l.display().to_string()).unwrap_or_default();
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_KIND.into(), "container".into());
@@ -447,10 +515,30 @@ impl PodService {
             resources: crate::metadata::container_config::Resources {
                 memory_bytes: spec.memory_bytes,
                 cpu_millis: spec.cpu_millis,
+                cpu_shares: spec.cpu_shares,
+                cpuset_cpus: (!spec.cpuset_cpus.is_empty()).then(|| spec.cpuset_cpus.clone()),
+                cpuset_mems: (!spec.cpuset_mems.is_empty()).then(|| spec.cpuset_mems.clone()),
                 ..Default::default()
             },
             tty: spec.tty,
             stdin: spec.stdin,
+            // IPC is the pod's (or the host's); the process namespace as the container asks.
+            ipc_host: pod.host_ipc,
+            ipc_container: (!pod.host_ipc).then(|| pod.id.clone()),
+            pid_host: spec.pid == PidMode::Node,
+            pid_container: match &spec.pid {
+                PidMode::Pod if !pod.host_pid => Some(pod.id.clone()),
+                PidMode::Target(t) => Some(t.clone()),
+                _ => None,
+            },
+            cgroup_parent: pod.cgroup_parent.clone(),
+            group_add: spec.groups.iter().map(|g| g.to_string()).collect(),
+            devices: spec.devices.clone(),
+            seccomp,
+            apparmor: spec.apparmor.clone(),
+            // The kubelet names both lists; a privileged container has neither.
+            masked_paths: Some(spec.masked_paths.clone()),
+            readonly_paths: Some(spec.readonly_paths.clone()),
             // The shim writes the log where the kubelet reads and rotates it.
             log_path: (!log_path.is_empty()).then(|| log_path.clone()),
             ..Default::default()

@@ -189,11 +189,13 @@ pub struct RunArgs {
     /// Another group for the container's processes: a name from the image's /etc/group, or a number (repeatable)
     #[arg(long, value_name = "GROUP")]
     pub group_add: Vec<String>,
-    /// host: the host's process namespace [default: its own]
-    #[arg(long, value_name = "host")]
+    /// host: the host's process namespace; container:NAME: that running
+    /// container's [default: its own]
+    #[arg(long, value_name = "host|container:NAME")]
     pub pid: Option<String>,
-    /// host: the host's IPC namespace [default: its own]
-    #[arg(long, value_name = "host")]
+    /// host: the host's IPC namespace; container:NAME: that running
+    /// container's [default: its own]
+    #[arg(long, value_name = "host|container:NAME")]
     pub ipc: Option<String>,
     /// Security option (repeatable): seccomp=unconfined|PROFILE.json,
     /// no-new-privileges[=true|false], apparmor=PROFILE (where AppArmor runs)

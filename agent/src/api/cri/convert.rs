@@ -3,17 +3,21 @@
 use berth_api::cri;
 use tonic::Status;
 
-use crate::metadata::container_config::{MountKind, MountSpec};
+use crate::metadata::container_config::{DeviceMapping, MountKind, MountSpec};
 use crate::network::PortSpec;
 use crate::runtime::TaskState;
-use crate::service::pods::{PodContainerSpec, PodContainerView, PodMeta, PodSpec, PodStats, PodView};
+use crate::service::pods::{PidMode, PodContainerSpec, PodContainerView, PodMeta, PodSpec, PodStats, PodView, Seccomp};
 use crate::service::tasks::Stats;
 
 /// What RunPodSandbox asks for, in the pods service's terms.
 pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<PodSpec, Status> {
     let m = config.metadata.ok_or_else(|| Status::invalid_argument("a pod needs its metadata (PodSandboxConfig.metadata)"))?;
     let ns_options = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|c| c.namespace_options.as_ref());
-    let host_network = ns_options.is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
+    let node = |mode: Option<i32>| mode == Some(cri::NamespaceMode::Node as i32);
+    let host_network = node(ns_options.map(|o| o.network));
+    let host_pid = node(ns_options.map(|o| o.pid));
+    let host_ipc = node(ns_options.map(|o| o.ipc));
+    let linux = config.linux.clone().unwrap_or_default();
     let dns = config.dns_config.unwrap_or_default();
     let mut ports = Vec::new();
     for p in &config.port_mappings {
@@ -43,6 +47,10 @@ pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Resul
         dns_options: dns.options,
         ports,
         host_network,
+        host_pid,
+        host_ipc,
+        cgroup_parent: linux.cgroup_parent,
+        sysctls: linux.sysctls.into_iter().collect(),
         labels: config.labels,
         annotations: config.annotations,
         runtime_handler,
@@ -74,7 +82,9 @@ pub fn pod_id(id: &str) -> Result<&str, Status> {
     required_id("pod sandbox", id)
 }
 
-/// What CreateContainer asks for, in the pods service's terms.
+/// What CreateContainer asks for, in the pods service's terms. (The deprecated profile
+/// fields are read too: kubelets before 1.27 fill only those.)
+#[allow(deprecated)]
 pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Status> {
     let meta = c.metadata.ok_or_else(|| Status::invalid_argument("a container needs its metadata (ContainerConfig.metadata)"))?;
     let image = c.image.map(|i| i.image).filter(|i| !i.is_empty()).ok_or_else(|| Status::invalid_argument("a container needs an image"))?;
@@ -111,6 +121,35 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         (None, None, name) => Some(name.to_owned()),
     };
     let caps = sc.capabilities.unwrap_or_default();
+    let pid = match sc.namespace_options.as_ref().map(|o| (cri::NamespaceMode::try_from(o.pid), o.target_id.clone())) {
+        Some((Ok(cri::NamespaceMode::Pod), _)) => PidMode::Pod,
+        Some((Ok(cri::NamespaceMode::Node), _)) => PidMode::Node,
+        Some((Ok(cri::NamespaceMode::Target), t)) if !t.is_empty() => PidMode::Target(t),
+        Some((Ok(cri::NamespaceMode::Target), _)) => {
+            return Err(Status::invalid_argument("a TARGET process namespace needs its target_id"));
+        }
+        _ => PidMode::Container,
+    };
+    let seccomp = match (&sc.seccomp, sc.seccomp_profile_path.as_str()) {
+        (Some(p), _) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(cri::security_profile::ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
+            Ok(cri::security_profile::ProfileType::Unconfined) => Seccomp::Unconfined,
+            Ok(cri::security_profile::ProfileType::Localhost) => Seccomp::Localhost(p.localhost_ref.clone()),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown seccomp profile type {}", p.profile_type))),
+        },
+        // The field older kubelets fill.
+        (None, "runtime/default" | "docker/default") => Seccomp::RuntimeDefault,
+        (None, "unconfined") => Seccomp::Unconfined,
+        (None, p) if p.starts_with("localhost/") => Seccomp::Localhost(p["localhost/".len()..].to_owned()),
+        (None, "") => Seccomp::Unset,
+        (None, other) => return Err(Status::invalid_argument(format!("seccomp profile {other:?}"))),
+    };
+    let apparmor = match &sc.apparmor {
+        Some(p) if p.profile_type == cri::security_profile::ProfileType::Localhost as i32 => p.localhost_ref.clone(),
+        Some(_) => String::new(),
+        None => sc.apparmor_profile.strip_prefix("localhost/").unwrap_or("").to_owned(),
+    };
+    let devices = linux_devices(c.devices)?;
     let resources = linux.resources.unwrap_or_default();
     let cpu_millis = (resources.cpu_quota > 0 && resources.cpu_period > 0)
         .then(|| u64::try_from(resources.cpu_quota.saturating_mul(1000) / resources.cpu_period).unwrap_or(0));
@@ -136,7 +175,33 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         cpu_millis,
         tty: c.tty,
         stdin: c.stdin,
+        pid,
+        groups: sc.supplemental_groups,
+        devices,
+        seccomp,
+        apparmor,
+        masked_paths: sc.masked_paths,
+        readonly_paths: sc.readonly_paths,
+        cpu_shares: u64::try_from(resources.cpu_shares).ok().filter(|s| *s > 0),
+        cpuset_cpus: resources.cpuset_cpus,
+        cpuset_mems: resources.cpuset_mems,
     })
+}
+
+/// The CRI's devices: a host device node, where it appears, and its permissions (`rwm`).
+fn linux_devices(devices: Vec<cri::Device>) -> Result<Vec<DeviceMapping>, Status> {
+    devices
+        .into_iter()
+        .map(|d| {
+            if !d.host_path.starts_with('/') || !(d.container_path.is_empty() || d.container_path.starts_with('/')) {
+                return Err(Status::invalid_argument(format!("device {:?}: absolute host and container paths are required", d.host_path)));
+            }
+            if !d.permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+                return Err(Status::invalid_argument(format!("device {:?}: permissions {:?} (some of rwm)", d.host_path, d.permissions)));
+            }
+            Ok(DeviceMapping { host_path: d.host_path, container_path: d.container_path, permissions: d.permissions })
+        })
+        .collect()
 }
 
 /// The CRI's state of a task's.

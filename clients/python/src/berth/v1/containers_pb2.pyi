@@ -201,9 +201,13 @@ class ContainerConfig(_message.Message):
     shm_size: _builtins.int
     """Bytes of /dev/shm; 0: 64 MiB."""
     pid: _builtins.str
-    """"host": the host's process namespace; empty: its own."""
+    """"host": the host's process namespace; "container:NAME": that container's
+    (joined when the task starts; it must be running); empty: its own.
+    """
     ipc: _builtins.str
-    """"host": the host's IPC namespace; empty: its own."""
+    """"host": the host's IPC namespace; "container:NAME": that container's;
+    empty: its own.
+    """
     seccomp_profile: _builtins.str
     """Its seccomp profile: empty, the agent's default (system calls an
     unprivileged container has no use for fail with EPERM: mount, unshare,
