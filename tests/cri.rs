@@ -461,6 +461,8 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
             masked_paths: vec!["/proc/timer_list".into()],
             ..Default::default()
         };
+        // The kubelet's event stream (evented PLEG), from before the containers are made.
+        let mut events = rt.get_container_events(cri::GetEventsRequest {}).await.unwrap().into_inner();
         let mut ids = Vec::new();
         for c in [
             container("one", cri::NamespaceMode::Pod, confined.clone()),
@@ -505,6 +507,23 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
         for id in &ids {
             rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
         }
+        rt.remove_container(cri::RemoveContainerRequest { container_id: one.clone() }).await.unwrap();
+        // Container one's life, as the events told it, each with its pod's state.
+        let mut seen = Vec::new();
+        while !seen.contains(&cri::ContainerEventType::ContainerDeletedEvent) {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(10), events.message()).await.expect("an event").unwrap().unwrap();
+            if e.container_id == *one {
+                let kind = cri::ContainerEventType::try_from(e.container_event_type).unwrap();
+                let p = e.pod_sandbox_status.as_ref().expect("the pod's status");
+                assert_eq!(p.id, pod);
+                if kind == cri::ContainerEventType::ContainerStartedEvent {
+                    assert!(e.containers_statuses.iter().any(|c| c.id == *one && c.state == cri::ContainerState::ContainerRunning as i32));
+                }
+                seen.push(kind);
+            }
+        }
+        use cri::ContainerEventType::*;
+        assert_eq!(seen, [ContainerCreatedEvent, ContainerStartedEvent, ContainerStoppedEvent, ContainerDeletedEvent]);
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     });

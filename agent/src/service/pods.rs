@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
 
 use super::containers::{ContainerService, ContainerView, NewContainer};
 use super::images::ImageService;
@@ -162,6 +163,28 @@ pub struct PodContainerSpec {
     pub cpu_shares: Option<u64>,
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
+}
+
+/// What happened to a pod's container (or to a pod: its id, its sandbox's events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodEventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+/// A change of a pod's container or of a pod, with the pod's state after it.
+#[derive(Debug, Clone)]
+pub struct PodEvent {
+    pub id: String,
+    pub kind: PodEventKind,
+    /// Nanoseconds since the Unix epoch.
+    pub at: i64,
+    /// The pod, unless it is gone.
+    pub pod: Option<PodView>,
+    /// The pod's containers.
+    pub containers: Vec<PodContainerView>,
 }
 
 /// The process namespace of a pod's container.
@@ -666,6 +689,61 @@ impl PodService {
             .map_err(|e| Error::FailedPrecondition(format!("connecting to port {port} of pod sandbox {pod}: {e}")))?;
         stream.set_nonblocking(true).map_err(|e| Error::Internal(e.to_string()))?;
         tokio::net::TcpStream::from_std(stream).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// The changes of the pods and their containers from now on, until the receiver is
+    /// dropped (a receiver that falls behind loses the oldest, and is told so in the log).
+    pub fn events(&self, ns: &str) -> mpsc::Receiver<PodEvent> {
+        let (tx, rx) = mpsc::channel(256);
+        let mut sub = self.core.events.subscribe();
+        let (svc, ns) = (self.clone(), ns.to_owned());
+        tokio::spawn(async move {
+            // The pod of each container seen: a deleted one's is known no more.
+            let mut pod_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+            loop {
+                let e = tokio::select! {
+                    e = sub.recv() => match e {
+                        Ok(e) => e,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(lost = n, "a CRI events subscriber fell behind");
+                            continue;
+                        }
+                        Err(_) => return,
+                    },
+                    () = tx.closed() => return,
+                };
+                let kind = match e.topic {
+                    _ if e.namespace != ns => continue,
+                    "/containers/create" => PodEventKind::Created,
+                    "/tasks/start" => PodEventKind::Started,
+                    "/tasks/exit" if e.attributes.get("exec_id").is_none_or(|x| x.is_empty()) => PodEventKind::Stopped,
+                    "/containers/delete" => PodEventKind::Deleted,
+                    _ => continue,
+                };
+                let pod_id = match svc.find(&ns, &e.id).await {
+                    Ok(Some(v)) => match v.record.labels.get(LABEL_KIND).map(String::as_str) {
+                        Some("sandbox") => Some(v.record.id.clone()),
+                        Some("container") => v.record.labels.get(LABEL_SANDBOX).cloned(),
+                        _ => continue,
+                    },
+                    _ => pod_of.get(&e.id).cloned(),
+                };
+                let Some(pod_id) = pod_id else { continue };
+                if kind == PodEventKind::Deleted {
+                    pod_of.remove(&e.id);
+                } else {
+                    pod_of.insert(e.id.clone(), pod_id.clone());
+                }
+                let pod = svc.get(&ns, &pod_id).await.ok().flatten();
+                let filter = PodContainerFilter { pod_id: pod_id.clone(), ..Default::default() };
+                let containers = svc.containers(&ns, &filter).await.unwrap_or_default();
+                let event = PodEvent { id: e.id.clone(), kind, at: e.timestamp, pod, containers };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
     /// Open a running container's log again at its path (the kubelet rotated it).

@@ -61,6 +61,30 @@ pub fn pod_metadata(m: &PodMeta) -> cri::PodSandboxMetadata {
     cri::PodSandboxMetadata { name: m.name.clone(), uid: m.uid.clone(), namespace: m.namespace.clone(), attempt: m.attempt }
 }
 
+/// A pod as PodSandboxStatus shows it.
+pub fn pod_status(pod: PodView) -> cri::PodSandboxStatus {
+    let mut ips = pod.ips.iter().map(|ip| cri::PodIp { ip: ip.clone() });
+    let network = cri::PodSandboxNetworkStatus { ip: ips.next().map(|p| p.ip).unwrap_or_default(), additional_ips: ips.collect() };
+    let mode = |host: bool, own: cri::NamespaceMode| if host { cri::NamespaceMode::Node } else { own } as i32;
+    let options = cri::NamespaceOption {
+        network: mode(pod.host_network, cri::NamespaceMode::Pod),
+        pid: mode(pod.host_pid, cri::NamespaceMode::Container),
+        ipc: mode(pod.host_ipc, cri::NamespaceMode::Pod),
+        ..Default::default()
+    };
+    cri::PodSandboxStatus {
+        id: pod.id.clone(),
+        metadata: Some(pod_metadata(&pod.meta)),
+        state: pod_state(&pod),
+        created_at: pod.created,
+        network: Some(network),
+        linux: Some(cri::LinuxPodSandboxStatus { namespaces: Some(cri::Namespace { options: Some(options) }) }),
+        labels: pod.labels,
+        annotations: pod.annotations,
+        runtime_handler: pod.runtime_handler,
+    }
+}
+
 pub fn pod_state(p: &PodView) -> i32 {
     if p.ready {
         cri::PodSandboxState::SandboxReady as i32

@@ -10,12 +10,13 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{
     container_message, container_spec, container_state, container_stats, container_status, pod_id, pod_metadata, pod_spec, pod_state,
-    pod_stats, required_id,
+    pod_stats, pod_status, required_id,
 };
 use super::{unimplemented, NAMESPACE};
-use crate::service::pods::{PodContainerFilter, PodFilter};
+use crate::service::pods::{PodContainerFilter, PodEventKind, PodFilter};
 use crate::service::streams::StreamIo;
 use crate::service::Services;
+use tokio_stream::StreamExt as _;
 
 pub struct RuntimeApi {
     services: Arc<Services>,
@@ -116,26 +117,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let id = pod_id(&req.get_ref().pod_sandbox_id)?.to_owned();
         let pod = self.services.pods.get(NAMESPACE, &id).await?.ok_or_else(|| Status::not_found(format!("pod sandbox {id} not found")))?;
-        let mut ips = pod.ips.iter().map(|ip| cri::PodIp { ip: ip.clone() });
-        let network = cri::PodSandboxNetworkStatus { ip: ips.next().map(|p| p.ip).unwrap_or_default(), additional_ips: ips.collect() };
-        let mode = if pod.host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
-        let options = cri::NamespaceOption { network: mode as i32, pid: cri::NamespaceMode::Container as i32, ..Default::default() };
-        let status = cri::PodSandboxStatus {
-            id: pod.id.clone(),
-            metadata: Some(pod_metadata(&pod.meta)),
-            state: pod_state(&pod),
-            created_at: pod.created,
-            network: Some(network),
-            linux: Some(cri::LinuxPodSandboxStatus { namespaces: Some(cri::Namespace { options: Some(options) }) }),
-            labels: pod.labels,
-            annotations: pod.annotations,
-            runtime_handler: pod.runtime_handler,
-        };
+        let filter = PodContainerFilter { pod_id: pod.id.clone(), ..Default::default() };
+        let containers = self.services.pods.containers(NAMESPACE, &filter).await?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Ok(Response::new(cri::PodSandboxStatusResponse {
-            status: Some(status),
+            status: Some(pod_status(pod)),
             info: Default::default(),
-            containers_statuses: Vec::new(),
+            containers_statuses: containers.into_iter().map(container_status).collect(),
             timestamp: i64::try_from(now.as_nanos()).unwrap_or(i64::MAX),
         }))
     }
@@ -303,6 +291,22 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     type GetContainerEventsStream = super::super::MessageStream<cri::ContainerEventResponse>;
 
     async fn get_container_events(&self, _req: Request<cri::GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("get_container_events")
+        let events = self.services.pods.events(NAMESPACE);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|e| {
+            let kind = match e.kind {
+                PodEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+                PodEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+                PodEventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+                PodEventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+            };
+            Ok(cri::ContainerEventResponse {
+                container_id: e.id,
+                container_event_type: kind as i32,
+                created_at: e.at,
+                pod_sandbox_status: e.pod.map(pod_status),
+                containers_statuses: e.containers.into_iter().map(container_status).collect(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
