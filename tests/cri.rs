@@ -499,6 +499,27 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
         let size = |s: String| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap();
         assert_eq!(size(exec_out(&mut rt, one, &["wc", "-c", "/proc/timer_list"]).await), 0, "masked");
         assert!(size(exec_out(&mut rt, two, &["wc", "-c", "/proc/timer_list"]).await) > 0, "an empty list masks nothing");
+        // Limits changed in place (the kubelet's resize), read back from the cgroups.
+        let cgroup = |c: &str, file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{parent}/pod-shared/{one}/{file}")).unwrap().trim().to_owned()
+        };
+        assert_eq!(cgroup("cpu", "cpu.shares"), "512");
+        let resources = cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 256,
+            ..Default::default()
+        };
+        let update = |id: &str| cri::UpdateContainerResourcesRequest {
+            container_id: id.to_owned(),
+            linux: Some(resources.clone()),
+            ..Default::default()
+        };
+        rt.update_container_resources(update(one)).await.unwrap();
+        assert_eq!(cgroup("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!((cgroup("cpu", "cpu.cfs_quota_us"), cgroup("cpu", "cpu.shares")), ("50000".into(), "256".into()));
+        assert_eq!(rt.update_container_resources(update("nope")).await.unwrap_err().code(), tonic::Code::NotFound);
         // A target namespace needs its target.
         let mut bad = container("bad", cri::NamespaceMode::Target, Default::default());
         bad.metadata.as_mut().unwrap().name = "bad".into();

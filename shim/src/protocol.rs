@@ -130,6 +130,11 @@ pub enum Request {
     },
     /// Stream [`Event`]s.
     Subscribe,
+    /// Change the running container's cgroup limits: `resources` is an OCI runtime spec
+    /// `linux.resources` object (the runtime's `update --resources`).
+    Update {
+        resources: serde_json::Value,
+    },
     /// Close the log file and open its path again (created if it was moved away): what
     /// follows a rotation made by someone else (the kubelet's).
     ReopenLog,

@@ -1035,14 +1035,21 @@ fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
 }
 
 fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
-    let r = &config.resources;
     let mut rules = device_rules(config.privileged)?;
     if !config.privileged {
         for d in &config.devices {
             rules.push(device(d)?.1);
         }
     }
-    let mut resources = LinuxResourcesBuilder::default().devices(rules);
+    let mut resources = limits(&config.resources)?;
+    resources.set_devices(Some(rules));
+    Ok(resources)
+}
+
+/// The cgroup limits of `r` (memory, CPU, processes), checked: what a running container's
+/// limits are changed to (`runc update`), and the spec's besides its device rules.
+pub fn limits(r: &crate::metadata::container_config::Resources) -> Result<LinuxResources, SpecError> {
+    let mut resources = LinuxResourcesBuilder::default();
     if let Some(memory) = r.memory_bytes {
         // Docker's default for --memory without --memory-swap: as much swap as memory
         // (memory+swap = 2 * memory). validate() has checked that this does not overflow.

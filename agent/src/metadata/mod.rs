@@ -856,6 +856,41 @@ impl Metadata {
         Ok(rec)
     }
 
+    /// Change a container's record and its runtime spec together, in one transaction.
+    pub fn update_container_and_spec(
+        &self,
+        ns: &str,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord, &mut oci_spec::runtime::Spec),
+    ) -> Result<ContainerRecord, MetadataError> {
+        let _w = self.container_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = self.db.begin_write()?;
+        let k = key(ns, id);
+        let rec;
+        {
+            let mut t = tx.open_table(CONTAINERS)?;
+            let mut specs = tx.open_table(CONTAINER_SPECS)?;
+            let mut cur: ContainerRecord = match t.get(k.as_str())? {
+                Some(v) => decode(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "container", name: id.to_owned() }),
+            };
+            let mut spec: oci_spec::runtime::Spec = match specs.get(k.as_str())? {
+                Some(v) => decode(&k, v.value())?,
+                None => return Err(MetadataError::NotFound { kind: "container spec", name: id.to_owned() }),
+            };
+            let name = cur.name.clone();
+            f(&mut cur, &mut spec);
+            cur.name = name;
+            cur.updated = now_nanos();
+            t.insert(k.as_str(), encode(&cur).as_slice())?;
+            specs.insert(k.as_str(), encode(&spec).as_slice())?;
+            rec = cur;
+        }
+        tx.commit()?;
+        self.cache_container(ns, rec.clone());
+        Ok(rec)
+    }
+
     // ---- build cache ----
 
     pub fn build_cache(&self, ns: &str, cache_key: &str) -> Result<Option<BuildCacheRecord>, MetadataError> {

@@ -913,6 +913,13 @@ impl Tasks {
         Ok(())
     }
 
+    /// Change a running container's cgroup limits (`resources`: an OCI `linux.resources`).
+    pub async fn update_resources(&self, ns: &str, rec: &ContainerRecord, resources: serde_json::Value) -> Result<(), TaskError> {
+        let task = self.require(ns, rec)?;
+        self.call(&task, &Request::Update { resources }).await?;
+        Ok(())
+    }
+
     /// Have the shim open the init's log file again (after its reader rotated it).
     pub async fn reopen_log(&self, ns: &str, rec: &ContainerRecord) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;

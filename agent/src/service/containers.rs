@@ -215,6 +215,35 @@ impl ContainerService {
             .collect())
     }
 
+    /// Change a container's memory and CPU limits to `resources`: at once if it runs (the
+    /// runtime's update), and in its record and spec for its next runs. A change the
+    /// runtime refuses changes nothing.
+    pub async fn update_resources(&self, ns: &str, id: &str, resources: crate::metadata::container_config::Resources) -> Result<(), Error> {
+        let rec = self.find(ns, id).await?;
+        let limits = crate::container::spec::limits(&resources).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let json = serde_json::to_value(&limits).map_err(|e| Error::Internal(format!("encoding the limits: {e}")))?;
+        if self.core.tasks.is_running(ns, &rec.id) {
+            self.core.tasks.update_resources(ns, &rec, json).await?;
+        }
+        let (core, ns2, id) = (self.core.clone(), ns.to_owned(), rec.id.clone());
+        blocking(move || {
+            core.meta.update_container_and_spec(&ns2, &id, |r, spec| {
+                r.config.resources = resources;
+                if let Some(linux) = spec.linux_mut() {
+                    // The device rules stay; the limits are the new ones.
+                    let devices = linux.resources().as_ref().and_then(|r| r.devices().clone());
+                    let mut l = limits;
+                    l.set_devices(devices);
+                    linux.set_resources(Some(l));
+                }
+            })?;
+            Ok(())
+        })
+        .await?;
+        self.core.events.publish(ns, "/containers/update", &rec.id, &[("resources", "changed".to_owned())]);
+        Ok(())
+    }
+
     /// Change what applies to the container's next runs: its restart policy.
     pub async fn update(
         &self,

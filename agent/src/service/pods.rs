@@ -146,8 +146,8 @@ pub struct PodContainerSpec {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
-    pub memory_bytes: Option<i64>,
-    pub cpu_millis: Option<u64>,
+    /// Memory and CPU limits.
+    pub resources: crate::metadata::container_config::Resources,
     pub tty: bool,
     pub stdin: bool,
     /// Whose process namespace it runs in.
@@ -160,9 +160,6 @@ pub struct PodContainerSpec {
     pub apparmor: String,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
-    pub cpu_shares: Option<u64>,
-    pub cpuset_cpus: String,
-    pub cpuset_mems: String,
 }
 
 /// What happened to a pod's container (or to a pod: its id, its sandbox's events).
@@ -535,14 +532,7 @@ impl PodService {
             cap_add: spec.cap_add.clone(),
             cap_drop: spec.cap_drop.clone(),
             no_new_privileges: spec.no_new_privileges.then_some(true),
-            resources: crate::metadata::container_config::Resources {
-                memory_bytes: spec.memory_bytes,
-                cpu_millis: spec.cpu_millis,
-                cpu_shares: spec.cpu_shares,
-                cpuset_cpus: (!spec.cpuset_cpus.is_empty()).then(|| spec.cpuset_cpus.clone()),
-                cpuset_mems: (!spec.cpuset_mems.is_empty()).then(|| spec.cpuset_mems.clone()),
-                ..Default::default()
-            },
+            resources: spec.resources.clone(),
             tty: spec.tty,
             stdin: spec.stdin,
             // IPC is the pod's (or the host's); the process namespace as the container asks.
@@ -744,6 +734,12 @@ impl PodService {
             }
         });
         rx
+    }
+
+    /// Change a pod's container's memory and CPU limits (the kubelet's in-place resize).
+    pub async fn update_resources(&self, ns: &str, id: &str, resources: crate::metadata::container_config::Resources) -> Result<(), Error> {
+        let c = self.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        self.containers.update_resources(ns, &c.id, resources).await
     }
 
     /// Open a running container's log again at its path (the kubelet rotated it).

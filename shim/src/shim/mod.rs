@@ -317,6 +317,7 @@ impl Shim {
             Request::Pause => self.pause(true),
             Request::Resume => self.pause(false),
             Request::Pids => self.pids(),
+            Request::Update { resources } => self.update(&resources),
             Request::ReopenLog => self.log.reopen().map(|()| Response::default()).map_err(|e| internal("reopening the log", e)),
             Request::Resize { exec_id, width, height } => self.procs.find(&exec_id).map_err(ShimError::from).map(|pi| {
                 self.procs.handles_mut(pi).stdio.resize(width, height);
@@ -448,6 +449,14 @@ impl Shim {
         }
         self.procs.set_paused(pause);
         self.conns.publish(if pause { &Event::Paused } else { &Event::Resumed });
+        Ok(Response::default())
+    }
+
+    fn update(&mut self, resources: &serde_json::Value) -> Result<Response> {
+        if !self.procs.init().is_live() {
+            return Err(ShimError { kind: ErrorKind::FailedPrecondition, message: "the container is not running".into() });
+        }
+        self.runtime.update(resources)?;
         Ok(Response::default())
     }
 

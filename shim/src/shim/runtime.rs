@@ -143,6 +143,16 @@ impl Runtime {
         self.call(&["resume", &self.id], null_stdio())
     }
 
+    /// Change the container's cgroup limits (`update --resources FILE`).
+    pub fn update(&self, resources: &serde_json::Value) -> Result<()> {
+        let path = "resources.json";
+        fs::write(path, serde_json::to_vec(resources).unwrap_or_default())
+            .map_err(|source| RuntimeError::Io { what: "resources file", source })?;
+        let r = self.call(&["update", "--resources", path, &self.id], null_stdio());
+        let _ = fs::remove_file(path);
+        r
+    }
+
     /// The pids of the container's processes.
     pub fn ps(&self) -> Result<Vec<u32>> {
         // The list goes to a file: a pipe could fill up and stall the runtime.

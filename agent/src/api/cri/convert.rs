@@ -174,9 +174,7 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         None => sc.apparmor_profile.strip_prefix("localhost/").unwrap_or("").to_owned(),
     };
     let devices = linux_devices(c.devices)?;
-    let resources = linux.resources.unwrap_or_default();
-    let cpu_millis = (resources.cpu_quota > 0 && resources.cpu_period > 0)
-        .then(|| u64::try_from(resources.cpu_quota.saturating_mul(1000) / resources.cpu_period).unwrap_or(0));
+    let resources = container_resources(&linux.resources.unwrap_or_default());
     Ok(PodContainerSpec {
         name: meta.name,
         attempt: meta.attempt,
@@ -195,8 +193,7 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         cap_add: caps.add_capabilities,
         cap_drop: caps.drop_capabilities,
         no_new_privileges: sc.no_new_privs,
-        memory_bytes: (resources.memory_limit_in_bytes > 0).then_some(resources.memory_limit_in_bytes),
-        cpu_millis,
+        resources,
         tty: c.tty,
         stdin: c.stdin,
         pid,
@@ -206,10 +203,20 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         apparmor,
         masked_paths: sc.masked_paths,
         readonly_paths: sc.readonly_paths,
-        cpu_shares: u64::try_from(resources.cpu_shares).ok().filter(|s| *s > 0),
-        cpuset_cpus: resources.cpuset_cpus,
-        cpuset_mems: resources.cpuset_mems,
     })
+}
+
+/// The limits of LinuxContainerResources, in the agent's terms (unset fields: no limit).
+pub fn container_resources(r: &cri::LinuxContainerResources) -> crate::metadata::container_config::Resources {
+    crate::metadata::container_config::Resources {
+        memory_bytes: (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes),
+        cpu_millis: (r.cpu_quota > 0 && r.cpu_period > 0)
+            .then(|| u64::try_from(r.cpu_quota.saturating_mul(1000) / r.cpu_period).unwrap_or(0)),
+        cpu_shares: u64::try_from(r.cpu_shares).ok().filter(|s| *s > 0),
+        cpuset_cpus: (!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()),
+        cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),
+        pids_limit: None,
+    }
 }
 
 /// The CRI's devices: a host device node, where it appears, and its permissions (`rwm`).

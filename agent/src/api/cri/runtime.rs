@@ -9,8 +9,8 @@ use berth_api::cri::{self, runtime_service_server::RuntimeServiceServer};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    container_message, container_spec, container_state, container_stats, container_status, pod_id, pod_metadata, pod_spec, pod_state,
-    pod_stats, pod_status, required_id,
+    container_message, container_resources, container_spec, container_state, container_stats, container_status, pod_id, pod_metadata,
+    pod_spec, pod_state, pod_stats, pod_status, required_id,
 };
 use super::{unimplemented, NAMESPACE};
 use crate::service::pods::{PodContainerFilter, PodEventKind, PodFilter};
@@ -264,6 +264,17 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let r = req.into_inner();
+        let id = container_id(&r.container_id)?;
+        let resources = container_resources(&r.linux.unwrap_or_default());
+        self.services.pods.update_resources(NAMESPACE, id, resources).await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
     async fn reopen_container_log(
         &self,
         req: Request<cri::ReopenContainerLogRequest>,
@@ -282,7 +293,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
     }
 
     not_yet! {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
