@@ -576,3 +576,36 @@ async fn exec_each(rt: &mut RuntimeServiceClient<tonic::transport::Channel>, ids
     }
     out
 }
+
+#[test]
+fn cri_pulls_go_through_the_agent_s_mirrors_with_its_credentials() {
+    // A local registry that asks for a login, standing in for a mirror of registry.k8s.io
+    // (which this machine cannot reach: only the mirror can answer).
+    let reg = Registry::start(Some(("mirror", "s3cret")));
+    let mut d = Daemon::unstarted(&[]);
+    let toml = format!(
+        "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://{0}\"]\n\n[registries.\"{0}\"]\nusername = \"mirror\"\npassword = \"s3cret\"\n",
+        reg.addr
+    );
+    let cfg = d.file("berthd.toml", toml.as_bytes());
+    d.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    d.spawn();
+    d.wait_ready();
+    let path = d.file("pause.tar", &oci_archive(&[("docker.io/library/pause:3.9", &ImageSpec::new(vec![busybox_layer()]))]));
+    d.ok(&["load", "-i", path.to_str().unwrap()]);
+    let mirrored = format!("{}/pause:3.9", reg.addr);
+    d.ok(&["tag", "pause:3.9", &mirrored]);
+    d.ok(&["push", "--creds", "mirror:s3cret", &mirrored]);
+    rt().block_on(async {
+        let channel = berth_api::connect(d.state.join("cri.sock"), std::time::Duration::from_secs(5)).await.unwrap();
+        let mut images = ImageServiceClient::new(channel);
+        // The kubelet passes no credentials: the agent's own for the mirror are used.
+        let req = cri::PullImageRequest { image: spec("registry.k8s.io/pause:3.9"), auth: None, sandbox_config: None };
+        let pulled = images.pull_image(req).await.unwrap().into_inner();
+        let status =
+            images.image_status(cri::ImageStatusRequest { image: spec("registry.k8s.io/pause:3.9"), verbose: false }).await.unwrap();
+        let image = status.into_inner().image.expect("the pulled image");
+        assert_eq!(image.id, pulled.image_ref);
+        assert!(image.repo_tags.contains(&"registry.k8s.io/pause:3.9".to_owned()), "{:?}", image.repo_tags);
+    });
+}

@@ -87,6 +87,22 @@ pub struct HostConfig {
     /// Token realm hosts on other hosts that may receive this registry's credentials.
     #[serde(default)]
     pub token_hosts: Vec<String>,
+    /// Credentials the agent uses for this registry (as a mirror too) when the caller
+    /// gives none: a kubelet's pulls of a cluster's private images, a mirror's login.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl HostConfig {
+    /// The configured credentials, if both parts are there.
+    fn credentials(&self) -> Option<Credentials> {
+        match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Some(Credentials { username: u.clone(), password: p.clone() }),
+            _ => None,
+        }
+    }
 }
 
 pub type RegistriesConfig = BTreeMap<String, HostConfig>;
@@ -240,11 +256,15 @@ impl Registries {
         let mut out = Vec::new();
         for m in &host_cfg.mirrors {
             let base = m.trim_end_matches('/').to_owned();
+            // A mirror's own entry (by its host) may hold its credentials.
+            let mirror_host = base.split("://").nth(1).unwrap_or(&base).split('/').next().unwrap_or_default();
+            let mirror_creds = self.config.get(mirror_host).and_then(HostConfig::credentials);
             let ep = Endpoint { base, host: r.domain.clone() };
-            out.push(Client::new(ep, &r.path, None, tls.clone(), host_cfg.token_hosts.clone(), self.stall));
+            out.push(Client::new(ep, &r.path, mirror_creds, tls.clone(), host_cfg.token_hosts.clone(), self.stall));
         }
         let base = format!("{}://{origin}", if plain { "http" } else { "https" });
-        out.push(Client::new(Endpoint { base, host: r.domain.clone() }, &r.path, creds.clone(), tls, host_cfg.token_hosts, self.stall));
+        let creds = creds.clone().or_else(|| host_cfg.credentials());
+        out.push(Client::new(Endpoint { base, host: r.domain.clone() }, &r.path, creds, tls, host_cfg.token_hosts, self.stall));
         Ok(out)
     }
 
