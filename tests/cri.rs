@@ -520,6 +520,36 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
         assert_eq!(cgroup("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
         assert_eq!((cgroup("cpu", "cpu.cfs_quota_us"), cgroup("cpu", "cpu.shares")), ("50000".into(), "256".into()));
         assert_eq!(rt.update_container_resources(update("nope")).await.unwrap_err().code(), tonic::Code::NotFound);
+        // A second pod, reached from the first at its address.
+        let peer_config = pod_config("peer", false);
+        let run = cri::RunPodSandboxRequest { config: Some(peer_config.clone()), runtime_handler: String::new() };
+        let peer = rt.run_pod_sandbox(run).await.unwrap().into_inner().pod_sandbox_id;
+        let mut server = container("server", cri::NamespaceMode::Container, Default::default());
+        server.command = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"].iter().map(|s| s.to_string()).collect();
+        let req = cri::CreateContainerRequest { pod_sandbox_id: peer.clone(), config: Some(server), sandbox_config: Some(peer_config) };
+        let server = rt.create_container(req).await.unwrap().into_inner().container_id;
+        rt.start_container(cri::StartContainerRequest { container_id: server.clone() }).await.unwrap();
+        let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: peer.clone(), verbose: false }).await.unwrap();
+        let peer_ip = st.into_inner().status.unwrap().network.unwrap().ip;
+        let url = format!("http://{peer_ip}:8080/hostname");
+        let mut got = String::new();
+        for _ in 0..50 {
+            let req = cri::ExecSyncRequest {
+                container_id: own.clone(),
+                cmd: vec!["busybox".into(), "wget".into(), "-q".into(), "-O".into(), "-".into(), url.clone()],
+                timeout: 5,
+            };
+            let r = rt.exec_sync(req).await.unwrap().into_inner();
+            if r.exit_code == 0 {
+                got = String::from_utf8(r.stdout).unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(got.trim(), "peer-host", "pod to pod, by address");
+        rt.stop_container(cri::StopContainerRequest { container_id: server, timeout: 0 }).await.unwrap();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: peer.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: peer }).await.unwrap();
         // A target namespace needs its target.
         let mut bad = container("bad", cri::NamespaceMode::Target, Default::default());
         bad.metadata.as_mut().unwrap().name = "bad".into();
