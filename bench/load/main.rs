@@ -1,6 +1,9 @@
 //! berth-load: many concurrent gRPC clients against berthd (or containerd,
 //! through the same code), and a soak of run/rm and exec cycles. See
-//! bench/README.md ("load" and "soak") and bench/load.sh.
+//! bench/README.md ("load" and "soak") and bench/load.sh; and pod starts through a CRI
+//! socket (bench/pods.sh).
+
+mod pods;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +91,25 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         rss_slack: u64,
     },
+    /// Pod starts through a CRI socket (berthd's or containerd's), as a kubelet makes
+    /// them: RunPodSandbox, CreateContainer, StartContainer. SINGLE pods one after
+    /// another (prints each one's milliseconds), then BURST pods at once (prints the
+    /// seconds until all run). Every pod is removed after.
+    Pods {
+        /// The CRI socket.
+        #[arg(long)]
+        cri: PathBuf,
+        /// The container's image, already in the runtime's k8s.io namespace.
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 10)]
+        single: usize,
+        #[arg(long, default_value_t = 30)]
+        burst: usize,
+        /// Names this run's pods.
+        #[arg(long, default_value = "run")]
+        tag: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -104,6 +126,7 @@ fn main() -> std::process::ExitCode {
                 let mix = Mix { clients, events, duration: Duration::from_secs(duration), rate };
                 load(target, &namespace, mix, churn_image, pid).await
             }
+            Cmd::Pods { cri, image, single, burst, tag } => pods::pods(&cri, &pods::PodRuns { single, burst, image, tag }).await,
             Cmd::Soak { berth, namespace, image, runs, execs, parallel, pid, state, net, rss_slack } => {
                 let cycles = Cycles { image, runs, execs, parallel: parallel.max(1), net, rss_slack };
                 soak(&berth, &namespace, &cycles, pid, &state).await

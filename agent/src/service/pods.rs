@@ -73,6 +73,8 @@ pub struct PodSpec {
     pub cgroup_parent: String,
     /// Namespaced kernel parameters of the pod (its network and IPC namespaces).
     pub sysctls: BTreeMap<String, String>,
+    /// The pause process's seccomp profile.
+    pub seccomp: Seccomp,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub runtime_handler: String,
@@ -211,6 +213,23 @@ pub enum Seccomp {
     Localhost(String),
 }
 
+impl Seccomp {
+    /// The container config's form: empty for the agent's default, `unconfined`, or a
+    /// profile's JSON (read from the host).
+    async fn config(&self) -> Result<String, Error> {
+        Ok(match self {
+            Seccomp::Unset | Seccomp::Unconfined => "unconfined".to_owned(),
+            Seccomp::RuntimeDefault => String::new(),
+            Seccomp::Localhost(path) => {
+                if !path.starts_with('/') {
+                    return Err(Error::InvalidArgument(format!("seccomp profile {path:?}: an absolute path on the host is required")));
+                }
+                tokio::fs::read_to_string(path).await.map_err(|e| Error::InvalidArgument(format!("seccomp profile {path}: {e}")))?
+            }
+        })
+    }
+}
+
 /// A pod's container as the CRI shows it.
 #[derive(Debug, Clone)]
 pub struct PodContainerView {
@@ -309,6 +328,9 @@ impl PodService {
             return Err(Error::InvalidArgument("a pod needs a name, a namespace and a uid (PodSandboxMetadata)".into()));
         }
         check_labels(&spec.labels)?;
+        // The pause process as the pod's security context asks (unconfined when it does not,
+        // as the CRI's other runtimes run it).
+        let seccomp = spec.seccomp.config().await?;
         self.ensure_pause_image(ns).await?;
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_KIND.into(), "sandbox".into());
@@ -329,6 +351,7 @@ impl PodService {
             // The pod's sysctls are its namespaces': set once, in the pause container.
             sysctls: spec.sysctls.clone(),
             cgroup_parent: (!spec.cgroup_parent.is_empty()).then(|| spec.cgroup_parent.clone()),
+            seccomp,
             ..Default::default()
         };
         let name = cri_name(&["POD", &m.name, &m.namespace, &m.uid], m.attempt);
@@ -501,16 +524,7 @@ impl PodService {
             .group(ns, &spec.image)
             .await?
             .ok_or_else(|| Error::NotFound(format!("image {} not found: pull it first", spec.image)))?;
-        let seccomp = match &spec.seccomp {
-            Seccomp::Unset | Seccomp::Unconfined => "unconfined".to_owned(),
-            Seccomp::RuntimeDefault => String::new(),
-            Seccomp::Localhost(path) => {
-                if !path.starts_with('/') {
-                    return Err(Error::InvalidArgument(format!("seccomp profile {path:?}: an absolute path on the host is required")));
-                }
-                tokio::fs::read_to_string(path).await.map_err(|e| Error::InvalidArgument(format!("seccomp profile {path}: {e}")))?
-            }
-        };
+        let seccomp = spec.seccomp.config().await?;
         let log_path = cri_log_path(&pod.log_directory, &spec.log_path)?.map(|l| l.display().to_string()).unwrap_or_default();
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_KIND.into(), "container".into());

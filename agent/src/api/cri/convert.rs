@@ -18,6 +18,9 @@ pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Resul
     let host_pid = node(ns_options.map(|o| o.pid));
     let host_ipc = node(ns_options.map(|o| o.ipc));
     let linux = config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    #[allow(deprecated)]
+    let seccomp = seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?;
     let dns = config.dns_config.unwrap_or_default();
     let mut ports = Vec::new();
     for p in &config.port_mappings {
@@ -51,6 +54,7 @@ pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Resul
         host_ipc,
         cgroup_parent: linux.cgroup_parent,
         sysctls: linux.sysctls.into_iter().collect(),
+        seccomp,
         labels: config.labels,
         annotations: config.annotations,
         runtime_handler,
@@ -154,20 +158,7 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         }
         _ => PidMode::Container,
     };
-    let seccomp = match (&sc.seccomp, sc.seccomp_profile_path.as_str()) {
-        (Some(p), _) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(cri::security_profile::ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
-            Ok(cri::security_profile::ProfileType::Unconfined) => Seccomp::Unconfined,
-            Ok(cri::security_profile::ProfileType::Localhost) => Seccomp::Localhost(p.localhost_ref.clone()),
-            Err(_) => return Err(Status::invalid_argument(format!("unknown seccomp profile type {}", p.profile_type))),
-        },
-        // The field older kubelets fill.
-        (None, "runtime/default" | "docker/default") => Seccomp::RuntimeDefault,
-        (None, "unconfined") => Seccomp::Unconfined,
-        (None, p) if p.starts_with("localhost/") => Seccomp::Localhost(p["localhost/".len()..].to_owned()),
-        (None, "") => Seccomp::Unset,
-        (None, other) => return Err(Status::invalid_argument(format!("seccomp profile {other:?}"))),
-    };
+    let seccomp = seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?;
     let apparmor = match &sc.apparmor {
         Some(p) if p.profile_type == cri::security_profile::ProfileType::Localhost as i32 => p.localhost_ref.clone(),
         Some(_) => String::new(),
@@ -203,6 +194,25 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         apparmor,
         masked_paths: sc.masked_paths,
         readonly_paths: sc.readonly_paths,
+    })
+}
+
+/// A seccomp profile as the CRI names it: the profile message, else the path field older
+/// kubelets fill (`runtime/default`, `unconfined`, `localhost/PATH`).
+fn seccomp(profile: Option<&cri::SecurityProfile>, path: &str) -> Result<Seccomp, Status> {
+    use cri::security_profile::ProfileType;
+    Ok(match (profile, path) {
+        (Some(p), _) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
+            Ok(ProfileType::Unconfined) => Seccomp::Unconfined,
+            Ok(ProfileType::Localhost) => Seccomp::Localhost(p.localhost_ref.clone()),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown seccomp profile type {}", p.profile_type))),
+        },
+        (None, "runtime/default" | "docker/default") => Seccomp::RuntimeDefault,
+        (None, "unconfined") => Seccomp::Unconfined,
+        (None, p) if p.starts_with("localhost/") => Seccomp::Localhost(p["localhost/".len()..].to_owned()),
+        (None, "") => Seccomp::Unset,
+        (None, other) => return Err(Status::invalid_argument(format!("seccomp profile {other:?}"))),
     })
 }
 

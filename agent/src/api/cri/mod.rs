@@ -3,13 +3,13 @@
 //! services, and converts; the CRI's records live in the namespace [`NAMESPACE`], which
 //! `berthctl --namespace k8s.io` shows.
 //!
-//! Served so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, the pod sandboxes
+//! Served: Version, Status, RuntimeConfig, UpdateRuntimeConfig, the pod sandboxes
 //! (RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox) and
 //! their containers (CreateContainer, StartContainer, StopContainer, RemoveContainer,
-//! ListContainers, ContainerStatus, ExecSync, and the container and pod stats), all through
-//! the pods service, and the whole ImageService. What is not yet served (the streaming Exec,
-//! Attach and PortForward, events, UpdateContainerResources, ReopenContainerLog,
-//! checkpoints, metrics) answers UNIMPLEMENTED.
+//! ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, ExecSync,
+//! GetContainerEvents, the container and pod stats), all through the pods service; Exec,
+//! Attach and PortForward through the streams service and the streaming server
+//! ([`stream`]); the whole ImageService. Checkpoints and metrics answer UNIMPLEMENTED.
 
 mod convert;
 pub mod images;

@@ -1,7 +1,6 @@
 //! The CRI's RuntimeService: the runtime's version, readiness and configuration, pods and
-//! their containers (through the pods service), ExecSync, stats. The streaming calls,
-//! events, resource updates, log reopening, checkpoints and metrics answer UNIMPLEMENTED
-//! until they are served.
+//! their containers (through the pods service), ExecSync, stats, events; the streaming
+//! calls' URLs (through the streams service). Checkpoints and metrics answer UNIMPLEMENTED.
 
 use std::sync::Arc;
 
