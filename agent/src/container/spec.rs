@@ -1053,7 +1053,13 @@ pub fn limits(r: &crate::metadata::container_config::Resources) -> Result<LinuxR
     if let Some(memory) = r.memory_bytes {
         // Docker's default for --memory without --memory-swap: as much swap as memory
         // (memory+swap = 2 * memory). validate() has checked that this does not overflow.
-        let swap = memory.saturating_mul(2);
+        let swap = match r.memory_swap_bytes {
+            Some(s) if s < memory && s != -1 => {
+                return Err(SpecError::InvalidResources(format!("memory plus swap {s} is below the memory limit {memory}")));
+            }
+            Some(s) => s,
+            None => memory.saturating_mul(2),
+        };
         resources = resources.memory(LinuxMemoryBuilder::default().limit(memory).swap(swap).build()?);
     }
     let mut cpu = LinuxCpuBuilder::default();
@@ -1818,6 +1824,16 @@ mod tests {
             (cpu.quota(), cpu.shares(), cpu.cpus().as_deref(), cpu.mems().as_deref()),
             (Some(50_000), Some(512), Some("0-1,3"), Some("0"))
         );
+    }
+
+    #[test]
+    fn a_swap_limit_equal_to_the_memory_means_no_swap() {
+        let resources = Resources { memory_bytes: Some(64 << 20), memory_swap_bytes: Some(64 << 20), ..Default::default() };
+        let spec = spec_for(&ContainerConfig { resources, ..Default::default() });
+        let memory = linux(&spec).resources().as_ref().unwrap().memory().clone().unwrap();
+        assert_eq!((memory.limit(), memory.swap()), (Some(64 << 20), Some(64 << 20)));
+        let resources = Resources { memory_bytes: Some(64 << 20), memory_swap_bytes: Some(1 << 20), ..Default::default() };
+        assert!(build_with(&image(), &ContainerConfig { resources, ..Default::default() }, &root()).is_err());
     }
 
     #[test]

@@ -181,6 +181,10 @@ pub struct Resources {
     pub cpu_millis: Option<u64>,
     /// Maximum number of processes (`--pids-limit`).
     pub pids_limit: Option<i64>,
+    /// Memory plus swap in bytes (None: twice the memory, docker's default; equal to the
+    /// memory: no swap).
+    #[serde(default)]
+    pub memory_swap_bytes: Option<i64>,
     /// Relative CPU weight (`--cpu-shares`; cgroup v1 shares, 2 to 262144).
     #[serde(default)]
     pub cpu_shares: Option<u64>,

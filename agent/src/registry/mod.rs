@@ -258,9 +258,15 @@ impl Registries {
             let base = m.trim_end_matches('/').to_owned();
             // A mirror's own entry (by its host) may hold its credentials.
             let mirror_host = base.split("://").nth(1).unwrap_or(&base).split('/').next().unwrap_or_default();
-            let mirror_creds = self.config.get(mirror_host).and_then(HostConfig::credentials);
+            let mirror_cfg = self.config.get(mirror_host);
+            let mirror_creds = mirror_cfg.and_then(HostConfig::credentials);
+            // Its credentials go only to the token hosts its own entry names.
+            let token_hosts = match (&mirror_creds, mirror_cfg) {
+                (Some(_), Some(c)) => c.token_hosts.clone(),
+                _ => host_cfg.token_hosts.clone(),
+            };
             let ep = Endpoint { base, host: r.domain.clone() };
-            out.push(Client::new(ep, &r.path, mirror_creds, tls.clone(), host_cfg.token_hosts.clone(), self.stall));
+            out.push(Client::new(ep, &r.path, mirror_creds, tls.clone(), token_hosts, self.stall));
         }
         let base = format!("{}://{origin}", if plain { "http" } else { "https" });
         let creds = creds.clone().or_else(|| host_cfg.credentials());

@@ -563,9 +563,11 @@ impl PodService {
             devices: spec.devices.clone(),
             seccomp,
             apparmor: spec.apparmor.clone(),
-            // The kubelet names both lists; a privileged container has neither.
-            masked_paths: Some(spec.masked_paths.clone()),
-            readonly_paths: Some(spec.readonly_paths.clone()),
+            // The kubelet's lists replace docker's; an empty one keeps docker's (as
+            // containerd does: a client that names none gets no weaker container). A
+            // privileged container has neither.
+            masked_paths: (!spec.masked_paths.is_empty()).then(|| spec.masked_paths.clone()),
+            readonly_paths: (!spec.readonly_paths.is_empty()).then(|| spec.readonly_paths.clone()),
             // The shim writes the log where the kubelet reads and rotates it.
             log_path: (!log_path.is_empty()).then(|| log_path.clone()),
             ..Default::default()
@@ -696,7 +698,7 @@ impl PodService {
     }
 
     /// The changes of the pods and their containers from now on, until the receiver is
-    /// dropped (a receiver that falls behind loses the oldest, and is told so in the log).
+    /// dropped (for a receiver that falls behind and would miss some, the stream ends).
     pub fn events(&self, ns: &str) -> mpsc::Receiver<PodEvent> {
         let (tx, rx) = mpsc::channel(256);
         let mut sub = self.core.events.subscribe();
@@ -709,8 +711,10 @@ impl PodService {
                     e = sub.recv() => match e {
                         Ok(e) => e,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(lost = n, "a CRI events subscriber fell behind");
-                            continue;
+                            // Events lost: the stream ends, so the subscriber knows to list
+                            // again (the kubelet then relists and subscribes anew).
+                            tracing::warn!(lost = n, "a CRI events subscriber fell behind: its stream ends");
+                            return;
                         }
                         Err(_) => return,
                     },

@@ -220,6 +220,14 @@ fn seccomp(profile: Option<&cri::SecurityProfile>, path: &str) -> Result<Seccomp
 pub fn container_resources(r: &cri::LinuxContainerResources) -> crate::metadata::container_config::Resources {
     crate::metadata::container_config::Resources {
         memory_bytes: (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes),
+        // The kubelet's swap limit, else none at all (its default, NoSwap).
+        memory_swap_bytes: (r.memory_limit_in_bytes > 0).then(|| {
+            if r.memory_swap_limit_in_bytes > 0 {
+                r.memory_swap_limit_in_bytes.max(r.memory_limit_in_bytes)
+            } else {
+                r.memory_limit_in_bytes
+            }
+        }),
         cpu_millis: (r.cpu_quota > 0 && r.cpu_period > 0)
             .then(|| u64::try_from(r.cpu_quota.saturating_mul(1000) / r.cpu_period).unwrap_or(0)),
         cpu_shares: u64::try_from(r.cpu_shares).ok().filter(|s| *s > 0),

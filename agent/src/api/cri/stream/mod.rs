@@ -181,9 +181,18 @@ async fn route(services: Arc<Services>, mut req: Request<Incoming>) -> Response<
     let Some(request) = services.streams.take(kind, token) else {
         return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token");
     };
-    // WebSocket port-forwarding names its ports in the query (`?port=80&port=443`).
-    let query_ports: Vec<u16> =
-        req.uri().query().unwrap_or("").split('&').filter_map(|kv| kv.strip_prefix("port=")).filter_map(|p| p.parse().ok()).collect();
+    // WebSocket port-forwarding names its ports in the query (`?port=80&port=443`, or
+    // `?port=80,443`).
+    let query_ports: Vec<u16> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("port="))
+        .flat_map(|p| p.split(','))
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p: &u16| p > 0)
+        .collect();
     let upgrade = hyper::upgrade::on(&mut req);
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

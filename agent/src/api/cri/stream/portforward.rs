@@ -17,6 +17,10 @@ use super::spdy_session::{self, Incoming};
 use super::{ws, Writer};
 use crate::service::Services;
 
+/// How long one direction of a forwarded connection may go on after the other ended.
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Most connections one session forwards at once (and halves of pairs waiting).
+const MAX_CONNECTIONS: usize = 128;
 /// How long the second stream of a pair may keep the first waiting.
 const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,6 +34,7 @@ where
     // requestID -> (data, error, since)
     let mut halves: HashMap<String, (Option<Incoming>, Option<Incoming>, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let s = tokio::select! {
             s = session.streams.recv() => match s {
@@ -58,6 +63,10 @@ where
             continue;
         };
         let request = header(&s.headers, "requestid").map(str::to_owned).unwrap_or_else(|| format!("port-{port}"));
+        if !halves.contains_key(&request) && halves.len() >= MAX_CONNECTIONS {
+            let _ = s.writer.reset(RST_PROTOCOL_ERROR).await;
+            continue;
+        }
         s.writer.reply().await?;
         let entry = halves.entry(request.clone()).or_insert_with(|| (None, None, Instant::now()));
         let slot = if kind == "data" { &mut entry.0 } else { &mut entry.1 };
@@ -69,9 +78,17 @@ where
         if let (Some(_), Some(_)) = (&entry.0, &entry.1) {
             let (data, error, _) = halves.remove(&request).expect("just seen");
             let (data, error) = (data.expect("checked"), error.expect("checked"));
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // As many connections as a session may forward are open.
+                let _ = error.writer.write(format!("more than {MAX_CONNECTIONS} connections at once").as_bytes()).await;
+                let _ = error.writer.close().await;
+                let _ = data.writer.reset(RST_PROTOCOL_ERROR).await;
+                continue;
+            };
             let (ns, pod, gone) = (ns.to_owned(), pod.to_owned(), session.gone.clone());
             let pods = services.pods.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let Incoming { data: input, writer, .. } = data;
                 let conn = pods.connect_port(&ns, &pod, port).await;
                 forward(conn, port, &pod, input, Writer::Spdy(writer), Writer::Spdy(error.writer), gone).await;
@@ -87,8 +104,9 @@ pub(super) async fn serve_ws<S>(services: &Services, ns: &str, pod: &str, ports:
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    if ports.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a WebSocket port-forward needs ?port= in its URL"));
+    if ports.is_empty() || ports.len() > 64 {
+        // Two channels a port, each named by one byte.
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a WebSocket port-forward needs 1 to 64 ports (?port=) in its URL"));
     }
     let readable: Vec<bool> = ports.iter().flat_map(|_| [true, false]).collect();
     let mut ch = ws::serve(conn, &readable, ws::Framing { base64, close_signal: false }).await;
@@ -154,11 +172,22 @@ async fn forward(
                 }
             }
         }
-        data.close().await;
     };
+    // When one direction ends the other gets a moment (a second, as containerd gives it),
+    // then the connection and the streams close. The pod's end is passed on at once: a
+    // client waits for the streams' end before it closes its side.
+    tokio::pin!(to_pod, from_pod);
     tokio::select! {
-        _ = async { tokio::join!(to_pod, from_pod) } => {}
+        () = &mut to_pod => {
+            let _ = tokio::time::timeout(HALF_CLOSE_GRACE, &mut from_pod).await;
+            data.close().await;
+            error.close().await;
+        }
+        () = &mut from_pod => {
+            data.close().await;
+            error.close().await;
+            let _ = tokio::time::timeout(HALF_CLOSE_GRACE, &mut to_pod).await;
+        }
         () = super::until(&mut gone) => {}
     }
-    error.close().await;
 }

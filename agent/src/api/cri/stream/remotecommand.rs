@@ -249,24 +249,17 @@ async fn relay(services: &Services, req: &StreamRequest, io: &mut CommandIo) -> 
         loop {
             let next = tokio::select! {
                 f = frames.recv() => f,
-                () = super::until(&mut gone) => {
-                    // The client left: an exec is killed (nobody can see it any more); an
-                    // attached container goes on.
-                    if is_exec {
-                        let _ = tasks.kill(ns, id, &proc, "KILL", false).await;
-                    }
-                    return Ok(Outcome::Success);
-                }
+                () = super::until(&mut gone) => return Ok(client_gone(tasks, ns, id, &proc, is_exec).await),
             };
             match next {
                 Some(Ok(AttachOutput::Stdout(d))) => {
-                    if let Some(w) = &io.stdout {
-                        let _ = w.write(&d).await;
+                    if !pass(&io.stdout, &d).await {
+                        return Ok(client_gone(tasks, ns, id, &proc, is_exec).await);
                     }
                 }
                 Some(Ok(AttachOutput::Stderr(d))) => {
-                    if let Some(w) = &io.stderr {
-                        let _ = w.write(&d).await;
+                    if !pass(&io.stderr, &d).await {
+                        return Ok(client_gone(tasks, ns, id, &proc, is_exec).await);
                     }
                 }
                 Some(Ok(AttachOutput::Exit(code))) => {
@@ -289,6 +282,24 @@ async fn relay(services: &Services, req: &StreamRequest, io: &mut CommandIo) -> 
         }
     }
     result
+}
+
+/// Pass output to the client's stream (if it asked for it); false when the connection
+/// takes no more (the client is gone).
+async fn pass(w: &Option<Writer>, data: &[u8]) -> bool {
+    match w {
+        Some(w) => w.write(data).await.is_ok(),
+        None => true,
+    }
+}
+
+/// The client left: an exec is killed (nobody can see it any more); an attached container
+/// goes on.
+async fn client_gone(tasks: &crate::service::tasks::TaskService, ns: &str, id: &str, proc: &Proc, is_exec: bool) -> Outcome {
+    if is_exec {
+        let _ = tasks.kill(ns, id, proc, "KILL", false).await;
+    }
+    Outcome::Success
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub const RST_PROTOCOL_ERROR: u32 = 1;
 pub const RST_REFUSED_STREAM: u32 = 3;
 pub const RST_CANCEL: u32 = 5;
 
+/// The largest frame taken (the clients send data in 32 KiB pieces).
+pub const MAX_FRAME: usize = 1 << 20;
 /// The most a header block may inflate to (the clients send a handful of short headers).
 const MAX_HEADER_BLOCK: usize = 256 << 10;
 
@@ -175,6 +177,9 @@ impl Codec {
             Err(e) => return Err(e),
         }
         let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
+        if len > MAX_FRAME {
+            return Err(bad(format!("a frame of {len} bytes (at most {MAX_FRAME})")));
+        }
         let mut payload = vec![0u8; len];
         r.read_exact(&mut payload).await?;
         self.decode(head, payload).map(Some)

@@ -140,7 +140,9 @@ where
                         continue;
                     }
                     last_id = stream;
-                    let (tx, rx) = mpsc::channel(64);
+                    // A few pieces per stream: a stream whose reader stops holds back the connection
+                    // (SPDY here has no flow control), not the agent's memory.
+                    let (tx, rx) = mpsc::channel(8);
                     if !fin {
                         open.insert(stream, tx);
                     }

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::spdy_session::IDLE_TIMEOUT;
@@ -84,7 +84,9 @@ pub async fn serve<S>(conn: S, readable: &[bool], framing: Framing) -> Channels
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let ws = WebSocketStream::from_raw_socket(conn, Role::Server, None).await;
+    // Messages of at most 1 MiB (the clients send small pieces): a larger one ends the session.
+    let config = WebSocketConfig::default().max_message_size(Some(1 << 20)).max_frame_size(Some(1 << 20));
+    let ws = WebSocketStream::from_raw_socket(conn, Role::Server, Some(config)).await;
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
     let (gone_tx, gone_rx) = watch::channel(false);
@@ -93,7 +95,8 @@ where
     let mut inputs = Vec::new();
     for &r in readable {
         if r {
-            let (tx, rx) = mpsc::channel(64);
+            // A few pieces per stream: a reader that stops holds back the connection.
+            let (tx, rx) = mpsc::channel(8);
             senders.push(Some(tx));
             inputs.push(Some(rx));
         } else {
