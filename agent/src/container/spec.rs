@@ -1830,7 +1830,7 @@ mod tests {
     fn a_swap_limit_equal_to_the_memory_means_no_swap() {
         let resources = Resources { memory_bytes: Some(64 << 20), memory_swap_bytes: Some(64 << 20), ..Default::default() };
         let spec = spec_for(&ContainerConfig { resources, ..Default::default() });
-        let memory = linux(&spec).resources().as_ref().unwrap().memory().clone().unwrap();
+        let memory = linux(&spec).resources().as_ref().unwrap().memory().unwrap();
         assert_eq!((memory.limit(), memory.swap()), (Some(64 << 20), Some(64 << 20)));
         let resources = Resources { memory_bytes: Some(64 << 20), memory_swap_bytes: Some(1 << 20), ..Default::default() };
         assert!(build_with(&image(), &ContainerConfig { resources, ..Default::default() }, &root()).is_err());
