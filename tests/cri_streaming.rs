@@ -130,12 +130,11 @@ async fn websocket(url: &str, protocol: &str) -> tokio_tungstenite::WebSocketStr
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(())
-        .unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(req, conn).await.unwrap();
-    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), protocol);
+        .header("Sec-WebSocket-Key", tokio_tungstenite::tungstenite::handshake::client::generate_key());
+    // An empty `protocol` offers none: the server takes `channel.k8s.io` and names nothing back.
+    let req = if protocol.is_empty() { req } else { req.header("Sec-WebSocket-Protocol", protocol) };
+    let (ws, resp) = tokio_tungstenite::client_async(req.body(()).unwrap(), conn).await.unwrap();
+    assert_eq!(resp.headers().get("sec-websocket-protocol").map(|p| p.to_str().unwrap()).unwrap_or(""), protocol);
     ws
 }
 
@@ -279,6 +278,13 @@ fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
         let mut got = HashMap::new();
         ws_read_until(&mut ws, &mut got, |g| g.get(&3).is_some_and(|e| !e.is_empty())).await;
         assert_eq!(text(&got, 1).trim(), "5");
+
+        // A WebSocket client that names no subprotocol speaks the first one, channel.k8s.io.
+        let url = rt.exec(exec(&["echo", "plain"], false, false, false)).await.unwrap().into_inner().url;
+        let mut ws = websocket(&url, "").await;
+        let mut got = HashMap::new();
+        ws_read_until(&mut ws, &mut got, |g| text(g, 1).contains('\n')).await;
+        assert_eq!(text(&got, 1), "plain\n");
 
         // Attach (SPDY) to the container's own process: a line in, its answer out; leaving
         // leaves it running.

@@ -110,6 +110,7 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         network,
         tty: c.tty,
         stdin: c.stdin,
+        stdin_once: false,
         read_only: c.read_only,
         privileged: c.privileged,
         cap_add: c.cap_add,

@@ -218,6 +218,10 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// Keep the init process's stdin open (attachable).
     pub stdin: bool,
+    /// With `stdin`: the first attached client that ends its input closes the process's
+    /// stdin (the CRI's `stdin_once`, docker's attached `run -i`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_once: bool,
     /// Mount the root filesystem read-only.
     pub read_only: bool,
     /// All capabilities, no masked paths, all devices.

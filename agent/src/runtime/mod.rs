@@ -231,6 +231,8 @@ pub struct Tasks {
     /// the generation of that pending restart (a newer one, or a user's
     /// stop, start or removal, makes it stale).
     restarting: Mutex<HashMap<Key, u64>>,
+    /// The mount options the default runtime knows (`RUNTIME features`), asked once.
+    mount_options: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl Tasks {
@@ -255,7 +257,30 @@ impl Tasks {
             ended,
             ended_rx: Mutex::new(Some(ended_rx)),
             restarting: Mutex::new(HashMap::new()),
+            mount_options: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Whether the default runtime takes mount option `option` (from its `features`
+    /// command: runc 1.1 and later, crun 1.9; an older one, or one that does not answer
+    /// within 5 s, is taken to know none).
+    pub async fn runtime_knows_mount_option(&self, option: &str) -> bool {
+        let known = self
+            .mount_options
+            .get_or_init(|| async {
+                let Some(path) = self.runtime_entry(&self.cfg.default_runtime).ok().and_then(|e| find_binary(&e.path)) else {
+                    return Vec::new();
+                };
+                let run = tokio::process::Command::new(path).arg("features").kill_on_drop(true).stdin(std::process::Stdio::null()).output();
+                let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(5), run).await else { return Vec::new() };
+                serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .ok()
+                    .and_then(|v| v.get("mountOptions").cloned())
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default()
+            })
+            .await;
+        known.iter().any(|o| o == option)
     }
 
     /// A pending restart of the container (shown as `restarting`): its
@@ -711,8 +736,13 @@ impl Tasks {
 
     pub async fn kill(&self, ns: &str, rec: &ContainerRecord, proc: &Proc, signal: i32, all: bool) -> Result<(), TaskError> {
         let task = self.require(ns, rec)?;
-        self.call(&task, &Request::Kill { exec_id: proc.wire(), signal, all }).await?;
-        Ok(())
+        match self.call(&task, &Request::Kill { exec_id: proc.wire(), signal, all }).await {
+            // It exited meanwhile, and its shim left with it.
+            Err(_) if *proc == Proc::Init && (task.exit.borrow().is_some() || *task.gone.borrow()) => {
+                Err(TaskError::FailedPrecondition(format!("container {} is not running", rec.name)))
+            }
+            r => r.map(drop),
+        }
     }
 
     /// Wait for the init's exit (or an exec's), up to `timeout`.
@@ -765,8 +795,12 @@ impl Tasks {
             if self.shim_state(&task).await.is_ok_and(|s| s.init.status == ProcessStatus::Created) {
                 return Err(TaskError::FailedPrecondition(format!("container {} has not been started", rec.name)));
             }
+            // A task that exits between two calls is deleted, and its shim leaves, in the
+            // background: a shim gone by then is not an error, the exit is what was asked.
+            let ended = || task.exit.borrow().is_some() || *task.gone.borrow();
             match self.call(&task, &Request::Kill { exec_id: String::new(), signal: rec.stop_signal, all: false }).await {
                 Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
+                Err(_) if ended() => {}
                 Err(e) => return Err(e),
             }
             if let Ok(exit) = self.wait(ns, rec, &Proc::Init, Some(timeout)).await {
@@ -774,6 +808,7 @@ impl Tasks {
             }
             match self.call(&task, &Request::Kill { exec_id: String::new(), signal: 9, all: true }).await {
                 Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
+                Err(_) if ended() => {}
                 Err(e) => return Err(e),
             }
         }

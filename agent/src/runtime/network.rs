@@ -160,8 +160,6 @@ impl Tasks {
     }
 }
 
-/// Name the namespace (when the container joins one made for it) and bind
-/// the three files, unless the user mounts something there.
 /// Make the spec's namespace of type `kind` the one at `path`.
 fn set_namespace_path(spec: &mut Value, kind: &str, path: &Path) {
     if let Some(list) = spec.pointer_mut("/linux/namespaces").and_then(Value::as_array_mut) {
@@ -172,6 +170,8 @@ fn set_namespace_path(spec: &mut Value, kind: &str, path: &Path) {
     }
 }
 
+/// Name the namespace (when the container joins one made for it) and bind
+/// the three files, unless the user mounts something there.
 fn patch(spec: &mut Value, netns: Option<&Path>, files_dir: &Path) {
     if let Some(path) = netns {
         set_namespace_path(spec, "network", path);

@@ -152,6 +152,8 @@ pub struct PodContainerSpec {
     pub resources: crate::metadata::container_config::Resources,
     pub tty: bool,
     pub stdin: bool,
+    /// The first attach that ends its input closes the container's stdin.
+    pub stdin_once: bool,
     /// Whose process namespace it runs in.
     pub pid: PidMode,
     /// More groups of its processes (numbers).
@@ -253,6 +255,8 @@ pub struct PodContainerView {
     /// Where the kubelet reads its log (the pod's log directory joined with its log path).
     pub log_path: String,
     pub mounts: Vec<crate::metadata::container_config::MountSpec>,
+    /// An attach's end of input is the container's (`stdin_once`).
+    pub stdin_once: bool,
 }
 
 /// A pod's resource use.
@@ -306,6 +310,11 @@ pub struct PodService {
 impl PodService {
     pub(crate) fn new(core: Arc<Core>, containers: ContainerService, tasks: TaskService, images: ImageService) -> Self {
         PodService { core, containers, tasks, images }
+    }
+
+    /// Whether containers can have recursive read-only mounts (the runtime's `rro`).
+    pub async fn recursive_read_only(&self) -> bool {
+        self.core.tasks.runtime_knows_mount_option("rro").await
     }
 
     /// Where the records beside pods (`pods`) and their containers (`containers`) are.
@@ -524,6 +533,9 @@ impl PodService {
             .group(ns, &spec.image)
             .await?
             .ok_or_else(|| Error::NotFound(format!("image {} not found: pull it first", spec.image)))?;
+        if spec.mounts.iter().any(|m| m.options.iter().any(|o| o == "rro")) && !self.recursive_read_only().await {
+            return Err(Error::InvalidArgument("the runtime cannot make recursive read-only mounts".into()));
+        }
         let seccomp = spec.seccomp.config().await?;
         let log_path = cri_log_path(&pod.log_directory, &spec.log_path)?.map(|l| l.display().to_string()).unwrap_or_default();
         let mut labels = spec.labels.clone();
@@ -549,6 +561,7 @@ impl PodService {
             resources: spec.resources.clone(),
             tty: spec.tty,
             stdin: spec.stdin,
+            stdin_once: spec.stdin && spec.stdin_once,
             // IPC is the pod's (or the host's); the process namespace as the container asks.
             ipc_host: pod.host_ipc,
             ipc_container: (!pod.host_ipc).then(|| pod.id.clone()),
@@ -833,6 +846,7 @@ impl PodService {
             annotations: extra.annotations,
             log_path: extra.log_path,
             mounts: v.record.config.mounts.clone(),
+            stdin_once: v.record.config.stdin_once,
         })
     }
 

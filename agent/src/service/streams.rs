@@ -18,9 +18,24 @@ const MAX_PENDING: usize = 1024;
 /// What a token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamRequest {
-    Exec { ns: String, container: String, cmd: Vec<String>, io: StreamIo },
-    Attach { ns: String, container: String, io: StreamIo },
-    PortForward { ns: String, pod: String, ports: Vec<u16> },
+    Exec {
+        ns: String,
+        container: String,
+        cmd: Vec<String>,
+        io: StreamIo,
+    },
+    /// `stdin_once`: the client's end of input closes the container's stdin.
+    Attach {
+        ns: String,
+        container: String,
+        io: StreamIo,
+        stdin_once: bool,
+    },
+    PortForward {
+        ns: String,
+        pod: String,
+        ports: Vec<u16>,
+    },
 }
 
 /// Which of a process's streams a session carries.
@@ -88,15 +103,15 @@ impl StreamService {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let container = self.running(ns, id).await?;
+        let container = self.running(ns, id).await?.id;
         self.register(StreamRequest::Exec { ns: ns.to_owned(), container, cmd, io })
     }
 
     /// A session attached to a pod's running container's process.
     pub async fn attach(&self, ns: &str, id: &str, io: StreamIo) -> Result<String, Error> {
         io.check()?;
-        let container = self.running(ns, id).await?;
-        self.register(StreamRequest::Attach { ns: ns.to_owned(), container, io })
+        let c = self.running(ns, id).await?;
+        self.register(StreamRequest::Attach { ns: ns.to_owned(), container: c.id, io, stdin_once: c.stdin_once })
     }
 
     /// A session that forwards connections to ports of a pod's network.
@@ -112,12 +127,12 @@ impl StreamService {
         self.register(StreamRequest::PortForward { ns: ns.to_owned(), pod: view.id, ports })
     }
 
-    async fn running(&self, ns: &str, id: &str) -> Result<String, Error> {
+    async fn running(&self, ns: &str, id: &str) -> Result<super::pods::PodContainerView, Error> {
         let c = self.pods.container(ns, id).await?.ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
         if c.state != TaskState::Running {
             return Err(Error::FailedPrecondition(format!("container {id} is not running")));
         }
-        Ok(c.id)
+        Ok(c)
     }
 }
 

@@ -129,12 +129,28 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
             Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
             _ => "rprivate",
         };
+        let mut options = vec![propagation.to_owned()];
+        // A read-only bind covers the mounts below its source only when asked
+        // (`recursive_read_only`, the kernel's mount_setattr through the runtime's `rro`);
+        // those could not stay read-only if mounts propagated into them.
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(Status::invalid_argument(format!("mount {:?}: recursive_read_only needs readonly", m.container_path)));
+            }
+            if propagation != "rprivate" {
+                return Err(Status::invalid_argument(format!(
+                    "mount {:?}: a recursive read-only mount cannot take mount propagation ({propagation})",
+                    m.container_path
+                )));
+            }
+            options.push("rro".into());
+        }
         mounts.push(MountSpec {
             kind: MountKind::Bind,
             source: m.host_path,
             destination: m.container_path,
             readonly: m.readonly,
-            options: vec![propagation.into()],
+            options,
             no_copy: false,
         });
     }
@@ -143,7 +159,9 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
     let user = match (sc.run_as_user.map(|u| u.value), sc.run_as_group.map(|g| g.value), sc.run_as_username.as_str()) {
         (Some(u), Some(g), _) => Some(format!("{u}:{g}")),
         (Some(u), None, _) => Some(u.to_string()),
-        (None, Some(g), "") => Some(format!("0:{g}")),
+        (None, Some(_), "") => {
+            return Err(Status::invalid_argument("run_as_group needs run_as_user or run_as_username"));
+        }
         (None, Some(g), name) => Some(format!("{name}:{g}")),
         (None, None, "") => None,
         (None, None, name) => Some(name.to_owned()),
@@ -160,7 +178,9 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
     };
     let seccomp = seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?;
     let apparmor = match &sc.apparmor {
-        Some(p) if p.profile_type == cri::security_profile::ProfileType::Localhost as i32 => p.localhost_ref.clone(),
+        Some(p) if p.profile_type == cri::security_profile::ProfileType::Localhost as i32 => {
+            p.localhost_ref.strip_prefix("localhost/").unwrap_or(&p.localhost_ref).to_owned()
+        }
         Some(_) => String::new(),
         None => sc.apparmor_profile.strip_prefix("localhost/").unwrap_or("").to_owned(),
     };
@@ -187,6 +207,7 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         resources,
         tty: c.tty,
         stdin: c.stdin,
+        stdin_once: c.stdin_once,
         pid,
         groups: sc.supplemental_groups,
         devices,
@@ -313,11 +334,23 @@ pub fn container_status(c: PodContainerView) -> cri::ContainerStatus {
         mounts: c
             .mounts
             .iter()
-            .map(|m| cri::Mount {
-                container_path: m.destination.clone(),
-                host_path: m.source.clone(),
-                readonly: m.readonly,
-                ..Default::default()
+            .map(|m| {
+                let has = |o: &str| m.options.iter().any(|x| x == o);
+                let propagation = if has("rshared") {
+                    cri::MountPropagation::PropagationBidirectional
+                } else if has("rslave") {
+                    cri::MountPropagation::PropagationHostToContainer
+                } else {
+                    cri::MountPropagation::PropagationPrivate
+                };
+                cri::Mount {
+                    container_path: m.destination.clone(),
+                    host_path: m.source.clone(),
+                    readonly: m.readonly,
+                    recursive_read_only: has("rro"),
+                    propagation: propagation as i32,
+                    ..Default::default()
+                }
             })
             .collect(),
         log_path: c.log_path,

@@ -84,7 +84,15 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info: Default::default(),
-            runtime_handlers: Vec::new(),
+            // The default handler (the only one): recursive read-only mounts where the
+            // runtime makes them; no user namespaces yet.
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: self.services.pods.recursive_read_only().await,
+                    user_namespaces: false,
+                }),
+            }],
             features: None,
         }))
     }

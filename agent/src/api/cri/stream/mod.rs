@@ -151,7 +151,11 @@ async fn route(services: Arc<Services>, mut req: Request<Incoming>) -> Response<
     // Negotiate before the token is spent: a client that cannot speak keeps nothing open.
     let portforward = kind == "portforward";
     let offered = header_list(req.headers(), if websocket { "sec-websocket-protocol" } else { "x-stream-protocol-version" });
-    let protocol = if websocket {
+    let protocol = if websocket && offered.is_empty() {
+        // A WebSocket client naming no subprotocol gets the first binary one
+        // (`channel.k8s.io`, or port-forwarding's), and no header names it back.
+        Some(String::new())
+    } else if websocket {
         let ours = if portforward { WS_PORTFORWARD } else { WS_COMMAND };
         offered.iter().find(|p| ours.contains(&p.as_str())).cloned()
     } else if portforward {
@@ -202,7 +206,9 @@ async fn route(services: Arc<Services>, mut req: Request<Incoming>) -> Response<
         h.insert(hyper::header::UPGRADE, HeaderValue::from_static("websocket"));
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
         h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).expect("base64 is a header value"));
-        h.insert("sec-websocket-protocol", HeaderValue::from_str(&protocol).expect("a protocol we name is a header value"));
+        if !protocol.is_empty() {
+            h.insert("sec-websocket-protocol", HeaderValue::from_str(&protocol).expect("a protocol we name is a header value"));
+        }
     } else {
         h.insert(hyper::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
         h.insert("x-stream-protocol-version", HeaderValue::from_str(&protocol).expect("a protocol we name is a header value"));

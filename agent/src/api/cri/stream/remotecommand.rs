@@ -198,13 +198,14 @@ struct Size {
 
 async fn relay(services: &Services, req: &StreamRequest, io: &mut CommandIo) -> Result<Outcome, crate::service::Error> {
     let tasks = &services.tasks;
-    let (ns, id, proc, is_exec) = match req {
+    // Whether the client's end of input is the process's (an exec's always is).
+    let (ns, id, proc, is_exec, closes_stdin) = match req {
         StreamRequest::Exec { ns, container, cmd, io: o } => {
             let r = ExecRequest { args: cmd.clone(), tty: o.tty, stdin: o.stdin, ..Default::default() };
             let exec_id = tasks.exec(ns, container, r).await?;
-            (ns.as_str(), container.as_str(), Proc::Exec(exec_id), true)
+            (ns.as_str(), container.as_str(), Proc::Exec(exec_id), true, true)
         }
-        StreamRequest::Attach { ns, container, .. } => (ns.as_str(), container.as_str(), Proc::Init, false),
+        StreamRequest::Attach { ns, container, stdin_once, .. } => (ns.as_str(), container.as_str(), Proc::Init, false, *stdin_once),
         StreamRequest::PortForward { .. } => return Err(crate::service::Error::Internal("not a command session".into())),
     };
     let (in_tx, in_rx) = mpsc::channel::<Vec<AttachInput>>(16);
@@ -217,8 +218,9 @@ async fn relay(services: &Services, req: &StreamRequest, io: &mut CommandIo) -> 
                     None => {
                         stdin = None;
                         // The client's end of stdin: the exec reads EOF. An attached client
-                        // that stops sending leaves the container's stdin as it is.
-                        if !is_exec {
+                        // that stops sending leaves the container's stdin as it is, unless
+                        // the container was made `stdin_once`.
+                        if !closes_stdin {
                             continue;
                         }
                         AttachInput::CloseStdin
