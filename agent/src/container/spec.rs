@@ -1137,7 +1137,10 @@ fn build_linux(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Linux, SpecEr
     linux.set_sysctl(Some(config.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).filter(|s: &HashMap<_, _>| !s.is_empty()));
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
-    linux.set_rootfs_propagation(None);
+    // A mount that propagates back to the host (rshared) needs a shared root under it;
+    // otherwise the runtime's default (rslave) lets the host's mounts in.
+    let shared = config.mounts.iter().any(|m| m.options.iter().any(|o| matches!(o.as_str(), "rshared" | "shared")));
+    linux.set_rootfs_propagation(shared.then(|| "rshared".to_owned()));
     Ok(linux)
 }
 

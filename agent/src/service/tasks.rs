@@ -40,6 +40,8 @@ pub struct ExecOutput {
     pub exit_code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Killed when its time was up (`exit_code` 137).
+    pub timed_out: bool,
 }
 
 /// The most bytes of output (both streams) a command run to its end keeps: the CRI's
@@ -198,7 +200,18 @@ impl TaskService {
                     Ok(next) => next,
                     Err(_) => {
                         out.exit_code = 137;
+                        out.timed_out = true;
                         let _ = self.kill(ns, id, proc, "KILL", false).await;
+                        // Gone when this returns (bounded): a caller that looks next finds
+                        // no trace of it.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while let Some(Ok(f)) = frames.recv().await {
+                                if matches!(f, AttachOutput::Exit(_)) {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
                         return Ok(out);
                     }
                 },

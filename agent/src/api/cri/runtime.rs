@@ -206,7 +206,19 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
             return Err(Status::invalid_argument("ExecSync needs a command"));
         }
         let timeout = (r.timeout > 0).then(|| std::time::Duration::from_secs(r.timeout.unsigned_abs()));
-        let out = self.services.pods.exec_sync(NAMESPACE, &id, r.cmd, timeout).await?;
+        let out = self.services.pods.exec_sync(NAMESPACE, &id, r.cmd.clone(), timeout).await?;
+        if out.timed_out {
+            // As containerd: the kubelet reads DeadlineExceeded as a probe's timeout. What the
+            // command printed goes in the message (its end, bounded).
+            let tail = |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(1024)..]).into_owned();
+            return Err(Status::deadline_exceeded(format!(
+                "command {:?} timed out after {}s and was killed; stdout: {:?}; stderr: {:?}",
+                r.cmd,
+                r.timeout,
+                tail(&out.stdout),
+                tail(&out.stderr)
+            )));
+        }
         Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
     }
 
