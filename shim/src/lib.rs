@@ -47,7 +47,10 @@ fn serve(bundle: &Path) -> io::Result<()> {
     rustix::process::chdir(bundle)?;
     let bundle = std::env::current_dir()?;
     let cfg: ShimConfig = serde_json::from_slice(&fs::read(files::CONFIG)?).map_err(io::Error::other)?;
-    private_mounts(cfg.hide_cgroup2)?;
+    let host_mounts = cfg.host_mounts && !cfg.hide_cgroup2;
+    if !host_mounts {
+        private_mounts(cfg.hide_cgroup2)?;
+    }
     mount_rootfs(&cfg.rootfs, &bundle)?;
     // Only the agent (root) may talk to the shim: the socket is created 0600.
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
@@ -56,6 +59,7 @@ fn serve(bundle: &Path) -> io::Result<()> {
     rustix::process::umask(old);
     let listener = listener?;
     listener.set_nonblocking(true)?;
+    let root = bundle.join(files::ROOTFS);
     let shim = shim::Shim::new(cfg, bundle, listener)?;
     fs::write(files::SHIM_PID, std::process::id().to_string())?;
     // Tell the agent, then let go of the pipe it reads.
@@ -65,7 +69,13 @@ fn serve(bundle: &Path) -> io::Result<()> {
     drop(out);
     let null = fs::OpenOptions::new().write(true).open("/dev/null")?;
     rustix::stdio::dup2_stdout(&null)?;
-    shim.run()
+    let result = shim.run();
+    if host_mounts {
+        // In the host's namespace, the root does not go with the shim: unmount it (with
+        // what the runtime mounted under it).
+        let _ = rustix::mount::unmount(&root, rustix::mount::UnmountFlags::DETACH);
+    }
+    result
 }
 
 /// Close every inherited descriptor above stderr: nothing of the agent's (or

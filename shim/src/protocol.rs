@@ -54,6 +54,11 @@ pub struct ShimConfig {
     /// cgroup layout, such as crun 1.8).
     #[serde(default)]
     pub hide_cgroup2: bool,
+    /// Stay in the host's mount namespace (its root mounted there, and unmounted by the
+    /// shim when it ends): a container mount that propagates back to the host (rshared)
+    /// needs it. Ignored with `hide_cgroup2`.
+    #[serde(default)]
+    pub host_mounts: bool,
     pub rootfs: Vec<RootfsMount>,
     /// The container's CRI log file and its rotation.
     pub log_path: String,

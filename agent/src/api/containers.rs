@@ -132,6 +132,7 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         ulimits: c.ulimits.into_iter().map(|u| Ulimit { name: u.name, soft: u.soft, hard: u.hard }).collect(),
         sysctls: c.sysctls.into_iter().collect(),
         group_add: c.group_add,
+        groups_strict: false,
         pid_host: namespace_mode("pid", &c.pid)?,
         ipc_host: namespace_mode("ipc", &c.ipc)?,
         pid_container: c.pid.strip_prefix("container:").map(str::to_owned),

@@ -285,6 +285,9 @@ impl Containers {
         } else {
             user::resolve_user(&user_spec, None, None)?
         };
+        if req.config.groups_strict {
+            user.additional_gids.clear();
+        }
         // --group-add: numbers as they are, names from the image's /etc/group.
         if !req.config.group_add.is_empty() {
             let groups = self.read_image_file(ns, &parent, "etc/group")?.unwrap_or_default();

@@ -915,7 +915,8 @@ fn apparmor_enabled() -> bool {
 fn seccomp(config: &ContainerConfig) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, SpecError> {
     let profile = match config.seccomp.as_str() {
         "unconfined" => return Ok(None),
-        "" if config.privileged => return Ok(None),
+        // A privileged container has no filter, even one it names (as docker and the CRI).
+        _ if config.privileged => return Ok(None),
         "" => super::seccomp::DEFAULT_PROFILE,
         given => given,
     };

@@ -262,6 +262,10 @@ pub struct ContainerConfig {
     pub sysctls: std::collections::BTreeMap<String, String>,
     /// `--group-add`: more groups of its processes (names from the image's /etc/group, or numbers).
     pub group_add: Vec<String>,
+    /// Only the user's own group and `group_add`: not the groups the image's /etc/group
+    /// lists the user in (the CRI's `SupplementalGroupsPolicy` Strict).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub groups_strict: bool,
     /// `--pid host`: the host's process namespace.
     pub pid_host: bool,
     /// `--ipc host`: the host's IPC namespace.

@@ -406,7 +406,7 @@ impl Tasks {
             if ShimConnection::connect(&bundle).await.is_ok() {
                 return Err(TaskError::AlreadyExists(format!("container {} already has a task", rec.name)));
             }
-            fs::remove_dir_all(&bundle).map_err(io_err(&bundle))?;
+            remove_bundle(&bundle).map_err(io_err(&bundle))?;
         }
         let mounts = {
             let snapshots = self.snapshots.clone();
@@ -424,6 +424,8 @@ impl Tasks {
             runtime: runtime.path.clone(),
             runtime_root: runtime.root.clone(),
             hide_cgroup2,
+            // A mount propagating back to the host needs the host's mount namespace.
+            host_mounts: spec.pointer("/linux/rootfsPropagation").and_then(serde_json::Value::as_str) == Some("rshared"),
             rootfs: mounts.into_iter().map(|m| RootfsMount { kind: m.kind, source: m.source, options: m.options }).collect(),
             log_path: log_path.to_string_lossy().into_owned(),
             // A log kept where its reader rotates it is not rotated here.
@@ -458,7 +460,7 @@ impl Tasks {
             return Err(e);
         }
         if let Err(e) = self.spawn_shim(&bundle).await {
-            let _ = fs::remove_dir_all(&bundle);
+            let _ = remove_bundle(&bundle);
             self.release_network(ns, &rec.id);
             return Err(e);
         }
@@ -682,7 +684,7 @@ impl Tasks {
             runtime_delete(&task.runtime, &task.id).await;
         }
         let bundle = task.bundle.clone();
-        let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(&bundle)).await;
+        let _ = tokio::task::spawn_blocking(move || remove_bundle(&bundle)).await;
         self.release_network(&task.ns, &task.id);
         task.gone.send_replace(true);
         self.events.publish(&task.ns, "/tasks/delete", &task.id, &[]);
@@ -1155,7 +1157,7 @@ impl Tasks {
                 }
             }
         }
-        let _ = fs::remove_dir_all(bundle);
+        let _ = remove_bundle(bundle);
         tracing::info!(container = %id, "removed an orphaned task");
     }
 }
@@ -1223,6 +1225,17 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), TaskError> {
 }
 
 /// A binary given as a path, or found in PATH.
+/// Remove a task's bundle. Its root is unmounted first: a shim in the host's mount
+/// namespace that died left it mounted there, and the removal must not go through it
+/// into the container's files.
+fn remove_bundle(bundle: &Path) -> std::io::Result<()> {
+    match rustix::mount::unmount(bundle.join(files::ROOTFS), rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    fs::remove_dir_all(bundle)
+}
+
 pub fn find_binary(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);

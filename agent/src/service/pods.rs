@@ -158,6 +158,8 @@ pub struct PodContainerSpec {
     pub pid: PidMode,
     /// More groups of its processes (numbers).
     pub groups: Vec<i64>,
+    /// Not the groups the image's /etc/group gives its user (SupplementalGroupsPolicy Strict).
+    pub groups_strict: bool,
     pub devices: Vec<crate::metadata::container_config::DeviceMapping>,
     pub seccomp: Seccomp,
     /// An AppArmor profile of the host's to run under (empty: the runtime's choice).
@@ -573,6 +575,7 @@ impl PodService {
             },
             cgroup_parent: pod.cgroup_parent.clone(),
             group_add: spec.groups.iter().map(|g| g.to_string()).collect(),
+            groups_strict: spec.groups_strict,
             devices: spec.devices.clone(),
             seccomp,
             apparmor: spec.apparmor.clone(),
@@ -800,6 +803,18 @@ impl PodService {
         Ok(self.find(ns, id).await?.and_then(|v| self.container_view(&v)))
     }
 
+    /// Who a pod's container's first process is: uid, gid and its other groups (from its
+    /// runtime spec, read apart: lists do not carry it).
+    pub async fn container_user(&self, ns: &str, id: &str) -> Result<(u32, u32, Vec<u32>), Error> {
+        let (core, ns, id) = (self.core.clone(), ns.to_owned(), id.to_owned());
+        super::blocking(move || {
+            let spec = core.containers.spec(&ns, &id)?;
+            let user = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
+            Ok((user.uid(), user.gid(), user.additional_gids().clone().unwrap_or_default()))
+        })
+        .await
+    }
+
     /// The pods' containers, as `filter` asks.
     pub async fn containers(&self, ns: &str, filter: &PodContainerFilter) -> Result<Vec<PodContainerView>, Error> {
         let mut filters = vec![format!("label.{LABEL_KIND}==container")];
@@ -924,13 +939,23 @@ fn is_not_running(e: &Error) -> bool {
 /// The container name of a CRI object: `k8s_PART_..._ATTEMPT`, each part cleaned to what
 /// names allow (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) and shortened so that the name stays within
 /// 128 characters with its attempt always whole (a pod's next attempt is another name).
+/// A part cut short ends with a hash of the whole part: two long names that differ only
+/// past the cut stay two names.
 fn cri_name(parts: &[&str], attempt: u32) -> String {
     let tail = format!("_{attempt}");
     let per_part = (128 - "k8s".len() - tail.len()) / parts.len().max(1) - 1;
     let mut name = String::from("k8s");
     for part in parts {
         name.push('_');
-        name.extend(part.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).take(per_part));
+        let clean: String = part.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
+        if clean.len() <= per_part {
+            name.push_str(&clean);
+        } else {
+            let hash = hex::encode(&Sha256::digest(part.as_bytes())[..4]);
+            name.push_str(&clean[..per_part - hash.len() - 1]);
+            name.push('-');
+            name.push_str(&hash);
+        }
     }
     name + &tail
 }
@@ -1031,6 +1056,11 @@ mod tests {
         assert_ne!(first, second);
         assert!(first.ends_with("_0") && second.ends_with("_1"));
         assert_eq!(cri_name(&["web", "my pod/x", "ns", "u"], 3), "k8s_web_my-pod-x_ns_u_3");
+        // Long parts that differ only past the cut give two names.
+        let (a, b) = (format!("{}-one", "sidecar".repeat(10)), format!("{}-two", "sidecar".repeat(10)));
+        let (na, nb) = (cri_name(&[&a, "pod", "ns", "u"], 0), cri_name(&[&b, "pod", "ns", "u"], 0));
+        assert_ne!(na, nb);
+        assert!(na.len() <= 128 && nb.len() <= 128, "{na}");
     }
 
     #[test]

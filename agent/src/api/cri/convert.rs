@@ -210,6 +210,7 @@ pub fn container_spec(c: cri::ContainerConfig) -> Result<PodContainerSpec, Statu
         stdin_once: c.stdin_once,
         pid,
         groups: sc.supplemental_groups,
+        groups_strict: sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32,
         devices,
         seccomp,
         apparmor,

@@ -93,7 +93,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
                     user_namespaces: false,
                 }),
             }],
-            features: None,
+            // SupplementalGroupsPolicy (Strict leaves the image's groups out) and
+            // ContainerStatus.user.
+            features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
         }))
     }
 
@@ -196,7 +198,20 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
         let id = container_id(&req.get_ref().container_id)?.to_owned();
         let c =
             self.services.pods.container(NAMESPACE, &id).await?.ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
-        Ok(Response::new(cri::ContainerStatusResponse { status: Some(container_status(c)), info: Default::default() }))
+        let (uid, gid, groups) = self.services.pods.container_user(NAMESPACE, &c.id).await?;
+        let mut status = container_status(c);
+        // As the kubelet reads them: the primary group among the others, sorted.
+        let mut groups: Vec<u32> = groups.into_iter().chain([gid]).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        status.user = Some(cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: uid.into(),
+                gid: gid.into(),
+                supplemental_groups: groups.into_iter().map(i64::from).collect(),
+            }),
+        });
+        Ok(Response::new(cri::ContainerStatusResponse { status: Some(status), info: Default::default() }))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
