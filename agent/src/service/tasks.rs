@@ -166,8 +166,9 @@ impl TaskService {
     }
 
     /// Run `args` in the running container to its end and collect what it prints (at most
-    /// 15 MiB in all). With a `timeout` the process is killed when it runs out, and what it
-    /// printed by then is returned (exit code 137). It runs to its end, and its exec is
+    /// 15 MiB in all). With a `timeout` the process is killed when it runs out (and gone when
+    /// this returns), and what it printed by then is returned, marked `timed_out` (exit
+    /// code 137). It runs to its end, and its exec is
     /// removed, even when the caller goes.
     pub async fn exec_output(&self, ns: &str, id: &str, args: Vec<String>, timeout: Option<Duration>) -> Result<ExecOutput, Error> {
         let (svc, ns, id) = (self.clone(), ns.to_owned(), id.to_owned());
