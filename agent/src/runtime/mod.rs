@@ -740,7 +740,7 @@ impl Tasks {
         let task = self.require(ns, rec)?;
         match self.call(&task, &Request::Kill { exec_id: proc.wire(), signal, all }).await {
             // It exited meanwhile, and its shim left with it.
-            Err(_) if *proc == Proc::Init && (task.exit.borrow().is_some() || *task.gone.borrow()) => {
+            Err(_) if *proc == Proc::Init && task.ended() => {
                 Err(TaskError::FailedPrecondition(format!("container {} is not running", rec.name)))
             }
             r => r.map(drop),
@@ -799,10 +799,9 @@ impl Tasks {
             }
             // A task that exits between two calls is deleted, and its shim leaves, in the
             // background: a shim gone by then is not an error, the exit is what was asked.
-            let ended = || task.exit.borrow().is_some() || *task.gone.borrow();
             match self.call(&task, &Request::Kill { exec_id: String::new(), signal: rec.stop_signal, all: false }).await {
                 Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
-                Err(_) if ended() => {}
+                Err(_) if task.ended() => {}
                 Err(e) => return Err(e),
             }
             if let Ok(exit) = self.wait(ns, rec, &Proc::Init, Some(timeout)).await {
@@ -810,7 +809,7 @@ impl Tasks {
             }
             match self.call(&task, &Request::Kill { exec_id: String::new(), signal: 9, all: true }).await {
                 Ok(_) | Err(TaskError::FailedPrecondition(_)) => {}
-                Err(_) if ended() => {}
+                Err(_) if task.ended() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -831,7 +830,7 @@ impl Tasks {
                 let _ = tokio::time::timeout(KILL_TIMEOUT, rx.wait_for(Option::is_some)).await;
             };
             match status {
-                _ if task.exit.borrow().is_some() || *task.gone.borrow() => {}
+                _ if task.ended() => {}
                 Ok(s @ (ProcessStatus::Running | ProcessStatus::Paused)) if !force => {
                     let (state, first) =
                         if s == ProcessStatus::Paused { ("paused", "unpause and stop it") } else { ("running", "stop it") };
@@ -1163,6 +1162,12 @@ impl Tasks {
 }
 
 impl Task {
+    /// Its init exited, or the task is deleted: a shim that no longer answers has left
+    /// with it (as it does once the exit is handled).
+    fn ended(&self) -> bool {
+        self.exit.borrow().is_some() || *self.gone.borrow()
+    }
+
     /// The init's state, from an event or an answer of its shim.
     fn set_init(&self, new: InitState) {
         let mut init = self.init.lock().unwrap_or_else(|e| e.into_inner());

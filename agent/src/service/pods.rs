@@ -803,14 +803,19 @@ impl PodService {
         Ok(self.find(ns, id).await?.and_then(|v| self.container_view(&v)))
     }
 
-    /// Who a pod's container's first process is: uid, gid and its other groups (from its
-    /// runtime spec, read apart: lists do not carry it).
+    /// Who a pod's container's first process is: uid, gid and its groups as the kubelet
+    /// reads them (the primary one among the others, sorted), from its runtime spec (read
+    /// apart: lists do not carry it).
     pub async fn container_user(&self, ns: &str, id: &str) -> Result<(u32, u32, Vec<u32>), Error> {
         let (core, ns, id) = (self.core.clone(), ns.to_owned(), id.to_owned());
         super::blocking(move || {
             let spec = core.containers.spec(&ns, &id)?;
             let user = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
-            Ok((user.uid(), user.gid(), user.additional_gids().clone().unwrap_or_default()))
+            let mut groups: Vec<u32> = user.additional_gids().clone().unwrap_or_default();
+            groups.push(user.gid());
+            groups.sort_unstable();
+            groups.dedup();
+            Ok((user.uid(), user.gid(), groups))
         })
         .await
     }

@@ -200,10 +200,6 @@ impl cri::runtime_service_server::RuntimeService for RuntimeApi {
             self.services.pods.container(NAMESPACE, &id).await?.ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
         let (uid, gid, groups) = self.services.pods.container_user(NAMESPACE, &c.id).await?;
         let mut status = container_status(c);
-        // As the kubelet reads them: the primary group among the others, sorted.
-        let mut groups: Vec<u32> = groups.into_iter().chain([gid]).collect();
-        groups.sort_unstable();
-        groups.dedup();
         status.user = Some(cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
                 uid: uid.into(),
