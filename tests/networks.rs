@@ -607,3 +607,109 @@ fn a_chosen_gateway_and_prune() {
     d.ok(&["rm", "-f", "user"]);
     d.ok(&["network", "rm", &kept]);
 }
+
+/// The host interfaces enslaved to `bridge` (one veth per container attached).
+fn ports_of(bridge: &str) -> Vec<String> {
+    let o = std::process::Command::new("ip").args(["-o", "link", "show", "master", bridge]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Addresses host-local still holds in the IPAM directory of network `net`.
+fn held_addresses(net: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/run/berth/ipam/{net}"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect()
+}
+
+#[test]
+fn fifty_containers_on_a_user_network_leave_no_interface_address_or_rule() {
+    let d = daemon_with_busybox();
+    let tag = free_subnet_tag(&[210, 211]);
+    let (net, other, bridge) = (format!("tnet{tag}f"), format!("tnet{tag}o"), format!("tbr{tag}f"));
+    // Options: the bridge's name and the interfaces' MTU.
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.210.{tag}.0/24"),
+        "-o",
+        &format!("com.docker.network.bridge.name={bridge}"),
+        "-o",
+        "mtu=1400",
+        &net,
+    ]);
+    d.ok(&["network", "create", "--subnet", &format!("10.211.{tag}.0/24"), &other]);
+    let bad = d.ctl(&["network", "create", "-o", "colour=blue", &format!("tnet{tag}x")]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("colour"), "{bad:?}");
+
+    // A fixed address and search domain; a container on two networks.
+    let fixed = format!("10.210.{tag}.200");
+    d.ok(&["run", "-d", "--name", "fixed", "--net", &net, "--ip", &fixed, "--dns-search", "corp.example", "busybox", "sleep", "600"]);
+    assert_eq!(d.ok(&["exec", "fixed", "busybox", "hostname", "-i"]).trim(), fixed);
+    let resolv = d.ok(&["exec", "fixed", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.lines().any(|l| l == "search corp.example"), "{resolv}");
+    assert_eq!(d.ok(&["exec", "fixed", "cat", "/sys/class/net/eth0/mtu"]).trim(), "1400");
+    let taken = d.ctl(&["run", "-d", "--name", "again", "--net", &net, "--ip", &fixed, "busybox", "sleep", "600"]);
+    assert!(!taken.status.success(), "a second container took {fixed}");
+    d.ok(&["run", "-d", "--name", "both", "--net", &net, "--net", &other, "busybox", "sleep", "600"]);
+    let addrs = d.ok(&["exec", "both", "busybox", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.contains(&format!("10.210.{tag}.")) && addrs.contains(&format!("10.211.{tag}.")), "{addrs}");
+
+    // Forty-eight more, five of them publishing a port.
+    let names: Vec<String> = (0..48).map(|i| if i < 5 { format!("p{i}") } else { format!("n{i}") }).collect();
+    std::thread::scope(|s| {
+        for chunk in names.chunks(12) {
+            let (d, net) = (&d, &net);
+            s.spawn(move || {
+                for n in chunk {
+                    let mut args = vec!["run", "-d", "--name", n.as_str(), "--net", net.as_str()];
+                    if n.starts_with('p') {
+                        args.extend(["-p", "8080"]);
+                    }
+                    args.extend(["busybox", "sleep", "600"]);
+                    d.ok(&args);
+                }
+            });
+        }
+    });
+    let mut all: Vec<String> = names.clone();
+    all.extend(["fixed".into(), "both".into()]);
+    assert_eq!(ports_of(&bridge).len(), 50, "{:?}", ports_of(&bridge));
+    assert_eq!(held_addresses(&net).len(), 50, "{:?}", held_addresses(&net));
+    let ips: Vec<String> = all.iter().map(|n| d.ok(&["exec", n, "busybox", "ip", "-o", "-4", "addr", "show", "eth0"])).collect();
+    let ips: Vec<String> = ips.iter().map(|l| l.split_whitespace().nth(3).unwrap().split('/').next().unwrap().to_owned() + "/32").collect();
+    let ids: Vec<String> = all.iter().map(|n| id_of(&d, n)).collect();
+    let rules = || String::from_utf8_lossy(&std::process::Command::new("iptables-save").output().unwrap().stdout).into_owned();
+    let before = rules();
+    assert!(ips.iter().any(|ip| before.contains(ip.as_str())), "no rule names a container's address:\n{before}");
+
+    let mut args = vec!["rm", "-f"];
+    args.extend(all.iter().map(String::as_str));
+    d.ok(&args);
+    // No host interface on the bridge, no address held, no rule naming an
+    // address or an id, no namespace: on either network.
+    let left = || {
+        let after = rules();
+        let mut left: Vec<String> = ports_of(&bridge);
+        left.extend(held_addresses(&net).into_iter().chain(held_addresses(&other)));
+        for (ip, id) in ips.iter().zip(&ids) {
+            left.extend(after.lines().filter(|l| l.contains(&format!("{ip} ")) || l.contains(id.as_str())).map(str::to_owned));
+            left.extend(leftovers(&d, id));
+        }
+        left
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !left().is_empty() {
+        assert!(Instant::now() < deadline, "left behind: {:#?}", left());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.ok(&["network", "rm", &net, &other]);
+}
