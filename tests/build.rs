@@ -683,3 +683,324 @@ RUN mkdir -p /data && echo fixed > /data/file
     let last = i["Layers"].as_array().unwrap().last().unwrap()["Size"].as_u64().unwrap();
     assert!(last < 100_000, "the last layer is {last} bytes: inherited files were taken for changes");
 }
+
+#[test]
+fn another_dockerfile_comes_from_a_path_or_standard_input() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+COPY msg.txt /msg.txt
+CMD [\"cat\", \"/msg.txt\"]
+";
+    let dir = context(&d, "ctx", &[("docker/Dockerfile.dev", dockerfile), ("msg.txt", b"from the context\n")]);
+    // No CONTEXT/Dockerfile: the default is refused, pointing at -f.
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("choose another with -f"), "{}", stderr(&out));
+
+    // A Dockerfile of another name inside the context.
+    let inside = dir.join("docker/Dockerfile.dev").display().to_string();
+    let out = build(&d, &dir, &["-f", &inside, "-t", "dev:inside"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "dev:inside"]), "from the context\n");
+
+    // One outside the context: its instructions, the context's files.
+    let outside = d.file("elsewhere.Dockerfile", b"FROM dev:inside\nCOPY msg.txt /again.txt\nCMD [\"cat\", \"/again.txt\"]\n");
+    let out = build(&d, &dir, &["--file", &outside.display().to_string(), "-t", "dev:outside"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "dev:outside"]), "from the context\n");
+    // Its errors name it, not "Dockerfile".
+    let broken = d.file("broken.Dockerfile", b"FROM dev:inside\nCOPY missing.txt /x\n");
+    let out = build(&d, &dir, &["-f", &broken.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:2: COPY", broken.display())) && err.contains("missing.txt"), "{err}");
+
+    // `-f -`: the Dockerfile on standard input, the context a directory.
+    let dir_arg = dir.display().to_string();
+    let out = d.ctl_stdin(
+        &["build", "-q", "-f", "-", "-t", "dev:stdin", &dir_arg],
+        Some(b"FROM dev:inside\nCOPY msg.txt /stdin.txt\nCMD [\"cat\", \"/stdin.txt\", \"/msg.txt\"]\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "dev:stdin"]), "from the context\nfrom the context\n");
+    let history = d.inspect("default", "dev:stdin")["History"].as_array().unwrap().clone();
+    assert!(history.iter().any(|h| h["created_by"].as_str().is_some_and(|c| c.contains("/stdin.txt"))), "{history:#?}");
+    // Standard input cannot be both.
+    let out = d.ctl_stdin(&["build", "-f", "-", "-"], Some(b"FROM scratch\n"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot be both"), "{}", stderr(&out));
+    d.assert_healthy();
+}
+
+#[test]
+fn iidfile_labels_and_quiet_output() {
+    let d = Daemon::start();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+LABEL org.example.team=\"from the file\" org.example.kept=yes
+CMD [\"/bin/busybox\", \"true\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    let iid = d.dir.path().join("image.id");
+    let iid_arg = iid.display().to_string();
+    let dir_arg = dir.display().to_string();
+    let out = d.ctl(&[
+        "build",
+        "-q",
+        "--iidfile",
+        &iid_arg,
+        "--label",
+        "org.example.team=builders",
+        "--label",
+        "org.example.empty=",
+        "-t",
+        "labelled:v1",
+        &dir_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    // -q: the id alone on standard output, nothing on standard error.
+    let printed = stdout(&out);
+    assert_eq!(printed.lines().count(), 1, "{printed:?}");
+    let id = printed.trim_end_matches('\n');
+    assert!(id.starts_with("sha256:") && id.len() == 71 && id[7..].bytes().all(|b| b.is_ascii_hexdigit()), "{id:?}");
+    assert_eq!(stderr(&out), "", "-q shows no progress");
+    // The iidfile holds the same id (no newline), the one `image inspect` gives.
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    let i = d.inspect("default", "labelled:v1");
+    assert_eq!(i["Id"], id);
+    // --label adds to the Dockerfile's labels and wins over one of the same key.
+    let labels = &i["Config"]["Labels"];
+    assert_eq!(labels, &serde_json::json!({"org.example.team": "builders", "org.example.kept": "yes", "org.example.empty": ""}));
+
+    // Labels are the image's, not its steps': another label reruns nothing, and gives another id.
+    let other = build_json(&d, &dir, &["--label", "org.example.team=others", "--iidfile", &iid_arg, "-t", "labelled:v2"]);
+    assert_eq!(other["Run"], 0, "{other}");
+    assert_ne!(other["Id"], id);
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), other["Id"].as_str().unwrap());
+    assert_eq!(d.inspect("default", "labelled:v2")["Config"]["Labels"]["org.example.team"], "others");
+    // Without -q the id is on standard output too, the progress on standard error.
+    let out = build(&d, &dir, &["-t", "labelled:plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plain = d.inspect("default", "labelled:plain");
+    assert_eq!(stdout(&out).trim(), plain["Id"].as_str().unwrap());
+    assert_eq!(plain["Config"]["Labels"], serde_json::json!({"org.example.team": "from the file", "org.example.kept": "yes"}));
+    assert!(stderr(&out).contains("#2 CACHED"), "{}", stderr(&out));
+    // A label without = is refused before anything is sent.
+    let out = build(&d, &dir, &["--label", "novalue"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--label \"novalue\": use KEY=VALUE"), "{}", stderr(&out));
+    d.assert_healthy();
+}
+
+#[test]
+fn pull_asks_the_registry_and_a_base_that_cannot_be_pulled_names_its_line() {
+    require_tool("runc", "runc");
+    let d = Daemon::start();
+    // An image named for a registry nobody serves (port 1), present in the store.
+    let spec = ImageSpec::new(vec![busybox_layer()]);
+    let archive = d.file("base.tar", &oci_archive(&[("127.0.0.1:1/base:v1", &spec)]));
+    d.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let dockerfile: &[u8] = b"FROM 127.0.0.1:1/base:v1
+RUN echo built on the local base > /note
+CMD [\"cat\", \"/note\"]
+";
+    let dir = context(&d, "ctx", &[("Dockerfile", dockerfile)]);
+    // Present: used as it is, the registry is never asked.
+    let out = build(&d, &dir, &["-t", "onbase:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert!(!stderr(&out).contains("pull "), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "onbase:v1"]), "built on the local base\n");
+    // --pull asks the registry even so: here it cannot answer, and the build says where.
+    let t0 = std::time::Instant::now();
+    let out = build(&d, &dir, &["--pull", "-t", "onbase:v2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:1: FROM: pulling 127.0.0.1:1/base:v1"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60), "{:?}", t0.elapsed());
+    let out = d.ctl(&["image", "inspect", "onbase:v2"]);
+    assert_ne!(out.status.code(), Some(0), "a failed build named its image");
+
+    // A base that is not here and cannot be pulled: its FROM's line, in the stage it is in.
+    let missing: &[u8] = b"FROM 127.0.0.1:1/base:v1 AS first
+RUN true
+
+FROM 127.0.0.1:1/nothing:latest
+COPY --from=first /bin/busybox /bin/busybox
+";
+    let dir = context(&d, "missing", &[("Dockerfile", missing)]);
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:4: FROM: pulling 127.0.0.1:1/nothing:latest"), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("#3 FAILED")), "the FROM step is shown failed: {err}");
+    // The same for COPY --from an image that cannot be pulled.
+    let dir =
+        context(&d, "copyfrom", &[("Dockerfile", b"FROM scratch\nCOPY busybox /bin/busybox\nCOPY --from=127.0.0.1:1/nothing:v2 /x /x\n")]);
+    let out = build(&d, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:3: COPY: pulling 127.0.0.1:1/nothing:v2"), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("#3 FAILED")), "{err}");
+    assert_eq!(d.ok(&["ps", "-a", "-q"]).trim(), "");
+    d.assert_healthy();
+}
+
+#[test]
+fn the_cache_survives_a_restart_and_serves_another_dockerfile_sharing_its_first_steps() {
+    let mut d = Daemon::start();
+    let first: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN echo shared-step-$((40 + 2)) && echo shared > /shared
+RUN echo first > /which
+CMD [\"cat\", \"/shared\", \"/which\"]
+";
+    let dir = context(&d, "one", &[("Dockerfile", first)]);
+    let out = build(&d, &dir, &["-t", "first:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert!(stderr(&out).contains("#4 shared-step-42"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("CACHED"), "a fresh agent had a cache: {}", stderr(&out));
+
+    // The agent is killed and started again on the same root.
+    d.kill9();
+    d.spawn();
+
+    // Another Dockerfile, in another context: its first steps are the first one's.
+    let second: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+RUN echo shared-step-$((40 + 2)) && echo shared > /shared
+RUN echo second > /which
+CMD [\"cat\", \"/shared\", \"/which\"]
+";
+    let dir2 = context(&d, "two", &[("Dockerfile", second)]);
+    let out = build(&d, &dir2, &["-t", "second:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    let log = stderr(&out);
+    for step in ["#2 CACHED", "#3 CACHED", "#4 CACHED"] {
+        assert!(log.lines().any(|l| l == step), "{step} missing: {log}");
+    }
+    for step in ["#5 CACHED", "#6 CACHED"] {
+        assert!(!log.lines().any(|l| l == step), "{step}: {log}");
+    }
+    assert!(!log.contains("shared-step-42"), "a cached RUN ran again: {log}");
+    assert!(log.contains("2 steps run, 3 cached"), "{log}");
+    assert_eq!(d.ok(&["run", "--rm", "second:v1"]), "shared\nsecond\n");
+    // They share the layers of those steps.
+    let (a, b) = (d.inspect("default", "first:v1"), d.inspect("default", "second:v1"));
+    let (la, lb) = (a["RootFS"]["Layers"].as_array().unwrap(), b["RootFS"]["Layers"].as_array().unwrap());
+    assert_eq!((la.len(), lb.len()), (4, 4));
+    assert_eq!(la[..3], lb[..3]);
+    assert_ne!(la[3], lb[3]);
+    // And the first Dockerfile is all cache, after the restart too.
+    let again = build_json(&d, &dir, &["-t", "first:v2"]);
+    assert_eq!(again["Run"], 0, "{again}");
+    assert_eq!(again["Id"], a["Id"]);
+    d.assert_healthy();
+}
+
+#[test]
+fn shell_volume_entrypoint_copy_ownership_and_copy_from_an_image() {
+    let d = Daemon::with_busybox();
+    let dockerfile: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+COPY --from=busybox /etc/passwd /etc/group /etc/
+COPY --from=docker.io/library/busybox:latest --chown=1000:1000 /bin/busybox /from-image/busybox
+SHELL [\"/bin/sh\", \"-c\"]
+RUN echo $((6 * 7)) > /answer
+SHELL [\"/bin/sh\", \"-x\", \"-c\"]
+RUN echo traced > /traced
+COPY --chown=1000:1000 --chmod=0640 conf.txt /etc/app/conf.txt
+COPY --chown=nobody:nogroup data/ /srv/data/
+VOLUME [\"/data\", \"/logs\"]
+VOLUME /cache
+CMD echo shell-form
+";
+    let dir =
+        context(&d, "ctx", &[("Dockerfile", dockerfile), ("conf.txt", b"setting=1\n"), ("data/a.txt", b"a"), ("data/sub/b.txt", b"b")]);
+    let out = build(&d, &dir, &["-t", "files:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    // SHELL: the RUN after it runs in it; -x traces the command, relayed as the step's output.
+    // (One line, though the shell writes "+ " and the command apart.)
+    assert!(stderr(&out).lines().any(|l| l == "#9 + echo traced"), "{}", stderr(&out));
+    let cat = |path: &str| d.ok(&["run", "--rm", "files:v1", "cat", path]);
+    assert_eq!(cat("/answer"), "42\n");
+    assert_eq!(cat("/traced"), "traced\n");
+    let i = d.inspect("default", "files:v1");
+    let c = &i["Config"];
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-x", "-c"]));
+    // The shell form of CMD is the SHELL's too.
+    assert_eq!(c["Cmd"], serde_json::json!(["/bin/sh", "-x", "-c", "echo shell-form"]));
+    assert_eq!(d.ok(&["run", "--rm", "files:v1"]), "shell-form\n");
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}, "/logs": {}, "/cache": {}}));
+
+    // --chown (numbers, or names from the stage's own /etc/passwd) and --chmod.
+    let stat = |path: &str| d.ok(&["run", "--rm", "files:v1", "stat", "-c", "%u:%g %a", path]);
+    assert_eq!(stat("/etc/app/conf.txt"), "1000:1000 640\n");
+    assert_eq!(cat("/etc/app/conf.txt"), "setting=1\n");
+    assert_eq!(stat("/srv/data/a.txt"), "65534:65534 644\n");
+    assert_eq!(stat("/srv/data/sub/b.txt"), "65534:65534 644\n");
+    assert_eq!(stat("/etc/passwd"), "0:0 644\n");
+    // COPY --from an image of the store (not a stage): its files, owned as asked.
+    assert!(cat("/etc/passwd").contains("nobody:x:65534:65534"), "{}", cat("/etc/passwd"));
+    assert_eq!(stat("/from-image/busybox"), "1000:1000 755\n");
+    assert_eq!(d.ok(&["run", "--rm", "files:v1", "/from-image/busybox", "echo", "from the image"]), "from the image\n");
+    // An image named in COPY --from that the store lacks is pulled: here none can be.
+    let dir2 = context(&d, "nobase", &[("Dockerfile", b"FROM scratch\nCOPY --from=127.0.0.1:1/absent:v1 /x /x\n")]);
+    let out = build(&d, &dir2, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // ENTRYPOINT: an inherited CMD does not outlive it...
+    let dir3 = context(&d, "entry", &[("Dockerfile", b"FROM files:v1\nENTRYPOINT [\"/bin/echo\", \"entry:\"]\n")]);
+    let out = build(&d, &dir3, &["-t", "entry:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let c = d.inspect("default", "entry:v1")["Config"].clone();
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/echo", "entry:"]));
+    assert!(c["Cmd"].is_null(), "{c}");
+    assert_eq!(d.ok(&["run", "--rm", "entry:v1"]), "entry:\n");
+    assert_eq!(d.ok(&["run", "--rm", "entry:v1", "a", "b"]), "entry: a b\n");
+    // ...but a CMD of the same stage does; a shell-form ENTRYPOINT runs in the SHELL.
+    let dir4 = context(&d, "entry2", &[("Dockerfile", b"FROM files:v1\nCMD [\"ignored\"]\nENTRYPOINT echo from the entrypoint\n")]);
+    let out = build(&d, &dir4, &["-t", "entry:v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let c = d.inspect("default", "entry:v2")["Config"].clone();
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-x", "-c", "echo from the entrypoint"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["ignored"]));
+    assert_eq!(d.ok(&["run", "--rm", "entry:v2"]), "from the entrypoint\n");
+    d.assert_healthy();
+}
+
+#[test]
+fn copy_link_copies_as_a_plain_copy_does() {
+    let d = Daemon::start();
+    let linked: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+COPY --link app.txt /srv/
+COPY --link=false app.txt /plain/app.txt
+CMD [\"/bin/busybox\", \"cat\", \"/srv/app.txt\", \"/plain/app.txt\"]
+";
+    let dir = context(&d, "linked", &[("Dockerfile", linked), ("app.txt", b"app\n")]);
+    let out = build(&d, &dir, &["-t", "link:v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(d.ok(&["run", "--rm", "link:v1"]), "app\napp\n");
+    let i = d.inspect("default", "link:v1");
+    assert_eq!(i["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+    let history = i["History"].as_array().unwrap();
+    assert_eq!(history[1]["created_by"], "COPY --link app.txt /srv/");
+
+    // Without --link: the same layer, byte for byte; the history says what this Dockerfile says.
+    let plain: &[u8] = b"FROM scratch
+COPY busybox /bin/busybox
+COPY app.txt /srv/
+";
+    let plain = d.file("plain.Dockerfile", plain);
+    let out = build(&d, &dir, &["-f", &plain.display().to_string(), "-t", "link:plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let p = d.inspect("default", "link:plain");
+    assert_eq!(p["RootFS"]["Layers"][1], i["RootFS"]["Layers"][1]);
+    assert_eq!(p["History"][1]["created_by"], "COPY app.txt /srv/");
+    d.assert_healthy();
+}

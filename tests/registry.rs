@@ -1008,3 +1008,41 @@ fn a_built_image_pushes_and_skopeo_reads_it_from_the_registry_and_an_archive() {
     other.ok(&["pull", &name]);
     assert_eq!(other.ok(&["run", "--rm", &name]), "pushed\n");
 }
+
+#[test]
+fn a_build_pulls_a_missing_base_and_with_pull_a_newer_one() {
+    require_tool("runc", "runc");
+    let reg = Registry::start(None);
+    let d = Daemon::start();
+    let name = format!("{}/base/motd:v1", reg.addr);
+    let load = |file: &str, motd: &str| {
+        let spec = ImageSpec::new(vec![busybox_layer(), layer(&[Entry::File("etc/motd".into(), motd.as_bytes().to_vec(), 0o644)])]);
+        let path = d.file(file, &oci_archive(&[(&name, &spec)]));
+        d.ok(&["load", "-i", path.to_str().unwrap()]);
+    };
+    // The registry holds the newer image.
+    load("new.tar", "new\n");
+    d.ok(&["push", "-q", &name]);
+    d.ok(&["rmi", &name]);
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {name}\nRUN cat /etc/motd > /seen\nCMD [\"cat\", \"/seen\"]\n")).unwrap();
+    let ctx = ctx.display().to_string();
+    // Missing: pulled (its progress shown), then built on.
+    let out = d.ctl(&["build", "--progress", "plain", "-t", "built:1", &ctx]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+    assert!(stderr(&out).contains(&format!("pull {name}")), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "--net", "none", "built:1"]), "new\n");
+    // An older image of the same name in the store: used as it is...
+    d.ok(&["rmi", &name]);
+    load("old.tar", "old\n");
+    let out = d.ctl(&["build", "--progress", "plain", "-t", "built:2", &ctx]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("pull "), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "--net", "none", "built:2"]), "old\n");
+    // ...unless --pull: the registry's is pulled and named, and the build is on it.
+    let out = d.ctl(&["build", "--progress", "plain", "--pull", "-t", "built:3", &ctx]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.ok(&["run", "--rm", "--net", "none", "built:3"]), "new\n");
+    assert_eq!(d.ok(&["run", "--rm", "--net", "none", &name, "cat", "/etc/motd"]), "new\n");
+}

@@ -398,7 +398,14 @@ pub async fn build(conn: &Conn, a: BuildArgs) -> Result<i32> {
             }
         };
         let Some(m) = next else { bail!("the agent ended the build without a result") };
-        match m?.msg {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                shown.flush();
+                return Err(e.into());
+            }
+        };
+        match m.msg {
             Some(v1::build_response::Msg::Need(n)) => {
                 let _ = need_tx.send(n.paths);
             }
@@ -502,7 +509,13 @@ fn libc_flags() -> i32 {
 struct Shown {
     quiet: bool,
     live: Option<(indicatif::MultiProgress, std::collections::HashMap<u32, indicatif::ProgressBar>)>,
+    /// Each step's output after its last newline: a line the step wrote in
+    /// parts (`sh -x` writes "+ " and the command apart) is shown whole.
+    partial: std::collections::HashMap<u32, Vec<u8>>,
 }
+
+/// Longest part of a line kept waiting for its end.
+const MAX_PARTIAL_LINE: usize = 64 << 10;
 
 impl Shown {
     fn new(quiet: bool, progress: Progress) -> Self {
@@ -516,12 +529,18 @@ impl Shown {
             let m = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
             (m, Default::default())
         });
-        Shown { quiet, live }
+        Shown { quiet, live, partial: Default::default() }
     }
 
     fn step(&mut self, s: &v1::BuildStep) {
         if self.quiet {
             return;
+        }
+        if s.status != "started" {
+            // What the step wrote without a final newline, before its end is shown.
+            if let Some(rest) = self.partial.remove(&s.index) {
+                self.line(s.index, &rest);
+            }
         }
         let what = berth_common::text::printable(&s.instruction).into_owned();
         let secs = s.millis as f64 / 1000.0;
@@ -563,14 +582,40 @@ impl Shown {
         if self.quiet {
             return;
         }
-        for line in String::from_utf8_lossy(&o.data).lines() {
-            let line = format!("#{} {}", o.index, berth_common::text::printable(line));
-            match &self.live {
-                Some((multi, _)) => {
-                    let _ = multi.println(line);
-                }
-                None => eprintln!("{line}"),
+        let mut buf = self.partial.remove(&o.index).unwrap_or_default();
+        buf.extend_from_slice(&o.data);
+        let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if end > 0 {
+            for line in buf[..end - 1].split(|b| *b == b'\n') {
+                self.line(o.index, line);
             }
+        }
+        let rest = buf.split_off(end);
+        if rest.len() > MAX_PARTIAL_LINE {
+            self.line(o.index, &rest);
+        } else if !rest.is_empty() {
+            self.partial.insert(o.index, rest);
+        }
+    }
+
+    /// The steps' unfinished lines, as they are (the build ended).
+    fn flush(&mut self) {
+        let mut rest: Vec<(u32, Vec<u8>)> = self.partial.drain().collect();
+        rest.sort_by_key(|(i, _)| *i);
+        for (i, line) in rest {
+            self.line(i, &line);
+        }
+    }
+
+    /// One line of a step's output (without its newline).
+    fn line(&self, index: u32, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let line = format!("#{index} {}", berth_common::text::printable(text.trim_end_matches('\r')));
+        match &self.live {
+            Some((multi, _)) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
         }
     }
 }

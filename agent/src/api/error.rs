@@ -199,6 +199,7 @@ pub fn service_code(e: &ServiceError) -> Code {
         ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         ServiceError::Unavailable(_) => Code::Unavailable,
         ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
+        ServiceError::Context { inner, .. } => service_code(inner),
         ServiceError::Metadata(m) => metadata_code(m),
         ServiceError::Content(c) => content_code(c),
         ServiceError::Snapshot(s) => snapshot_code(s),

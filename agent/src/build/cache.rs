@@ -1,5 +1,6 @@
 //! Build cache keys. A step's key hashes its parent's key and everything the
-//! step's result depends on: the instruction with its words expanded, the
+//! step's result depends on: the instruction as written (the history keeps
+//! it) and with its words expanded, the
 //! variables in scope, and for COPY and ADD the content (path, type, mode,
 //! link target and sha256) of exactly the files they copy. Entries live in
 //! the metadata database (`Metadata::build_cache`), each pointing at the
@@ -8,7 +9,7 @@
 use sha2::{Digest as _, Sha256};
 
 /// Version of the key derivation: changing what a key covers changes this.
-const VERSION: &str = "berth-build-cache-v1";
+const VERSION: &str = "berth-build-cache-v2";
 
 /// The key of named parts, in order: hex sha256 of their length-prefixed
 /// encoding (so no two part lists collide).

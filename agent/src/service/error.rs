@@ -38,6 +38,10 @@ pub enum Error {
     /// Too much of something is waiting already.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// An error with where it happened put before it (a build's
+    /// `Dockerfile:3: COPY`); its code is its source's.
+    #[error("{context}: {inner}")]
+    Context { context: String, inner: Box<Error> },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]

@@ -666,24 +666,12 @@ impl Run {
         let index = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let from_text = format!("FROM {}", stage.base);
         self.step_event(&sname, index, &from_text, "started", 0).await;
-        let base = expand(&stage.base, self.file.escape, &|k| self.meta.get(k).cloned())?;
-        if let Some(p) = &stage.platform {
-            // The build's platform variables, as BuildKit predefines them.
-            let host = Platform::default_platform();
-            let host = format!("{}/{}", host.os, host.architecture);
-            let vars = |k: &str| match k {
-                "BUILDPLATFORM" | "TARGETPLATFORM" => Some(host.clone()),
-                k => self.meta.get(k).cloned(),
-            };
-            let p = expand(p, self.file.escape, &vars)?;
-            if p != host {
-                return Err(Error::InvalidArgument(format!("FROM --platform={p}: this agent builds for {host} only")));
+        let mut state = match self.base_state(i, &inputs).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.step_event(&sname, index, &from_text, "failed", t0.elapsed().as_millis() as i64).await;
+                return Err(self.located(stage.line, "FROM", e));
             }
-        }
-        let mut state = match stage_ref(&self.file, &base, i) {
-            Some(d) => inputs.get(&d).cloned().ok_or_else(|| Error::Internal(format!("stage {d} did not run")))?,
-            None if base.eq_ignore_ascii_case("scratch") => State::scratch(),
-            None => self.base_image(&base).await?,
         };
         if let Some(e) = self.epoch {
             // SOURCE_DATE_EPOCH changes every time a step writes: it is part of every key.
@@ -705,8 +693,10 @@ impl Run {
         for t in &triggers {
             let index = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             // Triggers are read with the default escape, whatever the child file's.
-            let ins = dockerfile::parse_instruction(t, '\\')
-                .map_err(|e| Error::InvalidArgument(format!("ONBUILD trigger {t:?} of {base}: {e}")))?;
+            let ins = dockerfile::parse_instruction(t, '\\').map_err(|e| {
+                let base = expand(&stage.base, self.file.escape, &|k| self.meta.get(k).cloned()).unwrap_or_else(|_| stage.base.clone());
+                Error::InvalidArgument(format!("ONBUILD trigger {t:?} of {base}: {e}"))
+            })?;
             state = self.step(&sname, index, &ins, state, &mut vars, &inputs, &mut cmd_set).await?;
         }
         for ins in &stage.instructions {
@@ -714,6 +704,43 @@ impl Run {
             state = self.step(&sname, index, ins, state, &mut vars, &inputs, &mut cmd_set).await?;
         }
         Ok(state)
+    }
+
+    /// The state stage `i` starts from: a stage it names, scratch, or an image.
+    async fn base_state(&self, i: usize, inputs: &HashMap<usize, State>) -> Result<State, Error> {
+        let stage = &self.file.stages[i];
+        let base = expand(&stage.base, self.file.escape, &|k| self.meta.get(k).cloned())?;
+        if let Some(p) = &stage.platform {
+            // The build's platform variables, as BuildKit predefines them.
+            let host = Platform::default_platform();
+            let host = format!("{}/{}", host.os, host.architecture);
+            let vars = |k: &str| match k {
+                "BUILDPLATFORM" | "TARGETPLATFORM" => Some(host.clone()),
+                k => self.meta.get(k).cloned(),
+            };
+            let p = expand(p, self.file.escape, &vars)?;
+            if p != host {
+                return Err(Error::InvalidArgument(format!("--platform={p}: this agent builds for {host} only")));
+            }
+        }
+        match stage_ref(&self.file, &base, i) {
+            Some(d) => inputs.get(&d).cloned().ok_or_else(|| Error::Internal(format!("stage {d} did not run"))),
+            None if base.eq_ignore_ascii_case("scratch") => Ok(State::scratch()),
+            None => self.base_image(&base).await,
+        }
+    }
+
+    /// `e` with the Dockerfile's name, the line and the instruction before it
+    /// (a RUN that failed says its line alone); its code stays its own.
+    fn located(&self, line: usize, keyword: &str, e: Error) -> Error {
+        let fname = if self.opts.dockerfile_name.is_empty() { "Dockerfile" } else { &self.opts.dockerfile_name };
+        match e {
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{fname}:{line}: {keyword}: {m}")),
+            Error::Aborted(m) => Error::Aborted(format!("{fname}:{line}: {m}")),
+            // The client went away, or another stage failed: nothing about this line.
+            e @ Error::Cancelled(_) => e,
+            e => Error::Context { context: format!("{fname}:{line}: {keyword}"), inner: Box::new(e) },
+        }
     }
 
     /// The state of a base image: from the store, or pulled when missing (or with --pull).
@@ -739,13 +766,15 @@ impl Run {
                     plain_http: self.opts.plain_http,
                     creds: self.opts.creds.clone(),
                 };
-                let mut rx = self.images.pull(&self.ns, opts)?;
+                // Its errors name the image (a registry's say only the URL it asked).
+                let pulling = |e: Error| Error::Context { context: format!("pulling {name}"), inner: Box::new(e) };
+                let mut rx = self.images.pull(&self.ns, opts).map_err(pulling)?;
                 loop {
                     match rx.recv().await {
                         Some(Update::Progress(p)) => {
                             let _ = self.events.try_send(BuildEvent::Pull(p));
                         }
-                        Some(Update::Done(r)) => break r?.record,
+                        Some(Update::Done(r)) => break r.map_err(pulling)?.record,
                         None => return Err(Error::Internal("the pull stopped without a result".into())),
                     }
                 }
@@ -779,9 +808,37 @@ impl Run {
         move |k: &str| all.get(k).cloned()
     }
 
-    /// Run (or find in the cache) one instruction.
+    /// Run (or find in the cache) one instruction: shown started, then done,
+    /// cached or failed (whatever failed it, its words or its work).
     #[allow(clippy::too_many_arguments)]
     async fn step(
+        &self,
+        sname: &str,
+        index: u32,
+        ins: &Instruction,
+        state: State,
+        vars: &mut Vars,
+        inputs: &HashMap<usize, State>,
+        cmd_set: &mut bool,
+    ) -> Result<State, Error> {
+        if self.events.is_closed() {
+            return Err(Error::Cancelled("the client went away".into()));
+        }
+        if *self.stop.borrow() {
+            return Err(Error::Cancelled("another stage failed".into()));
+        }
+        let t0 = Instant::now();
+        self.step_event(sname, index, &ins.text, "started", 0).await;
+        let result = self.step_started(sname, index, ins, state, vars, inputs, cmd_set).await;
+        if result.is_err() {
+            self.step_event(sname, index, &ins.text, "failed", t0.elapsed().as_millis() as i64).await;
+        }
+        result
+    }
+
+    /// [`Run::step`], once shown started.
+    #[allow(clippy::too_many_arguments)]
+    async fn step_started(
         &self,
         sname: &str,
         index: u32,
@@ -793,21 +850,7 @@ impl Run {
     ) -> Result<State, Error> {
         let t0 = Instant::now();
         let esc = self.file.escape;
-        let at = |e: Error| -> Error {
-            let fname = if self.opts.dockerfile_name.is_empty() { "Dockerfile" } else { &self.opts.dockerfile_name };
-            match e {
-                Error::InvalidArgument(m) => Error::InvalidArgument(format!("{fname}:{}: {}: {m}", ins.line, ins.keyword)),
-                Error::Aborted(m) => Error::Aborted(format!("{fname}:{}: {m}", ins.line)),
-                e => e,
-            }
-        };
-        if self.events.is_closed() {
-            return Err(Error::Cancelled("the client went away".into()));
-        }
-        if *self.stop.borrow() {
-            return Err(Error::Cancelled("another stage failed".into()));
-        }
-        self.step_event(sname, index, &ins.text, "started", 0).await;
+        let at = |e: Error| -> Error { self.located(ins.line, ins.keyword, e) };
         let env = self.lookup(&state, vars);
         let created = self.ts();
         // Metadata instructions: the config changes, and the key covers the result.
@@ -905,7 +948,12 @@ impl Run {
         let (key, work) = match &ins.kind {
             Kind::Workdir(_) => {
                 let dir = state.get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_owned();
-                let key = cache::key(&[("parent", &state.key), ("workdir", &dir), ("config", &state.config["config"].to_string())]);
+                let key = cache::key(&[
+                    ("parent", &state.key),
+                    ("workdir", &dir),
+                    ("text", &ins.text),
+                    ("config", &state.config["config"].to_string()),
+                ]);
                 (key, Work::Mkdir(dir))
             }
             Kind::Copy(c) | Kind::Add(c) => {
@@ -992,6 +1040,8 @@ impl Run {
                 let key = cache::key(&[
                     ("parent", &state.key),
                     ("step", ins.keyword),
+                    // The history keeps the instruction as written (`--link` and all).
+                    ("text", &ins.text),
                     ("sources", &sources.join("\0")),
                     ("dest", &format!("{dest_raw}\0{dest}")),
                     ("own", &format!("{}:{}:{:?}", own.uid, own.gid, own.chmod)),
@@ -1050,6 +1100,7 @@ impl Run {
                 let key = cache::key(&[
                     ("parent", &state.key),
                     ("step", "RUN"),
+                    ("text", &ins.text),
                     ("argv", &argv.join("\0")),
                     ("args", &args.join("\0")),
                     ("network", &format!("{network:?}{}", networks.iter().map(|e| format!(" {}", e.network)).collect::<String>())),
@@ -1080,16 +1131,9 @@ impl Run {
                 self.run(sname, index, state, step, next).await
             }
         };
-        match result {
-            Ok(state) => {
-                self.step_event(sname, index, &ins.text, "done", t0.elapsed().as_millis() as i64).await;
-                Ok(state)
-            }
-            Err(e) => {
-                self.step_event(sname, index, &ins.text, "failed", t0.elapsed().as_millis() as i64).await;
-                Err(at(e))
-            }
-        }
+        let state = result.map_err(at)?;
+        self.step_event(sname, index, &ins.text, "done", t0.elapsed().as_millis() as i64).await;
+        Ok(state)
     }
 
     /// The end of a metadata step (its config already changed): from the
