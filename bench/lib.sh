@@ -18,6 +18,10 @@ stop_agents() {
         $B rm -f $($B ps -aq 2>/dev/null) >/dev/null 2>&1 || true
         kill "$BERTHD_PID" 2>/dev/null || true
     fi
+    if [ -n "${P:-}" ]; then
+        # shellcheck disable=SC2086 # $P is words on purpose
+        timeout 60 $P rm -f -t 0 -a >/dev/null 2>&1 || true
+    fi
     if [ -n "${CTRD_PID:-}" ]; then
         for c in $(ctr -a "$WORK/ctrd.sock" -n bench c ls -q 2>/dev/null); do
             ctr -a "$WORK/ctrd.sock" -n bench t kill -s KILL "$c" >/dev/null 2>&1 || true

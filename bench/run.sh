@@ -7,10 +7,10 @@
 #   fan-out    FANOUT containers running `sleep` started one after another:
 #              time until all run, memory of the agent plus its shims (RSS and
 #              PSS), disk used by the containers' writable layers.
-#   networks   the run cycle on the default network (`berthctl run --rm`,
-#              CNI bridge) beside berthd's own `--net none` cycle and, when
-#              Debian's podman is installed, `podman run --rm` on its default
-#              network (CNI bridge too).
+#   networks   the run cycle and the fan-out on the default network
+#              (`berthctl run`, CNI bridge) beside berthd's own `--net none`
+#              and, when Debian's podman is installed, `podman run` on its
+#              default network (CNI bridge too).
 # Against containerd (whose `ctr run` joins no network) berthd runs with
 # `--net none`. Prints medians and ratios.
 #
@@ -65,7 +65,7 @@ done
 : > "$WORK/berth.cycle"
 : > "$WORK/ctrd.cycle"
 for i in $(seq 1 "$RUNS"); do
-    t0=$(now); $B run --rm $REF true; t1=$(now)
+    t0=$(now); $B run --rm --net none $REF true; t1=$(now)
     echo "($t1 - $t0) * 1000" | bc -l >> "$WORK/berth.cycle"
     if [ -n "$HAVE_CTRD" ]; then
         t0=$(now); $C run --rm $REF "cycle$i" true; t1=$(now)
@@ -134,6 +134,28 @@ printf 'berthd     memory: agent + %d shims %.1f MB RSS, %.1f MB PSS; per shim %
     "$(echo "$SHIM_RSS / $NSHIMS / 1024" | bc -l)" "$(echo "$SHIM_PSS / $NSHIMS / 1024" | bc -l)"
 printf 'berthd     disk: writable layers of %d containers %d kB\n' "$FANOUT" "$((disk1 - disk0))"
 $B rm -f $($B ps -aq) >/dev/null
+
+# ---------------- fan-out on the default network ----------------
+# berthd on its default network (beside its --net none fan-out above) and
+# podman on its own; each container is removed before the next tool starts.
+t0=$(now)
+for i in $(seq 1 "$FANOUT"); do $B run -d --name "b$i" $REF sleep 600 >/dev/null; done
+until [ "$($B ps -q | wc -l)" -eq "$FANOUT" ]; do sleep 0.01; done
+t1=$(now)
+BERTH_NET_FAN=$(echo "$t1 - $t0" | bc -l)
+$B rm -f $($B ps -aq) >/dev/null
+printf 'berthd     fan-out, default network: %d containers running after %.2f s (--net none: %.2f s)\n' \
+    "$FANOUT" "$BERTH_NET_FAN" "$BERTH_FAN"
+if [ -n "$HAVE_PODMAN" ]; then
+    t0=$(now)
+    for i in $(seq 1 "$FANOUT"); do $P run -d --name "p$i" $REF sleep 600 >/dev/null; done
+    until [ "$($P ps -q | wc -l)" -eq "$FANOUT" ]; do sleep 0.01; done
+    t1=$(now)
+    PODMAN_FAN=$(echo "$t1 - $t0" | bc -l)
+    $P rm -f -t 0 -a >/dev/null
+    printf 'podman     fan-out, default network: %d containers running after %.2f s; ratio %.2fx\n' \
+        "$FANOUT" "$PODMAN_FAN" "$(echo "$PODMAN_FAN / $BERTH_NET_FAN" | bc -l)"
+fi
 [ -n "$HAVE_CTRD" ] || exit 0
 
 # ---------------- fan-out: containerd ----------------
