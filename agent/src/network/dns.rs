@@ -299,6 +299,60 @@ mod tests {
         assert!(parse_query(&big).is_none(), "a compression pointer in a question");
     }
 
+    /// A resolver on 127.0.0.1 that answers each question once with `reply(question)`.
+    async fn fake_resolver(reply: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                let _ = sock.send_to(&reply(&buf[..n]), peer).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn other_names_go_to_the_host_s_resolvers_and_their_answer_comes_back_as_is() {
+        // One that keeps quiet, one that answers with another id, one that answers.
+        let quiet = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let wrong_id = fake_resolver(|q| {
+            let mut r = q.to_vec();
+            r[0] ^= 0xff;
+            r[2] |= 0x80;
+            r
+        })
+        .await;
+        let good = fake_resolver(|q| {
+            let mut r = q.to_vec();
+            r[2] |= 0x80;
+            r[7] = 1;
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+            r
+        })
+        .await;
+        let zone = Zone {
+            names: Mutex::new(HashMap::from([("db".to_owned(), vec![Ipv4Addr::new(10, 0, 0, 9)])])),
+            upstream: vec![quiet.local_addr().unwrap(), wrong_id, good],
+            clients: super::super::subnet::Subnet::parse("10.0.0.0/24").ok(),
+        };
+        let t0 = std::time::Instant::now();
+        let r = zone.reply(&query("example.org", TYPE_A)).await.unwrap();
+        assert!(t0.elapsed() < FORWARD_TIMEOUT * 3, "{:?}", t0.elapsed());
+        assert_eq!(&r[..2], &[0x12, 0x34]);
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1, "the resolver's one answer");
+        assert_eq!(&r[r.len() - 4..], &[192, 0, 2, 7]);
+        // The zone's own names are not asked of anyone.
+        let r = zone.reply(&query("db", TYPE_A)).await.unwrap();
+        assert_eq!(&r[r.len() - 4..], &[10, 0, 0, 9]);
+        // No resolver answers: SERVFAIL, within the bound.
+        let silent = Zone { upstream: vec![quiet.local_addr().unwrap()], ..zone };
+        let t0 = std::time::Instant::now();
+        let r = silent.reply(&query("example.org", TYPE_A)).await.unwrap();
+        assert_eq!(r[3] & 0x0f, RCODE_SERVFAIL);
+        assert!(t0.elapsed() < FORWARD_TIMEOUT * 2, "{:?}", t0.elapsed());
+    }
+
     #[tokio::test]
     async fn an_internal_zone_answers_what_it_knows_and_refuses_the_rest() {
         let zone = Zone {
