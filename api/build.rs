@@ -27,7 +27,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out.join("berth_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
     // Maps as BTreeMap: no hashing per entry, and a stable order in every reply.
-    tonic_prost_build::configure().btree_map(".").build_client(true).build_server(true).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .btree_map(".")
+        // Written by hand (src/listing.rs): an agent sends containers it encoded before.
+        .extern_path(".berth.v1.ListContainersResponse", "crate::listing::ListContainersResponse")
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
 
     // The Kubernetes CRI (upstream's file, unchanged): served on the agent's CRI socket.
     let cri = "cri/runtime/v1/api.proto";

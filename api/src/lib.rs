@@ -5,7 +5,10 @@
 pub mod v1 {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("berth.v1");
+    pub use crate::listing::ListContainersResponse;
 }
+
+pub mod listing;
 
 /// The Kubernetes CRI (`runtime.v1`, from `proto/cri`): what a kubelet calls.
 pub mod cri {

@@ -1,5 +1,6 @@
 //! Containers service.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_api::v1::{self, containers_server::ContainersServer};
@@ -17,10 +18,88 @@ use berth_shim::log::Stream;
 
 pub struct ContainersApi {
     services: Arc<Services>,
+    encoded: Encoded,
 }
 
 pub fn service(services: Arc<Services>) -> ContainersServer<ContainersApi> {
-    ContainersServer::new(ContainersApi { services }).max_decoding_message_size(super::MAX_MESSAGE)
+    ContainersServer::new(ContainersApi { services, encoded: Encoded::default() }).max_decoding_message_size(super::MAX_MESSAGE)
+}
+
+/// Each listed container's message, encoded once for as long as what it is
+/// made of stays the same: the record (records are replaced, never changed
+/// in place, so the same `Arc` is the same record), the task's status and
+/// the network attachment. A kubelet or a `watch ps` lists the same
+/// containers over and over; each list then copies their bytes instead of
+/// building and encoding every field again.
+#[derive(Default)]
+struct Encoded {
+    /// By namespace, then by container id.
+    by_ns: std::sync::Mutex<HashMap<String, HashMap<String, EncodedEntry>>>,
+}
+
+/// Most entries kept in one namespace (filtered lists alone never prune).
+const MAX_ENCODED: usize = 100_000;
+
+struct EncodedEntry {
+    record: Arc<crate::metadata::ContainerRecord>,
+    status: TaskStatus,
+    network: Option<Arc<crate::network::Attachment>>,
+    bytes: prost::bytes::Bytes,
+}
+
+impl Encoded {
+    /// The messages of `views` (in their order), from the cache where they
+    /// are current. A container with a health state is encoded each time.
+    /// `all`: `views` are all of the namespace's containers (an unfiltered
+    /// list), so entries of any other are stale and go.
+    fn messages(&self, ns: &str, views: &[ContainerView], all: bool) -> Vec<prost::bytes::Bytes> {
+        let encode = |v: &ContainerView| prost::bytes::Bytes::from(prost::Message::encode_to_vec(&container_message(v)));
+        let same = |e: &EncodedEntry, v: &ContainerView| {
+            Arc::ptr_eq(&e.record, &v.record)
+                && e.status == v.status
+                && match (&e.network, &v.network) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                }
+        };
+        let mut out: Vec<Option<prost::bytes::Bytes>> = {
+            let by_ns = self.by_ns.lock().unwrap_or_else(|e| e.into_inner());
+            let map = by_ns.get(ns);
+            views
+                .iter()
+                .map(|v| {
+                    let e = map?.get(&v.record.id)?;
+                    (v.health.is_none() && same(e, v)).then(|| e.bytes.clone())
+                })
+                .collect()
+        };
+        // Encoded outside the lock: other lists go on meanwhile.
+        let mut fresh = Vec::new();
+        for (slot, v) in out.iter_mut().zip(views) {
+            if slot.is_none() {
+                let bytes = encode(v);
+                if v.health.is_none() {
+                    fresh.push((v, bytes.clone()));
+                }
+                *slot = Some(bytes);
+            }
+        }
+        let mut by_ns = self.by_ns.lock().unwrap_or_else(|e| e.into_inner());
+        let map = by_ns.entry(ns.to_owned()).or_default();
+        if all && map.len() + fresh.len() > views.len() {
+            let live: HashSet<&str> = views.iter().map(|v| v.record.id.as_str()).collect();
+            map.retain(|id, _| live.contains(id.as_str()));
+        }
+        if map.len() + fresh.len() > MAX_ENCODED {
+            map.clear();
+        }
+        for (v, bytes) in fresh {
+            let entry = EncodedEntry { record: v.record.clone(), status: v.status.clone(), network: v.network.clone(), bytes };
+            map.insert(v.record.id.clone(), entry);
+        }
+        out.into_iter().flatten().collect()
+    }
 }
 
 fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status> {
@@ -399,7 +478,10 @@ impl v1::containers_server::Containers for ContainersApi {
     async fn list(&self, req: Request<v1::ListContainersRequest>) -> Result<Response<v1::ListContainersResponse>, Status> {
         let ns = namespace(&req)?;
         let all = self.services.containers.list(&ns, &req.get_ref().filters).await?;
-        Ok(Response::new(v1::ListContainersResponse { containers: all.iter().map(container_message).collect() }))
+        Ok(Response::new(v1::ListContainersResponse {
+            containers: Vec::new(),
+            encoded: self.encoded.messages(&ns, &all, req.get_ref().filters.is_empty()),
+        }))
     }
 
     async fn update(&self, req: Request<v1::UpdateContainerRequest>) -> Result<Response<v1::UpdateContainerResponse>, Status> {
