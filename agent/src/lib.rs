@@ -21,6 +21,7 @@ pub mod digest;
 pub mod disk;
 pub mod events;
 pub mod image;
+mod keyed;
 pub mod memory;
 pub mod metadata;
 pub mod network;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::keyed::{NsId, NsMap};
 use cni::{Addresses, Call, Cni, CniError, ConfList, PortMapping, RuntimeArgs};
 use dns::Names;
 use subnet::Subnet;
@@ -303,7 +304,7 @@ pub struct Networks {
     dir: PathBuf,
     /// Attachments by container.
     /// Shared: a list of containers copies no attachment.
-    attached: Mutex<HashMap<Key, Arc<Attachment>>>,
+    attached: Mutex<NsMap<Arc<Attachment>>>,
     /// One attach or detach at a time per container.
     locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// One change of the conf dir at a time.
@@ -344,7 +345,7 @@ impl Networks {
             tracing::warn!(conf_dir = %cfg.conf_dir.display(), error = %e, "the networks' conf dir cannot be made");
         }
         let cni = Cni { plugin_dirs: cfg.plugin_dirs.clone() };
-        let mut attached = HashMap::new();
+        let mut attached = NsMap::default();
         for (key, a) in read_attachments(&dir) {
             attached.insert(key, Arc::new(a));
         }
@@ -625,7 +626,7 @@ impl Networks {
 
     /// A container's attachment, if it has one.
     pub fn attachment(&self, ns: &str, id: &str) -> Option<Arc<Attachment>> {
-        self.attached.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())).cloned()
+        self.attached.lock().unwrap_or_else(|e| e.into_inner()).get(&NsId(ns, id)).cloned()
     }
 
     /// A copy of a container's attachment, to change and save.

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::RuntimeConfig;
 use crate::container::{ContainerError, Containers};
 use crate::events::Events;
+use crate::keyed::{NsId, NsMap};
 use crate::metadata::{ContainerRecord, ExitInfo};
 use crate::snapshot::Snapshots;
 pub use process::{ExecId, Proc};
@@ -220,7 +221,7 @@ pub struct Tasks {
     snapshots: Arc<Snapshots>,
     networks: Arc<crate::network::Networks>,
     events: Events,
-    live: Mutex<HashMap<Key, Arc<Task>>>,
+    live: Mutex<NsMap<Arc<Task>>>,
     /// One lock per container while its task is being made, so that two
     /// Starts cannot make two shims.
     making: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
@@ -230,7 +231,7 @@ pub struct Tasks {
     /// Containers whose restart policy starts them again after a delay, with
     /// the generation of that pending restart (a newer one, or a user's
     /// stop, start or removal, makes it stale).
-    restarting: Mutex<HashMap<Key, u64>>,
+    restarting: Mutex<NsMap<u64>>,
     /// The mount options the default runtime knows (`RUNTIME features`), asked once.
     mount_options: tokio::sync::OnceCell<Vec<String>>,
 }
@@ -252,11 +253,11 @@ impl Tasks {
             snapshots,
             networks,
             events,
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(NsMap::default()),
             making: Mutex::new(HashMap::new()),
             ended,
             ended_rx: Mutex::new(Some(ended_rx)),
-            restarting: Mutex::new(HashMap::new()),
+            restarting: Mutex::new(NsMap::default()),
             mount_options: tokio::sync::OnceCell::new(),
         })
     }
@@ -323,7 +324,7 @@ impl Tasks {
     }
 
     fn live_task(&self, ns: &str, id: &str) -> Option<Arc<Task>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())).cloned()
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&NsId(ns, id)).cloned()
     }
 
     /// Resolve a runtime name (or path) to its binary and options.
@@ -694,8 +695,8 @@ impl Tasks {
     /// Stop tracking a deleted task.
     fn forget(&self, task: &Task) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if live.get(&(task.ns.clone(), task.id.clone())).is_some_and(|t| std::ptr::eq(Arc::as_ptr(t), task)) {
-            live.remove(&(task.ns.clone(), task.id.clone()));
+        if live.get(&NsId(&task.ns, &task.id)).is_some_and(|t| std::ptr::eq(Arc::as_ptr(t), task)) {
+            live.remove(&NsId(&task.ns, &task.id));
         }
     }
 
@@ -983,7 +984,7 @@ impl Tasks {
         };
         match self.live_task(ns, &rec.id) {
             None => match &rec.last_exit {
-                Some(e) if self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(ns.to_owned(), rec.id.clone())) => {
+                Some(e) if self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&NsId(ns, &rec.id)) => {
                     Status { state: TaskState::Restarting, ..from_exit(e) }
                 }
                 Some(e) => from_exit(e),

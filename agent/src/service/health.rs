@@ -6,13 +6,14 @@
 //! (`/tasks/health`). Kept in memory: after an agent restart a check starts
 //! again from `starting`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::tasks::{ExecRequest, TaskService};
 use super::Core;
 use crate::container::config::HealthCheck;
+use crate::keyed::{NsId, NsMap};
 use crate::metadata::now_nanos;
 use crate::runtime::{AttachOutput, ExecId, Proc};
 
@@ -61,12 +62,12 @@ pub struct HealthState {
 /// have a loop running.
 #[derive(Default)]
 pub struct Health {
-    states: Mutex<HashMap<(String, String), HealthState>>,
+    states: Mutex<NsMap<HealthState>>,
 }
 
 impl Health {
     pub fn get(&self, ns: &str, id: &str) -> Option<HealthState> {
-        self.states.lock().unwrap_or_else(|e| e.into_inner()).get(&(ns.to_owned(), id.to_owned())).cloned()
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).get(&NsId(ns, id)).cloned()
     }
 }
 
