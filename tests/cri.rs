@@ -490,6 +490,17 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
         let ipc: Vec<String> = exec_each(&mut rt, &ids, &["busybox", "readlink", "/proc/self/ns/ipc"]).await;
         assert!(ipc.iter().all(|i| i == &ipc[0]) && ipc[0].starts_with("ipc:"), "{ipc:?}");
         assert_eq!(exec_out(&mut rt, own, &["cat", "/proc/sys/kernel/shm_rmid_forced"]).await.trim(), "1");
+        // One /dev/shm for the pod too (POSIX shared memory), on the host under the agent's state.
+        exec_out(&mut rt, one, &["sh", "-c", "echo shared > /dev/shm/note"]).await;
+        assert_eq!(exec_out(&mut rt, own, &["cat", "/dev/shm/note"]).await.trim(), "shared");
+        let shm = d.state.join("pods").join(&pod).join("shm");
+        assert_eq!(std::fs::read_to_string(shm.join("note")).unwrap().trim(), "shared");
+        let mounted = |path: &std::path::Path| {
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+        };
+        assert!(mounted(&shm), "a tmpfs of its own");
+        let df = exec_out(&mut rt, two, &["busybox", "df", "-k", "/dev/shm"]).await;
+        assert!(df.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(1) == Some("65536")), "64 MiB: {df}");
         assert_eq!(exec_out(&mut rt, one, &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]).await.trim(), "99");
         // The kubelet's cgroup parent.
         let cg = exec_out(&mut rt, one, &["cat", "/proc/self/cgroup"]).await;
@@ -582,6 +593,7 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
         assert_eq!(seen, [ContainerCreatedEvent, ContainerStartedEvent, ContainerStoppedEvent, ContainerDeletedEvent]);
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+        assert!(!mounted(&shm) && !shm.exists(), "the pod's /dev/shm goes with it");
     });
 }
 

@@ -208,6 +208,8 @@ fn config_from(c: Option<v1::ContainerConfig>) -> Result<ContainerConfig, Status
         restart: restart_policy(c.restart_policy)?,
         healthcheck: c.healthcheck.map(health_check).transpose()?,
         shm_size: (c.shm_size > 0).then_some(c.shm_size),
+        // Set by the agent only (a pod's), never through this API.
+        shm_source: None,
         ulimits: c.ulimits.into_iter().map(|u| Ulimit { name: u.name, soft: u.soft, hard: u.hard }).collect(),
         sysctls: c.sysctls.into_iter().collect(),
         group_add: c.group_add,

@@ -779,8 +779,13 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result
 
 /// Docker's default mounts. A privileged container gets /sys and the cgroup
 /// filesystem read-write, as in docker.
-fn default_mounts(privileged: bool, shm_size: Option<u64>) -> Result<Vec<Mount>, SpecError> {
-    let shm_size = shm_size.map_or_else(|| "size=65536k".to_owned(), |b| format!("size={b}"));
+fn default_mounts(config: &ContainerConfig) -> Result<Vec<Mount>, SpecError> {
+    let privileged = config.privileged;
+    let shm_size = config.shm_size.map_or_else(|| "size=65536k".to_owned(), |b| format!("size={b}"));
+    let shm = match &config.shm_source {
+        Some(source) => mount("/dev/shm", "bind", source, &["rbind", "rprivate", "nosuid", "noexec", "nodev"])?,
+        None => mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm_size])?,
+    };
     let ro = |options: &[&'static str]| -> Vec<&'static str> {
         let mut o = options.to_vec();
         if !privileged {
@@ -792,7 +797,7 @@ fn default_mounts(privileged: bool, shm_size: Option<u64>) -> Result<Vec<Mount>,
         mount("/proc", "proc", "proc", &[])?,
         mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm_size])?,
+        shm,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         mount("/sys", "sysfs", "sysfs", &ro(&["nosuid", "noexec", "nodev"]))?,
         mount("/sys/fs/cgroup", "cgroup", "cgroup", &ro(&["nosuid", "noexec", "nodev", "relatime"]))?,
@@ -866,7 +871,7 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, SpecError> {
     // Stable: same-depth mounts keep the user's order.
     user.sort_by_key(|(destination, _)| destination.matches('/').count());
     let replaces_dev = user.iter().any(|(d, _)| d == "/dev");
-    let mut all: Vec<Mount> = default_mounts(config.privileged, config.shm_size)?
+    let mut all: Vec<Mount> = default_mounts(config)?
         .into_iter()
         .filter(|m| {
             let d = m.destination().to_string_lossy();
@@ -1748,6 +1753,21 @@ mod tests {
         let spec = spec_for(&config);
         let destinations: Vec<_> = spec.mounts().as_ref().unwrap().iter().map(|m| m.destination().to_string_lossy().into_owned()).collect();
         assert_eq!(destinations, strings(&["/proc", "/sys", "/sys/fs/cgroup", "/dev"]));
+    }
+
+    #[test]
+    fn a_pods_shm_is_bound_in_place_of_a_tmpfs_unless_the_user_mounts_one() {
+        let config = ContainerConfig { shm_source: Some("/run/berth/pods/p/shm".into()), ..Default::default() };
+        let spec = spec_for(&config);
+        let shm = mount_at(&spec, "/dev/shm");
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0].typ().as_deref(), Some("bind"));
+        assert_eq!(shm[0].source().as_deref(), Some(std::path::Path::new("/run/berth/pods/p/shm")));
+        assert_eq!(options(shm[0]), strings(&["rbind", "rprivate", "nosuid", "noexec", "nodev"]));
+        let config = ContainerConfig { mounts: vec![tmpfs("/dev/shm", &[])], ..config };
+        let spec = spec_for(&config);
+        let shm = mount_at(&spec, "/dev/shm");
+        assert_eq!((shm.len(), shm[0].typ().as_deref()), (1, Some("tmpfs")));
     }
 
     #[test]

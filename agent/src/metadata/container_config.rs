@@ -256,6 +256,10 @@ pub struct ContainerConfig {
     pub healthcheck: Option<HealthCheck>,
     /// `--shm-size`: bytes of /dev/shm (None: 64 MiB).
     pub shm_size: Option<u64>,
+    /// A directory on the host bound at /dev/shm instead of a tmpfs of the container's
+    /// own: its pod's, shared by the pod's containers as their IPC namespace is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_source: Option<String>,
     /// `--ulimit NAME=SOFT[:HARD]`.
     pub ulimits: Vec<Ulimit>,
     /// `--sysctl KEY=VALUE`: namespaced kernel parameters only.

@@ -319,6 +319,13 @@ impl PodService {
         self.core.tasks.runtime_knows_mount_option("rro").await
     }
 
+    /// The pod's /dev/shm on the host: a tmpfs that each of its containers binds at
+    /// /dev/shm, so POSIX shared memory (`shm_open`) is shared as the pod's IPC
+    /// namespace is (a container's own /dev/shm would hide it from the others).
+    fn shm_dir(&self, id: &str) -> PathBuf {
+        self.core.config.state.join("pods").join(id).join("shm")
+    }
+
     /// Where the records beside pods (`pods`) and their containers (`containers`) are.
     fn records(&self, kind: &str) -> PathBuf {
         self.core.config.root.join("cri").join(kind)
@@ -374,13 +381,22 @@ impl PodService {
             log_directory: spec.log_directory.clone(),
             runtime_handler: spec.runtime_handler.clone(),
         };
+        let shm = self.shm_dir(&id);
         let started = match self.write_record("pods", &id, &record) {
+            // The pod's /dev/shm, unless it shares the host's IPC (and so its /dev/shm).
+            Ok(()) if !spec.host_ipc => {
+                mount_shm(&shm).map_err(|e| Error::Internal(format!("the pod's /dev/shm at {}: {e}", shm.display())))
+            }
+            other => other,
+        };
+        let started = match started {
             Ok(()) => self.tasks.start(ns, &id, &Proc::Init).await.map(|_| ()),
             Err(e) => Err(e),
         };
         if let Err(e) = started {
             let _ = self.containers.remove(ns, &id, true, true).await;
             self.remove_record("pods", &id);
+            unmount_shm(&shm);
             return Err(e);
         }
         Ok(id)
@@ -430,6 +446,7 @@ impl PodService {
         }
         self.remove_quietly(ns, &pod.id).await?;
         self.remove_record("pods", &pod.id);
+        unmount_shm(&self.shm_dir(&pod.id));
         Ok(())
     }
 
@@ -554,7 +571,6 @@ impl PodService {
             // The pod's hostname (its UTS name is not shared: each container sets the same).
             hostname: (!pod.host_network && !pod.hostname.is_empty()).then(|| pod.hostname.clone()),
             network: if pod.host_network { NetworkMode::Host } else { NetworkMode::Container(pod.id.clone()) },
-            mounts: spec.mounts.clone(),
             read_only: spec.read_only,
             privileged: spec.privileged,
             cap_add: spec.cap_add.clone(),
@@ -584,6 +600,13 @@ impl PodService {
             // privileged container has neither.
             masked_paths: (!spec.masked_paths.is_empty()).then(|| spec.masked_paths.clone()),
             readonly_paths: (!spec.readonly_paths.is_empty()).then(|| spec.readonly_paths.clone()),
+            mounts: spec.mounts.clone(),
+            // The pod's /dev/shm (the host's for a pod in the host's IPC namespace); a pod
+            // made before pods had one leaves each container its own.
+            shm_source: {
+                let shm = if pod.host_ipc { PathBuf::from("/dev/shm") } else { self.shm_dir(&pod.id) };
+                shm.is_dir().then(|| shm.display().to_string())
+            },
             // The shim writes the log where the kubelet reads and rotates it.
             log_path: (!log_path.is_empty()).then(|| log_path.clone()),
             ..Default::default()
@@ -870,8 +893,8 @@ impl PodService {
         })
     }
 
-    /// At the agent's start: the records (and log links) of pods and containers that are
-    /// gone (removed with `berthctl rm`, or by a crash between two steps).
+    /// At the agent's start: the records (and log links) and /dev/shm of pods and containers
+    /// that are gone (removed with `berthctl rm`, or by a crash between two steps).
     pub(crate) async fn sweep(&self, ns: &str) {
         let live: std::collections::HashSet<String> = match self.containers.list(ns, &[]).await {
             Ok(all) => all.into_iter().map(|v| v.record.id.clone()).collect(),
@@ -893,6 +916,13 @@ impl PodService {
                     continue;
                 }
                 self.remove_record(kind, id);
+            }
+        }
+        // The /dev/shm of pods that are gone.
+        let Ok(entries) = std::fs::read_dir(self.core.config.state.join("pods")) else { return };
+        for e in entries.flatten() {
+            if !live.contains(e.file_name().to_string_lossy().as_ref()) {
+                unmount_shm(&e.path().join("shm"));
             }
         }
     }
@@ -928,6 +958,29 @@ fn connect_loopback(netns: Option<&std::path::Path>, port: u16) -> std::io::Resu
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
     std::net::TcpStream::connect_timeout(&v4, Duration::from_secs(10))
         .or_else(|e| std::net::TcpStream::connect_timeout(&v6, Duration::from_secs(10)).map_err(|_| e))
+}
+
+/// Make a pod's /dev/shm at `dir`: a tmpfs of 64 MiB (docker's and containerd's size).
+fn mount_shm(dir: &std::path::Path) -> std::io::Result<()> {
+    use rustix::mount::{mount, MountFlags};
+    std::fs::create_dir_all(dir)?;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    mount("shm", dir, "tmpfs", flags, Some(c"mode=1777,size=65536k")).map_err(std::io::Error::from)
+}
+
+/// Undo [`mount_shm`] (what is there of it) and remove the pod's directory. Detached: a
+/// container still holding it keeps its own mount of it.
+fn unmount_shm(dir: &std::path::Path) {
+    use rustix::mount::{unmount, UnmountFlags};
+    // Not mounted (never, or already undone): nothing to say.
+    let _ = unmount(dir, UnmountFlags::DETACH);
+    if let Some(pod_dir) = dir.parent() {
+        if let Err(e) = std::fs::remove_dir_all(pod_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %pod_dir.display(), error = %e, "removing a pod's directory");
+            }
+        }
+    }
 }
 
 fn is_gone(e: &Error) -> bool {
