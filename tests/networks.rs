@@ -685,11 +685,14 @@ fn fifty_containers_on_a_user_network_leave_no_interface_address_or_rule() {
     assert_eq!(ports_of(&bridge).len(), 50, "{:?}", ports_of(&bridge));
     assert_eq!(held_addresses(&net).len(), 50, "{:?}", held_addresses(&net));
     let ips: Vec<String> = all.iter().map(|n| d.ok(&["exec", n, "busybox", "ip", "-o", "-4", "addr", "show", "eth0"])).collect();
-    let ips: Vec<String> = ips.iter().map(|l| l.split_whitespace().nth(3).unwrap().split('/').next().unwrap().to_owned() + "/32").collect();
+    let ips: Vec<String> = ips.iter().map(|l| l.split_whitespace().nth(3).unwrap().split('/').next().unwrap().to_owned()).collect();
     let ids: Vec<String> = all.iter().map(|n| id_of(&d, n)).collect();
     let rules = || String::from_utf8_lossy(&std::process::Command::new("iptables-save").output().unwrap().stdout).into_owned();
+    // A rule names an address as IP/32, or as a port's destination (IP:PORT).
+    let names = |line: &str, ip: &str| line.contains(&format!("{ip}/32 ")) || line.contains(&format!("{ip}:"));
     let before = rules();
-    assert!(ips.iter().any(|ip| before.contains(ip.as_str())), "no rule names a container's address:\n{before}");
+    let published = before.lines().filter(|l| ips.iter().any(|ip| names(l, ip))).count();
+    assert!(published >= 5, "the five published ports' rules name their containers' addresses:\n{before}");
 
     let mut args = vec!["rm", "-f"];
     args.extend(all.iter().map(String::as_str));
@@ -701,7 +704,7 @@ fn fifty_containers_on_a_user_network_leave_no_interface_address_or_rule() {
         let mut left: Vec<String> = ports_of(&bridge);
         left.extend(held_addresses(&net).into_iter().chain(held_addresses(&other)));
         for (ip, id) in ips.iter().zip(&ids) {
-            left.extend(after.lines().filter(|l| l.contains(&format!("{ip} ")) || l.contains(id.as_str())).map(str::to_owned));
+            left.extend(after.lines().filter(|l| names(l, ip) || l.contains(id.as_str())).map(str::to_owned));
             left.extend(leftovers(&d, id));
         }
         left
@@ -712,4 +715,89 @@ fn fifty_containers_on_a_user_network_leave_no_interface_address_or_rule() {
         std::thread::sleep(Duration::from_millis(200));
     }
     d.ok(&["network", "rm", &net, &other]);
+}
+
+/// A network namespace standing for a machine beyond the host, reached through a veth
+/// pair on 198.51.100.0/30 (TEST-NET-2) and with no route to the containers' subnets:
+/// what answers there from a container was masqueraded on its way out.
+struct Outside {
+    ns: String,
+    host_if: String,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let pid = std::process::id();
+        let (ns, host_if, peer) = (format!("berth-out-{pid}"), format!("bout{pid}"), format!("boutp{pid}"));
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        ip(&["netns", "add", &ns]);
+        let outside = Outside { ns: ns.clone(), host_if: host_if.clone() };
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &ns]);
+        ip(&["addr", "add", "198.51.100.1/30", "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["-n", &ns, "addr", "add", "198.51.100.2/30", "dev", &peer]);
+        ip(&["-n", &ns, "link", "set", &peer, "up"]);
+        outside
+    }
+
+    /// A server on 198.51.100.2:`port` that writes each peer's address to its output,
+    /// for `secs` seconds.
+    fn serve(&self, port: u16, secs: u32) -> std::process::Child {
+        let code = format!(
+            "import socket, sys, time\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('198.51.100.2', {port})); s.listen(8); s.settimeout(1)\n\
+             end = time.time() + {secs}\n\
+             while time.time() < end:\n    \
+                 try:\n        c, a = s.accept()\n    except OSError:\n        continue\n    \
+                 print(a[0], flush=True); c.sendall(b'hello from outside\\n'); c.close()\n"
+        );
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-c", &code])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn a_container_reaches_beyond_the_host_with_the_host_s_address_and_an_internal_one_does_not() {
+    let d = daemon_with_busybox();
+    let outside = Outside::new();
+    let mut server = outside.serve(9999, 30);
+    // The default network: out through the host, masqueraded (the outside has no route
+    // back to the container's subnet, so an answer at all says so).
+    let mut said = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !said.contains("hello from outside") {
+        assert!(Instant::now() < deadline, "no answer from outside: {said:?}\n{}", d.log());
+        said = String::from_utf8_lossy(&d.ctl(&["run", "--rm", "busybox", "busybox", "nc", "-w", "3", "198.51.100.2", "9999"]).stdout)
+            .into_owned();
+    }
+    // A network the agent makes is masqueraded too; an internal one has no way out.
+    d.ok(&["network", "create", "--subnet", "10.231.0.0/24", "outnet"]);
+    d.ok(&["network", "create", "--internal", "--subnet", "10.232.0.0/24", "innet"]);
+    let on = |net: &str| {
+        let out = d.ctl(&["run", "--rm", "--net", net, "busybox", "busybox", "nc", "-w", "3", "198.51.100.2", "9999"]);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(on("outnet").contains("hello from outside"), "{}", d.log());
+    let inside = on("innet");
+    assert!(!inside.contains("hello from outside"), "an internal network reached out: {inside}");
+    d.ok(&["network", "rm", "outnet", "innet"]);
+    let _ = server.kill();
+    let out = server.wait_with_output().unwrap();
+    let peers = String::from_utf8_lossy(&out.stdout);
+    assert!(!peers.is_empty() && peers.lines().all(|p| p == "198.51.100.1"), "every peer is the host's address: {peers}");
 }

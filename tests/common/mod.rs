@@ -610,7 +610,7 @@ impl Daemon {
 
     /// The bridges of the networks in the daemon's own conf dir (but the
     /// default one, shared by every agent on the machine) and its isolation
-    /// chain, as `network rm` would remove them: a test leaves no interface,
+    /// and masquerade chains, as `network rm` would remove them: a test leaves no interface,
     /// route or rule behind.
     fn remove_bridges(&self) {
         if !self.net_conf.starts_with(self.dir.path()) {
@@ -636,6 +636,15 @@ impl Daemon {
             let _ = iptables(&["-D", "FORWARD", "-j", &chain]);
             let _ = iptables(&["-F", &chain]);
             let _ = iptables(&["-X", &chain]);
+        }
+        // And its masquerade chain.
+        let nat = chain.replace("BERTH-ISO-", "BERTH-MASQ-");
+        let listed =
+            Command::new("iptables").args(["-w", "5", "-t", "nat", "-n", "-L", &nat]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if listed.is_ok_and(|s| s.success()) {
+            let _ = iptables(&["-t", "nat", "-D", "POSTROUTING", "-j", &nat]);
+            let _ = iptables(&["-t", "nat", "-F", &nat]);
+            let _ = iptables(&["-t", "nat", "-X", &nat]);
         }
     }
 }

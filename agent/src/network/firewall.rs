@@ -1,8 +1,18 @@
-//! Isolation between the agent's bridge networks, as docker has it: a
-//! container on one network does not reach one on another, and an internal
-//! network reaches nothing beyond its bridge. One iptables chain per conf dir
-//! (`BERTH-ISO-<hash>`), jumped to first from `FORWARD`, rebuilt whole from
-//! the networks whenever one is made or removed, and at start.
+//! The host's rules for the agent's bridge networks, as docker has them, kept
+//! by the agent per network rather than by CNI plugins per container (the
+//! bridge plugin's `ipMasq` and the `firewall` plugin ran six to ten iptables
+//! processes for each container, most of the CPU time of a burst of starts):
+//! - isolation: a container on one network does not reach one on another, and
+//!   an internal network reaches nothing beyond its bridge;
+//! - forwarding: what comes from a bridge, and the replies to it, pass (where
+//!   `FORWARD`'s policy drops, as docker's hosts have it);
+//! - masquerade: what leaves a non-internal network's subnet for another
+//!   interface goes out with the host's address.
+//!
+//! One filter chain (`BERTH-ISO-<hash>`, jumped to first from `FORWARD`) and
+//! one nat chain (`BERTH-MASQ-<hash>`, from `POSTROUTING`) per conf dir,
+//! rebuilt whole in one commit whenever a network is made or removed, and at
+//! start.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,23 +29,54 @@ pub fn chain(conf_dir: &Path) -> String {
     format!("BERTH-ISO-{}", &hex::encode(h)[..8])
 }
 
-/// The rules for `nets` (the agent's bridge networks), each as iptables arguments after `-A CHAIN`.
+/// The nat chain of the networks configured in `conf_dir`.
+pub fn nat_chain(conf_dir: &Path) -> String {
+    chain(conf_dir).replace("BERTH-ISO-", "BERTH-MASQ-")
+}
+
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+/// The agent's bridge networks: (bridge, subnet, internal).
+fn bridges(nets: &[Network]) -> Vec<(&str, &str, bool)> {
+    nets.iter()
+        .filter(|n| n.managed && n.driver == "bridge")
+        .filter_map(|n| bridge_of(n).map(|b| (b, n.subnet.as_str(), n.internal)))
+        .collect()
+}
+
+/// The filter rules for `nets` (the agent's bridge networks), each as iptables arguments
+/// after `-A CHAIN`: every isolating drop, then what passes.
 pub fn rules(nets: &[Network]) -> Vec<Vec<String>> {
-    let bridges: Vec<(&str, bool)> =
-        nets.iter().filter(|n| n.managed && n.driver == "bridge").filter_map(|n| bridge_of(n).map(|b| (b, n.internal))).collect();
+    let bridges = bridges(nets);
     let mut out = Vec::new();
-    for (b, internal) in &bridges {
+    for (b, _, internal) in &bridges {
         if *internal {
-            out.push(vec!["-i".into(), b.to_string(), "!".into(), "-o".into(), b.to_string(), "-j".into(), "DROP".into()]);
-            out.push(vec!["-o".into(), b.to_string(), "!".into(), "-i".into(), b.to_string(), "-j".into(), "DROP".into()]);
+            out.push(words(&["-i", b, "!", "-o", b, "-j", "DROP"]));
+            out.push(words(&["-o", b, "!", "-i", b, "-j", "DROP"]));
         }
-        for (other, _) in &bridges {
+        for (other, _, _) in &bridges {
             if other != b {
-                out.push(vec!["-i".into(), b.to_string(), "-o".into(), other.to_string(), "-j".into(), "DROP".into()]);
+                out.push(words(&["-i", b, "-o", other, "-j", "DROP"]));
             }
         }
     }
+    for (b, _, _) in &bridges {
+        out.push(words(&["-i", b, "-j", "ACCEPT"]));
+        out.push(words(&["-o", b, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]));
+    }
     out
+}
+
+/// The nat rules for `nets`: each non-internal network's subnet masqueraded where it
+/// leaves by another interface than its bridge.
+pub fn nat_rules(nets: &[Network]) -> Vec<Vec<String>> {
+    bridges(nets)
+        .into_iter()
+        .filter(|(_, subnet, internal)| !internal && !subnet.is_empty())
+        .map(|(b, subnet, _)| words(&["-s", subnet, "!", "-o", b, "-j", "MASQUERADE"]))
+        .collect()
 }
 
 fn bridge_of(n: &Network) -> Option<&str> {
@@ -54,21 +95,29 @@ pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
         .open(&lock_path)
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    let ch = chain(conf_dir);
-    // One commit of iptables-restore: the chain is never seen half-filled
-    // (declared, it is made or emptied; the rules follow in the same commit).
-    run_with_input("iptables-restore", &["-w", "5", "--noflush"], restore_input(&ch, nets).as_bytes())?;
+    let (ch, nat) = (chain(conf_dir), nat_chain(conf_dir));
+    // One commit of iptables-restore: the chains are never seen half-filled
+    // (declared, each is made or emptied; the rules follow in the same commit).
+    run_with_input("iptables-restore", &["-w", "5", "--noflush"], restore_input(&ch, &nat, nets).as_bytes())?;
     if iptables(&["-C", "FORWARD", "-j", &ch]).is_err() {
         iptables(&["-I", "FORWARD", "1", "-j", &ch])?;
+    }
+    if iptables(&["-t", "nat", "-C", "POSTROUTING", "-j", &nat]).is_err() {
+        iptables(&["-t", "nat", "-A", "POSTROUTING", "-j", &nat])?;
     }
     Ok(())
 }
 
-/// The iptables-restore text that sets chain `ch` to the rules for `nets`.
-fn restore_input(ch: &str, nets: &[Network]) -> String {
+/// The iptables-restore text that sets chain `ch` (filter) and `nat` (nat) to the rules
+/// for `nets`.
+fn restore_input(ch: &str, nat: &str, nets: &[Network]) -> String {
     let mut text = format!("*filter\n:{ch} - [0:0]\n");
     for r in rules(nets) {
         text.push_str(&format!("-A {ch} {}\n", r.join(" ")));
+    }
+    text.push_str(&format!("COMMIT\n*nat\n:{nat} - [0:0]\n"));
+    for r in nat_rules(nets) {
+        text.push_str(&format!("-A {nat} {}\n", r.join(" ")));
     }
     text.push_str("COMMIT\n");
     text
@@ -124,12 +173,12 @@ fn run_with_input(tool: &str, args: &[&str], input: &[u8]) -> Result<(), String>
 mod tests {
     use super::*;
 
-    fn bridge(name: &str, bridge: &str, internal: bool) -> Network {
+    fn bridge(name: &str, bridge: &str, subnet: &str, internal: bool) -> Network {
         Network {
             name: name.into(),
             id: String::new(),
             driver: "bridge".into(),
-            subnet: String::new(),
+            subnet: subnet.into(),
             gateway: String::new(),
             internal,
             options: Default::default(),
@@ -144,9 +193,9 @@ mod tests {
     }
 
     #[test]
-    fn the_chain_is_set_in_one_commit_isolating_each_bridge_from_the_others() {
-        let nets = [bridge("a", "berth-a", false), bridge("i", "berth-i", true)];
-        let text = restore_input("BERTH-ISO-x", &nets);
+    fn the_chains_are_set_in_one_commit_isolating_forwarding_and_masquerading_each_bridge() {
+        let nets = [bridge("a", "berth-a", "10.1.0.0/16", false), bridge("i", "berth-i", "10.2.0.0/16", true)];
+        let text = restore_input("BERTH-ISO-x", "BERTH-MASQ-x", &nets);
         assert_eq!(
             text,
             "*filter\n:BERTH-ISO-x - [0:0]\n\
@@ -154,7 +203,15 @@ mod tests {
              -A BERTH-ISO-x -i berth-i ! -o berth-i -j DROP\n\
              -A BERTH-ISO-x -o berth-i ! -i berth-i -j DROP\n\
              -A BERTH-ISO-x -i berth-i -o berth-a -j DROP\n\
+             -A BERTH-ISO-x -i berth-a -j ACCEPT\n\
+             -A BERTH-ISO-x -o berth-a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A BERTH-ISO-x -i berth-i -j ACCEPT\n\
+             -A BERTH-ISO-x -o berth-i -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             COMMIT\n\
+             *nat\n:BERTH-MASQ-x - [0:0]\n\
+             -A BERTH-MASQ-x -s 10.1.0.0/16 ! -o berth-a -j MASQUERADE\n\
              COMMIT\n"
         );
+        assert_eq!(nat_chain(Path::new("/etc/berth/cni/net.d")), chain(Path::new("/etc/berth/cni/net.d")).replace("ISO", "MASQ"));
     }
 }

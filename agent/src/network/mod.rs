@@ -365,6 +365,7 @@ impl Networks {
         if let Err(e) = this.ensure_default() {
             tracing::warn!(error = %e, "the default network cannot be written: containers need --net none or host");
         }
+        this.upgrade_lists();
         Ok(this)
     }
 
@@ -391,6 +392,24 @@ impl Networks {
             created: crate::metadata::now_nanos(),
         };
         self.write_list(DEFAULT_NETWORK, &meta)
+    }
+
+    /// Lists an older agent wrote, with a masquerade and a firewall per container, written
+    /// again in this agent's form (the rules per network are the agent's now). Containers
+    /// attached meanwhile keep the list they were attached with, for their detach.
+    fn upgrade_lists(&self) {
+        let _g = self.conf_lock.lock().unwrap_or_else(|e| e.into_inner());
+        for list in ConfList::load_dir(&self.cfg.conf_dir).values() {
+            let Some(meta) = list.doc.get("berth").and_then(|v| serde_json::from_value::<Meta>(v.clone()).ok()) else { continue };
+            let old = list.plugins.iter().any(|p| {
+                p.get("type").and_then(Value::as_str) == Some("firewall") || p.get("ipMasq").and_then(Value::as_bool) == Some(true)
+            });
+            if old && meta.driver == "bridge" {
+                if let Err(e) = self.write_list(&list.name, &meta) {
+                    tracing::warn!(network = %list.name, error = %e, "a network's list cannot be written in the current form");
+                }
+            }
+        }
     }
 
     /// Every network of the conf dir.
@@ -529,7 +548,8 @@ impl Networks {
                 "type": "bridge",
                 "bridge": meta.bridge,
                 "isGateway": true,
-                "ipMasq": !meta.internal,
+                // Masquerade and forwarding are the agent's rules per network (firewall.rs).
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": ipam,
             }),
@@ -541,7 +561,6 @@ impl Networks {
         let mut plugins = vec![first];
         if meta.driver == "bridge" {
             plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
-            plugins.push(json!({"type": "firewall"}));
         }
         let doc = json!({"cniVersion": "1.0.0", "name": name, "berth": meta, "plugins": plugins});
         let path = self.cfg.conf_dir.join(format!("berth-{name}.conflist"));
