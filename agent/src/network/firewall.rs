@@ -4,8 +4,9 @@
 //! processes for each container, most of the CPU time of a burst of starts):
 //! - isolation: a container on one network does not reach one on another, and
 //!   an internal network reaches nothing beyond its bridge;
-//! - forwarding: what comes from a bridge, and the replies to it, pass (where
-//!   `FORWARD`'s policy drops, as docker's hosts have it);
+//! - forwarding: what comes from a bridge, the replies to it and the
+//!   connections to its published ports pass (where `FORWARD`'s policy drops,
+//!   as docker's hosts have it);
 //! - masquerade: what leaves a non-internal network's subnet for another
 //!   interface goes out with the host's address.
 //!
@@ -65,6 +66,8 @@ pub fn rules(nets: &[Network]) -> Vec<Vec<String>> {
     for (b, _, _) in &bridges {
         out.push(words(&["-i", b, "-j", "ACCEPT"]));
         out.push(words(&["-o", b, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]));
+        // A published port's connections from other machines (portmap's DNAT), and no other.
+        out.push(words(&["-o", b, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]));
     }
     out
 }
@@ -205,8 +208,10 @@ mod tests {
              -A BERTH-ISO-x -i berth-i -o berth-a -j DROP\n\
              -A BERTH-ISO-x -i berth-a -j ACCEPT\n\
              -A BERTH-ISO-x -o berth-a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A BERTH-ISO-x -o berth-a -m conntrack --ctstate DNAT -j ACCEPT\n\
              -A BERTH-ISO-x -i berth-i -j ACCEPT\n\
              -A BERTH-ISO-x -o berth-i -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A BERTH-ISO-x -o berth-i -m conntrack --ctstate DNAT -j ACCEPT\n\
              COMMIT\n\
              *nat\n:BERTH-MASQ-x - [0:0]\n\
              -A BERTH-MASQ-x -s 10.1.0.0/16 ! -o berth-a -j MASQUERADE\n\
