@@ -499,6 +499,9 @@ fn pods_share_ipc_and_processes_as_asked_with_their_sysctls_cgroup_and_security(
             std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
         };
         assert!(mounted(&shm), "a tmpfs of its own");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(shm.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "only root enters the pod's directory");
         let df = exec_out(&mut rt, two, &["busybox", "df", "-k", "/dev/shm"]).await;
         assert!(df.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(1) == Some("65536")), "64 MiB: {df}");
         assert_eq!(exec_out(&mut rt, one, &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]).await.trim(), "99");

@@ -771,11 +771,34 @@ impl Drop for Outside {
     }
 }
 
+/// FORWARD's policy set to DROP (as on a host with docker) for as long as it lives, then
+/// set back to what it was.
+struct ForwardDrops(String);
+
+impl ForwardDrops {
+    fn new() -> ForwardDrops {
+        let rules = std::process::Command::new("iptables").args(["-w", "5", "-S", "FORWARD"]).output().unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+        let was = rules.lines().find_map(|l| l.strip_prefix("-P FORWARD ")).unwrap_or("ACCEPT").trim().to_owned();
+        assert!(std::process::Command::new("iptables").args(["-w", "5", "-P", "FORWARD", "DROP"]).status().unwrap().success());
+        ForwardDrops(was)
+    }
+}
+
+impl Drop for ForwardDrops {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables").args(["-w", "5", "-P", "FORWARD", &self.0]).status();
+    }
+}
+
 #[test]
-fn a_container_reaches_beyond_the_host_with_the_host_s_address_and_an_internal_one_does_not() {
+fn where_forward_drops_a_container_reaches_beyond_the_host_with_its_address_and_is_reached_by_its_ports_only() {
+    require_tool("python3", "python3");
     let d = daemon_with_busybox();
     let outside = Outside::new();
     let mut server = outside.serve(9999, 30);
+    // Every forwarded packet passes by the agent's rules alone.
+    let _drops = ForwardDrops::new();
     // The default network: out through the host, masqueraded (the outside has no route
     // back to the container's subnet, so an answer at all says so).
     let mut said = String::new();
@@ -786,8 +809,9 @@ fn a_container_reaches_beyond_the_host_with_the_host_s_address_and_an_internal_o
             .into_owned();
     }
     // A network the agent makes is masqueraded too; an internal one has no way out.
-    d.ok(&["network", "create", "--subnet", "10.231.0.0/24", "outnet"]);
-    d.ok(&["network", "create", "--internal", "--subnet", "10.232.0.0/24", "innet"]);
+    let t = free_subnet_tag(&[231, 232]);
+    d.ok(&["network", "create", "--subnet", &format!("10.231.{t}.0/24"), "outnet"]);
+    d.ok(&["network", "create", "--internal", "--subnet", &format!("10.232.{t}.0/24"), "innet"]);
     let on = |net: &str| {
         let out = d.ctl(&["run", "--rm", "--net", net, "busybox", "busybox", "nc", "-w", "3", "198.51.100.2", "9999"]);
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -795,6 +819,27 @@ fn a_container_reaches_beyond_the_host_with_the_host_s_address_and_an_internal_o
     assert!(on("outnet").contains("hello from outside"), "{}", d.log());
     let inside = on("innet");
     assert!(!inside.contains("hello from outside"), "an internal network reached out: {inside}");
+    // From outside, a published port reaches its container; the container's own address
+    // does not, even with a route to it through the host.
+    let port = free_port().to_string();
+    let publish = format!("{port}:7777");
+    d.ok(&["run", "-d", "--name", "srv", "--net", "outnet", "-p", &publish, "busybox", "busybox", "httpd", "-f", "-p", "7777", "-h", "/"]);
+    let line = d.ok(&["exec", "srv", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    let addr = line.split_whitespace().nth(3).unwrap().split('/').next().unwrap().to_owned();
+    let route = ["-n", &outside.ns, "route", "add", &format!("10.231.{t}.0/24"), "via", "198.51.100.1"];
+    let out = std::process::Command::new("ip").args(route).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let connects = |addr: &str, port: &str| {
+        let code = format!("import socket; socket.create_connection(('{addr}', {port}), timeout=2).close()");
+        std::process::Command::new("ip").args(["netns", "exec", &outside.ns, "python3", "-c", &code]).output().unwrap().status.success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connects("198.51.100.1", &port) {
+        assert!(Instant::now() < deadline, "the published port is not reached from outside\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!connects(&addr, "7777"), "the container was reached from outside at its own address");
+    d.ok(&["rm", "-f", "srv"]);
     d.ok(&["network", "rm", "outnet", "innet"]);
     let _ = server.kill();
     let out = server.wait_with_output().unwrap();

@@ -186,6 +186,12 @@ impl Agent {
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         // (An empty mark is an older agent's, which wrote no id: the same boot.)
         let first_boot = std::fs::read_to_string(&booted).map_or(true, |seen| !seen.trim().is_empty() && seen.trim() != boot_id.trim());
+        // The networks' host rules (isolation, forwarding, masquerade) before any container
+        // starts again (a restart policy, the pool of namespaces).
+        let networks = self.core.networks.clone();
+        if tokio::task::spawn_blocking(move || networks.sync_firewall()).await.is_err() {
+            tracing::warn!("the networks' host rules were not set");
+        }
         self.services.containers.start_policies_at_boot(first_boot);
         self.services.containers.start_health_checks();
         let mark = || {
@@ -214,14 +220,12 @@ impl Agent {
         }
         if crate::runtime::find_binary("iptables").is_none() {
             tracing::warn!(
-                "iptables not found: networks are not isolated from one another and ports cannot be published (apt-get install iptables)"
+                "iptables not found: networks are not isolated from one another, containers do not reach beyond the host and ports cannot be published (apt-get install iptables)"
             );
         }
         self.core.networks.start_pool();
         // The name servers of the networks whose containers run on.
         self.core.networks.update_dns().await;
-        let networks = self.core.networks.clone();
-        tokio::task::spawn_blocking(move || networks.sync_firewall());
         // Once the tasks are found (a build's RUN step among them, its shim
         // adopted so it can be killed) and before anything is served.
         self.services.build.recover().await;

@@ -609,8 +609,8 @@ impl Daemon {
     }
 
     /// The bridges of the networks in the daemon's own conf dir (but the
-    /// default one, shared by every agent on the machine) and its isolation
-    /// and masquerade chains, as `network rm` would remove them: a test leaves no interface,
+    /// default one, shared by every agent on the machine) and its isolation,
+    /// forwarding and masquerade chains, as `network rm` would remove them: a test leaves no interface,
     /// route or rule behind.
     fn remove_bridges(&self) {
         if !self.net_conf.starts_with(self.dir.path()) {
@@ -631,11 +631,14 @@ impl Daemon {
         let h = Sha256::digest(self.net_conf.as_os_str().as_encoded_bytes());
         let chain = format!("BERTH-ISO-{}", &hex(&h)[..8]);
         let iptables = |args: &[&str]| Command::new("iptables").args(["-w", "5"]).args(args).stderr(Stdio::null()).status();
-        let listed = Command::new("iptables").args(["-w", "5", "-n", "-L", &chain]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        if listed.is_ok_and(|s| s.success()) {
-            let _ = iptables(&["-D", "FORWARD", "-j", &chain]);
-            let _ = iptables(&["-F", &chain]);
-            let _ = iptables(&["-X", &chain]);
+        for chain in [chain.clone(), chain.replace("BERTH-ISO-", "BERTH-FWD-")] {
+            let listed =
+                Command::new("iptables").args(["-w", "5", "-n", "-L", &chain]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            if listed.is_ok_and(|s| s.success()) {
+                let _ = iptables(&["-D", "FORWARD", "-j", &chain]);
+                let _ = iptables(&["-F", &chain]);
+                let _ = iptables(&["-X", &chain]);
+            }
         }
         // And its masquerade chain.
         let nat = chain.replace("BERTH-ISO-", "BERTH-MASQ-");

@@ -1,6 +1,6 @@
 //! Containers service.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_api::v1::{self, containers_server::ContainersServer};
@@ -37,8 +37,8 @@ struct Encoded {
     by_ns: std::sync::Mutex<HashMap<String, HashMap<String, EncodedEntry>>>,
 }
 
-/// Most entries kept in one namespace (filtered lists alone never prune).
-const MAX_ENCODED: usize = 100_000;
+/// Most entries kept in one namespace.
+const MAX_ENCODED: usize = 10_000;
 
 struct EncodedEntry {
     record: Arc<crate::metadata::ContainerRecord>,
@@ -50,9 +50,7 @@ struct EncodedEntry {
 impl Encoded {
     /// The messages of `views` (in their order), from the cache where they
     /// are current. A container with a health state is encoded each time.
-    /// `all`: `views` are all of the namespace's containers (an unfiltered
-    /// list), so entries of any other are stale and go.
-    fn messages(&self, ns: &str, views: &[ContainerView], all: bool) -> Vec<prost::bytes::Bytes> {
+    fn messages(&self, ns: &str, views: &[ContainerView]) -> Vec<prost::bytes::Bytes> {
         let encode = |v: &ContainerView| prost::bytes::Bytes::from(prost::Message::encode_to_vec(&container_message(v)));
         let same = |e: &EncodedEntry, v: &ContainerView| {
             Arc::ptr_eq(&e.record, &v.record)
@@ -86,11 +84,14 @@ impl Encoded {
             }
         }
         let mut by_ns = self.by_ns.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries of containers removed or changed since go, whatever lists come (filtered
+        // ones too): the store holds every current record, so a record only this cache
+        // holds is one the store let go of.
+        by_ns.retain(|_, map| {
+            map.retain(|_, e| Arc::strong_count(&e.record) > 1);
+            !map.is_empty()
+        });
         let map = by_ns.entry(ns.to_owned()).or_default();
-        if all && map.len() + fresh.len() > views.len() {
-            let live: HashSet<&str> = views.iter().map(|v| v.record.id.as_str()).collect();
-            map.retain(|id, _| live.contains(id.as_str()));
-        }
         if map.len() + fresh.len() > MAX_ENCODED {
             map.clear();
         }
@@ -480,10 +481,7 @@ impl v1::containers_server::Containers for ContainersApi {
     async fn list(&self, req: Request<v1::ListContainersRequest>) -> Result<Response<v1::ListContainersResponse>, Status> {
         let ns = namespace(&req)?;
         let all = self.services.containers.list(&ns, &req.get_ref().filters).await?;
-        Ok(Response::new(v1::ListContainersResponse {
-            containers: Vec::new(),
-            encoded: self.encoded.messages(&ns, &all, req.get_ref().filters.is_empty()),
-        }))
+        Ok(Response::new(v1::ListContainersResponse { containers: Vec::new(), encoded: self.encoded.messages(&ns, &all) }))
     }
 
     async fn update(&self, req: Request<v1::UpdateContainerRequest>) -> Result<Response<v1::UpdateContainerResponse>, Status> {

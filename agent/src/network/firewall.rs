@@ -10,10 +10,12 @@
 //! - masquerade: what leaves a non-internal network's subnet for another
 //!   interface goes out with the host's address.
 //!
-//! One filter chain (`BERTH-ISO-<hash>`, jumped to first from `FORWARD`) and
-//! one nat chain (`BERTH-MASQ-<hash>`, from `POSTROUTING`) per conf dir,
-//! rebuilt whole in one commit whenever a network is made or removed, and at
-//! start.
+//! Per conf dir: the isolating drops in a filter chain jumped to first from
+//! `FORWARD` (`BERTH-ISO-<hash>`), what passes in one jumped to last
+//! (`BERTH-FWD-<hash>`: the host's own rules, and every agent's drops, come
+//! before it), the masquerade in a nat chain from `POSTROUTING`
+//! (`BERTH-MASQ-<hash>`); all rebuilt whole in one commit whenever a network
+//! is made or removed, and at start, before any container starts.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,8 +49,13 @@ fn bridges(nets: &[Network]) -> Vec<(&str, &str, bool)> {
         .collect()
 }
 
-/// The filter rules for `nets` (the agent's bridge networks), each as iptables arguments
-/// after `-A CHAIN`: every isolating drop, then what passes.
+/// The filter chain of what passes, of the networks configured in `conf_dir`.
+pub fn accept_chain(conf_dir: &Path) -> String {
+    chain(conf_dir).replace("BERTH-ISO-", "BERTH-FWD-")
+}
+
+/// The isolating rules for `nets` (the agent's bridge networks), each as iptables arguments
+/// after `-A CHAIN`.
 pub fn rules(nets: &[Network]) -> Vec<Vec<String>> {
     let bridges = bridges(nets);
     let mut out = Vec::new();
@@ -63,7 +70,14 @@ pub fn rules(nets: &[Network]) -> Vec<Vec<String>> {
             }
         }
     }
-    for (b, _, _) in &bridges {
+    out
+}
+
+/// What passes for `nets`: in a chain of its own, appended to `FORWARD`, so that the
+/// host's own rules, and every agent's isolating drops, come first.
+pub fn accept_rules(nets: &[Network]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (b, _, _) in bridges(nets) {
         out.push(words(&["-i", b, "-j", "ACCEPT"]));
         out.push(words(&["-o", b, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]));
         // A published port's connections from other machines (portmap's DNAT), and no other.
@@ -98,29 +112,45 @@ pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
         .open(&lock_path)
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    let (ch, nat) = (chain(conf_dir), nat_chain(conf_dir));
+    let chains = Chains { iso: chain(conf_dir), accept: accept_chain(conf_dir), nat: nat_chain(conf_dir) };
     // One commit of iptables-restore: the chains are never seen half-filled
     // (declared, each is made or emptied; the rules follow in the same commit).
-    run_with_input("iptables-restore", &["-w", "5", "--noflush"], restore_input(&ch, &nat, nets).as_bytes())?;
-    if iptables(&["-C", "FORWARD", "-j", &ch]).is_err() {
-        iptables(&["-I", "FORWARD", "1", "-j", &ch])?;
+    run_with_input("iptables-restore", &["-w", "5", "--noflush"], restore_input(&chains, nets).as_bytes())?;
+    let (ch, accept, nat) = (&chains.iso, &chains.accept, &chains.nat);
+    if iptables(&["-C", "FORWARD", "-j", ch]).is_err() {
+        iptables(&["-I", "FORWARD", "1", "-j", ch])?;
     }
-    if iptables(&["-t", "nat", "-C", "POSTROUTING", "-j", &nat]).is_err() {
-        iptables(&["-t", "nat", "-A", "POSTROUTING", "-j", &nat])?;
+    if iptables(&["-C", "FORWARD", "-j", accept]).is_err() {
+        iptables(&["-A", "FORWARD", "-j", accept])?;
+    }
+    if iptables(&["-t", "nat", "-C", "POSTROUTING", "-j", nat]).is_err() {
+        iptables(&["-t", "nat", "-A", "POSTROUTING", "-j", nat])?;
     }
     Ok(())
 }
 
-/// The iptables-restore text that sets chain `ch` (filter) and `nat` (nat) to the rules
-/// for `nets`.
-fn restore_input(ch: &str, nat: &str, nets: &[Network]) -> String {
-    let mut text = format!("*filter\n:{ch} - [0:0]\n");
+/// The agent's chains of one conf dir.
+struct Chains {
+    /// Filter, first in `FORWARD`: isolation.
+    iso: String,
+    /// Filter, last in `FORWARD`: what passes.
+    accept: String,
+    /// Nat, in `POSTROUTING`: masquerade.
+    nat: String,
+}
+
+/// The iptables-restore text that sets the chains to the rules for `nets`.
+fn restore_input(c: &Chains, nets: &[Network]) -> String {
+    let mut text = format!("*filter\n:{} - [0:0]\n:{} - [0:0]\n", c.iso, c.accept);
     for r in rules(nets) {
-        text.push_str(&format!("-A {ch} {}\n", r.join(" ")));
+        text.push_str(&format!("-A {} {}\n", c.iso, r.join(" ")));
     }
-    text.push_str(&format!("COMMIT\n*nat\n:{nat} - [0:0]\n"));
+    for r in accept_rules(nets) {
+        text.push_str(&format!("-A {} {}\n", c.accept, r.join(" ")));
+    }
+    text.push_str(&format!("COMMIT\n*nat\n:{} - [0:0]\n", c.nat));
     for r in nat_rules(nets) {
-        text.push_str(&format!("-A {nat} {}\n", r.join(" ")));
+        text.push_str(&format!("-A {} {}\n", c.nat, r.join(" ")));
     }
     text.push_str("COMMIT\n");
     text
@@ -198,20 +228,21 @@ mod tests {
     #[test]
     fn the_chains_are_set_in_one_commit_isolating_forwarding_and_masquerading_each_bridge() {
         let nets = [bridge("a", "berth-a", "10.1.0.0/16", false), bridge("i", "berth-i", "10.2.0.0/16", true)];
-        let text = restore_input("BERTH-ISO-x", "BERTH-MASQ-x", &nets);
+        let chains = Chains { iso: "BERTH-ISO-x".into(), accept: "BERTH-FWD-x".into(), nat: "BERTH-MASQ-x".into() };
+        let text = restore_input(&chains, &nets);
         assert_eq!(
             text,
-            "*filter\n:BERTH-ISO-x - [0:0]\n\
+            "*filter\n:BERTH-ISO-x - [0:0]\n:BERTH-FWD-x - [0:0]\n\
              -A BERTH-ISO-x -i berth-a -o berth-i -j DROP\n\
              -A BERTH-ISO-x -i berth-i ! -o berth-i -j DROP\n\
              -A BERTH-ISO-x -o berth-i ! -i berth-i -j DROP\n\
              -A BERTH-ISO-x -i berth-i -o berth-a -j DROP\n\
-             -A BERTH-ISO-x -i berth-a -j ACCEPT\n\
-             -A BERTH-ISO-x -o berth-a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-             -A BERTH-ISO-x -o berth-a -m conntrack --ctstate DNAT -j ACCEPT\n\
-             -A BERTH-ISO-x -i berth-i -j ACCEPT\n\
-             -A BERTH-ISO-x -o berth-i -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-             -A BERTH-ISO-x -o berth-i -m conntrack --ctstate DNAT -j ACCEPT\n\
+             -A BERTH-FWD-x -i berth-a -j ACCEPT\n\
+             -A BERTH-FWD-x -o berth-a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A BERTH-FWD-x -o berth-a -m conntrack --ctstate DNAT -j ACCEPT\n\
+             -A BERTH-FWD-x -i berth-i -j ACCEPT\n\
+             -A BERTH-FWD-x -o berth-i -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             -A BERTH-FWD-x -o berth-i -m conntrack --ctstate DNAT -j ACCEPT\n\
              COMMIT\n\
              *nat\n:BERTH-MASQ-x - [0:0]\n\
              -A BERTH-MASQ-x -s 10.1.0.0/16 ! -o berth-a -j MASQUERADE\n\

@@ -431,16 +431,41 @@ impl PodService {
     /// Stop the pod's containers, then its pause process; its network goes with its task.
     /// A pod that is not there, or stopped already, is stopped.
     pub async fn stop(&self, ns: &str, id: &str) -> Result<(), Error> {
-        let Some(pod) = self.get(ns, id).await? else { return Ok(()) };
+        let Some(pod) = self.get(ns, id).await? else {
+            self.unmount_shm_of(id);
+            return Ok(());
+        };
         for c in self.members(ns, &pod.id).await? {
             self.stop_quietly(ns, &c.record.id, STOP_TIMEOUT).await?;
         }
-        self.stop_quietly(ns, &pod.id, STOP_TIMEOUT).await
+        self.stop_quietly(ns, &pod.id, STOP_TIMEOUT).await?;
+        // Its containers are stopped, and none starts again in a stopped pod (as containerd).
+        unmount_shm(&self.shm_dir(&pod.id));
+        Ok(())
+    }
+
+    /// The /dev/shm of a pod that is gone (removed otherwise, or by a call cut short), when
+    /// `id` is a whole id.
+    fn unmount_shm_of(&self, id: &str) {
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            unmount_shm(&self.shm_dir(id));
+        }
     }
 
     /// Remove the pod's containers and the pod. A pod that is not there is removed.
+    /// It runs to its end even when the caller goes (its deadline passes).
     pub async fn remove(&self, ns: &str, id: &str) -> Result<(), Error> {
-        let Some(pod) = self.get(ns, id).await? else { return Ok(()) };
+        let (svc, ns, id) = (self.clone(), ns.to_owned(), id.to_owned());
+        tokio::spawn(async move { svc.remove_whole(&ns, &id).await })
+            .await
+            .map_err(|e| Error::Internal(format!("the pod's removal failed: {e}")))?
+    }
+
+    async fn remove_whole(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let Some(pod) = self.get(ns, id).await? else {
+            self.unmount_shm_of(id);
+            return Ok(());
+        };
         for c in self.members(ns, &pod.id).await? {
             self.remove_container(ns, &c.record.id).await?;
         }
@@ -605,7 +630,7 @@ impl PodService {
             // made before pods had one leaves each container its own.
             shm_source: {
                 let shm = if pod.host_ipc { PathBuf::from("/dev/shm") } else { self.shm_dir(&pod.id) };
-                shm.is_dir().then(|| shm.display().to_string())
+                (pod.host_ipc || is_tmpfs(&shm)).then(|| shm.display().to_string())
             },
             // The shim writes the log where the kubelet reads and rotates it.
             log_path: (!log_path.is_empty()).then(|| log_path.clone()),
@@ -896,6 +921,7 @@ impl PodService {
     /// At the agent's start: the records (and log links) and /dev/shm of pods and containers
     /// that are gone (removed with `berthctl rm`, or by a crash between two steps).
     pub(crate) async fn sweep(&self, ns: &str) {
+        let listed_at = std::time::SystemTime::now();
         let live: std::collections::HashSet<String> = match self.containers.list(ns, &[]).await {
             Ok(all) => all.into_iter().map(|v| v.record.id.clone()).collect(),
             Err(e) => {
@@ -918,10 +944,11 @@ impl PodService {
                 self.remove_record(kind, id);
             }
         }
-        // The /dev/shm of pods that are gone.
+        // The /dev/shm of pods that are gone (not of one made since the list above).
         let Ok(entries) = std::fs::read_dir(self.core.config.state.join("pods")) else { return };
         for e in entries.flatten() {
-            if !live.contains(e.file_name().to_string_lossy().as_ref()) {
+            let newer = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= listed_at);
+            if !newer && !live.contains(e.file_name().to_string_lossy().as_ref()) {
                 unmount_shm(&e.path().join("shm"));
             }
         }
@@ -960,12 +987,24 @@ fn connect_loopback(netns: Option<&std::path::Path>, port: u16) -> std::io::Resu
         .or_else(|e| std::net::TcpStream::connect_timeout(&v6, Duration::from_secs(10)).map_err(|_| e))
 }
 
-/// Make a pod's /dev/shm at `dir`: a tmpfs of 64 MiB (docker's and containerd's size).
+/// Make a pod's /dev/shm at `dir`: a tmpfs of 64 MiB (docker's and containerd's size), in
+/// directories only root enters (the tmpfs itself is open to the pod's users, 1777).
 fn mount_shm(dir: &std::path::Path) -> std::io::Result<()> {
     use rustix::mount::{mount, MountFlags};
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    for d in [dir.parent(), dir.parent().and_then(|p| p.parent())].into_iter().flatten() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     mount("shm", dir, "tmpfs", flags, Some(c"mode=1777,size=65536k")).map_err(std::io::Error::from)
+}
+
+/// Whether `dir` is a tmpfs (a pod's /dev/shm still mounted; after a reboot, with the
+/// state on disk, a plain directory is left).
+fn is_tmpfs(dir: &std::path::Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    rustix::fs::statfs(dir).is_ok_and(|s| s.f_type == TMPFS_MAGIC)
 }
 
 /// Undo [`mount_shm`] (what is there of it) and remove the pod's directory. Detached: a

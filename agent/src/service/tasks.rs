@@ -254,12 +254,16 @@ impl TaskService {
         if !self.core.tasks.is_running(ns, &rec.id) {
             return Err(Error::FailedPrecondition(format!("container {} is not running", rec.name)));
         }
-        // Read in place: the cgroup's files are the kernel's counters, never
-        // the disk's, and a hop to a blocking thread cost more than the reads.
-        // A task created but not started has no cgroup yet; one that just exited, none any more.
-        let stats = cgroups::stats(&rec.cgroups_path)
-            .ok_or_else(|| Error::FailedPrecondition(format!("container {} is not running (it has no cgroup)", rec.name)))?;
-        Ok(Stats { stats, read_at: SystemTime::now() })
+        let (path, name) = (rec.cgroups_path, rec.name);
+        // On a blocking thread: cgroup v2's memory.stat can make its reader wait while the
+        // kernel flushes its counters.
+        blocking(move || {
+            // A task created but not started has no cgroup yet; one that just exited, none any more.
+            let stats = cgroups::stats(&path)
+                .ok_or_else(|| Error::FailedPrecondition(format!("container {name} is not running (it has no cgroup)")))?;
+            Ok(Stats { stats, read_at: SystemTime::now() })
+        })
+        .await
     }
 
     /// Open the container's log file again, where it was: after its reader (the kubelet)
