@@ -159,7 +159,7 @@ impl Cni {
     /// `ADD` through the list; the last plugin's result.
     pub async fn add(&self, list: &ConfList, call: &Call<'_>) -> Result<Value, CniError> {
         let mut prev: Option<Value> = None;
-        for p in &list.plugins {
+        for p in list.plugins.iter().filter(|p| !needless(p, call.args)) {
             let out = self.run(list, p, "ADD", call, prev.as_ref()).await?;
             let result: Value = serde_json::from_slice(&out).map_err(|e| CniError::Plugin {
                 plugin: plugin_type(p).to_owned(),
@@ -175,7 +175,7 @@ impl Cni {
     /// one fails (the first error is returned).
     pub async fn del(&self, list: &ConfList, call: &Call<'_>, prev: Option<&Value>) -> Result<(), CniError> {
         let mut first = None;
-        for p in list.plugins.iter().rev() {
+        for p in list.plugins.iter().rev().filter(|p| !needless(p, call.args)) {
             if let Err(e) = self.run(list, p, "DEL", call, prev).await {
                 first.get_or_insert(e);
             }
@@ -229,6 +229,14 @@ impl Cni {
         }
         Ok(out.stdout)
     }
+}
+
+/// A plugin with nothing to do for this attachment, and so not run: `portmap` with no
+/// port to map (on `ADD` it would pass the previous result on; on `DEL` it would look
+/// for the rules it never made, with a dozen iptables processes). One that carries its
+/// own `runtimeConfig` runs.
+fn needless(p: &Map<String, Value>, args: &RuntimeArgs) -> bool {
+    plugin_type(p) == "portmap" && args.port_mappings.is_empty() && !p.contains_key("runtimeConfig")
 }
 
 fn plugin_type(p: &Map<String, Value>) -> &str {
@@ -344,6 +352,23 @@ mod tests {
         ] {
             assert!(ConfList::parse(p, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn portmap_runs_only_with_ports_to_map() {
+        let portmap = |extra: &str| -> Map<String, Value> {
+            serde_json::from_str(&format!(r#"{{"type":"portmap","capabilities":{{"portMappings":true}}{extra}}}"#)).unwrap()
+        };
+        let none = RuntimeArgs::default();
+        let one = RuntimeArgs {
+            port_mappings: vec![PortMapping { host_port: 80, container_port: 8080, protocol: "tcp".into(), host_ip: String::new() }],
+            ips: vec![],
+        };
+        assert!(needless(&portmap(""), &none));
+        assert!(!needless(&portmap(""), &one));
+        assert!(!needless(&portmap(r#","runtimeConfig":{}"#), &none), "a list's own runtime values");
+        let bridge: Map<String, Value> = serde_json::from_str(r#"{"type":"bridge"}"#).unwrap();
+        assert!(!needless(&bridge, &none));
     }
 
     #[test]
