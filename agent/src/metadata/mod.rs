@@ -354,10 +354,16 @@ pub struct Metadata {
     snapshots: TableDefinition<'static, &'static str, &'static [u8]>,
 }
 
+/// Bytes of pages the metadata database keeps in memory.
+const METADATA_CACHE: usize = 2 << 20;
+
 impl Metadata {
     /// Open (creating) the database; snapshot records are those of `snapshotter`.
     pub fn open(path: &Path, snapshotter: &str) -> Result<Self, MetadataError> {
-        let db = Database::create(path)?;
+        // Records the agent reads often are kept decoded in memory (containers, images);
+        // the database's own page cache (1 GiB at most by default, kept once filled) only
+        // saves a read of the page cache for the rest.
+        let db = redb::Builder::new().set_cache_size(METADATA_CACHE).create(path)?;
         // Its records hold containers' environments: readable by root only.
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(|e| MetadataError::Database(format!("{}: {e}", path.display())))?;
