@@ -395,6 +395,7 @@ fn pods_outlive_an_agent_restart() {
         let ctr = rt.create_container(create).await.unwrap().into_inner().container_id;
         rt.start_container(cri::StartContainerRequest { container_id: ctr.clone() }).await.unwrap();
         let ip = rt.pod_sandbox_status(status(&pod)).await.unwrap().into_inner().status.unwrap().network.unwrap().ip;
+        exec_out(&mut rt, &ctr, &["sh", "-c", "echo kept > /dev/shm/note"]).await;
         (pod, ctr, ip)
     });
     d.kill9();
@@ -407,6 +408,20 @@ fn pods_outlive_an_agent_restart() {
         assert_eq!(s.network.unwrap().ip, ip, "the pod kept its address");
         let c = rt.container_status(cri::ContainerStatusRequest { container_id: ctr.clone(), verbose: false }).await.unwrap();
         assert_eq!(c.into_inner().status.unwrap().state, cri::ContainerState::ContainerRunning as i32);
+        // The pod's /dev/shm outlives the agent too (its start's sweep leaves a live pod's):
+        // a container made after the restart reads what one wrote before it.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let c = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "reader".into(), attempt: 0 }),
+            image: spec("busybox"),
+            command: vec!["sleep".into(), "600".into()],
+            ..Default::default()
+        };
+        let config = pod_config("lasting", false);
+        let create = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(c), sandbox_config: Some(config) };
+        let reader = rt.create_container(create).await.unwrap().into_inner().container_id;
+        rt.start_container(cri::StartContainerRequest { container_id: reader.clone() }).await.unwrap();
+        assert_eq!(exec_out(&mut rt, &reader, &["cat", "/dev/shm/note"]).await.trim(), "kept");
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
     });
