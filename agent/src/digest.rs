@@ -52,7 +52,8 @@ impl Digest {
     }
 }
 
-fn is_hex64(s: &str) -> bool {
+/// 64 lowercase hex digits: a sha256 digest's, and every id the agent makes.
+pub(crate) fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

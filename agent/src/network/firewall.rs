@@ -26,15 +26,20 @@ use super::Network;
 /// Longest one iptables call may take (it waits for the xtables lock within this).
 const IPTABLES_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The chain of the networks configured in `conf_dir`.
-pub fn chain(conf_dir: &Path) -> String {
+/// The agent's chain `kind` (`ISO`, `FWD`, `MASQ`) of the networks configured in `conf_dir`.
+fn named(kind: &str, conf_dir: &Path) -> String {
     let h = <sha2::Sha256 as sha2::Digest>::digest(conf_dir.as_os_str().as_encoded_bytes());
-    format!("BERTH-ISO-{}", &hex::encode(h)[..8])
+    format!("BERTH-{kind}-{}", &hex::encode(h)[..8])
+}
+
+/// The isolation chain of the networks configured in `conf_dir`.
+pub fn chain(conf_dir: &Path) -> String {
+    named("ISO", conf_dir)
 }
 
 /// The nat chain of the networks configured in `conf_dir`.
 pub fn nat_chain(conf_dir: &Path) -> String {
-    chain(conf_dir).replace("BERTH-ISO-", "BERTH-MASQ-")
+    named("MASQ", conf_dir)
 }
 
 fn words(w: &[&str]) -> Vec<String> {
@@ -51,7 +56,7 @@ fn bridges(nets: &[Network]) -> Vec<(&str, &str, bool)> {
 
 /// The filter chain of what passes, of the networks configured in `conf_dir`.
 pub fn accept_chain(conf_dir: &Path) -> String {
-    chain(conf_dir).replace("BERTH-ISO-", "BERTH-FWD-")
+    named("FWD", conf_dir)
 }
 
 /// The isolating rules for `nets` (the agent's bridge networks), each as iptables arguments
@@ -116,17 +121,21 @@ pub fn sync(conf_dir: &Path, nets: &[Network]) -> Result<(), String> {
     // One commit of iptables-restore: the chains are never seen half-filled
     // (declared, each is made or emptied; the rules follow in the same commit).
     run_with_input("iptables-restore", &["-w", "5", "--noflush"], restore_input(&chains, nets).as_bytes())?;
-    let (ch, accept, nat) = (&chains.iso, &chains.accept, &chains.nat);
-    if iptables(&["-C", "FORWARD", "-j", ch]).is_err() {
-        iptables(&["-I", "FORWARD", "1", "-j", ch])?;
+    jump("filter", &["-I", "FORWARD", "1"], &chains.iso)?;
+    jump("filter", &["-A", "FORWARD"], &chains.accept)?;
+    jump("nat", &["-A", "POSTROUTING"], &chains.nat)
+}
+
+/// Make `table`'s hook (`place`: `-I HOOK N` or `-A HOOK`) jump to `chain`, unless it does.
+fn jump(table: &str, place: &[&str], chain: &str) -> Result<(), String> {
+    let hook = place[1];
+    if iptables(&["-t", table, "-C", hook, "-j", chain]).is_ok() {
+        return Ok(());
     }
-    if iptables(&["-C", "FORWARD", "-j", accept]).is_err() {
-        iptables(&["-A", "FORWARD", "-j", accept])?;
-    }
-    if iptables(&["-t", "nat", "-C", "POSTROUTING", "-j", nat]).is_err() {
-        iptables(&["-t", "nat", "-A", "POSTROUTING", "-j", nat])?;
-    }
-    Ok(())
+    let mut add = vec!["-t", table];
+    add.extend_from_slice(place);
+    add.extend_from_slice(&["-j", chain]);
+    iptables(&add)
 }
 
 /// The agent's chains of one conf dir.
@@ -248,6 +257,8 @@ mod tests {
              -A BERTH-MASQ-x -s 10.1.0.0/16 ! -o berth-a -j MASQUERADE\n\
              COMMIT\n"
         );
-        assert_eq!(nat_chain(Path::new("/etc/berth/cni/net.d")), chain(Path::new("/etc/berth/cni/net.d")).replace("ISO", "MASQ"));
+        let dir = Path::new("/etc/berth/cni/net.d");
+        assert_eq!(nat_chain(dir), chain(dir).replace("ISO", "MASQ"));
+        assert_eq!(accept_chain(dir), chain(dir).replace("ISO", "FWD"));
     }
 }

@@ -447,7 +447,7 @@ impl PodService {
     /// The /dev/shm of a pod that is gone (removed otherwise, or by a call cut short), when
     /// `id` is a whole id.
     fn unmount_shm_of(&self, id: &str) {
-        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if crate::digest::is_hex64(id) {
             unmount_shm(&self.shm_dir(id));
         }
     }
