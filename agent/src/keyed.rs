@@ -2,12 +2,17 @@
 //!
 //! A list of 200 containers looks each one up in a few such maps (its task,
 //! its network attachment, its health); with `(String, String)` keys every
-//! lookup allocated two strings. These maps take a borrowed [`NsId`].
+//! lookup allocated two strings. These maps take a borrowed [`NsId`], and
+//! hash with foldhash (randomly seeded, as std's SipHash, and much faster on
+//! 64-character ids).
 
-use std::hash::{Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
+
+/// The hasher of the agent's in-memory maps by id.
+pub type Hasher64 = foldhash::fast::RandomState;
 
 /// A map keyed by `(namespace, id)`.
-pub type NsMap<V> = hashbrown::HashMap<(String, String), V, RandomState>;
+pub type NsMap<V> = hashbrown::HashMap<(String, String), V, Hasher64>;
 
 /// A borrowed `(namespace, id)` key: it hashes and compares as the owned one.
 pub struct NsId<'a>(pub &'a str, pub &'a str);

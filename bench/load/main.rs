@@ -54,7 +54,7 @@ enum Cmd {
         /// 0: every client calls again as soon as it has its answer.
         #[arg(long, default_value_t = 0)]
         rate: u64,
-        /// Image the churn runs `true` in (berthd only; none: no churn).
+        /// Image the churn runs `true` in (berthd only; without it, no churn).
         #[arg(long)]
         churn_image: Option<String>,
         /// The agent's pid, for its RSS, threads and descriptors each second.

@@ -34,7 +34,7 @@ pub fn service(services: Arc<Services>) -> ContainersServer<ContainersApi> {
 #[derive(Default)]
 struct Encoded {
     /// By namespace, then by container id.
-    by_ns: std::sync::Mutex<HashMap<String, HashMap<String, EncodedEntry>>>,
+    by_ns: std::sync::Mutex<HashMap<String, HashMap<String, EncodedEntry, crate::keyed::Hasher64>>>,
 }
 
 /// Most entries kept in one namespace.

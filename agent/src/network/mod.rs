@@ -648,6 +648,12 @@ impl Networks {
         self.attached.lock().unwrap_or_else(|e| e.into_inner()).get(&NsId(ns, id)).cloned()
     }
 
+    /// The attachments of containers `ids`, in their order, the map locked once.
+    pub fn attachments<'a>(&self, ns: &str, ids: impl Iterator<Item = &'a str>) -> Vec<Option<Arc<Attachment>>> {
+        let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        ids.map(|id| attached.get(&NsId(ns, id)).cloned()).collect()
+    }
+
     /// A copy of a container's attachment, to change and save.
     fn attachment_owned(&self, ns: &str, id: &str) -> Option<Attachment> {
         self.attachment(ns, id).map(Arc::unwrap_or_clone)

@@ -214,6 +214,36 @@ pub enum FilesAccess {
     Stopped(tokio::sync::OwnedMutexGuard<()>),
 }
 
+/// A container's status from its live task, if any, and else from its record
+/// (`restarting`: whether a restart of it is pending).
+fn status_of(rec: &ContainerRecord, task: Option<&Task>, restarting: impl FnOnce() -> bool) -> Status {
+    let from_exit = |e: &ExitInfo| Status {
+        state: TaskState::Exited,
+        pid: 0,
+        exit_code: e.exit_code,
+        started_at: e.started_at,
+        finished_at: e.finished_at,
+        oom_killed: e.oom_killed,
+    };
+    match task {
+        None => match &rec.last_exit {
+            Some(e) if restarting() => Status { state: TaskState::Restarting, ..from_exit(e) },
+            Some(e) => from_exit(e),
+            None => Status { state: TaskState::Created, ..Default::default() },
+        },
+        Some(t) => {
+            if let Some(e) = t.exit.borrow().as_ref() {
+                return from_exit(e);
+            }
+            let init = *t.init.lock().unwrap_or_else(|e| e.into_inner());
+            if init.unresponsive() {
+                return Status { state: TaskState::Unknown, ..Default::default() };
+            }
+            Status { state: init.state, pid: init.pid, started_at: init.started_at, ..Default::default() }
+        }
+    }
+}
+
 pub struct Tasks {
     state: PathBuf,
     cfg: RuntimeConfig,
@@ -974,33 +1004,22 @@ impl Tasks {
 
     /// What `ps` shows for a container: from what the agent knows, asking no shim.
     pub fn status(&self, ns: &str, rec: &ContainerRecord) -> Status {
-        let from_exit = |e: &ExitInfo| Status {
-            state: TaskState::Exited,
-            pid: 0,
-            exit_code: e.exit_code,
-            started_at: e.started_at,
-            finished_at: e.finished_at,
-            oom_killed: e.oom_killed,
-        };
-        match self.live_task(ns, &rec.id) {
-            None => match &rec.last_exit {
-                Some(e) if self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&NsId(ns, &rec.id)) => {
-                    Status { state: TaskState::Restarting, ..from_exit(e) }
-                }
-                Some(e) => from_exit(e),
-                None => Status { state: TaskState::Created, ..Default::default() },
-            },
-            Some(t) => {
-                if let Some(e) = t.exit.borrow().as_ref() {
-                    return from_exit(e);
-                }
-                let init = *t.init.lock().unwrap_or_else(|e| e.into_inner());
-                if init.unresponsive() {
-                    return Status { state: TaskState::Unknown, ..Default::default() };
-                }
-                Status { state: init.state, pid: init.pid, started_at: init.started_at, ..Default::default() }
-            }
-        }
+        let task = self.live_task(ns, &rec.id);
+        let restarting = || self.restarting.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&NsId(ns, &rec.id));
+        status_of(rec, task.as_deref(), restarting)
+    }
+
+    /// The statuses of `recs`, in their order: [`Tasks::status`] of each, the maps
+    /// locked once for all (a list of hundreds).
+    pub fn statuses(&self, ns: &str, recs: &[Arc<ContainerRecord>]) -> Vec<Status> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let restarting = self.restarting.lock().unwrap_or_else(|e| e.into_inner());
+        recs.iter()
+            .map(|rec| {
+                let task = live.get(&NsId(ns, &rec.id)).map(Arc::as_ref);
+                status_of(rec, task, || restarting.contains_key(&NsId(ns, &rec.id)))
+            })
+            .collect()
     }
 
     /// Every `interval`, ask each live task's shim for its state (all at

@@ -191,7 +191,7 @@ impl ContainerService {
             Filter::parse_all(filters, |k| matches!(k, "name" | "id" | "image" | "status") || k.starts_with("label."), FILTER_KEYS)?;
         // From memory: nothing to wait for.
         let recs = self.core.containers.list(ns)?;
-        let statuses: Vec<Status> = recs.iter().map(|rec| self.core.tasks.status(ns, rec)).collect();
+        let statuses = self.core.tasks.statuses(ns, &recs);
         let keep = |rec: &ContainerRecord, status: &Status| {
             filters.iter().all(|f| match f.key.as_str() {
                 "name" => f.matches(Some(&rec.name)),
@@ -203,15 +203,13 @@ impl ContainerService {
                 _ => f.matches_label(&rec.labels).unwrap_or(false),
             })
         };
-        Ok(recs
+        let kept: Vec<(Arc<ContainerRecord>, Status)> = recs.into_iter().zip(statuses).filter(|(r, s)| keep(r, s)).collect();
+        let networks = self.core.networks.attachments(ns, kept.iter().map(|(r, _)| r.id.as_str()));
+        let healths = self.core.health.get_many(ns, kept.iter().map(|(r, _)| r.id.as_str()));
+        Ok(kept
             .into_iter()
-            .zip(statuses)
-            .filter(|(r, s)| keep(r, s))
-            .map(|(record, status)| {
-                let network = self.core.networks.attachment(ns, &record.id);
-                let health = self.core.health.get(ns, &record.id);
-                ContainerView { record, status, network, spec: None, health, log_path: None }
-            })
+            .zip(networks.into_iter().zip(healths))
+            .map(|((record, status), (network, health))| ContainerView { record, status, network, spec: None, health, log_path: None })
             .collect())
     }
 

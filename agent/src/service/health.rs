@@ -69,6 +69,15 @@ impl Health {
     pub fn get(&self, ns: &str, id: &str) -> Option<HealthState> {
         self.states.lock().unwrap_or_else(|e| e.into_inner()).get(&NsId(ns, id)).cloned()
     }
+
+    /// The health of containers `ids`, in their order, the map locked once.
+    pub fn get_many<'a>(&self, ns: &str, ids: impl Iterator<Item = &'a str>) -> Vec<Option<HealthState>> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if states.is_empty() {
+            return ids.map(|_| None).collect();
+        }
+        ids.map(|id| states.get(&NsId(ns, id)).cloned()).collect()
+    }
 }
 
 /// Follow task starts (and the tasks found at the agent's start) and run the
