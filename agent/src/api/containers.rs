@@ -418,7 +418,8 @@ fn container_message(v: &ContainerView) -> v1::Container {
         config: Some(config_message(&rec.config)),
         args: rec.args.clone(),
         snapshot_key: rec.snapshot_key.clone(),
-        spec: v.spec.as_ref().map(|s| serde_json::to_vec(s).unwrap_or_default()).unwrap_or_default(),
+        // Get's, moved in by the caller.
+        spec: Vec::new(),
         status: Some(status_message(status)),
         endpoints: v
             .network
@@ -474,8 +475,9 @@ impl v1::containers_server::Containers for ContainersApi {
 
     async fn get(&self, req: Request<v1::GetContainerRequest>) -> Result<Response<v1::GetContainerResponse>, Status> {
         let ns = namespace(&req)?;
-        let c = self.services.containers.get(&ns, &req.get_ref().id).await?;
-        Ok(Response::new(v1::GetContainerResponse { container: Some(container_message(&c)) }))
+        let mut c = self.services.containers.get(&ns, &req.get_ref().id).await?;
+        let spec = c.spec.take();
+        Ok(Response::new(v1::GetContainerResponse { container: Some(v1::Container { spec: spec.unwrap_or_default(), ..container_message(&c) }) }))
     }
 
     async fn list(&self, req: Request<v1::ListContainersRequest>) -> Result<Response<v1::ListContainersResponse>, Status> {

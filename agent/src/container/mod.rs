@@ -207,6 +207,11 @@ impl Containers {
         Ok(self.meta.container_spec(ns, id)?)
     }
 
+    /// Its spec's JSON, as stored.
+    pub fn spec_json(&self, ns: &str, id: &str) -> Result<Vec<u8>, ContainerError> {
+        Ok(self.meta.container_spec_json(ns, id)?)
+    }
+
     pub fn list(&self, ns: &str) -> Result<Vec<std::sync::Arc<ContainerRecord>>, ContainerError> {
         let mut all = self.meta.containers(ns)?;
         all.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));

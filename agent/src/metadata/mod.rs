@@ -758,6 +758,16 @@ impl Metadata {
         self.get(CONTAINER_SPECS, "container spec", ns, id)
     }
 
+    /// A container's spec as stored: its JSON, not decoded (what `Get` sends).
+    pub fn container_spec_json(&self, ns: &str, id: &str) -> Result<Vec<u8>, MetadataError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CONTAINER_SPECS)?;
+        match t.get(key(ns, id).as_str())? {
+            Some(v) => Ok(v.value().to_vec()),
+            None => Err(MetadataError::NotFound { kind: "container spec", name: id.to_owned() }),
+        }
+    }
+
     /// The id of the container named `name` in `ns`.
     pub fn container_id_by_name(&self, ns: &str, name: &str) -> Result<Option<String>, MetadataError> {
         let map = self.containers.read().unwrap_or_else(|e| e.into_inner());

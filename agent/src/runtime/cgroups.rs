@@ -18,9 +18,12 @@ pub struct Stats {
     pub pids_limit: u64,
 }
 
+/// Whether `/sys/fs/cgroup` is cgroup v2's (asked once: it does not change while
+/// the agent runs).
 fn unified() -> bool {
+    static UNIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // CGROUP2_SUPER_MAGIC
-    rustix::fs::statfs(ROOT).map(|s| s.f_type as u64 == 0x6367_7270).unwrap_or(false)
+    *UNIFIED.get_or_init(|| rustix::fs::statfs(ROOT).map(|s| s.f_type as u64 == 0x6367_7270).unwrap_or(false))
 }
 
 fn v1(controller: &str, path: &str) -> PathBuf {

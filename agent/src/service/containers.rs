@@ -29,8 +29,8 @@ pub struct ContainerView {
     pub status: Status,
     /// Its networks and published ports, while its task exists.
     pub network: Option<Arc<crate::network::Attachment>>,
-    /// Its runtime spec: read for one container (`get`), not for a list.
-    pub spec: Option<Box<oci_spec::runtime::Spec>>,
+    /// Its runtime spec, as JSON: read for one container (`get`), not for a list.
+    pub spec: Option<Vec<u8>>,
     /// Its health check's state, when it has one and has run.
     pub health: Option<super::health::HealthState>,
     /// Its log file (the CRI format): read for one container (`get`).
@@ -180,10 +180,10 @@ impl ContainerService {
         let status = self.core.tasks.status(ns, &rec);
         let network = self.core.networks.attachment(ns, &rec.id);
         let (core, ns2, cid) = (self.core.clone(), ns.to_owned(), rec.id.clone());
-        let spec = blocking(move || Ok(core.containers.spec(&ns2, &cid)?)).await?;
+        let spec = blocking(move || Ok(core.containers.spec_json(&ns2, &cid)?)).await?;
         let health = self.core.health.get(ns, &rec.id);
         let log_path = Some(self.core.containers.log_path(ns, &rec));
-        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(Box::new(spec)), health, log_path })
+        Ok(ContainerView { record: Arc::new(rec), status, network, spec: Some(spec), health, log_path })
     }
 
     pub async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContainerView>, Error> {
