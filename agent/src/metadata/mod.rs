@@ -355,14 +355,16 @@ pub struct Metadata {
 }
 
 /// Bytes of pages the metadata database keeps in memory.
-const METADATA_CACHE: usize = 2 << 20;
+const METADATA_CACHE: usize = 512 << 10;
 
 impl Metadata {
     /// Open (creating) the database; snapshot records are those of `snapshotter`.
     pub fn open(path: &Path, snapshotter: &str) -> Result<Self, MetadataError> {
         // Records the agent reads often are kept decoded in memory (containers, images);
         // the database's own page cache (1 GiB at most by default, kept once filled) only
-        // saves a read of the page cache for the rest.
+        // saves a read of the kernel's page cache for the rest (a spec for `inspect`, a
+        // snapshot's record): 2 MiB of it, filled by the gets of 200 specs, were 2 MB of
+        // the agent's idle RSS after bench/load.sh.
         let db = redb::Builder::new().set_cache_size(METADATA_CACHE).create(path)?;
         // Its records hold containers' environments: readable by root only.
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
