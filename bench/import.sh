@@ -5,29 +5,31 @@
 # starts from an empty store (the image is removed and collected in between).
 # Prints medians, the ratio, and each agent's idle memory (RSS).
 #
-# usage: bench/import.sh [RUNS]      (root; builds berthd in release mode)
+# usage: bench/import.sh [RUNS]      (root; builds berthd in release mode, or
+#        takes the binaries from $BERTH_BIN)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 RUNS=${1:-5}
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 cleanup() {
     [ -n "${BERTHD_PID:-}" ] && kill "$BERTHD_PID" 2>/dev/null || true
     [ -n "${CTRD_PID:-}" ] && kill "$CTRD_PID" 2>/dev/null || true
     wait 2>/dev/null || true
-    umount -R "$WORK"/ctrd-root 2>/dev/null || true
-    rm -rf "$WORK"
+    # The agent's network namespaces and containerd's snapshots are mounts.
+    remove_work "$WORK"
 }
 trap cleanup EXIT
 
 [ -x /bin/busybox ] || { echo "install busybox-static (scripts/install-test-deps.sh)" >&2; exit 1; }
-cargo build --release --bins -q
-BIN=target/release
+BIN=${BERTH_BIN:-target/release}
+[ -n "${BERTH_BIN:-}" ] || cargo build --release --bins -q
 IMG=$WORK/image.tar
 python3 bench/mkimage.py "$IMG" --layers 5 --layer-mb 40
 echo "archive: $(du -m "$IMG" | cut -f1) MB"
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-. bench/lib.sh
 
 # --- berthd ---
 "$BIN/berthd" --root "$WORK/berth-root" --state "$WORK/berth-state" --log-level warn &
