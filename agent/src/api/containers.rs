@@ -477,7 +477,9 @@ impl v1::containers_server::Containers for ContainersApi {
         let ns = namespace(&req)?;
         let mut c = self.services.containers.get(&ns, &req.get_ref().id).await?;
         let spec = c.spec.take();
-        Ok(Response::new(v1::GetContainerResponse { container: Some(v1::Container { spec: spec.unwrap_or_default(), ..container_message(&c) }) }))
+        Ok(Response::new(v1::GetContainerResponse {
+            container: Some(v1::Container { spec: spec.unwrap_or_default(), ..container_message(&c) }),
+        }))
     }
 
     async fn list(&self, req: Request<v1::ListContainersRequest>) -> Result<Response<v1::ListContainersResponse>, Status> {
