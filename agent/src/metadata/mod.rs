@@ -415,11 +415,23 @@ impl Metadata {
         ns: &str,
         name: &str,
     ) -> Result<T, MetadataError> {
+        self.read(table, kind, ns, name, decode)
+    }
+
+    /// `read` of the stored bytes of `name` (with its key), or NotFound.
+    fn read<T>(
+        &self,
+        table: TableDefinition<'_, &str, &[u8]>,
+        kind: &'static str,
+        ns: &str,
+        name: &str,
+        read: impl FnOnce(&str, &[u8]) -> Result<T, MetadataError>,
+    ) -> Result<T, MetadataError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(table)?;
         let k = key(ns, name);
         match t.get(k.as_str())? {
-            Some(v) => decode(&k, v.value()),
+            Some(v) => read(&k, v.value()),
             None => Err(MetadataError::NotFound { kind, name: name.to_owned() }),
         }
     }
@@ -762,12 +774,7 @@ impl Metadata {
 
     /// A container's spec as stored: its JSON, not decoded (what `Get` sends).
     pub fn container_spec_json(&self, ns: &str, id: &str) -> Result<Vec<u8>, MetadataError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(CONTAINER_SPECS)?;
-        match t.get(key(ns, id).as_str())? {
-            Some(v) => Ok(v.value().to_vec()),
-            None => Err(MetadataError::NotFound { kind: "container spec", name: id.to_owned() }),
-        }
+        self.read(CONTAINER_SPECS, "container spec", ns, id, |_, json| Ok(json.to_vec()))
     }
 
     /// The id of the container named `name` in `ns`.
